@@ -1,0 +1,1 @@
+"""mgrade-edge training: the mGRADE layer, its baselines, tasks and the train command."""
