@@ -1,0 +1,177 @@
+"""Convert a trained checkpoint to a hardened, int8, single-step streaming model.tflite.
+
+    python -m convert CHECKPOINT --out DIR [--calib N] [--n-test N]
+
+Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
+TFLite-Micro, LiteRT vs TFLM difference, sizes, ops) and DIR/test_data.npz (the int8 test
+sequences and labels that the host tools stream). DIR appears only when everything succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from convert.calibrate import step_feeds
+from convert.quantize import convert_int8, finalize, op_names, state_pairs
+from convert.spec import ConvertError, extract
+from convert.stream import Streamer, predictions, tflm_arena_bytes
+from training.checkpoint import CheckpointError, load_model
+from training.evaluate import IGNORE, evaluate
+from training.tasks import TaskError, load_task
+
+MAX_CALIB_FEEDS = 3000
+
+
+def model_id(model_bytes: bytes) -> str:
+    """The id a device reports: first 8 bytes of sha256 of the .tflite, hex."""
+    return hashlib.sha256(model_bytes).digest()[:8].hex()
+
+
+def calibration_feeds(net, spec, x_train, n_seq: int, seed: int) -> list[dict]:
+    """Graph inputs from n_seq training sequences, thinned to at most MAX_CALIB_FEEDS steps."""
+    if len(x_train) == 0:
+        raise ConvertError("the task has no training split to calibrate on")
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(x_train), generator=gen)[:n_seq]
+    total = len(pick) * x_train.shape[1]
+    stride = max(1, total // MAX_CALIB_FEEDS)
+    feeds = [f for k, (f, _) in enumerate(tqdm(step_feeds(net, spec, x_train[pick]), total=total,
+                                                 desc="calibrate", unit="step", leave=False))
+             if k % stride == 0]
+    return feeds
+
+
+def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
+              float_pred: np.ndarray) -> dict:
+    """Stream every test sequence through each backend; accuracies and LSB differences."""
+    preds = {name: [] for name in streamers}
+    logits = {name: [] for name in streamers}
+    for i in tqdm(range(len(x_q)), desc="int8 eval", unit="seq", leave=False):
+        for name, s in streamers.items():
+            out = s.run(x_q[i])
+            logits[name].append(out)
+            preds[name].append(predictions(out, readout))
+    mask = y != IGNORE
+    res = {}
+    for name in streamers:
+        p = np.asarray(preds[name])
+        res[f"int8_acc_{name}"] = float((p[mask] == y[mask]).mean())
+        res[f"argmax_agreement_{name}_vs_hardened"] = float((p[mask] == float_pred[mask]).mean())
+    a = np.stack(logits["tflm"]).astype(np.int32)
+    b = np.stack(logits["litert"]).astype(np.int32)
+    res["max_abs_diff_litert_vs_tflm"] = int(np.abs(a - b).max())
+    res["frac_outputs_differing_litert_vs_tflm"] = float((a != b).mean())
+    return res
+
+
+def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
+    t0 = time.monotonic()
+    net, cfg, ckpt = load_model(checkpoint)
+    data = load_task(cfg.task.name, cfg.task.params, cfg.task.data_dir or None, cfg.task.seed)
+    if len(data.x_test) == 0:
+        raise ConvertError("the task's test split is empty")
+    x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
+    float_acc = evaluate(net, x_test, y_test)["acc"]
+    net.harden()
+    hardened_acc = evaluate(net, x_test, y_test)["acc"]
+    with torch.no_grad():
+        hard_logits = net(x_test)
+    spec = extract(net)
+    feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed)
+    print(f"converting with {len(feeds)} calibration steps ...", flush=True)
+    raw = convert_int8(spec, feeds)
+    info = {"task": data.name, "seq_len": data.seq_len,
+            "checkpoint_epoch": int(ckpt.get("epoch", 0))}
+    model_bytes = finalize(raw, spec, info)
+    streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
+    x_q = streamers["tflm"].quantize_input(x_test.numpy())
+    y = y_test.numpy()
+    float_pred = hard_logits.argmax(-1).numpy()
+    report = {"model_id": model_id(model_bytes), "task": data.name, "readout": data.readout,
+              "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
+              "calib_steps": len(feeds),
+              "float_acc": float_acc, "hardened_acc": hardened_acc}
+    report.update(int8_eval(streamers, x_q, y, data.readout, float_pred))
+    report.update({
+        "hardening_cost_points": 100 * (float_acc - hardened_acc),
+        "int8_cost_points_tflm": 100 * (hardened_acc - report["int8_acc_tflm"]),
+        "model_bytes": len(model_bytes), "tflm_arena_bytes": tflm_arena_bytes(model_bytes),
+        "ops": op_names(model_bytes),
+        "input_quant": streamers["tflm"].input_quant, "logits_quant": streamers["tflm"].output_quant,
+        "state_pairs": state_pairs(spec),
+        "delays": [None if layer.delays is None else layer.delays.tolist() for layer in spec.layers],
+        "convert_s": round(time.monotonic() - t0, 1)})
+    write_dir(out, model_bytes, report, x_q, y)
+    return report
+
+
+def write_dir(out: Path, model_bytes: bytes, report: dict, x_q: np.ndarray, y: np.ndarray):
+    """Write everything into a temporary sibling folder, then swap it in."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "model.tflite").write_bytes(model_bytes)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        np.savez_compressed(tmp / "test_data.npz", x=x_q, y=y)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def summary(r: dict) -> str:
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    return "\n".join([
+        f"model id {r['model_id']}  ({r['task']}, {r['n_test']} test sequences)",
+        f"accuracy: float {pct(r['float_acc'])}  hardened {pct(r['hardened_acc'])}  "
+        f"int8 TFLM {pct(r['int8_acc_tflm'])}  int8 LiteRT {pct(r['int8_acc_litert'])}",
+        f"cost: hardening {r['hardening_cost_points']:+.2f} points, int8 "
+        f"{r['int8_cost_points_tflm']:+.2f} points; int8 vs hardened argmax agreement "
+        f"{pct(r['argmax_agreement_tflm_vs_hardened'])}",
+        f"LiteRT vs TFLite-Micro: max |diff| {r['max_abs_diff_litert_vs_tflm']} LSB "
+        f"({100 * r['frac_outputs_differing_litert_vs_tflm']:.2f}% of outputs differ)",
+        f"model.tflite {r['model_bytes']} B, TFLM arena {r['tflm_arena_bytes']} B; "
+        f"ops: {', '.join(r['ops'])}"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("--out", required=True, help="output folder (replaced when done)")
+    p.add_argument("--calib", type=int, default=64, help="calibration sequences (default 64)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="evaluate on the first N test sequences (default: all)")
+    args = p.parse_args(argv)
+    if args.calib <= 0 or (args.n_test is not None and args.n_test <= 0):
+        print("error: --calib and --n-test must be > 0", file=sys.stderr)
+        return 2
+    try:
+        report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test)
+    except (ConvertError, CheckpointError, TaskError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(report))
+    print(f"wrote {args.out}/model.tflite, report.json, test_data.npz")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""A hardened network as plain NumPy arrays: what the streaming step computes.
+
+BatchNorm before a Dense (the MLP's pre-norm) is folded into that Dense; the post-norm becomes
+a per-channel scale and shift; the last post-norm is folded into the readout. Integer delays
+come from the hardened DelayConv.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch.nn as nn
+
+from training.layers import BatchNormChannels
+from training.model import MGradeNet
+
+
+class ConvertError(ValueError):
+    """A model or input the converter cannot handle (clear message, exit code != 0)."""
+
+
+@dataclass
+class LayerSpec:
+    """One block. Shapes: H channels, N taps; Dense weights are [out, in]."""
+    delays: np.ndarray | None        # [H, N] int, frames (None: no delay conv)
+    taps: np.ndarray | None          # [H, N] float tap weights
+    wz: np.ndarray | None = None     # [H, H] minGRU gate
+    bz: np.ndarray | None = None
+    wh: np.ndarray | None = None     # [H, H] minGRU candidate
+    bh: np.ndarray | None = None
+    w1: np.ndarray = None            # [rH, H] (pre-norm folded in)
+    b1: np.ndarray = None
+    w2: np.ndarray = None            # [H, rH]
+    b2: np.ndarray = None
+    post_scale: np.ndarray | None = None   # [H] post-norm (None: folded away or no norm)
+    post_shift: np.ndarray | None = None
+
+    @property
+    def ring_frames(self) -> int:
+        """Past frames the layer's ring holds: its largest delay (0 without a conv)."""
+        return 0 if self.delays is None else int(self.delays.max())
+
+
+@dataclass
+class StepSpec:
+    n_in: int
+    n_classes: int
+    channels: int
+    readout: str
+    we: np.ndarray                   # [H, n_in] encoder (identity when the net has none)
+    be: np.ndarray
+    layers: list[LayerSpec] = field(default_factory=list)
+    wr: np.ndarray = None            # [n, H] readout
+    br: np.ndarray = None
+
+
+def _np(t):
+    return t.detach().cpu().double().numpy()
+
+
+def _affine(norm) -> tuple[np.ndarray, np.ndarray] | None:
+    if isinstance(norm, BatchNormChannels):
+        scale, shift = norm.eval_affine()
+        return _np(scale), _np(shift)
+    if isinstance(norm, nn.Identity):
+        return None
+    raise ConvertError(f"{type(norm).__name__} cannot be converted to the int8 streaming model;"
+                       f" train with model.norm = \"batch\" (folds into the int8 graph) or "
+                       f"\"none\"")
+
+
+def extract(net: MGradeNet) -> StepSpec:
+    """Hardened float weights of `net` (eval mode) with norms folded."""
+    cfg = net.cfg
+    if cfg.act != "relu":
+        raise ConvertError(f"model.act = {cfg.act!r}: the int8 path supports \"relu\" only")
+    if cfg.use_rnn and cfg.rnn_out != "linear":
+        raise ConvertError(f"model.rnn_out = {cfg.rnn_out!r}: the int8 path supports "
+                           f"\"linear\" only")
+    if not net.hardened:
+        raise ConvertError("the network is not hardened; call harden() first")
+    H = cfg.d_model
+    if isinstance(net.encoder, nn.Linear):
+        we, be = _np(net.encoder.weight), _np(net.encoder.bias)
+    else:
+        we, be = np.eye(H), np.zeros(H)
+    spec = StepSpec(n_in=net.n_in, n_classes=net.n_classes, channels=H,
+                    readout=net.readout_mode, we=we, be=be)
+    for block in net.blocks:
+        layer = LayerSpec(delays=None, taps=None)
+        if block.conv is not None:
+            layer.delays = block.conv.delays().numpy().astype(np.int64)
+            layer.taps = _np(block.conv.weight)
+        if block.rnn is not None:
+            w, b = _np(block.rnn.proj.weight), _np(block.rnn.proj.bias)
+            layer.wz, layer.wh, layer.bz, layer.bh = w[:H], w[H:], b[:H], b[H:]
+        w1, b1 = _np(block.fc1.weight), _np(block.fc1.bias)
+        pre = _affine(block.norm_mlp)
+        if pre is not None:                          # fc1(s*v + t) = (W s) v + (W t + b)
+            s, t = pre
+            w1, b1 = w1 * s[None, :], w1 @ t + b1
+        layer.w1, layer.b1 = w1, b1
+        layer.w2, layer.b2 = _np(block.fc2.weight), _np(block.fc2.bias)
+        post = _affine(block.norm_post)
+        if post is not None:
+            layer.post_scale, layer.post_shift = post
+        spec.layers.append(layer)
+    wr, br = _np(net.readout.weight), _np(net.readout.bias)
+    last = spec.layers[-1]
+    if last.post_scale is not None:                  # fold the last post-norm into the readout
+        wr, br = wr * last.post_scale[None, :], wr @ last.post_shift + br
+        last.post_scale = last.post_shift = None
+    spec.wr, spec.br = wr, br
+    return spec

@@ -1,0 +1,157 @@
+"""Run a streaming model.tflite step by step in LiteRT or TFLite-Micro.
+
+The caller-side state handling every runtime repeats (the firmware does the same in C):
+rings start at their zero point (= float 0), at step t the gather indices come from
+`gather_indices`, after the step the frame output is written to ring slot t mod R and each
+minGRU state output becomes the next input. The readout mean is an int32 sum of int8 logits.
+
+    s = Streamer(model_bytes, backend="tflm")
+    logits = s.run(x_q)          # int8 [T, n_in] -> int8 [T, n_classes] per-step logits
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import numpy as np
+
+from convert.graph import gather_indices
+from convert.quantize import read_metadata
+from convert.spec import ConvertError
+
+BACKENDS = ("tflm", "litert")
+
+
+class Streamer:
+    def __init__(self, model_bytes: bytes, backend: str = "tflm"):
+        if backend not in BACKENDS:
+            raise ConvertError(f"backend {backend!r} is not one of {BACKENDS}")
+        self.meta = read_metadata(model_bytes)
+        self.backend = backend
+        if backend == "tflm":
+            from tflite_micro.python.tflite_micro import runtime
+            self.interp = runtime.Interpreter.from_bytes(model_bytes)
+            n_in, n_out = len(self.meta["inputs"]), len(self.meta["outputs"])
+            self.in_quant = [self._tflm_quant(self.interp.get_input_details(i))
+                             for i in range(n_in)]
+            self.out_quant = [self._tflm_quant(self.interp.get_output_details(i))
+                              for i in range(n_out)]
+        else:
+            from ai_edge_litert.interpreter import Interpreter
+            self.interp = Interpreter(model_content=model_bytes, num_threads=1)
+            self.interp.allocate_tensors()
+            self.in_details = self.interp.get_input_details()
+            self.out_details = self.interp.get_output_details()
+            self.in_quant = [d["quantization"] for d in self.in_details]
+            self.out_quant = [d["quantization"] for d in self.out_details]
+        self.inputs = {n: i for i, n in enumerate(self.meta["inputs"])}
+        self.outputs = {n: i for i, n in enumerate(self.meta["outputs"])}
+
+    @staticmethod
+    def _tflm_quant(d):
+        q = d["quantization_parameters"]
+        if len(q["scales"]) == 0:
+            return (0.0, 0)
+        return float(q["scales"][0]), int(q["zero_points"][0])
+
+    @property
+    def input_quant(self) -> tuple[float, int]:
+        """(scale, zero point) of the frame input x."""
+        return self.in_quant[self.inputs["x"]]
+
+    @property
+    def output_quant(self) -> tuple[float, int]:
+        return self.out_quant[self.outputs["logits"]]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        scale, zp = self.input_quant
+        return np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8)
+
+    def _initial_state(self) -> dict:
+        H, state = self.meta["channels"], {}
+        for i, layer in enumerate(self.meta["layers"]):
+            if layer["ring_frames"] > 0:
+                zp = self.in_quant[self.inputs[f"ring{i}"]][1]
+                state[f"ring{i}"] = np.full((1, layer["ring_frames"] * H), zp, np.int8)
+            if layer["rnn"]:
+                zp = self.in_quant[self.inputs[f"h{i}"]][1]
+                state[f"h{i}"] = np.full((1, H), zp, np.int8)
+        return state
+
+    def _invoke(self, feed: dict) -> dict:
+        if self.backend == "tflm":
+            for name, value in feed.items():
+                self.interp.set_input(value, self.inputs[name])
+            self.interp.invoke()
+            return {n: self.interp.get_output(i) for n, i in self.outputs.items()}
+        for name, value in feed.items():
+            self.interp.set_tensor(self.in_details[self.inputs[name]]["index"], value)
+        self.interp.invoke()
+        return {n: self.interp.get_tensor(self.out_details[i]["index"])
+                for n, i in self.outputs.items()}
+
+    def run(self, x_q: np.ndarray, return_states: bool = False):
+        """x_q int8 [T, n_in] -> per-step int8 logits [T, n_classes] (and, if asked, the
+        list of every step's raw outputs)."""
+        if x_q.dtype != np.int8 or x_q.ndim != 2 or x_q.shape[1] != self.meta["n_in"]:
+            raise ConvertError(f"expected int8 [T, {self.meta['n_in']}], got {x_q.dtype} "
+                               f"{list(x_q.shape)}")
+        H, state = self.meta["channels"], self._initial_state()
+        logits, raw = [], []
+        for t in range(len(x_q)):
+            feed = {"x": x_q[t:t + 1]}
+            feed.update(state)
+            for i, layer in enumerate(self.meta["layers"]):
+                if layer["ring_frames"] > 0:
+                    feed[f"idx{i}"] = gather_indices(np.asarray(layer["delays"]), t,
+                                                     layer["ring_frames"])
+            out = self._invoke(feed)
+            for i, layer in enumerate(self.meta["layers"]):
+                R = layer["ring_frames"]
+                if R > 0:
+                    slot = t % R
+                    state[f"ring{i}"][0, slot * H:(slot + 1) * H] = out[f"frame{i}"][0]
+                if layer["rnn"]:
+                    state[f"h{i}"] = out[f"hnew{i}"].copy()
+            logits.append(out["logits"][0].copy())
+            if return_states:
+                raw.append({k: v.copy() for k, v in out.items()})
+        logits = np.stack(logits)
+        return (logits, raw) if return_states else logits
+
+
+def predictions(logits_q: np.ndarray, readout: str) -> np.ndarray:
+    """int8 per-step logits [T, n] -> class for the sequence ([]) or per step ([T])."""
+    if readout == "mean":
+        return np.argmax(logits_q.astype(np.int32).sum(axis=0))
+    return np.argmax(logits_q, axis=-1)
+
+
+def tflm_arena_bytes(model_bytes: bytes) -> int | None:
+    """The arena TFLite-Micro allocates for the model, read from its allocation recording
+    (which the C++ side prints to the process's stdout or stderr)."""
+    import ctypes
+    import sys
+
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(model_bytes)
+    libc = ctypes.CDLL(None)
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            interp.print_allocations()
+            libc.fflush(None)
+        finally:
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+        tmp.seek(0)
+        text = tmp.read()
+    m = re.search(r"Arena allocation total (\d+) bytes", text)
+    return int(m.group(1)) if m else None

@@ -1,0 +1,213 @@
+"""Run configuration: TOML in, validated dataclasses out.
+
+A config file has three tables, each optional except [task]:
+
+    [task]   name = "digits", data_dir = "...", seed = 0, plus the task's own parameters
+    [model]  the network (ModelConfig)
+    [train]  the optimisation (TrainConfig)
+
+Every key is checked: an unknown key or a value of the wrong type raises ConfigError with
+the key, what was expected and the valid keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or a checkpoint's config."""
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 32            # H: channels of every layer
+    n_layers: int = 2            # L
+    encoder: bool = True         # Dense(n_in -> H); without it n_in must equal H or be 1
+    use_conv: bool = True        # delay convolution in each block
+    conv: str = "dcls"           # "dcls" (learnable spacings) | "dilated" (fixed dilated taps)
+    kernel_span: int = 16        # K: maximal delay + 1, frames
+    n_taps: int = 4              # N taps per channel
+    dilation: int = 4            # "dilated" only: tap e sits at delay e * dilation
+    use_rnn: bool = True         # minGRU in each block
+    rnn_out: str = "linear"      # minGRU output activation: linear | sigmoid | gelu | relu
+    norm: str = "batch"          # "batch" (deployable) | "layer" (paper) | "none"
+    mlp_ratio: int = 2           # MLP hidden = mlp_ratio * H
+    act: str = "relu"            # "relu" | "gelu"
+    dropout: float = 0.0
+    sigma_start: float = 0.0     # Gaussian width at the start, frames; 0 -> K / 3
+    sigma_end: float = 0.23      # floor reached after sigma_anneal_frac of training
+    sigma_anneal_frac: float = 0.5
+
+    def validate(self):
+        _choice("model.conv", self.conv, ("dcls", "dilated"))
+        _choice("model.norm", self.norm, ("batch", "layer", "none"))
+        _choice("model.act", self.act, ("relu", "gelu"))
+        _choice("model.rnn_out", self.rnn_out, ("linear", "sigmoid", "gelu", "relu"))
+        _positive("model.d_model", self.d_model)
+        _positive("model.n_layers", self.n_layers)
+        _positive("model.kernel_span", self.kernel_span)
+        _positive("model.n_taps", self.n_taps)
+        _positive("model.dilation", self.dilation)
+        _positive("model.mlp_ratio", self.mlp_ratio)
+        if not (self.use_conv or self.use_rnn):
+            raise ConfigError("model: use_conv and use_rnn are both false; a block needs at "
+                              "least one temporal mixer")
+        if self.conv == "dcls" and self.n_taps > self.kernel_span:
+            raise ConfigError(f"model.n_taps={self.n_taps} exceeds model.kernel_span="
+                              f"{self.kernel_span}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.sigma_anneal_frac <= 1.0:
+            raise ConfigError("model.sigma_anneal_frac must be in [0, 1]")
+        if self.sigma_end <= 0:
+            raise ConfigError("model.sigma_end must be > 0")
+
+    @property
+    def span(self) -> int:
+        """Frames the conv looks back, delay 0 included."""
+        if self.conv == "dilated":
+            return (self.n_taps - 1) * self.dilation + 1
+        return self.kernel_span
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 4e-3
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1     # linear warm-up over this part of all steps, then cosine to 0
+    pos_lr_mult: float = 5.0     # positions: lr x this, no weight decay
+    grad_clip: float = 1.0       # 0 disables
+    seed: int = 0
+    eval_batch_size: int = 256
+    threads: int = 0             # torch threads; 0 = torch's default
+
+    def validate(self):
+        _positive("train.epochs", self.epochs)
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.eval_batch_size", self.eval_batch_size)
+        if self.lr <= 0:
+            raise ConfigError("train.lr must be > 0")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ConfigError("train.warmup_frac must be in [0, 1)")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "digits"
+    data_dir: str = ""           # folder with the data set's standard files (real data sets)
+    seed: int = 0                # data generation / split / permutation seed
+    params: dict = field(default_factory=dict)   # the task's own parameters
+
+
+@dataclass
+class Config:
+    task: TaskConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict:
+        task = {"name": self.task.name, "data_dir": self.task.data_dir,
+                "seed": self.task.seed, **self.task.params}
+        return {"task": task, "model": dataclasses.asdict(self.model),
+                "train": dataclasses.asdict(self.train)}
+
+
+def _choice(key, value, valid):
+    if value not in valid:
+        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(map(repr, valid))}")
+
+
+def _positive(key, value):
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _type_ok(value, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _fill(cls, table: dict, section: str):
+    """Build dataclass `cls` from a TOML table, checking names and types."""
+    known = {f.name: f for f in fields(cls)}
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"unknown key '{section}.{key}'; valid keys in [{section}]: "
+                              f"{', '.join(sorted(known))}")
+        default = known[key].default
+        if not _type_ok(value, default):
+            raise ConfigError(f"'{section}.{key}' must be {type(default).__name__}, got "
+                              f"{type(value).__name__} ({value!r})")
+        values[key] = float(value) if isinstance(default, float) else value
+    obj = cls(**values)
+    obj.validate()
+    return obj
+
+
+def _task_from_table(table: dict) -> TaskConfig:
+    from training.tasks import TaskError, task_defaults
+
+    if not isinstance(table, dict) or "name" not in table:
+        raise ConfigError("[task] needs a 'name'")
+    name = table["name"]
+    if not isinstance(name, str):
+        raise ConfigError("'task.name' must be a string")
+    try:
+        defaults = task_defaults(name)
+    except TaskError as e:
+        raise ConfigError(str(e)) from None
+    common = {"name": "", "data_dir": "", "seed": 0}
+    params = {}
+    for key, value in table.items():
+        if key in common:
+            if not _type_ok(value, common[key]):
+                raise ConfigError(f"'task.{key}' must be {type(common[key]).__name__}, got "
+                                  f"{type(value).__name__} ({value!r})")
+            continue
+        if key not in defaults:
+            raise ConfigError(f"unknown key 'task.{key}' for task '{name}'; valid keys: "
+                              f"{', '.join(sorted([*common, *defaults]))}")
+        if defaults[key] is not None and not _type_ok(value, defaults[key]):
+            raise ConfigError(f"'task.{key}' must be {type(defaults[key]).__name__}, got "
+                              f"{type(value).__name__} ({value!r})")
+        params[key] = value
+    return TaskConfig(name=name, data_dir=table.get("data_dir", ""),
+                      seed=table.get("seed", 0), params=params)
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Validate a parsed TOML document (or a checkpoint's stored config)."""
+    valid = ("task", "model", "train")
+    for key in raw:
+        if key not in valid:
+            raise ConfigError(f"unknown table [{key}]; valid tables: {', '.join(valid)}")
+    if "task" not in raw:
+        raise ConfigError("the config needs a [task] table with at least name = \"...\"")
+    return Config(task=_task_from_table(raw["task"]),
+                  model=_fill(ModelConfig, raw.get("model", {}), "model"),
+                  train=_fill(TrainConfig, raw.get("train", {}), "train"))
+
+
+def load_config(path) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return config_from_dict(raw)

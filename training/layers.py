@@ -1,0 +1,197 @@
+"""The mGRADE layers. Each has a parallel path (whole sequence, [B, T, H]) and a step path
+(one frame, [B, H], with explicit state).
+
+- DelayConv: depthwise causal convolution made of N taps per channel at delays (positions)
+  that are learned ("dcls": Gaussian interpolation, sigma annealed) or fixed ("dilated").
+- MinGRU: z and h~ from the input only; parallel scan for training, one step for inference.
+- MGradeBlock: DelayConv -> MinGRU -> MLP with residuals and norms; either mixer may be off.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training.config import ModelConfig
+from training.delay_ops import causal_depthwise_conv, gaussian_kernel
+from training.scan import g, mingru_scan
+
+
+class DelayConv(nn.Module):
+    """Depthwise causal convolution with N taps per channel.
+
+    kind "dcls": positions [H, N] are parameters in [0, K-1] (frames of delay); the kernel is
+    a sum of normalised Gaussians of width `sigma` around them. After `harden()` the positions
+    are rounded to integer delays and the kernel is exactly sparse.
+    kind "dilated": taps at fixed delays 0, d, 2d, ... ((N-1)d + 1 = span).
+    """
+
+    def __init__(self, channels: int, n_taps: int, span: int, kind: str = "dcls",
+                 dilation: int = 1, sigma: float = 1.0):
+        super().__init__()
+        self.channels, self.n_taps, self.span, self.kind = channels, n_taps, span, kind
+        self.weight = nn.Parameter(torch.randn(channels, n_taps) / math.sqrt(n_taps))
+        if kind == "dcls":
+            init = torch.rand(channels, n_taps) * (span - 1)
+            self.positions = nn.Parameter(init)
+            self.register_buffer("hardened", torch.tensor(False))
+        else:
+            fixed = torch.arange(n_taps, dtype=torch.float32) * dilation
+            self.register_buffer("positions", fixed.expand(channels, n_taps).clone())
+            self.register_buffer("hardened", torch.tensor(True))
+        self.register_buffer("sigma", torch.tensor(float(sigma)))
+
+    # -- kernel -------------------------------------------------------------------------
+    def delays(self) -> torch.Tensor:
+        """Integer delays [H, N] (rounded positions, clamped to the span)."""
+        return self.positions.detach().round().clamp(0, self.span - 1).long()
+
+    def dense_kernel(self) -> torch.Tensor:
+        """[H, span] kernel; kernel[c, k] multiplies x[t - k, c]."""
+        if bool(self.hardened):
+            kernel = torch.zeros(self.channels, self.span, dtype=self.weight.dtype,
+                                 device=self.weight.device)
+            return kernel.scatter_add(1, self.delays(), self.weight)
+        return gaussian_kernel(self.positions, self.weight, float(self.sigma), self.span)
+
+    def state_frames(self) -> int:
+        """Past frames the step path keeps (delay 1 .. max delay)."""
+        if bool(self.hardened):
+            return int(self.delays().max()) if self.n_taps else 0
+        return self.span - 1
+
+    @torch.no_grad()
+    def clamp_positions(self):
+        if self.kind == "dcls":
+            self.positions.clamp_(0, self.span - 1)
+
+    @torch.no_grad()
+    def harden(self):
+        """Round positions to integer delays; the kernel becomes exact sparse taps."""
+        if self.kind == "dcls":
+            self.positions.copy_(self.delays().to(self.positions.dtype))
+            self.positions.requires_grad_(False)
+            self.hardened.fill_(True)
+
+    # -- paths ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, H] -> y [B, T, H]."""
+        kernel = self.dense_kernel()
+        if bool(self.hardened):                    # trim the span to the largest delay
+            kernel = kernel[:, : self.state_frames() + 1]
+        return causal_depthwise_conv(x, kernel)
+
+    def init_state(self, batch: int) -> torch.Tensor:
+        """Past frames [B, S, H], newest first (S = state_frames())."""
+        return self.weight.new_zeros(batch, self.state_frames(), self.channels)
+
+    def step(self, x_t: torch.Tensor, past: torch.Tensor):
+        """x_t [B, H], past [B, S, H] (frames t-1 .. t-S) -> (y_t [B, H], new past)."""
+        S = past.shape[1]
+        kernel = self.dense_kernel()[:, : S + 1]                  # [H, S + 1]
+        frames = torch.cat([x_t.unsqueeze(1), past], dim=1)       # [B, S + 1, H], delay k at k
+        y = torch.einsum("bkh,hk->bh", frames, kernel)
+        return y, frames[:, :S]
+
+
+class MinGRU(nn.Module):
+    """minGRU: z_t = sigmoid(W_z x_t + b_z), h~_t = g(W_h x_t + b_h),
+    h_t = (1 - z_t) h_{t-1} + z_t h~_t. Output = out_act(h_t). x, h: [.., H]."""
+
+    def __init__(self, channels: int, out_act: str = "linear"):
+        super().__init__()
+        self.proj = nn.Linear(channels, 2 * channels)     # rows [0, H): gate z; [H, 2H): h~
+        self.out_act = out_act
+
+    def _out(self, h):
+        if self.out_act == "sigmoid":
+            return torch.sigmoid((h - 0.5) * 10)
+        if self.out_act == "gelu":
+            return F.gelu(h - 1)
+        if self.out_act == "relu":
+            return F.relu(h - 2)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, H] -> out [B, T, H] (state starts at 0)."""
+        z_pre, h_pre = self.proj(x).chunk(2, dim=-1)
+        return self._out(mingru_scan(z_pre, h_pre))
+
+    def step(self, x_t: torch.Tensor, h: torch.Tensor):
+        """x_t [B, H], h [B, H] -> (out_t [B, H], h_t [B, H])."""
+        z_pre, h_pre = self.proj(x_t).chunk(2, dim=-1)
+        z = torch.sigmoid(z_pre)
+        h = (1 - z) * h + z * g(h_pre)
+        return self._out(h), h
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """Channel norm over [B, T, H] or [B, H] input."""
+    if kind == "batch":
+        return BatchNormChannels(channels)
+    if kind == "layer":
+        return nn.LayerNorm(channels)
+    return nn.Identity()
+
+
+class BatchNormChannels(nn.BatchNorm1d):
+    """BatchNorm over every axis but the last (channels); eval mode = per-channel affine."""
+
+    def forward(self, x):
+        shape = x.shape
+        return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
+
+    def eval_affine(self):
+        """(scale [H], shift [H]) such that eval output = x * scale + shift."""
+        scale = self.weight / torch.sqrt(self.running_var + self.eps)
+        return scale, self.bias - self.running_mean * scale
+
+
+class MGradeBlock(nn.Module):
+    """u = x + conv(x); v = u + drop(minGRU(u)); w = v + drop(MLP(norm(v))); out = norm(w)."""
+
+    def __init__(self, cfg: ModelConfig, sigma: float):
+        super().__init__()
+        H = cfg.d_model
+        self.conv = (DelayConv(H, cfg.n_taps, cfg.span, cfg.conv, cfg.dilation, sigma)
+                     if cfg.use_conv else None)
+        self.rnn = MinGRU(H, cfg.rnn_out) if cfg.use_rnn else None
+        self.norm_mlp = make_norm(cfg.norm, H)
+        self.fc1 = nn.Linear(H, cfg.mlp_ratio * H)
+        self.fc2 = nn.Linear(cfg.mlp_ratio * H, H)
+        self.act = nn.ReLU() if cfg.act == "relu" else nn.GELU()
+        self.drop = nn.Dropout(cfg.dropout)
+        self.norm_post = make_norm(cfg.norm, H)
+
+    def _mlp_and_norm(self, v):
+        w = v + self.drop(self.fc2(self.act(self.fc1(self.norm_mlp(v)))))
+        return self.norm_post(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, H] -> [B, T, H]."""
+        u = x + self.conv(x) if self.conv is not None else x
+        v = u + self.drop(self.rnn(u)) if self.rnn is not None else u
+        return self._mlp_and_norm(v)
+
+    def init_state(self, batch: int) -> dict:
+        state = {}
+        if self.conv is not None:
+            state["past"] = self.conv.init_state(batch)
+        if self.rnn is not None:
+            state["h"] = self.fc1.weight.new_zeros(batch, self.fc1.in_features)
+        return state
+
+    def step(self, x_t: torch.Tensor, state: dict):
+        """x_t [B, H] -> (out_t [B, H], new state)."""
+        new = {}
+        u = x_t
+        if self.conv is not None:
+            y, new["past"] = self.conv.step(x_t, state["past"])
+            u = x_t + y
+        v = u
+        if self.rnn is not None:
+            out, new["h"] = self.rnn.step(u, state["h"])
+            v = u + out
+        return self._mlp_and_norm(v), new

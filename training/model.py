@@ -1,0 +1,125 @@
+"""MGradeNet: encoder -> L mGRADE blocks -> readout at every step (averaged over time for
+sequence classification).
+
+The two baselines are switches of the same network: `use_rnn = false` (pure convolutional,
+with learnable spacings or a plain dilated conv) and `use_conv = false` (pure recurrent).
+
+    net = MGradeNet(cfg.model, n_in, n_classes, readout="mean")
+    logits = net(x)                          # x [B, T, n_in] -> [B, n_classes]
+    state = net.init_state(B)
+    logits_t, state = net.step(x[:, t], state)   # == net(x[:, :t+1]) (eval mode)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from training.config import ConfigError, ModelConfig
+from training.layers import DelayConv, MGradeBlock
+
+READOUTS = ("mean", "per_step")
+
+
+def sigma_at(cfg: ModelConfig, progress: float) -> float:
+    """Gaussian width (frames) after `progress` in [0, 1] of training: linear from
+    sigma_start (0 -> K/3) to sigma_end over the first sigma_anneal_frac, then constant."""
+    start = cfg.sigma_start if cfg.sigma_start > 0 else cfg.kernel_span / 3.0
+    if cfg.sigma_anneal_frac <= 0:
+        return cfg.sigma_end
+    frac = min(1.0, max(0.0, progress) / cfg.sigma_anneal_frac)
+    return start + (cfg.sigma_end - start) * frac
+
+
+class MGradeNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_in: int, n_classes: int, readout: str = "mean"):
+        super().__init__()
+        if readout not in READOUTS:
+            raise ConfigError(f"readout {readout!r} is not one of {READOUTS}")
+        if not cfg.encoder and n_in != cfg.d_model:
+            raise ConfigError(f"model.encoder = false needs the input width ({n_in}) to equal "
+                              f"model.d_model ({cfg.d_model})")
+        self.cfg, self.n_in, self.n_classes, self.readout_mode = cfg, n_in, n_classes, readout
+        self.encoder = nn.Linear(n_in, cfg.d_model) if cfg.encoder else nn.Identity()
+        sigma = sigma_at(cfg, 0.0)
+        self.blocks = nn.ModuleList(MGradeBlock(cfg, sigma) for _ in range(cfg.n_layers))
+        self.readout = nn.Linear(cfg.d_model, n_classes)
+
+    # -- delays --------------------------------------------------------------------------
+    def delay_convs(self) -> list[DelayConv]:
+        return [b.conv for b in self.blocks if b.conv is not None]
+
+    def set_sigma(self, sigma: float):
+        for conv in self.delay_convs():
+            conv.sigma.fill_(sigma)
+
+    def clamp_positions(self):
+        for conv in self.delay_convs():
+            conv.clamp_positions()
+
+    def harden(self):
+        """Round every learned position to an integer delay (exact sparse taps)."""
+        for conv in self.delay_convs():
+            conv.harden()
+        return self
+
+    @property
+    def hardened(self) -> bool:
+        return all(bool(c.hardened) for c in self.delay_convs())
+
+    # -- parallel path -------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, n_in] -> last block's output [B, T, H]."""
+        h = self.encoder(x)
+        for block in self.blocks:
+            h = block(h)
+        return h
+
+    def forward(self, x: torch.Tensor, per_step: bool = False) -> torch.Tensor:
+        """x [B, T, n_in] -> logits [B, n] ("mean") or [B, T, n] ("per_step" or per_step)."""
+        h = self.features(x)
+        if per_step or self.readout_mode == "per_step":
+            return self.readout(h)
+        return self.readout(h.mean(dim=1))    # == mean over t of readout(h_t): it is linear
+
+    # -- streaming path --------------------------------------------------------------------
+    def init_state(self, batch: int) -> dict:
+        """Per-layer delay frames and minGRU state, plus the readout sum and step count."""
+        return {"layers": [b.init_state(batch) for b in self.blocks],
+                "acc": self.readout.weight.new_zeros(batch, self.n_classes), "t": 0}
+
+    def step(self, x_t: torch.Tensor, state: dict):
+        """x_t [B, n_in] -> (logits_t [B, n], new state). logits_t is what forward would
+        return on the sequence so far: the running mean of the step readouts ("mean") or
+        this step's readout ("per_step")."""
+        h = self.encoder(x_t)
+        layers = []
+        for block, layer_state in zip(self.blocks, state["layers"]):
+            h, new = block.step(h, layer_state)
+            layers.append(new)
+        logits = self.readout(h)
+        acc, t = state["acc"] + logits, state["t"] + 1
+        out = acc / t if self.readout_mode == "mean" else logits
+        return out, {"layers": layers, "acc": acc, "t": t}
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def param_groups(self, weight_decay: float, lr: float, pos_lr_mult: float) -> list[dict]:
+        """AdamW groups: weight matrices with decay; biases, norms and tap weights without;
+        positions at pos_lr_mult x lr without decay."""
+        decay, no_decay, positions = [], [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.endswith("positions"):
+                positions.append(p)
+            elif p.ndim >= 2 and not name.endswith("conv.weight"):
+                decay.append(p)
+            else:
+                no_decay.append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
+                  {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+        if positions:
+            groups.append({"params": positions, "weight_decay": 0.0, "lr": lr * pos_lr_mult})
+        return groups
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
