@@ -79,7 +79,8 @@ class Streamer:
                 state[f"h{i}"] = np.full((1, H), zp, np.int8)
         return state
 
-    def _invoke(self, feed: dict) -> dict:
+    def invoke(self, feed: dict) -> dict:
+        """One step on explicit inputs (name -> int8/int32 array); returns all outputs."""
         if self.backend == "tflm":
             for name, value in feed.items():
                 self.interp.set_input(value, self.inputs[name])
@@ -92,8 +93,8 @@ class Streamer:
                 for n, i in self.outputs.items()}
 
     def run(self, x_q: np.ndarray, return_states: bool = False):
-        """x_q int8 [T, n_in] -> per-step int8 logits [T, n_classes] (and, if asked, the
-        list of every step's raw outputs)."""
+        """x_q int8 [T, n_in] -> per-step int8 logits [T, n_classes]; with return_states
+        also the list of (inputs, outputs) dicts of every step."""
         if x_q.dtype != np.int8 or x_q.ndim != 2 or x_q.shape[1] != self.meta["n_in"]:
             raise ConvertError(f"expected int8 [T, {self.meta['n_in']}], got {x_q.dtype} "
                                f"{list(x_q.shape)}")
@@ -101,12 +102,12 @@ class Streamer:
         logits, raw = [], []
         for t in range(len(x_q)):
             feed = {"x": x_q[t:t + 1]}
-            feed.update(state)
+            feed.update({k: v.copy() for k, v in state.items()})
             for i, layer in enumerate(self.meta["layers"]):
                 if layer["ring_frames"] > 0:
                     feed[f"idx{i}"] = gather_indices(np.asarray(layer["delays"]), t,
                                                      layer["ring_frames"])
-            out = self._invoke(feed)
+            out = self.invoke(feed)
             for i, layer in enumerate(self.meta["layers"]):
                 R = layer["ring_frames"]
                 if R > 0:
@@ -116,7 +117,7 @@ class Streamer:
                     state[f"h{i}"] = out[f"hnew{i}"].copy()
             logits.append(out["logits"][0].copy())
             if return_states:
-                raw.append({k: v.copy() for k, v in out.items()})
+                raw.append((feed, {k: v.copy() for k, v in out.items()}))
         logits = np.stack(logits)
         return (logits, raw) if return_states else logits
 

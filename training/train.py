@@ -128,6 +128,7 @@ class Trainer:
                 f"loss became {float(loss)} at epoch {self.epoch + 1}, step {self.step}; "
                 f"stopped. The last good checkpoint is kept in {self.out}. Try a lower "
                 f"train.lr or a train.grad_clip > 0.", EXIT_NAN)
+        value = loss.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.train.grad_clip > 0:
@@ -135,10 +136,10 @@ class Trainer:
         self.optimizer.step()
         self.net.clamp_positions()
         self.step += 1
-        self.running["loss"] += float(loss) * count
+        self.running["loss"] += value * count
         self.running["correct"] += correct
         self.running["count"] += count
-        return float(loss)
+        return value
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self):

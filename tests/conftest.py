@@ -1,0 +1,35 @@
+"""Shared fixtures: one small digits model trained and converted once per test session, so the
+convert, runtime, firmware and streaming tests all work on the same real model."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs" / "digits_mgrade.toml"
+CI_EPOCHS = 20     # the demo config reaches >= 97% digits test accuracy in 20 epochs
+
+
+def _run(args, timeout=900):
+    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+    assert res.returncode == 0, f"{args} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A trained digits mGRADE run folder (checkpoint.pt, metrics.jsonl)."""
+    run = tmp_path_factory.mktemp("digits") / "run"
+    _run(["-m", "training.train", str(DEMO_CONFIG), "--out", str(run),
+          "--epochs", str(CI_EPOCHS)])
+    return run
+
+
+@pytest.fixture(scope="session")
+def digits_int8(digits_run) -> Path:
+    """The converted model folder (model.tflite, report.json, test_data.npz)."""
+    out = digits_run / "int8"
+    _run(["-m", "convert", str(digits_run), "--out", str(out)])
+    return out

@@ -1,0 +1,123 @@
+"""convert/: hardened int8 streaming model on LiteRT and TFLite-Micro vs the float model."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from convert.graph import gather_indices
+from convert.quantize import read_metadata
+from convert.spec import ConvertError, extract
+from convert.stream import Streamer
+from tests.conftest import ROOT
+from training.config import ModelConfig
+from training.model import MGradeNet
+
+TFLM_OPS = {"FULLY_CONNECTED", "GATHER", "RESHAPE", "CONCATENATION", "DEPTHWISE_CONV_2D",
+            "ADD", "SUB", "MUL", "LOGISTIC", "MINIMUM", "RELU"}
+# LiteRT's int8 LOGISTIC computes in float, TFLM's in fixed point: they differ by 1 LSB at
+# some inputs, and the gate error is amplified within one step by z * (g - h) and the layers
+# after it. Bound on any output of one step, both fed identical inputs:
+STEP_LSB_BOUND = 8
+
+
+def report(digits_int8):
+    return json.loads((digits_int8 / "report.json").read_text())
+
+
+def test_report_fields_and_accuracy(digits_int8):
+    r = report(digits_int8)
+    for key in ("float_acc", "hardened_acc", "int8_acc_litert", "int8_acc_tflm",
+                "max_abs_diff_litert_vs_tflm", "model_bytes", "tflm_arena_bytes", "ops"):
+        assert key in r, key
+    assert r["hardened_acc"] >= 0.9
+    assert abs(r["int8_acc_tflm"] - r["hardened_acc"]) <= 0.010 + 1e-9
+    assert r["argmax_agreement_tflm_vs_hardened"] >= 0.97
+    assert r["model_bytes"] == (digits_int8 / "model.tflite").stat().st_size
+    assert r["tflm_arena_bytes"] > 0
+    assert set(r["ops"]) <= TFLM_OPS, set(r["ops"]) - TFLM_OPS
+
+
+def test_litert_vs_tflm_on_identical_inputs(digits_int8):
+    model = (digits_int8 / "model.tflite").read_bytes()
+    data = np.load(digits_int8 / "test_data.npz")
+    tflm, litert = Streamer(model, "tflm"), Streamer(model, "litert")
+    worst = 0
+    for x in data["x"][:20]:
+        _, steps = tflm.run(x, return_states=True)
+        for feed, out in steps:
+            other = litert.invoke(feed)
+            worst = max(worst, max(int(np.abs(other[k].astype(int) - v.astype(int)).max())
+                                   for k, v in out.items()))
+    assert worst <= STEP_LSB_BOUND
+    assert report(digits_int8)["max_abs_diff_litert_vs_tflm"] <= STEP_LSB_BOUND
+
+
+def test_state_quantization_round_trips(digits_int8):
+    """Each state input has exactly the scale and zero point of its output."""
+    model = (digits_int8 / "model.tflite").read_bytes()
+    s = Streamer(model, "tflm")
+    pairs = read_metadata(model)["state_pairs"]
+    assert len(pairs) == 4          # 2 layers x (ring, minGRU state)
+    for a, b in pairs:
+        assert s.in_quant[s.inputs[a]] == s.out_quant[s.outputs[b]], (a, b)
+
+
+def test_int8_stream_tracks_float_step(digits_run, digits_int8):
+    """Dequantized int8 per-step logits follow the hardened float model's."""
+    from training.checkpoint import load_model
+    net, _, _ = load_model(digits_run)
+    net.harden()
+    model = (digits_int8 / "model.tflite").read_bytes()
+    s = Streamer(model, "tflm")
+    from training.tasks import load_task
+    data = load_task("digits", {}, None, 0)
+    scale, zp = s.output_quant
+    errs = []
+    for x in data.x_test[:10]:
+        q = s.run(s.quantize_input(x.numpy()))
+        with torch.no_grad():
+            f = net(x[None], per_step=True)[0].numpy()
+        errs.append(np.abs((q.astype(float) - zp) * scale - f).mean() / np.abs(f).mean())
+    assert np.mean(errs) < 0.15, errs
+
+
+def test_gather_indices_layout():
+    delays = np.array([[0, 2], [1, 3]])          # H=2, N=2
+    idx = gather_indices(delays, t=5, ring_frames=3)
+    # tap-major: (e=0,c=0) current frame ch0; (e=0,c=1) delay 1 -> slot 4%3=1 -> (1+1)*2+1
+    assert idx.tolist() == [0, 5, (1 + 0) * 2 + 0, (1 + 2) * 2 + 1]
+
+
+def test_layer_norm_model_is_refused():
+    cfg = ModelConfig(d_model=4, n_layers=1, kernel_span=4, n_taps=2, norm="layer")
+    net = MGradeNet(cfg, 1, 3).eval().harden()
+    with pytest.raises(ConvertError, match='norm = \\\\?"batch\\\\?"|model.norm'):
+        extract(net)
+
+
+def run_convert(*args):
+    return subprocess.run([sys.executable, "-m", "convert", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_bad_inputs_leave_no_output(tmp_path, digits_run):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    res = run_convert(corrupt, "--out", tmp_path / "o1")
+    assert res.returncode == 2 and "not a readable checkpoint" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "o1").exists()
+
+    res = run_convert(tmp_path / "missing.pt", "--out", tmp_path / "o2")
+    assert res.returncode == 2 and "not found" in res.stderr
+
+    # a checkpoint whose weights do not fit its own config (another architecture)
+    ckpt = torch.load(digits_run / "checkpoint.pt", weights_only=True)
+    ckpt["config"]["model"]["d_model"] = 16
+    torch.save(ckpt, tmp_path / "foreign.pt")
+    res = run_convert(tmp_path / "foreign.pt", "--out", tmp_path / "o3")
+    assert res.returncode == 2 and "another architecture" in res.stderr
+    assert not (tmp_path / "o3").exists()
+    assert not list(tmp_path.glob(".o*"))      # no temporary folder left behind
