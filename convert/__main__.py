@@ -98,7 +98,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
     feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed)
     print(f"converting with {len(feeds)} calibration steps ...", flush=True)
     raw = convert_int8(spec, feeds)
-    info = {"task": data.name, "seq_len": data.seq_len,
+    info = {"task": data.name, "seq_len": data.seq_len, "kernel_span": cfg.model.span,
             "checkpoint_epoch": int(ckpt.get("epoch", 0))}
     model_bytes = finalize(raw, spec, info)
     streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}

@@ -18,6 +18,11 @@ GATHER index was out of range. The caller owns all graph inputs/outputs, so a st
 on top can keep its ring buffers and recurrent states in its own storage and ping-pong state
 pointers between steps without copies.
 
+A .tflite carrying the `mgrade` streaming metadata (made by `python -m convert`) gets the
+stateful model package instead (mg_model.c + mg_model_data.{h,c}, implementing
+mcu/runtime/mg_model.h with fused delay-ring and minGRU kernels; see convert/codegen_mgrade.py);
+`--generic` forces the stateless graph above.
+
 Supported operators: FULLY_CONNECTED, DEPTHWISE_CONV_2D, ADD, SUB, MUL, LOGISTIC, MINIMUM,
 MAXIMUM, RELU, CONCATENATION, GATHER, RESHAPE (+ SQUEEZE, EXPAND_DIMS), QUANTIZE (int8->int8).
 """
@@ -453,9 +458,123 @@ def _bcast_init(bc: dict) -> str:
             f"{_list(pad(bc['stride1']))}, {_list(pad(bc['stride2']))}}}")
 
 
-def generate(model_src, out_dir, prefix: str = "mg") -> dict:
-    """Write the C package for a .tflite (bytes or path); return a summary dict."""
+def emit_op(model: Model, op, p: dict, ptr, plan: Plan, P: str) -> tuple[list[str], list[str]]:
+    """C for one generic operator: (declarations at file scope, statements for the invoke
+    body). `ptr(tensor, const)` gives the C expression of a tensor's buffer; `plan.loc` is
+    used to decide whether an aliasing op (RESHAPE) needs a copy."""
+    T = model.tensors
+    c: list[str] = []
+    body: list[str] = []
+    n = op.index
+    o = op.outputs[0]
+    body.append(f"    /* op {n}: {op.op} -> tensor {o} '{T[o].name}' {list(T[o].shape)} */")
+    if op.op == "FULLY_CONNECTED":
+        c.append(f"static const int32_t {P}_op{n}_mult[{len(p['multiplier'])}] = "
+                 f"{_list(p['multiplier'])};")
+        c.append(f"static const int32_t {P}_op{n}_shift[{len(p['shift'])}] = "
+                 f"{_list(p['shift'])};")
+        c.append(f"static const mg_fc_params_t {P}_op{n} = {{{p['batches']}, "
+                 f"{p['accum_depth']}, {p['output_depth']}, {p['input_offset']}, "
+                 f"{p['filter_offset']}, {p['output_offset']}, {p['act_min']}, "
+                 f"{p['act_max']}, {p['per_channel']}, {P}_op{n}_mult, {P}_op{n}_shift}};")
+        bias = op.inputs[2] if len(op.inputs) > 2 else -1
+        body.append(f"    mg_fully_connected_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
+                    f"{ptr(op.inputs[1], True)}, {ptr(bias, True)}, {ptr(o, False)});")
+    elif op.op == "DEPTHWISE_CONV_2D":
+        c.append(f"static const int32_t {P}_op{n}_mult[{len(p['multiplier'])}] = "
+                 f"{_list(p['multiplier'])};")
+        c.append(f"static const int32_t {P}_op{n}_shift[{len(p['shift'])}] = "
+                 f"{_list(p['shift'])};")
+        keys = ["batches", "in_h", "in_w", "in_c", "filt_h", "filt_w", "out_h", "out_w",
+                "out_c", "depth_multiplier", "stride_h", "stride_w", "dilation_h",
+                "dilation_w", "pad_h", "pad_w", "input_offset", "output_offset",
+                "act_min", "act_max"]
+        c.append(f"static const mg_dwconv_params_t {P}_op{n} = {{"
+                 + ", ".join(str(p[k]) for k in keys)
+                 + f", {P}_op{n}_mult, {P}_op{n}_shift}};")
+        bias = op.inputs[2] if len(op.inputs) > 2 else -1
+        body.append(f"    mg_depthwise_conv_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
+                    f"{ptr(op.inputs[1], True)}, {ptr(bias, True)}, {ptr(o, False)});")
+    elif op.op in ("ADD", "SUB"):
+        keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
+                "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
+                "output_multiplier", "output_shift", "act_min", "act_max"]
+        c.append(f"static const mg_add_params_t {P}_op{n} = {{"
+                 + ", ".join(str(p[k]) for k in keys) + f", {_bcast_init(p['bc'])}}};")
+        fn = "mg_add_s8" if op.op == "ADD" else "mg_sub_s8"
+        body.append(f"    {fn}(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
+                    f"{ptr(op.inputs[1], True)}, {ptr(o, False)});")
+    elif op.op == "MUL":
+        keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
+                "output_shift", "act_min", "act_max"]
+        c.append(f"static const mg_mul_params_t {P}_op{n} = {{"
+                 + ", ".join(str(p[k]) for k in keys) + f", {_bcast_init(p['bc'])}}};")
+        body.append(f"    mg_mul_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
+                    f"{ptr(op.inputs[1], True)}, {ptr(o, False)});")
+    elif op.op in ("MINIMUM", "MAXIMUM"):
+        c.append(f"static const mg_bcast_t {P}_op{n} = {_bcast_init(p['bc'])};")
+        fn = "mg_minimum_s8" if op.op == "MINIMUM" else "mg_maximum_s8"
+        body.append(f"    {fn}(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
+                    f"{ptr(op.inputs[1], True)}, {ptr(o, False)});")
+    elif op.op == "LOGISTIC":
+        keys = ["size", "input_zero_point", "input_range_radius", "input_multiplier",
+                "input_left_shift"]
+        c.append(f"static const mg_logistic_params_t {P}_op{n} = {{"
+                 + ", ".join(str(p[k]) for k in keys) + "};")
+        body.append(f"    mg_logistic_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
+                    f"{ptr(o, False)});")
+    elif op.op in ("RELU", "QUANTIZE"):
+        keys = ["size", "input_offset", "output_offset", "multiplier", "shift", "act_min",
+                "act_max"]
+        c.append(f"static const mg_requant_params_t {P}_op{n} = {{"
+                 + ", ".join(str(p[k]) for k in keys) + "};")
+        fn = "mg_relu_s8" if op.op == "RELU" else "mg_requantize_s8"
+        body.append(f"    {fn}(&{P}_op{n}, {ptr(op.inputs[0], True)}, {ptr(o, False)});")
+    elif op.op == "CONCATENATION":
+        c.append(f"static const int32_t {P}_op{n}_bytes[{p['num_inputs']}] = "
+                 f"{_list(p['copy_bytes'])};")
+        c.append(f"static const mg_concat_params_t {P}_op{n} = {{{p['num_inputs']}, "
+                 f"{p['outer']}, {P}_op{n}_bytes}};")
+        body.append("    {")
+        body.append(f"        const void *in_[{p['num_inputs']}];")
+        for k, i in enumerate(op.inputs):
+            body.append(f"        in_[{k}] = (const void *){ptr(i, True)};")
+        body.append(f"        mg_concatenation(&{P}_op{n}, in_, {ptr(o, False)});")
+        body.append("    }")
+    elif op.op == "GATHER":
+        keys = ["batch_size", "outer_size", "axis_size", "inner_size", "coord_size",
+                "elem_bytes"]
+        c.append(f"static const mg_gather_params_t {P}_op{n} = {{"
+                 + ", ".join(str(p[k]) for k in keys) + "};")
+        body.append(f"    if (mg_gather(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
+                    f"{ptr(op.inputs[1], True)}, {ptr(o, False)}) != 0) {{")
+        body.append("        status = -1;")
+        body.append("    }")
+    elif op.op in ALIAS_OPS:
+        src = op.inputs[0]
+        ls, lo_ = plan.loc[src], plan.loc[o]
+        same = (ls.kind == lo_.kind and ls.index == lo_.index and ls.offset == lo_.offset
+                and ls.kind != "const")
+        if ls.kind == "const" and lo_.kind == "const" and ls.index == lo_.index:
+            same = True
+        if same:
+            body.append("    /* alias: no data movement */")
+        else:
+            body.append(f"    mg_copy({ptr(o, False)}, {ptr(src, True)}, {p['bytes']}u);")
+    return c, body
+
+
+def generate(model_src, out_dir, prefix: str = "mg", generic: bool = False) -> dict:
+    """Write the C package for a .tflite (bytes or path); return a summary dict.
+
+    A .tflite with mGRADE streaming metadata gets the stateful model package (mg_model.h
+    API, fused delay/minGRU kernels: convert/codegen_mgrade.py) unless `generic` is set."""
     model = model_src if isinstance(model_src, Model) else read_tflite(model_src)
+    if not generic:
+        from convert import codegen_mgrade
+        meta = codegen_mgrade.mgrade_metadata(model)
+        if meta is not None:
+            return codegen_mgrade.generate_package(model, meta, out_dir, prefix)
     if model.num_subgraphs != 1:
         raise CodegenError(f"model has {model.num_subgraphs} subgraphs; only 1 is supported")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
@@ -513,102 +632,9 @@ def generate(model_src, out_dir, prefix: str = "mg") -> dict:
 
     body = []
     for op, p in zip(model.operators, params):
-        n = op.index
-        o = op.outputs[0]
-        body.append(f"    /* op {n}: {op.op} -> tensor {o} '{T[o].name}' {list(T[o].shape)} */")
-        if op.op == "FULLY_CONNECTED":
-            c.append(f"static const int32_t {P}_op{n}_mult[{len(p['multiplier'])}] = "
-                     f"{_list(p['multiplier'])};")
-            c.append(f"static const int32_t {P}_op{n}_shift[{len(p['shift'])}] = "
-                     f"{_list(p['shift'])};")
-            c.append(f"static const mg_fc_params_t {P}_op{n} = {{{p['batches']}, "
-                     f"{p['accum_depth']}, {p['output_depth']}, {p['input_offset']}, "
-                     f"{p['filter_offset']}, {p['output_offset']}, {p['act_min']}, "
-                     f"{p['act_max']}, {p['per_channel']}, {P}_op{n}_mult, {P}_op{n}_shift}};")
-            bias = op.inputs[2] if len(op.inputs) > 2 else -1
-            body.append(f"    mg_fully_connected_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
-                        f"{ptr(op.inputs[1], True)}, {ptr(bias, True)}, {ptr(o, False)});")
-        elif op.op == "DEPTHWISE_CONV_2D":
-            c.append(f"static const int32_t {P}_op{n}_mult[{len(p['multiplier'])}] = "
-                     f"{_list(p['multiplier'])};")
-            c.append(f"static const int32_t {P}_op{n}_shift[{len(p['shift'])}] = "
-                     f"{_list(p['shift'])};")
-            keys = ["batches", "in_h", "in_w", "in_c", "filt_h", "filt_w", "out_h", "out_w",
-                    "out_c", "depth_multiplier", "stride_h", "stride_w", "dilation_h",
-                    "dilation_w", "pad_h", "pad_w", "input_offset", "output_offset",
-                    "act_min", "act_max"]
-            c.append(f"static const mg_dwconv_params_t {P}_op{n} = {{"
-                     + ", ".join(str(p[k]) for k in keys)
-                     + f", {P}_op{n}_mult, {P}_op{n}_shift}};")
-            bias = op.inputs[2] if len(op.inputs) > 2 else -1
-            body.append(f"    mg_depthwise_conv_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
-                        f"{ptr(op.inputs[1], True)}, {ptr(bias, True)}, {ptr(o, False)});")
-        elif op.op in ("ADD", "SUB"):
-            keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
-                    "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
-                    "output_multiplier", "output_shift", "act_min", "act_max"]
-            c.append(f"static const mg_add_params_t {P}_op{n} = {{"
-                     + ", ".join(str(p[k]) for k in keys) + f", {_bcast_init(p['bc'])}}};")
-            fn = "mg_add_s8" if op.op == "ADD" else "mg_sub_s8"
-            body.append(f"    {fn}(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
-                        f"{ptr(op.inputs[1], True)}, {ptr(o, False)});")
-        elif op.op == "MUL":
-            keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
-                    "output_shift", "act_min", "act_max"]
-            c.append(f"static const mg_mul_params_t {P}_op{n} = {{"
-                     + ", ".join(str(p[k]) for k in keys) + f", {_bcast_init(p['bc'])}}};")
-            body.append(f"    mg_mul_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
-                        f"{ptr(op.inputs[1], True)}, {ptr(o, False)});")
-        elif op.op in ("MINIMUM", "MAXIMUM"):
-            c.append(f"static const mg_bcast_t {P}_op{n} = {_bcast_init(p['bc'])};")
-            fn = "mg_minimum_s8" if op.op == "MINIMUM" else "mg_maximum_s8"
-            body.append(f"    {fn}(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
-                        f"{ptr(op.inputs[1], True)}, {ptr(o, False)});")
-        elif op.op == "LOGISTIC":
-            keys = ["size", "input_zero_point", "input_range_radius", "input_multiplier",
-                    "input_left_shift"]
-            c.append(f"static const mg_logistic_params_t {P}_op{n} = {{"
-                     + ", ".join(str(p[k]) for k in keys) + "};")
-            body.append(f"    mg_logistic_s8(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
-                        f"{ptr(o, False)});")
-        elif op.op in ("RELU", "QUANTIZE"):
-            keys = ["size", "input_offset", "output_offset", "multiplier", "shift", "act_min",
-                    "act_max"]
-            c.append(f"static const mg_requant_params_t {P}_op{n} = {{"
-                     + ", ".join(str(p[k]) for k in keys) + "};")
-            fn = "mg_relu_s8" if op.op == "RELU" else "mg_requantize_s8"
-            body.append(f"    {fn}(&{P}_op{n}, {ptr(op.inputs[0], True)}, {ptr(o, False)});")
-        elif op.op == "CONCATENATION":
-            c.append(f"static const int32_t {P}_op{n}_bytes[{p['num_inputs']}] = "
-                     f"{_list(p['copy_bytes'])};")
-            c.append(f"static const mg_concat_params_t {P}_op{n} = {{{p['num_inputs']}, "
-                     f"{p['outer']}, {P}_op{n}_bytes}};")
-            body.append("    {")
-            body.append(f"        const void *in_[{p['num_inputs']}];")
-            for k, i in enumerate(op.inputs):
-                body.append(f"        in_[{k}] = (const void *){ptr(i, True)};")
-            body.append(f"        mg_concatenation(&{P}_op{n}, in_, {ptr(o, False)});")
-            body.append("    }")
-        elif op.op == "GATHER":
-            keys = ["batch_size", "outer_size", "axis_size", "inner_size", "coord_size",
-                    "elem_bytes"]
-            c.append(f"static const mg_gather_params_t {P}_op{n} = {{"
-                     + ", ".join(str(p[k]) for k in keys) + "};")
-            body.append(f"    if (mg_gather(&{P}_op{n}, {ptr(op.inputs[0], True)}, "
-                        f"{ptr(op.inputs[1], True)}, {ptr(o, False)}) != 0) {{")
-            body.append("        status = -1;")
-            body.append("    }")
-        elif op.op in ALIAS_OPS:
-            src = op.inputs[0]
-            ls, lo_ = plan.loc[src], plan.loc[o]
-            same = (ls.kind == lo_.kind and ls.index == lo_.index and ls.offset == lo_.offset
-                    and ls.kind != "const")
-            if ls.kind == "const" and lo_.kind == "const" and ls.index == lo_.index:
-                same = True
-            if same:
-                body.append("    /* alias: no data movement */")
-            else:
-                body.append(f"    mg_copy({ptr(o, False)}, {ptr(src, True)}, {p['bytes']}u);")
+        decls, lines = emit_op(model, op, p, ptr, plan, P)
+        c.extend(decls)
+        body.extend(lines)
     for ti, slot in plan.copies:
         body.append(f"    /* graph output {slot} is not produced by an operator */")
         body.append(f"    mg_copy(outputs[{slot}], {ptr(ti, True)}, {T[ti].nbytes}u);")
@@ -716,12 +742,17 @@ def main(argv=None) -> int:
     ap.add_argument("model", help="int8 .tflite file")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--prefix", default="mg", help="C symbol/file prefix (default mg)")
+    ap.add_argument("--generic", action="store_true",
+                    help="emit the stateless graph (mg_graph_invoke) even for an mGRADE model")
     a = ap.parse_args(argv)
     try:
-        s = generate(a.model, a.out, a.prefix)
+        s = generate(a.model, a.out, a.prefix, generic=a.generic)
     except (CodegenError, OSError) as e:
         print(f"codegen: error: {e}", file=sys.stderr)
         return 2
+    if "summary" in s:
+        print(s["summary"])
+        return 0
     print(f"model {s['model_id']}: {len(s['ops'])} ops, arena {s['arena_bytes']} B "
           f"(unshared {s['unplanned_bytes']} B), constants {s['const_bytes']} B, "
           f"graph I/O {s['io_bytes']} B -> {', '.join(s['files'])}")

@@ -1,0 +1,358 @@
+"""Cost of a generated mGRADE model package on the emulated Cortex-M4 (and its build helpers).
+
+    python -m benchmarks.mcu_cost MODEL_DIR [--seqs 20] [--json OUT.json] [--xtensa]
+
+MODEL_DIR is a converted model folder (model.tflite, test_data.npz, report.json). The script
+generates the C package (`convert.codegen`) and TFLM reference vectors for the first --seqs
+test sequences, builds mcu/runtime/tests/model_check.c for QEMU mps2-an386 (Cortex-M4F,
+arm-none-eabi-gcc -O2), runs it under `qemu-system-arm -icount shift=0` and reports:
+
+* instructions per step (mean/min/max): SysTick ticks x 40 (25 MHz SysTick, 1 instruction per
+  ns with -icount shift=0; the harness measures the ratio on a loop of known length). These are
+  emulated instructions, not cycles: QEMU has no pipeline or memory timing.
+* MACs per step (graph FC + depthwise; and those the fused kernels execute), instructions/MAC;
+* RAM and flash of the package + runtime (symbol sizes from arm-none-eabi-nm of the linked
+  timing build, and arm-none-eabi-size of the objects): model state (rings, minGRU states,
+  step counter), scratch arena, constants, code;
+* the trimmed rings against the graph's R*H ring and a plain K-frame buffer;
+* TFLM's arena (`convert.stream.tflm_arena_bytes`) and the folder's report.json.
+
+The timing build compares the logits only (no MG_MODEL_DEBUG copies in the step); the test
+build (tests/test_mcu_model.py) compares every state too. The build/run helpers here are
+shared with that test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "mcu" / "runtime"
+HARNESS = RUNTIME / "tests"
+RUNTIME_SRCS = ["mg_kernels.c", "mg_quant.c", "mg_delay.c", "mg_mingru.c"]
+PACKAGE_SRCS = ["mg_model.c", "mg_model_data.c"]
+WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
+ARM_CPU = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+
+TARGETS = {
+    "host": {"cc": "gcc", "flags": ["-O2"]},
+    "qemu-cm4": {
+        "cc": "arm-none-eabi-gcc", "size": "arm-none-eabi-size", "nm": "arm-none-eabi-nm",
+        "flags": ["-O2", *ARM_CPU, "-ffunction-sections", "-fdata-sections"],
+        "platform": [HARNESS / "qemu" / "platform.c"],
+        "ldflags": ["-nostdlib", "-nostartfiles", "-T", str(HARNESS / "qemu" / "link.ld"),
+                    "-Wl,--gc-sections"],
+        "qemu": ["qemu-system-arm", "-M", "mps2-an386"],
+        "label": "QEMU mps2-an386 (Cortex-M4F), arm-none-eabi-gcc -O2",
+    },
+    "xtensa-lx106": {
+        "cc": "xtensa-lx106-elf-gcc", "size": "xtensa-lx106-elf-size",
+        "nm": "xtensa-lx106-elf-nm",
+        "flags": ["-O2", "-ffreestanding", "-mtext-section-literals", "-ffunction-sections",
+                  "-fdata-sections"],
+        "platform": [HARNESS / "xtensa" / "crt0.S", HARNESS / "xtensa" / "platform.c",
+                     HARNESS / "xtensa" / "libgcc_extra.c"],
+        "ldflags": ["-nostdlib", "-nostartfiles", "-T", str(HARNESS / "xtensa" / "link.ld"),
+                    "-Wl,--gc-sections"],
+        "qemu": ["qemu-system-xtensa", "-M", "sim", "-cpu", "lx106"],
+        "label": "QEMU xtensa sim (lx106), xtensa-lx106-elf-gcc -O2",
+    },
+}
+
+
+def have(*tools: str) -> bool:
+    return all(shutil.which(t) for t in tools)
+
+
+def _run(cmd, **kw):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n"
+                           f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def generate(model_dir, gen_dir, n_seq: int = 50) -> dict:
+    """The model package + TFLM reference vectors (first n_seq test sequences) in gen_dir.
+    Returns the codegen summary with the reference arrays under 'ref'."""
+    from convert.codegen import generate as codegen
+    from convert.codegen_mgrade import reference_steps, write_test_vectors
+
+    model_dir = Path(model_dir)
+    model_bytes = (model_dir / "model.tflite").read_bytes()
+    info = codegen(model_bytes, gen_dir)
+    if info.get("kind") != "mgrade":
+        raise RuntimeError(f"{model_dir}/model.tflite has no mgrade metadata")
+    x = np.load(model_dir / "test_data.npz")["x"][:n_seq]
+    x = np.ascontiguousarray(x.astype(np.int8))
+    logits, states = reference_steps(model_bytes, x)
+    write_test_vectors(gen_dir, x, logits, states)
+    info["ref"] = {"x": x, "logits": logits, "states": states}
+    return info
+
+
+def build_host_runner(gen_dir, exe) -> Path:
+    """mcu/runtime/tests/model_runner.c + package + runtime with host gcc (MG_MODEL_DEBUG)."""
+    gen_dir = Path(gen_dir)
+    srcs = [HARNESS / "model_runner.c"] + [gen_dir / s for s in PACKAGE_SRCS] + \
+        [RUNTIME / s for s in RUNTIME_SRCS]
+    _run(["gcc", *WARN, "-pedantic", "-O2", "-DMG_MODEL_DEBUG", "-I", RUNTIME, "-I", gen_dir,
+          *srcs, "-o", exe])
+    return Path(exe)
+
+
+def run_host_runner(exe, x: np.ndarray) -> np.ndarray:
+    """Per-step logits+states [S, T, n_out + states] from the host runner."""
+    S, T, _ = x.shape
+    inp = np.array([S, T], np.uint32).tobytes() + x.astype(np.int8).tobytes()
+    out = subprocess.run([str(exe)], input=inp, capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.int8).reshape(S, T, -1)
+
+
+def build_check(target: str, gen_dir, out_dir, debug: bool = True) -> dict:
+    """Cross-build model_check.c (+ test vectors) for `target`; objects kept for sizing."""
+    t = TARGETS[target]
+    gen_dir, out_dir = Path(gen_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flags = [*WARN, *t["flags"], "-I", str(RUNTIME), "-I", str(HARNESS), "-I", str(gen_dir)]
+    if debug:
+        flags.append("-DMG_MODEL_DEBUG")
+    groups = {
+        "runtime": [RUNTIME / s for s in RUNTIME_SRCS],
+        "package": [gen_dir / s for s in PACKAGE_SRCS],
+        "harness": [HARNESS / "model_check.c", HARNESS / "mg_test_libc.c", gen_dir / "mg_tv.c",
+                    *t["platform"]],
+    }
+    objs: dict[str, list[Path]] = {}
+    for group, srcs in groups.items():
+        objs[group] = []
+        for src in srcs:
+            o = out_dir / f"{group}_{Path(src).stem}.o"
+            _run([t["cc"], *flags, "-c", src, "-o", o])
+            objs[group].append(o)
+    elf = out_dir / f"check_{target}{'_debug' if debug else ''}.elf"
+    _run([t["cc"], *flags, *[o for g in objs.values() for o in g], *t["ldflags"], "-lgcc",
+          "-o", elf])
+    return {"elf": elf, "objs": objs, "target": target, "debug": debug}
+
+
+_LINE = re.compile(r"MGCHECK id=(\S+) (.*)")
+
+
+def run_check(build: dict, timeout: float = 120) -> dict:
+    """Run the harness under QEMU (-icount shift=0, semihosting); parse its summary line."""
+    t = TARGETS[build["target"]]
+    cmd = [*t["qemu"], "-display", "none", "-monitor", "none", "-serial", "none",
+           "-semihosting", "-icount", "shift=0", "-kernel", str(build["elf"])]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    m = _LINE.search(r.stdout + r.stderr)
+    if not m:
+        raise RuntimeError(f"no MGCHECK line (exit {r.returncode}):\n{r.stdout[-2000:]}\n"
+                           f"{r.stderr[-2000:]}")
+    res = {"model_id": m.group(1), "exit_code": r.returncode}
+    for kv in m.group(2).split():
+        k, v = kv.split("=")
+        res[k] = int(v)
+    ipt = res["calib_instr"] / res["calib_ticks"]       # instructions per tick (40 on cm4)
+    steps = res["steps"]
+    res["instructions_per_tick"] = ipt
+    res["instructions_per_step"] = {"mean": res["ticks_total"] * ipt / steps,
+                                    "min": res["ticks_min"] * ipt, "max": res["ticks_max"] * ipt}
+    return res
+
+
+def _nm_sizes(nm: str, path) -> dict[str, tuple[int, str]]:
+    out = _run([nm, "--size-sort", "-S", path]).stdout
+    syms = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            syms[parts[3]] = (int(parts[1], 16), parts[2])
+    return syms
+
+
+def _defined(nm: str, objs) -> set[str]:
+    names = set()
+    for o in objs:
+        for line in _run([nm, o]).stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] not in "Uu":
+                names.add(parts[2])
+    return names
+
+
+def memory_split(build: dict) -> dict:
+    """RAM/flash of the package + runtime in a linked build, by symbol."""
+    t = TARGETS[build["target"]]
+    syms = _nm_sizes(t["nm"], build["elf"])
+    ours = _defined(t["nm"], build["objs"]["runtime"] + build["objs"]["package"])
+    cat = {"state_rings": 0, "state_h": 0, "state_counter": 0, "scratch_arena": 0,
+           "debug_copies": 0, "constants_weights": 0, "constants_params": 0, "code": 0,
+           "other_ram": 0}
+    detail = {}
+    for name, (size, typ) in syms.items():
+        if name not in ours:
+            continue
+        lt = typ.lower()
+        if lt == "t" and not re.match(r"mg_(t\d+|op\d+|l\d+_|info)", name):
+            key = "code"
+        elif re.fullmatch(r"mg_ring\d+", name):
+            key = "state_rings"
+        elif re.fullmatch(r"mg_h\d+", name):
+            key = "state_h"
+        elif name == "mg_step_t":
+            key = "state_counter"
+        elif name == "mg_arena_words":
+            key = "scratch_arena"
+        elif name.startswith("mg_dbg_"):
+            key = "debug_copies"
+        elif re.fullmatch(r"mg_t\d+", name):
+            key = "constants_weights"
+        elif lt in ("r", "t"):
+            key = "constants_params"
+        else:
+            key = "other_ram"
+        cat[key] += size
+        detail[name] = size
+    size_out = _run([t["size"], *build["objs"]["runtime"], *build["objs"]["package"]]).stdout
+    tot = {"text": 0, "data": 0, "bss": 0}
+    for line in size_out.splitlines()[1:]:
+        p = line.split()
+        tot["text"] += int(p[0])
+        tot["data"] += int(p[1])
+        tot["bss"] += int(p[2])
+    state = cat["state_rings"] + cat["state_h"] + cat["state_counter"]
+    return {
+        "ram": {"state_rings": cat["state_rings"], "state_h": cat["state_h"],
+                "state_counter": cat["state_counter"], "state_total": state,
+                "scratch_arena": cat["scratch_arena"], "other": cat["other_ram"],
+                "total": state + cat["scratch_arena"] + cat["other_ram"]},
+        "flash": {"constants_weights": cat["constants_weights"],
+                  "constants_params": cat["constants_params"],
+                  "code": cat["code"], "data_init": state,
+                  "total": cat["constants_weights"] + cat["constants_params"] + cat["code"]
+                  + state},
+        "objects_size": tot,
+        "symbols": dict(sorted(detail.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def cost(model_dir, n_seq: int = 20, work=None, xtensa: bool = False) -> dict:
+    from convert.stream import tflm_arena_bytes
+
+    model_dir = Path(model_dir)
+    tmp = None
+    if work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mcu_cost_")
+        work = tmp.name
+    work = Path(work)
+    try:
+        info = generate(model_dir, work / "gen", n_seq)
+        b = build_check("qemu-cm4", work / "gen", work / "qemu-cm4", debug=False)
+        run = run_check(b)
+        mem = memory_split(b)
+        macs, macs_exec = info["macs_per_step"], info["macs_executed"]
+        ips = run["instructions_per_step"]
+        res = {
+            "model_dir": str(model_dir), "model_id": info["model_id"],
+            "target": TARGETS["qemu-cm4"]["label"],
+            "timing": "emulated instructions: SysTick ticks x instructions/tick (QEMU -icount "
+                      "shift=0: 1 instruction/ns, SysTick 25 MHz -> 40 per tick), not cycles",
+            "sequences": run["seqs"], "steps": run["steps"],
+            "logits_mismatched_steps": run["mismatched_steps"],
+            "logits_mismatched_bytes": run["mismatched_bytes"],
+            "instructions_per_tick": run["instructions_per_tick"],
+            "instructions_per_step": ips,
+            "macs_per_step": macs, "macs_executed_per_step": macs_exec,
+            "instructions_per_mac": ips["mean"] / macs,
+            "instructions_per_executed_mac": ips["mean"] / macs_exec,
+            "memory": mem,
+            "rings": {"trimmed_bytes": info["ring_bytes"],
+                      "graph_ring_bytes": info["ring_graph_bytes"],
+                      "plain_bytes": info["ring_plain_bytes"],
+                      "plain_from_kernel_span": info["ring_plain_from_kernel_span"],
+                      "saved_vs_plain": info["ring_plain_bytes"] - info["ring_bytes"],
+                      "saved_vs_graph_ring": info["ring_graph_bytes"] - info["ring_bytes"]},
+            "codegen": {k: info[k] for k in ("arena_bytes", "const_bytes", "state_bytes",
+                                             "h_bytes", "ring_period")},
+            "tflm_arena_bytes": tflm_arena_bytes((model_dir / "model.tflite").read_bytes()),
+        }
+        rep = model_dir / "report.json"
+        res["report"] = json.loads(rep.read_text()) if rep.exists() else None
+        if xtensa:
+            bx = build_check("xtensa-lx106", work / "gen", work / "xtensa", debug=False)
+            rx = run_check(bx)
+            res["xtensa_lx106"] = {
+                "target": TARGETS["xtensa-lx106"]["label"],
+                "logits_mismatched_bytes": rx["mismatched_bytes"],
+                "instructions_per_step": rx["instructions_per_step"],
+                "instructions_per_mac": rx["instructions_per_step"]["mean"] / macs,
+                "note": "CCOUNT ticks scaled by a calibration loop; emulated instructions"}
+        return res
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def table(res: dict) -> str:
+    ips, mem, rings = res["instructions_per_step"], res["memory"], res["rings"]
+    rows = [
+        ("model", f"{res['model_id']} ({res['steps']} steps, {res['sequences']} sequences)"),
+        ("logits vs TFLM", f"{res['logits_mismatched_bytes']} mismatched bytes"),
+        ("instructions/step", f"mean {ips['mean']:.0f}, min {ips['min']:.0f}, "
+                              f"max {ips['max']:.0f}"),
+        ("MACs/step", f"{res['macs_per_step']} (graph), {res['macs_executed_per_step']} "
+                      "executed"),
+        ("instructions/MAC", f"{res['instructions_per_mac']:.2f} (graph MACs), "
+                             f"{res['instructions_per_executed_mac']:.2f} (executed)"),
+        ("RAM state", f"{mem['ram']['state_total']} B (rings {mem['ram']['state_rings']}, "
+                      f"h {mem['ram']['state_h']}, counter {mem['ram']['state_counter']})"),
+        ("RAM scratch", f"{mem['ram']['scratch_arena']} B arena"),
+        ("flash", f"{mem['flash']['total']} B (weights {mem['flash']['constants_weights']}, "
+                  f"params {mem['flash']['constants_params']}, code {mem['flash']['code']}, "
+                  f".data init {mem['flash']['data_init']})"),
+        ("rings", f"trimmed {rings['trimmed_bytes']} B vs graph R*H {rings['graph_ring_bytes']}"
+                  f" B vs plain {rings['plain_bytes']} B "
+                  + ("(K = kernel_span)" if rings["plain_from_kernel_span"]
+                     else "(K = max delay + 1)")),
+        ("TFLM arena", f"{res['tflm_arena_bytes']} B"),
+    ]
+    if "xtensa_lx106" in res:
+        x = res["xtensa_lx106"]
+        rows.append(("xtensa lx106", f"{x['instructions_per_step']['mean']:.0f} instr/step, "
+                                     f"{x['logits_mismatched_bytes']} mismatched bytes"))
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.mcu_cost",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("model_dir", help="converted model folder (model.tflite, test_data.npz)")
+    ap.add_argument("--seqs", type=int, default=20, help="test sequences to run (default 20)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--work", help="keep the generated sources and builds here")
+    ap.add_argument("--xtensa", action="store_true", help="also run the lx106 build")
+    a = ap.parse_args(argv)
+    if not have("arm-none-eabi-gcc", "qemu-system-arm"):
+        print("mcu_cost: arm-none-eabi-gcc and qemu-system-arm are needed (make toolchain)",
+              file=sys.stderr)
+        return 2
+    res = cost(a.model_dir, a.seqs, a.work, a.xtensa)
+    print(table(res))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0 if res["logits_mismatched_bytes"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Run a firmware ELF in QEMU (mps2-an386, Cortex-M4F) with its UART0 on a local TCP port.
+
+    with Emulator("build/qemu-cm4/firmware.elf") as emu:
+        dev = protocol.Device.open(emu.url)          # socket://127.0.0.1:PORT
+        ...
+    # QEMU is stopped here, also on exceptions and KeyboardInterrupt
+
+    python host_tools/emulator.py build/qemu-cm4/firmware.elf
+        prints socket://127.0.0.1:PORT on a line of its own and runs until Ctrl-C.
+
+QEMU runs with `-icount shift=0` (one instruction per virtual ns), so the SysTick-based tick
+counter of the qemu-cm4 board counts instructions deterministically (40 per tick). The UART
+is a TCP server that waits for the first client before the guest starts; after a client
+disconnects QEMU listens again, so several host tools can connect one after another.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_QEMU = "qemu-system-arm"
+DEFAULT_MACHINE = "mps2-an386"
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """preexec: SIGTERM the child when this Python process dies (Linux), so a killed host
+    tool never leaves QEMU behind."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Emulator:
+    def __init__(self, firmware, qemu: str = DEFAULT_QEMU, machine: str = DEFAULT_MACHINE,
+                 icount: int | None = 0, extra_args=(), startup_timeout: float = 15.0,
+                 port: int | None = None):
+        self.firmware = Path(firmware)
+        self.qemu = qemu
+        self.machine = machine
+        self.icount = icount
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.requested_port = port
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise EmulatorError("emulator not started")
+        return f"socket://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def command(self, port: int) -> list[str]:
+        cmd = [self.qemu, "-M", self.machine, "-nographic", "-monitor", "none",
+               "-semihosting", "-kernel", str(self.firmware),
+               "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"]
+        if self.icount is not None:
+            cmd += ["-icount", f"shift={self.icount}"]
+        return cmd + self.extra_args
+
+    def log_text(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        with open(self._log.name, "r", errors="replace") as f:
+            return f.read()
+
+    def start(self) -> str:
+        if not self.firmware.is_file():
+            raise EmulatorError(f"firmware not found: {self.firmware}")
+        if shutil.which(self.qemu) is None:
+            raise EmulatorError(f"{self.qemu} not found (install qemu-system-arm)")
+        for _ in range(5):
+            port = self.requested_port or free_port()
+            self._log = tempfile.NamedTemporaryFile("w+", prefix="qemu-", suffix=".log")
+            self.proc = subprocess.Popen(self.command(port), stdin=subprocess.DEVNULL,
+                                         stdout=self._log, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent if os.name == "posix" else None)
+            deadline = time.monotonic() + self.startup_timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if "waiting for connection" in self.log_text():
+                    self.port = port
+                    return self.url
+                time.sleep(0.02)
+            log = self.log_text()
+            self.stop()
+            if "bind" in log.lower() and self.requested_port is None:
+                continue                         # port raced away: try another
+            raise EmulatorError(f"QEMU did not start listening on port {port}:\n{log.strip()}")
+        raise EmulatorError("could not find a free TCP port for QEMU")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if proc is not None:
+            self.last_pid, self.returncode = proc.pid, proc.returncode
+        if self._log is not None:
+            self._last_log = self.log_text()
+            self._log.close()
+            self._log = None
+        self.port = None
+
+    def __enter__(self) -> "Emulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        try:
+            self.stop()
+        except Exception:   # noqa: BLE001
+            pass
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Run firmware in QEMU with UART0 on a local TCP port.")
+    ap.add_argument("firmware", help="firmware ELF (e.g. build/qemu-cm4/firmware.elf)")
+    ap.add_argument("--qemu", default=DEFAULT_QEMU)
+    ap.add_argument("--machine", default=DEFAULT_MACHINE)
+    ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    args = ap.parse_args(argv)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # stop QEMU on Ctrl-C, kill/TERM and hangup alike (SIGINT is ignored in background jobs
+    # unless installed explicitly)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    emu = Emulator(args.firmware, qemu=args.qemu, machine=args.machine, port=args.port)
+    try:
+        url = emu.start()
+    except EmulatorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        print(url, flush=True)
+        print(f"QEMU pid {emu.pid} running {args.firmware}; connect a host tool to the URL above "
+              f"(e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        proc = emu.proc
+        while proc.poll() is None:
+            time.sleep(0.2)
+        print(f"QEMU exited with status {proc.returncode}:\n{emu.log_text().strip()}",
+              file=sys.stderr)
+        return proc.returncode or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        emu.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,555 @@
+"""Host side of the mgrade-edge serial protocol (specification: docs/protocol.md).
+
+Framing: every packet is ``version u8 | type u8 | seq u8 | len u16 | body | crc16 u16``
+(little-endian, CRC-16/CCITT-FALSE over version..body), COBS-encoded and terminated by 0x00.
+
+    dev = Device.open("socket://127.0.0.1:4321")     # or "/dev/ttyUSB0", baud=115200
+    info = dev.hello()                               # DeviceInfo: model id, n_in, n_out, board...
+    res = dev.run(x_int8)                            # [T, n_in] -> RunResult (int32 sums, cost)
+    logits = dev.step(frame_int8)                    # one step -> int8 [n_out]
+
+Every request carries the device step index it expects, so all requests are idempotent: a
+request whose reply is lost or corrupted is simply sent again (same sequence number), and the
+device answers a retransmitted STEP/RUN_CHUNK from its reply cache instead of stepping twice.
+Replies whose sequence number does not match the outstanding request (duplicates, stale
+replies, garbage) are dropped. All waits are bounded: failures raise ``DeviceTimeout``,
+``DeviceError`` (the device answered ERROR), ``DeviceReset`` (the device restarted or was
+reset by someone else mid-sequence) or ``ProtocolError`` (the base class of all of them).
+"""
+from __future__ import annotations
+
+import random
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PROTO_VERSION = 1
+HEADER = 5
+CRC_BYTES = 2
+MAX_BODY = 240
+MAX_PACKET = HEADER + MAX_BODY + CRC_BYTES      # 247
+MAX_WIRE = MAX_PACKET + 2                       # COBS overhead (1) + delimiter (1)
+RX_BUFFER = 256                                 # device receive buffer (encoded bytes)
+
+# message types
+HELLO, RESET, STEP, RUN_BEGIN, RUN_CHUNK, RUN_END = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
+REPLY = 0x80
+BOOT = 0xFE
+ERROR = 0xFF
+TYPE_NAMES = {HELLO: "HELLO", RESET: "RESET_STATE", STEP: "STEP", RUN_BEGIN: "RUN_BEGIN",
+              RUN_CHUNK: "RUN_CHUNK", RUN_END: "RUN_END", BOOT: "BOOT", ERROR: "ERROR"}
+RUN_F_STEP_LOGITS = 0x01
+
+# error codes
+E_CRC, E_COBS, E_TRUNCATED, E_OVERSIZE = 1, 2, 3, 4
+E_VERSION, E_UNKNOWN_TYPE, E_BAD_LENGTH, E_BAD_OFFSET, E_TOO_LARGE = 5, 6, 7, 8, 9
+ERROR_NAMES = {E_CRC: "CRC", E_COBS: "COBS", E_TRUNCATED: "TRUNCATED", E_OVERSIZE: "OVERSIZE",
+               E_VERSION: "VERSION", E_UNKNOWN_TYPE: "UNKNOWN_TYPE", E_BAD_LENGTH: "BAD_LENGTH",
+               E_BAD_OFFSET: "BAD_OFFSET", E_TOO_LARGE: "TOO_LARGE"}
+FRAME_ERRORS = frozenset({E_CRC, E_COBS, E_TRUNCATED, E_OVERSIZE})   # the frame never arrived intact
+IDEMPOTENT = frozenset({HELLO, RESET, STEP, RUN_BEGIN, RUN_CHUNK, RUN_END})
+TICK_KINDS = {0: "cycles", 1: "instructions", 2: "microseconds"}
+
+
+def type_name(t: int) -> str:
+    if t in TYPE_NAMES:
+        return TYPE_NAMES[t]
+    if t & REPLY and (t & ~REPLY) in TYPE_NAMES:
+        return TYPE_NAMES[t & ~REPLY] + "_REPLY"
+    return f"0x{t:02x}"
+
+
+# ----------------------------------------------------------------------------- exceptions
+class ProtocolError(Exception):
+    """Base class: anything that went wrong talking to the device."""
+
+
+class FrameError(ProtocolError):
+    """A received frame is malformed (COBS, length or CRC)."""
+
+
+class DeviceTimeout(ProtocolError, TimeoutError):
+    """No valid reply within the timeout (after the allowed retries)."""
+
+
+class DeviceError(ProtocolError):
+    """The device answered ERROR."""
+
+    def __init__(self, code: int, request: int, detail: int, message: str | None = None):
+        self.code, self.request, self.detail = code, request, detail
+        self.code_name = ERROR_NAMES.get(code, f"code {code}")
+        super().__init__(message or f"device rejected {type_name(request)}: {self.code_name} "
+                                    f"(detail {detail})")
+
+
+class DeviceReset(ProtocolError):
+    """The device's step count no longer matches: it restarted (or another client reset it)."""
+
+
+# ----------------------------------------------------------------------------- CRC / COBS
+def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0)."""
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode (minimal form; no delimiter). The result never contains 0x00."""
+    out = bytearray([0])
+    code_pos, code = 0, 1
+    after_full = False
+    for b in data:
+        if b == 0:
+            out[code_pos] = code
+            code_pos, code, after_full = len(out), 1, False
+            out.append(0)
+            continue
+        out.append(b)
+        code += 1
+        after_full = False
+        if code == 0xFF:
+            out[code_pos] = code
+            code_pos, code, after_full = len(out), 1, True
+            out.append(0)
+    if code == 1 and after_full:
+        out.pop()                   # input ended right after a full 254-byte block
+    else:
+        out[code_pos] = code
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    """Decode one COBS block (no delimiter); raises FrameError when malformed."""
+    if not data:
+        raise FrameError("empty COBS frame")
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        code = data[i]
+        i += 1
+        if code == 0:
+            raise FrameError("0x00 inside a COBS frame")
+        if code - 1 > n - i:
+            raise FrameError("truncated COBS block")
+        block = data[i:i + code - 1]
+        if 0 in block:
+            raise FrameError("0x00 inside a COBS frame")
+        out += block
+        i += code - 1
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+# ----------------------------------------------------------------------------- packets
+@dataclass(frozen=True)
+class Packet:
+    type: int
+    seq: int
+    body: bytes = b""
+    version: int = PROTO_VERSION
+
+
+def encode_packet(ptype: int, seq: int, body: bytes = b"", version: int = PROTO_VERSION) -> bytes:
+    """Packet -> wire bytes: COBS(packet) + 0x00."""
+    body = bytes(body)
+    if len(body) > MAX_BODY:
+        raise ValueError(f"body of {len(body)} bytes exceeds the {MAX_BODY}-byte limit")
+    pkt = struct.pack("<BBBH", version & 0xFF, ptype & 0xFF, seq & 0xFF, len(body)) + body
+    pkt += struct.pack("<H", crc16_ccitt(pkt))
+    return cobs_encode(pkt) + b"\x00"
+
+
+def decode_frame(frame: bytes) -> Packet:
+    """One frame without its delimiter -> Packet; raises FrameError."""
+    pkt = cobs_decode(frame)
+    if len(pkt) < HEADER + CRC_BYTES:
+        raise FrameError(f"frame of {len(pkt)} bytes is shorter than a header")
+    version, ptype, seq, length = struct.unpack_from("<BBBH", pkt)
+    if length + HEADER + CRC_BYTES != len(pkt):
+        raise FrameError(f"length field {length} disagrees with the frame ({len(pkt)} bytes)")
+    (crc,) = struct.unpack_from("<H", pkt, len(pkt) - CRC_BYTES)
+    if crc != crc16_ccitt(pkt[:-CRC_BYTES]):
+        raise FrameError("CRC mismatch")
+    return Packet(ptype, seq, bytes(pkt[HEADER:-CRC_BYTES]), version)
+
+
+class Deframer:
+    """Splits a byte stream at 0x00 delimiters. Frames longer than max_frame are dropped
+    whole (counted in .oversized); empty frames are skipped."""
+
+    def __init__(self, max_frame: int = 4 * MAX_WIRE):
+        self.max_frame = max_frame
+        self.buf = bytearray()
+        self.dropping = False
+        self.oversized = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        frames = []
+        for chunk_end, part in self._split(data):
+            if self.dropping:
+                if chunk_end:
+                    self.dropping = False
+                continue
+            self.buf += part
+            if len(self.buf) > self.max_frame:
+                self.buf.clear()
+                self.oversized += 1
+                self.dropping = not chunk_end
+                continue
+            if chunk_end:
+                if self.buf:
+                    frames.append(bytes(self.buf))
+                self.buf.clear()
+        return frames
+
+    @staticmethod
+    def _split(data: bytes):
+        parts = bytes(data).split(b"\x00")
+        for i, part in enumerate(parts):
+            yield i < len(parts) - 1, part
+
+    def reset(self) -> None:
+        self.buf.clear()
+        self.dropping = False
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class DeviceInfo:
+    proto_version: int
+    tick_kind: str
+    units_per_tick: int
+    max_body: int
+    model_id: bytes
+    n_in: int
+    n_out: int
+    n_macs_per_step: int
+    rx_buffer: int
+    board: str
+    model_name: str
+
+    @classmethod
+    def parse(cls, body: bytes) -> "DeviceInfo":
+        try:
+            ver, kind, max_body, upt = struct.unpack_from("<BBHI", body, 0)
+            model_id = bytes(body[8:16])
+            n_in, n_out, macs, rxbuf = struct.unpack_from("<HHIH", body, 16)
+            off = 26
+            names = []
+            for _ in range(2):
+                n = body[off]
+                names.append(bytes(body[off + 1:off + 1 + n]).decode("utf-8", "replace"))
+                if off + 1 + n > len(body):
+                    raise IndexError
+                off += 1 + n
+        except (struct.error, IndexError) as e:
+            raise ProtocolError(f"malformed HELLO reply ({len(body)} bytes)") from e
+        return cls(ver, TICK_KINDS.get(kind, f"unit{kind}"), upt, max_body, model_id, n_in,
+                   n_out, macs, rxbuf, names[0], names[1])
+
+
+@dataclass
+class RunResult:
+    steps: int
+    ticks: int
+    sums: np.ndarray                  # int64 [n_out]: exact sum of the int8 logits over steps
+    last_logits: np.ndarray           # int8 [n_out]
+    step_logits: np.ndarray | None    # int8 [T, n_out] when requested
+    units_per_tick: int = 1
+    unit: str = "ticks"
+    wall_s: float = 0.0
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def cost(self) -> int:
+        """Device cost of the model steps in `unit` (instructions under QEMU icount)."""
+        return self.ticks * self.units_per_tick
+
+    @property
+    def cost_per_step(self) -> float:
+        return self.cost / self.steps if self.steps else 0.0
+
+
+# ----------------------------------------------------------------------------- client
+class Device:
+    """Protocol client over any pyserial-like object (read(n), write(b), timeout; in_waiting
+    optional). timeout bounds each attempt; retries is how often a request is sent again."""
+
+    def __init__(self, port, timeout: float = 2.0, retries: int = 3, poll_s: float = 0.02):
+        self.port = port
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        try:
+            self.port.timeout = poll_s
+        except (AttributeError, ValueError):
+            pass
+        self._deframer = Deframer()
+        self._frames: deque[bytes] = deque()
+        self._seq = random.randrange(256)
+        self._steps: int | None = None      # device step count as the host believes it
+        self.info: DeviceInfo | None = None
+        self.stats = {"requests": 0, "retransmits": 0, "bad_frames": 0, "stale_replies": 0,
+                      "boots": 0, "frame_errors": 0, "bytes_out": 0, "bytes_in": 0}
+
+    # -- construction / teardown
+    @classmethod
+    def open(cls, url: str, baud: int = 115200, **kw) -> "Device":
+        """Open a serial port or URL (socket://host:port, /dev/ttyUSB0, COM3, ...)."""
+        import serial
+        try:
+            port = serial.serial_for_url(url, baudrate=baud, timeout=0.02)
+        except (serial.SerialException, ValueError, OSError) as e:
+            raise ProtocolError(f"cannot open {url!r}: {e}") from None
+        return cls(port, **kw)
+
+    def close(self) -> None:
+        try:
+            self.port.close()
+        except Exception:   # noqa: BLE001 - closing a broken port must not raise
+            pass
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- low level
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+            flush = getattr(self.port, "flush", None)
+            if flush is not None:
+                flush()
+        except Exception as e:   # noqa: BLE001 - pyserial raises several types
+            raise ProtocolError(f"write failed (device disconnected?): {e}") from None
+        self.stats["bytes_out"] += len(data)
+
+    def _read_some(self, remaining: float) -> bytes:
+        try:
+            waiting = getattr(self.port, "in_waiting", 0) or 0
+            data = self.port.read(max(1, min(int(waiting), 4096)))
+        except Exception as e:   # noqa: BLE001
+            raise ProtocolError(f"read failed (device disconnected?): {e}") from None
+        if not data:
+            return b""
+        self.stats["bytes_in"] += len(data)
+        return data
+
+    def _next_packet(self, deadline: float) -> Packet | None:
+        """Next well-formed packet before the deadline, or None."""
+        while True:
+            while self._frames:
+                frame = self._frames.popleft()
+                try:
+                    return decode_frame(frame)
+                except FrameError:
+                    self.stats["bad_frames"] += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            data = self._read_some(remaining)
+            if data:
+                self._frames.extend(self._deframer.feed(data))
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    def request(self, ptype: int, body: bytes = b"", timeout: float | None = None) -> Packet:
+        """Send one request and return its reply packet (type ptype | 0x80)."""
+        seq = self._next_seq()
+        wire = b"\x00" + encode_packet(ptype, seq, body)   # leading 0x00 ends any partial frame
+        name = type_name(ptype)
+        tmo = self.timeout if timeout is None else timeout
+        idempotent = ptype in IDEMPOTENT
+        sends = 0
+
+        def send():
+            nonlocal sends, deadline
+            sends += 1
+            if sends > 1:
+                self.stats["retransmits"] += 1
+            self._write(wire)
+            deadline = time.monotonic() + tmo
+
+        deadline = 0.0
+        self.stats["requests"] += 1
+        send()
+        while True:
+            pkt = self._next_packet(deadline)
+            if pkt is None:
+                if idempotent and sends <= self.retries:
+                    send()
+                    continue
+                raise DeviceTimeout(f"no reply to {name} (seq {seq}) within {tmo:g} s "
+                                    f"after {sends} attempt(s)")
+            if pkt.type == BOOT:
+                # the device (re)started: our request may have been lost in the restart
+                self.stats["boots"] += 1
+                if idempotent and sends <= self.retries:
+                    send()
+                continue
+            if pkt.seq != seq:
+                self.stats["stale_replies"] += 1
+                continue
+            if pkt.type == ERROR:
+                code, req, detail = _parse_error(pkt.body)
+                if code in FRAME_ERRORS:
+                    # our frame (or noise carrying its seq number) arrived damaged
+                    self.stats["frame_errors"] += 1
+                    if idempotent and sends <= self.retries:
+                        send()
+                        continue
+                raise DeviceError(code, req if req else ptype, detail)
+            if pkt.type != (ptype | REPLY):
+                raise ProtocolError(f"unexpected {type_name(pkt.type)} in reply to {name} "
+                                    f"(seq {seq})")
+            if pkt.version != PROTO_VERSION:
+                raise ProtocolError(f"device speaks protocol version {pkt.version}, "
+                                    f"host speaks {PROTO_VERSION}")
+            return pkt
+
+    # -- requests
+    def hello(self) -> DeviceInfo:
+        self.info = DeviceInfo.parse(self.request(HELLO).body)
+        if self.info.proto_version != PROTO_VERSION:
+            raise ProtocolError(f"device protocol version {self.info.proto_version}, "
+                                f"host {PROTO_VERSION}")
+        return self.info
+
+    def _need_info(self) -> DeviceInfo:
+        return self.info if self.info is not None else self.hello()
+
+    def reset_state(self) -> None:
+        self.request(RESET)
+        self._steps = 0
+
+    def step(self, frame) -> np.ndarray:
+        """One int8 frame [n_in] -> that step's int8 logits [n_out]. Resets the device state
+        first if this client has not reset it yet."""
+        info = self._need_info()
+        x = _as_int8(frame, (info.n_in,), "frame")
+        if self._steps is None:
+            self.reset_state()
+        try:
+            pkt = self.request(STEP, struct.pack("<I", self._steps) + x.tobytes())
+        except DeviceError as e:
+            raise self._offset_error(e, self._steps) from None
+        if len(pkt.body) != 4 + info.n_out:
+            raise ProtocolError(f"STEP reply of {len(pkt.body)} bytes, expected {4 + info.n_out}")
+        (steps,) = struct.unpack_from("<I", pkt.body)
+        if steps != self._steps + 1:
+            raise DeviceReset(f"device step count {steps} after STEP, expected {self._steps + 1}")
+        self._steps = steps
+        return np.frombuffer(pkt.body, np.int8, info.n_out, 4).copy()
+
+    def run(self, x, step_logits: bool = False, restarts: int = 1) -> RunResult:
+        """Run a whole int8 sequence [T, n_in] from a reset state. Returns the exact int32 sums
+        of the per-step logits, the last step's logits, the device cost and, with
+        step_logits=True, every step's logits. If the device restarts mid-sequence the whole
+        sequence is run again (up to `restarts` times)."""
+        info = self._need_info()
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"expected an int8 sequence [T, {info.n_in}], got shape {x.shape}")
+        x = _as_int8(x, (x.shape[0], info.n_in), "sequence")
+        for attempt in range(restarts + 1):
+            try:
+                return self._run_once(x, step_logits, info)
+            except DeviceReset:
+                if attempt == restarts:
+                    raise
+
+    def _offset_error(self, e: DeviceError, expected: int) -> ProtocolError:
+        if e.code == E_BAD_OFFSET:
+            self._steps = None
+            return DeviceReset(f"device has {e.detail} step(s) since its last reset, the host "
+                               f"expected {expected}: it restarted or was reset by another client")
+        return e
+
+    def _run_once(self, x: np.ndarray, step_logits: bool, info: DeviceInfo) -> RunResult:
+        t0 = time.monotonic()
+        T = x.shape[0]
+        self.request(RUN_BEGIN, bytes([RUN_F_STEP_LOGITS if step_logits else 0]))
+        self._steps = 0
+        k = (info.max_body - 4) // info.n_in
+        if step_logits:
+            k = min(k, (info.max_body - 4) // max(1, info.n_out))
+        if k < 1:
+            raise ProtocolError(f"n_in={info.n_in}/n_out={info.n_out} do not fit in a "
+                                f"{info.max_body}-byte frame")
+        logits = np.empty((T, info.n_out), np.int8) if step_logits else None
+        off = 0
+        while off < T:
+            kk = min(k, T - off)
+            try:
+                pkt = self.request(RUN_CHUNK, struct.pack("<I", off) + x[off:off + kk].tobytes())
+            except DeviceError as e:
+                raise self._offset_error(e, off) from None
+            (steps,) = struct.unpack_from("<I", pkt.body) if len(pkt.body) >= 4 else (-1,)
+            if steps != off + kk:
+                self._steps = None
+                raise DeviceReset(f"device step count {steps} after RUN_CHUNK, expected {off + kk}")
+            if step_logits:
+                if len(pkt.body) != 4 + kk * info.n_out:
+                    raise ProtocolError(f"RUN_CHUNK reply of {len(pkt.body)} bytes, expected "
+                                        f"{4 + kk * info.n_out}")
+                logits[off:off + kk] = np.frombuffer(pkt.body, np.int8, kk * info.n_out,
+                                                     4).reshape(kk, info.n_out)
+            off += kk
+            self._steps = off
+        res = self.run_end()
+        if res.steps != T:
+            self._steps = None
+            raise DeviceReset(f"device reports {res.steps} steps, expected {T}")
+        res.step_logits = logits
+        res.wall_s = time.monotonic() - t0
+        return res
+
+    def run_end(self) -> RunResult:
+        """Sums/last logits/cost since the last reset (RUN_END, paged for large n_out)."""
+        info = self._need_info()
+        sums = np.zeros(info.n_out, np.int64)
+        last = np.zeros(info.n_out, np.int8)
+        first, steps, ticks = 0, 0, 0
+        while True:
+            body = self.request(RUN_END, struct.pack("<H", first)).body
+            if len(body) < 18:
+                raise ProtocolError(f"RUN_END reply of {len(body)} bytes")
+            steps, lo, hi, n_out, pfirst, count = struct.unpack_from("<IIIHHH", body)
+            if n_out != info.n_out or pfirst != first or len(body) != 18 + 5 * count:
+                raise ProtocolError("inconsistent RUN_END reply")
+            ticks = lo | (hi << 32)
+            sums[first:first + count] = np.frombuffer(body, "<i4", count, 18)
+            last[first:first + count] = np.frombuffer(body, np.int8, count, 18 + 4 * count)
+            first += count
+            if first >= n_out or count == 0:
+                break
+        return RunResult(steps, ticks, sums, last, None, info.units_per_tick, info.tick_kind,
+                         stats=dict(self.stats))
+
+
+def _parse_error(body: bytes) -> tuple[int, int, int]:
+    if len(body) >= 6:
+        code, req, detail = struct.unpack_from("<BBI", body)
+        return code, req, detail
+    return (body[0] if body else 0), 0, 0
+
+
+def _as_int8(a, shape, what) -> np.ndarray:
+    a = np.asarray(a)
+    if a.shape != tuple(shape):
+        raise ValueError(f"{what} has shape {list(a.shape)}, expected {list(shape)}")
+    if a.dtype != np.int8:
+        if not np.issubdtype(a.dtype, np.integer) or a.min(initial=0) < -128 or a.max(initial=0) > 127:
+            raise ValueError(f"{what} must be int8 (already quantized), got {a.dtype}")
+        a = a.astype(np.int8)
+    return np.ascontiguousarray(a)

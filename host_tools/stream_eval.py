@@ -1,0 +1,319 @@
+"""Stream test sequences to a device and compare its int8 logits with the host's reference.
+
+    python host_tools/stream_eval.py --port socket://127.0.0.1:PORT --model RUN/int8 \
+        [--n N] [--baud 115200] [--json OUT] [--reference auto|MODULE:NAME|FILE.py:NAME] [--fast]
+
+DIR (--model) holds model.tflite and test_data.npz (x: int8 [N, T, n_in], already quantized;
+y: int64 [N] for the mean readout or [N, T] per step with -100 at unlabeled steps). The
+device must run the model whose id is the first 8 bytes of sha256(DIR/model.tflite).
+
+The host reference is pluggable: a factory called as factory(DIR) that returns an object with
+.run(x_int8 [T, n_in]) -> int8 logits [T, n_out] (or such a callable). `auto` (the default)
+uses convert.stream.TFLMStreamer(DIR) (TFLite-Micro, step by step), falling back to
+convert.stream.Streamer(model bytes, backend="tflm"). In Python: evaluate(..., reference=obj).
+
+Exit status: 0 all logits equal, 1 a mismatch, 2 a user error (arguments, DIR, port, wrong
+model on the device), 3 a protocol error or timeout.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from protocol import Device, ProtocolError  # type: ignore[no-redef]
+else:
+    from .protocol import Device, ProtocolError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USER, EXIT_PROTOCOL = 0, 1, 2, 3
+
+
+class UserError(Exception):
+    """A problem the user can fix (arguments, files, port, model on the device)."""
+
+
+# ----------------------------------------------------------------------------- inputs
+def model_id(model_dir: Path) -> bytes:
+    return hashlib.sha256((Path(model_dir) / "model.tflite").read_bytes()).digest()[:8]
+
+
+def load_model_dir(model_dir) -> tuple[np.ndarray, np.ndarray, bytes]:
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise UserError(f"model directory not found: {d}")
+    for name in ("model.tflite", "test_data.npz"):
+        if not (d / name).is_file():
+            raise UserError(f"{d} has no {name}")
+    try:
+        with np.load(d / "test_data.npz") as z:
+            x, y = z["x"], z["y"]
+    except KeyError as e:
+        raise UserError(f"{d / 'test_data.npz'} lacks array {e}") from None
+    except Exception as e:   # noqa: BLE001 - a corrupt npz can raise many things
+        raise UserError(f"cannot read {d / 'test_data.npz'}: {e}") from None
+    if x.dtype != np.int8 or x.ndim != 3:
+        raise UserError(f"test_data.npz x must be int8 [N, T, n_in] (already quantized), got "
+                        f"{x.dtype} {list(x.shape)}")
+    if y.ndim not in (1, 2) or y.shape[0] != x.shape[0] or (y.ndim == 2 and y.shape[1] != x.shape[1]):
+        raise UserError(f"test_data.npz y must be [N] or [N, T] matching x {list(x.shape)}, got "
+                        f"{list(y.shape)}")
+    return x, y.astype(np.int64), model_id(d)
+
+
+# ----------------------------------------------------------------------------- reference
+class _RunAdapter:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def run(self, x):
+        return self.fn(x)
+
+
+def _as_reference(obj):
+    if hasattr(obj, "run") and callable(obj.run):
+        return obj
+    if callable(obj):
+        return _RunAdapter(obj)
+    raise UserError(f"reference {obj!r} has no run(x) method and is not callable")
+
+
+def _auto_reference(model_dir: Path):
+    try:
+        stream = importlib.import_module("convert.stream")
+    except ImportError as e:
+        raise UserError(f"the default reference needs convert.stream (run from the repo root "
+                        f"in .venv): {e}") from None
+    if hasattr(stream, "TFLMStreamer"):
+        return stream.TFLMStreamer(model_dir)
+    return stream.Streamer((Path(model_dir) / "model.tflite").read_bytes(), backend="tflm")
+
+
+def load_reference(spec: str, model_dir: Path):
+    """'auto', 'package.module:factory' or 'path/to/file.py:factory' -> reference object."""
+    if spec == "auto":
+        try:
+            return _as_reference(_auto_reference(model_dir))
+        except UserError:
+            raise
+        except Exception as e:   # noqa: BLE001 - report, do not dump a traceback
+            raise UserError(f"cannot build the host reference for {model_dir}: "
+                            f"{type(e).__name__}: {e}") from None
+    if ":" not in spec:
+        raise UserError(f"--reference must be 'auto', MODULE:NAME or FILE.py:NAME, got {spec!r}")
+    where, name = spec.rsplit(":", 1)
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise UserError(f"reference file not found: {path}")
+            mspec = importlib.util.spec_from_file_location(f"_mg_reference_{path.stem}", path)
+            module = importlib.util.module_from_spec(mspec)
+            mspec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ImportError as e:
+        raise UserError(f"cannot import reference {where!r}: {e}") from None
+    if not hasattr(module, name):
+        raise UserError(f"reference module {where!r} has no {name!r}")
+    try:
+        ref = getattr(module, name)(model_dir)
+    except Exception as e:   # noqa: BLE001
+        raise UserError(f"reference {spec!r} failed for {model_dir}: {type(e).__name__}: {e}") from None
+    return _as_reference(ref)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _progress(total, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="seq", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
+             step_logits: bool = True, progress: bool = False) -> dict:
+    """Stream the first n test sequences through `device` and `reference`; returns the
+    metrics dict (see main). Raises UserError / ProtocolError."""
+    model_dir = Path(model_dir)
+    x, y, expected_id = load_model_dir(model_dir)
+    info = device.hello()
+    if info.model_id != expected_id:
+        raise UserError(f"the device runs model id {info.model_id.hex()} ({info.model_name!r}), "
+                        f"but {model_dir / 'model.tflite'} has id {expected_id.hex()}: flash the "
+                        f"firmware built from this model")
+    if info.n_in != x.shape[2]:
+        raise UserError(f"the device model takes n_in={info.n_in}, test_data.npz has "
+                        f"{x.shape[2]} channels")
+    ref = _as_reference(reference) if reference is not None else load_reference("auto", model_dir)
+    N = x.shape[0] if n is None else max(0, min(int(n), x.shape[0]))
+    per_step = y.ndim == 2
+    step_logits = step_logits or per_step
+
+    dev_correct = host_correct = agree = labelled = 0
+    max_diff = max_sum_diff = 0
+    mismatched = []
+    costs = []
+    steps_total = 0
+    bar = _progress(N, progress)
+    t0 = time.monotonic()
+    try:
+        for i in range(N):
+            res = device.run(x[i], step_logits=step_logits)
+            host = np.asarray(ref.run(x[i]))
+            if host.shape != (x.shape[1], info.n_out):
+                raise UserError(f"reference returned shape {list(host.shape)}, expected "
+                                f"{[x.shape[1], info.n_out]}")
+            host = host.astype(np.int64)
+            host_sums = host.sum(axis=0)
+            sum_diff = int(np.abs(res.sums - host_sums).max()) if info.n_out else 0
+            if step_logits:
+                diff = int(np.abs(res.step_logits.astype(np.int64) - host).max())
+            else:
+                diff = int(np.abs(res.last_logits.astype(np.int64) - host[-1]).max())
+            max_diff, max_sum_diff = max(max_diff, diff), max(max_sum_diff, sum_diff)
+            if diff or sum_diff:
+                mismatched.append(i)
+            if per_step:
+                mask = y[i] != -100
+                d_pred = np.argmax(res.step_logits, axis=-1)[mask]
+                h_pred = np.argmax(host, axis=-1)[mask]
+                dev_correct += int((d_pred == y[i][mask]).sum())
+                host_correct += int((h_pred == y[i][mask]).sum())
+                agree += int((d_pred == h_pred).sum())
+                labelled += int(mask.sum())
+            else:
+                d_pred, h_pred = int(np.argmax(res.sums)), int(np.argmax(host_sums))
+                dev_correct += int(d_pred == y[i])
+                host_correct += int(h_pred == y[i])
+                agree += int(d_pred == h_pred)
+                labelled += 1
+            costs.append(res.cost_per_step)
+            steps_total += res.steps
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(agree=f"{agree}/{labelled}", maxdiff=max_diff)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.monotonic() - t0
+    costs = np.asarray(costs, np.float64)
+    return {
+        "model_dir": str(model_dir),
+        "model_id": expected_id.hex(),
+        "device": {"board": info.board, "model_name": info.model_name, "n_in": info.n_in,
+                   "n_out": info.n_out, "n_macs_per_step": info.n_macs_per_step,
+                   "tick_unit": info.tick_kind, "units_per_tick": info.units_per_tick},
+        "readout": "per_step" if per_step else "mean",
+        "n_sequences": N,
+        "steps": steps_total,
+        "labelled": labelled,
+        "device_accuracy": dev_correct / labelled if labelled else float("nan"),
+        "host_accuracy": host_correct / labelled if labelled else float("nan"),
+        "argmax_agreement": agree / labelled if labelled else float("nan"),
+        "max_abs_logit_diff": max_diff,
+        "logits_compared": "every step" if step_logits else "last step",
+        "max_abs_sum_diff": max_sum_diff,
+        "mismatched_sequences": mismatched[:50],
+        "n_mismatched": len(mismatched),
+        "wall_s": wall,
+        "sequences_per_s": N / wall if wall > 0 else float("nan"),
+        "steps_per_s": steps_total / wall if wall > 0 else float("nan"),
+        "cost_unit": info.tick_kind,
+        "cost_per_step_mean": float(costs.mean()) if N else float("nan"),
+        "cost_per_step_min": float(costs.min()) if N else float("nan"),
+        "cost_per_step_max": float(costs.max()) if N else float("nan"),
+        "link": dict(device.stats),
+    }
+
+
+def format_report(m: dict) -> str:
+    pct = lambda v: f"{100 * v:.2f}%"   # noqa: E731
+    d = m["device"]
+    lines = [
+        f"device     : {d['board']}, model {d['model_name']!r} id {m['model_id']} "
+        f"(n_in {d['n_in']}, n_out {d['n_out']}, {d['n_macs_per_step']} MACs/step)",
+        f"sequences  : {m['n_sequences']} ({m['steps']} steps, {m['readout']} readout, "
+        f"{m['labelled']} labels)",
+        f"device acc : {pct(m['device_accuracy'])}",
+        f"host acc   : {pct(m['host_accuracy'])}",
+        f"agreement  : {pct(m['argmax_agreement'])} (argmax, device vs host)",
+        f"max |diff| : {m['max_abs_logit_diff']} int8 logits ({m['logits_compared']}), "
+        f"{m['max_abs_sum_diff']} in the int32 sums (expected 0)",
+        f"throughput : {m['sequences_per_s']:.2f} seq/s, {m['steps_per_s']:.0f} steps/s "
+        f"({m['wall_s']:.1f} s, link retransmits {m['link'].get('retransmits', 0)})",
+        f"device cost: {m['cost_per_step_mean']:.1f} {m['cost_unit']}/step "
+        f"(min {m['cost_per_step_min']:.1f}, max {m['cost_per_step_max']:.1f})",
+    ]
+    if m["n_mismatched"]:
+        lines.append(f"MISMATCH   : {m['n_mismatched']} sequence(s) differ, first "
+                     f"{m['mismatched_sequences'][:10]}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", required=True, help="serial port or URL (socket://127.0.0.1:PORT, "
+                                                  "/dev/ttyUSB0)")
+    ap.add_argument("--model", required=True, help="DIR with model.tflite and test_data.npz")
+    ap.add_argument("--n", type=int, default=None, help="number of sequences (default: all)")
+    ap.add_argument("--baud", type=int, default=115200)
+    ap.add_argument("--json", default=None, help="write the metrics to this file")
+    ap.add_argument("--reference", default="auto",
+                    help="host reference: auto (convert.stream TFLM), MODULE:NAME or FILE.py:NAME "
+                         "(a factory called with DIR)")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds per request attempt")
+    ap.add_argument("--retries", type=int, default=3)
+    ap.add_argument("--fast", action="store_true",
+                    help="mean readout: compare the sums and last-step logits only, do not "
+                         "transfer every step's logits")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    try:
+        if args.n is not None and args.n < 1:
+            raise UserError("--n must be >= 1")
+        load_model_dir(args.model)                    # fail on a bad DIR before opening the port
+        reference = load_reference(args.reference, Path(args.model))
+        try:
+            device = Device.open(args.port, baud=args.baud, timeout=args.timeout,
+                                 retries=args.retries)
+        except ProtocolError as e:
+            raise UserError(str(e)) from None
+        with device:
+            m = evaluate(device, args.model, reference=reference, n=args.n,
+                         step_logits=not args.fast, progress=not args.no_progress)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER
+    except ProtocolError as e:
+        print(f"error: protocol failure talking to {args.port}: {e}", file=sys.stderr)
+        return EXIT_PROTOCOL
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(format_report(m))
+    if args.json:
+        Path(args.json).write_text(json.dumps(m, indent=2))
+    ok = m["max_abs_logit_diff"] == 0 and m["max_abs_sum_diff"] == 0 and m["argmax_agreement"] == 1.0
+    if not ok:
+        print("error: device and host logits differ", file=sys.stderr)
+        return EXIT_MISMATCH
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+/* mg_test_platform.h - what model_check.c needs from a bare-metal test platform
+ * (implemented in tests/qemu/ for Cortex-M4 mps2-an386, tests/xtensa/ for the lx106 sim). */
+#ifndef MG_TEST_PLATFORM_H
+#define MG_TEST_PLATFORM_H
+
+#include <stdint.h>
+
+void mg_test_platform_init(void);
+void mg_test_puts(const char *s);                 /* to the host console (semihosting) */
+uint32_t mg_test_ticks(void);                     /* a free-running tick counter */
+uint32_t mg_test_ticks_since(uint32_t start);     /* ticks elapsed since `start` */
+/* Runs a loop of a known instruction count; returns its ticks and stores the count. */
+uint32_t mg_test_calibrate(uint32_t *instructions);
+void mg_test_exit(int code);                      /* ends the emulation: 0 pass, else fail */
+
+#endif /* MG_TEST_PLATFORM_H */

@@ -1,0 +1,221 @@
+"""The generated mGRADE model package (convert/codegen_mgrade.py + mcu/runtime) against the
+TFLite-Micro Streamer, step by step: every step's int8 logits and states (minGRU h and the new
+ring frame of each layer) must match to 0 LSB on the host, on the emulated Cortex-M4 (QEMU
+mps2-an386) and on the emulated Xtensa lx106 (QEMU sim).
+
+The model is the session's trained digits model (`digits_int8`); MGRADE_TEST_MODEL=DIR points
+the tests at another converted folder instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import mcu_cost as mc
+
+N_SEQ = 50
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed"),
+    pytest.mark.filterwarnings("ignore:Statistics for quantized inputs"),
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(request) -> Path:
+    env = os.environ.get("MGRADE_TEST_MODEL")
+    if env:
+        return Path(env)
+    return request.getfixturevalue("digits_int8")
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir, tmp_path_factory):
+    """The package + TFLM reference vectors for the first N_SEQ test sequences."""
+    work = tmp_path_factory.mktemp("mcu_model")
+    t0 = time.perf_counter()
+    info = mc.generate(model_dir, work / "gen", N_SEQ)
+    info["work"] = work
+    info["gen"] = work / "gen"
+    info["gen_seconds"] = time.perf_counter() - t0
+    return info
+
+
+def _header_defines(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"#define (\w+) (\S+)", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _num(v: str) -> int:
+    return int(v.rstrip("uU"))
+
+
+def test_host_bit_exact(gen):
+    ref = gen["ref"]
+    exe = mc.build_host_runner(gen["gen"], gen["work"] / "runner")
+    got = mc.run_host_runner(exe, ref["x"])
+    expect = np.concatenate([ref["logits"], ref["states"]], axis=2)
+    assert got.shape == expect.shape, (got.shape, expect.shape)
+    n_out = ref["logits"].shape[2]
+    d = np.abs(got.astype(np.int32) - expect.astype(np.int32))
+    assert d[..., :n_out].max() == 0, f"logits differ at {np.argwhere(d[..., :n_out])[:5]}"
+    assert d[..., n_out:].max() == 0, f"states differ at {np.argwhere(d[..., n_out:])[:5]}"
+    print(f"\nhost: {got.shape[0]} sequences x {got.shape[1]} steps, logits + "
+          f"{ref['states'].shape[2]} state bytes per step: 0 LSB")
+
+
+def test_package_api_and_constants(gen, model_dir):
+    from convert.codegen import op_params
+    from convert.tflite_reader import read_tflite
+
+    raw = (model_dir / "model.tflite").read_bytes()
+    model = read_tflite(raw)
+    meta = json.loads(model.metadata["mgrade"])
+    h = _header_defines(gen["gen"] / "mg_model_data.h")
+    assert h["MG_MODEL_ID"] == f'"{hashlib.sha256(raw).hexdigest()[:16]}"'
+    assert _num(h["MG_MODEL_N_IN"]) == meta["n_in"]
+    assert _num(h["MG_MODEL_N_OUT"]) == meta["n_classes"]
+    macs = 0
+    for op in model.operators:
+        p = op_params(model, op) if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D") else None
+        if op.op == "FULLY_CONNECTED":
+            macs += p["batches"] * p["accum_depth"] * p["output_depth"]
+        elif op.op == "DEPTHWISE_CONV_2D":
+            macs += p["out_h"] * p["out_w"] * p["out_c"] * p["filt_h"] * p["filt_w"]
+    assert _num(h["MG_MODEL_MACS_PER_STEP"]) == macs
+    src = (gen["gen"] / "mg_model.c").read_text()
+    mid = hashlib.sha256(raw).hexdigest()[:16]
+    id_bytes = ", ".join(f"0x{mid[k:k + 2]}" for k in range(0, 16, 2))
+    assert f"{{{id_bytes}}}, {meta['n_in']}, {meta['n_classes']}, {macs}u}}" in src
+    # the fused kernels replaced the interpreter-only ops
+    for fn in ("mg_delay_step_s8", "mg_mingru_step_s8"):
+        assert fn in src
+    for fn in ("mg_gather", "mg_concatenation", "mg_depthwise_conv_s8", "mg_logistic_s8"):
+        assert fn not in src, f"{fn} left in the fused package"
+
+
+def test_trimmed_ring_bytes(gen, model_dir):
+    from convert.codegen_mgrade import mgrade_metadata
+    from convert.tflite_reader import read_tflite
+
+    meta = mgrade_metadata(read_tflite((model_dir / "model.tflite").read_bytes()))
+    h = _header_defines(gen["gen"] / "mg_model_data.h")
+    H = meta["channels"]
+    total = plain = graph = 0
+    lines = []
+    for i, layer in enumerate(meta["layers"]):
+        if not layer["conv"]:
+            continue
+        d = np.asarray(layer["delays"])
+        trimmed = int(d.max(axis=1).sum())                # sum_c R_c
+        span = layer.get("kernel_span", meta.get("kernel_span"))
+        k = int(span) if span is not None else int(d.max()) + 1
+        assert _num(h[f"MG_MODEL_RING{i}_BYTES"]) == trimmed
+        assert _num(h[f"MG_MODEL_RING{i}_GRAPH_BYTES"]) == layer["ring_frames"] * H
+        assert _num(h[f"MG_MODEL_RING{i}_PLAIN_BYTES"]) == k * H
+        total, plain, graph = total + trimmed, plain + k * H, graph + layer["ring_frames"] * H
+        lines.append(f"layer {i}: {trimmed} B trimmed vs {k * H} B plain ({k} frames x {H}"
+                     f"{', K = kernel_span' if span is not None else ', K = max delay + 1'})")
+    assert _num(h["MG_MODEL_RING_BYTES"]) == total
+    assert _num(h["MG_MODEL_RING_PLAIN_BYTES"]) == plain
+    assert total <= graph <= plain
+    n_h = sum(1 for layer in meta["layers"] if layer["rnn"])
+    assert _num(h["MG_MODEL_STATE_BYTES"]) == total + n_h * H + 4
+    # the C arrays have exactly these sizes
+    src = (gen["gen"] / "mg_model.c").read_text()
+    for i, layer in enumerate(meta["layers"]):
+        if layer["conv"] and _num(h[f"MG_MODEL_RING{i}_BYTES"]):
+            assert f"static int8_t mg_ring{i}[MG_MODEL_RING{i}_BYTES]" in src
+    print("\n" + "\n".join(lines) + f"\nrings: {total} B trimmed, {graph} B as the graph's "
+          f"R*H rings, {plain} B plain: saves {plain - total} B "
+          f"({100 * (plain - total) / plain:.1f}%) vs plain, {graph - total} B vs R*H")
+
+
+@pytest.mark.parametrize("cc,extra", [
+    ("gcc", []),
+    ("arm-none-eabi-gcc", mc.ARM_CPU),
+    ("xtensa-lx106-elf-gcc", ["-ffreestanding", "-mtext-section-literals"]),
+])
+def test_package_compiles_strict(gen, tmp_path, cc, extra):
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} not installed")
+    srcs = [gen["gen"] / s for s in mc.PACKAGE_SRCS] + [mc.RUNTIME / s for s in mc.RUNTIME_SRCS]
+    for debug in ([], ["-DMG_MODEL_DEBUG"]):
+        for src in srcs:
+            r = subprocess.run([cc, *STRICT, *extra, *debug, "-I", str(mc.RUNTIME), "-I",
+                                str(gen["gen"]), "-c", str(src), "-o",
+                                str(tmp_path / (src.stem + ".o"))],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, f"{cc} {src.name} {debug}:\n{r.stderr}"
+
+
+def _run_target(gen, target):
+    t = mc.TARGETS[target]
+    if not mc.have(t["cc"], t["qemu"][0]):
+        pytest.skip(f"{t['cc']} / {t['qemu'][0]} not installed")
+    t0 = time.perf_counter()
+    b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True)
+    t1 = time.perf_counter()
+    res = mc.run_check(b, timeout=120)
+    t2 = time.perf_counter()
+    ref = gen["ref"]
+    assert res["model_id"] == gen["model_id"]
+    assert res["steps"] == ref["x"].shape[0] * ref["x"].shape[1]
+    assert res["checked_bytes_per_step"] == ref["logits"].shape[2] + ref["states"].shape[2]
+    assert res["mismatched_bytes"] == 0, (
+        f"{res['mismatched_bytes']} bytes in {res['mismatched_steps']} steps differ (max "
+        f"{res['max_abs']} LSB), first: sequence {res['first_bad_seq']} step "
+        f"{res['first_bad_step']} byte {res['first_bad_byte']}")
+    assert res["exit_code"] == 0
+    ips = res["instructions_per_step"]
+    print(f"\n{t['label']}: {res['steps']} steps, logits + states 0 LSB; "
+          f"{ips['mean']:.0f} instructions/step (min {ips['min']:.0f}, max {ips['max']:.0f}), "
+          f"{ips['mean'] / gen['macs_per_step']:.2f} per graph MAC "
+          f"({res['instructions_per_tick']:.2f} instructions/tick); "
+          f"build {t1 - t0:.1f} s, run {t2 - t1:.1f} s")
+    return res, t2 - t0
+
+
+def test_qemu_bit_exact(gen):
+    res, seconds = _run_target(gen, "qemu-cm4")
+    assert res["instructions_per_tick"] == pytest.approx(40.0, rel=1e-3)
+    assert seconds < 60
+
+
+def test_xtensa_bit_exact(gen):
+    _, seconds = _run_target(gen, "xtensa-lx106")
+    assert seconds < 60
+
+
+def test_refuses_unexpected_graph(model_dir, tmp_path):
+    """A graph whose minGRU does not have the expected shape is refused with a clear error."""
+    import dataclasses
+
+    from convert.codegen import CodegenError, generate
+    from convert.tflite_reader import read_tflite
+
+    model = read_tflite((model_dir / "model.tflite").read_bytes())
+    ops = list(model.operators)
+    k = next(i for i, op in enumerate(ops) if op.op == "SUB")
+    ops[k] = dataclasses.replace(ops[k], inputs=list(reversed(ops[k].inputs)))
+    bad = dataclasses.replace(model, operators=ops)
+    with pytest.raises(CodegenError, match="minGRU"):
+        generate(bad, tmp_path / "bad")
+    # the generic stateless graph is still available
+    info = generate(model, tmp_path / "generic", generic=True)
+    assert "mg_graph_invoke" in (tmp_path / "generic" / "mg_model_data.h").read_text()
+    assert "GATHER" in info["ops"]
