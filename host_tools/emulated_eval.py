@@ -1,0 +1,38 @@
+"""Start the emulated board, run stream_eval against it, stop the emulator.
+
+    python host_tools/emulated_eval.py FIRMWARE.elf --model DIR [stream_eval options]
+
+What `make demo` runs after building the firmware: the same stream_eval a user points at a
+real port, here at the QEMU UART's pyserial URL. Exit code: stream_eval's.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from host_tools import stream_eval  # noqa: E402
+from host_tools.emulator import Emulator, EmulatorError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("firmware")
+    args, rest = p.parse_known_args(argv)
+    if not Path(args.firmware).is_file():
+        print(f"error: firmware not found: {args.firmware} (run make firmware)", file=sys.stderr)
+        return 2
+    try:
+        with Emulator(args.firmware) as emu:
+            print(f"emulator: {emu.url}", flush=True)
+            return stream_eval.main(["--port", emu.url, *rest])
+    except EmulatorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
