@@ -1,11 +1,13 @@
 """Accuracy vs memory sweep: mGRADE and its baselines across sizes and seeds.
 
-    python -m training.sweep SWEEP.toml --out DIR [--dry-run] [--report]
+    python -m training.sweep SWEEP.toml --out DIR [--jobs N] [--dry-run] [--report]
 
 SWEEP.toml:
     base = "configs/digits_mgrade.toml"      # every run starts from this config
     seeds = [0, 1]
     epochs = 20                              # optional override of train.epochs
+    [train]                                  # optional overrides of other train keys
+    threads = 1
     [grid]                                   # model keys, every combination
     d_model = [8, 16, 32]
     kernel_span = [8, 16]
@@ -18,7 +20,8 @@ SWEEP.toml:
     [families.rnn]
     use_conv = false
 
-Each run trains into DIR/runs/NAME (resumable: an interrupted sweep continues where it
+Each run trains into DIR/runs/NAME (`--jobs N`: N runs at once, each a `python -m
+training.train` process logging to DIR/runs/NAME/train.log; resumable: an interrupted sweep continues where it
 stopped, finished runs are skipped) and appends one row to DIR/results.jsonl: accuracies (float
 and hardened), parameters, state and memory footprint in bytes at int8 and fp32 (trimmed rings
 for learned delays). `--report` (also run at the end) writes DIR/accuracy_vs_memory.png and
@@ -75,7 +78,7 @@ def expand(sweep: dict) -> list[tuple[str, str, dict]]:
                 if model.get("use_conv") is False:      # conv sizes are moot: collapse
                     model.pop("kernel_span", None)
                     model.pop("n_taps", None)
-                train = {**base.get("train", {}), "seed": seed}
+                train = {**base.get("train", {}), **sweep.get("train", {}), "seed": seed}
                 if "epochs" in sweep:
                     train["epochs"] = sweep["epochs"]
                 cfg = {"task": base["task"], "model": model, "train": train}
@@ -91,22 +94,29 @@ def expand(sweep: dict) -> list[tuple[str, str, dict]]:
     return runs
 
 
-def run_one(family: str, name: str, cfg: dict, out: Path) -> dict:
-    """Train (or resume) one run and measure it."""
-    from training.checkpoint import load_model
-    from training.evaluate import evaluate
-    from training.memory import memory_report
-    from training.tasks import load_task
-    from training.train import main as train_main
-
+def train_run(name: str, cfg: dict, out: Path, log: bool) -> int:
+    """Train (or resume) one run in its own process; returns its exit code."""
+    import subprocess
     run_dir = out / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.toml"
     cfg_path.write_text(toml_text(cfg))
-    code = train_main([str(cfg_path), "--out", str(run_dir), "--resume"])
-    if code != 0:
-        raise RuntimeError(f"run {name} failed with exit code {code}")
-    net, config, ckpt = load_model(run_dir)
+    cmd = [sys.executable, "-m", "training.train", str(cfg_path), "--out", str(run_dir),
+           "--resume"]
+    if not log:
+        return subprocess.call(cmd)
+    with open(run_dir / "train.log", "a") as f:
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+
+
+def measure_run(family: str, name: str, out: Path) -> dict:
+    """One results row of a trained run: accuracies (hardened too) and memory."""
+    from training.checkpoint import load_model
+    from training.evaluate import evaluate
+    from training.memory import memory_report
+    from training.tasks import load_task
+
+    net, config, ckpt = load_model(out / "runs" / name)
     last = ckpt["history"][-1]
     data = load_task(config.task.name, config.task.params, config.task.data_dir or None,
                      config.task.seed)
@@ -232,9 +242,12 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep TOML")
     p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     p.add_argument("--report", action="store_true", help="only redraw the report")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
     out = Path(args.out)
     try:
         sweep = tomllib.loads(Path(args.sweep).read_text())
@@ -253,12 +266,35 @@ def main(argv=None) -> int:
             print(f"  {name}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    for i, (family, name, cfg) in enumerate(todo):
-        print(f"[{i + 1}/{len(todo)}] {name}", flush=True)
-        row = run_one(family, name, cfg, out)
-        with open(out / "results.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+    from concurrent.futures import ThreadPoolExecutor
+    failed = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(train_run, name, cfg, out, args.jobs > 1): (family, name)
+                   for family, name, cfg in todo}
+        for i, fut in enumerate(futures):          # in submission order
+            family, name = futures[fut]
+            try:
+                code = fut.result()
+            except KeyboardInterrupt:
+                print("interrupted: finished runs are kept; rerun the same command to go on",
+                      file=sys.stderr)
+                pool.shutdown(wait=False, cancel_futures=True)
+                return 130
+            if code != 0:
+                failed.append(name)
+                print(f"[{i + 1}/{len(todo)}] {name}: training failed (exit {code}); see "
+                      f"{out / 'runs' / name / 'train.log'}", file=sys.stderr, flush=True)
+                continue
+            row = measure_run(family, name, out)
+            with open(out / "results.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"[{i + 1}/{len(todo)}] {name}: hardened test acc "
+                  f"{100 * row['hardened_test_acc']:.2f}%, int8 {row['int8_bytes']} B",
+                  flush=True)
     write_report(out, sweep.get("title", ""))
+    if failed:
+        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
