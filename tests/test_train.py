@@ -74,6 +74,27 @@ def test_train_writes_metrics_checkpoint_and_curves(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
+@pytest.mark.parametrize("harden_at", [0.5, 1.0])
+def test_positions_are_hardened_at_harden_at_and_training_goes_on(tmp_path, harden_at):
+    cfg = write_cfg(tmp_path, epochs=2)
+    cfg.write_text(cfg.read_text().replace('norm = "batch"',
+                                           f'norm = "batch"\nharden_at = {harden_at}'))
+    assert run_train(cfg, "--out", tmp_path / "run").returncode == 0
+    net, _, ckpt = load_model(tmp_path / "run")
+    pos = net.blocks[0].conv.positions
+    assert net.hardened == (harden_at < 1.0)
+    if harden_at < 1.0:
+        assert torch.equal(pos, pos.round())
+        # the weights trained on after hardening: metrics' test accuracy is the sparse model's
+        from training.evaluate import evaluate
+        from training.tasks import load_task
+        data = load_task("digits", {}, None, 0)
+        acc = evaluate(net, data.x_test, data.y_test)["acc"]
+        assert acc == pytest.approx(ckpt["history"][-1]["test_acc"], abs=1e-9)
+    else:
+        assert not torch.equal(pos, pos.round())
+
+
 def test_resume_after_kill_gives_identical_weights(tmp_path):
     cfg = write_cfg(tmp_path, epochs=12)
     ref = run_train(cfg, "--out", tmp_path / "ref")

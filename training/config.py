@@ -40,6 +40,9 @@ class ModelConfig:
     sigma_start: float = 0.0     # Gaussian width at the start, frames; 0 -> K / 3
     sigma_end: float = 0.23      # floor reached after sigma_anneal_frac of training
     sigma_anneal_frac: float = 0.5
+    harden_at: float = 0.8       # after this part of training the positions are rounded to
+                                 # integer delays and training goes on with the exact sparse
+                                 # taps (what the board runs); 1 = never during training
 
     def validate(self):
         _choice("model.conv", self.conv, ("dcls", "dilated"))
@@ -62,6 +65,8 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.sigma_anneal_frac <= 1.0:
             raise ConfigError("model.sigma_anneal_frac must be in [0, 1]")
+        if not 0.0 <= self.harden_at <= 1.0:
+            raise ConfigError(f"model.harden_at must be in [0, 1], got {self.harden_at}")
         if self.sigma_end <= 0:
             raise ConfigError("model.sigma_end must be > 0")
 

@@ -108,6 +108,8 @@ class Trainer:
         self.history = list(ckpt["history"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.epoch_shuffle_state = ckpt["rng"]["epoch_shuffle"]
+        if self.net.delay_convs() and self.net.hardened:
+            self.harden()                      # hardened before the checkpoint was taken
         if ckpt["epochs"] != self.epochs and self.rank == 0:
             print(f"note: epochs changed from {ckpt['epochs']} to {self.epochs}; the learning "
                   f"rate and sigma schedules follow the new length")
@@ -117,7 +119,20 @@ class Trainer:
         factor = lr_factor(self.step, self.total_steps, self.cfg.train.warmup_frac)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
-        self.net.set_sigma(sigma_at(self.cfg.model, self.step / max(1, self.total_steps)))
+        progress = self.step / max(1, self.total_steps)
+        self.net.set_sigma(sigma_at(self.cfg.model, progress))
+        if progress >= self.cfg.model.harden_at and self.cfg.model.harden_at < 1.0:
+            self.harden()
+
+    def harden(self):
+        """Round learned positions to integer delays (once, at `model.harden_at`); training
+        goes on with exact sparse taps, so the weights adapt to what the board computes."""
+        convs = [c for c in self.net.delay_convs() if c.kind == "dcls"]
+        if not convs or all(not c.positions.requires_grad for c in convs):
+            return
+        self.net.harden()                      # positions stop taking gradients
+        if self.world > 1:                     # DDP must not wait for their gradients
+            self.model = torch.nn.parallel.DistributedDataParallel(self.net)
 
     def train_batch(self, idx: torch.Tensor) -> float:
         x, y = self.data.x_train[idx], self.data.y_train[idx]
