@@ -41,6 +41,7 @@ from training.config import ConfigError, config_from_dict
 
 FAMILY_LABELS = {"mgrade": "mGRADE", "conv": "pure conv (learnable spacings)",
                  "dilated": "pure conv (dilated)", "rnn": "pure minGRU"}
+FAMILY_COLORS = {"conv": "C0", "dilated": "C1", "mgrade": "C2", "rnn": "C3"}  # same in every plot
 
 
 def toml_text(cfg: dict) -> str:
@@ -203,7 +204,8 @@ def write_report(out: Path, title: str = ""):
         pts = [p for p in agg if p["family"] == family]
         label = FAMILY_LABELS.get(family, family)
         line = ax.plot([p["int8_bytes"] for p in pareto(pts)],
-                       [100 * p["acc"] for p in pareto(pts)], marker="o", label=label)[0]
+                       [100 * p["acc"] for p in pareto(pts)], marker="o", label=label,
+                       color=FAMILY_COLORS.get(family))[0]
         ax.scatter([p["int8_bytes"] for p in pts], [100 * p["acc"] for p in pts],
                    color=line.get_color(), alpha=0.3, s=12)
     ax.set_xscale("log")
