@@ -18,12 +18,10 @@ Ratios: ours_speedup = variant median / ours median (> 1: ours is faster).
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
-from benchmarks._timing import environment, print_table, time_round_robin, write_json
+from benchmarks._timing import benchmark_args, run_benchmark
 from training.delay_ops import (causal_depthwise_conv_direct, delay_conv, gaussian_kernel,
                                 sparse_delay_conv)
 
@@ -60,39 +58,13 @@ def make_variants(T, B, H, K, N, sigma, sparse_sigma):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated TxBxHxKxN")
+    ap = benchmark_args(__doc__, DEFAULT_CONFIGS, "TxBxHxKxN")
     ap.add_argument("--sigma", type=float, default=0.8)
     ap.add_argument("--sparse-sigma", type=float, default=0.23)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-
-    rows, results = [], []
-    for cfg in args.configs.split(","):
-        T, B, H, K, N = (int(v) for v in cfg.lower().split("x"))
-        timed = time_round_robin(make_variants(T, B, H, K, N, args.sigma, args.sparse_sigma),
-                                 args.repeats, args.warmup)
-        ours = timed["ours"]["median_ms"]
-        for name, t in timed.items():
-            row = {"T": T, "B": B, "H": H, "K": K, "N": N, "variant": name,
-                   "median_ms": t["median_ms"], "min_ms": t["min_ms"],
-                   "ours_speedup": t["median_ms"] / ours}
-            rows.append(row)
-            results.append({**row, "times_ms": t["times_ms"]})
-    print_table(f"delay conv fwd+bwd, float32, {args.threads} threads, median of {args.repeats}"
-                f" (sigma {args.sigma}; ours_speedup = variant / ours)", rows,
-                [("T", "T"), ("B", "B"), ("H", "H"), ("K", "K"), ("N", "N"),
-                 ("variant", "variant"), ("median_ms", "median ms"), ("min_ms", "min ms"),
-                 ("ours_speedup", "ours speedup")])
-    if args.json:
-        write_json(args.json, {"benchmark": "bench_delay_conv", "env": environment(),
-                               "args": vars(args), "results": results})
+    run_benchmark("bench_delay_conv", f"delay conv fwd+bwd (sigma {args.sigma})", args,
+                  "TxBxHxKxN", lambda T, B, H, K, N: make_variants(T, B, H, K, N, args.sigma,
+                                                                    args.sparse_sigma))
 
 
 if __name__ == "__main__":

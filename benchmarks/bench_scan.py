@@ -15,12 +15,10 @@ peer_median / ours_median (> 1: ours is faster).
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn as nn
 
-from benchmarks._timing import environment, print_table, time_round_robin, write_json
+from benchmarks._timing import benchmark_args, run_benchmark
 from training.scan import mingru_scan, mingru_scan_log, mingru_scan_loop
 
 DEFAULT_CONFIGS = "784x32x64,1024x32x64,784x32x32,784x32x128"
@@ -60,40 +58,16 @@ def fwd_bwd(module: nn.Module, x: torch.Tensor):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated TxBxH")
+    ap = benchmark_args(__doc__, DEFAULT_CONFIGS, "TxBxH")
     ap.add_argument("--with-log", action="store_true")
     ap.add_argument("--with-loop", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
 
-    rows, results = [], []
-    for cfg in args.configs.split(","):
-        T, B, H = (int(v) for v in cfg.lower().split("x"))
+    def make_fns(T, B, H):
         x = torch.randn(B, T, H, requires_grad=True)
-        variants = make_variants(H, args.with_log, args.with_loop)
-        timed = time_round_robin({k: fwd_bwd(m, x) for k, m in variants.items()},
-                                 args.repeats, args.warmup)
-        ours = timed["ours"]["median_ms"]
-        for name, t in timed.items():
-            row = {"T": T, "B": B, "H": H, "variant": name, "median_ms": t["median_ms"],
-                   "min_ms": t["min_ms"], "ours_speedup": t["median_ms"] / ours}
-            rows.append(row)
-            results.append({**row, "times_ms": t["times_ms"]})
-    print_table(f"minGRU layer fwd+bwd, float32, {args.threads} threads, median of "
-                f"{args.repeats} (ours_speedup = variant / ours)", rows,
-                [("T", "T"), ("B", "B"), ("H", "H"), ("variant", "variant"),
-                 ("median_ms", "median ms"), ("min_ms", "min ms"),
-                 ("ours_speedup", "ours speedup")])
-    if args.json:
-        write_json(args.json, {"benchmark": "bench_scan", "env": environment(),
-                               "args": vars(args), "results": results})
+        return {k: fwd_bwd(m, x) for k, m in make_variants(H, args.with_log,
+                                                           args.with_loop).items()}
+    run_benchmark("bench_scan", "minGRU layer fwd+bwd", args, "TxBxH", make_fns)
 
 
 if __name__ == "__main__":
