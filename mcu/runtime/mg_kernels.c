@@ -2,6 +2,7 @@
  * kernels (reference_integer_ops / reference_ops) operation by operation. */
 #include "mg_kernels.h"
 
+#include "mg_elem.h"
 #include "mg_quant.h"
 
 /* Byte copies without libc (the runtime also builds freestanding, e.g. for xtensa-lx106). */
@@ -11,17 +12,6 @@ static void copy_bytes(uint8_t *dst, const uint8_t *src, size_t n)
     for (k = 0; k < n; ++k) {
         dst[k] = src[k];
     }
-}
-
-static int32_t clamp32(int32_t v, int32_t lo, int32_t hi)
-{
-    if (v < lo) {
-        v = lo;
-    }
-    if (v > hi) {
-        v = hi;
-    }
-    return v;
 }
 
 /* Runs STMT for every output element i with input offsets i1, i2 under broadcast BC. */
@@ -64,28 +54,15 @@ static int32_t clamp32(int32_t v, int32_t lo, int32_t hi)
 void mg_fully_connected_s8(const mg_fc_params_t *p, const int8_t *input, const int8_t *filter,
                            const int32_t *bias, int8_t *output)
 {
-    int32_t b, oc, d;
+    int32_t b, oc;
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in = input + b * p->accum_depth;
         for (oc = 0; oc < p->output_depth; ++oc) {
-            const int8_t *w = filter + oc * p->accum_depth;
-            const int32_t m = p->per_channel ? p->multiplier[oc] : p->multiplier[0];
-            const int32_t s = p->per_channel ? p->shift[oc] : p->shift[0];
-            int32_t acc = 0;
-            if (p->per_channel) {
-                for (d = 0; d < p->accum_depth; ++d) {
-                    acc += (int32_t)w[d] * ((int32_t)in[d] + p->input_offset);
-                }
-            } else {
-                for (d = 0; d < p->accum_depth; ++d) {
-                    acc += ((int32_t)w[d] + p->filter_offset) * ((int32_t)in[d] + p->input_offset);
-                }
-            }
+            int32_t acc = mg_fc_dot1(p, in, filter + oc * p->accum_depth);
             if (bias) {
                 acc += bias[oc];
             }
-            acc = mg_mbqm(acc, m, (int)s) + p->output_offset;
-            output[b * p->output_depth + oc] = (int8_t)clamp32(acc, p->act_min, p->act_max);
+            output[b * p->output_depth + oc] = mg_fc_out1(p, acc, oc);
         }
     }
 }
@@ -124,7 +101,7 @@ void mg_depthwise_conv_s8(const mg_dwconv_params_t *p, const int8_t *input,
                         }
                         acc = mg_mbqm(acc, p->multiplier[oc], (int)p->shift[oc]) + p->output_offset;
                         output[((batch * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] =
-                            (int8_t)clamp32(acc, p->act_min, p->act_max);
+                            (int8_t)mg_clamp32(acc, p->act_min, p->act_max);
                     }
                 }
             }
@@ -132,50 +109,19 @@ void mg_depthwise_conv_s8(const mg_dwconv_params_t *p, const int8_t *input,
     }
 }
 
-static int32_t add_scale(const mg_add_params_t *p, int8_t x, int32_t offset, int32_t mult,
-                         int32_t shift)
-{
-    const int32_t v = (offset + (int32_t)x) * ((int32_t)1 << p->left_shift);
-    return mg_mbqm_smaller_than_one(v, mult, (int)shift);
-}
-
-static int8_t add_finish(const mg_add_params_t *p, int32_t raw)
-{
-    const int32_t out = mg_mbqm_smaller_than_one(raw, p->output_multiplier, (int)p->output_shift)
-                        + p->output_offset;
-    return (int8_t)clamp32(out, p->act_min, p->act_max);
-}
-
 void mg_add_s8(const mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
-    MG_BINARY_LOOP(&p->bc,
-                   out[i] = add_finish(p, add_scale(p, in1[i1], p->input1_offset,
-                                                    p->input1_multiplier, p->input1_shift)
-                                          + add_scale(p, in2[i2], p->input2_offset,
-                                                      p->input2_multiplier, p->input2_shift)));
+    MG_BINARY_LOOP(&p->bc, out[i] = mg_add1_s8(p, in1[i1], in2[i2]));
 }
 
 void mg_sub_s8(const mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
-    MG_BINARY_LOOP(&p->bc,
-                   out[i] = add_finish(p, add_scale(p, in1[i1], p->input1_offset,
-                                                    p->input1_multiplier, p->input1_shift)
-                                          - add_scale(p, in2[i2], p->input2_offset,
-                                                      p->input2_multiplier, p->input2_shift)));
-}
-
-static int8_t mul_one(const mg_mul_params_t *p, int8_t a, int8_t b)
-{
-    const int32_t v1 = p->input1_offset + (int32_t)a;
-    const int32_t v2 = p->input2_offset + (int32_t)b;
-    const int32_t out = p->output_offset
-                        + mg_mbqm(v1 * v2, p->output_multiplier, (int)p->output_shift);
-    return (int8_t)clamp32(out, p->act_min, p->act_max);
+    MG_BINARY_LOOP(&p->bc, out[i] = mg_sub1_s8(p, in1[i1], in2[i2]));
 }
 
 void mg_mul_s8(const mg_mul_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
-    MG_BINARY_LOOP(&p->bc, out[i] = mul_one(p, in1[i1], in2[i2]));
+    MG_BINARY_LOOP(&p->bc, out[i] = mg_mul1_s8(p, in1[i1], in2[i2]));
 }
 
 void mg_minimum_s8(const mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out)
@@ -192,17 +138,7 @@ void mg_logistic_s8(const mg_logistic_params_t *p, const int8_t *input, int8_t *
 {
     int32_t i;
     for (i = 0; i < p->size; ++i) {
-        const int32_t x = (int32_t)input[i] - p->input_zero_point;
-        if (x <= -p->input_range_radius) {
-            output[i] = -128;
-        } else if (x >= p->input_range_radius) {
-            output[i] = 127;
-        } else {
-            const int32_t x_q4 = mg_mbqm(x, p->input_multiplier, (int)p->input_left_shift);
-            const int32_t y_q0 = mg_logistic_q4(x_q4);
-            const int32_t y = mg_rdbpot(y_q0, 31 - 8) - 128;
-            output[i] = (int8_t)clamp32(y, -128, 127);
-        }
+        output[i] = mg_logistic1_s8(p, input[i]);
     }
 }
 
@@ -210,10 +146,7 @@ void mg_requantize_s8(const mg_requant_params_t *p, const int8_t *input, int8_t 
 {
     int32_t i;
     for (i = 0; i < p->size; ++i) {
-        const int32_t v = p->output_offset
-                          + mg_mbqm((int32_t)input[i] - p->input_offset, p->multiplier,
-                                    (int)p->shift);
-        output[i] = (int8_t)clamp32(v, p->act_min, p->act_max);
+        output[i] = mg_requant1_s8(p, input[i]);
     }
 }
 

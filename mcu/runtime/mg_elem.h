@@ -1,0 +1,115 @@
+/* mg_elem.h - one output element of each int8 kernel, TFLite-Micro reference arithmetic.
+ *
+ * The array kernels (mg_kernels.c) and the fused minGRU step (mg_mingru.c) both compute
+ * through these, so the two paths cannot drift apart. Header-only `static inline`: the hot
+ * per-element code inlines into both translation units. Parameter structs: mg_kernels.h.
+ */
+#ifndef MG_ELEM_H
+#define MG_ELEM_H
+
+#include <stdint.h>
+
+#include "mg_kernels.h"
+#include "mg_quant.h"
+
+static inline int32_t mg_clamp32(int32_t v, int32_t lo, int32_t hi)
+{
+    if (v < lo) {
+        v = lo;
+    }
+    if (v > hi) {
+        v = hi;
+    }
+    return v;
+}
+
+/* FULLY_CONNECTED: accumulator of one output channel (weights row w, input in), no bias. */
+static inline int32_t mg_fc_dot1(const mg_fc_params_t *p, const int8_t *in, const int8_t *w)
+{
+    int32_t acc = 0;
+    int32_t d;
+    if (p->per_channel) {
+        for (d = 0; d < p->accum_depth; ++d) {
+            acc += (int32_t)w[d] * ((int32_t)in[d] + p->input_offset);
+        }
+    } else {
+        for (d = 0; d < p->accum_depth; ++d) {
+            acc += ((int32_t)w[d] + p->filter_offset) * ((int32_t)in[d] + p->input_offset);
+        }
+    }
+    return acc;
+}
+
+/* FULLY_CONNECTED: requantize and clamp the accumulator (bias included) of channel oc. */
+static inline int8_t mg_fc_out1(const mg_fc_params_t *p, int32_t acc, int32_t oc)
+{
+    const int32_t m = p->per_channel ? p->multiplier[oc] : p->multiplier[0];
+    const int32_t s = p->per_channel ? p->shift[oc] : p->shift[0];
+    return (int8_t)mg_clamp32(mg_mbqm(acc, m, (int)s) + p->output_offset, p->act_min,
+                              p->act_max);
+}
+
+/* ADD / SUB: one input rescaled to the common left-shifted scale. */
+static inline int32_t mg_add_scaled1(const mg_add_params_t *p, int8_t x, int32_t offset,
+                                     int32_t mult, int32_t shift)
+{
+    const int32_t v = (offset + (int32_t)x) * ((int32_t)1 << p->left_shift);
+    return mg_mbqm_smaller_than_one(v, mult, (int)shift);
+}
+
+static inline int8_t mg_add_out1(const mg_add_params_t *p, int32_t raw)
+{
+    const int32_t out = mg_mbqm_smaller_than_one(raw, p->output_multiplier, (int)p->output_shift)
+                        + p->output_offset;
+    return (int8_t)mg_clamp32(out, p->act_min, p->act_max);
+}
+
+static inline int8_t mg_add1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
+{
+    return mg_add_out1(p, mg_add_scaled1(p, a, p->input1_offset, p->input1_multiplier,
+                                         p->input1_shift)
+                              + mg_add_scaled1(p, b, p->input2_offset, p->input2_multiplier,
+                                               p->input2_shift));
+}
+
+static inline int8_t mg_sub1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
+{
+    return mg_add_out1(p, mg_add_scaled1(p, a, p->input1_offset, p->input1_multiplier,
+                                         p->input1_shift)
+                              - mg_add_scaled1(p, b, p->input2_offset, p->input2_multiplier,
+                                               p->input2_shift));
+}
+
+static inline int8_t mg_mul1_s8(const mg_mul_params_t *p, int8_t a, int8_t b)
+{
+    const int32_t v1 = p->input1_offset + (int32_t)a;
+    const int32_t v2 = p->input2_offset + (int32_t)b;
+    const int32_t out = p->output_offset
+                        + mg_mbqm(v1 * v2, p->output_multiplier, (int)p->output_shift);
+    return (int8_t)mg_clamp32(out, p->act_min, p->act_max);
+}
+
+static inline int8_t mg_logistic1_s8(const mg_logistic_params_t *p, int8_t in)
+{
+    const int32_t x = (int32_t)in - p->input_zero_point;
+    if (x <= -p->input_range_radius) {
+        return -128;
+    }
+    if (x >= p->input_range_radius) {
+        return 127;
+    }
+    return (int8_t)mg_clamp32(
+        mg_rdbpot(mg_logistic_q4(mg_mbqm(x, p->input_multiplier, (int)p->input_left_shift)),
+                  31 - 8) - 128,
+        -128, 127);
+}
+
+/* QUANTIZE (int8 -> int8 requantization) and RELU. */
+static inline int8_t mg_requant1_s8(const mg_requant_params_t *p, int8_t in)
+{
+    const int32_t v = p->output_offset
+                      + mg_mbqm((int32_t)in - p->input_offset, p->multiplier, (int)p->shift);
+    return (int8_t)mg_clamp32(v, p->act_min, p->act_max);
+}
+
+#endif /* MG_ELEM_H */
