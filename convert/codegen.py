@@ -440,6 +440,18 @@ def _ident(s: str) -> str:
     return s if s and not s[0].isdigit() else "T_" + s
 
 
+def const_tensor_lines(prefix: str, ti: int, t: Tensor, storage: str = "static const"
+                       ) -> list[str]:
+    """C lines defining constant tensor `ti` as `{storage} <ctype> {prefix}_t{ti}[n]`, after a
+    comment with its name, shape and quantization."""
+    qs = ""
+    if t.quant is not None:
+        qs = (f" scale[{t.quant.scale.size}]={t.quant.scale[0]:.9g}"
+              f"{'...' if t.quant.scale.size > 1 else ''} zp={_zp(t)}")
+    return [f"/* tensor {ti} '{t.name}' {list(t.shape)}{qs} */",
+            f"{storage} {_ctype(t)} {prefix}_t{ti}[{max(t.size, 1)}] = {{{_carray(t.data)}}};"]
+
+
 def _carray(values, per_line: int = 16) -> str:
     vals = [str(int(v)) for v in np.asarray(values).reshape(-1)]
     if not vals:
@@ -617,15 +629,8 @@ def generate(model_src, out_dir, prefix: str = "mg", generic: bool = False) -> d
          f"const uint8_t {P}_model_id[8] = {{"
          + ", ".join(f"0x{model.model_id[k:k + 2]}" for k in range(0, 16, 2)) + "};", ""]
     for ti in used_consts:
-        t = T[ti]
-        ct = _ctype(t)
-        const_bytes += t.nbytes
-        qs = ""
-        if t.quant is not None:
-            qs = (f" scale[{t.quant.scale.size}]={t.quant.scale[0]:.9g}"
-                  f"{'...' if t.quant.scale.size > 1 else ''} zp={_zp(t)}")
-        c.append(f"/* tensor {ti} '{t.name}' {list(t.shape)}{qs} */")
-        c.append(f"static const {ct} {P}_t{ti}[{max(t.size, 1)}] = {{{_carray(t.data)}}};")
+        const_bytes += T[ti].nbytes
+        c += const_tensor_lines(P, ti, T[ti])
     c.append("")
     c.append(f"static int32_t {P}_arena_words[{max(1, (plan.arena_bytes + 3) // 4)}];")
     c.append("")

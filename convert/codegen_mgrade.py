@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from convert.codegen import (
-    ALIAS_OPS, SUPPORTED_OPS, CodegenError, _carray, _ctype, _list, _zp, emit_op,
-    op_params, plan_memory)
+    ALIAS_OPS, SUPPORTED_OPS, CodegenError, _carray, _ctype, _list, _zp, const_tensor_lines,
+    emit_op, op_params, plan_memory)
 from convert.tflite_reader import Model, Operator, read_tflite
 
 METADATA_NAME = "mgrade"
@@ -533,14 +533,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     dh_ext = []
     for ti in sorted(used_consts):
         t = T[ti]
-        ct = _ctype(t)
-        qs = ""
-        if t.quant is not None:
-            qs = (f" scale[{t.quant.scale.size}]={t.quant.scale[0]:.9g}"
-                  f"{'...' if t.quant.scale.size > 1 else ''} zp={_zp(t)}")
-        dc.append(f"/* tensor {ti} '{t.name}' {list(t.shape)}{qs} */")
-        dc.append(f"const {ct} {P}_t{ti}[{max(t.size, 1)}] = {{{_carray(t.data)}}};")
-        dh_ext.append(f"extern const {ct} {P}_t{ti}[{max(t.size, 1)}];")
+        dc += const_tensor_lines(P, ti, t, storage="const")
+        dh_ext.append(f"extern const {_ctype(t)} {P}_t{ti}[{max(t.size, 1)}];")
     dc.append("")
 
     # --- mg_model.c -----------------------------------------------------------------------------
