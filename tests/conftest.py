@@ -1,5 +1,7 @@
 """Shared fixtures: one small digits model trained and converted once per test session, so the
-convert, runtime, firmware and streaming tests all work on the same real model."""
+convert, runtime, firmware and streaming tests all work on the same real model; and one host
+build of the device app (mcu/, toy model) for the protocol and fuzz tests."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +35,16 @@ def digits_int8(digits_run) -> Path:
     out = digits_run / "int8"
     _run(["-m", "convert", str(digits_run), "--out", str(out)])
     return out
+
+
+@pytest.fixture(scope="session")
+def host_build(tmp_path_factory):
+    """`make -C mcu host` with the toy model, once: (CompletedProcess, build folder holding
+    mg_host_device and the sanitized fuzz_proto). Callers check the result themselves."""
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        pytest.skip("gcc/make not available")
+    out = tmp_path_factory.mktemp("host")
+    res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "host",
+                          "MODEL_SRC=tests/fixtures/toy_model", f"HOST_BUILD_DIR={out}"],
+                         capture_output=True, text=True, timeout=180)
+    return res, out

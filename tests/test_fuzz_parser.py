@@ -6,24 +6,16 @@ by byte through the whole application (with the toy model and a fake in-memory b
 that everything the device sends is a well-formed frame, and at the end that HELLO, RESET,
 STEP (including a retransmitted STEP) and RUN_END still answer correctly."""
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def fuzzer(tmp_path_factory):
-    if shutil.which("gcc") is None or shutil.which("make") is None:
-        pytest.skip("gcc/make not available")
-    out = tmp_path_factory.mktemp("fuzz")
-    res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "host",
-                          "MODEL_SRC=tests/fixtures/toy_model", f"HOST_BUILD_DIR={out}"],
-                         capture_output=True, text=True, timeout=180)
+def fuzzer(host_build):
+    res, out = host_build
     if res.returncode != 0 and "sanitize" in res.stderr and "cannot find" in res.stderr:
         pytest.skip("the sanitizer runtimes (libasan/libubsan) are not installed")
     assert res.returncode == 0, res.stdout + res.stderr

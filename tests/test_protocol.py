@@ -2,7 +2,6 @@
 Python stand-in device (over a real TCP socket, as with QEMU) with scripted faults. Every
 test is bounded: the client either recovers or raises a clear exception."""
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -420,13 +419,8 @@ def test_bad_port_is_a_clear_error():
 
 # ----------------------------------------------------------------------------- C device (host build)
 @pytest.fixture(scope="module")
-def host_device(tmp_path_factory):
-    if shutil.which("gcc") is None or shutil.which("make") is None:
-        pytest.skip("gcc/make not available")
-    out = tmp_path_factory.mktemp("host")
-    res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "host",
-                          "MODEL_SRC=tests/fixtures/toy_model", f"HOST_BUILD_DIR={out}"],
-                         capture_output=True, text=True, timeout=120)
+def host_device(host_build):
+    res, out = host_build
     assert res.returncode == 0, res.stdout + res.stderr
     return out / "mg_host_device"
 
