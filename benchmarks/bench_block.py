@@ -3,7 +3,8 @@
 The block (docs/design.md): u = x + conv(x); v = u + minGRU(u); w = v + MLP(BN(v)); out = BN(w),
 width H, delay span K, N = 4 taps, MLP ratio 2, batch norm. Variants share everything but the
 two temporal mixers (same MLP, norms and input x [B, T, H] with requires_grad):
-  ours        training.layers.MGradeBlock (delay_conv auto path + chunked linear-space scan)
+  ours        training.layers.MGradeBlock (dense Gaussian kernel through causal_depthwise_conv,
+              direct or FFT by K, + chunked linear-space scan)
   peers       Dcls1d(H, H, kernel_count=N, dilated_kernel_size=K, groups=H, version='gauss')
               on the input left-padded by K-1 + minGRU_pytorch.minGRU(dim=H, expansion 1.0)
   dcls_gru    the same Dcls1d + torch.nn.GRU(H, H)
