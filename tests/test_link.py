@@ -166,7 +166,7 @@ def test_lost_step_replies_never_yield_another_frames_logits(exe):
     x = _seq(5, 4)
     ref = ToyModel.run(x)
     with LinkProxy(exe, to_host=_drop_replies(P.STEP, steps=3)) as px:
-        dev = P.Device.open(px.url, timeout=0.15, retries=2)
+        dev = P.Device.open(px.url, timeout=0.4, retries=2)
         dev.reset_state()
         for t in range(2):
             np.testing.assert_array_equal(dev.step(x[t]), ref[t])
@@ -196,7 +196,7 @@ def test_step_with_unknown_outcome_is_not_guessed(exe):
         return drop_end(px, pkt, raw) if out else out
 
     with LinkProxy(exe, to_host=hook) as px:
-        dev = P.Device.open(px.url, timeout=0.1, retries=1)
+        dev = P.Device.open(px.url, timeout=0.3, retries=1)
         dev.reset_state()
         for t in range(2):
             np.testing.assert_array_equal(dev.step(x[t]), ref[t])
@@ -221,7 +221,7 @@ def test_lost_step_request_is_not_executed_and_may_be_sent_again(exe):
         return raw + b"\x00"
 
     with LinkProxy(exe, to_device=lose_step2) as px:
-        dev = P.Device.open(px.url, timeout=0.1, retries=1)
+        dev = P.Device.open(px.url, timeout=0.3, retries=1)
         dev.reset_state()
         for t in range(2):
             dev.step(x[t])
@@ -241,7 +241,7 @@ def test_lost_chunk_replies_resync_the_run(exe, step_logits):
     ref = ToyModel.run(x)
     k = (P.MAX_BODY - 4) // (N_OUT if step_logits else N_IN)
     with LinkProxy(exe, to_host=_drop_replies(P.RUN_CHUNK, steps=2 * k, times=3)) as px:
-        dev = P.Device.open(px.url, timeout=0.15, retries=2)
+        dev = P.Device.open(px.url, timeout=0.4, retries=2)
         res = dev.run(x, step_logits=step_logits, restarts=1)
         np.testing.assert_array_equal(res.sums, ref.astype(np.int64).sum(0))
         if step_logits:
@@ -262,7 +262,7 @@ def test_exact_retries_answered_from_the_cache(exe, ptype, retries):
     k = 1 if ptype == P.STEP else (P.MAX_BODY - 4) // N_IN       # steps per request
     t_lost = 1 if ptype == P.STEP else k                        # the request whose replies drop
     with LinkProxy(exe, to_host=_drop_replies(ptype, steps=t_lost + k, times=retries)) as px:
-        dev = P.Device.open(px.url, timeout=0.15, retries=retries)
+        dev = P.Device.open(px.url, timeout=0.5, retries=retries)
         dev.hello()                   # (absorbs the BOOT the device sent when it started)
         base = dev.stats["retransmits"]
         if ptype == P.STEP:
@@ -292,7 +292,7 @@ def test_exact_retries_then_timeout(exe, retries):
     drop_all = _drop_replies(P.HELLO)
     drop_all.state["armed"] = False
     with LinkProxy(exe, to_host=drop_all) as px:
-        dev = P.Device.open(px.url, timeout=0.1, retries=retries)
+        dev = P.Device.open(px.url, timeout=0.3, retries=retries)
         dev.hello()                   # (absorbs the BOOT the device sent when it started)
         drop_all.state["armed"] = True
         t0 = time.monotonic()
@@ -301,7 +301,7 @@ def test_exact_retries_then_timeout(exe, retries):
         took = time.monotonic() - t0
         sent = [h.raw for h in px.frames("req", P.HELLO) if h.pkt.seq == dev._seq]
         assert len(sent) == retries + 1 and len(set(sent)) == 1
-        assert 0.1 * (retries + 1) <= took < 0.1 * (retries + 1) + 0.4
+        assert 0.3 * (retries + 1) <= took < 0.3 * (retries + 1) + 1.5
         dev.close()
 
 
@@ -330,7 +330,7 @@ def test_dropped_request_byte_is_reported_with_its_seq_and_resent_at_once(exe):
     x = _seq(80, 9)
     hook = _drop_a_byte_once(P.RUN_CHUNK)
     with LinkProxy(exe, to_device=hook) as px:
-        dev = P.Device.open(px.url, timeout=3.0, retries=2)
+        dev = P.Device.open(px.url, timeout=10.0, retries=2)
         dev.hello()
         base, bad0 = dev.stats["retransmits"], dev.stats["bad_frames"]
         t0 = time.monotonic()
@@ -340,7 +340,7 @@ def test_dropped_request_byte_is_reported_with_its_seq_and_resent_at_once(exe):
         assert hook.state["done"]
         errs = px.errors()
         assert errs == [(P.E_COBS, P.RUN_CHUNK, 0, hook.state["seq"])], errs
-        assert took < 1.0, f"took {took:.2f} s: waited for a timeout"
+        assert took < 5.0, f"took {took:.2f} s: waited for a timeout"
         assert dev.stats["retransmits"] - base == 1
         dev.close()
 
@@ -349,14 +349,14 @@ def test_dropped_reply_byte_is_resent_at_once(exe):
     x = _seq(80, 10)
     inner = _drop_a_byte_once(P.RUN_CHUNK | P.REPLY)
     with LinkProxy(exe, to_host=inner) as px:
-        dev = P.Device.open(px.url, timeout=3.0, retries=2)
+        dev = P.Device.open(px.url, timeout=10.0, retries=2)
         dev.hello()
         base, bad0 = dev.stats["retransmits"], dev.stats["bad_frames"]
         t0 = time.monotonic()
         res = dev.run(x, restarts=0)
         took = time.monotonic() - t0
         np.testing.assert_array_equal(res.sums, ToyModel.run(x).astype(np.int64).sum(0))
-        assert inner.state["done"] and took < 1.0, f"took {took:.2f} s: waited for a timeout"
+        assert inner.state["done"] and took < 5.0, f"took {took:.2f} s: waited for a timeout"
         assert dev.stats["retransmits"] - base == 1 and dev.stats["bad_frames"] - bad0 == 1
         dev.close()
 
@@ -374,7 +374,7 @@ def test_undecodable_seq_still_resends_at_once(exe):
         return raw + b"\x00"
 
     with LinkProxy(exe, to_device=cut_header) as px:
-        dev = P.Device.open(px.url, timeout=3.0, retries=2)
+        dev = P.Device.open(px.url, timeout=10.0, retries=2)
         dev.hello()
         base, bad0 = dev.stats["retransmits"], dev.stats["bad_frames"]
         t0 = time.monotonic()
@@ -382,5 +382,5 @@ def test_undecodable_seq_still_resends_at_once(exe):
         took = time.monotonic() - t0
         np.testing.assert_array_equal(res.sums, ToyModel.run(x).astype(np.int64).sum(0))
         assert state["done"] and len(px.errors()) == 1 and px.errors()[0][0] in P.FRAME_ERRORS
-        assert took < 1.0, f"took {took:.2f} s: waited for a timeout"
+        assert took < 5.0, f"took {took:.2f} s: waited for a timeout"
         dev.close()
