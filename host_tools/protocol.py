@@ -459,7 +459,7 @@ class Device:
         self._steps = 0
         self._unsure = None
 
-    def device_steps(self) -> RunResult:
+    def device_state(self) -> RunResult:
         """The device's state as it reports it (RUN_END: steps, sums, last logits); changes
         nothing on the device."""
         self.stats["resyncs"] += 1
@@ -500,7 +500,7 @@ class Device:
     def _recover_step(self, t: int, lost: DeviceTimeout) -> np.ndarray:
         """Every reply of the STEP at t was lost: find out from the device whether it ran."""
         try:
-            state = self.device_steps()
+            state = self.device_state()
         except DeviceTimeout:
             self._unsure, self._steps = t, None
             raise DeviceTimeout(f"{lost}; the device state is unknown (no reply to the status "
@@ -517,8 +517,10 @@ class Device:
                           f"STEP {t}: it restarted or was reset by another client") from None
 
     def _settle_unsure(self) -> None:
+        """A STEP at t = self._unsure went unanswered, and so did the status query: ask
+        again. Not run -> go on at t; run -> DeviceReset (its logits are gone)."""
         t = self._unsure
-        state = self.device_steps()          # a timeout here keeps the state unknown
+        state = self.device_state()          # a timeout here keeps the state unknown
         self._unsure = None
         if state.steps == t:
             self._steps = t
@@ -610,7 +612,7 @@ class Device:
         unknown, DeviceReset if its per-step logits are gone or the device restarted."""
         self._steps = None
         try:
-            state = self.device_steps()
+            state = self.device_state()
         except DeviceTimeout:
             raise DeviceTimeout(f"{lost}; the device state is unknown (no reply to the status "
                                 f"query either)") from None
