@@ -42,6 +42,7 @@ else:
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USER, EXIT_PROTOCOL, EXIT_INTERNAL = 0, 1, 2, 3, 4
 FIRST_HELLO_S = 1.0     # after this long without a HELLO reply, say what may be wrong
+HELLO_TIMEOUT_S = 2.0   # per HELLO attempt at most: its reply is small (< 200 bytes)
 
 
 class UserError(Exception):
@@ -282,23 +283,25 @@ def format_report(m: dict) -> str:
 
 def hello_with_hint(device: Device, port: str):
     """HELLO; after FIRST_HELLO_S without a reply, print on stderr what may be wrong and keep
-    trying with the device's own timeout and retries. No reply at all -> UserError."""
+    trying with the device's retries (attempts of at most HELLO_TIMEOUT_S). No reply at all
+    -> UserError."""
     timeout, retries = device.timeout, device.retries
-    device.timeout, device.retries = min(timeout, FIRST_HELLO_S), 0
     try:
-        return device.hello()
-    except DeviceTimeout:
-        print(f"waiting for the device at {port}: no reply to HELLO within "
-              f"{device.timeout:g} s yet (is another program connected to it? QEMU's UART "
-              f"serves one client at a time)", file=sys.stderr, flush=True)
-    finally:
-        device.timeout, device.retries = timeout, retries
-    try:
+        device.timeout, device.retries = min(timeout, FIRST_HELLO_S), 0
+        try:
+            return device.hello()
+        except DeviceTimeout:
+            print(f"waiting for the device at {port}: no reply to HELLO within "
+                  f"{device.timeout:g} s yet (is another program connected to it? QEMU's UART "
+                  f"serves one client at a time)", file=sys.stderr, flush=True)
+        device.timeout, device.retries = min(timeout, HELLO_TIMEOUT_S), retries
         return device.hello()
     except DeviceTimeout as e:
         raise UserError(f"no reply from the device at {port} ({e}): check that the firmware "
                         f"runs, the port and --baud are right, and that no other program is "
                         f"connected to it (QEMU's UART serves one client at a time)") from None
+    finally:
+        device.timeout, device.retries = timeout, retries
 
 
 def main(argv=None) -> int:

@@ -130,17 +130,22 @@ def test_bad_socket_url_exits_2_with_a_clear_message(toy_dir, url):
 
 def test_port_held_by_another_client_says_so(exe, toy_dir):
     """The proxy, like QEMU's UART, serves one client: a second one hears nothing. The user
-    is told what may be wrong after 1 s, and the run ends with exit 2 and the same hint."""
+    is told what may be wrong after 1 s, and the run ends with exit 2 and the same hint; a
+    HELLO attempt waits at most 2 s whatever --timeout (for the chunks) says."""
     with LinkProxy(exe) as px:
         holder = P.Device.open(px.url, timeout=1)
         assert holder.hello().n_out == N_OUT
         res = _stream_eval(px.url, toy_dir, "--reference", TOY_REF, "--timeout", "0.5",
                            "--retries", "1")
+        slow = _stream_eval(px.url, toy_dir, "--reference", TOY_REF, "--timeout", "10",
+                            "--retries", "0")
         holder.close()
-    line = _one_line_error(res, 2)
-    assert "no reply from the device" in line and "no other program is connected" in line, line
-    assert res.stderr.index("waiting for the device") < res.stderr.index("error:")
+    for r in (res, slow):
+        line = _one_line_error(r, 2)
+        assert "no reply from the device" in line and "no other program is connected" in line
+        assert r.stderr.index("waiting for the device") < r.stderr.index("error:")
     assert res.wall_s < 1.0 + 2 * 0.5 + 5
+    assert slow.wall_s < 1.0 + 2.0 + 5 < 1.0 + 10
 
 
 # ----------------------------------------------------------------------------- wide model
