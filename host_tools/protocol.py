@@ -9,15 +9,19 @@ Framing: every packet is ``version u8 | type u8 | seq u8 | len u16 | body | crc1
     logits = dev.step(frame_int8)                    # one step -> int8 [n_out]
 
 Every request carries the device step index it expects, so all requests are idempotent: a
-request whose reply is lost or corrupted is simply sent again (same sequence number), and the
-device answers a retransmitted STEP/RUN_CHUNK from its reply cache instead of stepping twice.
-Replies whose sequence number does not match the outstanding request (duplicates, stale
-replies, garbage) are dropped. All waits are bounded: failures raise ``DeviceTimeout``,
+request whose reply is lost or corrupted is simply sent again (same sequence number, same
+bytes), and the device answers a retransmitted STEP/RUN_CHUNK from its reply cache instead of
+stepping twice. A damaged frame in either direction is sent again at once. When every reply of
+a STEP/RUN_CHUNK is lost, the host asks the device its step count (RUN_END) before going on:
+it never reuses a step index without knowing whether the lost request ran. Replies whose
+sequence number does not match the outstanding request (duplicates, stale replies, garbage)
+are dropped. All waits are bounded: failures raise ``DeviceTimeout``,
 ``DeviceError`` (the device answered ERROR), ``DeviceReset`` (the device restarted or was
 reset by someone else mid-sequence) or ``ProtocolError`` (the base class of all of them).
 """
 from __future__ import annotations
 
+import math
 import random
 import struct
 import time
@@ -86,7 +90,8 @@ class DeviceError(ProtocolError):
 
 
 class DeviceReset(ProtocolError):
-    """The device's step count no longer matches: it restarted (or another client reset it)."""
+    """The device's step count no longer matches the host's sequence: it restarted, another
+    client reset it, or a request whose replies were all lost ran and its results are gone."""
 
 
 # ----------------------------------------------------------------------------- CRC / COBS
@@ -283,6 +288,7 @@ class Device:
     optional). timeout bounds each attempt; retries is how often a request is sent again."""
 
     def __init__(self, port, timeout: float = 2.0, retries: int = 3, poll_s: float = 0.02):
+        check_link_settings(timeout, retries)
         self.port = port
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -294,15 +300,18 @@ class Device:
         self._frames: deque[bytes] = deque()
         self._seq = random.randrange(256)
         self._steps: int | None = None      # device step count as the host believes it
+        self._unsure: int | None = None     # t of a STEP that may or may not have run
         self.info: DeviceInfo | None = None
         self.stats = {"requests": 0, "retransmits": 0, "bad_frames": 0, "stale_replies": 0,
-                      "boots": 0, "frame_errors": 0, "bytes_out": 0, "bytes_in": 0}
+                      "boots": 0, "frame_errors": 0, "resyncs": 0, "bytes_out": 0, "bytes_in": 0}
 
     # -- construction / teardown
     @classmethod
     def open(cls, url: str, baud: int = 115200, **kw) -> "Device":
         """Open a serial port or URL (socket://host:port, /dev/ttyUSB0, COM3, ...)."""
         import serial
+        check_link_settings(kw.get("timeout", 2.0), kw.get("retries", 3))
+        check_url(url)
         try:
             port = serial.serial_for_url(url, baudrate=baud, timeout=0.02)
         except (serial.SerialException, ValueError, OSError) as e:
@@ -344,7 +353,8 @@ class Device:
         return data
 
     def _next_packet(self, deadline: float) -> Packet | None:
-        """Next well-formed packet before the deadline, or None."""
+        """Next frame before the deadline: a Packet, _BAD_FRAME (one that did not decode), or
+        None (deadline passed)."""
         while True:
             while self._frames:
                 frame = self._frames.popleft()
@@ -352,6 +362,7 @@ class Device:
                     return decode_frame(frame)
                 except FrameError:
                     self.stats["bad_frames"] += 1
+                    return _BAD_FRAME
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -391,23 +402,33 @@ class Device:
                     continue
                 raise DeviceTimeout(f"no reply to {name} (seq {seq}) within {tmo:g} s "
                                     f"after {sends} attempt(s)")
+            if pkt is _BAD_FRAME:
+                # most likely our reply, damaged on the way: ask again now, not after a timeout
+                if idempotent and sends <= self.retries:
+                    send()
+                continue
             if pkt.type == BOOT:
                 # the device (re)started: our request may have been lost in the restart
                 self.stats["boots"] += 1
                 if idempotent and sends <= self.retries:
                     send()
                 continue
+            if pkt.type == ERROR and _parse_error(pkt.body)[0] in FRAME_ERRORS:
+                # a frame reached the device damaged; its seq is unverified (0 or garbage when
+                # the header was hit), and the device only hears us: send ours again now
+                self.stats["frame_errors"] += 1
+                if idempotent and sends <= self.retries:
+                    send()
+                    continue
+                if pkt.seq == seq:
+                    code, req, detail = _parse_error(pkt.body)
+                    raise DeviceError(code, req if req else ptype, detail)
+                continue
             if pkt.seq != seq:
                 self.stats["stale_replies"] += 1
                 continue
             if pkt.type == ERROR:
                 code, req, detail = _parse_error(pkt.body)
-                if code in FRAME_ERRORS:
-                    # our frame (or noise carrying its seq number) arrived damaged
-                    self.stats["frame_errors"] += 1
-                    if idempotent and sends <= self.retries:
-                        send()
-                        continue
                 raise DeviceError(code, req if req else ptype, detail)
             if pkt.type != (ptype | REPLY):
                 raise ProtocolError(f"unexpected {type_name(pkt.type)} in reply to {name} "
@@ -419,11 +440,16 @@ class Device:
 
     # -- requests
     def hello(self) -> DeviceInfo:
-        self.info = DeviceInfo.parse(self.request(HELLO).body)
-        if self.info.proto_version != PROTO_VERSION:
-            raise ProtocolError(f"device protocol version {self.info.proto_version}, "
+        info = DeviceInfo.parse(self.request(HELLO).body)
+        if info.proto_version != PROTO_VERSION:
+            raise ProtocolError(f"device protocol version {info.proto_version}, "
                                 f"host {PROTO_VERSION}")
-        return self.info
+        if not 1 <= info.n_in <= MAX_BODY - 4:
+            raise ProtocolError(f"device reports n_in={info.n_in}: not in 1..{MAX_BODY - 4}")
+        # the protocol's limit holds whatever the device claims (a larger value is not v1)
+        info.max_body = min(info.max_body, MAX_BODY)
+        self.info = info
+        return info
 
     def _need_info(self) -> DeviceInfo:
         return self.info if self.info is not None else self.hello()
@@ -431,25 +457,81 @@ class Device:
     def reset_state(self) -> None:
         self.request(RESET)
         self._steps = 0
+        self._unsure = None
+
+    def device_state(self) -> RunResult:
+        """The device's state as it reports it (RUN_END: steps, sums, last logits); changes
+        nothing on the device."""
+        self.stats["resyncs"] += 1
+        return self.run_end()
 
     def step(self, frame) -> np.ndarray:
         """One int8 frame [n_in] -> that step's int8 logits [n_out]. Resets the device state
-        first if this client has not reset it yet."""
+        first if this client has not reset it yet.
+
+        If every reply is lost, the device's step count is asked (RUN_END): if the step ran,
+        its logits are the device's last logits and are returned; if not, DeviceTimeout says
+        so (calling step() again with the same frame is safe). If even that query goes
+        unanswered, DeviceTimeout says the state is unknown and the next step() asks again:
+        it goes on if the lost step did not run and raises DeviceReset if it did, never
+        reusing its step index for another frame."""
         info = self._need_info()
         x = _as_int8(frame, (info.n_in,), "frame")
+        if self._unsure is not None:
+            self._settle_unsure()
         if self._steps is None:
             self.reset_state()
+        t = self._steps
         try:
-            pkt = self.request(STEP, struct.pack("<I", self._steps) + x.tobytes())
+            pkt = self.request(STEP, struct.pack("<I", t) + x.tobytes())
         except DeviceError as e:
-            raise self._offset_error(e, self._steps) from None
+            raise self._offset_error(e, t) from None
+        except DeviceTimeout as e:
+            return self._recover_step(t, e)
         if len(pkt.body) != 4 + info.n_out:
             raise ProtocolError(f"STEP reply of {len(pkt.body)} bytes, expected {4 + info.n_out}")
         (steps,) = struct.unpack_from("<I", pkt.body)
-        if steps != self._steps + 1:
-            raise DeviceReset(f"device step count {steps} after STEP, expected {self._steps + 1}")
+        if steps != t + 1:
+            self._steps = None
+            raise DeviceReset(f"device step count {steps} after STEP, expected {t + 1}")
         self._steps = steps
         return np.frombuffer(pkt.body, np.int8, info.n_out, 4).copy()
+
+    def _recover_step(self, t: int, lost: DeviceTimeout) -> np.ndarray:
+        """Every reply of the STEP at t was lost: find out from the device whether it ran."""
+        try:
+            state = self.device_state()
+        except DeviceTimeout:
+            self._unsure, self._steps = t, None
+            raise DeviceTimeout(f"{lost}; the device state is unknown (no reply to the status "
+                                f"query either): the next step() asks again and goes on only "
+                                f"if STEP {t} did not run") from None
+        if state.steps == t + 1:
+            self._steps = t + 1            # it ran: its logits are the device's last logits
+            return state.last_logits
+        if state.steps == t:
+            raise DeviceTimeout(f"{lost}; the device did not execute it (still at step {t}): "
+                                f"step() may be called again") from None
+        self._steps = None
+        raise DeviceReset(f"device has {state.steps} step(s) since its last reset after a lost "
+                          f"STEP {t}: it restarted or was reset by another client") from None
+
+    def _settle_unsure(self) -> None:
+        """A STEP at t = self._unsure went unanswered, and so did the status query: ask
+        again. Not run -> go on at t; run -> DeviceReset (its logits are gone)."""
+        t = self._unsure
+        state = self.device_state()          # a timeout here keeps the state unknown
+        self._unsure = None
+        if state.steps == t:
+            self._steps = t
+            return
+        self._steps = None
+        if state.steps == t + 1:
+            raise DeviceReset(f"STEP {t} was executed although every reply to it was lost, "
+                              f"and its logits are gone: the sequence cannot go on (the next "
+                              f"step() starts a new one from a reset state)")
+        raise DeviceReset(f"device has {state.steps} step(s) since its last reset, the host "
+                          f"expected {t}: it restarted or was reset by another client")
 
     def run(self, x, step_logits: bool = False, restarts: int = 1) -> RunResult:
         """Run a whole int8 sequence [T, n_in] from a reset state. Returns the exact int32 sums
@@ -461,12 +543,16 @@ class Device:
         if x.ndim != 2:
             raise ValueError(f"expected an int8 sequence [T, {info.n_in}], got shape {x.shape}")
         x = _as_int8(x, (x.shape[0], info.n_in), "sequence")
+        self._unsure = None                  # RUN_BEGIN resets the device: nothing to settle
         for attempt in range(restarts + 1):
             try:
                 return self._run_once(x, step_logits, info)
             except DeviceReset:
                 if attempt == restarts:
                     raise
+            except BaseException:
+                self._steps = None           # the sequence is dead: the next step() resets
+                raise
 
     def _offset_error(self, e: DeviceError, expected: int) -> ProtocolError:
         if e.code == E_BAD_OFFSET:
@@ -494,6 +580,11 @@ class Device:
                 pkt = self.request(RUN_CHUNK, struct.pack("<I", off) + x[off:off + kk].tobytes())
             except DeviceError as e:
                 raise self._offset_error(e, off) from None
+            except DeviceTimeout as e:
+                self._recover_chunk(off, kk, step_logits, e)
+                off += kk                    # it ran, and its replies carried nothing we need
+                self._steps = off
+                continue
             (steps,) = struct.unpack_from("<I", pkt.body) if len(pkt.body) >= 4 else (-1,)
             if steps != off + kk:
                 self._steps = None
@@ -514,6 +605,28 @@ class Device:
         res.wall_s = time.monotonic() - t0
         return res
 
+    def _recover_chunk(self, off: int, kk: int, step_logits: bool, lost: DeviceTimeout) -> None:
+        """Every reply of the RUN_CHUNK at off (kk steps) was lost: ask the device whether it
+        ran. Returns if it did and its replies held nothing the run needs (mean readout: the
+        sums stay on the device); raises DeviceTimeout if it did not run or the state is
+        unknown, DeviceReset if its per-step logits are gone or the device restarted."""
+        self._steps = None
+        try:
+            state = self.device_state()
+        except DeviceTimeout:
+            raise DeviceTimeout(f"{lost}; the device state is unknown (no reply to the status "
+                                f"query either)") from None
+        if state.steps == off:
+            raise DeviceTimeout(f"{lost}; the device did not execute it (still at step {off})") \
+                from None
+        if state.steps == off + kk and not step_logits:
+            return
+        if state.steps == off + kk:
+            raise DeviceReset(f"RUN_CHUNK at step {off} ran but every reply with its per-step "
+                              f"logits was lost")
+        raise DeviceReset(f"device has {state.steps} step(s) since its last reset after a lost "
+                          f"RUN_CHUNK at step {off}: it restarted or was reset by another client")
+
     def run_end(self) -> RunResult:
         """Sums/last logits/cost since the last reset (RUN_END, paged for large n_out)."""
         info = self._need_info()
@@ -525,16 +638,48 @@ class Device:
             if len(body) < 18:
                 raise ProtocolError(f"RUN_END reply of {len(body)} bytes")
             steps, lo, hi, n_out, pfirst, count = struct.unpack_from("<IIIHHH", body)
-            if n_out != info.n_out or pfirst != first or len(body) != 18 + 5 * count:
-                raise ProtocolError("inconsistent RUN_END reply")
+            if (n_out != info.n_out or pfirst != first or len(body) != 18 + 5 * count
+                    or count > n_out - first or (count == 0 and first < n_out)):
+                raise ProtocolError(f"inconsistent RUN_END reply (n_out {n_out}, first "
+                                    f"{pfirst}, count {count}, {len(body)} bytes; the host "
+                                    f"expected n_out {info.n_out}, first {first})")
             ticks = lo | (hi << 32)
             sums[first:first + count] = np.frombuffer(body, "<i4", count, 18)
             last[first:first + count] = np.frombuffer(body, np.int8, count, 18 + 4 * count)
             first += count
-            if first >= n_out or count == 0:
+            if first >= n_out:
                 break
         return RunResult(steps, ticks, sums, last, None, info.units_per_tick, info.tick_kind,
                          stats=dict(self.stats))
+
+
+_BAD_FRAME = object()     # _next_packet: a frame arrived but did not decode
+
+
+def check_link_settings(timeout, retries) -> None:
+    """Raise ValueError unless timeout is a finite number of seconds > 0 and retries an
+    integer >= 0."""
+    try:
+        ok_t = math.isfinite(float(timeout)) and float(timeout) > 0
+    except (TypeError, ValueError):
+        ok_t = False
+    if not ok_t:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+
+
+def check_url(url: str) -> None:
+    """Raise ProtocolError for a malformed socket:// or rfc2217:// URL (pyserial's own
+    messages for these are obscure)."""
+    for scheme in ("socket://", "rfc2217://"):
+        if not url.startswith(scheme):
+            continue
+        where = url[len(scheme):].split("?", 1)[0]
+        host, sep, port = where.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ProtocolError(f"bad URL {url!r}: expected {scheme}HOST:PORT with PORT in "
+                                f"1..65535 (e.g. {scheme}127.0.0.1:4321)")
 
 
 def _parse_error(body: bytes) -> tuple[int, int, int]:

@@ -12,8 +12,11 @@ The host reference is pluggable: a factory called as factory(DIR) that returns a
 uses convert.stream.TFLMStreamer(DIR) (TFLite-Micro, step by step), falling back to
 convert.stream.Streamer(model bytes, backend="tflm"). In Python: evaluate(..., reference=obj).
 
-Exit status: 0 all logits equal, 1 a mismatch, 2 a user error (arguments, DIR, port, wrong
-model on the device), 3 a protocol error or timeout.
+Exit status: 0 all logits equal, 1 a mismatch between device and host logits (and nothing
+else), 2 a user error with one line saying what to do (arguments, DIR, port, no reply to
+HELLO, wrong model on the device, a reference that fails, a model whose per-step logits do
+not fit the link without --fast), 3 a protocol error or timeout mid-run, 4 an internal error
+(a bug: the traceback is printed).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import importlib.util
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +35,14 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from protocol import Device, ProtocolError  # type: ignore[no-redef]
+    from protocol import (Device, DeviceTimeout, ProtocolError,  # type: ignore[no-redef]
+                          check_link_settings)
 else:
-    from .protocol import Device, ProtocolError
+    from .protocol import Device, DeviceTimeout, ProtocolError, check_link_settings
 
-EXIT_OK, EXIT_MISMATCH, EXIT_USER, EXIT_PROTOCOL = 0, 1, 2, 3
+EXIT_OK, EXIT_MISMATCH, EXIT_USER, EXIT_PROTOCOL, EXIT_INTERNAL = 0, 1, 2, 3, 4
+FIRST_HELLO_S = 1.0     # after this long without a HELLO reply, say what may be wrong
+HELLO_TIMEOUT_S = 2.0   # per HELLO attempt at most: its reply is small (< 200 bytes)
 
 
 class UserError(Exception):
@@ -161,6 +168,13 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
     N = x.shape[0] if n is None else max(0, min(int(n), x.shape[0]))
     per_step = y.ndim == 2
     step_logits = step_logits or per_step
+    if step_logits and 4 + info.n_out > info.max_body:
+        fits = f"{info.n_out} logits per step do not fit in a {info.max_body}-byte reply"
+        if per_step:
+            raise UserError(f"test_data.npz has per-step labels, which need every step's "
+                            f"logits, but {fits}: give labels per sequence ([N]) and use --fast")
+        raise UserError(f"{fits}: use --fast (step_logits=False) to compare the int32 sums and "
+                        f"the last step's logits instead")
 
     dev_correct = host_correct = agree = labelled = 0
     max_diff = max_sum_diff = 0
@@ -172,7 +186,11 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
     try:
         for i in range(N):
             res = device.run(x[i], step_logits=step_logits)
-            host = np.asarray(ref.run(x[i]))
+            try:
+                host = np.asarray(ref.run(x[i]))
+            except Exception as e:   # noqa: BLE001 - the user's reference: report, no traceback
+                raise UserError(f"the host reference failed on test sequence {i}: "
+                                f"{type(e).__name__}: {e}") from None
             if host.shape != (x.shape[1], info.n_out):
                 raise UserError(f"reference returned shape {list(host.shape)}, expected "
                                 f"{[x.shape[1], info.n_out]}")
@@ -263,6 +281,29 @@ def format_report(m: dict) -> str:
     return "\n".join(lines)
 
 
+def hello_with_hint(device: Device, port: str):
+    """HELLO; after FIRST_HELLO_S without a reply, print on stderr what may be wrong and keep
+    trying with the device's retries (attempts of at most HELLO_TIMEOUT_S). No reply at all
+    -> UserError."""
+    timeout, retries = device.timeout, device.retries
+    try:
+        device.timeout, device.retries = min(timeout, FIRST_HELLO_S), 0
+        try:
+            return device.hello()
+        except DeviceTimeout:
+            print(f"waiting for the device at {port}: no reply to HELLO within "
+                  f"{device.timeout:g} s yet (is another program connected to it? QEMU's UART "
+                  f"serves one client at a time)", file=sys.stderr, flush=True)
+        device.timeout, device.retries = min(timeout, HELLO_TIMEOUT_S), retries
+        return device.hello()
+    except DeviceTimeout as e:
+        raise UserError(f"no reply from the device at {port} ({e}): check that the firmware "
+                        f"runs, the port and --baud are right, and that no other program is "
+                        f"connected to it (QEMU's UART serves one client at a time)") from None
+    finally:
+        device.timeout, device.retries = timeout, retries
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,6 +327,12 @@ def main(argv=None) -> int:
     try:
         if args.n is not None and args.n < 1:
             raise UserError("--n must be >= 1")
+        try:
+            check_link_settings(args.timeout, args.retries)
+        except ValueError as e:
+            raise UserError(f"--{e}") from None
+        if args.baud < 1:
+            raise UserError(f"--baud must be > 0, got {args.baud}")
         load_model_dir(args.model)                    # fail on a bad DIR before opening the port
         reference = load_reference(args.reference, Path(args.model))
         try:
@@ -294,6 +341,7 @@ def main(argv=None) -> int:
         except ProtocolError as e:
             raise UserError(str(e)) from None
         with device:
+            hello_with_hint(device, args.port)
             m = evaluate(device, args.model, reference=reference, n=args.n,
                          step_logits=not args.fast, progress=not args.no_progress)
     except UserError as e:
@@ -305,6 +353,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:   # noqa: BLE001 - a bug: never let it look like a mismatch (exit 1)
+        traceback.print_exc()
+        print("error: internal error in the host tools (a bug; see the traceback above)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     print(format_report(m))
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2))

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -182,6 +183,74 @@ def test_malformed_frames_then_valid_hello(emu, dev):
     assert info.model_id == MODEL_ID
     x = _seq(50, 5)
     np.testing.assert_array_equal(dev.run(x, step_logits=True).step_logits, ToyModel.run(x))
+
+
+def _ask_raw(port, wire, seq, timeout=3.0):
+    """Send hand-built wire bytes; return the device's answer with that seq."""
+    port.write(b"\x00" + wire)
+    d, end = P.Deframer(), time.monotonic() + timeout
+    while time.monotonic() < end:
+        for f in d.feed(port.read(4096)):
+            pkt = P.decode_frame(f)
+            if pkt.type != P.BOOT and pkt.seq == seq:
+                return pkt
+    raise AssertionError(f"no answer to seq {seq}")
+
+
+def _raw_wire(ptype, seq, body):
+    pkt = struct.pack("<BBBH", P.PROTO_VERSION, ptype, seq, len(body)) + bytes(body)
+    return P.cobs_encode(pkt + struct.pack("<H", P.crc16_ccitt(pkt))) + b"\x00"
+
+
+def test_firmware_link_rules(dev):
+    """On the firmware itself: a retransmitted RUN_CHUNK/STEP is answered from the reply cache
+    without stepping (same reply, same step count and instruction ticks), another request at
+    the same t gets BAD_OFFSET, bodies of 241..248 bytes get OVERSIZE, and a request that
+    lost a byte gets a COBS error naming its seq."""
+    port, x = dev.port, _seq(12, 21)
+    ask = lambda t, s, b: _ask_raw(port, _raw_wire(t, s, b), s)   # noqa: E731
+    err = lambda p: struct.unpack_from("<BBI", p.body) if p.type == P.ERROR else p.type  # noqa: E731
+    assert ask(P.RUN_BEGIN, 1, b"\x01").type == P.RUN_BEGIN | P.REPLY
+    chunk = struct.pack("<I", 0) + x[:5].tobytes()
+    first = ask(P.RUN_CHUNK, 2, chunk)
+    end1 = ask(P.RUN_END, 3, b"")
+    again = ask(P.RUN_CHUNK, 2, chunk)                     # retransmission
+    end2 = ask(P.RUN_END, 4, b"")
+    assert first.type == again.type == P.RUN_CHUNK | P.REPLY and first.body == again.body
+    np.testing.assert_array_equal(np.frombuffer(first.body, np.int8, 5 * N_OUT, 4).reshape(5, N_OUT),
+                                  ToyModel.run(x[:5]))
+    assert end1.body == end2.body and struct.unpack_from("<I", end2.body)[0] == 5
+    other = struct.pack("<I", 0) + x[5:10].tobytes()
+    assert err(ask(P.RUN_CHUNK, 2, other)) == (P.E_BAD_OFFSET, P.RUN_CHUNK, 5)
+    assert err(ask(P.RUN_CHUNK, 5, chunk)) == (P.E_BAD_OFFSET, P.RUN_CHUNK, 5)
+    step = struct.pack("<I", 5) + x[5].tobytes()
+    a, b = ask(P.STEP, 6, step), ask(P.STEP, 6, step)
+    assert a.type == P.STEP | P.REPLY and a.body == b.body
+    np.testing.assert_array_equal(np.frombuffer(a.body, np.int8, N_OUT, 4), ToyModel.run(x[:6])[5])
+    assert err(ask(P.STEP, 7, struct.pack("<I", 5) + x[6].tobytes())) == (P.E_BAD_OFFSET, P.STEP, 6)
+    for n in range(241, 249):
+        body = struct.pack("<I", 6) + bytes(np.random.default_rng(n).integers(1, 256, n - 4, np.uint8))
+        assert err(ask(P.RUN_CHUNK, n - 200, body)) == (P.E_OVERSIZE, P.RUN_CHUNK, P.MAX_BODY), n
+    assert struct.unpack_from("<I", ask(P.RUN_END, 50, b"").body)[0] == 6
+    wire = _raw_wire(P.RUN_CHUNK, 51, struct.pack("<I", 6) + x[6:].tobytes())
+    cut = wire[:-2] + wire[-1:]                            # the last byte before 0x00 lost
+    with pytest.raises(P.FrameError, match="COBS"):
+        P.cobs_decode(cut[:-1])
+    assert err(_ask_raw(port, cut, 51)) == (P.E_COBS, P.RUN_CHUNK, 0)
+
+
+def test_stream_eval_port_held_by_another_client(emu, dev, tmp_path):
+    """QEMU's UART serves one client: with `dev` connected, stream_eval hears nothing. It says
+    so after 1 s and exits 2 with one line naming the likely cause (before: 21 s, exit 3)."""
+    assert dev.hello().model_id == MODEL_ID                # `dev` holds the port
+    d = _toy_model_dir(tmp_path, n=1)
+    t0 = time.monotonic()
+    res = _stream_eval(emu, d, "--timeout", "0.5", "--retries", "1")
+    took = time.monotonic() - t0
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "waiting for the device" in res.stderr and "Traceback" not in res.stderr
+    assert "no other program is connected to it (QEMU's UART" in res.stderr.splitlines()[-1]
+    assert took < 1 + 2 * 0.5 + 10
 
 
 def _toy_model_dir(tmp_path, n=12, T=30, model_bytes=None):

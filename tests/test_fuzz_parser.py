@@ -3,8 +3,10 @@ AddressSanitizer + UndefinedBehaviorSanitizer with >= 1,000,000 random and mutat
 
 The harness (mcu/app/tests/fuzz_proto.c) is seeded and deterministic; it feeds every frame byte
 by byte through the whole application (with the toy model and a fake in-memory board), checks
-that everything the device sends is a well-formed frame, and at the end that HELLO, RESET,
-STEP (including a retransmitted STEP) and RUN_END still answer correctly."""
+that everything the device sends is a well-formed frame, mixes in probes with exact expected
+answers (the reply cache answers only a true retransmission; a body of 241..248 bytes gets
+OVERSIZE; a request that lost a byte gets a frame-level ERROR naming its seq), and at the end
+checks that HELLO, RESET, STEP (including a retransmitted STEP) and RUN_END still answer."""
 import re
 import subprocess
 
@@ -39,11 +41,14 @@ def _run(exe, n, seed):
 def test_fuzz_one_million_frames(fuzzer):
     out = _run(fuzzer, N_FRAMES, 20261125)
     m = re.search(r"frames (\d+) \(random (\d+), semantic (\d+), mutated (\d+), valid (\d+), "
-                  r"oversized (\d+)\) bytes (\d+)", out)
+                  r"oversized (\d+), probes (\d+)\) bytes (\d+)", out)
     assert m, out
-    frames, rnd, sem, mut, valid, over, nbytes = map(int, m.groups())
-    assert frames == N_FRAMES >= 1_000_000 and rnd + sem + mut + valid + over == frames
-    assert min(rnd, sem, mut, valid, over) > 10_000
+    frames, rnd, sem, mut, valid, over, probes, nbytes = map(int, m.groups())
+    assert frames == N_FRAMES >= 1_000_000 and rnd + sem + mut + valid + over + probes == frames
+    assert min(rnd, sem, mut, valid, over, probes) > 10_000
+    m = re.search(r"probes: cache (\d+), oversize body (\d+), lost byte (\d+) \(seq checked (\d+)\)",
+                  out)
+    assert m and min(map(int, m.groups())) > 5_000, out
     # the valid frames all parsed back, and the dispatcher saw every error class
     assert f"valid frames parsed back {valid};" in out
     codes = dict(re.findall(r"(\w+) (\d+)", out.split("errors by code:")[1].splitlines()[0]))

@@ -203,8 +203,8 @@ class FakeDevice(threading.Thread):
                 return self.err(req, P.E_BAD_LENGTH, N_IN)
             (off,) = struct.unpack_from("<I", body)
             k = (len(body) - 4) // N_IN
-            if self.cache and self.cache[:3] == (t, off, self.steps) and self.steps - off == k:
-                return ok(self.cache[3])
+            if self.cache and self.cache[:3] == (t, req.seq, body) and self.cache[3] == self.steps:
+                return ok(self.cache[4])              # a retransmission: the same bytes
             if off != self.steps:
                 return self.err(req, P.E_BAD_OFFSET, self.steps)
             out = b""
@@ -216,7 +216,7 @@ class FakeDevice(threading.Thread):
                 if t == P.STEP or self.flags:
                     out += self.last.tobytes()
             rb = struct.pack("<I", self.steps) + out
-            self.cache = (t, off, self.steps, rb)
+            self.cache = (t, req.seq, body, self.steps, rb)
             return ok(rb)
         if t == P.RUN_END:
             first = struct.unpack("<H", body)[0] if len(body) == 2 else 0

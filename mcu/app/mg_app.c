@@ -4,7 +4,9 @@
  * sum of every step's int8 logits (the mean readout without the division), the last step's
  * logits and the board ticks spent inside the model steps. Stepping requests carry the
  * step index they expect, which makes every request idempotent: a retransmitted STEP or
- * RUN_CHUNK that was already executed is answered from a one-entry reply cache.
+ * RUN_CHUNK that was already executed is answered from a one-entry reply cache. Only a true
+ * retransmission hits the cache (same type, seq, length and packet CRC as the request just
+ * executed); any other request at that step index gets BAD_OFFSET, never another's reply.
  */
 #include "mg_app.h"
 
@@ -26,8 +28,11 @@ static uint32_t steps;
 static uint32_t ticks_lo, ticks_hi;    /* 64-bit tick total inside model steps */
 static uint8_t run_flags;
 
-/* one-entry cache of the last stepping reply (STEP or RUN_CHUNK) */
+/* one-entry cache of the last stepping reply (STEP or RUN_CHUNK) and of its request's identity */
 static uint8_t cache_type;              /* 0: empty */
+static uint8_t cache_seq;               /* the request's seq ... */
+static uint16_t cache_req_len;          /* ... body length ... */
+static uint16_t cache_req_crc;          /* ... and packet CRC (covers version..body) */
 static uint32_t cache_offset;           /* step index the cached request started at */
 static uint32_t cache_end;              /* device step count after that request */
 static uint16_t cache_len;
@@ -143,9 +148,9 @@ static void handle_steps(const mg_packet_t *p, uint8_t with_logits)
         return;
     }
     offset = mg_get_u32(p->body);
-    if (cache_type == p->type && offset == cache_offset && steps == cache_end &&
-        cache_end - cache_offset == k) {
-        /* a retransmission of the request just executed: answer it again */
+    if (cache_type == p->type && p->seq == cache_seq && p->len == cache_req_len &&
+        p->crc == cache_req_crc && offset == cache_offset && steps == cache_end) {
+        /* a retransmission of the request just executed (same bytes): answer it again */
         send_packet((uint8_t)(p->type | MG_T_REPLY), p->seq, cache_body, cache_len);
         return;
     }
@@ -171,6 +176,9 @@ static void handle_steps(const mg_packet_t *p, uint8_t with_logits)
     add_ticks(board_ticks() - t0);
     mg_put_u32(out, steps);
     cache_type = p->type;
+    cache_seq = p->seq;
+    cache_req_len = p->len;
+    cache_req_crc = p->crc;
     cache_offset = offset;
     cache_end = steps;
     cache_len = n;
@@ -271,7 +279,8 @@ void mg_app_feed(uint8_t byte)
         }
         dispatch(&pkt);
     } else if (st == MG_RX_ERROR) {
-        send_error(err.seq, err.code, err.type, 0u);
+        send_error(err.seq, err.code, err.type,
+                   err.code == MG_E_OVERSIZE ? (uint32_t)MG_PROTO_MAX_BODY : 0u);
     }
 }
 

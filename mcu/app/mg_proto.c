@@ -10,19 +10,47 @@ void mg_rx_init(mg_rx_t *rx)
     rx->overflow = 0u;
 }
 
+/* Decodes the first 3 packet bytes (version, type, seq) from the start of a COBS frame that
+ * may be damaged further on, so that a frame-level error can name the frame it is about.
+ * Sets err->type and err->seq when they could be read, else leaves them 0. */
+static void peek_header(const uint8_t *frame, size_t n, mg_proto_error_t *err)
+{
+    uint8_t head[3];
+    size_t i = 0u, j = 0u, k;
+    while (i < n && j < 3u) {
+        uint8_t code = frame[i++];
+        if (code == 0u) {
+            return;
+        }
+        for (k = 1u; k < code && j < 3u; ++k) {
+            if (i >= n || frame[i] == 0u) {
+                return;
+            }
+            head[j++] = frame[i++];
+        }
+        if (j < 3u && code != 0xFFu) {
+            if (i >= n) {
+                return;          /* the last block: no implicit zero follows it */
+            }
+            head[j++] = 0u;
+        }
+    }
+    if (j == 3u) {
+        err->type = head[1];
+        err->seq = head[2];
+    }
+}
+
 mg_rx_status_t mg_proto_parse(uint8_t *frame, size_t n, mg_packet_t *pkt, mg_proto_error_t *err)
 {
     size_t len = 0u;
     uint16_t crc, body_len;
     err->seq = 0u;
     err->type = 0u;
+    peek_header(frame, n, err);            /* before decoding in place overwrites the frame */
     if (mg_cobs_decode(frame, n, frame, n, &len) != 0) {
         err->code = MG_E_COBS;
         return MG_RX_ERROR;
-    }
-    if (len >= 3u) {
-        err->type = frame[1];
-        err->seq = frame[2];
     }
     if (len < MG_PROTO_HEADER + MG_PROTO_CRC_BYTES) {
         err->code = MG_E_TRUNCATED;
@@ -39,10 +67,16 @@ mg_rx_status_t mg_proto_parse(uint8_t *frame, size_t n, mg_packet_t *pkt, mg_pro
         err->code = MG_E_CRC;
         return MG_RX_ERROR;
     }
+    if (body_len > MG_PROTO_MAX_BODY) {
+        /* intact, but longer than the protocol allows (241..248 bytes fit the RX buffer) */
+        err->code = MG_E_OVERSIZE;
+        return MG_RX_ERROR;
+    }
     pkt->version = frame[0];
     pkt->type = frame[1];
     pkt->seq = frame[2];
     pkt->len = body_len;
+    pkt->crc = crc;
     pkt->body = frame + MG_PROTO_HEADER;
     return MG_RX_PACKET;
 }
@@ -69,6 +103,7 @@ mg_rx_status_t mg_rx_feed(mg_rx_t *rx, uint8_t byte, mg_packet_t *pkt, mg_proto_
         err->code = MG_E_OVERSIZE;
         err->seq = 0u;
         err->type = 0u;
+        peek_header(rx->buf, n, err);       /* the first MG_PROTO_RX_BUF bytes are kept */
         return MG_RX_ERROR;
     }
     if (n == 0u) {

@@ -41,7 +41,8 @@ extern "C" {
 #define MG_E_CRC          1u   /* frame-level: CRC mismatch */
 #define MG_E_COBS         2u   /* frame-level: invalid COBS encoding */
 #define MG_E_TRUNCATED    3u   /* frame-level: shorter than header + CRC, or len disagrees */
-#define MG_E_OVERSIZE     4u   /* frame-level: more than MG_PROTO_RX_BUF bytes before 0x00 */
+#define MG_E_OVERSIZE     4u   /* frame-level: more than MG_PROTO_RX_BUF bytes before 0x00, or
+                                  a body longer than MG_PROTO_MAX_BODY (detail: the limit) */
 #define MG_E_VERSION      5u   /* unsupported protocol version (detail: supported version) */
 #define MG_E_UNKNOWN_TYPE 6u
 #define MG_E_BAD_LENGTH   7u   /* body length invalid for the type (detail: expected or n_in) */
@@ -52,14 +53,17 @@ typedef struct {
     uint8_t version;
     uint8_t type;
     uint8_t seq;
-    uint16_t len;
+    uint16_t len;            /* <= MG_PROTO_MAX_BODY */
+    uint16_t crc;            /* the packet's CRC-16 (covers version..body): with seq, it tells a
+                              * retransmission (same bytes) from a new request */
     const uint8_t *body;     /* points into the receiver's buffer; valid until the next feed */
 } mg_packet_t;
 
 typedef struct {
     uint8_t code;    /* MG_E_* */
-    uint8_t seq;     /* the frame's seq byte if it had one (unverified for frame-level errors) */
-    uint8_t type;    /* the frame's type byte if it had one, else 0 */
+    uint8_t seq;     /* the frame's seq byte if it could be read, else 0; unverified for
+                      * frame-level errors (read from the intact start of a damaged frame) */
+    uint8_t type;    /* the frame's type byte if it could be read, else 0 */
 } mg_proto_error_t;
 
 typedef enum { MG_RX_NONE = 0, MG_RX_PACKET = 1, MG_RX_ERROR = 2 } mg_rx_status_t;

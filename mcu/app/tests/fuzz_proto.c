@@ -8,6 +8,11 @@
  *   - CRC-16 check value and COBS round trips (random lengths/zero densities);
  *   - every valid frame parses back to the same fields;
  *   - everything the device sends is a well-formed frame (<= MG_PROTO_MAX_WIRE, CRC ok);
+ *   - probes mixed into the stream: the reply cache answers a retransmission (same bytes) with
+ *     the same reply and no step, and any other request at that step index (one body byte,
+ *     the seq or the length changed) with BAD_OFFSET; a body of 241..248 bytes gets
+ *     OVERSIZE; a request that lost one byte after its header gets one frame-level ERROR
+ *     naming its seq and type;
  *   - after the run, HELLO / RESET / STEP / RUN_* still answer correctly.
  * Prints counts; exits 0 on success, 1 on a failed check (sanitizers abort on their own). */
 #include <stdint.h>
@@ -263,6 +268,153 @@ static int expect_reply(const uint8_t *wire, size_t n, uint8_t type, uint8_t seq
     return have && p->type == type && p->seq == seq;
 }
 
+
+/* ---------------- probes: exact answers to crafted sequences ---------------- */
+static unsigned long n_cache_probes, n_oversize_probes, n_drop_probes, n_drop_seq_checked;
+
+/* Feed one request and return the single frame the device answered (1), or 0. */
+static int ask(const uint8_t *wire, size_t n, mg_packet_t *p, uint8_t *body)
+{
+    int have = 0;
+    const uint8_t lead = 0u;
+    feed(&lead, 1u);
+    feed(wire, n);
+    check_device_output(p, &have, body);
+    return have;
+}
+
+static int is_error(const mg_packet_t *p, uint8_t code, uint8_t req, uint32_t detail)
+{
+    return p->type == MG_T_ERROR && p->len == 6u && p->body[0] == code && p->body[1] == req &&
+           mg_get_u32(p->body + 2) == detail;
+}
+
+/* RUN_BEGIN, a RUN_CHUNK of k steps, its retransmission (cached), three other requests at
+ * the same t (BAD_OFFSET), a STEP (executes, replaces the cache), the chunk again (now
+ * BAD_OFFSET), RUN_END (k + 1 steps: nothing stepped twice). */
+static void cache_probe(void)
+{
+    static uint8_t body[MG_PROTO_MAX_BODY], wire[MG_PROTO_MAX_WIRE], w2[MG_PROTO_MAX_WIRE];
+    static uint8_t rb[MG_PROTO_MAX_BODY], first[MG_PROTO_MAX_BODY];
+    const mg_model_info_t *info = mg_model_info();
+    uint16_t n_in = info->n_in, n_out = info->n_out, kmax, k, len, i, flen;
+    uint8_t flags = (uint8_t)rnd_below(2u), seq = (uint8_t)rnd(), run_flags_wire = flags;
+    mg_packet_t p;
+    size_t n, n2;
+    kmax = (uint16_t)((MG_PROTO_MAX_BODY - 4u) / n_in);
+    if (flags && (MG_PROTO_MAX_BODY - 4u) / n_out < kmax) {
+        kmax = (uint16_t)((MG_PROTO_MAX_BODY - 4u) / n_out);
+    }
+    if (kmax < 2u) {
+        return;
+    }
+    n_cache_probes++;
+    k = (uint16_t)(1u + rnd_below(kmax));
+    n = mg_proto_encode(MG_T_RUN_BEGIN, seq, &run_flags_wire, 1u, wire, sizeof wire);
+    CHECK(ask(wire, n, &p, rb) && p.type == (MG_T_RUN_BEGIN | MG_T_REPLY), "probe RUN_BEGIN");
+    len = (uint16_t)(4u + k * n_in);
+    mg_put_u32(body, 0u);
+    for (i = 4u; i < len; ++i) {
+        body[i] = (uint8_t)rnd();
+    }
+    seq++;
+    n = mg_proto_encode(MG_T_RUN_CHUNK, seq, body, len, wire, sizeof wire);
+    CHECK(ask(wire, n, &p, rb) && p.type == (MG_T_RUN_CHUNK | MG_T_REPLY) && p.seq == seq &&
+          mg_get_u32(p.body) == k && p.len == 4u + (flags ? k * n_out : 0u), "probe chunk");
+    flen = p.len;
+    memcpy(first, p.body, flen);
+    /* the retransmission: the same bytes -> the same reply, nothing stepped */
+    CHECK(ask(wire, n, &p, rb) && p.type == (MG_T_RUN_CHUNK | MG_T_REPLY) && p.seq == seq &&
+          p.len == flen && memcmp(p.body, first, flen) == 0, "probe retransmission from cache");
+    /* one frame byte changed, same seq */
+    memcpy(w2, body, len);
+    i = (uint16_t)(4u + rnd_below((uint32_t)(len - 4u)));
+    w2[i] = (uint8_t)(w2[i] + 1u + rnd_below(255u));
+    n2 = mg_proto_encode(MG_T_RUN_CHUNK, seq, w2, len, wire, sizeof wire);
+    CHECK(ask(wire, n2, &p, rb) && p.seq == seq && is_error(&p, MG_E_BAD_OFFSET, MG_T_RUN_CHUNK, k),
+          "probe: another chunk at the same t under the same seq must not be answered from the cache");
+    /* the same bytes under another seq */
+    n2 = mg_proto_encode(MG_T_RUN_CHUNK, (uint8_t)(seq + 1u + rnd_below(255u)), body, len, wire,
+                         sizeof wire);
+    CHECK(ask(wire, n2, &p, rb) && is_error(&p, MG_E_BAD_OFFSET, MG_T_RUN_CHUNK, k),
+          "probe: the same chunk under a new seq is a new request");
+    /* another length (fewer frames), same seq */
+    if (k > 1u) {
+        n2 = mg_proto_encode(MG_T_RUN_CHUNK, seq, body, (uint16_t)(len - n_in), wire, sizeof wire);
+        CHECK(ask(wire, n2, &p, rb) && is_error(&p, MG_E_BAD_OFFSET, MG_T_RUN_CHUNK, k),
+              "probe: a shorter chunk at the same t");
+    }
+    /* a STEP at t = k executes and replaces the cache */
+    mg_put_u32(w2, k);
+    for (i = 0; i < n_in; ++i) {
+        w2[4u + i] = (uint8_t)rnd();
+    }
+    n2 = mg_proto_encode(MG_T_STEP, (uint8_t)(seq + 1u), w2, (uint16_t)(4u + n_in), wire, sizeof wire);
+    CHECK(ask(wire, n2, &p, rb) && p.type == (MG_T_STEP | MG_T_REPLY) && mg_get_u32(p.body) == k + 1u,
+          "probe STEP after the chunk");
+    CHECK(ask(wire, n2, &p, rb) && p.type == (MG_T_STEP | MG_T_REPLY) && mg_get_u32(p.body) == k + 1u,
+          "probe STEP retransmission");
+    n2 = mg_proto_encode(MG_T_RUN_CHUNK, seq, body, len, wire, sizeof wire);
+    CHECK(ask(wire, n2, &p, rb) && is_error(&p, MG_E_BAD_OFFSET, MG_T_RUN_CHUNK, k + 1u),
+          "probe: an older request is no longer in the cache");
+    n2 = mg_proto_encode(MG_T_RUN_END, (uint8_t)(seq + 2u), NULL, 0u, wire, sizeof wire);
+    CHECK(ask(wire, n2, &p, rb) && p.type == (MG_T_RUN_END | MG_T_REPLY) &&
+          mg_get_u32(p.body) == k + 1u, "probe RUN_END: nothing stepped twice");
+}
+
+/* An intact packet whose body is 241..248 bytes (it still fits the RX buffer): OVERSIZE. */
+static void oversize_probe(void)
+{
+    static uint8_t pkt[MG_PROTO_MAX_PACKET + 8u], wire[MG_PROTO_RX_BUF + 8u], rb[MG_PROTO_MAX_BODY];
+    uint16_t len = (uint16_t)(MG_PROTO_MAX_BODY + 1u + rnd_below(8u)), i, crc;
+    uint8_t type = (uint8_t)(1u + rnd_below(0x7Fu)), seq = (uint8_t)rnd();
+    size_t n;
+    mg_packet_t p;
+    n_oversize_probes++;
+    pkt[0] = (uint8_t)MG_PROTO_VERSION;
+    pkt[1] = type;
+    pkt[2] = seq;
+    mg_put_u16(pkt + 3, len);
+    for (i = 0; i < len; ++i) {
+        pkt[MG_PROTO_HEADER + i] = (uint8_t)rnd();
+    }
+    crc = mg_crc16_update(MG_CRC16_INIT, pkt, (size_t)MG_PROTO_HEADER + len);
+    mg_put_u16(pkt + MG_PROTO_HEADER + len, crc);
+    n = mg_cobs_encode(pkt, (size_t)MG_PROTO_HEADER + len + MG_PROTO_CRC_BYTES, wire, sizeof wire - 1u);
+    CHECK(n > 0u && n <= MG_PROTO_RX_BUF, "oversize probe frame of %zu bytes", n);
+    wire[n++] = 0u;
+    CHECK(ask(wire, n, &p, rb) && p.seq == seq && is_error(&p, MG_E_OVERSIZE, type, MG_PROTO_MAX_BODY),
+          "a %u-byte body must get OVERSIZE", (unsigned)len);
+}
+
+/* A valid request that loses one byte after its first 4 (code, version, type, seq): the
+ * device answers one frame; a frame-level ERROR names the request's seq and type. */
+static void drop_probe(void)
+{
+    static uint8_t wire[MG_PROTO_MAX_WIRE], rb[MG_PROTO_MAX_BODY];
+    uint8_t type = 0u, seq = seq_counter;
+    mg_packet_t p;
+    size_t n = make_valid(wire, sizeof wire, &type), pos;
+    if (n < 7u) {
+        return;
+    }
+    n_drop_probes++;
+    pos = 4u + rnd_below((uint32_t)(n - 5u));          /* never the delimiter at n - 1 */
+    memmove(wire + pos, wire + pos + 1u, n - pos - 1u);
+    n--;
+    if (!ask(wire, n, &p, rb)) {
+        CHECK(0, "no answer to a request with a byte lost");
+        return;
+    }
+    if (p.type == MG_T_ERROR && p.len == 6u && p.body[0] >= MG_E_CRC && p.body[0] <= MG_E_OVERSIZE &&
+        wire[0] >= 4u) {
+        n_drop_seq_checked++;
+        CHECK(p.seq == seq && p.body[1] == type,
+              "frame error for a damaged request: seq %u type %u, expected %u %u (code %u)",
+              p.seq, p.body[1], seq, type, p.body[0]);
+    }
+}
+
 static void final_checks(void)
 {
     static uint8_t wire[MG_PROTO_MAX_WIRE], body[MG_PROTO_MAX_BODY], rbody[MG_PROTO_MAX_BODY];
@@ -300,7 +452,7 @@ int main(int argc, char **argv)
     static uint8_t buf[4096], wire[MG_PROTO_MAX_WIRE];
     unsigned long n_frames = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000ul;
     unsigned long seed = argc > 2 ? strtoul(argv[2], NULL, 10) : 1ul;
-    unsigned long i, kinds[5] = {0, 0, 0, 0, 0}, bytes = 0, valid_ok = 0;
+    unsigned long i, kinds[6] = {0, 0, 0, 0, 0, 0}, bytes = 0, valid_ok = 0;
     rng_state = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)seed * 0x100000001B3ULL);
     if (rng_state == 0u) {
         rng_state = 1u;
@@ -328,6 +480,17 @@ int main(int argc, char **argv)
             n = make_valid(buf, sizeof buf, &type);
             mutate(buf, &n, sizeof buf);
             kinds[1]++;
+        } else if (kind < 88u) {              /* probes with exact expected answers */
+            uint32_t which = rnd_below(3u);
+            if (which == 0u) {
+                cache_probe();
+            } else if (which == 1u) {
+                oversize_probe();
+            } else {
+                drop_probe();
+            }
+            kinds[5]++;
+            continue;
         } else if (kind < 97u) {              /* a valid frame: must parse back */
             mg_packet_t p;
             mg_proto_error_t e;
@@ -358,8 +521,10 @@ int main(int argc, char **argv)
     }
     final_checks();
     printf("fuzz_proto: seed %lu frames %lu (random %lu, semantic %lu, mutated %lu, valid %lu, "
-           "oversized %lu) bytes %lu\n", seed, n_frames, kinds[0], kinds[4], kinds[1], kinds[2],
-           kinds[3], bytes);
+           "oversized %lu, probes %lu) bytes %lu\n", seed, n_frames, kinds[0], kinds[4], kinds[1],
+           kinds[2], kinds[3], kinds[5], bytes);
+    printf("fuzz_proto: probes: cache %lu, oversize body %lu, lost byte %lu (seq checked %lu)\n",
+           n_cache_probes, n_oversize_probes, n_drop_probes, n_drop_seq_checked);
     printf("fuzz_proto: valid frames parsed back %lu; device frames %lu (replies %lu, errors %lu, "
            "boot %lu)\n", valid_ok, n_out_frames, n_out_replies, n_out_errors, n_out_boot);
     printf("fuzz_proto: errors by code: crc %lu cobs %lu truncated %lu oversize %lu version %lu "
