@@ -5,12 +5,15 @@
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
 TFLite-Micro, LiteRT vs TFLM difference, sizes, ops) and DIR/test_data.npz (the int8 test
 sequences and labels that the host tools stream). DIR appears only when everything succeeded.
+An existing DIR must be empty or a previous convert output; only convert's own three files
+in it are replaced (each atomically), anything else in it is left alone.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -25,11 +28,12 @@ from convert.calibrate import step_feeds
 from convert.quantize import convert_int8, finalize, op_names, state_pairs
 from convert.spec import ConvertError, extract
 from convert.stream import Streamer, predictions, tflm_arena_bytes
-from training.checkpoint import CheckpointError, load_model
+from training.checkpoint import CheckpointError, NonFiniteError, check_finite, load_model
 from training.evaluate import IGNORE, evaluate
 from training.tasks import TaskError, load_task
 
 MAX_CALIB_FEEDS = 3000
+OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # all that convert writes
 
 
 def model_id(model_bytes: bytes) -> str:
@@ -84,7 +88,13 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
 
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
     t0 = time.monotonic()
+    check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
+    try:
+        check_finite(ckpt["model"], f"{checkpoint}")
+    except NonFiniteError as e:
+        raise ConvertError(f"{e}: the run diverged; convert a checkpoint from before the "
+                           f"divergence or retrain with a lower train.lr") from None
     data = load_task(cfg.task.name, cfg.task.params, cfg.task.data_dir or None, cfg.task.seed)
     if len(data.x_test) == 0:
         raise ConvertError("the task's test split is empty")
@@ -123,22 +133,74 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
     return report
 
 
+def is_convert_output(folder: Path) -> bool:
+    """Whether `folder` holds a previous convert output (its report.json and model.tflite)."""
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and "model_id" in report and \
+        (folder / "model.tflite").is_file()
+
+
+def check_out(out: Path):
+    """Refuse an --out that convert would have to clobber, and one it cannot write, before
+    any work: a non-empty folder must be a previous convert output."""
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"--out {out} exists and is not a folder; choose a folder for "
+                           f"model.tflite, report.json and test_data.npz")
+    if out.is_dir():
+        entries = sorted(e.name for e in out.iterdir())
+        if entries and not is_convert_output(out):
+            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+            raise ConvertError(f"--out {out} is a non-empty folder that convert did not write "
+                               f"(it holds {shown}); nothing was changed. Choose a new or empty "
+                               f"folder, e.g. --out {out / 'int8'}")
+    target = out if out.is_dir() else next(p for p in out.absolute().parents if p.exists())
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".convert-probe.", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConvertError(f"cannot write to --out {out} ({e.strerror or e}); choose a writable "
+                           f"folder") from None
+
+
+def _normal_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def _write_files(folder: Path, model_bytes: bytes, report: dict, x_q: np.ndarray,
+                 y: np.ndarray, suffix: str = ""):
+    (folder / f"model.tflite{suffix}").write_bytes(model_bytes)
+    (folder / f"report.json{suffix}").write_text(json.dumps(report, indent=1) + "\n")
+    with open(folder / f"test_data.npz{suffix}", "wb") as f:
+        np.savez_compressed(f, x=x_q, y=y)
+
+
 def write_dir(out: Path, model_bytes: bytes, report: dict, x_q: np.ndarray, y: np.ndarray):
-    """Write everything into a temporary sibling folder, then swap it in."""
+    """A new DIR: written as a temporary sibling folder, then renamed into place. An existing
+    DIR (empty or a previous output, see check_out): each of convert's own files is written
+    to a temp name, then all are renamed over the old ones; nothing else is touched."""
+    check_out(out)
+    if out.is_dir():
+        tmp_suffix = f".tmp{os.getpid()}"
+        try:
+            _write_files(out, model_bytes, report, x_q, y, tmp_suffix)
+            for name in OUT_FILES:
+                os.replace(out / (name + tmp_suffix), out / name)
+        finally:
+            for name in OUT_FILES:
+                (out / (name + tmp_suffix)).unlink(missing_ok=True)
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        (tmp / "model.tflite").write_bytes(model_bytes)
-        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-        np.savez_compressed(tmp / "test_data.npz", x=x_q, y=y)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
+        os.chmod(tmp, _normal_mode())          # mkdtemp makes it 0700
+        _write_files(tmp, model_bytes, report, x_q, y)
         tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

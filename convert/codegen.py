@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.tflite_reader import Model, Tensor, read_tflite
+from convert.tflite_reader import Model, Tensor, TFLiteReadError, read_tflite
 
 ALIGN = 4            # arena offset alignment in bytes
 MAX_DIMS = 6
@@ -750,8 +750,16 @@ def main(argv=None) -> int:
     ap.add_argument("--generic", action="store_true",
                     help="emit the stateless graph (mg_graph_invoke) even for an mGRADE model")
     a = ap.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a.prefix):
+        print(f"codegen: error: --prefix {a.prefix!r} is not a C identifier (letters, digits, "
+              f"_; not starting with a digit)", file=sys.stderr)
+        return 2
     try:
         s = generate(a.model, a.out, a.prefix, generic=a.generic)
+    except TFLiteReadError as e:
+        print(f"codegen: error: {a.model}: {e}; give an int8 .tflite made by `python -m convert`"
+              f" (or TFLite's converter)", file=sys.stderr)
+        return 2
     except (CodegenError, OSError) as e:
         print(f"codegen: error: {e}", file=sys.stderr)
         return 2
@@ -765,4 +773,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the importable module's main, not this __main__ copy: convert.codegen_mgrade raises
+    # convert.codegen.CodegenError, a different class from __main__.CodegenError.
+    from convert.codegen import main as _main
+    raise SystemExit(_main())

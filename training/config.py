@@ -12,6 +12,7 @@ the key, what was expected and the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +20,23 @@ from pathlib import Path
 
 class ConfigError(ValueError):
     """A user mistake in a config file or a checkpoint's config."""
+
+
+# Sane upper bounds: far above any model that fits a microcontroller (or the paper's), low
+# enough that a typo (d_model = 100000, kernel_span = 100000000) gets a message instead of an
+# allocation failure. Delays are stored as uint16 on the device (convert.codegen_mgrade).
+MAX_D_MODEL = 4096
+MAX_LAYERS = 64
+MAX_SPAN = 65536
+MAX_TAPS = 1024
+MAX_MLP_RATIO = 16
+MAX_CONV_WEIGHTS = 1 << 25       # d_model * kernel_span: the dense DCLS kernel, per layer
+MAX_THREADS = 1024
+MAX_BATCH = 1 << 20
+MAX_EPOCHS = 1_000_000
+MAX_SEQ_LEN = 100_000            # task.seq_len
+MAX_SEQUENCES = 10_000_000       # task.n_train / n_val / n_test / max_*
+MAX_TASK_VALUES = 1 << 28        # (n_train + n_val + n_test) * seq_len
 
 
 @dataclass
@@ -55,6 +73,18 @@ class ModelConfig:
         _positive("model.n_taps", self.n_taps)
         _positive("model.dilation", self.dilation)
         _positive("model.mlp_ratio", self.mlp_ratio)
+        _at_most("model.d_model", self.d_model, MAX_D_MODEL)
+        _at_most("model.n_layers", self.n_layers, MAX_LAYERS)
+        _at_most("model.kernel_span", self.kernel_span, MAX_SPAN)
+        _at_most("model.n_taps", self.n_taps, MAX_TAPS)
+        _at_most("model.dilation", self.dilation, MAX_SPAN - 1)
+        _at_most("model.mlp_ratio", self.mlp_ratio, MAX_MLP_RATIO)
+        if self.conv == "dilated" and self.span > MAX_SPAN:
+            raise ConfigError(f"model: (n_taps - 1) * dilation + 1 = {self.span} exceeds the "
+                              f"largest span {MAX_SPAN}")
+        if self.use_conv and self.d_model * self.span > MAX_CONV_WEIGHTS:
+            raise ConfigError(f"model: d_model * kernel_span = {self.d_model * self.span} "
+                              f"exceeds {MAX_CONV_WEIGHTS}; use a smaller d_model or span")
         if not (self.use_conv or self.use_rnn):
             raise ConfigError("model: use_conv and use_rnn are both false; a block needs at "
                               "least one temporal mixer")
@@ -69,6 +99,8 @@ class ModelConfig:
             raise ConfigError(f"model.harden_at must be in [0, 1], got {self.harden_at}")
         if self.sigma_end <= 0:
             raise ConfigError("model.sigma_end must be > 0")
+        if self.sigma_start < 0:
+            raise ConfigError(f"model.sigma_start must be >= 0, got {self.sigma_start}")
 
     @property
     def span(self) -> int:
@@ -95,10 +127,23 @@ class TrainConfig:
         _positive("train.epochs", self.epochs)
         _positive("train.batch_size", self.batch_size)
         _positive("train.eval_batch_size", self.eval_batch_size)
+        _at_most("train.epochs", self.epochs, MAX_EPOCHS)
+        _at_most("train.batch_size", self.batch_size, MAX_BATCH)
+        _at_most("train.eval_batch_size", self.eval_batch_size, MAX_BATCH)
         if self.lr <= 0:
             raise ConfigError("train.lr must be > 0")
         if not 0.0 <= self.warmup_frac < 1.0:
             raise ConfigError("train.warmup_frac must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.pos_lr_mult < 0:
+            raise ConfigError(f"train.pos_lr_mult must be >= 0, got {self.pos_lr_mult}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"train.threads must be in 0..{MAX_THREADS} (0 = torch's "
+                              f"default; more than the machine's cores only slows down), got "
+                              f"{self.threads}")
 
 
 @dataclass
@@ -132,6 +177,31 @@ def _positive(key, value):
         raise ConfigError(f"{key} must be > 0, got {value}")
 
 
+def _at_most(key, value, bound):
+    if value > bound:
+        raise ConfigError(f"{key} = {value} is larger than the supported maximum {bound}")
+
+
+def _check_task_sizes(params: dict):
+    """Bounds on the sizes a task generates (task.seq_len, n_train, ...)."""
+    for key, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if key == "seq_len" and value > MAX_SEQ_LEN:
+            raise ConfigError(f"task.seq_len = {value} is larger than the supported maximum "
+                              f"{MAX_SEQ_LEN}")
+        if (key.startswith("n_") or key.startswith("max_")) and value > MAX_SEQUENCES:
+            raise ConfigError(f"task.{key} = {value} is larger than the supported maximum "
+                              f"{MAX_SEQUENCES}")
+    seq_len = params.get("seq_len")
+    if isinstance(seq_len, int) and not isinstance(seq_len, bool):
+        n = sum(v for k, v in params.items() if k in ("n_train", "n_val", "n_test")
+                and isinstance(v, int) and not isinstance(v, bool))
+        if n * seq_len > MAX_TASK_VALUES:
+            raise ConfigError(f"task: (n_train + n_val + n_test) * seq_len = {n * seq_len} "
+                              f"exceeds {MAX_TASK_VALUES}; the data set would not fit in memory")
+
+
 def _type_ok(value, default) -> bool:
     if isinstance(default, bool):
         return isinstance(value, bool)
@@ -156,6 +226,8 @@ def _fill(cls, table: dict, section: str):
         if not _type_ok(value, default):
             raise ConfigError(f"'{section}.{key}' must be {type(default).__name__}, got "
                               f"{type(value).__name__} ({value!r})")
+        if isinstance(default, float) and not math.isfinite(value):
+            raise ConfigError(f"'{section}.{key}' must be a finite number, got {value}")
         values[key] = float(value) if isinstance(default, float) else value
     obj = cls(**values)
     obj.validate()
@@ -188,7 +260,10 @@ def _task_from_table(table: dict) -> TaskConfig:
         if defaults[key] is not None and not _type_ok(value, defaults[key]):
             raise ConfigError(f"'task.{key}' must be {type(defaults[key]).__name__}, got "
                               f"{type(value).__name__} ({value!r})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"'task.{key}' must be a finite number, got {value}")
         params[key] = value
+    _check_task_sizes({**{k: v for k, v in defaults.items() if v is not None}, **params})
     return TaskConfig(name=name, data_dir=table.get("data_dir", ""),
                       seed=table.get("seed", 0), params=params)
 
@@ -212,7 +287,11 @@ def load_config(path) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); give a TOML config") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
     return config_from_dict(raw)

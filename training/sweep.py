@@ -27,12 +27,17 @@ and hardened), parameters, state and memory footprint in bytes at int8 and fp32 
 for learned delays). `--report` (also run at the end) writes DIR/accuracy_vs_memory.png and
 DIR/results.md: the Pareto front per family and, for each baseline's best accuracy, the
 smallest mGRADE that matches it and the memory ratio.
+
+Training children die with the sweep (they get SIGTERM, save a checkpoint and stop when the
+sweep process exits, however it exits), and a run whose folder is locked by a live trainer
+(DIR/runs/NAME/train.lock) is skipped with a message instead of getting a second trainer.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -65,7 +70,7 @@ def expand(sweep: dict) -> list[tuple[str, str, dict]]:
     base_path = Path(sweep["base"])
     if not base_path.is_file():
         raise ConfigError(f"sweep base config not found: {base_path}")
-    base = tomllib.loads(base_path.read_text())
+    base = tomllib.loads(base_path.read_text(encoding="utf-8"))
     grid = sweep.get("grid", {})
     keys = sorted(grid)
     runs, seen = [], set()
@@ -104,10 +109,11 @@ def train_run(name: str, cfg: dict, out: Path, log: bool) -> int:
     cfg_path.write_text(toml_text(cfg))
     cmd = [sys.executable, "-m", "training.train", str(cfg_path), "--out", str(run_dir),
            "--resume"]
+    env = dict(os.environ, MGRADE_PARENT_PID=str(os.getpid()))   # dies with the sweep
     if not log:
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=env)
     with open(run_dir / "train.log", "a") as f:
-        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def measure_run(family: str, name: str, out: Path) -> dict:
@@ -252,16 +258,27 @@ def main(argv=None) -> int:
         p.error("--jobs must be >= 1")
     out = Path(args.out)
     try:
-        sweep = tomllib.loads(Path(args.sweep).read_text())
+        sweep = tomllib.loads(Path(args.sweep).read_text(encoding="utf-8"))
         runs = expand(sweep)
+    except UnicodeDecodeError:
+        print(f"error: {args.sweep} (or its base config) is not a text file (not UTF-8); give "
+              f"a sweep TOML", file=sys.stderr)
+        return 2
     except (OSError, tomllib.TOMLDecodeError, ConfigError, KeyError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     if args.report:
         write_report(out, sweep.get("title", ""))
         return 0
+    from training.runlock import holder
     done = {r["name"] for r in load_results(out)}
     todo = [r for r in runs if r[1] not in done]
+    busy = {name: holder(out / "runs" / name) for _, name, _ in todo}
+    busy = {name: pid for name, pid in busy.items() if pid}
+    for name, pid in busy.items():
+        print(f"{name}: skipped, another trainer (pid {pid}) is writing {out / 'runs' / name}; "
+              f"rerun the sweep when it has finished (or stop it: kill {pid})", file=sys.stderr)
+    todo = [r for r in todo if r[1] not in busy]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to go")
     if args.dry_run:
         for family, name, _ in todo:
@@ -294,8 +311,9 @@ def main(argv=None) -> int:
                   f"{100 * row['hardened_test_acc']:.2f}%, int8 {row['int8_bytes']} B",
                   flush=True)
     write_report(out, sweep.get("title", ""))
+    failed += sorted(busy)
     if failed:
-        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"error: {len(failed)} run(s) failed or skipped: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,16 +1,24 @@
 """Train an mGRADE network.
 
-    python -m training.train CONFIG --out DIR [--resume] [--epochs N]
+    python -m training.train CONFIG --out DIR [--resume [--allow-change KEY]] [--epochs N]
     torchrun --nproc_per_node=2 -m training.train CONFIG --out DIR     # DDP (gloo on CPU)
 
 Writes DIR/checkpoint.pt (weights, config, optimiser, schedule, RNG state, progress),
 DIR/metrics.jsonl (one JSON object per epoch) and DIR/curves.png. Checkpoints are written at
 the end of every epoch, every --ckpt-every seconds and on Ctrl-C/SIGTERM; `--resume` continues
 from the last one and ends with the same weights as an uninterrupted run.
+
+Safety: one trainer per DIR (DIR/train.lock holds its pid; a second one exits 2); a checkpoint
+is written only when every tensor in it is finite, and a step that makes the loss or a weight
+non-finite (or a weight larger than MAX_WEIGHT) stops the run with exit 3, keeping the last
+good checkpoint; `--resume` refuses a config whose task or training settings differ from the
+stored one unless each changed key is named with `--allow-change` (`--epochs N` counts as
+allowing train.epochs); resuming a finished run rewrites metrics.jsonl and curves.png.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -23,15 +31,26 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from training.checkpoint import (FORMAT, CheckpointError, build_model, check_architecture,
-                                 load_raw, save_atomic)
-from training.config import Config, ConfigError, config_from_dict, load_config
+from training.checkpoint import (FORMAT, CheckpointError, NonFiniteError, build_model,
+                                 check_architecture, load_raw, save_atomic)
+from training.config import Config, ConfigError, load_config
 from training.evaluate import evaluate, loss_and_correct
 from training.model import sigma_at
 from training.plots import plot_curves
+from training.runlock import LockedError, RunLock
 from training.tasks import TaskError, load_task
 
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
+MAX_WEIGHT = 1e6            # a parameter beyond this magnitude means the run has diverged
+PARENT_ENV = "MGRADE_PARENT_PID"   # set by the sweep: die (SIGTERM, checkpoint) with it
+
+# --resume: keys that may differ silently (they change neither data nor results), keys that
+# may change when named with --allow-change, and keys that never may (task, architecture)
+HARMLESS_CHANGES = ("task.data_dir", "train.threads", "train.eval_batch_size")
+CHANGEABLE = ("train.epochs", "train.batch_size", "train.lr", "train.weight_decay",
+              "train.warmup_frac", "train.pos_lr_mult", "train.grad_clip", "train.seed",
+              "model.dropout", "model.sigma_start", "model.sigma_end",
+              "model.sigma_anneal_frac", "model.harden_at")
 
 
 class TrainingStopped(Exception):
@@ -79,6 +98,7 @@ class Trainer:
         self.running = {"loss": 0.0, "correct": 0, "count": 0}
         self.history: list[dict] = []
         self.stop_requested = False
+        self.saved_at: tuple[int, int] | None = None   # (epoch, batch) of the last checkpoint
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -92,22 +112,53 @@ class Trainer:
 
     def save(self):
         if self.rank == 0:
-            save_atomic(self.state(), self.out / "checkpoint.pt")
+            try:
+                save_atomic(self.state(), self.out / "checkpoint.pt")
+            except NonFiniteError as e:
+                raise TrainingStopped(self.diverged(str(e)), EXIT_NAN) from None
+        self.saved_at = (self.epoch, self.batch)
         self.last_save = time.monotonic()
 
+    def diverged(self, what: str) -> str:
+        """The message of a run stopped because it diverged."""
+        where = f"at epoch {self.epoch + 1}, step {self.step}"
+        if self.saved_at is None:
+            kept = "no checkpoint was written before it"
+        else:
+            e, b = self.saved_at
+            kept = (f"the last good checkpoint {self.out / 'checkpoint.pt'} (epoch {e}"
+                    + (f", batch {b}" if b else "") + ") is kept")
+        return (f"training diverged {where}: {what}; stopped, {kept}. Try a lower train.lr "
+                f"or a train.grad_clip > 0.")
+
+    def check_weights(self):
+        """Stop when a step left a parameter non-finite or beyond MAX_WEIGHT."""
+        with torch.no_grad():
+            worst = max(float(p.detach().abs().max()) if p.numel() else 0.0
+                        for p in self.net.parameters())
+        if not math.isfinite(worst) or worst > MAX_WEIGHT:
+            raise TrainingStopped(self.diverged(
+                f"a weight became {worst:g}" + (f" (> {MAX_WEIGHT:g})"
+                                                if math.isfinite(worst) else "")), EXIT_NAN)
+
     def restore(self, ckpt: dict):
-        if ckpt["config"]["model"] != self.cfg.to_dict()["model"] or \
-                ckpt["task_info"] != task_info(self.data):
+        if ckpt["task_info"] != task_info(self.data):
             raise CheckpointError("the checkpoint in --out was trained with another model or "
                                   "task config; refusing to resume (use another --out)")
         check_architecture(self.net, ckpt["model"])
-        self.net.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        self.running = dict(ckpt["running"])
-        self.history = list(ckpt["history"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        self.epoch_shuffle_state = ckpt["rng"]["epoch_shuffle"]
+        try:
+            self.net.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+            self.running = dict(ckpt["running"])
+            self.history = list(ckpt["history"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            self.epoch_shuffle_state = ckpt["rng"]["epoch_shuffle"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"the checkpoint in {self.out} is damaged and cannot be "
+                                  f"resumed ({type(e).__name__}: {str(e)[:200]}); use another "
+                                  f"--out") from None
+        self.saved_at = (self.epoch, self.batch)
         if self.net.delay_convs() and self.net.hardened:
             self.harden()                      # hardened before the checkpoint was taken
         if ckpt["epochs"] != self.epochs and self.rank == 0:
@@ -139,10 +190,7 @@ class Trainer:
         self.set_schedules()
         loss, correct, count = loss_and_correct(self.model(x), y)
         if not torch.isfinite(loss):
-            raise TrainingStopped(
-                f"loss became {float(loss)} at epoch {self.epoch + 1}, step {self.step}; "
-                f"stopped. The last good checkpoint is kept in {self.out}. Try a lower "
-                f"train.lr or a train.grad_clip > 0.", EXIT_NAN)
+            raise TrainingStopped(self.diverged(f"loss became {float(loss)}"), EXIT_NAN)
         value = loss.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -150,6 +198,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
         self.optimizer.step()
         self.net.clamp_positions()
+        self.check_weights()                   # before anything can save this step
         self.step += 1
         self.running["loss"] += value * count
         self.running["correct"] += correct
@@ -203,18 +252,94 @@ class Trainer:
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.save()   # checkpoint first: metrics.jsonl is rewritten from its history
         if self.rank == 0:
-            write_metrics(self.out, self.history)
-            plot_curves(self.history, self.out / "curves.png", title=self.cfg.task.name)
+            self.write_outputs()
             print(f"epoch {row['epoch']:3d}/{self.epochs}  loss {row['train_loss']:.4f}  "
                   f"train {100 * row['train_acc']:.2f}%  val {100 * row['val_acc']:.2f}%  "
                   f"test {100 * row['test_acc']:.2f}%  ({row['epoch_s']:.1f} s, "
                   f"{row['seq_per_s']:.0f} seq/s)", flush=True)
+            best = max(r["val_acc"] for r in self.history)
+            chance = self.chance()
+            if row["val_acc"] <= chance and best > 2 * chance:
+                print(f"warning: validation accuracy collapsed from {100 * best:.2f}% to "
+                      f"{100 * row['val_acc']:.2f}% (chance level); the run has probably "
+                      f"diverged: try a lower train.lr", file=sys.stderr, flush=True)
+
+    def chance(self) -> float:
+        """Accuracy at chance level, with a margin: 1.2 / n_classes."""
+        return 1.2 / max(1, self.data.n_classes)
+
+    def write_outputs(self):
+        """metrics.jsonl and curves.png from the history (idempotent; each file atomic)."""
+        if not self.history:
+            return
+        write_metrics(self.out, self.history)
+        tmp = self.out / "curves.tmp.png"
+        plot_curves(self.history, tmp, title=self.cfg.task.name)
+        os.replace(tmp, self.out / "curves.png")
+
+    def finish(self):
+        """Everything a finished run holds besides its checkpoint, written again (a kill
+        after the last checkpoint may have left it missing or stale)."""
+        if self.rank != 0 or not self.history:
+            return
+        self.write_outputs()
+        last = self.history[-1]
+        if last["val_acc"] <= self.chance():
+            print(f"warning: final validation accuracy {100 * last['val_acc']:.2f}% is at "
+                  f"chance level ({100 / max(1, self.data.n_classes):.1f}%): the run did not "
+                  f"learn (diverged?); try a lower train.lr", file=sys.stderr, flush=True)
 
 
 def write_metrics(out: Path, history: list[dict]):
     tmp = out / "metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
     os.replace(tmp, out / "metrics.jsonl")
+
+
+def flat(cfg: dict) -> dict:
+    """{"table.key": value} of a config dict."""
+    return {f"{table}.{k}": v for table, items in cfg.items() for k, v in items.items()}
+
+
+def check_resume_config(stored: dict, given: dict, allowed: set[str], mid_epoch: bool,
+                        out: Path) -> list[str]:
+    """Compare a checkpoint's config with the one given to --resume. Returns the notes for
+    the allowed changes; raises CheckpointError listing every other difference."""
+    old, new = flat(stored), flat(given)
+    diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and k not in HARMLESS_CHANGES}
+    arch = [k for k in diff if k.startswith("model.") and k not in CHANGEABLE]
+    if arch:
+        raise CheckpointError(f"the checkpoint in {out} was trained with another model "
+                              f"config ({', '.join(f'{k} {diff[k][0]} -> {diff[k][1]}' for k in arch)}); "
+                              f"refusing to resume (use another --out)")
+    task = [k for k in diff if k.startswith("task.")]
+    if task:
+        raise CheckpointError(f"the checkpoint in {out} was trained on another task config "
+                              f"({', '.join(f'{k} {diff[k][0]!r} -> {diff[k][1]!r}' for k in task)});"
+                              f" a resumed run must see the same data: use another --out")
+    refused = [k for k in diff if k not in allowed]
+    if refused:
+        raise CheckpointError(
+            f"--resume with a changed config: {', '.join(f'{k} {diff[k][0]} -> {diff[k][1]}' for k in refused)}"
+            f"; use the config stored in {out} or accept the change with "
+            + " ".join(f"--allow-change {k}" for k in refused)
+            + ("" if all(k in CHANGEABLE for k in refused) else " (where allowed)"))
+    if mid_epoch and "train.batch_size" in diff:
+        raise CheckpointError(f"train.batch_size can change only at an epoch boundary; the "
+                              f"checkpoint in {out} is in the middle of an epoch")
+    return [f"{k} changed from {a} to {b}" for k, (a, b) in diff.items()]
+
+
+def die_with_parent():
+    """Under the sweep: get SIGTERM (checkpoint, exit) when the sweep process dies."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)        # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):                    # it died before prctl
+        raise TrainingStopped("the sweep that started this run has exited", EXIT_INTERRUPTED)
 
 
 def init_distributed():
@@ -228,33 +353,82 @@ def parse_args(argv):
     p.add_argument("config", help="TOML config file")
     p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept that KEY (e.g. train.lr) differs from the "
+                        "stored config; repeatable. Allowed: " + ", ".join(CHANGEABLE))
     p.add_argument("--epochs", type=int, help="total epochs (overrides train.epochs)")
     p.add_argument("--ckpt-every", type=float, default=120.0,
                    help="also checkpoint within an epoch every this many seconds (default 120)")
     return p.parse_args(argv)
 
 
+def set_threads(wanted: int, rank: int):
+    """torch threads: train.threads, at most the machine's cores (0 = torch's default)."""
+    if wanted <= 0:
+        return
+    cores = os.cpu_count() or 1
+    if wanted > cores and rank == 0:
+        print(f"note: train.threads = {wanted} but this machine has {cores} cores; using "
+              f"{cores}", file=sys.stderr)
+    torch.set_num_threads(min(wanted, cores))
+
+
+def prepare_out(out: Path, rank: int) -> RunLock | None:
+    """Create --out and lock it for this process (rank 0); checks it is writable now, not at
+    the first save."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if rank != 0:
+            return None
+        lock = RunLock(out).acquire()
+        probe = out / ".write-test.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return lock
+    except LockedError as e:
+        raise CheckpointError(str(e)) from None
+    except OSError as e:
+        raise CheckpointError(f"cannot write to --out {out} ({e.strerror or e}); choose a "
+                              f"writable folder") from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
-    trainer = None
+    trainer, lock = None, None
     try:
+        die_with_parent()
         init_distributed()
+        rank = dist.get_rank() if dist.is_initialized() else 0
         cfg = load_config(args.config)
         if args.epochs is not None:
             if args.epochs <= 0:
                 raise ConfigError("--epochs must be > 0")
             cfg.train.epochs = args.epochs
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        bad = [k for k in args.allow_change if k not in CHANGEABLE]
+        if bad:
+            raise ConfigError(f"--allow-change {bad[0]}: not a key that may change on resume; "
+                              f"allowed: {', '.join(CHANGEABLE)}")
+        if args.allow_change and not args.resume:
+            raise ConfigError("--allow-change only applies with --resume")
+        set_threads(cfg.train.threads, rank)
         ckpt_path = out / "checkpoint.pt"
         if ckpt_path.exists() and not args.resume:
             raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to "
                                   f"continue it, or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(cfg, out, cfg.train.epochs, args.ckpt_every)
+        lock = prepare_out(out, rank)
+        ckpt = None
         if args.resume and ckpt_path.exists():
-            trainer.restore(load_raw(ckpt_path))
+            ckpt = load_raw(ckpt_path, resume=True)
+            allowed = set(args.allow_change) | ({"train.epochs"} if args.epochs else set())
+            notes = check_resume_config(ckpt["config"], cfg.to_dict(), allowed,
+                                        bool(ckpt["batch"]), out)
+            if rank == 0:
+                for note in notes:
+                    print(f"note: {note} (allowed)")
+        trainer = Trainer(cfg, out, cfg.train.epochs, args.ckpt_every)
+        if ckpt is not None:
+            trainer.restore(ckpt)
             if trainer.rank == 0:
                 print(f"resuming {out} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
         if trainer.rank == 0:
@@ -264,13 +438,20 @@ def main(argv=None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: setattr(trainer, "stop_requested", True))
         trainer.run()
+        trainer.finish()
     except (ConfigError, TaskError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except TrainingStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         return e.code
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        print(f"error: out of memory ({str(e).splitlines()[0][:160] if str(e) else 'MemoryError'});"
+              f" use a smaller model, batch_size or data set", file=sys.stderr)
+        return EXIT_USER_ERROR
     finally:
+        if lock is not None:
+            lock.release()
         if dist.is_initialized():
             dist.destroy_process_group()
     if trainer.rank == 0 and trainer.history:

@@ -13,6 +13,7 @@ numpy arrays only, so a tampered file is refused rather than executed.
 from __future__ import annotations
 
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,9 @@ def read_batch(path: Path):
     """(gray float32 [N, 1024] on the 0..255 scale, labels int64 [N]) of one python batch."""
     try:
         d = load_data_pickle(path, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
-        raise TaskError(f"{path}: not a readable CIFAR-10 python batch ({e})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError, zlib.error) as e:
+        raise TaskError(f"{path}: not a readable CIFAR-10 python batch "
+                        f"({e or type(e).__name__})") from None
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
         raise TaskError(f"{path}: not a CIFAR-10 python batch (needs keys b'data', b'labels')")
     data = np.asarray(d[b"data"])

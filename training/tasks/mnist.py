@@ -13,6 +13,7 @@ t10k-labels-idx1-ubyte (each also accepted with a .gz suffix). Without network a
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,17 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dty
 def read_idx(path) -> np.ndarray:
     """An IDX file (plain or gzip) as a numpy array (a view on the file's bytes, no copy)."""
     path = Path(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TaskError(f"{path}: cannot read ({e.strerror or e})") from None
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise TaskError(f"{path}: corrupt gzip file ({e or type(e).__name__}); download it "
+                            f"again or write it with `python -m training.tasks.mnist_to_idx`") \
+                from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise TaskError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]

@@ -25,6 +25,7 @@ import gzip
 import os
 import pickle
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,9 @@ def read_pickle(path) -> tuple:
         raise TaskError(f"pickle not found: {path}")
     try:
         data = load_data_pickle(path, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
-        raise TaskError(f"{path}: not a readable MNIST pickle ({e})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError, zlib.error) as e:
+        raise TaskError(f"{path}: not a readable MNIST pickle ({e or type(e).__name__})") \
+            from None
     try:
         (trx, try_), (vax, vay), (tex, tey) = data
     except (TypeError, ValueError):
@@ -123,6 +125,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         paths = convert(args.out_dir, args.pickle, args.gzip)
+    except OSError as e:
+        print(f"error: cannot write to {args.out_dir} ({e.strerror or e}); choose a writable "
+              f"folder", file=sys.stderr)
+        return 2
     except TaskError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
