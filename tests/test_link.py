@@ -335,7 +335,7 @@ def test_exact_retries_answered_from_the_cache(exe, ptype, retries):
     k = 1 if ptype == P.STEP else (P.MAX_BODY - 4) // N_IN       # steps per request
     t_lost = 1 if ptype == P.STEP else k                        # the request whose replies drop
     with LinkProxy(exe, to_host=_drop_replies(ptype, steps=t_lost + k, times=retries)) as px:
-        dev = P.Device.open(px.url, timeout=0.5, retries=retries)
+        dev = P.Device.open(px.url, timeout=0.8, retries=retries)
         dev.hello()                   # (absorbs the BOOT the device sent when it started)
         base = dev.stats["retransmits"]
         if ptype == P.STEP:
