@@ -193,7 +193,7 @@ def test_malformed_frames_then_valid_hello(emu, dev):
     np.testing.assert_array_equal(dev.run(x, step_logits=True).step_logits, ToyModel.run(x))
 
 
-def _ask_raw(port, wire, seq, timeout=3.0):
+def _ask_raw(port, wire, seq, timeout=10.0):
     """Send hand-built wire bytes; return the device's answer with that seq."""
     port.write(b"\x00" + wire)
     d, end = P.Deframer(), time.monotonic() + timeout
@@ -215,6 +215,7 @@ def test_firmware_link_rules(dev):
     without stepping (same reply, same step count and instruction ticks), another request at
     the same t gets BAD_OFFSET, bodies of 241..248 bytes get OVERSIZE, and a request that
     lost a byte gets a COBS error naming its seq."""
+    assert dev.hello().model_id == MODEL_ID               # in sync (stale frames skipped)
     port, x = dev.port, _seq(12, 21)
     ask = lambda t, s, b: _ask_raw(port, _raw_wire(t, s, b), s)   # noqa: E731
     err = lambda p: struct.unpack_from("<BBI", p.body) if p.type == P.ERROR else p.type  # noqa: E731

@@ -101,6 +101,58 @@ def test_cache_answers_only_a_true_retransmission_of_step(exe):
         end = link.ask(P.RUN_END, 14)
         assert struct.unpack_from("<I", end.body)[0] == 1
         np.testing.assert_array_equal(np.frombuffer(end.body, "<i4", N_OUT, 18), ref[0])
+        # t is part of the request: the same frame under the same seq at t = 1 is new, and runs
+        ans = link.ask(P.STEP, 11, _u32(1) + x[0].tobytes())
+        assert ans.type == P.STEP | P.REPLY and struct.unpack_from("<I", ans.body)[0] == 2
+        np.testing.assert_array_equal(np.frombuffer(ans.body, np.int8, N_OUT, 4),
+                                      ToyModel.run(x[[0, 0]])[1])
+        link.close()
+
+
+def _collide(ptype, seq, body, target_crc, fix_at):
+    """body with bytes fix_at, fix_at + 1 XORed so that the packet's CRC is target_crc."""
+    head = struct.pack("<BBBH", P.PROTO_VERSION, ptype, seq, len(body))
+    need = P.crc16_ccitt(head + bytes(body)) ^ target_crc
+    n = len(head) + len(body)
+    cols = []
+    for bit in range(16):
+        d = bytearray(n)
+        d[len(head) + fix_at + bit // 8] = 1 << (bit % 8)
+        cols.append(P.crc16_ccitt(bytes(d), 0))
+    m = np.arange(1 << 16)
+    v = np.bitwise_xor.reduce(((m[:, None] >> np.arange(16)) & 1) * np.array(cols), axis=1)
+    (sol,) = np.nonzero(v == need)[0]
+    out = bytearray(body)
+    out[fix_at] ^= sol & 0xFF
+    out[fix_at + 1] ^= sol >> 8
+    assert P.crc16_ccitt(head + bytes(out)) == target_crc
+    return bytes(out)
+
+
+def test_cache_is_not_fooled_by_a_crc_collision(exe):
+    """Requests crafted to have the very packet CRC of the executed STEP: another frame under
+    the same seq, another seq, and another t. Only byte-identical requests hit the cache."""
+    x = _seq(3, 12)
+    with LinkProxy(exe) as px:
+        link = RawLink(px.url)
+        link.ask(P.RESET, 39)
+        body0 = _u32(0) + x[0].tobytes()
+        done = link.ask(P.STEP, 40, body0)
+        assert struct.unpack_from("<I", done.body)[0] == 1
+        crc0 = P.crc16_ccitt(struct.pack("<BBBH", 1, P.STEP, 40, len(body0)) + body0)
+        other = bytearray(body0)
+        other[4] ^= 0x01                                       # another frame at t = 0
+        for seq in (40, 41):
+            twin = _collide(P.STEP, seq, other, crc0, fix_at=6)
+            assert twin != body0
+            assert _error(link.ask(P.STEP, seq, twin)) == ("BAD_OFFSET", P.STEP, 1), seq
+        # t = 1 with the same seq and CRC is a new request at the right t: it runs
+        later = _collide(P.STEP, 40, _u32(1) + x[1].tobytes(), crc0, fix_at=6)
+        ans = link.ask(P.STEP, 40, later)
+        assert ans.type == P.STEP | P.REPLY and struct.unpack_from("<I", ans.body)[0] == 2
+        frames = np.stack([x[0], np.frombuffer(later, np.int8, N_IN, 4)])
+        np.testing.assert_array_equal(np.frombuffer(ans.body, np.int8, N_OUT, 4),
+                                      ToyModel.run(frames)[1])
         link.close()
 
 
@@ -136,6 +188,9 @@ def test_bodies_over_240_bytes_are_refused(exe):
             ans = link.ask(P.RUN_CHUNK, 31 + n - 241, body)
             assert _error(ans) == ("OVERSIZE", P.RUN_CHUNK, P.MAX_BODY), n
             assert struct.unpack_from("<I", link.ask(P.RUN_END, 60).body)[0] == 0, n
+        # 240 bytes are within the limit (a RUN_CHUNK of 29.5 frames: only the length is wrong)
+        ans = link.ask(P.RUN_CHUNK, 59, bytes(P.MAX_BODY))
+        assert _error(ans) == ("BAD_LENGTH", P.RUN_CHUNK, N_IN)
         # the largest legal chunk still runs
         link.ask(P.RUN_BEGIN, 61, b"\x00")
         k = (P.MAX_BODY - 4) // N_IN
@@ -250,6 +305,24 @@ def test_lost_chunk_replies_resync_the_run(exe, step_logits):
         dev.close()
 
 
+def test_hello_max_body_over_240_is_not_trusted(exe):
+    """A device claiming max_body 1000 (before: ValueError on encoding the first chunk)."""
+    def big(px, pkt, raw):
+        if pkt is not None and pkt.type == P.HELLO | P.REPLY:
+            body = pkt.body[:2] + struct.pack("<H", 1000) + pkt.body[4:]
+            return b"\x00" + P.encode_packet(pkt.type, pkt.seq, body)
+        return raw + b"\x00"
+
+    x = _seq(100, 13)
+    with LinkProxy(exe, to_host=big) as px:
+        dev = P.Device.open(px.url, timeout=1.0)
+        assert dev.hello().max_body == P.MAX_BODY
+        res = dev.run(x, restarts=0)
+        np.testing.assert_array_equal(res.sums, ToyModel.run(x).astype(np.int64).sum(0))
+        assert max(len(h.pkt.body) for h in px.frames("req", P.RUN_CHUNK)) <= P.MAX_BODY
+        dev.close()
+
+
 # ----------------------------------------------------------------------------- retries pinned
 @pytest.mark.parametrize("ptype", [P.STEP, P.RUN_CHUNK])
 @pytest.mark.parametrize("retries", [0, 2])
@@ -262,7 +335,7 @@ def test_exact_retries_answered_from_the_cache(exe, ptype, retries):
     k = 1 if ptype == P.STEP else (P.MAX_BODY - 4) // N_IN       # steps per request
     t_lost = 1 if ptype == P.STEP else k                        # the request whose replies drop
     with LinkProxy(exe, to_host=_drop_replies(ptype, steps=t_lost + k, times=retries)) as px:
-        dev = P.Device.open(px.url, timeout=0.5, retries=retries)
+        dev = P.Device.open(px.url, timeout=0.8, retries=retries)
         dev.hello()                   # (absorbs the BOOT the device sent when it started)
         base = dev.stats["retransmits"]
         if ptype == P.STEP:

@@ -5,12 +5,13 @@
  * logits and the board ticks spent inside the model steps. Stepping requests carry the
  * step index they expect, which makes every request idempotent: a retransmitted STEP or
  * RUN_CHUNK that was already executed is answered from a one-entry reply cache. Only a true
- * retransmission hits the cache (same type, seq, length and packet CRC as the request just
+ * retransmission hits the cache (the same type, seq and body bytes as the request just
  * executed); any other request at that step index gets BAD_OFFSET, never another's reply.
  */
 #include "mg_app.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "mg_board.h"
 #include "mg_model.h"
@@ -30,10 +31,9 @@ static uint8_t run_flags;
 
 /* one-entry cache of the last stepping reply (STEP or RUN_CHUNK) and of its request's identity */
 static uint8_t cache_type;              /* 0: empty */
-static uint8_t cache_seq;               /* the request's seq ... */
-static uint16_t cache_req_len;          /* ... body length ... */
-static uint16_t cache_req_crc;          /* ... and packet CRC (covers version..body) */
-static uint32_t cache_offset;           /* step index the cached request started at */
+static uint8_t cache_seq;               /* the request's seq and body (t and frames) */
+static uint16_t cache_req_len;
+static uint8_t cache_req[MG_PROTO_MAX_BODY];
 static uint32_t cache_end;              /* device step count after that request */
 static uint16_t cache_len;
 static uint8_t cache_body[MG_PROTO_MAX_BODY];
@@ -149,7 +149,7 @@ static void handle_steps(const mg_packet_t *p, uint8_t with_logits)
     }
     offset = mg_get_u32(p->body);
     if (cache_type == p->type && p->seq == cache_seq && p->len == cache_req_len &&
-        p->crc == cache_req_crc && offset == cache_offset && steps == cache_end) {
+        steps == cache_end && memcmp(p->body, cache_req, p->len) == 0) {
         /* a retransmission of the request just executed (same bytes): answer it again */
         send_packet((uint8_t)(p->type | MG_T_REPLY), p->seq, cache_body, cache_len);
         return;
@@ -178,8 +178,7 @@ static void handle_steps(const mg_packet_t *p, uint8_t with_logits)
     cache_type = p->type;
     cache_seq = p->seq;
     cache_req_len = p->len;
-    cache_req_crc = p->crc;
-    cache_offset = offset;
+    memcpy(cache_req, p->body, p->len);
     cache_end = steps;
     cache_len = n;
     send_packet((uint8_t)(p->type | MG_T_REPLY), p->seq, out, n);

@@ -76,7 +76,6 @@ mg_rx_status_t mg_proto_parse(uint8_t *frame, size_t n, mg_packet_t *pkt, mg_pro
     pkt->type = frame[1];
     pkt->seq = frame[2];
     pkt->len = body_len;
-    pkt->crc = crc;
     pkt->body = frame + MG_PROTO_HEADER;
     return MG_RX_PACKET;
 }

@@ -54,8 +54,6 @@ typedef struct {
     uint8_t type;
     uint8_t seq;
     uint16_t len;            /* <= MG_PROTO_MAX_BODY */
-    uint16_t crc;            /* the packet's CRC-16 (covers version..body): with seq, it tells a
-                              * retransmission (same bytes) from a new request */
     const uint8_t *body;     /* points into the receiver's buffer; valid until the next feed */
 } mg_packet_t;
 

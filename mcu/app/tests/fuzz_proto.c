@@ -10,7 +10,8 @@
  *   - everything the device sends is a well-formed frame (<= MG_PROTO_MAX_WIRE, CRC ok);
  *   - probes mixed into the stream: the reply cache answers a retransmission (same bytes) with
  *     the same reply and no step, and any other request at that step index (one body byte,
- *     the seq or the length changed) with BAD_OFFSET; a body of 241..248 bytes gets
+ *     the seq or the length changed; at the end also one crafted to have the same CRC) with
+ *     BAD_OFFSET; a body of 241..248 bytes gets
  *     OVERSIZE; a request that lost one byte after its header gets one frame-level ERROR
  *     naming its seq and type;
  *   - after the run, HELLO / RESET / STEP / RUN_* still answer correctly.
@@ -362,11 +363,12 @@ static void cache_probe(void)
           mg_get_u32(p.body) == k + 1u, "probe RUN_END: nothing stepped twice");
 }
 
-/* An intact packet whose body is 241..248 bytes (it still fits the RX buffer): OVERSIZE. */
+/* An intact packet whose body is 241..248 bytes (it still fits the RX buffer): OVERSIZE;
+ * one of exactly 240 bytes is within the limit (its type decides the answer). */
 static void oversize_probe(void)
 {
     static uint8_t pkt[MG_PROTO_MAX_PACKET + 8u], wire[MG_PROTO_RX_BUF + 8u], rb[MG_PROTO_MAX_BODY];
-    uint16_t len = (uint16_t)(MG_PROTO_MAX_BODY + 1u + rnd_below(8u)), i, crc;
+    uint16_t len = (uint16_t)(MG_PROTO_MAX_BODY + rnd_below(9u)), i, crc;
     uint8_t type = (uint8_t)(1u + rnd_below(0x7Fu)), seq = (uint8_t)rnd();
     size_t n;
     mg_packet_t p;
@@ -383,8 +385,13 @@ static void oversize_probe(void)
     n = mg_cobs_encode(pkt, (size_t)MG_PROTO_HEADER + len + MG_PROTO_CRC_BYTES, wire, sizeof wire - 1u);
     CHECK(n > 0u && n <= MG_PROTO_RX_BUF, "oversize probe frame of %zu bytes", n);
     wire[n++] = 0u;
-    CHECK(ask(wire, n, &p, rb) && p.seq == seq && is_error(&p, MG_E_OVERSIZE, type, MG_PROTO_MAX_BODY),
-          "a %u-byte body must get OVERSIZE", (unsigned)len);
+    if (len > MG_PROTO_MAX_BODY) {
+        CHECK(ask(wire, n, &p, rb) && p.seq == seq && is_error(&p, MG_E_OVERSIZE, type, MG_PROTO_MAX_BODY),
+              "a %u-byte body must get OVERSIZE", (unsigned)len);
+    } else {
+        CHECK(ask(wire, n, &p, rb) && p.seq == seq && !(p.type == MG_T_ERROR && p.body[0] == MG_E_OVERSIZE),
+              "a 240-byte body is within the limit");
+    }
 }
 
 /* A valid request that loses one byte after its first 4 (code, version, type, seq): the
@@ -442,6 +449,30 @@ static void final_checks(void)
     /* the same STEP again is a retransmission: same reply, no second step */
     CHECK(expect_reply(wire, n, MG_T_STEP | MG_T_REPLY, 0x44u, &p, rbody) &&
           mg_get_u32(p.body) == 1u, "duplicate STEP answered from the cache");
+    /* another frame crafted to have the very packet CRC of that STEP, same seq: not cached */
+    if (info->n_in >= 4u) {
+        static uint8_t twin[MG_PROTO_MAX_BODY];
+        uint8_t hdr[MG_PROTO_HEADER] = {(uint8_t)MG_PROTO_VERSION, MG_T_STEP, 0x44u, 0u, 0u};
+        uint16_t len = (uint16_t)(4u + info->n_in), target, pre, v;
+        int found = 0;
+        uint32_t m;
+        mg_put_u16(hdr + 3, len);
+        target = mg_crc16_update(mg_crc16_update(MG_CRC16_INIT, hdr, sizeof hdr), body, len);
+        memcpy(twin, body, len);
+        twin[4] ^= 0x01u;
+        pre = mg_crc16_update(mg_crc16_update(MG_CRC16_INIT, hdr, sizeof hdr), twin, 6u);
+        for (m = 0; m < 0x10000u && !found; ++m) {
+            twin[6] = (uint8_t)m;
+            twin[7] = (uint8_t)(m >> 8);
+            v = mg_crc16_update(pre, twin + 6, (size_t)len - 6u);
+            found = v == target;
+        }
+        CHECK(found && memcmp(twin, body, len) != 0, "no CRC twin found");
+        n = mg_proto_encode(MG_T_STEP, 0x44u, twin, len, wire, sizeof wire);
+        CHECK(expect_reply(wire, n, MG_T_ERROR, 0x44u, &p, rbody) && p.body[0] == MG_E_BAD_OFFSET &&
+              mg_get_u32(p.body + 2) == 1u, "a request with the same seq and CRC but another frame "
+              "must not be answered from the cache");
+    }
     n = mg_proto_encode(MG_T_RUN_END, 0x45u, NULL, 0u, wire, sizeof wire);
     CHECK(expect_reply(wire, n, MG_T_RUN_END | MG_T_REPLY, 0x45u, &p, rbody) &&
           mg_get_u32(p.body) == 1u, "RUN_END after fuzz");
