@@ -44,7 +44,7 @@ from convert.tflite_reader import Model, read_tflite
 ROOT = Path(__file__).resolve().parents[1]
 SRC_DIR = ROOT / "mcu" / "micropython"
 RUNTIME_FILES = ("mg_quant.py", "mg_kernels.py")
-APP_FILES = ("mg_proto.py", "mg_app.py")
+APP_FILES = ("mg_proto.py", "mg_app.py", "mg_check.py")
 MPY_ARCHS = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
              "xtensa", "xtensawin", "rv32imc", "rv64imc")
 _VIPER_CONSUMERS = ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "GATHER", "LOGISTIC", "RELU",
