@@ -186,6 +186,14 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
     for op, p in zip(model.operators, params):
         n, o = op.index, op.outputs[0]
         macs += _macs(op, p)
+        # the kernels inline SRDHM without its saturation case (a == b == INT32_MIN), which
+        # needs a negative multiplier; ADD/SUB rescale with right shifts only
+        mults = list(p.get("multiplier", [])) + [p[k] for k in ("input1_multiplier",
+                                                                "input2_multiplier",
+                                                                "output_multiplier") if k in p]
+        if any(m < 0 for m in mults) or (op.op in ("ADD", "SUB") and any(
+                p[k] > 0 for k in ("input1_shift", "input2_shift", "output_shift"))):
+            raise CodegenError(f"op {n} ({op.op}): unexpected multiplier/shift {mults}")
         for k, i in enumerate(op.inputs):
             if i < 0 or not T[i].is_const or (op.op in ALIAS_OPS and k > 0):
                 continue

@@ -2,8 +2,9 @@
 
 Counterpart of mcu/runtime/mg_kernels.c: the same operations in the same order. The loops
 whose values stay within 32 bits (dot products, gathers, copies, table look-ups) are
-`@micropython.viper`; every requantization (a 32 x 32 -> 64-bit product) runs on plain Python
-ints through mg_quant, which is exact on every port whatever its word size.
+`@micropython.viper`; every requantization (a 32 x 32 -> 64-bit product) runs on Python ints
+(`@micropython.native` loops with mg_quant's arithmetic inlined), which are exact on every
+port whatever its word size (they grow into long ints where a machine word would overflow).
 
 Buffers: int8 tensors are array('b') objects or memoryviews of them (viper reads their raw
 bytes; Python code reads signed values), weights are bytes, int32 data are array('i') or
@@ -12,7 +13,7 @@ come in a small array('h') `p` (values -32768..32767, read back sign-extended).
 """
 import micropython
 
-from mg_quant import clamp, mbqm, mbqm_small
+from mg_quant import mbqm
 
 
 @micropython.viper
@@ -97,20 +98,39 @@ def dw_acc(acc: ptr32, x: ptr8, w: ptr8, p: ptr16):
         b += 1
 
 
+@micropython.native
 def requant_acc(out, acc, n, nch, bias, mult, shift, q):
     """out[i] = clamp(mbqm(acc[i] + bias[c], mult[c], shift[c]) + out_off), c = i % nch
-    (mult/shift of length 1: per-tensor). q = (out_off, act_min, act_max)."""
+    (mult/shift of length 1: per-tensor). q = (out_off, act_min, act_max). mbqm is inlined
+    (mg_quant.mbqm; multipliers are >= 0, so SRDHM never saturates)."""
     ooff, lo, hi = q
     per = len(mult) > 1
+    m = mult[0]
+    s = shift[0]
     for i in range(n):
         c = i % nch
         v = acc[i]
         if bias is not None:
             v += bias[c]
         if per:
-            v = mbqm(v, mult[c], shift[c]) + ooff
+            m = mult[c]
+            s = shift[c]
+        if s > 0:
+            v = (v << s) & 0xFFFFFFFF
+            if v & 0x80000000:
+                v -= 0x100000000
+            r = 0
         else:
-            v = mbqm(v, mult[0], shift[0]) + ooff
+            r = -s
+        v *= m
+        v = (v + 0x40000000) >> 31 if v >= 0 else -((0x3FFFFFFF - v) >> 31)
+        if r:
+            mask = (1 << r) - 1
+            rem = v & mask
+            v >>= r
+            if rem > (mask >> 1) + (1 if v < 0 else 0):
+                v += 1
+        v += ooff
         out[i] = lo if v < lo else (hi if v > hi else v)
 
 
@@ -123,23 +143,44 @@ def lut8(out: ptr8, x: ptr8, table: ptr8, n: int):
         i += 1
 
 
+@micropython.native
 def add_sub(out, a, b, n, maps, p, subtract):
     """ADD / SUB with TFLM's left-shifted common scale. p = (left_shift, off1, mult1, shift1,
     off2, mult2, shift2, out_off, out_mult, out_shift, act_min, act_max); maps = None or
-    (index map of a, index map of b) for broadcasting."""
+    (index map of a, index map of b) for broadcasting. Each rescale is
+    mg_quant.mbqm_small, inlined (shifts <= 0, multipliers >= 0)."""
     ls, o1, m1, s1, o2, m2, s2, oo, mo, so, lo, hi = p
-    scale = 1 << ls
+    r1, r2, ro = -s1, -s2, -so
+    k1, k2, ko = (1 << r1) - 1, (1 << r2) - 1, (1 << ro) - 1
+    h1, h2, ho = k1 >> 1, k2 >> 1, ko >> 1
     for i in range(n):
         if maps is None:
             x1, x2 = a[i], b[i]
         else:
             x1, x2 = a[maps[0][i]], b[maps[1][i]]
-        r1 = mbqm_small((o1 + x1) * scale, m1, s1)
-        r2 = mbqm_small((o2 + x2) * scale, m2, s2)
-        v = mbqm_small(r1 - r2 if subtract else r1 + r2, mo, so) + oo
+        v = ((o1 + x1) << ls) * m1
+        v = (v + 0x40000000) >> 31 if v >= 0 else -((0x3FFFFFFF - v) >> 31)
+        t = v & k1
+        v >>= r1
+        if t > h1 + (1 if v < 0 else 0):
+            v += 1
+        w = ((o2 + x2) << ls) * m2
+        w = (w + 0x40000000) >> 31 if w >= 0 else -((0x3FFFFFFF - w) >> 31)
+        t = w & k2
+        w >>= r2
+        if t > h2 + (1 if w < 0 else 0):
+            w += 1
+        v = (v - w if subtract else v + w) * mo
+        v = (v + 0x40000000) >> 31 if v >= 0 else -((0x3FFFFFFF - v) >> 31)
+        t = v & ko
+        v >>= ro
+        if t > ho + (1 if v < 0 else 0):
+            v += 1
+        v += oo
         out[i] = lo if v < lo else (hi if v > hi else v)
 
 
+@micropython.native
 def mul(out, a, b, n, maps, p):
     """MUL. p = (off1, off2, out_off, out_mult, out_shift, act_min, act_max)."""
     o1, o2, oo, mo, so, lo, hi = p
@@ -152,6 +193,7 @@ def mul(out, a, b, n, maps, p):
         out[i] = lo if v < lo else (hi if v > hi else v)
 
 
+@micropython.native
 def min_max(out, a, b, n, maps, is_max):
     """MINIMUM / MAXIMUM (no requantization: TFLM requires equal quantization)."""
     for i in range(n):
