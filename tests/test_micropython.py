@@ -33,7 +33,7 @@ from host_tools.micropython_unix import MicroPythonUnix, board_mpy_arch, find_mi
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "mcu" / "runtime"
-N_SEQ = 8
+N_SEQ = 50          # the first 50 test sequences, as tests/test_mcu_model.py
 
 pytestmark = [
     pytest.mark.skipif(find_micropython() is None,
@@ -292,6 +292,32 @@ def test_malformed_frames_then_valid(upy_app, dev, ref):
 
 
 # ---- make targets and user mistakes ---------------------------------------------------------
+
+def test_launcher_cli_prints_url_and_stops_on_ctrl_c(pkg):
+    """`make flash BOARD=micropython` without PORT: the URL on stdout, a working device behind
+    it, and SIGINT stops the launcher and the micropython process."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "host_tools/micropython_unix.py", str(pkg)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", url), url
+        with P.Device.open(url, timeout=5.0) as d:
+            assert d.hello().board.startswith("micropython")
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        time.sleep(0.2)
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(children[0]), 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
 
 def test_make_compare(model_dir, tmp_path):
     r = subprocess.run(["make", "-s", "-o", ".venv/.installed", "compare", "BOARD=micropython",
