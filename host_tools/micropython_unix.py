@@ -256,7 +256,7 @@ def flash(pkg_dir, port: str) -> dict:
     pkg = Path(pkg_dir)
     if not (pkg / "mg_model.py").is_file():
         raise MicroPythonError(f"{pkg / 'mg_model.py'} not found (make codegen BOARD=micropython)")
-    out = _mpremote(port, "exec", "import sys; print(sys.implementation._mpy)")
+    out = _mpremote(port, "exec", "import sys; print(getattr(sys.implementation, '_mpy', 0))")
     try:
         arch = board_mpy_arch(int(out.strip().splitlines()[-1]))
     except (ValueError, IndexError):

@@ -249,12 +249,15 @@ def copy8(dst: ptr8, src: ptr8, n: int):
 
 
 def concat(out, inputs, outer, sizes):
-    """CONCATENATION: `outer` rounds of copying sizes[k] bytes from each input in turn."""
+    """CONCATENATION: `outer` rounds of copying sizes[k] bytes from each input in turn
+    (byte copies through memoryviews: no temporary copies of the inputs)."""
+    dst = memoryview(out)
     pos = 0
     for r in range(outer):
         for k in range(len(inputs)):
             n = sizes[k]
-            out[pos:pos + n] = inputs[k][r * n:r * n + n]
+            src = inputs[k] if r == 0 else memoryview(inputs[k])[r * n:]
+            copy8(dst[pos:] if pos else dst, src, n)
             pos += n
 
 
