@@ -40,8 +40,8 @@ class StdioLink:
 
     def __init__(self):
         import select
-        self.inp = sys.stdin.buffer
-        self.out = sys.stdout.buffer
+        self.inp = getattr(sys.stdin, "buffer", sys.stdin)      # older ports: no .buffer
+        self.out = getattr(sys.stdout, "buffer", sys.stdout)
         self.poller = select.poll()
         self.poller.register(sys.stdin, select.POLLIN)
 
