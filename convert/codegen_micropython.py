@@ -69,11 +69,18 @@ def _tuple(values) -> str:
 
 
 def _h(values, where: str) -> str:
-    """array('h', ...) literal of small parameters (CodegenError if one does not fit)."""
+    """bytes literal of int16 parameters for viper's ptr16 (CodegenError if one does not
+    fit). Parameters only viper code reads are raw little-endian bytes: one compact object,
+    no long-int constants for values beyond a 32-bit port's small ints."""
     v = [int(x) for x in values]
     if any(not -32768 <= x <= 32767 for x in v):
         raise CodegenError(f"{where}: a parameter exceeds 16 bits ({v})")
-    return f"array('h', {_tuple(v)})"
+    return repr(np.asarray(v, "<i2").tobytes())
+
+
+def _i32(values) -> str:
+    """bytes literal of int32 values (read by viper through ptr16 halves or ptr32)."""
+    return repr(np.asarray([int(x) for x in values], "<i4").tobytes())
 
 
 def _table(fn) -> bytes:
@@ -175,7 +182,7 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
             lit = _bytes_lit(t.data)
             consts[ti] = f"array('b', {lit})" if python_read else lit
         elif t.dtype == np.int32:
-            consts[ti] = f"array('i', {_tuple(t.data)})"
+            consts[ti] = _i32(t.data.reshape(-1))       # GATHER indices: read by viper only
         else:
             raise CodegenError(f"constant tensor {ti} ({t.name}) has type {t.type_name}")
 
@@ -198,7 +205,7 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
             if i < 0 or not T[i].is_const or (op.op in ALIAS_OPS and k > 0):
                 continue
             if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D") and k == 2:
-                consts[i] = _tuple(T[i].data)          # bias: read by Python code
+                continue                               # bias: part of the op's _Q parameters
             else:
                 const(i, python_read=op.op not in _VIPER_CONSUMERS)
         body.append(f"        # op {n}: {op.op} -> tensor {o} {list(T[o].shape)}")
@@ -217,11 +224,34 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
                 count, nch = T[o].size, p["out_c"]
                 body.append(f"        dw_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
             acc_max = max(acc_max, count)
-            decls.append(f"_M{n} = {_tuple(p['multiplier'])}")
-            decls.append(f"_S{n} = {_tuple(p['shift'])}")
-            decls.append(f"_Q{n} = ({p['output_offset']}, {p['act_min']}, {p['act_max']})")
-            body.append(f"        requant_acc({ref(o)}, acc, {count}, {nch}, "
-                        f"{ref(b) if b >= 0 else 'None'}, _M{n}, _S{n}, _Q{n})")
+            mult = list(p["multiplier"])
+            per = int(len(mult) > 1)
+            bias = list(T[b].data.reshape(-1)) if b >= 0 else []
+            decls.append(f"_Q{n} = {_i32([nch, per, int(b >= 0)] + bias + mult + list(p['shift']))}")
+            decls.append(f"_O{n} = {_i32([count, p['output_offset'], p['act_min'], p['act_max']])}")
+            body.append(f"        mbqm32(acc, {count}, _Q{n})")
+            body.append(f"        clamp8({ref(o)}, acc, _O{n})")
+        elif op.op in ("ADD", "SUB", "MUL") and p["bc"]["ndims"] == 0:
+            cnt = p["bc"]["count"]
+            acc_max = max(acc_max, cnt)
+            a_, b_ = ref(op.inputs[0]), ref(op.inputs[1])
+            decls.append(f"_O{n} = {_i32([cnt, p['output_offset'], p['act_min'], p['act_max']])}")
+            if op.op == "MUL":
+                decls.append(f"_W{n} = {_i32([cnt, 1, p['input1_offset'], p['input2_offset'], 0])}")
+                decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
+                body.append(f"        widen(acc, {a_}, {b_}, _W{n})")
+            else:
+                for k in (1, 2):
+                    decls.append(f"_W{n}_{k} = {_i32([cnt, 0, p[f'input{k}_offset'], 0, p['left_shift']])}")
+                    decls.append(f"_Q{n}_{k} = {_i32([1, 0, 0, p[f'input{k}_multiplier'], p[f'input{k}_shift']])}")
+                decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
+                body.append(f"        widen(acc, {a_}, {a_}, _W{n}_1)")
+                body.append(f"        mbqm32(acc, {cnt}, _Q{n}_1)")
+                body.append(f"        widen(acc2, {b_}, {b_}, _W{n}_2)")
+                body.append(f"        mbqm32(acc2, {cnt}, _Q{n}_2)")
+                body.append(f"        combine(acc, acc2, {cnt}, {int(op.op == 'SUB')})")
+            body.append(f"        mbqm32(acc, {cnt}, _Q{n})")
+            body.append(f"        clamp8({ref(o)}, acc, _O{n})")
         elif op.op in ("ADD", "SUB"):
             keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
                     "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
@@ -291,7 +321,9 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
                 raise CodegenError(f"layer {i}: delays must be [H={H}, N] within 0..{R}")
             N = d.shape[1]
             zp = _zp(T[ring])
-            decls.append(f"_D{i} = array('H', {_tuple(d.T.reshape(-1))})   # delays, tap-major")
+            if d.max() >= 65536:
+                raise CodegenError(f"layer {i}: delays >= 65536 are not supported")
+            decls.append(f"_D{i} = {np.asarray(d.T.reshape(-1), '<u2').tobytes()!r}   # delays, tap-major")
             decls.append(f"_R{i} = {_h([H, N, R], f'layer {i}')}")
             init.append(f"        self._ring{i} = [mv{i}[s * {H}:(s + 1) * {H}] for s in range({R})]"
                         .replace(f"mv{i}", f"memoryview({ref(ring).replace('t[', 'self._t[')})"))
@@ -322,8 +354,8 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
         '"""',
         "from array import array",
         "",
-        "from mg_kernels import (add_sub, concat, copy8, dw_acc, fc_acc, fill8, gather, lut8,",
-        "                        min_max, mul, requant_acc, ring_indices)",
+        "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
+        "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
         "",
         f"MODEL_ID = {bytes.fromhex(model_id)!r}   # first 8 bytes of sha256(model.tflite)",
         f"NAME = {name!r}",
@@ -369,7 +401,8 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
     lines += [f"            {e}," for e in slots]
     lines += [
         "        ]",
-        f"        self._acc = array('i', bytes({4 * max(acc_max, 1)}))",
+        f"        self._acc = array('i', bytes({4 * max(acc_max, 1)}))   # int32 scratch",
+        f"        self._acc2 = array('i', bytes({4 * max(acc_max, 1)}))",
     ]
     lines += init
     lines += [
@@ -388,6 +421,7 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
         "            raise ValueError('frame must have %d values' % N_IN)",
         "        t = self._t",
         "        acc = self._acc",
+        "        acc2 = self._acc2",
         f"        copy8({ref(x_t)}, x, N_IN)",
     ]
     lines += pre + body + post

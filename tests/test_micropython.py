@@ -104,7 +104,7 @@ def test_bit_exact_with_tflm(pkg, ref, tmp_path, variant):
           f"+{m.group(5)} B")
 
 
-# ---- the arithmetic against the C runtime -----------------------------------------------------
+# ---- the arithmetic against the C runtime, and on a simulated 32-bit port -------------------
 
 @pytest.fixture(scope="module")
 def libmg(tmp_path_factory):
@@ -138,6 +138,53 @@ def test_requantization_matches_c(libmg, pkg):
     got = [int(v) for v in r.stdout.split()]
     want = [libmg.mg_mbqm(x, m, s) for x, m, s in cases]
     assert got == want
+
+
+def _mbqm_cases(seed=3):
+    rng = np.random.default_rng(seed)
+    xs = [0, 1, -1, 2**31 - 1, -2**31, 2**30, -2**30, 12345, -54321]
+    xs += rng.integers(-2**31, 2**31, 300).tolist() + rng.integers(-2**20, 2**20, 300).tolist()
+    cases = [(int(x), int(rng.integers(0, 2**31)), int(rng.integers(-31, 8))) for x in xs]
+    return cases + [(2**31 - 1, 2**31 - 1, 0), (-2**31, 2**31 - 1, 0), (-7, 2**30, -31),
+                    (-2**31, 2**31 - 1, -31), (2**31 - 1, 2**31 - 1, 7), (-3, 0, 0)]
+
+
+def test_viper_requantization_matches_c(libmg, pkg):
+    """mbqm32 (viper, 15-bit limbs) == C mg_mbqm: on the unix port (64-bit words) and in CPython
+    under 32-bit viper semantics, where any int32 overflow raises (tests/mpy_sim32.py)."""
+    from mpy_sim32 import load_package
+
+    cases = _mbqm_cases()
+    want = [libmg.mg_mbqm(x, m, s) for x, m, s in cases]
+    q = lambda m, s: struct.pack("<5i", 1, 0, 0, m, s)   # noqa: E731 - mbqm32 parameters
+    script = ("import mg_kernels, struct\nfrom array import array\nx = array('i', [0])\n"
+              "for v, m, s in %r:\n    x[0] = v\n"
+              "    mg_kernels.mbqm32(x, 1, struct.pack('<5i', 1, 0, 0, m, s))\n"
+              "    print(x[0])\n" % cases)
+    r = _upy(pkg, "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert [int(v) for v in r.stdout.split()] == want
+    kern = load_package(pkg, ("mg_quant", "mg_kernels"))["mg_kernels"]
+    got = []
+    for (v, m, s) in cases:
+        x = np.array([v], np.int32)
+        kern.mbqm32(x, 1, q(m, s))
+        got.append(int(x[0]))
+    assert got == want
+    with pytest.raises(OverflowError):      # the simulation does catch a wrap
+        kern.combine(np.array([2**31 - 1], np.int32), np.array([1], np.int32), 1, 0)
+
+
+def test_model_is_32bit_safe(pkg, ref):
+    """The first steps of a sequence through the whole package in CPython under 32-bit viper
+    semantics: no viper value leaves int32, and the logits equal TFLite-Micro's."""
+    from mpy_sim32 import load_package
+
+    mm = load_package(pkg)["mg_model"]
+    m = mm.Model()
+    for t in range(8):
+        got = np.frombuffer(bytes(m.step(ref["x"][0, t].tobytes())), np.int8)
+        np.testing.assert_array_equal(got, ref["logits"][0, t])
 
 
 def test_tables_match_c_kernels(libmg, model_dir):

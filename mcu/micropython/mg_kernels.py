@@ -2,14 +2,16 @@
 
 Counterpart of mcu/runtime/mg_kernels.c: the same operations in the same order. The loops
 whose values stay within 32 bits (dot products, gathers, copies, table look-ups) are
-`@micropython.viper`; every requantization (a 32 x 32 -> 64-bit product) runs on Python ints
-(`@micropython.native` loops with mg_quant's arithmetic inlined), which are exact on every
-port whatever its word size (they grow into long ints where a machine word would overflow).
+`@micropython.viper`, and so is every requantization (mbqm32: the 32 x 32 -> 64-bit SRDHM
+product on 15-bit limbs, so that no value leaves int32 on a 32-bit port and no long int is
+ever allocated). Broadcasting ADD/SUB/MUL (rare) keep plain `@micropython.native` loops over
+Python ints with mg_quant's arithmetic, exact on every port.
 
 Buffers: int8 tensors are array('b') objects or memoryviews of them (viper reads their raw
 bytes; Python code reads signed values), weights are bytes, int32 data are array('i') or
 tuples. Viper functions take at most 4 arguments (the limit on some ports); the extra scalars
-come in a small array('h') `p` (values -32768..32767, read back sign-extended).
+come in a small array('h') `p` (values -32768..32767, read back sign-extended) or an
+array('i') `q` read through ptr16 halves (viper's ptr32 load zero-extends on 64-bit ports).
 """
 import micropython
 
@@ -96,42 +98,6 @@ def dw_acc(acc: ptr32, x: ptr8, w: ptr8, p: ptr16):
                 ox += 1
             oy += 1
         b += 1
-
-
-@micropython.native
-def requant_acc(out, acc, n, nch, bias, mult, shift, q):
-    """out[i] = clamp(mbqm(acc[i] + bias[c], mult[c], shift[c]) + out_off), c = i % nch
-    (mult/shift of length 1: per-tensor). q = (out_off, act_min, act_max). mbqm is inlined
-    (mg_quant.mbqm; multipliers are >= 0, so SRDHM never saturates)."""
-    ooff, lo, hi = q
-    per = len(mult) > 1
-    m = mult[0]
-    s = shift[0]
-    for i in range(n):
-        c = i % nch
-        v = acc[i]
-        if bias is not None:
-            v += bias[c]
-        if per:
-            m = mult[c]
-            s = shift[c]
-        if s > 0:
-            v = (v << s) & 0xFFFFFFFF
-            if v & 0x80000000:
-                v -= 0x100000000
-            r = 0
-        else:
-            r = -s
-        v *= m
-        v = (v + 0x40000000) >> 31 if v >= 0 else -((0x3FFFFFFF - v) >> 31)
-        if r:
-            mask = (1 << r) - 1
-            rem = v & mask
-            v >>= r
-            if rem > (mask >> 1) + (1 if v < 0 else 0):
-                v += 1
-        v += ooff
-        out[i] = lo if v < lo else (hi if v > hi else v)
 
 
 @micropython.viper
@@ -291,4 +257,146 @@ def fill8(dst: ptr8, v: int, n: int):
     i = 0
     while i < n:
         dst[i] = v
+        i += 1
+
+
+# ---- requantization in viper, 32-bit safe -----------------------------------------------------
+# SRDHM(x, m) = round(x * m / 2^31) for x int32, 0 <= m < 2^31 is computed on 15-bit limbs of
+# |x| and m, so every intermediate stays within int32 on any port (tests/mpy_sim32.py checks
+# this in CPython); the rounding shifts build their masks without 1 << 31. Parameters come as
+# array('i') read through ptr16 halves (sign-correct on 32- and 64-bit ports alike).
+
+@micropython.viper
+def mbqm32(x: ptr16, n: int, q: ptr16):
+    """In place on int32 x[0..n): x[i] = mbqm(x[i] + bias[c], mult[c], shift[c]), c = i % nch
+    (mg_quant.mbqm). q = array('i', (nch, per_channel, has_bias, bias[nch] if has_bias,
+    mult[k], shift[k])), k = nch if per_channel else 1."""
+    nch = int(q[0])
+    per = int(q[2])
+    hb = int(q[4])
+    kb = 6
+    km = kb + (2 * nch if hb else 0)
+    ks = km + (2 * nch if per else 2)
+    i = 0
+    c = 0
+    while i < n:
+        v = ((((int(x[2 * i + 1]) ^ 0x8000) - 0x8000)) << 16) | int(x[2 * i])
+        if hb:
+            v += ((((int(q[kb + 2 * c + 1]) ^ 0x8000) - 0x8000)) << 16) | int(q[kb + 2 * c])
+        j = 2 * c if per else 0
+        m = (int(q[km + j + 1]) << 16) | int(q[km + j])
+        s = ((((int(q[ks + j + 1]) ^ 0x8000) - 0x8000)) << 16) | int(q[ks + j])
+        r = 0
+        if s > 0:                             # v * 2^s wrapped to int32, without overflow
+            k = 32 - s
+            t = v & (((1 << (k - 1)) - 1) * 2 + 1)
+            h = (1 << (k - 1)) - 1
+            if t > h:
+                t = t - h - h - 2
+            v = t << s
+        else:
+            r = 0 - s
+        # SRDHM: (|v| * m + 2^30 (v >= 0) or 2^30 - 1 (v < 0)) >> 31 on 15-bit limbs
+        neg = v < 0
+        if neg:
+            if v + 1073741823 + 1073741823 + 1 < 0:     # v == -2^31: |v| = 2^31
+                a0 = 0
+                a1 = 0
+                a2 = 2
+            else:
+                v = 0 - v
+                a0 = v & 0x7FFF
+                a1 = (v >> 15) & 0x7FFF
+                a2 = v >> 30
+            c0 = 0x7FFF
+            c1 = 0x7FFF
+            c2 = 0
+        else:
+            a0 = v & 0x7FFF
+            a1 = (v >> 15) & 0x7FFF
+            a2 = v >> 30
+            c0 = 0
+            c1 = 0
+            c2 = 1
+        m0 = m & 0x7FFF
+        m1 = (m >> 15) & 0x7FFF
+        m2 = m >> 30
+        col = a0 * m0 + c0
+        col = a0 * m1 + a1 * m0 + c1 + (col >> 15)
+        col = a0 * m2 + a1 * m1 + a2 * m0 + c2 + (col >> 15)
+        v = (col >> 1) + ((a1 * m2 + a2 * m1) << 14) + ((a2 * m2) << 29)
+        if neg:
+            v = 0 - v
+        if r > 0:                             # RoundingDivideByPOT(v, r)
+            mask = ((1 << (r - 1)) - 1) * 2 + 1
+            rem = v & mask
+            thr = mask >> 1
+            if v < 0:
+                thr += 1
+            v = v >> r
+            if rem > thr:
+                v += 1
+        x[2 * i] = v
+        x[2 * i + 1] = v >> 16
+        i += 1
+        c += 1
+        if c == nch:
+            c = 0
+
+
+@micropython.viper
+def clamp8(out: ptr8, x: ptr16, q: ptr16):
+    """out[i] = clamp(x[i] + out_off, act_min, act_max) for int32 x. q = array('i', (n,
+    out_off, act_min, act_max))."""
+    n = int(q[0])
+    off = (((int(q[3]) ^ 0x8000) - 0x8000) << 16) | int(q[2])
+    lo = (((int(q[5]) ^ 0x8000) - 0x8000) << 16) | int(q[4])
+    hi = (((int(q[7]) ^ 0x8000) - 0x8000) << 16) | int(q[6])
+    i = 0
+    while i < n:
+        v = ((((int(x[2 * i + 1]) ^ 0x8000) - 0x8000)) << 16) | int(x[2 * i])
+        v += off
+        if v < lo:
+            v = lo
+        if v > hi:
+            v = hi
+        out[i] = v
+        i += 1
+
+
+@micropython.viper
+def widen(u: ptr16, a: ptr8, b: ptr8, q: ptr16):
+    """int32 u[i] from int8 inputs. q = array('i', (n, mode, off1, off2, left_shift)):
+    mode 0: (off1 + a[i]) << left_shift (ADD/SUB input), mode 1: (off1 + a[i]) * (off2 + b[i])
+    (MUL); b is ignored in mode 0."""
+    n = int(q[0])
+    mode = int(q[2])
+    o1 = (((int(q[5]) ^ 0x8000) - 0x8000) << 16) | int(q[4])
+    o2 = (((int(q[7]) ^ 0x8000) - 0x8000) << 16) | int(q[6])
+    ls = int(q[8])
+    i = 0
+    while i < n:
+        x = ((int(a[i]) ^ 0x80) - 0x80) + o1
+        if mode == 0:
+            v = x << ls
+        else:
+            v = x * (((int(b[i]) ^ 0x80) - 0x80) + o2)
+        u[2 * i] = v
+        u[2 * i + 1] = v >> 16
+        i += 1
+
+
+@micropython.viper
+def combine(u: ptr16, w: ptr16, n: int, sub: int):
+    """int32 u[i] = u[i] + w[i] (sub == 0) or u[i] - w[i]."""
+    i = 0
+    while i < n:
+        x = ((((int(u[2 * i + 1]) ^ 0x8000) - 0x8000)) << 16) | int(u[2 * i])
+        y = ((((int(w[2 * i + 1]) ^ 0x8000) - 0x8000)) << 16) | int(w[2 * i])
+        if sub:
+            v = x - y
+        else:
+            v = x + y
+        u[2 * i] = v
+        u[2 * i + 1] = v >> 16
         i += 1
