@@ -290,6 +290,14 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
                                               p["act_max"]))
             decls.append(f"_L{n} = {tab!r}")
             body.append(f"        lut8({ref(o)}, {ref(op.inputs[0])}, _L{n}, {p['size']})")
+        elif op.op == "CONCATENATION" and p["outer"] == 1 and plan.loc[o].kind == "arena":
+            # one copy per input into a view of the output made once in Model() (no
+            # allocation per step)
+            pos = plan.loc[o].offset
+            for i, nb in zip(op.inputs, p["copy_bytes"]):
+                dst = new_slot(f"mv[{pos}:{pos + nb}]")
+                body.append(f"        copy8(t[{dst}], {ref(i)}, {nb})")
+                pos += nb
         elif op.op == "CONCATENATION":
             ins = ", ".join(ref(i) for i in op.inputs)
             body.append(f"        concat({ref(o)}, ({ins},), {p['outer']}, "

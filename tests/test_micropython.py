@@ -249,6 +249,26 @@ def test_instances_coexist_and_quantize(pkg, ref, model_dir):
     np.testing.assert_array_equal(qs, host)
 
 
+def test_step_allocates_no_heap(pkg):
+    """Model.step allocates nothing (no GC pauses on a board): 100 steps with the collector off
+    leave gc.mem_alloc() where it was."""
+    script = "\n".join([
+        "import gc, mg_model",
+        "m = mg_model.Model()",
+        "x = bytes(mg_model.N_IN)",
+        "m.step(x)",
+        "gc.collect()",
+        "gc.disable()",
+        "a = gc.mem_alloc()",
+        "for i in range(100):",
+        "    m.step(x)",
+        "print(gc.mem_alloc() - a)",
+    ])
+    r = _upy(pkg / "mpy", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) < 100, f"{r.stdout} B allocated by 100 steps"
+
+
 # ---- the protocol app on the unix port ------------------------------------------------------
 
 @pytest.fixture(scope="module")
