@@ -140,7 +140,6 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
 
     # ---- buffers: slot k of Model._t ------------------------------------------------------
     slots: list[str] = []            # constructor expression of each slot
-    slot_of: dict[int, int] = {}     # tensor -> slot
     arena_slot: dict[tuple, int] = {}
 
     def new_slot(expr: str) -> int:
@@ -193,8 +192,8 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
     for op, p in zip(model.operators, params):
         n, o = op.index, op.outputs[0]
         macs += _macs(op, p)
-        # the kernels inline SRDHM without its saturation case (a == b == INT32_MIN), which
-        # needs a negative multiplier; ADD/SUB rescale with right shifts only
+        # mbqm32 takes multipliers in [0, 2^31) (as quantize_multiplier makes them, which also
+        # rules out SRDHM's saturation case); ADD/SUB rescale with right shifts only
         mults = list(p.get("multiplier", [])) + [p[k] for k in ("input1_multiplier",
                                                                 "input2_multiplier",
                                                                 "output_multiplier") if k in p]

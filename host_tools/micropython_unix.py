@@ -39,7 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host_tools.emulator import _die_with_parent  # noqa: E402
+try:
+    from host_tools.emulator import _die_with_parent  # noqa: E402  (SIGTERM if we die)
+except ImportError:        # pragma: no cover - keep the launcher usable on its own
+    _die_with_parent = None
 
 APP_COMMAND = "import mg_app; mg_app.main()"
 
