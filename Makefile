@@ -54,7 +54,7 @@ codegen: venv
 	$(PY) -m convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
 firmware: codegen
 flash: codegen
-	$(PY) host_tools/micropython_unix.py $(MP_PKG) $(if $(PORT),--flash $(PORT))
+	$(PY) host_tools/micropython_unix.py $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
 compare: codegen
 	$(PY) host_tools/micropython_unix.py $(MP_PKG) --mpy --eval --model $(MODEL) $(if $(N),--n $(N)) --fast
 else
