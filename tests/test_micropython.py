@@ -359,6 +359,33 @@ def test_malformed_frames_then_valid(upy_app, dev, ref):
     np.testing.assert_array_equal(res.step_logits, ref["logits"][2])
 
 
+def test_uart_link(pkg):
+    """mg_app over a machine.UART-like object (any/read/write), on the unix port: the BOOT
+    frame, then a HELLO request answered with a HELLO reply."""
+    wire = bytes(1) + P.encode_packet(P.HELLO, 7, b"")
+    script = "\n".join([
+        "import mg_app",
+        "class FakeUart:",
+        "    def __init__(self, rx): self.rx, self.tx = bytearray(rx), bytearray()",
+        "    def any(self): return len(self.rx)",
+        "    def read(self, n):",
+        "        d = bytes(self.rx[:n]); self.rx = self.rx[n:]; return d",
+        "    def write(self, b): self.tx += b",
+        f"u = FakeUart({wire!r})",
+        "link = mg_app.UartLink(u)",
+        "app = mg_app.App(link.write)",
+        "while u.any():",
+        "    for b in link.read(100): app.feed(b)",
+        "assert link.read(10) == b''",
+        "print(bytes(u.tx).hex())",
+    ])
+    r = _upy(pkg / "mpy", "-c", script)
+    assert r.returncode == 0, r.stderr
+    pkts = [P.decode_frame(f) for f in bytes.fromhex(r.stdout.strip()).split(b"\x00") if f]
+    assert [p.type for p in pkts] == [P.BOOT, P.HELLO | P.REPLY]
+    assert pkts[1].seq == 7 and P.DeviceInfo.parse(pkts[1].body).board.startswith("micropython")
+
+
 # ---- make targets and user mistakes ---------------------------------------------------------
 
 def test_launcher_cli_prints_url_and_stops_on_ctrl_c(pkg):
