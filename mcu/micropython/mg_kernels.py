@@ -8,10 +8,11 @@ ever allocated). Broadcasting ADD/SUB/MUL (rare) keep plain `@micropython.native
 Python ints with mg_quant's arithmetic, exact on every port.
 
 Buffers: int8 tensors are array('b') objects or memoryviews of them (viper reads their raw
-bytes; Python code reads signed values), weights are bytes, int32 data are array('i') or
-tuples. Viper functions take at most 4 arguments (the limit on some ports); the extra scalars
-come in a small array('h') `p` (values -32768..32767, read back sign-extended) or an
-array('i') `q` read through ptr16 halves (viper's ptr32 load zero-extends on 64-bit ports).
+bytes; Python code reads signed values), weights are bytes, int32 scratch is array('i').
+Viper functions take at most 4 arguments (a conservative bound for every port's native
+emitter); the other parameters come as raw little-endian bytes: `p` int16 values (read back
+sign-extended), `q` int32 values read through ptr16 halves (viper's ptr32 load zero-extends
+on 64-bit ports and sign-extends on 32-bit ones, so halves are read the same everywhere).
 """
 import micropython
 
@@ -264,12 +265,12 @@ def fill8(dst: ptr8, v: int, n: int):
 # SRDHM(x, m) = round(x * m / 2^31) for x int32, 0 <= m < 2^31 is computed on 15-bit limbs of
 # |x| and m, so every intermediate stays within int32 on any port (tests/mpy_sim32.py checks
 # this in CPython); the rounding shifts build their masks without 1 << 31. Parameters come as
-# array('i') read through ptr16 halves (sign-correct on 32- and 64-bit ports alike).
+# int32 bytes read through ptr16 halves (sign-correct on 32- and 64-bit ports alike).
 
 @micropython.viper
 def mbqm32(x: ptr16, n: int, q: ptr16):
     """In place on int32 x[0..n): x[i] = mbqm(x[i] + bias[c], mult[c], shift[c]), c = i % nch
-    (mg_quant.mbqm). q = array('i', (nch, per_channel, has_bias, bias[nch] if has_bias,
+    (mg_quant.mbqm). q = int32 (nch, per_channel, has_bias, bias[nch] if has_bias,
     mult[k], shift[k])), k = nch if per_channel else 1."""
     nch = int(q[0])
     per = int(q[2])
@@ -346,7 +347,7 @@ def mbqm32(x: ptr16, n: int, q: ptr16):
 
 @micropython.viper
 def clamp8(out: ptr8, x: ptr16, q: ptr16):
-    """out[i] = clamp(x[i] + out_off, act_min, act_max) for int32 x. q = array('i', (n,
+    """out[i] = clamp(x[i] + out_off, act_min, act_max) for int32 x. q = int32 (n,
     out_off, act_min, act_max))."""
     n = int(q[0])
     off = (((int(q[3]) ^ 0x8000) - 0x8000) << 16) | int(q[2])
@@ -366,7 +367,7 @@ def clamp8(out: ptr8, x: ptr16, q: ptr16):
 
 @micropython.viper
 def widen(u: ptr16, a: ptr8, b: ptr8, q: ptr16):
-    """int32 u[i] from int8 inputs. q = array('i', (n, mode, off1, off2, left_shift)):
+    """int32 u[i] from int8 inputs. q = int32 (n, mode, off1, off2, left_shift):
     mode 0: (off1 + a[i]) << left_shift (ADD/SUB input), mode 1: (off1 + a[i]) * (off2 + b[i])
     (MUL); b is ignored in mode 0."""
     n = int(q[0])
