@@ -115,8 +115,10 @@ def _macs(op, p: dict) -> int:
     return 0
 
 
-def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]:
-    """The source of mg_model.py and a summary dict."""
+def _emit_graph(model: Model) -> dict:
+    """The operators of a graph as MicroPython statements on `t` (the Model's buffer list):
+    slots (constructor expressions of t[k]), module-level constants and parameters, the step
+    body, and ref(tensor) -> the Python expression of a tensor's buffer."""
     T = model.tensors
     for op in model.operators:
         if op.op not in SUPPORTED_OPS:
@@ -125,16 +127,6 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
     if model.num_subgraphs != 1:
         raise CodegenError(f"model has {model.num_subgraphs} subgraphs; only 1 is supported")
     q = _mg_quant()
-    names_in, names_out = meta["inputs"], meta["outputs"]
-    if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
-        raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
-    inp = dict(zip(names_in, model.inputs))
-    outp = dict(zip(names_out, model.outputs))
-    H = int(meta["channels"])
-    n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
-    x_t, logits_t = inp.get("x"), outp.get("logits")
-    if x_t is None or logits_t is None or T[x_t].size != n_in or T[logits_t].size != n_out:
-        raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
     plan = plan_memory(model)
     params = [op_params(model, op) for op in model.operators]
 
@@ -194,9 +186,10 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
         macs += _macs(op, p)
         # mbqm32 takes multipliers in [0, 2^31) (as quantize_multiplier makes them, which also
         # rules out SRDHM's saturation case); ADD/SUB rescale with right shifts only
-        mults = list(p.get("multiplier", [])) + [p[k] for k in ("input1_multiplier",
-                                                                "input2_multiplier",
-                                                                "output_multiplier") if k in p]
+        mults = [m for k in ("multiplier", "input1_multiplier", "input2_multiplier",
+                             "output_multiplier")
+                 for m in (p.get(k, []) if isinstance(p.get(k, []), list) else [p[k]])] \
+            if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL") else []
         if any(m < 0 for m in mults) or (op.op in ("ADD", "SUB") and any(
                 p[k] > 0 for k in ("input1_shift", "input2_shift", "output_shift"))):
             raise CodegenError(f"op {n} ({op.op}): unexpected multiplier/shift {mults}")
@@ -315,6 +308,27 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
                 body[-1] += " (alias)"
     for ti, slot in plan.copies:
         raise CodegenError(f"graph output {slot} (tensor {ti}) is not produced by an operator")
+    return dict(plan=plan, slots=slots, ref=ref, new_slot=new_slot, consts=consts,
+                decls=decls, body=body, acc_max=acc_max, macs=macs)
+
+
+def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]:
+    """The source of mg_model.py and a summary dict."""
+    T = model.tensors
+    names_in, names_out = meta["inputs"], meta["outputs"]
+    if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
+        raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
+    inp = dict(zip(names_in, model.inputs))
+    outp = dict(zip(names_out, model.outputs))
+    H = int(meta["channels"])
+    n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
+    x_t, logits_t = inp.get("x"), outp.get("logits")
+    if x_t is None or logits_t is None or T[x_t].size != n_in or T[logits_t].size != n_out:
+        raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
+    g = _emit_graph(model)
+    plan, slots, ref, new_slot = g["plan"], g["slots"], g["ref"], g["new_slot"]
+    consts, decls, body, acc_max, macs = g["consts"], g["decls"], g["body"], g["acc_max"], \
+        g["macs"]
 
     # ---- streaming state ------------------------------------------------------------------
     init, reset, pre, post = [], [], [], []
@@ -449,6 +463,61 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
     return "\n".join(lines), summary
 
 
+def generate_graph_module(model: Model, model_id: str) -> tuple[str, dict]:
+    """The source of a stateless mg_model.py for any supported int8 .tflite (no mgrade
+    metadata): class Graph with invoke(inputs) -> outputs, the graph's I/O in subgraph order
+    (the counterpart of convert/codegen.py's mg_graph_invoke; used to test every kernel)."""
+    T = model.tensors
+    g = _emit_graph(model)
+    ref = g["ref"]
+    io = lambda idx: tuple((T[i].name, "b" if T[i].dtype == np.int8 else "i", T[i].nbytes)  # noqa: E731
+                           for i in idx)
+    lines = [
+        f'"""Graph {model_id} for MicroPython. Generated by convert/codegen_micropython.py '
+        '--generic; do not edit."""',
+        "from array import array",
+        "",
+        "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
+        "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
+        "",
+        f"MODEL_ID = {bytes.fromhex(model_id)!r}",
+        f"INPUTS = {io(model.inputs)!r}   # (name, array typecode, bytes) in subgraph order",
+        f"OUTPUTS = {io(model.outputs)!r}",
+        "",
+    ]
+    lines += [f"_C{ti} = {v}" for ti, v in sorted(g["consts"].items())] + g["decls"]
+    lines += [
+        "",
+        "",
+        "class Graph:",
+        "    def __init__(self):",
+        f"        arena = array('b', bytes({max(g['plan'].arena_bytes, 1)}))",
+        "        mv = memoryview(arena)",
+        "        self._arena = arena",
+        "        self._t = [",
+    ] + [f"            {e}," for e in g["slots"]] + [
+        "        ]",
+        f"        self._acc = array('i', bytes({4 * max(g['acc_max'], 1)}))",
+        f"        self._acc2 = array('i', bytes({4 * max(g['acc_max'], 1)}))",
+        "",
+        "    def invoke(self, inputs):",
+        '        """inputs: buffers of the graph inputs (INPUTS order) -> the output buffers."""',
+        "        t = self._t",
+        "        acc = self._acc",
+        "        acc2 = self._acc2",
+    ]
+    lines += [f"        copy8({ref(ti)}, inputs[{k}], {T[ti].nbytes})"
+              for k, ti in enumerate(model.inputs)]
+    lines += g["body"]
+    lines += [f"        return [{', '.join(ref(ti) for ti in model.outputs)}]", ""]
+    return "\n".join(lines), {"model_id": model_id, "name": "graph", "ops": len(model.operators),
+                              "arena_bytes": g["plan"].arena_bytes, "ring_bytes": 0,
+                              "macs_per_step": g["macs"],
+                              "unplanned_bytes": sum(T[i].nbytes for op in model.operators
+                                                     for i in op.outputs
+                                                     if g["plan"].loc[i].kind == "arena")}
+
+
 def compile_mpy(out_dir: Path, arch: str, dst: Path | None = None) -> list[Path]:
     """mpy-cross every .py of the package into dst (default out_dir/mpy/), -march=arch for
     the viper code."""
@@ -473,20 +542,24 @@ def compile_mpy(out_dir: Path, arch: str, dst: Path | None = None) -> list[Path]
     return made
 
 
-def generate(model_src, out_dir, mpy_arch: str | None = None) -> dict:
-    """Write the MicroPython package for a .tflite (bytes or path) into out_dir."""
+def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = False) -> dict:
+    """Write the MicroPython package for a .tflite (bytes or path) into out_dir; `generic`:
+    the stateless Graph module for a .tflite without mgrade metadata (no protocol app)."""
     raw = model_src if isinstance(model_src, (bytes, bytearray)) else Path(model_src).read_bytes()
     model = read_tflite(bytes(raw))
     meta = mgrade_metadata(model)
-    if meta is None:
-        raise CodegenError("this .tflite carries no mgrade metadata (convert it with "
-                           "`python -m convert RUN --out DIR`)")
     model_id = hashlib.sha256(bytes(raw)).hexdigest()[:16]
-    src, summary = generate_module(model, meta, model_id)
+    if generic:
+        src, summary = generate_graph_module(model, model_id)
+    elif meta is None:
+        raise CodegenError("this .tflite carries no mgrade metadata (convert it with "
+                           "`python -m convert RUN --out DIR`, or use --generic)")
+    else:
+        src, summary = generate_module(model, meta, model_id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mg_model.py").write_text(src)
-    for f in RUNTIME_FILES + APP_FILES:
+    for f in RUNTIME_FILES + (() if generic else APP_FILES):
         if (SRC_DIR / f).is_file():
             shutil.copyfile(SRC_DIR / f, out / f)
     files = sorted(out.glob("*.py"))
@@ -504,11 +577,13 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n")[0])
     ap.add_argument("model", help="int8 mGRADE .tflite (python -m convert)")
     ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--generic", action="store_true",
+                    help="stateless Graph module (any supported int8 .tflite; no app)")
     ap.add_argument("--mpy", metavar="ARCH", default=None,
                     help=f"also compile .mpy files for ARCH ({', '.join(MPY_ARCHS)})")
     a = ap.parse_args(argv)
     try:
-        s = generate(a.model, a.out, a.mpy)
+        s = generate(a.model, a.out, a.mpy, generic=a.generic)
     except (CodegenError, OSError, ValueError) as e:   # ValueError: not a .tflite
         print(f"codegen_micropython: error: {e}", file=sys.stderr)
         return 2

@@ -269,6 +269,76 @@ def test_step_allocates_no_heap(pkg):
     assert int(r.stdout) < 100, f"{r.stdout} B allocated by 100 steps"
 
 
+# ---- every kernel on its own: the C runtime's op graphs, run by the MicroPython package ------
+
+_GRAPH_RUNNER = """
+import sys, mg_model
+g = mg_model.Graph()
+data = open(sys.argv[1], 'rb').read()
+mv = memoryview(data)
+pos = 0
+with open(sys.argv[2], 'wb') as out:
+    while pos < len(data):
+        ins = []
+        for _, _, nb in mg_model.INPUTS:
+            ins.append(mv[pos:pos + nb])
+            pos += nb
+        for o in g.invoke(ins):
+            out.write(o)
+"""
+
+GRAPH_CASES = [
+    ("test_fully_connected", {"per_channel": True, "relu": False}),
+    ("test_fully_connected", {"per_channel": False, "relu": True}),
+    ("test_depthwise_taps", {}),
+    ("test_depthwise_same_multiplier", {}),
+    ("test_binary", {"kind": "add"}),
+    ("test_binary", {"kind": "sub"}),
+    ("test_binary", {"kind": "mul"}),
+    ("test_logistic", {"rng_in": (-6, 6)}),
+    ("test_min_max_relu", {}),
+    ("test_concat_gather", {}),
+    ("test_mingru_chain", {}),
+    ("test_delay_chain", {}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", GRAPH_CASES,
+                         ids=[f"{n[5:]}-{'-'.join(map(str, k.values()))}" for n, k in GRAPH_CASES])
+def test_kernels_on_runtime_graphs(name, kwargs, tmp_path, monkeypatch):
+    """tests/test_runtime_kernels.py's op graphs (random inputs, 300 samples each) with the
+    generated C replaced by the MicroPython package (--generic Graph module) on the unix
+    port: 0 LSB against TFLite-Micro on every output."""
+    tf = pytest.importorskip("tensorflow")
+    import test_runtime_kernels as rk
+
+    def build(model_bytes, tmp):
+        from convert.codegen_micropython import generate
+        info = generate(model_bytes, tmp / "upy", generic=True)
+        (tmp / "upy" / "run_graph.py").write_text(_GRAPH_RUNNER)
+        return tmp / "upy", info
+
+    def run(pkg_dir, model, samples):
+        (pkg_dir / "in.bin").write_bytes(b"".join(x.tobytes() for s in samples for x in s))
+        r = _upy(pkg_dir, "run_graph.py", "in.bin", "out.bin")
+        assert r.returncode == 0, r.stderr
+        out, pos, res = (pkg_dir / "out.bin").read_bytes(), 0, []
+        for _ in samples:
+            row = []
+            for ti in model.outputs:
+                t = model.tensors[ti]
+                row.append(np.frombuffer(out[pos:pos + t.nbytes], t.dtype).reshape(t.shape))
+                pos += t.nbytes
+            res.append(row)
+        assert pos == len(out)
+        return res
+
+    monkeypatch.setattr(rk, "build_c", build)
+    monkeypatch.setattr(rk, "run_c", run)
+    monkeypatch.setattr(rk, "_have", lambda tool: False)    # no C package to cross-compile
+    getattr(rk, name)(tf, tmp_path, **kwargs)
+
+
 # ---- the protocol app on the unix port ------------------------------------------------------
 
 @pytest.fixture(scope="module")
