@@ -484,6 +484,7 @@ def test_launcher_cli_prints_url_and_stops_on_ctrl_c(pkg):
             proc.wait()
 
 
+@pytest.mark.slow          # ~15-25 s: most of it imports TensorFlow for the host reference
 def test_make_compare(model_dir, tmp_path):
     r = subprocess.run(["make", "-s", "-o", ".venv/.installed", "compare", "BOARD=micropython",
                         f"MODEL={model_dir}", "N=4", f"MP_PKG={tmp_path / 'pkg'}"],
