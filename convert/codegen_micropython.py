@@ -107,6 +107,27 @@ def _bcast_maps(bc: dict):
     return m1, m2
 
 
+def _resolve_broadcast(T, op, bc: dict, ref, decls: list):
+    """(maps, operand expressions) of a binary op. An operand whose broadcast map is the
+    identity is read directly; a broadcast constant is expanded here once (e.g. the per-channel
+    BatchNorm affine); maps is None when both operands end up direct (the viper path)."""
+    refs = [ref(op.inputs[0]), ref(op.inputs[1])]
+    maps = _bcast_maps(bc)
+    if maps is None:
+        return None, refs
+    direct = list(refs)
+    for k in (0, 1):
+        if list(maps[k]) == list(range(bc["count"])):
+            continue
+        ti = op.inputs[k]
+        if not T[ti].is_const:
+            return maps, refs
+        data = np.asarray(T[ti].data).reshape(-1)[np.asarray(maps[k])]
+        decls.append(f"_E{op.index}_{k} = array('b', {_bytes_lit(data)})   # broadcast once")
+        direct[k] = f"_E{op.index}_{k}"
+    return None, direct
+
+
 def _macs(op, p: dict) -> int:
     if op.op == "FULLY_CONNECTED":
         return p["batches"] * p["accum_depth"] * p["output_depth"]
@@ -201,6 +222,9 @@ def _emit_graph(model: Model) -> dict:
             else:
                 const(i, python_read=op.op not in _VIPER_CONSUMERS)
         body.append(f"        # op {n}: {op.op} -> tensor {o} {list(T[o].shape)}")
+        maps, refs = None, None
+        if op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
+            maps, refs = _resolve_broadcast(T, op, p["bc"], ref, decls)
         if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
             b = op.inputs[2] if len(op.inputs) > 2 else -1
             if op.op == "FULLY_CONNECTED":
@@ -223,10 +247,10 @@ def _emit_graph(model: Model) -> dict:
             decls.append(f"_O{n} = {_i32([count, p['output_offset'], p['act_min'], p['act_max']])}")
             body.append(f"        mbqm32(acc, {count}, _Q{n})")
             body.append(f"        clamp8({ref(o)}, acc, _O{n})")
-        elif op.op in ("ADD", "SUB", "MUL") and p["bc"]["ndims"] == 0:
+        elif op.op in ("ADD", "SUB", "MUL") and maps is None:
             cnt = p["bc"]["count"]
             acc_max = max(acc_max, cnt)
-            a_, b_ = ref(op.inputs[0]), ref(op.inputs[1])
+            a_, b_ = refs
             decls.append(f"_O{n} = {_i32([cnt, p['output_offset'], p['act_min'], p['act_max']])}")
             if op.op == "MUL":
                 decls.append(f"_W{n} = {_i32([cnt, 1, p['input1_offset'], p['input2_offset'], 0])}")
@@ -244,33 +268,28 @@ def _emit_graph(model: Model) -> dict:
                 body.append(f"        combine(acc, acc2, {cnt}, {int(op.op == 'SUB')})")
             body.append(f"        mbqm32(acc, {cnt}, _Q{n})")
             body.append(f"        clamp8({ref(o)}, acc, _O{n})")
-        elif op.op in ("ADD", "SUB"):
-            keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
-                    "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
-                    "output_multiplier", "output_shift", "act_min", "act_max"]
-            decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
-            maps = _bcast_maps(p["bc"])
-            if maps is not None:
-                decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
-            body.append(f"        add_sub({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, "
-                        f"{p['bc']['count']}, {f'_B{n}' if maps else 'None'}, _P{n}, "
-                        f"{op.op == 'SUB'})")
-        elif op.op == "MUL":
-            keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
-                    "output_shift", "act_min", "act_max"]
-            decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
-            maps = _bcast_maps(p["bc"])
-            if maps is not None:
-                decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
-            body.append(f"        mul({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, "
-                        f"{p['bc']['count']}, {f'_B{n}' if maps else 'None'}, _P{n})")
-        elif op.op in ("MINIMUM", "MAXIMUM"):
-            maps = _bcast_maps(p["bc"])
-            if maps is not None:
-                decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
-            body.append(f"        min_max({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, "
-                        f"{p['bc']['count']}, {f'_B{n}' if maps else 'None'}, "
-                        f"{op.op == 'MAXIMUM'})")
+        elif op.op in ("MINIMUM", "MAXIMUM") and maps is None:
+            body.append(f"        min_max({ref(o)}, {refs[0]}, {refs[1]}, {p['bc']['count']}, "
+                        f"None, {op.op == 'MAXIMUM'})")
+        elif op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
+            # broadcasting that no pre-expanded constant resolves: native Python-int loops
+            decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
+            a_, b_, cnt = refs[0], refs[1], p["bc"]["count"]
+            if op.op in ("ADD", "SUB"):
+                keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
+                        "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
+                        "output_multiplier", "output_shift", "act_min", "act_max"]
+                decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+                body.append(f"        add_sub({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n}, "
+                            f"{op.op == 'SUB'})")
+            elif op.op == "MUL":
+                keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
+                        "output_shift", "act_min", "act_max"]
+                decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+                body.append(f"        mul({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n})")
+            else:
+                body.append(f"        min_max({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, "
+                            f"{op.op == 'MAXIMUM'})")
         elif op.op == "LOGISTIC":
             tab = _table(lambda v: q.logistic1(v, p["input_zero_point"], p["input_range_radius"],
                                                p["input_multiplier"], p["input_left_shift"]))
