@@ -303,13 +303,10 @@ GRAPH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs", GRAPH_CASES,
-                         ids=[f"{n[5:]}-{'-'.join(map(str, k.values()))}" for n, k in GRAPH_CASES])
-def test_kernels_on_runtime_graphs(name, kwargs, tmp_path, monkeypatch):
-    """tests/test_runtime_kernels.py's op graphs (random inputs, 300 samples each) with the
-    generated C replaced by the MicroPython package (--generic Graph module) on the unix
-    port: 0 LSB against TFLite-Micro on every output."""
-    tf = pytest.importorskip("tensorflow")
+@pytest.fixture
+def upy_backend(monkeypatch):
+    """tests/test_runtime_kernels.py with the generated C replaced by the MicroPython package
+    (--generic Graph module) run on the unix port; returns that module."""
     import test_runtime_kernels as rk
 
     def build(model_bytes, tmp):
@@ -336,7 +333,32 @@ def test_kernels_on_runtime_graphs(name, kwargs, tmp_path, monkeypatch):
     monkeypatch.setattr(rk, "build_c", build)
     monkeypatch.setattr(rk, "run_c", run)
     monkeypatch.setattr(rk, "_have", lambda tool: False)    # no C package to cross-compile
-    getattr(rk, name)(tf, tmp_path, **kwargs)
+    return rk
+
+
+@pytest.mark.parametrize("name,kwargs", GRAPH_CASES,
+                         ids=[f"{n[5:]}-{'-'.join(map(str, k.values()))}" for n, k in GRAPH_CASES])
+def test_kernels_on_runtime_graphs(name, kwargs, tmp_path, upy_backend):
+    """tests/test_runtime_kernels.py's op graphs (random inputs, 300 samples each) through the
+    MicroPython kernels on the unix port: 0 LSB against TFLite-Micro on every output."""
+    tf = pytest.importorskip("tensorflow")
+    getattr(upy_backend, name)(tf, tmp_path, **kwargs)
+
+
+def test_broadcast_of_two_tensors(tmp_path, upy_backend):
+    """ADD/SUB/MUL/MAXIMUM broadcasting two graph inputs ([2,1,4] x [1,4]): the native
+    Python-int fallback, 0 LSB against TFLite-Micro."""
+    tf = pytest.importorskip("tensorflow")
+    rk = upy_backend
+
+    @tf.function
+    def f(x, y):
+        a = tf.reshape(x, [2, 1, 4])
+        return a + y, a - y, a * y, tf.maximum(a, y)
+
+    b = rk.convert(tf, f, [rk.spec(tf, [1, 8]), rk.spec(tf, [1, 4])], [(-1, 1), (-3, 2)])
+    rk.check_model(b, tmp_path, expect_ops={"ADD", "SUB", "MUL", "MAXIMUM"})
+    assert "add_sub(" in (tmp_path / "upy" / "mg_model.py").read_text()
 
 
 # ---- the protocol app on the unix port ------------------------------------------------------
