@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "mcu" / "runtime"
 HARNESS = RUNTIME / "tests"
-RUNTIME_SRCS = ["mg_kernels.c", "mg_quant.c", "mg_delay.c", "mg_mingru.c"]
+RUNTIME_SRCS = ["mg_kernels.c", "mg_quant.c", "mg_delay.c", "mg_mingru.c", "mg_fast.c"]
 PACKAGE_SRCS = ["mg_model.c", "mg_model_data.c"]
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 ARM_CPU = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]

@@ -41,6 +41,9 @@ import numpy as np
 from convert.codegen import (
     ALIAS_OPS, SUPPORTED_OPS, CodegenError, _carray, _ctype, _list, _zp, const_tensor_lines,
     emit_op, op_params, plan_memory)
+from convert.codegen_fast import (
+    emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
+    requant_table, table_decl)
 from convert.tflite_reader import Model, Operator, read_tflite
 
 METADATA_NAME = "mgrade"
@@ -419,6 +422,75 @@ def _lcm_all(values) -> int:
     return out
 
 
+def _fast_delay(P: str, T, f: DelayFusion):
+    """Fast delay step: the reference parameters + the bias with the input zero point folded."""
+    p = f.dw
+    H = p["out_c"]
+    filt = np.asarray(T[f.filt].data, np.int64).reshape(-1, H)      # [N, H]
+    bias = (np.asarray(T[f.bias].data, np.int64).reshape(-1) if f.bias >= 0
+            else np.zeros(H, np.int64))
+    folded = bias + p["input_offset"] * filt.sum(0)
+    L = f.layer
+    decls = [f"static const int32_t {P}_l{L}_dw_bias_f[{H}] = {_list(folded)};",
+             f"static const mg_delay_fast_t {P}_l{L}_delay_f = {{&{P}_l{L}_delay_p, "
+             f"{P}_l{L}_dw_bias_f}};"]
+    return decls, None, 0
+
+
+def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
+    """Fast minGRU step declarations (None where a condition of the fast kernel fails)."""
+    L = f.layer
+    H = f.fc["gate"][1]["output_depth"]
+    lay = {}
+    for role, (fop, p) in f.fc.items():
+        w, bias = fc_weights(model, fop)
+        if w is None:
+            report[f"l{L}_gru"] = f"{role}: weights not constant"
+            return None
+        lay[role], why = ffc_layout(w, bias, p)
+        if lay[role] is None:
+            report[f"l{L}_gru"] = f"{role}: {why}"
+            return None
+    if not all(add_ok(x) for x in (f.add_g, f.sub, f.add_h)):
+        report[f"l{L}_gru"] = "ADD/SUB parameters outside the fast kernel's range"
+        return None
+    decls = []
+    for role in ("gate", "cand"):
+        decls += ffc_decls(P, f"l{L}_{role}_f", f.fc[role][1], lay[role])
+    mc = np.asarray(T[f.min_const].data).reshape(-1)
+    decls.append(table_decl(P, f"l{L}_sig_z_lut", logistic_table(f.sig_z)))
+    if mc.size == 1:
+        decls.append(table_decl(P, f"l{L}_sig_min_p_lut", logistic_min_table(f.sig_p,
+                                                                             int(mc[0]))))
+        sig = f"{P}_l{L}_sig_min_p_lut, NULL, NULL"
+    else:
+        decls.append(table_decl(P, f"l{L}_sig_p_lut", logistic_table(f.sig_p)))
+        sig = f"NULL, {P}_t{f.min_const}, {P}_l{L}_sig_p_lut"
+    relu_fc = "NULL"
+    if "relu_fc" in f.fc:
+        p = f.fc["relu_fc"][1]
+        if f.shares_dot:       # cand's re-laid weights, relu_fc's own bias and quantization
+            words, rows, blocks = lay["relu_fc"]
+            ch = ",\n    ".join(f"{{{b}, {m}, {s}}}" for b, m, s in rows)
+            decls += [f"static const mg_fq_chan_t {P}_l{L}_relu_fc_f_ch[{len(rows)}] = "
+                      f"{{\n    {ch}\n}};",
+                      f"static const mg_ffc_params_t {P}_l{L}_relu_fc_f = {{"
+                      f"{p['accum_depth']}, {blocks}, {p['output_depth']}, "
+                      f"{P}_l{L}_cand_f_w, {P}_l{L}_relu_fc_f_ch, {p['output_offset']}, "
+                      f"{p['act_min']}, {p['act_max']}}};"]
+        else:
+            decls += ffc_decls(P, f"l{L}_relu_fc_f", p, lay["relu_fc"])
+        relu_fc = f"&{P}_l{L}_relu_fc_f"
+    relu = "NULL"
+    if f.relu is not None:
+        decls.append(table_decl(P, f"l{L}_relu_lut", requant_table(f.relu)))
+        relu = f"{P}_l{L}_relu_lut"
+    decls.append(f"static const mg_mingru_fast_t {P}_l{L}_gru_f = {{{H}, &{P}_l{L}_gate_f, "
+                 f"&{P}_l{L}_cand_f, {P}_l{L}_sig_z_lut, {sig}, {relu_fc}, {int(f.shares_dot)}, "
+                 f"{relu}, &{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h}};")
+    return decls, None, 2 * lay["gate"][2]
+
+
 def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
     """Write mg_model.c and mg_model_data.{h,c} for an mGRADE step graph; return a summary."""
     if model.num_subgraphs != 1:
@@ -544,7 +616,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
          " * Do not edit. Implements mcu/runtime/mg_model.h: static state, fused delay rings",
          " * (mg_delay.h) and minGRU steps (mg_mingru.h), generic kernels for the rest. */",
          f'#include "{P}_model_data.h"', "", "#include <stddef.h>", "",
-         '#include "mg_delay.h"', '#include "mg_kernels.h"', '#include "mg_mingru.h"',
+         '#include "mg_delay.h"', '#include "mg_fast.h"', '#include "mg_kernels.h"',
+         '#include "mg_mingru.h"',
          '#include "mg_model.h"', "",
          f"static const mg_model_info_t {P}_info = {{\"{name}\", {{"
          + ", ".join(f"0x{mid[k:k + 2]}" for k in range(0, 16, 2))
@@ -570,7 +643,23 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     c.append("/* ---- operator parameters (flash) ---- */")
 
     body: list[str] = []
+    xq_words = 0
+    fast_report: dict[str, str] = {}
+    readout_op = g.producer[logits_t].index if logits_t in g.producer else -1
     for op in new_ops:
+        kind = ("MG_PROF_DELAY" if op.op == "MG_DELAY" else "MG_PROF_MINGRU"
+                if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
+                else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
+        ref_c, ref_b = len(c), len(body)
+        fast = None
+        if op.op == "MG_DELAY":
+            fast = _fast_delay(P, T, fused_at[op.index])
+        elif op.op == "MG_MINGRU":
+            fast = _fast_mingru(P, model, T, fused_at[op.index], fast_report)
+        elif op.op not in ALIAS_OPS:
+            fast = emit_fast_op(model, op, op_params(model, op), ptr, P)
+            if fast is None:
+                fast_report[f"op{op.index}"] = f"{op.op}: reference kernel"
         if op.op == "MG_DELAY":
             f = fused_at[op.index]
             ri = ring_info[delays.index(f)]
@@ -593,6 +682,9 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             body.append(f"    /* layer {L}: delay conv on the trimmed rings (ops {f.ops}) */")
             body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, {P}_step_t, "
                         f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
+            ref_c = len(c)      # the fast step reads the reference parameters too
+            fast = (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
+                              f"{ptr(f.frame, True)}, {ptr(f.out, False)});"], fast[2])
             if f.frame_output:
                 body += ["#ifdef MG_MODEL_DEBUG",
                          f"    mg_copy({P}_dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
@@ -601,17 +693,18 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             f = fused_at[op.index]
             L = f.layer
             c.append(f"/* layer {L} minGRU: replaces ops {f.ops} */")
+            for nm in ("add_g", "sub", "add_h"):
+                c.append(_struct("mg_add_params_t", P, f"l{L}_{nm}", getattr(f, nm), _ADD_KEYS,
+                                 ", " + _BC_NONE))
+            c.append(_struct("mg_mul_params_t", P, f"l{L}_mul", f.mul, _MUL_KEYS,
+                             ", " + _BC_NONE))
+            ref_c = len(c)
             for role, (fop, p) in f.fc.items():
                 c += _fc_struct(P, f"l{L}_{role}", p)
             c.append(_struct("mg_logistic_params_t", P, f"l{L}_sig_z", f.sig_z, _LOGISTIC_KEYS))
             c.append(_struct("mg_logistic_params_t", P, f"l{L}_sig_p", f.sig_p, _LOGISTIC_KEYS))
             if f.relu is not None:
                 c.append(_struct("mg_requant_params_t", P, f"l{L}_relu", f.relu, _REQ_KEYS))
-            for nm in ("add_g", "sub", "add_h"):
-                c.append(_struct("mg_add_params_t", P, f"l{L}_{nm}", getattr(f, nm), _ADD_KEYS,
-                                 ", " + _BC_NONE))
-            c.append(_struct("mg_mul_params_t", P, f"l{L}_mul", f.mul, _MUL_KEYS,
-                             ", " + _BC_NONE))
 
             def fc_ref(role):
                 if role not in f.fc:
@@ -628,10 +721,29 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                      f"&{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h}};")
             body.append(f"    /* layer {L}: minGRU step, state updated in place (ops {f.ops}) */")
             body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
+            if fast is not None:
+                fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
+                                  f"{P}_h{L}, {P}_xq);"], fast[2])
         else:
             decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
             c += decls
             body += lines
+        if fast is not None:
+            fdecls, fbody, words = fast
+            xq_words = max(xq_words, words)
+            if fdecls is not None:
+                c[ref_c:] = ["#if MG_FAST"] + fdecls + (["#else"] + c[ref_c:] if c[ref_c:]
+                                                         else []) + ["#endif"]
+            dbg_at = [k for k in range(ref_b, len(body)) if body[k] == "#ifdef MG_MODEL_DEBUG"]
+            keep = body[dbg_at[0]:] if dbg_at else []
+            ref_lines = body[ref_b:dbg_at[0]] if dbg_at else body[ref_b:]
+            body[ref_b:] = ["#if MG_FAST"] + fbody + ["#else"] + ref_lines + ["#endif"] + keep
+        body.append(f"    MG_PROF({kind});")
+    c.append("")
+    if xq_words:
+        c.append("#if MG_FAST")
+        c.append(f"static uint32_t {P}_xq[{xq_words}];   /* FC input, expanded (mg_ffc_expand) */")
+        c.append("#endif")
     c.append("")
     c.append("void mg_model_reset(void)")
     c.append("{")

@@ -1,0 +1,309 @@
+/* mg_fast.h - the fast int8 path: same results as the reference kernels, fewer instructions.
+ *
+ * Path selection (compile time):
+ *   MG_FAST = 1  the generated package calls these kernels (re-laid weights, folded biases,
+ *                256-entry tables, exact 32-bit arithmetic where provably identical);
+ *   MG_FAST = 0  the portable reference kernels (mg_kernels.h, mg_delay.h, mg_mingru.h).
+ * Default: 1 where the compiler has the Arm DSP extension (__ARM_FEATURE_DSP: Cortex-M4/M7/
+ * M33...), 0 elsewhere. -DMG_FAST=1 on any other target (host, Xtensa) runs the same fast
+ * kernels with the DSP instructions written in plain C (bit-identical definitions), which is
+ * how the two paths are compared byte for byte on every target.
+ *
+ * The DSP primitives come from arm_acle.h (SXTB16, UXTB16, SMLAD, SSUB16, SSAT) when
+ * __ARM_FEATURE_DSP is set and MG_DSP_EMULATE is not defined.
+ *
+ * FC weight layout (made by convert/codegen_fast.py): output channels in groups of 4 (the last
+ * group padded with zero rows), the depth in blocks of 4 (padded with zero columns); per group,
+ * per block, 16 bytes: channel 0's 4 bytes, channel 1's, 2's, 3's. In each pair of bytes
+ * (b_lo, b_hi) the high byte is stored as b_hi - (b_lo < 0), so the halfword (bits 0-15 or
+ * 16-31 of the stored 32-bit word: the layout is defined on word values) is exactly
+ * 256 b_hi + b_lo (|b| <= 127, checked by the generator). With the input block
+ * (x0..x3) expanded once into P = (x1 - 127, x3 - 127) and R = (256 x0 - P0, 256 x2 - P1)
+ * (both exact int16), one block of one channel is
+ *     SMLAD(W, P) + SMLAD(SXTB16(W), R) = 256 * sum_k b_k x'_k,   x' = x (even k), x - 127 (odd)
+ * i.e. 4 instructions (LDR, SXTB16, SMLAD, SMLAD) per 4 MACs. The generator folds the input
+ * zero point and the 127 of the odd inputs into the bias and checks 256 * |dot| < 2^31.
+ */
+#ifndef MG_FAST_H
+#define MG_FAST_H
+
+#include <stdint.h>
+
+#include "mg_delay.h"
+#include "mg_kernels.h"
+#include "mg_quant.h"
+
+#ifndef MG_FAST
+#if defined(__ARM_FEATURE_DSP) && !MG_SINGLE_ROUNDING
+#define MG_FAST 1
+#else
+#define MG_FAST 0
+#endif
+#endif
+
+#if MG_FAST && MG_SINGLE_ROUNDING
+#error "the fast path implements TFLM's default (double) rounding only: build with MG_FAST=0"
+#endif
+
+#if defined(__ARM_FEATURE_DSP) && !defined(MG_DSP_EMULATE)
+#define MG_DSP_NATIVE 1
+#include <arm_acle.h>
+#else
+#define MG_DSP_NATIVE 0
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- DSP primitives: ACLE intrinsics or their plain-C definitions ----------------------- */
+
+#if MG_DSP_NATIVE
+#define mg_sxtb16(x) ((uint32_t)__sxtb16(x))
+#define mg_uxtb16(x) ((uint32_t)__uxtb16(x))
+#define mg_smlad(a, b, acc) ((int32_t)__smlad((a), (b), (acc)))
+#define mg_ssub16(a, b) ((uint32_t)__ssub16((a), (b)))
+#else
+static inline uint32_t mg_sxtb16(uint32_t x)
+{
+    return (((uint32_t)(int32_t)(int8_t)(x & 0xFFu)) & 0xFFFFu) |
+           ((uint32_t)(uint16_t)(int16_t)(int8_t)((x >> 16) & 0xFFu) << 16);
+}
+static inline uint32_t mg_uxtb16(uint32_t x)
+{
+    return x & 0x00FF00FFu;
+}
+static inline int32_t mg_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    const int32_t p0 = (int32_t)(int16_t)(a & 0xFFFFu) * (int32_t)(int16_t)(b & 0xFFFFu);
+    const int32_t p1 = (int32_t)(int16_t)(a >> 16) * (int32_t)(int16_t)(b >> 16);
+    return (int32_t)((uint32_t)acc + (uint32_t)p0 + (uint32_t)p1);   /* wraps like SMLAD */
+}
+static inline uint32_t mg_ssub16(uint32_t a, uint32_t b)
+{
+    const uint32_t lo = (uint32_t)((int32_t)(int16_t)(a & 0xFFFFu) -
+                                   (int32_t)(int16_t)(b & 0xFFFFu)) & 0xFFFFu;
+    const uint32_t hi = (uint32_t)((int32_t)(int16_t)(a >> 16) - (int32_t)(int16_t)(b >> 16));
+    return lo | (hi << 16);
+}
+#endif
+
+/* ---- exact fixed point (identical to mg_quant.c for the stated argument ranges) -------- */
+
+/* mg_srdhm(a, b) for b >= 0 (quantized multipliers): floor((a b + 2^30) / 2^31). The
+ * reference's "nudge, then divide toward zero" is this floor for both signs. */
+static inline int32_t mg_fq_srdhm(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
+}
+
+/* mg_srdhm((k << ls), b), b >= 0, with 32-bit multiplies only: exact when |k| < 2^(31-ls)
+ * / 2 and 1 <= ls <= 30 (ADD/SUB inputs: |k| <= 255, ls = 20). */
+static inline int32_t mg_fq_srdhm_pot(int32_t k, int ls, int32_t b)
+{
+    const int s = 31 - ls;
+    const int32_t hi = b >> s;
+    const int32_t lo = b & (((int32_t)1 << s) - 1);
+    return k * hi + ((k * lo + ((int32_t)1 << (s - 1))) >> s);
+}
+
+/* mg_rdbpot(x, e), 0 <= e <= 31, any x. */
+static inline int32_t mg_fq_rdbpot(int32_t x, int e)
+{
+    uint32_t mask, t;
+    if (e == 0) {
+        return x;
+    }
+    mask = ((uint32_t)1 << e) - 1u;
+    t = ((uint32_t)x & mask) + (mask >> 1) + 1u - ((uint32_t)x >> 31);
+    return (x >> e) + (int32_t)(t >> e);
+}
+
+/* mg_rdbpot(x, e) when |x| < 2^30 and 0 <= e <= 30. */
+static inline int32_t mg_fq_rdbpot_b(int32_t x, int e)
+{
+    return e ? (x + ((int32_t)1 << (e - 1)) + (x >> 31)) >> e : x;
+}
+
+/* mg_mbqm(x, m, shift), any x (shift > 0 wraps like the reference). */
+static inline int32_t mg_fq_mbqm(int32_t x, int32_t m, int shift)
+{
+#if MG_SINGLE_ROUNDING
+    return mg_mbqm(x, m, shift);
+#else
+    if (shift > 0) {
+        return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
+    }
+    return mg_fq_rdbpot(mg_fq_srdhm(x, m), -shift);
+#endif
+}
+
+/* mg_mbqm(x, m, shift) when |x| < 2^30 (|srdhm| <= |x|). */
+static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
+{
+#if MG_SINGLE_ROUNDING
+    return mg_mbqm(x, m, shift);
+#else
+    if (shift > 0) {
+        return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
+    }
+    return mg_fq_rdbpot_b(mg_fq_srdhm(x, m), -shift);
+#endif
+}
+
+static inline int32_t mg_fq_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* ---- FULLY_CONNECTED on re-laid weights ------------------------------------------------- */
+
+typedef struct {
+    int32_t bias;    /* bias + folded input zero point and odd-input offset (see above) */
+    int32_t mult;    /* quantized multiplier */
+    int32_t shift;   /* TFLite shift */
+} mg_fq_chan_t;
+
+typedef struct {
+    int32_t depth;            /* input elements */
+    int32_t blocks;           /* ceil(depth / 4) */
+    int32_t n_out;            /* output channels written */
+    const uint32_t *w;        /* ceil(n_out / 4) * blocks * 4 words, layout above */
+    const mg_fq_chan_t *ch;   /* [n_out] */
+    int32_t output_offset, act_min, act_max;
+} mg_ffc_params_t;
+
+/* x int8 [depth] -> xq [2 * blocks] words (R, P per block; the tail block padded with 0). */
+void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq);
+
+/* d[0..3] = sum_k b_k x'_k of the 4 channels of one weight group (no bias). */
+static inline void mg_ffc_dot4(const uint32_t *xq, const uint32_t *wp, int32_t blocks,
+                               int32_t d[4])
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32_t k;
+    for (k = 0; k < blocks; ++k) {
+        const uint32_t r = xq[0];
+        const uint32_t pp = xq[1];
+        uint32_t w0 = wp[0];
+        uint32_t w1 = wp[1];
+        uint32_t w2 = wp[2];
+        uint32_t w3 = wp[3];
+        a0 = mg_smlad(mg_sxtb16(w0), r, mg_smlad(w0, pp, a0));
+        a1 = mg_smlad(mg_sxtb16(w1), r, mg_smlad(w1, pp, a1));
+        a2 = mg_smlad(mg_sxtb16(w2), r, mg_smlad(w2, pp, a2));
+        a3 = mg_smlad(mg_sxtb16(w3), r, mg_smlad(w3, pp, a3));
+        xq += 2;
+        wp += 4;
+    }
+    d[0] = a0 >> 8;
+    d[1] = a1 >> 8;
+    d[2] = a2 >> 8;
+    d[3] = a3 >> 8;
+}
+
+/* Requantized output of channel c from its dot d (|d + bias| < 2^30, generator-checked). */
+static inline int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c)
+{
+    const mg_fq_chan_t *ch = &p->ch[c];
+    return (int8_t)mg_fq_clamp(mg_fq_mbqm_b(d + ch->bias, ch->mult, (int)ch->shift)
+                               + p->output_offset, p->act_min, p->act_max);
+}
+
+/* out [n_out] = FC(x [depth]); xq: scratch of 2 * blocks words. */
+void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_t *xq, int8_t *out);
+
+/* ---- elementwise --------------------------------------------------------------------- */
+
+/* out[i] = lut[in[i] + 128] for n elements (any int8 -> int8 function of one input). */
+void mg_lut_s8(const int8_t *lut, int32_t n, const int8_t *in, int8_t *out);
+
+/* ADD / SUB / MUL without broadcasting (n elements), TFLM arithmetic, exact for int8 ADD/SUB
+ * parameters (left_shift <= 20) and MUL output shifts <= 14. */
+void mg_fadd_s8(const mg_add_params_t *p, int32_t n, const int8_t *a, const int8_t *b,
+                int8_t *out);
+void mg_fsub_s8(const mg_add_params_t *p, int32_t n, const int8_t *a, const int8_t *b,
+                int8_t *out);
+void mg_fmul_s8(const mg_mul_params_t *p, int32_t n, const int8_t *a, const int8_t *b,
+                int8_t *out);
+
+/* One ADD / SUB / MUL element (inline: the fused minGRU step uses them). */
+static inline int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, int shift)
+{
+    return mg_fq_rdbpot_b(mg_fq_srdhm_pot(x + offset, ls, m), -shift);
+}
+static inline int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
+{
+    return (int8_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm(raw, p->output_multiplier),
+                                              -(int)p->output_shift) + p->output_offset,
+                               p->act_min, p->act_max);
+}
+static inline int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
+{
+    const int ls = (int)p->left_shift;
+    return mg_fadd_out(p, mg_fadd_in(a, p->input1_offset, ls, p->input1_multiplier,
+                                     (int)p->input1_shift)
+                          + mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
+                                       (int)p->input2_shift));
+}
+static inline int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
+{
+    const int ls = (int)p->left_shift;
+    return mg_fadd_out(p, mg_fadd_in(a, p->input1_offset, ls, p->input1_multiplier,
+                                     (int)p->input1_shift)
+                          - mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
+                                       (int)p->input2_shift));
+}
+static inline int8_t mg_fmul1(const mg_mul_params_t *p, int8_t a, int8_t b)
+{
+    const int32_t v = ((int32_t)a + p->input1_offset) * ((int32_t)b + p->input2_offset);
+    return (int8_t)mg_fq_clamp(mg_fq_mbqm_b(v, p->output_multiplier, (int)p->output_shift)
+                               + p->output_offset, p->act_min, p->act_max);
+}
+
+/* ---- fused layer kernels --------------------------------------------------------------- */
+
+/* Delay convolution on the trimmed rings (mg_delay.h) with the input zero point folded into
+ * bias_folded[c] = bias[c] + input_offset * sum_e filter[e][c]. */
+typedef struct {
+    const mg_delay_params_t *ref;   /* shapes, delays, rings, filter, quantization */
+    const int32_t *bias_folded;     /* [H] */
+} mg_delay_fast_t;
+void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uint32_t t, const int8_t *frame,
+                      int8_t *out);
+
+/* minGRU step (mg_mingru.h) on re-laid weights with 256-entry tables. */
+typedef struct {
+    int32_t channels;              /* H */
+    const mg_ffc_params_t *gate;   /* z_pre */
+    const mg_ffc_params_t *cand;   /* p (no activation) */
+    const int8_t *sig_z;           /* [256] z = LOGISTIC(z_pre) */
+    const int8_t *sig_min_p;       /* [256] q = LOGISTIC(MINIMUM(p, min_const)) (stride 0) */
+    const int8_t *min_const;       /* per-channel MINIMUM constant, or NULL (in sig_min_p) */
+    const int8_t *sig_p;           /* [256] LOGISTIC alone (with min_const != NULL) */
+    const mg_ffc_params_t *relu_fc;  /* r_pre = FC(u), or NULL: r_pre = p */
+    int32_t relu_fc_shares_dot;    /* relu_fc reads cand's dot (its own bias/quantization) */
+    const int8_t *relu;            /* [256] RELU op table, or NULL */
+    const mg_add_params_t *add_g;  /* g = ADD(r, q) */
+    const mg_add_params_t *sub;    /* d = SUB(g, h) */
+    const mg_mul_params_t *mul;    /* m = MUL(z, d) */
+    const mg_add_params_t *add_h;  /* h_new = ADD(h, m) */
+} mg_mingru_fast_t;
+/* xq: scratch of 2 * gate->blocks words. */
+void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h, uint32_t *xq);
+
+/* ---- per-op profile hook (MG_PROFILE builds; the harness defines mg_prof_mark) -------- */
+#ifdef MG_PROFILE
+enum { MG_PROF_DELAY = 0, MG_PROF_FC, MG_PROF_MINGRU, MG_PROF_ELEM, MG_PROF_READOUT,
+       MG_PROF_KINDS };
+void mg_prof_mark(int kind);   /* charges the time since the previous mark to `kind` */
+#define MG_PROF(kind) mg_prof_mark(kind)
+#else
+#define MG_PROF(kind) ((void)0)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MG_FAST_H */
