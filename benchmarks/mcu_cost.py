@@ -117,14 +117,23 @@ def run_host_runner(exe, x: np.ndarray) -> np.ndarray:
     return np.frombuffer(out, np.int8).reshape(S, T, -1)
 
 
-def build_check(target: str, gen_dir, out_dir, debug: bool = True) -> dict:
-    """Cross-build model_check.c (+ test vectors) for `target`; objects kept for sizing."""
+def build_check(target: str, gen_dir, out_dir, debug: bool = True, fast: bool | None = None,
+                profile: bool = False) -> dict:
+    """Cross-build model_check.c (+ test vectors) for `target`; objects kept for sizing.
+    fast: None = the target's default path (MG_FAST 1 where the DSP extension exists), True /
+    False force the fast / portable reference path; profile: per-op-kind tick counters."""
     t = TARGETS[target]
     gen_dir, out_dir = Path(gen_dir), Path(out_dir)
+    tag = ("" if fast is None else "_fast" if fast else "_ref") + ("_prof" if profile else "")
+    out_dir = out_dir / (tag.strip("_") or "default")
     out_dir.mkdir(parents=True, exist_ok=True)
     flags = [*WARN, *t["flags"], "-I", str(RUNTIME), "-I", str(HARNESS), "-I", str(gen_dir)]
     if debug:
         flags.append("-DMG_MODEL_DEBUG")
+    if fast is not None:
+        flags.append(f"-DMG_FAST={int(fast)}")
+    if profile:
+        flags.append("-DMG_PROFILE")
     groups = {
         "runtime": [RUNTIME / s for s in RUNTIME_SRCS],
         "package": [gen_dir / s for s in PACKAGE_SRCS],
@@ -138,10 +147,10 @@ def build_check(target: str, gen_dir, out_dir, debug: bool = True) -> dict:
             o = out_dir / f"{group}_{Path(src).stem}.o"
             _run([t["cc"], *flags, "-c", src, "-o", o])
             objs[group].append(o)
-    elf = out_dir / f"check_{target}{'_debug' if debug else ''}.elf"
+    elf = out_dir / f"check_{target}{'_debug' if debug else ''}{tag}.elf"
     _run([t["cc"], *flags, *[o for g in objs.values() for o in g], *t["ldflags"], "-lgcc",
           "-o", elf])
-    return {"elf": elf, "objs": objs, "target": target, "debug": debug}
+    return {"elf": elf, "objs": objs, "target": target, "debug": debug, "fast": fast}
 
 
 _LINE = re.compile(r"MGCHECK id=(\S+) (.*)")
@@ -167,7 +176,15 @@ def run_check(build: dict, timeout: float = 120) -> dict:
     res["instructions_per_tick"] = ipt
     res["instructions_per_step"] = {"mean": res["ticks_total"] * ipt / steps,
                                     "min": res["ticks_min"] * ipt, "max": res["ticks_max"] * ipt}
+    if "prof_fc" in res:
+        res["profile_per_step"] = {k: res[f"prof_{k}"] * ipt / steps for k in PROFILE_KINDS}
     return res
+
+
+PROFILE_KINDS = ("delay", "fc", "mingru", "elem", "readout")
+PROFILE_LABELS = {"delay": "delay gather + taps", "fc": "FC (encoder, MLP)",
+                  "mingru": "minGRU (FCs + gates)", "elem": "elementwise (residual, norm)",
+                  "readout": "readout FC"}
 
 
 def _nm_sizes(nm: str, path) -> dict[str, tuple[int, str]]:

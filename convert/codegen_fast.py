@@ -194,7 +194,12 @@ def ffc_decls(P: str, name: str, p: dict, layout, linkage: str = "static const")
             f"{linkage} mg_fq_chan_t {P}_{name}_ch[{len(rows)}] = {{\n    {ch}\n}};",
             f"{linkage} mg_ffc_params_t {P}_{name} = {{{p['accum_depth']}, {blocks}, "
             f"{p['output_depth']}, {P}_{name}_w, {P}_{name}_ch, {p['output_offset']}, "
-            f"{p['act_min']}, {p['act_max']}}};"]
+            f"{p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};"]
+
+
+def right_shifts(rows) -> int:
+    """1 when every channel's shift is <= -1 (mg_ffc_out1's short rounding applies)."""
+    return int(all(s <= -1 for _, _, s in rows))
 
 
 def table_decl(P: str, name: str, table: np.ndarray) -> str:

@@ -43,7 +43,7 @@ from convert.codegen import (
     emit_op, op_params, plan_memory)
 from convert.codegen_fast import (
     emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
-    requant_table, table_decl)
+    requant_table, right_shifts, table_decl)
 from convert.tflite_reader import Model, Operator, read_tflite
 
 METADATA_NAME = "mgrade"
@@ -477,7 +477,7 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
                       f"static const mg_ffc_params_t {P}_l{L}_relu_fc_f = {{"
                       f"{p['accum_depth']}, {blocks}, {p['output_depth']}, "
                       f"{P}_l{L}_cand_f_w, {P}_l{L}_relu_fc_f_ch, {p['output_offset']}, "
-                      f"{p['act_min']}, {p['act_max']}}};"]
+                      f"{p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};"]
         else:
             decls += ffc_decls(P, f"l{L}_relu_fc_f", p, lay["relu_fc"])
         relu_fc = f"&{P}_l{L}_relu_fc_f"

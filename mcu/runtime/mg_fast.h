@@ -52,6 +52,12 @@
 #define MG_DSP_NATIVE 0
 #endif
 
+#if defined(__GNUC__)
+#define MG_FAST_INLINE static inline __attribute__((always_inline))
+#else
+#define MG_FAST_INLINE static inline
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -171,74 +177,69 @@ typedef struct {
     const uint32_t *w;        /* ceil(n_out / 4) * blocks * 4 words, layout above */
     const mg_fq_chan_t *ch;   /* [n_out] */
     int32_t output_offset, act_min, act_max;
+    int32_t right_shifts;     /* 1: every shift <= -1 (the 3-instruction rounding applies) */
 } mg_ffc_params_t;
 
 /* x int8 [depth] -> xq [2 * blocks] words (R, P per block; the tail block padded with 0). */
 void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq);
 
 /* d[0..3] = sum_k b_k x'_k of the 4 channels of one weight group (no bias). */
-static inline void mg_ffc_dot4(const uint32_t *xq, const uint32_t *wp, int32_t blocks,
-                               int32_t d[4])
-{
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int32_t k;
-    for (k = 0; k < blocks; ++k) {
-        const uint32_t r = xq[0];
-        const uint32_t pp = xq[1];
-        uint32_t w0 = wp[0];
-        uint32_t w1 = wp[1];
-        uint32_t w2 = wp[2];
-        uint32_t w3 = wp[3];
-        a0 = mg_smlad(mg_sxtb16(w0), r, mg_smlad(w0, pp, a0));
-        a1 = mg_smlad(mg_sxtb16(w1), r, mg_smlad(w1, pp, a1));
-        a2 = mg_smlad(mg_sxtb16(w2), r, mg_smlad(w2, pp, a2));
-        a3 = mg_smlad(mg_sxtb16(w3), r, mg_smlad(w3, pp, a3));
-        xq += 2;
-        wp += 4;
-    }
-    d[0] = a0 >> 8;
-    d[1] = a1 >> 8;
-    d[2] = a2 >> 8;
-    d[3] = a3 >> 8;
-}
+void mg_ffc_dot4(const uint32_t *xq, const uint32_t *w, int32_t blocks, int32_t d[4]);
+
+/* The kernels below are `static inline` on purpose: the generated package calls them with
+ * pointers to its `static const` parameter structs, so the compiler folds every scalar
+ * parameter (offsets, multipliers, shifts, clamps, sizes) into the code at each call site. */
 
 /* Requantized output of channel c from its dot d (|d + bias| < 2^30, generator-checked). */
-static inline int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c)
+MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c)
 {
     const mg_fq_chan_t *ch = &p->ch[c];
-    return (int8_t)mg_fq_clamp(mg_fq_mbqm_b(d + ch->bias, ch->mult, (int)ch->shift)
-                               + p->output_offset, p->act_min, p->act_max);
+    const int32_t x = d + ch->bias;
+    int32_t y;
+    if (p->right_shifts) {
+        const int e = -(int)ch->shift;
+        y = mg_fq_srdhm(x, ch->mult);
+        y = (y + (int32_t)(((uint32_t)1 << e) >> 1) + (y >> 31)) >> e;
+    } else {
+        y = mg_fq_mbqm_b(x, ch->mult, (int)ch->shift);
+    }
+    return (int8_t)mg_fq_clamp(y + p->output_offset, p->act_min, p->act_max);
 }
 
 /* out [n_out] = FC(x [depth]); xq: scratch of 2 * blocks words. */
-void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_t *xq, int8_t *out);
+MG_FAST_INLINE void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_t *xq,
+                             int8_t *out)
+{
+    const int32_t groups = (p->n_out + 3) >> 2;
+    const uint32_t *w = p->w;
+    int32_t g, c = 0;
+    mg_ffc_expand(x, p->depth, xq);
+    for (g = 0; g < groups; ++g) {
+        int32_t d[4];
+        int32_t k;
+        mg_ffc_dot4(xq, w, p->blocks, d);
+        w += 4 * p->blocks;
+        for (k = 0; k < 4 && c < p->n_out; ++k, ++c) {
+            out[c] = mg_ffc_out1(p, d[k], c);
+        }
+    }
+}
 
 /* ---- elementwise --------------------------------------------------------------------- */
 
-/* out[i] = lut[in[i] + 128] for n elements (any int8 -> int8 function of one input). */
-void mg_lut_s8(const int8_t *lut, int32_t n, const int8_t *in, int8_t *out);
-
-/* ADD / SUB / MUL without broadcasting (n elements), TFLM arithmetic, exact for int8 ADD/SUB
- * parameters (left_shift <= 20) and MUL output shifts <= 14. */
-void mg_fadd_s8(const mg_add_params_t *p, int32_t n, const int8_t *a, const int8_t *b,
-                int8_t *out);
-void mg_fsub_s8(const mg_add_params_t *p, int32_t n, const int8_t *a, const int8_t *b,
-                int8_t *out);
-void mg_fmul_s8(const mg_mul_params_t *p, int32_t n, const int8_t *a, const int8_t *b,
-                int8_t *out);
-
-/* One ADD / SUB / MUL element (inline: the fused minGRU step uses them). */
-static inline int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, int shift)
+/* One ADD / SUB input rescaled: mg_rdbpot(mg_srdhm((x + offset) << ls, m), -shift) with
+ * 32-bit products only (exact for |x + offset| <= 256, 1 <= ls <= 20, shift <= 0). */
+MG_FAST_INLINE int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, int shift)
 {
     return mg_fq_rdbpot_b(mg_fq_srdhm_pot(x + offset, ls, m), -shift);
 }
-static inline int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
+MG_FAST_INLINE int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
 {
     return (int8_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm(raw, p->output_multiplier),
                                               -(int)p->output_shift) + p->output_offset,
                                p->act_min, p->act_max);
 }
-static inline int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
+MG_FAST_INLINE int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
 {
     const int ls = (int)p->left_shift;
     return mg_fadd_out(p, mg_fadd_in(a, p->input1_offset, ls, p->input1_multiplier,
@@ -246,7 +247,7 @@ static inline int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
                           + mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
                                        (int)p->input2_shift));
 }
-static inline int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
+MG_FAST_INLINE int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
 {
     const int ls = (int)p->left_shift;
     return mg_fadd_out(p, mg_fadd_in(a, p->input1_offset, ls, p->input1_multiplier,
@@ -254,11 +255,48 @@ static inline int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
                           - mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
                                        (int)p->input2_shift));
 }
-static inline int8_t mg_fmul1(const mg_mul_params_t *p, int8_t a, int8_t b)
+MG_FAST_INLINE int8_t mg_fmul1(const mg_mul_params_t *p, int8_t a, int8_t b)
 {
     const int32_t v = ((int32_t)a + p->input1_offset) * ((int32_t)b + p->input2_offset);
     return (int8_t)mg_fq_clamp(mg_fq_mbqm_b(v, p->output_multiplier, (int)p->output_shift)
                                + p->output_offset, p->act_min, p->act_max);
+}
+
+/* out[i] = lut[in[i] + 128] for n elements (any int8 -> int8 function of one input). */
+MG_FAST_INLINE void mg_lut_s8(const int8_t *lut, int32_t n, const int8_t *in, int8_t *out)
+{
+    const int8_t *mid = lut + 128;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mid[in[i]];
+    }
+}
+
+/* ADD / SUB / MUL without broadcasting (n elements), TFLM arithmetic; ADD/SUB need int8
+ * parameters with 1 <= left_shift <= 20 (the generator checks, mg_fast_add_ok). */
+MG_FAST_INLINE void mg_fadd_s8(const mg_add_params_t *p, int32_t n, const int8_t *a,
+                              const int8_t *b, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mg_fadd1(p, a[i], b[i]);
+    }
+}
+MG_FAST_INLINE void mg_fsub_s8(const mg_add_params_t *p, int32_t n, const int8_t *a,
+                              const int8_t *b, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mg_fsub1(p, a[i], b[i]);
+    }
+}
+MG_FAST_INLINE void mg_fmul_s8(const mg_mul_params_t *p, int32_t n, const int8_t *a,
+                              const int8_t *b, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mg_fmul1(p, a[i], b[i]);
+    }
 }
 
 /* ---- fused layer kernels --------------------------------------------------------------- */
@@ -269,8 +307,39 @@ typedef struct {
     const mg_delay_params_t *ref;   /* shapes, delays, rings, filter, quantization */
     const int32_t *bias_folded;     /* [H] */
 } mg_delay_fast_t;
-void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uint32_t t, const int8_t *frame,
-                      int8_t *out);
+
+MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *f, int8_t *ring, uint32_t t,
+                                    const int8_t *frame, int8_t *out)
+{
+    const mg_delay_params_t *p = f->ref;
+    const int32_t H = p->channels;
+    const int32_t N = p->taps;
+    int32_t c, e;
+    for (c = 0; c < H; ++c) {
+        const uint32_t len = p->ring_len[c];
+        const int32_t cur = (int32_t)frame[c];
+        int32_t acc = f->bias_folded[c];
+        const uint16_t *dl = p->delay + c;
+        const int8_t *fl = p->filter + c;
+        if (len) {
+            int8_t *slots = ring + p->ring_off[c];
+            const uint32_t pos = t % len;
+            for (e = 0; e < N; ++e) {
+                const uint32_t d = dl[e * H];
+                const int32_t v = d == 0u ? cur
+                                          : (int32_t)slots[pos >= d ? pos - d : pos + len - d];
+                acc += (int32_t)fl[e * H] * v;
+            }
+            slots[pos] = (int8_t)cur;
+        } else {
+            for (e = 0; e < N; ++e) {
+                acc += (int32_t)fl[e * H] * cur;
+            }
+        }
+        out[c] = (int8_t)mg_fq_clamp(mg_fq_mbqm_b(acc, p->multiplier[c], (int)p->shift[c])
+                                     + p->output_offset, p->act_min, p->act_max);
+    }
+}
 
 /* minGRU step (mg_mingru.h) on re-laid weights with 256-entry tables. */
 typedef struct {
@@ -289,8 +358,57 @@ typedef struct {
     const mg_mul_params_t *mul;    /* m = MUL(z, d) */
     const mg_add_params_t *add_h;  /* h_new = ADD(h, m) */
 } mg_mingru_fast_t;
-/* xq: scratch of 2 * gate->blocks words. */
-void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h, uint32_t *xq);
+
+/* One step, h [H] updated in place; xq: scratch of 2 * gate->blocks words. */
+MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
+                                     uint32_t *xq)
+{
+    const int32_t H = p->channels;
+    const int32_t blocks = p->gate->blocks;
+    const int32_t groups = (H + 3) >> 2;
+    const int8_t *sig_z = p->sig_z + 128;
+    const int8_t *sig_q = (p->min_const ? p->sig_p : p->sig_min_p) + 128;
+    const mg_ffc_params_t *rfc = p->relu_fc;
+    const uint32_t *wz = p->gate->w;
+    const uint32_t *wp = p->cand->w;
+    const uint32_t *wr = rfc && !p->relu_fc_shares_dot ? rfc->w : (const uint32_t *)0;
+    int32_t g, c = 0;
+    mg_ffc_expand(u, p->gate->depth, xq);
+    for (g = 0; g < groups; ++g) {
+        int32_t dz[4], dp[4], dr[4];
+        int32_t k;
+        mg_ffc_dot4(xq, wz, blocks, dz);
+        mg_ffc_dot4(xq, wp, blocks, dp);
+        wz += 4 * blocks;
+        wp += 4 * blocks;
+        if (wr) {
+            mg_ffc_dot4(xq, wr, blocks, dr);
+            wr += 4 * blocks;
+        }
+        for (k = 0; k < 4 && c < H; ++k, ++c) {
+            const int8_t z = sig_z[mg_ffc_out1(p->gate, dz[k], c)];
+            const int8_t pv = mg_ffc_out1(p->cand, dp[k], c);
+            int8_t r, q, gv, hc;
+            if (p->min_const) {
+                const int8_t mn = p->min_const[c];
+                q = sig_q[pv < mn ? pv : mn];
+            } else {
+                q = sig_q[pv];
+            }
+            if (rfc == (const mg_ffc_params_t *)0) {
+                r = pv;
+            } else {
+                r = mg_ffc_out1(rfc, wr ? dr[k] : dp[k], c);
+            }
+            if (p->relu) {
+                r = (p->relu + 128)[r];
+            }
+            gv = mg_fadd1(p->add_g, r, q);
+            hc = h[c];
+            h[c] = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+        }
+    }
+}
 
 /* ---- per-op profile hook (MG_PROFILE builds; the harness defines mg_prof_mark) -------- */
 #ifdef MG_PROFILE
