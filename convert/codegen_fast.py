@@ -177,7 +177,8 @@ def ffc_layout(w: np.ndarray, bias: np.ndarray | None, p: dict):
     words = words.reshape(groups, 4, blocks).transpose(0, 2, 1).reshape(-1)
     mult = list(p["multiplier"]) if p["per_channel"] else [p["multiplier"][0]] * n_out
     shift = list(p["shift"]) if p["per_channel"] else [p["shift"][0]] * n_out
-    rows = [(int(folded[c]), int(mult[c]), int(shift[c])) for c in range(n_out)]
+    rows = [(int(folded[c]), int(mult[c]), int(shift[c]),
+             (1 << (-int(shift[c]) - 1)) if shift[c] <= -1 else 0) for c in range(n_out)]
     return (words.astype(np.uint32), rows, blocks), None
 
 
@@ -189,7 +190,7 @@ def _words(v) -> str:
 def ffc_decls(P: str, name: str, p: dict, layout, linkage: str = "static const") -> list[str]:
     """C: `{P}_{name}_w` words, `{P}_{name}_ch` rows and the mg_ffc_params_t `{P}_{name}`."""
     words, rows, blocks = layout
-    ch = ",\n    ".join(f"{{{b}, {m}, {s}}}" for b, m, s in rows)
+    ch = chan_rows(rows)
     return [f"{linkage} uint32_t {P}_{name}_w[{max(1, len(words))}] = {{{_words(words)}}};",
             f"{linkage} mg_fq_chan_t {P}_{name}_ch[{len(rows)}] = {{\n    {ch}\n}};",
             f"{linkage} mg_ffc_params_t {P}_{name} = {{{p['accum_depth']}, {blocks}, "
@@ -199,7 +200,11 @@ def ffc_decls(P: str, name: str, p: dict, layout, linkage: str = "static const")
 
 def right_shifts(rows) -> int:
     """1 when every channel's shift is <= -1 (mg_ffc_out1's short rounding applies)."""
-    return int(all(s <= -1 for _, _, s in rows))
+    return int(all(r[2] <= -1 for r in rows))
+
+
+def chan_rows(rows) -> str:
+    return ",\n    ".join("{" + ", ".join(str(v) for v in r) + "}" for r in rows)
 
 
 def table_decl(P: str, name: str, table: np.ndarray) -> str:
@@ -261,8 +266,8 @@ def emit_fast_op(model, op, p: dict, ptr, P: str):
             return None
         decls = ffc_decls(P, f"op{n}f", p, layout)
         body = [head, f"    mg_ffc_s8(&{P}_op{n}f, {ptr(op.inputs[0], True)}, {P}_xq, "
-                      f"{ptr(o, False)});"]
-        return decls, body, 2 * layout[2]
+                      f"{P}_acc, {ptr(o, False)});"]
+        return decls, body, (2 * layout[2], 4 * ((p["output_depth"] + 3) // 4))
     if op.op in ("ADD", "SUB", "MUL"):
         cnt = elementwise_count(p)
         if cnt is None or (op.op != "MUL" and not add_ok(p)):
@@ -270,10 +275,10 @@ def emit_fast_op(model, op, p: dict, ptr, P: str):
         fn = {"ADD": "mg_fadd_s8", "SUB": "mg_fsub_s8", "MUL": "mg_fmul_s8"}[op.op]
         body = [head, f"    {fn}(&{P}_op{n}, {cnt}, {ptr(op.inputs[0], True)}, "
                       f"{ptr(op.inputs[1], True)}, {ptr(o, False)});"]
-        return None, body, 0      # None: keep the reference parameter struct
+        return None, body, (0, 0)      # None: keep the reference parameter struct
     if op.op in ("LOGISTIC", "RELU", "QUANTIZE"):
         tab = logistic_table(p) if op.op == "LOGISTIC" else requant_table(p)
         body = [head, f"    mg_lut_s8({P}_op{n}_lut, {p['size']}, {ptr(op.inputs[0], True)}, "
                       f"{ptr(o, False)});"]
-        return [table_decl(P, f"op{n}_lut", tab)], body, 0
+        return [table_decl(P, f"op{n}_lut", tab)], body, (0, 0)
     return None

@@ -43,7 +43,7 @@ from convert.codegen import (
     emit_op, op_params, plan_memory)
 from convert.codegen_fast import (
     emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
-    requant_table, right_shifts, table_decl)
+    requant_table, right_shifts, table_decl, chan_rows)
 from convert.tflite_reader import Model, Operator, read_tflite
 
 METADATA_NAME = "mgrade"
@@ -434,7 +434,7 @@ def _fast_delay(P: str, T, f: DelayFusion):
     decls = [f"static const int32_t {P}_l{L}_dw_bias_f[{H}] = {_list(folded)};",
              f"static const mg_delay_fast_t {P}_l{L}_delay_f = {{&{P}_l{L}_delay_p, "
              f"{P}_l{L}_dw_bias_f}};"]
-    return decls, None, 0
+    return decls, None, (0, 0)
 
 
 def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
@@ -471,7 +471,7 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
         p = f.fc["relu_fc"][1]
         if f.shares_dot:       # cand's re-laid weights, relu_fc's own bias and quantization
             words, rows, blocks = lay["relu_fc"]
-            ch = ",\n    ".join(f"{{{b}, {m}, {s}}}" for b, m, s in rows)
+            ch = chan_rows(rows)
             decls += [f"static const mg_fq_chan_t {P}_l{L}_relu_fc_f_ch[{len(rows)}] = "
                       f"{{\n    {ch}\n}};",
                       f"static const mg_ffc_params_t {P}_l{L}_relu_fc_f = {{"
@@ -488,7 +488,8 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
     decls.append(f"static const mg_mingru_fast_t {P}_l{L}_gru_f = {{{H}, &{P}_l{L}_gate_f, "
                  f"&{P}_l{L}_cand_f, {P}_l{L}_sig_z_lut, {sig}, {relu_fc}, {int(f.shares_dot)}, "
                  f"{relu}, &{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h}};")
-    return decls, None, 2 * lay["gate"][2]
+    n_acc = (3 if "relu_fc" in f.fc and not f.shares_dot else 2) * 4 * ((H + 3) // 4)
+    return decls, None, (2 * lay["gate"][2], n_acc)
 
 
 def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
@@ -643,7 +644,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     c.append("/* ---- operator parameters (flash) ---- */")
 
     body: list[str] = []
-    xq_words = 0
+    xq_words = acc_words = 0
     fast_report: dict[str, str] = {}
     readout_op = g.producer[logits_t].index if logits_t in g.producer else -1
     for op in new_ops:
@@ -723,14 +724,15 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
             if fast is not None:
                 fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
-                                  f"{P}_h{L}, {P}_xq);"], fast[2])
+                                  f"{P}_h{L}, {P}_xq, {P}_acc);"], fast[2])
         else:
             decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
             c += decls
             body += lines
         if fast is not None:
-            fdecls, fbody, words = fast
+            fdecls, fbody, (words, accw) = fast
             xq_words = max(xq_words, words)
+            acc_words = max(acc_words, accw)
             if fdecls is not None:
                 c[ref_c:] = ["#if MG_FAST"] + fdecls + (["#else"] + c[ref_c:] if c[ref_c:]
                                                          else []) + ["#endif"]
@@ -743,6 +745,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     if xq_words:
         c.append("#if MG_FAST")
         c.append(f"static uint32_t {P}_xq[{xq_words}];   /* FC input, expanded (mg_ffc_expand) */")
+        c.append(f"static int32_t {P}_acc[{max(1, acc_words)}];   /* FC dot products */")
         c.append("#endif")
     c.append("")
     c.append("void mg_model_reset(void)")

@@ -41,8 +41,11 @@ void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
     }
 }
 
-void mg_ffc_dot4(const uint32_t *xq, const uint32_t *wp, int32_t blocks, int32_t d[4])
+void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
+                int32_t *d)
 {
+    for (; groups > 0; --groups, d += 4) {
+    const uint32_t *xq = xq0;
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     int32_t k;
     for (k = blocks >> 1; k > 0; --k) {       /* two blocks (8 inputs x 4 channels) a turn */
@@ -72,9 +75,11 @@ void mg_ffc_dot4(const uint32_t *xq, const uint32_t *wp, int32_t blocks, int32_t
         a1 = mg_smlad(mg_sxtb16(w1), r, mg_smlad(w1, pp, a1));
         a2 = mg_smlad(mg_sxtb16(w2), r, mg_smlad(w2, pp, a2));
         a3 = mg_smlad(mg_sxtb16(w3), r, mg_smlad(w3, pp, a3));
+        wp += 4;
     }
     d[0] = a0 >> 8;     /* exact: 256 * |dot| < 2^31 (generator-checked) */
     d[1] = a1 >> 8;
     d[2] = a2 >> 8;
     d[3] = a3 >> 8;
+    }
 }

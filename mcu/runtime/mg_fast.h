@@ -168,6 +168,7 @@ typedef struct {
     int32_t bias;    /* bias + folded input zero point and odd-input offset (see above) */
     int32_t mult;    /* quantized multiplier */
     int32_t shift;   /* TFLite shift */
+    int32_t rnd;     /* right_shifts: 2^(-shift - 1), the rounding constant */
 } mg_fq_chan_t;
 
 typedef struct {
@@ -183,8 +184,9 @@ typedef struct {
 /* x int8 [depth] -> xq [2 * blocks] words (R, P per block; the tail block padded with 0). */
 void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq);
 
-/* d[0..3] = sum_k b_k x'_k of the 4 channels of one weight group (no bias). */
-void mg_ffc_dot4(const uint32_t *xq, const uint32_t *w, int32_t blocks, int32_t d[4]);
+/* d[c] = sum_k b_kc x'_k for every channel of `groups` weight groups (no bias). */
+void mg_ffc_dot(const uint32_t *xq, const uint32_t *w, int32_t blocks, int32_t groups,
+                int32_t *d);
 
 /* The kernels below are `static inline` on purpose: the generated package calls them with
  * pointers to its `static const` parameter structs, so the compiler folds every scalar
@@ -197,31 +199,30 @@ MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c
     const int32_t x = d + ch->bias;
     int32_t y;
     if (p->right_shifts) {
-        const int e = -(int)ch->shift;
         y = mg_fq_srdhm(x, ch->mult);
-        y = (y + (int32_t)(((uint32_t)1 << e) >> 1) + (y >> 31)) >> e;
+        y = (y + ch->rnd + (y >> 31)) >> -ch->shift;
     } else {
         y = mg_fq_mbqm_b(x, ch->mult, (int)ch->shift);
     }
-    return (int8_t)mg_fq_clamp(y + p->output_offset, p->act_min, p->act_max);
+    y += p->output_offset;
+#if MG_DSP_NATIVE
+    if (p->act_min == -128 && p->act_max == 127) {
+        return (int8_t)__ssat(y, 8);
+    }
+#endif
+    return (int8_t)mg_fq_clamp(y, p->act_min, p->act_max);
 }
 
-/* out [n_out] = FC(x [depth]); xq: scratch of 2 * blocks words. */
+/* out [n_out] = FC(x [depth]); xq: scratch of 2 * blocks words, acc: of n_out rounded up
+ * to 4 words. */
 MG_FAST_INLINE void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_t *xq,
-                             int8_t *out)
+                              int32_t *acc, int8_t *out)
 {
-    const int32_t groups = (p->n_out + 3) >> 2;
-    const uint32_t *w = p->w;
-    int32_t g, c = 0;
+    int32_t c;
     mg_ffc_expand(x, p->depth, xq);
-    for (g = 0; g < groups; ++g) {
-        int32_t d[4];
-        int32_t k;
-        mg_ffc_dot4(xq, w, p->blocks, d);
-        w += 4 * p->blocks;
-        for (k = 0; k < 4 && c < p->n_out; ++k, ++c) {
-            out[c] = mg_ffc_out1(p, d[k], c);
-        }
+    mg_ffc_dot(xq, p->w, p->blocks, (p->n_out + 3) >> 2, acc);
+    for (c = 0; c < p->n_out; ++c) {
+        out[c] = mg_ffc_out1(p, acc[c], c);
     }
 }
 
@@ -359,9 +360,10 @@ typedef struct {
     const mg_add_params_t *add_h;  /* h_new = ADD(h, m) */
 } mg_mingru_fast_t;
 
-/* One step, h [H] updated in place; xq: scratch of 2 * gate->blocks words. */
+/* One step, h [H] updated in place; xq: scratch of 2 * gate->blocks words, acc: of
+ * 3 * (H rounded up to 4) words. */
 MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
-                                     uint32_t *xq)
+                                      uint32_t *xq, int32_t *acc)
 {
     const int32_t H = p->channels;
     const int32_t blocks = p->gate->blocks;
@@ -369,25 +371,19 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
     const int8_t *sig_z = p->sig_z + 128;
     const int8_t *sig_q = (p->min_const ? p->sig_p : p->sig_min_p) + 128;
     const mg_ffc_params_t *rfc = p->relu_fc;
-    const uint32_t *wz = p->gate->w;
-    const uint32_t *wp = p->cand->w;
-    const uint32_t *wr = rfc && !p->relu_fc_shares_dot ? rfc->w : (const uint32_t *)0;
-    int32_t g, c = 0;
+    const int32_t *dz = acc, *dp = acc + 4 * groups, *dr = acc + 8 * groups;
+    const int separate_r = rfc && !p->relu_fc_shares_dot;
+    int32_t c;
     mg_ffc_expand(u, p->gate->depth, xq);
-    for (g = 0; g < groups; ++g) {
-        int32_t dz[4], dp[4], dr[4];
-        int32_t k;
-        mg_ffc_dot4(xq, wz, blocks, dz);
-        mg_ffc_dot4(xq, wp, blocks, dp);
-        wz += 4 * blocks;
-        wp += 4 * blocks;
-        if (wr) {
-            mg_ffc_dot4(xq, wr, blocks, dr);
-            wr += 4 * blocks;
-        }
-        for (k = 0; k < 4 && c < H; ++k, ++c) {
-            const int8_t z = sig_z[mg_ffc_out1(p->gate, dz[k], c)];
-            const int8_t pv = mg_ffc_out1(p->cand, dp[k], c);
+    mg_ffc_dot(xq, p->gate->w, blocks, groups, acc);
+    mg_ffc_dot(xq, p->cand->w, blocks, groups, acc + 4 * groups);
+    if (separate_r) {
+        mg_ffc_dot(xq, rfc->w, blocks, groups, acc + 8 * groups);
+    }
+    for (c = 0; c < H; ++c) {
+        {
+            const int8_t z = sig_z[mg_ffc_out1(p->gate, dz[c], c)];
+            const int8_t pv = mg_ffc_out1(p->cand, dp[c], c);
             int8_t r, q, gv, hc;
             if (p->min_const) {
                 const int8_t mn = p->min_const[c];
@@ -398,7 +394,7 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
             if (rfc == (const mg_ffc_params_t *)0) {
                 r = pv;
             } else {
-                r = mg_ffc_out1(rfc, wr ? dr[k] : dp[k], c);
+                r = mg_ffc_out1(rfc, separate_r ? dr[c] : dp[c], c);
             }
             if (p->relu) {
                 r = (p->relu + 128)[r];
