@@ -179,7 +179,7 @@ def ffc_layout(w: np.ndarray, bias: np.ndarray | None, p: dict):
     shift = list(p["shift"]) if p["per_channel"] else [p["shift"][0]] * n_out
     rows = [(int(folded[c]), int(mult[c]), int(shift[c]),
              (1 << (-int(shift[c]) - 1)) if shift[c] <= -1 else 0) for c in range(n_out)]
-    return (words.astype(np.uint32), rows, blocks), None
+    return (words.astype(np.uint32), rows, blocks, dot_bound[:n_out]), None
 
 
 def _words(v) -> str:
@@ -189,7 +189,7 @@ def _words(v) -> str:
 
 def ffc_decls(P: str, name: str, p: dict, layout, linkage: str = "static const") -> list[str]:
     """C: `{P}_{name}_w` words, `{P}_{name}_ch` rows and the mg_ffc_params_t `{P}_{name}`."""
-    words, rows, blocks = layout
+    words, rows, blocks = layout[:3]
     ch = chan_rows(rows)
     return [f"{linkage} uint32_t {P}_{name}_w[{max(1, len(words))}] = {{{_words(words)}}};",
             f"{linkage} mg_fq_chan_t {P}_{name}_ch[{len(rows)}] = {{\n    {ch}\n}};",
@@ -282,3 +282,72 @@ def emit_fast_op(model, op, p: dict, ptr, P: str):
                       f"{ptr(o, False)});"]
         return [table_decl(P, f"op{n}_lut", tab)], body, (0, 0)
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# minGRU candidate g(p) = ADD(RELU(FC_r(u)), LOGISTIC(MINIMUM(FC_p(u), c))) as two tables
+
+def ref_add1(p: dict, a: int, b: int) -> int:
+    ls = p["left_shift"]
+
+    def scaled(x, off, m, s):
+        return ref_rdbpot(ref_srdhm((off + x) * (1 << ls), m), -s)
+
+    raw = scaled(a, p["input1_offset"], p["input1_multiplier"], p["input1_shift"]) + \
+        scaled(b, p["input2_offset"], p["input2_multiplier"], p["input2_shift"])
+    out = ref_rdbpot(ref_srdhm(raw, p["output_multiplier"]), -p["output_shift"]) + \
+        p["output_offset"]
+    return max(p["act_min"], min(p["act_max"], out))
+
+
+def _fc_out(row, p: dict, d: int) -> int:
+    bias, mult, shift = row[0], row[1], row[2]
+    y = ref_mbqm(d + bias, mult, shift) + p["output_offset"]
+    return max(p["act_min"], min(p["act_max"], y))
+
+
+def g_split_tables(cand_rows, cand_p, relu_rows, relu_p, dot_bound, relu_table, sig_p: dict,
+                   min_c: int, add_g: dict):
+    """When the RELU branch and the sigmoid branch of g() read the same dot d (shared
+    weights), g is a function of d alone: r(d) = RELU branch, pv(d) = candidate output, both
+    monotone in d. Per channel c this finds split[c], the largest d at which r(d) still equals
+    its value at the lowest reachable d, and checks that MINIMUM(pv(d), min_c) is constant
+    above it. Then, exactly,
+        g = g_neg[pv(d)]  for d <= split[c],   g = g_pos[r(d)]  for d > split[c]
+    with g_neg[v] = ADD(r_lo, LOGISTIC(MINIMUM(v, min_c))), g_pos[v] = ADD(v, q_hi), where r_lo
+    and q_hi must be the same for every channel. Returns (split, g_neg, g_pos) or None."""
+    H = len(cand_rows)
+
+    def r_of(c, d):
+        v = _fc_out(relu_rows[c], relu_p, d)
+        return int(relu_table[v + 128]) if relu_table is not None else v
+
+    def q_of(v):
+        return ref_logistic1(sig_p, min(v, min_c))
+
+    split, r_lo, q_hi = [], set(), set()
+    for c in range(H):
+        lo, hi = -int(dot_bound[c]), int(dot_bound[c])
+        r0 = r_of(c, lo)
+        if r_of(c, hi) == r0:
+            return None                           # the RELU branch never opens: keep generic
+        a, b = lo, hi                             # r(a) == r0, r(b) != r0
+        while b - a > 1:
+            mid = (a + b) // 2
+            if r_of(c, mid) == r0:
+                a = mid
+            else:
+                b = mid
+        qa, qb = q_of(_fc_out(cand_rows[c], cand_p, a + 1)), q_of(_fc_out(cand_rows[c],
+                                                                        cand_p, hi))
+        if qa != qb:
+            return None
+        split.append(a)
+        r_lo.add(r0)
+        q_hi.add(qa)
+    if len(r_lo) != 1 or len(q_hi) != 1:
+        return None
+    r0, q0 = r_lo.pop(), q_hi.pop()
+    g_neg = np.array([ref_add1(add_g, r0, q_of(v)) for v in range(-128, 128)], np.int8)
+    g_pos = np.array([ref_add1(add_g, v, q0) for v in range(-128, 128)], np.int8)
+    return split, g_neg, g_pos

@@ -43,7 +43,7 @@ from convert.codegen import (
     emit_op, op_params, plan_memory)
 from convert.codegen_fast import (
     emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
-    requant_table, right_shifts, table_decl, chan_rows)
+    requant_table, right_shifts, table_decl, chan_rows, g_split_tables)
 from convert.tflite_reader import Model, Operator, read_tflite
 
 METADATA_NAME = "mgrade"
@@ -470,7 +470,7 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
     if "relu_fc" in f.fc:
         p = f.fc["relu_fc"][1]
         if f.shares_dot:       # cand's re-laid weights, relu_fc's own bias and quantization
-            words, rows, blocks = lay["relu_fc"]
+            words, rows, blocks = lay["relu_fc"][:3]
             ch = chan_rows(rows)
             decls += [f"static const mg_fq_chan_t {P}_l{L}_relu_fc_f_ch[{len(rows)}] = "
                       f"{{\n    {ch}\n}};",
@@ -482,12 +482,26 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
             decls += ffc_decls(P, f"l{L}_relu_fc_f", p, lay["relu_fc"])
         relu_fc = f"&{P}_l{L}_relu_fc_f"
     relu = "NULL"
+    relu_tab = None
     if f.relu is not None:
-        decls.append(table_decl(P, f"l{L}_relu_lut", requant_table(f.relu)))
+        relu_tab = requant_table(f.relu)
+        decls.append(table_decl(P, f"l{L}_relu_lut", relu_tab))
         relu = f"{P}_l{L}_relu_lut"
+    split = "NULL, NULL, NULL"
+    if "relu_fc" in f.fc and f.shares_dot and mc.size == 1:
+        gs = g_split_tables(lay["cand"][1], f.fc["cand"][1], lay["relu_fc"][1],
+                            f.fc["relu_fc"][1], lay["cand"][3], relu_tab, f.sig_p, int(mc[0]),
+                            f.add_g)
+        if gs is not None:
+            decls += [f"static const int32_t {P}_l{L}_g_split[{H}] = {_list(gs[0])};",
+                      table_decl(P, f"l{L}_g_neg", gs[1]), table_decl(P, f"l{L}_g_pos", gs[2])]
+            split = f"{P}_l{L}_g_split, {P}_l{L}_g_neg, {P}_l{L}_g_pos"
+        else:
+            report[f"l{L}_g"] = "g() computed per element (no split)"
     decls.append(f"static const mg_mingru_fast_t {P}_l{L}_gru_f = {{{H}, &{P}_l{L}_gate_f, "
                  f"&{P}_l{L}_cand_f, {P}_l{L}_sig_z_lut, {sig}, {relu_fc}, {int(f.shares_dot)}, "
-                 f"{relu}, &{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h}};")
+                 f"{relu}, &{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h, "
+                 f"{split}}};")
     n_acc = (3 if "relu_fc" in f.fc and not f.shares_dot else 2) * 4 * ((H + 3) // 4)
     return decls, None, (2 * lay["gate"][2], n_acc)
 

@@ -358,6 +358,11 @@ typedef struct {
     const mg_add_params_t *sub;    /* d = SUB(g, h) */
     const mg_mul_params_t *mul;    /* m = MUL(z, d) */
     const mg_add_params_t *add_h;  /* h_new = ADD(h, m) */
+    /* g as two tables of one input (convert/codegen_fast.g_split_tables), or NULL:
+     * g = g_neg[p] where cand's dot <= g_split[c], else g_pos[r] */
+    const int32_t *g_split;        /* [H] */
+    const int8_t *g_neg;           /* [256] */
+    const int8_t *g_pos;           /* [256] */
 } mg_mingru_fast_t;
 
 /* One step, h [H] updated in place; xq: scratch of 2 * gate->blocks words, acc: of
@@ -383,8 +388,18 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
     for (c = 0; c < H; ++c) {
         {
             const int8_t z = sig_z[mg_ffc_out1(p->gate, dz[c], c)];
-            const int8_t pv = mg_ffc_out1(p->cand, dp[c], c);
-            int8_t r, q, gv, hc;
+            int8_t r, q, gv, hc, pv;
+            if (p->g_split) {
+                if (dp[c] <= p->g_split[c]) {
+                    gv = (p->g_neg + 128)[mg_ffc_out1(p->cand, dp[c], c)];
+                } else {
+                    gv = (p->g_pos + 128)[mg_ffc_out1(rfc, dp[c], c)];
+                }
+                hc = h[c];
+                h[c] = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+                continue;
+            }
+            pv = mg_ffc_out1(p->cand, dp[c], c);
             if (p->min_const) {
                 const int8_t mn = p->min_const[c];
                 q = sig_q[pv < mn ? pv : mn];
