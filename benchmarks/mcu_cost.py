@@ -232,7 +232,7 @@ def memory_split(build: dict) -> dict:
             key = "scratch_arena"
         elif name.startswith("mg_dbg_"):
             key = "debug_copies"
-        elif re.fullmatch(r"mg_t\d+", name):
+        elif re.fullmatch(r"mg_t\d+|mg_l\d+_\w+_f_w|mg_op\d+f_w", name):
             key = "constants_weights"
         elif lt in ("r", "t"):
             key = "constants_params"
@@ -274,25 +274,45 @@ def cost(model_dir, n_seq: int = 20, work=None, xtensa: bool = False) -> dict:
     work = Path(work)
     try:
         info = generate(model_dir, work / "gen", n_seq)
-        b = build_check("qemu-cm4", work / "gen", work / "qemu-cm4", debug=False)
-        run = run_check(b)
-        mem = memory_split(b)
         macs, macs_exec = info["macs_per_step"], info["macs_executed"]
-        ips = run["instructions_per_step"]
+        paths = {}
+        for name, fast in (("fast", True), ("portable", False)):
+            b = build_check("qemu-cm4", work / "gen", work / "qemu-cm4", debug=False, fast=fast)
+            run = run_check(b)
+            bp = build_check("qemu-cm4", work / "gen", work / "qemu-cm4", debug=False,
+                             fast=fast, profile=True)
+            prof = run_check(bp)
+            ips = run["instructions_per_step"]
+            paths[name] = {
+                "logits_mismatched_bytes": run["mismatched_bytes"],
+                "logits_mismatched_steps": run["mismatched_steps"],
+                "instructions_per_step": ips,
+                "instructions_per_mac": ips["mean"] / macs,
+                "instructions_per_executed_mac": ips["mean"] / macs_exec,
+                "profile_per_step": prof["profile_per_step"],
+                "profile_total_per_step": prof["instructions_per_step"]["mean"],
+                "memory": memory_split(b),
+            }
+        fastp = paths["fast"]
+        ips, mem = fastp["instructions_per_step"], fastp["memory"]
         res = {
             "model_dir": str(model_dir), "model_id": info["model_id"],
             "target": TARGETS["qemu-cm4"]["label"],
             "timing": "emulated instructions: SysTick ticks x instructions/tick (QEMU -icount "
                       "shift=0: 1 instruction/ns, SysTick 25 MHz -> 40 per tick), not cycles",
+            "profile_note": "per op kind from a build with MG_PROF marks (each mark adds ~10 "
+                            "instructions, charged to the next kind); totals above are from "
+                            "the build without marks",
             "sequences": run["seqs"], "steps": run["steps"],
-            "logits_mismatched_steps": run["mismatched_steps"],
-            "logits_mismatched_bytes": run["mismatched_bytes"],
+            "logits_mismatched_steps": sum(p["logits_mismatched_steps"] for p in paths.values()),
+            "logits_mismatched_bytes": sum(p["logits_mismatched_bytes"] for p in paths.values()),
             "instructions_per_tick": run["instructions_per_tick"],
             "instructions_per_step": ips,
             "macs_per_step": macs, "macs_executed_per_step": macs_exec,
             "instructions_per_mac": ips["mean"] / macs,
             "instructions_per_executed_mac": ips["mean"] / macs_exec,
             "memory": mem,
+            "paths": paths,
             "rings": {"trimmed_bytes": info["ring_bytes"],
                       "graph_ring_bytes": info["ring_graph_bytes"],
                       "plain_bytes": info["ring_plain_bytes"],
@@ -306,14 +326,17 @@ def cost(model_dir, n_seq: int = 20, work=None, xtensa: bool = False) -> dict:
         rep = model_dir / "report.json"
         res["report"] = json.loads(rep.read_text()) if rep.exists() else None
         if xtensa:
-            bx = build_check("xtensa-lx106", work / "gen", work / "xtensa", debug=False)
-            rx = run_check(bx)
-            res["xtensa_lx106"] = {
-                "target": TARGETS["xtensa-lx106"]["label"],
-                "logits_mismatched_bytes": rx["mismatched_bytes"],
-                "instructions_per_step": rx["instructions_per_step"],
-                "instructions_per_mac": rx["instructions_per_step"]["mean"] / macs,
-                "note": "CCOUNT ticks scaled by a calibration loop; emulated instructions"}
+            res["xtensa_lx106"] = {"target": TARGETS["xtensa-lx106"]["label"],
+                                   "note": "CCOUNT ticks scaled by a calibration loop; "
+                                           "emulated instructions"}
+            for name, fast in (("portable", None), ("fast_emulated_dsp", True)):
+                bx = build_check("xtensa-lx106", work / "gen", work / "xtensa", debug=False,
+                                 fast=fast)
+                rx = run_check(bx)
+                res["xtensa_lx106"][name] = {
+                    "logits_mismatched_bytes": rx["mismatched_bytes"],
+                    "instructions_per_step": rx["instructions_per_step"],
+                    "instructions_per_mac": rx["instructions_per_step"]["mean"] / macs}
         return res
     finally:
         if tmp is not None:
@@ -324,19 +347,28 @@ def table(res: dict) -> str:
     ips, mem, rings = res["instructions_per_step"], res["memory"], res["rings"]
     rows = [
         ("model", f"{res['model_id']} ({res['steps']} steps, {res['sequences']} sequences)"),
-        ("logits vs TFLM", f"{res['logits_mismatched_bytes']} mismatched bytes"),
-        ("instructions/step", f"mean {ips['mean']:.0f}, min {ips['min']:.0f}, "
-                              f"max {ips['max']:.0f}"),
+        ("logits vs TFLM", f"{res['logits_mismatched_bytes']} mismatched bytes (both paths)"),
         ("MACs/step", f"{res['macs_per_step']} (graph), {res['macs_executed_per_step']} "
                       "executed"),
-        ("instructions/MAC", f"{res['instructions_per_mac']:.2f} (graph MACs), "
-                             f"{res['instructions_per_executed_mac']:.2f} (executed)"),
+    ]
+    for name, p in res["paths"].items():
+        i = p["instructions_per_step"]
+        rows.append((f"{name} instr/step", f"mean {i['mean']:.0f}, min {i['min']:.0f}, max "
+                     f"{i['max']:.0f}; {p['instructions_per_mac']:.2f}/MAC (graph), "
+                     f"{p['instructions_per_executed_mac']:.2f}/executed MAC"))
+        prof = p["profile_per_step"]
+        rows.append((f"{name} per op kind", ", ".join(f"{PROFILE_LABELS[k]} {v:.0f}"
+                                                      for k, v in prof.items())))
+        m = p["memory"]
+        rows.append((f"{name} flash", f"{m['flash']['total']} B (weights "
+                     f"{m['flash']['constants_weights']}, params "
+                     f"{m['flash']['constants_params']}, code {m['flash']['code']}, .data init "
+                     f"{m['flash']['data_init']}); RAM {m['ram']['total']} B"))
+    rows += [
         ("RAM state", f"{mem['ram']['state_total']} B (rings {mem['ram']['state_rings']}, "
                       f"h {mem['ram']['state_h']}, counter {mem['ram']['state_counter']})"),
-        ("RAM scratch", f"{mem['ram']['scratch_arena']} B arena"),
-        ("flash", f"{mem['flash']['total']} B (weights {mem['flash']['constants_weights']}, "
-                  f"params {mem['flash']['constants_params']}, code {mem['flash']['code']}, "
-                  f".data init {mem['flash']['data_init']})"),
+        ("RAM scratch", f"{mem['ram']['scratch_arena']} B arena, {mem['ram']['other']} B other "
+                        "(fast path: FC input and dot buffers)"),
         ("rings", f"trimmed {rings['trimmed_bytes']} B vs graph R*H {rings['graph_ring_bytes']}"
                   f" B vs plain {rings['plain_bytes']} B "
                   + ("(K = kernel_span)" if rings["plain_from_kernel_span"]
@@ -344,9 +376,10 @@ def table(res: dict) -> str:
         ("TFLM arena", f"{res['tflm_arena_bytes']} B"),
     ]
     if "xtensa_lx106" in res:
-        x = res["xtensa_lx106"]
-        rows.append(("xtensa lx106", f"{x['instructions_per_step']['mean']:.0f} instr/step, "
-                                     f"{x['logits_mismatched_bytes']} mismatched bytes"))
+        for name in ("portable", "fast_emulated_dsp"):
+            x = res["xtensa_lx106"][name]
+            rows.append((f"lx106 {name}", f"{x['instructions_per_step']['mean']:.0f} instr/step"
+                         f", {x['logits_mismatched_bytes']} mismatched bytes"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
