@@ -99,13 +99,14 @@ def generate(model_dir, gen_dir, n_seq: int = 50) -> dict:
     return info
 
 
-def build_host_runner(gen_dir, exe) -> Path:
-    """mcu/runtime/tests/model_runner.c + package + runtime with host gcc (MG_MODEL_DEBUG)."""
+def build_host_runner(gen_dir, exe, fast: bool = False) -> Path:
+    """mcu/runtime/tests/model_runner.c + package + runtime with host gcc (MG_MODEL_DEBUG);
+    fast: the MG_FAST path (DSP instructions in plain C) instead of the portable one."""
     gen_dir = Path(gen_dir)
     srcs = [HARNESS / "model_runner.c"] + [gen_dir / s for s in PACKAGE_SRCS] + \
         [RUNTIME / s for s in RUNTIME_SRCS]
-    _run(["gcc", *WARN, "-pedantic", "-O2", "-DMG_MODEL_DEBUG", "-I", RUNTIME, "-I", gen_dir,
-          *srcs, "-o", exe])
+    _run(["gcc", *WARN, "-pedantic", "-O2", "-DMG_MODEL_DEBUG", f"-DMG_FAST={int(fast)}",
+          "-I", RUNTIME, "-I", gen_dir, *srcs, "-o", exe])
     return Path(exe)
 
 
