@@ -422,24 +422,36 @@ def _lcm_all(values) -> int:
     return out
 
 
-def _fast_delay(P: str, T, f: DelayFusion):
-    """Fast delay step: the reference parameters + the bias with the input zero point folded."""
+def _fast_delay(P: str, T, f: DelayFusion, add=None):
+    """Fast delay step: channel-major taps, folded bias, FC-style requantization; add =
+    (ADD op index, swap) of a residual ADD(frame, conv) fused into the same pass."""
     p = f.dw
     H = p["out_c"]
-    filt = np.asarray(T[f.filt].data, np.int64).reshape(-1, H)      # [N, H]
+    N = f.delays.shape[1]
+    filt = np.asarray(T[f.filt].data, np.int64).reshape(N, H)       # [N, H]
     bias = (np.asarray(T[f.bias].data, np.int64).reshape(-1) if f.bias >= 0
             else np.zeros(H, np.int64))
     folded = bias + p["input_offset"] * filt.sum(0)
+    rows = [(int(folded[c]), int(p["multiplier"][c]), int(p["shift"][c]),
+             (1 << (-int(p["shift"][c]) - 1)) if p["shift"][c] <= -1 else 0) for c in range(H)]
     L = f.layer
-    decls = [f"static const int32_t {P}_l{L}_dw_bias_f[{H}] = {_list(folded)};",
-             f"static const mg_delay_fast_t {P}_l{L}_delay_f = {{&{P}_l{L}_delay_p, "
-             f"{P}_l{L}_dw_bias_f}};"]
+    addp = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
+    decls = [_int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
+             _int_array("int8_t", f"{P}_l{L}_filter_cm", filt.T.reshape(-1)),
+             f"static const mg_fq_chan_t {P}_l{L}_dw_ch[{H}] = {{\n    {chan_rows(rows)}\n}};",
+             f"static const mg_ffc_params_t {P}_l{L}_dw_q = {{{N}, 0, {H}, NULL, {P}_l{L}_dw_ch, "
+             f"{p['output_offset']}, {p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};",
+             f"static const mg_delay_fast_t {P}_l{L}_delay_f = {{{H}, {N}, {P}_l{L}_ring_len, "
+             f"{P}_l{L}_ring_off, {P}_l{L}_delay_cm, {P}_l{L}_filter_cm, &{P}_l{L}_dw_q, "
+             f"{addp}}};"]
     return decls, None, (0, 0)
 
 
-def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
-    """Fast minGRU step declarations (None where a condition of the fast kernel fails)."""
+def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
+    """Fast minGRU step declarations (None where a condition of the fast kernel fails); add =
+    (ADD op index, swap) of a residual ADD(u, h_new) fused into the same pass."""
     L = f.layer
+    addv = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
     H = f.fc["gate"][1]["output_depth"]
     lay = {}
     for role, (fop, p) in f.fc.items():
@@ -501,9 +513,56 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict):
     decls.append(f"static const mg_mingru_fast_t {P}_l{L}_gru_f = {{{H}, &{P}_l{L}_gate_f, "
                  f"&{P}_l{L}_cand_f, {P}_l{L}_sig_z_lut, {sig}, {relu_fc}, {int(f.shares_dot)}, "
                  f"{relu}, &{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h, "
-                 f"{split}}};")
+                 f"{split}, {addv}}};")
     n_acc = (3 if "relu_fc" in f.fc and not f.shares_dot else 2) * 4 * ((H + 3) // 4)
     return decls, None, (2 * lay["gate"][2], n_acc)
+
+
+def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H: int) -> dict:
+    """The residual ADD right after a fused delay (ADD(frame, conv), the conv output used by
+    nothing else) or minGRU step (ADD(u, h_new)) that the fast step can compute in the same
+    pass: {fused op index: (ADD op index, swap)}. Only where the ADD is the next non-alias op
+    (so writing its output early cannot clobber a live buffer) and its parameters suit the
+    fast kernel."""
+    from convert.codegen_fast import elementwise_count
+
+    out = {}
+    seq = [op for op in ops if op.op not in ALIAS_OPS]
+    alias = {op.outputs[0]: op.inputs[0] for op in ops if op.op in ALIAS_OPS}
+
+    def root(t):
+        while t in alias:
+            t = alias[t]
+        return t
+
+    users: dict[int, list] = {}
+    for op in ops:
+        for i in op.inputs:
+            users.setdefault(i, []).append(op)
+    for k, op in enumerate(seq[:-1]):
+        f = fused_at.get(op.index)
+        if f is None or op.op not in ("MG_DELAY", "MG_MINGRU"):
+            continue
+        nxt = seq[k + 1]
+        if nxt.op != "ADD" or len(nxt.inputs) != 2:
+            continue
+        p = op_params(model, nxt)
+        if not add_ok(p) or elementwise_count(p) != H:
+            continue
+        ins = [root(i) for i in nxt.inputs]
+        if op.op == "MG_DELAY":
+            want = (f.frame, f.out)
+            chain = [t for t, src in alias.items() if root(t) == f.out] + [f.out]
+            private = all(u.index == nxt.index or u.op in ALIAS_OPS
+                          for t in chain for u in users.get(t, [])) and \
+                not any(t in graph_outputs for t in chain)
+        else:
+            want = (f.u, f.hnew)
+            private = True
+        if sorted(ins) != sorted(want) or ins[0] == ins[1] or not private:
+            continue
+        out[op.index] = (nxt.index, ins[0] != want[0])
+    return out
 
 
 def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
@@ -658,6 +717,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     c.append("/* ---- operator parameters (flash) ---- */")
 
     body: list[str] = []
+    residual = _residual_adds(model, new_ops, T, fused_at, g.graph_outputs, H)
+    absorbed = {a[0]: layer for layer, a in residual.items()}
     xq_words = acc_words = 0
     fast_report: dict[str, str] = {}
     readout_op = g.producer[logits_t].index if logits_t in g.producer else -1
@@ -665,12 +726,19 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         kind = ("MG_PROF_DELAY" if op.op == "MG_DELAY" else "MG_PROF_MINGRU"
                 if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
                 else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
+        if op.index in residual:        # the fused ADD's parameters, declared first
+            aop = model.operators[residual[op.index][0]]
+            c += emit_op(pm, aop, op_params(model, aop), ptr, plan, P)[0]
         ref_c, ref_b = len(c), len(body)
         fast = None
         if op.op == "MG_DELAY":
-            fast = _fast_delay(P, T, fused_at[op.index])
+            fast = _fast_delay(P, T, fused_at[op.index], residual.get(op.index))
         elif op.op == "MG_MINGRU":
-            fast = _fast_mingru(P, model, T, fused_at[op.index], fast_report)
+            fast = _fast_mingru(P, model, T, fused_at[op.index], fast_report,
+                                residual.get(op.index))
+        elif op.index in absorbed:
+            fast = (None, [f"    /* op {op.index}: ADD fused into the fast step of op "
+                           f"{absorbed[op.index]} */"], (0, 0))
         elif op.op not in ALIAS_OPS:
             fast = emit_fast_op(model, op, op_params(model, op), ptr, P)
             if fast is None:
@@ -682,9 +750,10 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             dl = f.delays.T.reshape(-1)       # tap-major [N*H]
             c.append(f"/* layer {L} delay conv: replaces ops {f.ops} (CONCATENATION/GATHER/"
                      f"RESHAPE/DEPTHWISE_CONV_2D) */")
-            c.append(_int_array("uint16_t", f"{P}_l{L}_delay", dl))
             c.append(_int_array("uint16_t", f"{P}_l{L}_ring_len", f.ring_len))
             c.append(_int_array("uint32_t", f"{P}_l{L}_ring_off", ri["offsets"]))
+            ref_c = len(c)          # the rest: reference path only
+            c.append(_int_array("uint16_t", f"{P}_l{L}_delay", dl))
             c.append(f"static const int32_t {P}_l{L}_dw_mult[{H}] = {_list(p['multiplier'])};")
             c.append(f"static const int32_t {P}_l{L}_dw_shift[{H}] = {_list(p['shift'])};")
             c.append(f"static const mg_delay_params_t {P}_l{L}_delay_p = {{{H}, "
@@ -697,9 +766,11 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             body.append(f"    /* layer {L}: delay conv on the trimmed rings (ops {f.ops}) */")
             body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, {P}_step_t, "
                         f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
-            ref_c = len(c)      # the fast step reads the reference parameters too
+            radd = residual.get(op.index)
+            add_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
             fast = (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
-                              f"{ptr(f.frame, True)}, {ptr(f.out, False)});"], fast[2])
+                              f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
+                    fast[2])
             if f.frame_output:
                 body += ["#ifdef MG_MODEL_DEBUG",
                          f"    mg_copy({P}_dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
@@ -737,12 +808,16 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             body.append(f"    /* layer {L}: minGRU step, state updated in place (ops {f.ops}) */")
             body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
             if fast is not None:
+                radd = residual.get(op.index)
+                v_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
                 fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
-                                  f"{P}_h{L}, {P}_xq, {P}_acc);"], fast[2])
+                                  f"{P}_h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
         else:
             decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
             c += decls
             body += lines
+        if op.index in absorbed:
+            del c[ref_c:]               # declared with the fused op
         if fast is not None:
             fdecls, fbody, (words, accw) = fast
             xq_words = max(xq_words, words)

@@ -302,43 +302,57 @@ MG_FAST_INLINE void mg_fmul_s8(const mg_mul_params_t *p, int32_t n, const int8_t
 
 /* ---- fused layer kernels --------------------------------------------------------------- */
 
-/* Delay convolution on the trimmed rings (mg_delay.h) with the input zero point folded into
- * bias_folded[c] = bias[c] + input_offset * sum_e filter[e][c]. */
+/* Delay convolution on the trimmed rings (mg_delay.h): taps re-laid channel-major, the input
+ * zero point folded into the bias (q->ch[c].bias = bias[c] + input_offset * sum_e filter),
+ * requantized like an FC output (q: w unused). With `add` set, the residual
+ * ADD(frame, conv) that follows in the graph is computed in the same pass and only its
+ * result is written (to add_out; `out` is not written). */
 typedef struct {
-    const mg_delay_params_t *ref;   /* shapes, delays, rings, filter, quantization */
-    const int32_t *bias_folded;     /* [H] */
+    int32_t channels;               /* H */
+    int32_t taps;                   /* N */
+    const uint16_t *ring_len;       /* [H] R_c */
+    const uint32_t *ring_off;       /* [H] */
+    const uint16_t *delay;          /* [H * N] channel-major: delay[c * N + e] */
+    const int8_t *filter;           /* [H * N] channel-major */
+    const mg_ffc_params_t *q;       /* per-channel folded bias and requantization */
+    const mg_add_params_t *add;     /* residual ADD, or NULL */
+    int32_t add_swap;               /* 0: ADD(frame, conv), 1: ADD(conv, frame) */
 } mg_delay_fast_t;
 
-MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *f, int8_t *ring, uint32_t t,
-                                    const int8_t *frame, int8_t *out)
+MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uint32_t t,
+                                     const int8_t *frame, int8_t *out, int8_t *add_out)
 {
-    const mg_delay_params_t *p = f->ref;
     const int32_t H = p->channels;
     const int32_t N = p->taps;
+    const uint16_t *dl = p->delay;
+    const int8_t *fl = p->filter;
     int32_t c, e;
-    for (c = 0; c < H; ++c) {
+    for (c = 0; c < H; ++c, dl += N, fl += N) {
         const uint32_t len = p->ring_len[c];
-        const int32_t cur = (int32_t)frame[c];
-        int32_t acc = f->bias_folded[c];
-        const uint16_t *dl = p->delay + c;
-        const int8_t *fl = p->filter + c;
+        const int8_t cur = frame[c];
+        int32_t acc = 0;
+        int8_t y;
         if (len) {
             int8_t *slots = ring + p->ring_off[c];
             const uint32_t pos = t % len;
             for (e = 0; e < N; ++e) {
-                const uint32_t d = dl[e * H];
-                const int32_t v = d == 0u ? cur
+                const uint32_t d = dl[e];
+                const int32_t v = d == 0u ? (int32_t)cur
                                           : (int32_t)slots[pos >= d ? pos - d : pos + len - d];
-                acc += (int32_t)fl[e * H] * v;
+                acc += (int32_t)fl[e] * v;
             }
-            slots[pos] = (int8_t)cur;
+            slots[pos] = cur;
         } else {
             for (e = 0; e < N; ++e) {
-                acc += (int32_t)fl[e * H] * cur;
+                acc += (int32_t)fl[e] * (int32_t)cur;
             }
         }
-        out[c] = (int8_t)mg_fq_clamp(mg_fq_mbqm_b(acc, p->multiplier[c], (int)p->shift[c])
-                                     + p->output_offset, p->act_min, p->act_max);
+        y = mg_ffc_out1(p->q, acc, c);
+        if (p->add) {
+            add_out[c] = p->add_swap ? mg_fadd1(p->add, y, cur) : mg_fadd1(p->add, cur, y);
+        } else {
+            out[c] = y;
+        }
     }
 }
 
@@ -363,12 +377,14 @@ typedef struct {
     const int32_t *g_split;        /* [H] */
     const int8_t *g_neg;           /* [256] */
     const int8_t *g_pos;           /* [256] */
+    const mg_add_params_t *add_v;  /* residual v = ADD(u, h_new) in the same pass, or NULL */
+    int32_t add_v_swap;            /* 0: ADD(u, h_new), 1: ADD(h_new, u) */
 } mg_mingru_fast_t;
 
-/* One step, h [H] updated in place; xq: scratch of 2 * gate->blocks words, acc: of
- * 3 * (H rounded up to 4) words. */
+/* One step, h [H] updated in place (and v [H] = the residual ADD where add_v is set); xq:
+ * scratch of 2 * gate->blocks words, acc: of 3 * (H rounded up to 4) words. */
 MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
-                                      uint32_t *xq, int32_t *acc)
+                                      uint32_t *xq, int32_t *acc, int8_t *v)
 {
     const int32_t H = p->channels;
     const int32_t blocks = p->gate->blocks;
@@ -396,7 +412,12 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
                     gv = (p->g_pos + 128)[mg_ffc_out1(rfc, dp[c], c)];
                 }
                 hc = h[c];
-                h[c] = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+                hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+                h[c] = hc;
+                if (p->add_v) {
+                    v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c])
+                                         : mg_fadd1(p->add_v, u[c], hc);
+                }
                 continue;
             }
             pv = mg_ffc_out1(p->cand, dp[c], c);
@@ -416,7 +437,12 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
             }
             gv = mg_fadd1(p->add_g, r, q);
             hc = h[c];
-            h[c] = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+            hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+            h[c] = hc;
+            if (p->add_v) {
+                v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c])
+                                     : mg_fadd1(p->add_v, u[c], hc);
+            }
         }
     }
 }
