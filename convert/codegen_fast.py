@@ -177,8 +177,7 @@ def ffc_layout(w: np.ndarray, bias: np.ndarray | None, p: dict):
     words = words.reshape(groups, 4, blocks).transpose(0, 2, 1).reshape(-1)
     mult = list(p["multiplier"]) if p["per_channel"] else [p["multiplier"][0]] * n_out
     shift = list(p["shift"]) if p["per_channel"] else [p["shift"][0]] * n_out
-    rows = [(int(folded[c]), int(mult[c]), int(shift[c]),
-             (1 << (-int(shift[c]) - 1)) if shift[c] <= -1 else 0) for c in range(n_out)]
+    rows = chan_table(folded, mult, shift)
     return (words.astype(np.uint32), rows, blocks, dot_bound[:n_out]), None
 
 
@@ -198,9 +197,20 @@ def ffc_decls(P: str, name: str, p: dict, layout, linkage: str = "static const")
             f"{p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};"]
 
 
+def chan_table(bias, mult, shift) -> list[tuple]:
+    """mg_fq_chan_t rows (bias, multiplier, shift, rounding). When every shift is <= -1 (the
+    usual case) the rows hold the right shift e = -shift and 2^(e-1) for mg_ffc_out1's short
+    rounding; otherwise the TFLite shift and 0."""
+    n = len(bias)
+    if all(int(shift[c]) <= -1 for c in range(n)):
+        return [(int(bias[c]), int(mult[c]), -int(shift[c]), 1 << (-int(shift[c]) - 1))
+                for c in range(n)]
+    return [(int(bias[c]), int(mult[c]), int(shift[c]), 0) for c in range(n)]
+
+
 def right_shifts(rows) -> int:
-    """1 when every channel's shift is <= -1 (mg_ffc_out1's short rounding applies)."""
-    return int(all(r[2] <= -1 for r in rows))
+    """1 when the rows are in the right-shift form of chan_table."""
+    return int(all(r[3] > 0 for r in rows))
 
 
 def chan_rows(rows) -> str:

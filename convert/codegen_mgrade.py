@@ -43,7 +43,7 @@ from convert.codegen import (
     emit_op, op_params, plan_memory)
 from convert.codegen_fast import (
     emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
-    requant_table, right_shifts, table_decl, chan_rows, g_split_tables)
+    requant_table, right_shifts, table_decl, chan_rows, chan_table, g_split_tables)
 from convert.tflite_reader import Model, Operator, read_tflite
 
 METADATA_NAME = "mgrade"
@@ -432,8 +432,9 @@ def _fast_delay(P: str, T, f: DelayFusion, add=None):
     bias = (np.asarray(T[f.bias].data, np.int64).reshape(-1) if f.bias >= 0
             else np.zeros(H, np.int64))
     folded = bias + p["input_offset"] * filt.sum(0)
-    rows = [(int(folded[c]), int(p["multiplier"][c]), int(p["shift"][c]),
-             (1 << (-int(p["shift"][c]) - 1)) if p["shift"][c] <= -1 else 0) for c in range(H)]
+    if np.any(np.abs(folded) + 128 * np.abs(filt).sum(0) >= (1 << 30)):
+        return None                     # the short requantization needs |acc| < 2^30
+    rows = chan_table(folded, p["multiplier"], p["shift"])
     L = f.layer
     addp = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
     decls = [_int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
@@ -719,6 +720,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     body: list[str] = []
     residual = _residual_adds(model, new_ops, T, fused_at, g.graph_outputs, H)
     absorbed = {a[0]: layer for layer, a in residual.items()}
+    predeclared: set[int] = set()
     xq_words = acc_words = 0
     fast_report: dict[str, str] = {}
     readout_op = g.producer[logits_t].index if logits_t in g.producer else -1
@@ -729,6 +731,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         if op.index in residual:        # the fused ADD's parameters, declared first
             aop = model.operators[residual[op.index][0]]
             c += emit_op(pm, aop, op_params(model, aop), ptr, plan, P)[0]
+            predeclared.add(aop.index)
         ref_c, ref_b = len(c), len(body)
         fast = None
         if op.op == "MG_DELAY":
@@ -736,6 +739,10 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         elif op.op == "MG_MINGRU":
             fast = _fast_mingru(P, model, T, fused_at[op.index], fast_report,
                                 residual.get(op.index))
+        if fast is None and op.index in residual:      # no fast step: the ADD stays
+            absorbed.pop(residual.pop(op.index)[0])
+        if op.op in ("MG_DELAY", "MG_MINGRU"):
+            pass
         elif op.index in absorbed:
             fast = (None, [f"    /* op {op.index}: ADD fused into the fast step of op "
                            f"{absorbed[op.index]} */"], (0, 0))
@@ -768,7 +775,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                         f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
             radd = residual.get(op.index)
             add_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
-            fast = (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
+            fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
                               f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
                     fast[2])
             if f.frame_output:
@@ -816,7 +823,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
             c += decls
             body += lines
-        if op.index in absorbed:
+        if op.index in predeclared:
             del c[ref_c:]               # declared with the fused op
         if fast is not None:
             fdecls, fbody, (words, accw) = fast

@@ -103,6 +103,13 @@ static inline int32_t mg_fq_srdhm(int32_t a, int32_t b)
     return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
+/* mg_fq_srdhm(a, b) when |a| < 2^30: floor((2a b + 2^31) / 2^32), the high word of one
+ * 32x32 multiply-accumulate (no shift/or of a 64-bit result). */
+static inline int32_t mg_fq_srdhm_b(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)(a * 2) * (int64_t)b + ((int64_t)1 << 31)) >> 32);
+}
+
 /* mg_srdhm((k << ls), b), b >= 0, with 32-bit multiplies only: exact when |k| < 2^(31-ls)
  * / 2 and 1 <= ls <= 30 (ADD/SUB inputs: |k| <= 255, ls = 20). */
 static inline int32_t mg_fq_srdhm_pot(int32_t k, int ls, int32_t b)
@@ -153,22 +160,35 @@ static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
     if (shift > 0) {
         return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
     }
-    return mg_fq_rdbpot_b(mg_fq_srdhm(x, m), -shift);
+    return mg_fq_rdbpot_b(mg_fq_srdhm_b(x, m), -shift);
 #endif
 }
 
 static inline int32_t mg_fq_clamp(int32_t v, int32_t lo, int32_t hi)
 {
+#if MG_DSP_NATIVE
+    if (lo == -128 && hi == 127) {      /* folded at compile time where lo, hi are known */
+        return __ssat(v, 8);
+    }
+#endif
     return v < lo ? lo : (v > hi ? hi : v);
 }
+
+/* Unrolls the next loop where the compiler supports it (its trip count is a folded constant
+ * at the call sites: the number of delay taps). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define MG_UNROLL _Pragma("GCC unroll 8")
+#else
+#define MG_UNROLL
+#endif
 
 /* ---- FULLY_CONNECTED on re-laid weights ------------------------------------------------- */
 
 typedef struct {
     int32_t bias;    /* bias + folded input zero point and odd-input offset (see above) */
     int32_t mult;    /* quantized multiplier */
-    int32_t shift;   /* TFLite shift */
-    int32_t rnd;     /* right_shifts: 2^(-shift - 1), the rounding constant */
+    int32_t shift;   /* right_shifts: e = -(TFLite shift) >= 1; else the TFLite shift */
+    int32_t rnd;     /* right_shifts: 2^(e - 1), the rounding constant; else 0 */
 } mg_fq_chan_t;
 
 typedef struct {
@@ -199,18 +219,12 @@ MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c
     const int32_t x = d + ch->bias;
     int32_t y;
     if (p->right_shifts) {
-        y = mg_fq_srdhm(x, ch->mult);
-        y = (y + ch->rnd + (y >> 31)) >> -ch->shift;
+        y = mg_fq_srdhm_b(x, ch->mult);
+        y = (y + ch->rnd + (y >> 31)) >> ch->shift;
     } else {
         y = mg_fq_mbqm_b(x, ch->mult, (int)ch->shift);
     }
-    y += p->output_offset;
-#if MG_DSP_NATIVE
-    if (p->act_min == -128 && p->act_max == 127) {
-        return (int8_t)__ssat(y, 8);
-    }
-#endif
-    return (int8_t)mg_fq_clamp(y, p->act_min, p->act_max);
+    return (int8_t)mg_fq_clamp(y + p->output_offset, p->act_min, p->act_max);
 }
 
 /* out [n_out] = FC(x [depth]); xq: scratch of 2 * blocks words, acc: of n_out rounded up
@@ -219,6 +233,13 @@ MG_FAST_INLINE void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_
                               int32_t *acc, int8_t *out)
 {
     int32_t c;
+    if (p->depth == 1) {        /* one input (an encoder): the halfword of word c is w[c] */
+        const int32_t xv = x[0];
+        for (c = 0; c < p->n_out; ++c) {
+            out[c] = mg_ffc_out1(p, (int32_t)(int16_t)(p->w[c] & 0xFFFFu) * xv, c);
+        }
+        return;
+    }
     mg_ffc_expand(x, p->depth, xq);
     mg_ffc_dot(xq, p->w, p->blocks, (p->n_out + 3) >> 2, acc);
     for (c = 0; c < p->n_out; ++c) {
@@ -236,7 +257,7 @@ MG_FAST_INLINE int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, 
 }
 MG_FAST_INLINE int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
 {
-    return (int8_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm(raw, p->output_multiplier),
+    return (int8_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm_b(raw, p->output_multiplier),
                                               -(int)p->output_shift) + p->output_offset,
                                p->act_min, p->act_max);
 }
@@ -335,6 +356,7 @@ MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uin
         if (len) {
             int8_t *slots = ring + p->ring_off[c];
             const uint32_t pos = t % len;
+            MG_UNROLL
             for (e = 0; e < N; ++e) {
                 const uint32_t d = dl[e];
                 const int32_t v = d == 0u ? (int32_t)cur
