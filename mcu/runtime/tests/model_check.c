@@ -140,6 +140,7 @@ int main(void)
     put_u32("calib_instr", calib_instr);
     put_u32("macs", mg_model_info()->n_macs_per_step);
     put_u32("checked_bytes_per_step", MG_CHECK_BYTES);
+    put_u32("stack_used", mg_test_stack_used());
 #ifdef MG_PROFILE
     put_u32("prof_delay", prof_ticks[MG_PROF_DELAY]);
     put_u32("prof_fc", prof_ticks[MG_PROF_FC]);
