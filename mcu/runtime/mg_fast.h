@@ -107,7 +107,9 @@ static inline int32_t mg_fq_srdhm(int32_t a, int32_t b)
  * 32x32 multiply-accumulate (no shift/or of a 64-bit result). */
 static inline int32_t mg_fq_srdhm_b(int32_t a, int32_t b)
 {
-    return (int32_t)(((int64_t)(a * 2) * (int64_t)b + ((int64_t)1 << 31)) >> 32);
+    /* high word + the carry of adding 2^31 to the low word: SMULL and one ADD */
+    const int64_t p = (int64_t)(a * 2) * (int64_t)b;
+    return (int32_t)(p >> 32) + (int32_t)((uint32_t)p >> 31);
 }
 
 /* mg_srdhm((k << ls), b), b >= 0, with 32-bit multiplies only: exact when |k| < 2^(31-ls)
