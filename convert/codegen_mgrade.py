@@ -566,6 +566,78 @@ def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H:
     return out
 
 
+def _epilogue_call(P: str, fc, chain, fast, ptr):
+    """The fast FC call with its epilogue ops (mg_ffc_epi_s8) in place of mg_ffc_s8."""
+    fdecls, fbody, words = fast
+    kinds = [{"ADD": 1, "SUB": 2, "MUL": 3}[op.op] for op, _, _ in chain] + [0] * (3 - len(chain))
+    adds = [f"&{P}_op{op.index}" if op.op != "MUL" else "NULL" for op, _, _ in chain]
+    muls = [f"&{P}_op{op.index}" if op.op == "MUL" else "NULL" for op, _, _ in chain]
+    pad = ["NULL"] * (3 - len(chain))
+    swaps = [str(int(sw)) for _, sw, _ in chain] + ["0"] * (3 - len(chain))
+    others = [ptr(o, True) for _, _, o in chain] + pad
+    n = fc.index
+    decl = (f"static const mg_epi_t {P}_op{n}_epi = {{{{{', '.join(map(str, kinds))}}}, "
+            f"{{{', '.join(adds + pad)}}}, {{{', '.join(muls + pad)}}}, "
+            f"{{{', '.join(swaps)}}}}};")
+    out = ptr(chain[-1][0].outputs[0], False)
+    call = (f"    mg_ffc_epi_s8(&{P}_op{n}f, {ptr(fc.inputs[0], True)}, {P}_xq, {P}_acc, {out}, "
+            f"&{P}_op{n}_epi, {', '.join(others)});")
+    head = fbody[0].replace("(fast)", f"(fast, + ops {[op.index for op, _, _ in chain]})")
+    return fdecls + [decl], [head, call], words
+
+
+def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
+    """Elementwise ADD/SUB/MUL ops that directly follow a FULLY_CONNECTED and read its value
+    (and one other vector of the same size): [(op, swap, other tensor)], at most 3. Stops at
+    an op whose input is used elsewhere, at a graph output, and where writing the final result
+    early could overwrite another operand (different arena offsets that overlap)."""
+    from convert.codegen_fast import elementwise_count
+
+    seq = [op for op in ops if op.op not in ALIAS_OPS]
+    alias = {op.outputs[0]: op.inputs[0] for op in ops if op.op in ALIAS_OPS}
+
+    def root(t):
+        while t in alias:
+            t = alias[t]
+        return t
+
+    users: dict[int, list] = {}
+    for op in ops:
+        for i in op.inputs:
+            users.setdefault(root(i), []).append(op)
+    n = op_params(model, fc)["output_depth"]
+    k = next(i for i, op in enumerate(seq) if op.index == fc.index)
+    cur, chain = fc.outputs[0], []
+    for nxt in seq[k + 1:k + 4]:
+        if nxt.op not in ("ADD", "SUB", "MUL") or len(nxt.inputs) != 2:
+            break
+        ins = [root(i) for i in nxt.inputs]
+        if ins.count(cur) != 1 or cur in graph_outputs:
+            break
+        if [u.index for u in users.get(cur, [])] != [nxt.index]:
+            break
+        p = op_params(model, nxt)
+        if elementwise_count(p) != n or (nxt.op != "MUL" and not add_ok(p)):
+            break
+        swap = ins[1] == cur
+        chain.append((nxt, swap, nxt.inputs[0 if swap else 1]))
+        cur = root(nxt.outputs[0])
+    # the final result is written while the other operands are still read
+    while chain:
+        fin = plan.loc.get(chain[-1][0].outputs[0])
+        clash = False
+        for _, _, o in chain:
+            lo = plan.loc.get(root(o))
+            if fin is not None and lo is not None and fin.kind == lo.kind == "arena" and \
+                    fin.offset != lo.offset and fin.offset < lo.offset + n and \
+                    lo.offset < fin.offset + n:
+                clash = True
+        if not clash:
+            break
+        chain.pop()
+    return chain
+
+
 def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
     """Write mg_model.c and mg_model_data.{h,c} for an mGRADE step graph; return a summary."""
     if model.num_subgraphs != 1:
@@ -732,6 +804,13 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             aop = model.operators[residual[op.index][0]]
             c += emit_op(pm, aop, op_params(model, aop), ptr, plan, P)[0]
             predeclared.add(aop.index)
+        chain = []
+        if op.op == "FULLY_CONNECTED" and op.index != readout_op:
+            chain = _fc_epilogue(model, new_ops, op, plan, g.graph_outputs)
+            for eop, _, _ in chain:
+                c += emit_op(pm, eop, op_params(model, eop), ptr, plan, P)[0]
+                predeclared.add(eop.index)
+                absorbed[eop.index] = op.index
         ref_c, ref_b = len(c), len(body)
         fast = None
         if op.op == "MG_DELAY":
@@ -744,12 +823,16 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         if op.op in ("MG_DELAY", "MG_MINGRU"):
             pass
         elif op.index in absorbed:
-            fast = (None, [f"    /* op {op.index}: ADD fused into the fast step of op "
+            fast = (None, [f"    /* op {op.index}: {op.op} fused into the fast step of op "
                            f"{absorbed[op.index]} */"], (0, 0))
         elif op.op not in ALIAS_OPS:
             fast = emit_fast_op(model, op, op_params(model, op), ptr, P)
             if fast is None:
                 fast_report[f"op{op.index}"] = f"{op.op}: reference kernel"
+                for eop, _, _ in chain:
+                    absorbed.pop(eop.index, None)
+            elif chain:
+                fast = _epilogue_call(P, op, chain, fast, ptr)
         if op.op == "MG_DELAY":
             f = fused_at[op.index]
             ri = ring_info[delays.index(f)]

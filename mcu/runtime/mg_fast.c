@@ -41,45 +41,40 @@ void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
     }
 }
 
+/* One block (4 inputs) of the 4 channels of a group into a0..a3. */
+#define MG_DOT_BLOCK(XQ, WP)                                                                 \
+    do {                                                                                     \
+        const uint32_t r_ = (XQ)[0], p_ = (XQ)[1];                                           \
+        const uint32_t w0_ = (WP)[0], w1_ = (WP)[1], w2_ = (WP)[2], w3_ = (WP)[3];           \
+        a0 = mg_smlad(mg_sxtb16(w0_), r_, mg_smlad(w0_, p_, a0));                            \
+        a1 = mg_smlad(mg_sxtb16(w1_), r_, mg_smlad(w1_, p_, a1));                            \
+        a2 = mg_smlad(mg_sxtb16(w2_), r_, mg_smlad(w2_, p_, a2));                            \
+        a3 = mg_smlad(mg_sxtb16(w3_), r_, mg_smlad(w3_, p_, a3));                            \
+    } while (0)
+
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
                 int32_t *d)
 {
     for (; groups > 0; --groups, d += 4) {
-    const uint32_t *xq = xq0;
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int32_t k;
-    for (k = blocks >> 1; k > 0; --k) {       /* two blocks (8 inputs x 4 channels) a turn */
-        uint32_t r = xq[0], pp = xq[1];
-        uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2], w3 = wp[3];
-        a0 = mg_smlad(mg_sxtb16(w0), r, mg_smlad(w0, pp, a0));
-        a1 = mg_smlad(mg_sxtb16(w1), r, mg_smlad(w1, pp, a1));
-        a2 = mg_smlad(mg_sxtb16(w2), r, mg_smlad(w2, pp, a2));
-        a3 = mg_smlad(mg_sxtb16(w3), r, mg_smlad(w3, pp, a3));
-        r = xq[2];
-        pp = xq[3];
-        w0 = wp[4];
-        w1 = wp[5];
-        w2 = wp[6];
-        w3 = wp[7];
-        a0 = mg_smlad(mg_sxtb16(w0), r, mg_smlad(w0, pp, a0));
-        a1 = mg_smlad(mg_sxtb16(w1), r, mg_smlad(w1, pp, a1));
-        a2 = mg_smlad(mg_sxtb16(w2), r, mg_smlad(w2, pp, a2));
-        a3 = mg_smlad(mg_sxtb16(w3), r, mg_smlad(w3, pp, a3));
-        xq += 4;
-        wp += 8;
-    }
-    if (blocks & 1) {
-        const uint32_t r = xq[0], pp = xq[1];
-        const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2], w3 = wp[3];
-        a0 = mg_smlad(mg_sxtb16(w0), r, mg_smlad(w0, pp, a0));
-        a1 = mg_smlad(mg_sxtb16(w1), r, mg_smlad(w1, pp, a1));
-        a2 = mg_smlad(mg_sxtb16(w2), r, mg_smlad(w2, pp, a2));
-        a3 = mg_smlad(mg_sxtb16(w3), r, mg_smlad(w3, pp, a3));
-        wp += 4;
-    }
-    d[0] = a0 >> 8;     /* exact: 256 * |dot| < 2^31 (generator-checked) */
-    d[1] = a1 >> 8;
-    d[2] = a2 >> 8;
-    d[3] = a3 >> 8;
+        const uint32_t *xq = xq0;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int32_t k;
+        for (k = blocks >> 2; k > 0; --k) {   /* four blocks (16 inputs x 4 channels) a turn */
+            MG_DOT_BLOCK(xq, wp);
+            MG_DOT_BLOCK(xq + 2, wp + 4);
+            MG_DOT_BLOCK(xq + 4, wp + 8);
+            MG_DOT_BLOCK(xq + 6, wp + 12);
+            xq += 8;
+            wp += 16;
+        }
+        for (k = blocks & 3; k > 0; --k) {
+            MG_DOT_BLOCK(xq, wp);
+            xq += 2;
+            wp += 4;
+        }
+        d[0] = a0 >> 8;     /* exact: 256 * |dot| < 2^31 (generator-checked) */
+        d[1] = a1 >> 8;
+        d[2] = a2 >> 8;
+        d[3] = a3 >> 8;
     }
 }

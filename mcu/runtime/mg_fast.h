@@ -251,6 +251,16 @@ MG_FAST_INLINE void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_
 
 /* ---- elementwise --------------------------------------------------------------------- */
 
+/* Up to 3 elementwise ops applied to each FC output in the same pass (the residual ADD and a
+ * per-channel MUL/ADD after an MLP): kind[k] 0 none, 1 ADD, 2 SUB, 3 MUL; the other operand
+ * of op k is other[k][c]; swap[k] = 1 when the FC value is the op's second input. */
+typedef struct {
+    int32_t kind[3];
+    const mg_add_params_t *add[3];
+    const mg_mul_params_t *mul[3];
+    int32_t swap[3];
+} mg_epi_t;
+
 /* One ADD / SUB input rescaled: mg_rdbpot(mg_srdhm((x + offset) << ls, m), -shift) with
  * 32-bit products only (exact for |x + offset| <= 256, 1 <= ls <= 20, shift <= 0). */
 MG_FAST_INLINE int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, int shift)
@@ -320,6 +330,44 @@ MG_FAST_INLINE void mg_fmul_s8(const mg_mul_params_t *p, int32_t n, const int8_t
     int32_t i;
     for (i = 0; i < n; ++i) {
         out[i] = mg_fmul1(p, a[i], b[i]);
+    }
+}
+
+/* One epilogue op on value v of channel c. */
+MG_FAST_INLINE int8_t mg_epi1(const mg_epi_t *e, int k, int8_t v, int8_t o)
+{
+    const int8_t a = e->swap[k] ? o : v;
+    const int8_t b = e->swap[k] ? v : o;
+    if (e->kind[k] == 1) {
+        return mg_fadd1(e->add[k], a, b);
+    }
+    if (e->kind[k] == 2) {
+        return mg_fsub1(e->add[k], a, b);
+    }
+    return mg_fmul1(e->mul[k], a, b);
+}
+
+/* mg_ffc_s8 followed by the epilogue ops of e (other operands o0..o2, NULL where unused);
+ * only the last op's result is written (to out). */
+MG_FAST_INLINE void mg_ffc_epi_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_t *xq,
+                                  int32_t *acc, int8_t *out, const mg_epi_t *e,
+                                  const int8_t *o0, const int8_t *o1, const int8_t *o2)
+{
+    int32_t c;
+    mg_ffc_expand(x, p->depth, xq);
+    mg_ffc_dot(xq, p->w, p->blocks, (p->n_out + 3) >> 2, acc);
+    for (c = 0; c < p->n_out; ++c) {
+        int8_t v = mg_ffc_out1(p, acc[c], c);
+        if (e->kind[0]) {
+            v = mg_epi1(e, 0, v, o0[c]);
+        }
+        if (e->kind[1]) {
+            v = mg_epi1(e, 1, v, o1[c]);
+        }
+        if (e->kind[2]) {
+            v = mg_epi1(e, 2, v, o2[c]);
+        }
+        out[c] = v;
     }
 }
 
