@@ -1068,6 +1068,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         "h_bytes": h_total, "state_bytes": ring_total + h_total + 4,
         "macs_per_step": macs_graph, "macs_executed": macs_graph - macs_saved,
         "ring_period": period, "files": [str(f) for f in files],
+        "fast_report": fast_report,   # ops the fast path leaves to the reference kernels
     }
     summary["summary"] = (
         f"model {mid} (mgrade package): {len(model.operators)} graph ops -> "
