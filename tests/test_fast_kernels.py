@@ -93,3 +93,48 @@ def test_python_reference_arithmetic():
         for e in range(1, 31):
             if abs(a) < 2**30:
                 assert ref_rdbpot(a, e) == (a + (1 << (e - 1)) - (a < 0)) >> e, (a, e)
+
+
+def test_g_split_tables_exact():
+    """g() as two tables split at a per-channel dot threshold equals the op-by-op reference
+    (RELU branch, LOGISTIC(MINIMUM(p, 0)), ADD) for every reachable dot product, and is
+    refused where the sigmoid branch still varies above the threshold."""
+    import math
+
+    from convert.codegen import quantize_multiplier
+    from convert.codegen_fast import (chan_table, g_split_tables, ref_add1, ref_logistic1,
+                                      ref_mbqm)
+
+    rng = np.random.default_rng(5)
+    H, bound = 3, 3000
+    bias = [int(v) for v in rng.integers(-200, 200, size=H)]
+    mp = [quantize_multiplier(float(v)) for v in rng.uniform(1 / 90, 1 / 40, size=H)]
+    mr = [quantize_multiplier(float(v)) for v in rng.uniform(1 / 60, 1 / 20, size=H)]
+    cand_p = dict(output_offset=127, act_min=-128, act_max=127)
+    relu_p = dict(output_offset=-128, act_min=-128, act_max=127)
+    cand_rows = chan_table(bias, [m for m, _ in mp], [s for _, s in mp])
+    relu_rows = chan_table(bias, [m for m, _ in mr], [s for _, s in mr])
+    q, ls = math.frexp(0.03 * float(1 << 27))
+    sig_p = dict(input_zero_point=127, input_range_radius=math.floor(15.0 * (1 << 27) / 2.0 ** ls),
+                 input_multiplier=int(round(q * (1 << 31))), input_left_shift=ls)
+    add_g = fk._add_params(rng, False)
+    got = g_split_tables(cand_rows, cand_p, relu_rows, relu_p, [bound] * H, None, sig_p, 127,
+                         add_g)
+    assert got is not None
+    split, g_neg, g_pos = got
+
+    def requant(row, p, d):
+        y = ref_mbqm(d + row[0], row[1], -row[2]) + p["output_offset"]
+        return max(p["act_min"], min(p["act_max"], y))
+
+    for c in range(H):
+        for d in range(-bound, bound + 1, 7):
+            pv, r = requant(cand_rows[c], cand_p, d), requant(relu_rows[c], relu_p, d)
+            want = ref_add1(add_g, r, ref_logistic1(sig_p, min(pv, 127)))
+            table = g_neg[pv + 128] if d <= split[c] else g_pos[r + 128]
+            assert table == want, (c, d, split[c])
+    # a MINIMUM constant above the candidate's saturation: the sigmoid branch varies above the
+    # threshold, so the split must be refused
+    wide_p = dict(cand_p, output_offset=0)
+    assert g_split_tables(cand_rows, wide_p, relu_rows, relu_p, [bound] * H, None, sig_p, 127,
+                          add_g) is None
