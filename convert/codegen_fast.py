@@ -177,7 +177,7 @@ def ffc_layout(w: np.ndarray, bias: np.ndarray | None, p: dict):
     words = words.reshape(groups, 4, blocks).transpose(0, 2, 1).reshape(-1)
     mult = list(p["multiplier"]) if p["per_channel"] else [p["multiplier"][0]] * n_out
     shift = list(p["shift"]) if p["per_channel"] else [p["shift"][0]] * n_out
-    rows = chan_table(folded, mult, shift)
+    rows = chan_table(folded, mult, shift, int(p["output_offset"]))
     return (words.astype(np.uint32), rows, blocks, dot_bound[:n_out]), None
 
 
@@ -197,24 +197,30 @@ def ffc_decls(P: str, name: str, p: dict, layout, linkage: str = "static const")
             f"{p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};"]
 
 
-def chan_table(bias, mult, shift) -> list[tuple]:
-    """mg_fq_chan_t rows (bias, multiplier, shift, rounding). When every shift is <= -1 (the
-    usual case) the rows hold the right shift e = -shift and 2^(e-1) for mg_ffc_out1's short
-    rounding; otherwise the TFLite shift and 0."""
+def chan_table(bias, mult, shift, zero_point: int | None = None) -> list[tuple]:
+    """mg_fq_chan_t rows (bias, multiplier, shift, rounding) + the kernel mode in a 5th field.
+    When every shift is <= -1 (the usual case) the rows hold the right shift e = -shift and
+    2^(e-1) for mg_ffc_out1's short rounding (mode 1); with zero_point given and
+    (|zp| + 1) 2^e < 2^30 for every channel, the output zero point times 2^e is added to the
+    rounding constant as well (mode 2: one add less per output, exact since a multiple of 2^e
+    commutes with the floor and |y| < 2^30). Otherwise the TFLite shift and 0 (mode 0)."""
     n = len(bias)
-    if all(int(shift[c]) <= -1 for c in range(n)):
-        return [(int(bias[c]), int(mult[c]), -int(shift[c]), 1 << (-int(shift[c]) - 1))
-                for c in range(n)]
-    return [(int(bias[c]), int(mult[c]), int(shift[c]), 0) for c in range(n)]
+    e = [-int(shift[c]) for c in range(n)]
+    if all(v >= 1 for v in e):
+        fold = zero_point is not None and all((abs(zero_point) + 1) << v < (1 << 30) for v in e)
+        zp = int(zero_point) if fold else 0
+        return [(int(bias[c]), int(mult[c]), e[c], (1 << (e[c] - 1)) + (zp << e[c]),
+                 2 if fold else 1) for c in range(n)]
+    return [(int(bias[c]), int(mult[c]), int(shift[c]), 0, 0) for c in range(n)]
 
 
 def right_shifts(rows) -> int:
-    """1 when the rows are in the right-shift form of chan_table."""
-    return int(all(r[3] > 0 for r in rows))
+    """The kernel mode of chan_table's rows (mg_ffc_params_t.right_shifts)."""
+    return int(rows[0][4]) if rows else 0
 
 
 def chan_rows(rows) -> str:
-    return ",\n    ".join("{" + ", ".join(str(v) for v in r) + "}" for r in rows)
+    return ",\n    ".join("{" + ", ".join(str(v) for v in r[:4]) + "}" for r in rows)
 
 
 def table_decl(P: str, name: str, table: np.ndarray) -> str:
@@ -311,7 +317,9 @@ def ref_add1(p: dict, a: int, b: int) -> int:
 
 
 def _fc_out(row, p: dict, d: int) -> int:
-    bias, mult, shift = row[0], row[1], row[2]
+    """Reference requantization of dot d for a chan_table row (any mode)."""
+    bias, mult = row[0], row[1]
+    shift = -row[2] if row[4] else row[2]
     y = ref_mbqm(d + bias, mult, shift) + p["output_offset"]
     return max(p["act_min"], min(p["act_max"], y))
 

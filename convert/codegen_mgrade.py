@@ -434,7 +434,7 @@ def _fast_delay(P: str, T, f: DelayFusion, add=None):
     folded = bias + p["input_offset"] * filt.sum(0)
     if np.any(np.abs(folded) + 128 * np.abs(filt).sum(0) >= (1 << 30)):
         return None                     # the short requantization needs |acc| < 2^30
-    rows = chan_table(folded, p["multiplier"], p["shift"])
+    rows = chan_table(folded, p["multiplier"], p["shift"], int(p["output_offset"]))
     L = f.layer
     addp = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
     decls = [_int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),

@@ -128,6 +128,10 @@ def test_g_split_tables_exact():
         return max(p["act_min"], min(p["act_max"], y))
 
     for c in range(H):
+        # the split is the last dot at which the RELU branch is still at its lowest value
+        r_lo = requant(relu_rows[c], relu_p, -bound)
+        assert requant(relu_rows[c], relu_p, split[c]) == r_lo
+        assert requant(relu_rows[c], relu_p, split[c] + 1) != r_lo
         for d in range(-bound, bound + 1, 7):
             pv, r = requant(cand_rows[c], cand_p, d), requant(relu_rows[c], relu_p, d)
             want = ref_add1(add_g, r, ref_logistic1(sig_p, min(pv, 127)))

@@ -140,6 +140,19 @@ static inline int32_t mg_fq_rdbpot_b(int32_t x, int e)
     return e ? (x + ((int32_t)1 << (e - 1)) + (x >> 31)) >> e : x;
 }
 
+/* mg_rdbpot(x, e) + zp in one rounding: the zero point times 2^e joins the rounding
+ * constant (adding a multiple of 2^e commutes with the floor). |x| < 2^29, |zp| <= 256. */
+static inline int32_t mg_fq_rdbpot_zp(int32_t x, int e, int32_t zp)
+{
+    if (e == 0) {
+        return x + zp;
+    }
+    if (e <= 20) {
+        return (x + ((int32_t)1 << (e - 1)) + zp * ((int32_t)1 << e) + (x >> 31)) >> e;
+    }
+    return ((x + ((int32_t)1 << (e - 1)) + (x >> 31)) >> e) + zp;
+}
+
 /* mg_mbqm(x, m, shift), any x (shift > 0 wraps like the reference). */
 static inline int32_t mg_fq_mbqm(int32_t x, int32_t m, int shift)
 {
@@ -200,7 +213,8 @@ typedef struct {
     const uint32_t *w;        /* ceil(n_out / 4) * blocks * 4 words, layout above */
     const mg_fq_chan_t *ch;   /* [n_out] */
     int32_t output_offset, act_min, act_max;
-    int32_t right_shifts;     /* 1: every shift <= -1 (the 3-instruction rounding applies) */
+    int32_t right_shifts;     /* 1: every shift <= -1 (the 3-instruction rounding applies);
+                               * 2: and the output zero point is folded into ch->rnd */
 } mg_ffc_params_t;
 
 /* x int8 [depth] -> xq [2 * blocks] words (R, P per block; the tail block padded with 0). */
@@ -220,6 +234,11 @@ MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c
     const mg_fq_chan_t *ch = &p->ch[c];
     const int32_t x = d + ch->bias;
     int32_t y;
+    if (p->right_shifts == 2) {         /* rnd = 2^(e-1) + zero point * 2^e */
+        y = mg_fq_srdhm_b(x, ch->mult);
+        return (int8_t)mg_fq_clamp((y + ch->rnd + (y >> 31)) >> ch->shift, p->act_min,
+                                   p->act_max);
+    }
     if (p->right_shifts) {
         y = mg_fq_srdhm_b(x, ch->mult);
         y = (y + ch->rnd + (y >> 31)) >> ch->shift;
@@ -269,8 +288,8 @@ MG_FAST_INLINE int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, 
 }
 MG_FAST_INLINE int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
 {
-    return (int8_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm_b(raw, p->output_multiplier),
-                                              -(int)p->output_shift) + p->output_offset,
+    return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(raw, p->output_multiplier),
+                                               -(int)p->output_shift, p->output_offset),
                                p->act_min, p->act_max);
 }
 MG_FAST_INLINE int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
@@ -292,6 +311,11 @@ MG_FAST_INLINE int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
 MG_FAST_INLINE int8_t mg_fmul1(const mg_mul_params_t *p, int8_t a, int8_t b)
 {
     const int32_t v = ((int32_t)a + p->input1_offset) * ((int32_t)b + p->input2_offset);
+    if (p->output_shift <= 0) {         /* |v| <= 2^16 */
+        return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(v, p->output_multiplier),
+                                                   -(int)p->output_shift, p->output_offset),
+                                   p->act_min, p->act_max);
+    }
     return (int8_t)mg_fq_clamp(mg_fq_mbqm_b(v, p->output_multiplier, (int)p->output_shift)
                                + p->output_offset, p->act_min, p->act_max);
 }
