@@ -196,7 +196,13 @@ class Trainer:
         loss.backward()
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as e:                 # lr so large that the update overflows
+            if "overflow" not in str(e):
+                raise
+            raise TrainingStopped(self.diverged("the optimiser step overflowed float32"),
+                                  EXIT_NAN) from None
         self.net.clamp_positions()
         self.check_weights()                   # before anything can save this step
         self.step += 1
@@ -411,7 +417,6 @@ def main(argv=None) -> int:
                               f"allowed: {', '.join(CHANGEABLE)}")
         if args.allow_change and not args.resume:
             raise ConfigError("--allow-change only applies with --resume")
-        set_threads(cfg.train.threads, rank)
         ckpt_path = out / "checkpoint.pt"
         if ckpt_path.exists() and not args.resume:
             raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to "
@@ -426,6 +431,7 @@ def main(argv=None) -> int:
             if rank == 0:
                 for note in notes:
                     print(f"note: {note} (allowed)")
+        set_threads(cfg.train.threads, rank)
         trainer = Trainer(cfg, out, cfg.train.epochs, args.ckpt_every)
         if ckpt is not None:
             trainer.restore(ckpt)
