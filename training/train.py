@@ -314,23 +314,24 @@ def check_resume_config(stored: dict, given: dict, allowed: set[str], mid_epoch:
     old, new = flat(stored), flat(given)
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in HARMLESS_CHANGES}
+    def listing(keys):
+        return ", ".join(f"{k} {diff[k][0]!r} -> {diff[k][1]!r}".replace("'", "")
+                         for k in keys)
+
     arch = [k for k in diff if k.startswith("model.") and k not in CHANGEABLE]
     if arch:
-        raise CheckpointError(f"the checkpoint in {out} was trained with another model "
-                              f"config ({', '.join(f'{k} {diff[k][0]} -> {diff[k][1]}' for k in arch)}); "
-                              f"refusing to resume (use another --out)")
+        raise CheckpointError(f"the checkpoint in {out} was trained with another model config "
+                              f"({listing(arch)}); refusing to resume (use another --out)")
     task = [k for k in diff if k.startswith("task.")]
     if task:
         raise CheckpointError(f"the checkpoint in {out} was trained on another task config "
-                              f"({', '.join(f'{k} {diff[k][0]!r} -> {diff[k][1]!r}' for k in task)});"
-                              f" a resumed run must see the same data: use another --out")
+                              f"({listing(task)}); a resumed run must see the same data: use "
+                              f"another --out")
     refused = [k for k in diff if k not in allowed]
     if refused:
-        raise CheckpointError(
-            f"--resume with a changed config: {', '.join(f'{k} {diff[k][0]} -> {diff[k][1]}' for k in refused)}"
-            f"; use the config stored in {out} or accept the change with "
-            + " ".join(f"--allow-change {k}" for k in refused)
-            + ("" if all(k in CHANGEABLE for k in refused) else " (where allowed)"))
+        raise CheckpointError(f"--resume with a changed config: {listing(refused)}; use the "
+                              f"config stored in {out} or accept the change with "
+                              + " ".join(f"--allow-change {k}" for k in refused))
     if mid_epoch and "train.batch_size" in diff:
         raise CheckpointError(f"train.batch_size can change only at an epoch boundary; the "
                               f"checkpoint in {out} is in the middle of an epoch")
@@ -463,7 +464,8 @@ def main(argv=None) -> int:
     if trainer.rank == 0 and trainer.history:
         best = max(trainer.history, key=lambda r: r["val_acc"])
         last = trainer.history[-1]
-        print(f"done: final test acc {100 * last['test_acc']:.2f}% (val {100 * last['val_acc']:.2f}%;"
+        print(f"done: final test acc {100 * last['test_acc']:.2f}% "
+              f"(val {100 * last['val_acc']:.2f}%;"
               f" best val {100 * best['val_acc']:.2f}% at epoch {best['epoch']}); "
               f"checkpoint {out / 'checkpoint.pt'}")
     return 0
