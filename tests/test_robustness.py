@@ -227,10 +227,10 @@ def test_second_trainer_on_a_busy_folder_exits_2_and_a_dead_holder_is_stale(tmp_
     run = tmp_path / "run"
     first = start_trainer(cfg, run, "--ckpt-every", "0.2")
     try:
-        wait_for(lambda: lock_pid(run) == first.pid and (run / "checkpoint.pt").exists(),
-                 what="the first trainer's lock and checkpoint")
-        code, err = in_process(main, [cfg, "--out", run, "--resume"], capsys)
+        wait_for((run / "checkpoint.pt").exists, what="the first trainer's checkpoint")
+        code, err = in_process(main, [cfg, "--out", run, "--resume", "--epochs", "2"], capsys)
         assert code == 2 and "in use by another training" in err and f"pid {first.pid}" in err
+        assert lock_pid(run) == first.pid
         from training.runlock import holder
         assert holder(run) == first.pid
         time.sleep(0.5)
@@ -293,9 +293,13 @@ def test_killed_sweep_takes_its_trainer_with_it(tmp_path):
 
 
 def test_rerun_sweep_does_not_start_a_second_trainer_in_a_locked_folder(tmp_path):
+    import tomllib
+    from training.sweep import expand, toml_text
     sweep, out = write_sweep(tmp_path), tmp_path / "sw"
-    run = out / "runs" / "mgrade-H4-L1-K8-N2-s0"
-    cfg = write_cfg(tmp_path, epochs=300)
+    [(_, name, config)] = expand(tomllib.loads(sweep.read_text()))
+    run = out / "runs" / name
+    cfg = tmp_path / "same_as_the_sweep.toml"          # so a second trainer would really run
+    cfg.write_text(toml_text(config))
     holder = start_trainer(cfg, run)
     try:
         wait_for(lambda: (run / "checkpoint.pt").exists(), what="the first trainer's checkpoint")

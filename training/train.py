@@ -134,8 +134,8 @@ class Trainer:
     def check_weights(self):
         """Stop when a step left a parameter non-finite or beyond MAX_WEIGHT."""
         with torch.no_grad():
-            worst = max(float(p.detach().abs().max()) if p.numel() else 0.0
-                        for p in self.net.parameters())
+            worst = float(torch.stack([p.abs().amax() for p in self.net.parameters()
+                                       if p.numel()]).max())
         if not math.isfinite(worst) or worst > MAX_WEIGHT:
             raise TrainingStopped(self.diverged(
                 f"a weight became {worst:g}" + (f" (> {MAX_WEIGHT:g})"
