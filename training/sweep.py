@@ -313,7 +313,8 @@ def main(argv=None) -> int:
     write_report(out, sweep.get("title", ""))
     failed += sorted(busy)
     if failed:
-        print(f"error: {len(failed)} run(s) failed or skipped: {', '.join(failed)}", file=sys.stderr)
+        print(f"error: {len(failed)} run(s) failed or skipped: {', '.join(failed)}",
+              file=sys.stderr)
         return 1
     return 0
 
