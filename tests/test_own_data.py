@@ -446,3 +446,32 @@ def test_basicmotions_raw_units_through_convert_and_host_runtime(tmp_path):
         float_pred = fnet(torch.from_numpy(raw)).argmax(-1).numpy()
     dev_pred = got[:len(raw), :, C:].astype(np.int32).sum(1).argmax(-1)
     assert (dev_pred == float_pred).mean() >= 0.8
+
+
+# -- a sensor log split in time (per-step streaming detection) --------------------------------
+def test_log_to_npz_splits_in_time_and_feeds_the_npz_task(tmp_path, capsys):
+    from training.tasks import log_to_npz
+
+    T = 400
+    t = np.arange(T)
+    label = ((t // 25) % 2).astype(int)                       # alternating events
+    label[:3] = -100
+    log = tmp_path / "log.csv"
+    log.write_text("timestamp,ax,ay,label\n" + "".join(
+        f"{k * 0.01:.2f},{np.sin(k / 5):.5f},{label[k] * 3 + 100:.1f},{label[k]}\n"
+        for k in range(T)))
+    out = tmp_path / "log.npz"
+    assert log_to_npz.main([str(log), "--label", "label", "--drop", "timestamp", "--out",
+                            str(out), "--window", "64", "--stride", "32"]) == 0
+    d = load_task("npz", {"path": str(out)}, None, 0)
+    assert d.readout == "per_step" and d.n_in == 2 and d.class_names == ["0", "1"]
+    assert len(d.x_train) == (240 - 64) // 32 + 1 and d.len_val.tolist() == [80]
+    assert d.len_test.tolist() == [80]
+    np.testing.assert_allclose(d.x_test[0, :, 1].numpy(), label[320:] * 3 + 100.0)
+    assert d.y_test[0].tolist() == label[320:].tolist()
+    assert d.y_train[0, :3].tolist() == [-100] * 3
+    flat = np.zeros(T, int)
+    log.write_text("ax,label\n" + "".join(f"{k},{flat[k]}\n" for k in range(T)))
+    assert log_to_npz.main([str(log), "--label", "label", "--out", str(out), "--window",
+                            "64"]) == 2
+    assert "has a single label ([0]): nothing to detect" in capsys.readouterr().err
