@@ -3,6 +3,7 @@ per-step streaming detector, split in time.
 
     python -m training.tasks.log_to_npz LOG.csv --label COLUMN --out OUT.npz
         [--drop timestamp ...] [--split 0.6,0.2] [--window 256] [--stride 128]
+        [--names NAME0 NAME1 ...]
 
 The first 60% of the rows (--split TRAIN,VAL; the rest is test) are cut into training windows
 of --window steps every --stride steps; the validation and test parts stay one sequence each,
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="0.6,0.2", help="train,val fractions (default 0.6,0.2)")
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--stride", type=int, default=128)
+    p.add_argument("--names", nargs="*", default=None,
+                   help="class names of the integer labels 0, 1, ... (stored as class_names)")
     args = p.parse_args(argv)
     try:
         train, val = (float(v) for v in args.split.split(","))
@@ -96,8 +99,9 @@ def main(argv=None) -> int:
     except (TaskError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    extra = {} if args.names is None else {"class_names": np.array(args.names)}
     np.savez(args.out, x_train=_obj(tr[0]), y_train=_obj(tr[1]), x_val=_obj(va[0]),
-             y_val=_obj(va[1]), x_test=_obj(te[0]), y_test=_obj(te[1]))
+             y_val=_obj(va[1]), x_test=_obj(te[0]), y_test=_obj(te[1]), **extra)
     print(f"wrote {args.out}: {len(tr[0])} training windows of {args.window} steps, val "
           f"{len(va[0][0])} steps, test {len(te[0][0])} steps; channels {', '.join(names)}")
     return 0
