@@ -1048,7 +1048,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
            " * conv input at that step (what the interpreter writes into its ring) */",
            "const int8_t *mg_model_debug_state(int k);",
            "uint32_t mg_model_debug_step_counter(void);",
-           "#endif", "",
+           "#endif", ""] + frame_quantizer(P, PU) + [
            "/* constant tensors (mg_model_data.c), package-internal */"] + dh_ext + [
            "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
 
@@ -1077,6 +1077,42 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         f"plain {plain_total} B), arena {plan.arena_bytes} B, constants {const_bytes} B, "
         f"{macs_graph} MACs/step -> {', '.join(map(str, files))}")
     return summary
+
+
+def frame_quantizer(P: str, PU: str) -> list[str]:
+    """C source of <P>_model_quantize_frame(): one float frame -> the int8 model input, with
+    the host's arithmetic (convert.stream.Streamer.quantize_input: float32 division, round
+    half to even, clamp), so a frame quantized on the device equals the host's to 0 LSB."""
+    return [
+        "/* Quantize one input frame x[MODEL_N_IN] (floats, in the units the training data",
+        " * had: a model trained with normalisation has it folded into its encoder, so these",
+        " * are the sensor's own units) to the int8 frame that model_step() takes:",
+        " *   q = clamp(round_half_even(x / INPUT_SCALE) + INPUT_ZERO_POINT, -128, 127)",
+        " * in float32, as the host does (bit-identical). NaN maps to the zero point (x = 0).",
+        " * No libm; the only floating point of the package. */",
+        f"static inline void {P}_model_quantize_frame(const float *x, int8_t *q)",
+        "{",
+        "    int i;",
+        f"    for (i = 0; i < {PU}_MODEL_N_IN; ++i) {{",
+        f"        float s = x[i] / {PU}_MODEL_INPUT_SCALE;",
+        "        float frac;",
+        "        int32_t r;",
+        "        if (s != s) {",
+        "            s = 0.0f;",
+        "        }",
+        "        s = s > 512.0f ? 512.0f : (s < -512.0f ? -512.0f : s);",
+        "        r = (int32_t)s;                     /* toward zero */",
+        "        frac = s - (float)r;                /* exact for |s| < 2^23 */",
+        "        if (frac > 0.5f || (frac == 0.5f && (r & 1))) {",
+        "            ++r;",
+        "        } else if (frac < -0.5f || (frac == -0.5f && (r & 1))) {",
+        "            --r;",
+        "        }",
+        f"        r += {PU}_MODEL_INPUT_ZERO_POINT;",
+        "        q[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));",
+        "    }",
+        "}",
+        ""]
 
 
 # ---------------------------------------------------------------------------------------------

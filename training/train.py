@@ -69,8 +69,12 @@ def lr_factor(step: int, total: int, warmup_frac: float) -> float:
 
 
 def task_info(data) -> dict:
-    return {"n_in": data.n_in, "n_classes": data.n_classes, "readout": data.readout,
+    info = {"n_in": data.n_in, "n_classes": data.n_classes, "readout": data.readout,
             "seq_len": data.seq_len, "name": data.name}
+    for key in ("class_names", "input_mean", "input_std"):    # user-data tasks (ts, npz)
+        if getattr(data, key, None) is not None:
+            info[key] = list(getattr(data, key))
+    return info
 
 
 class Trainer:
@@ -187,8 +191,13 @@ class Trainer:
 
     def train_batch(self, idx: torch.Tensor) -> float:
         x, y = self.data.x_train[idx], self.data.y_train[idx]
+        lengths = self.data.len_train[idx] if self.data.len_train is not None else None
+        if lengths is not None:               # variable length: padded steps are masked
+            T = int(lengths.max())
+            x, y = x[:, :T], (y[:, :T] if y.ndim == 2 else y)
         self.set_schedules()
-        loss, correct, count = loss_and_correct(self.model(x), y)
+        logits = self.model(x) if lengths is None else self.model(x, lengths)
+        loss, correct, count = loss_and_correct(logits, y)
         if not torch.isfinite(loss):
             raise TrainingStopped(self.diverged(f"loss became {float(loss)}"), EXIT_NAN)
         value = loss.item()
@@ -242,8 +251,8 @@ class Trainer:
 
     def end_epoch(self, seconds: float, seqs: int):
         ev = self.cfg.train.eval_batch_size
-        val = evaluate(self.net, self.data.x_val, self.data.y_val, ev)
-        test = evaluate(self.net, self.data.x_test, self.data.y_test, ev)
+        val = evaluate(self.net, self.data.x_val, self.data.y_val, ev, self.data.len_val)
+        test = evaluate(self.net, self.data.x_test, self.data.y_test, ev, self.data.len_test)
         r = self.running
         row = {"epoch": self.epoch + 1, "step": self.step,
                "train_loss": r["loss"] / max(1, r["count"]),
