@@ -475,3 +475,73 @@ def test_log_to_npz_splits_in_time_and_feeds_the_npz_task(tmp_path, capsys):
     assert log_to_npz.main([str(log), "--label", "label", "--out", str(out), "--window",
                             "64"]) == 2
     assert "has a single label ([0]): nothing to detect" in capsys.readouterr().err
+
+
+# -- stream_eval streams each sequence's own steps -----------------------------------------
+class _PipePort:
+    """pyserial-like port over the host-built device app's stdin/stdout."""
+
+    def __init__(self, proc):
+        import os
+        self.proc, self.timeout, self.os = proc, 0.05, os
+        os.set_blocking(proc.stdout.fileno(), False)
+
+    def write(self, b):
+        self.proc.stdin.write(b)
+        self.proc.stdin.flush()
+
+    def read(self, n):
+        import time
+        end = time.monotonic() + self.timeout
+        while True:
+            try:
+                data = self.os.read(self.proc.stdout.fileno(), n)
+            except BlockingIOError:
+                data = b""
+            if data or time.monotonic() > end:
+                return data
+            time.sleep(0.001)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(5)
+
+
+def test_stream_eval_streams_own_lengths_on_the_host_device(host_build, tmp_path):
+    """Variable-length test data (padded x, lengths, per-step y with -100 padding) through the
+    C device app (host build, toy model): exactly sum(lengths) steps go to the device, the
+    padding never does, and device == host on every real step."""
+    res, out = host_build
+    assert res.returncode == 0, res.stdout + res.stderr
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "toy_model"))
+    from toy_model import N_IN, ToyModel
+
+    from host_tools import protocol as P
+    from host_tools import stream_eval
+
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    shutil.copy(ROOT / "tests" / "fixtures" / "toy_model" / "model.tflite", model_dir)
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 17, 1, 9])
+    x = rng.integers(-128, 128, size=(4, 17, N_IN)).astype(np.int8)
+    y = np.full((4, 17), -100, np.int64)
+    for i, L in enumerate(lengths):
+        y[i, :L] = np.argmax(ToyModel.run(x[i, :L]), -1)     # the right answer on real steps
+        x[i, L:] = 127                                        # padding the device must not see
+    np.savez(model_dir / "test_data.npz", x=x, y=y, lengths=lengths)
+    proc = subprocess.Popen([str(out / "mg_host_device")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    dev = P.Device(_PipePort(proc), timeout=2)
+    try:
+        m = stream_eval.evaluate(dev, model_dir, reference=ToyModel(model_dir))
+    finally:
+        dev.close()
+    assert m["steps"] == int(lengths.sum()) and m["labelled"] == int(lengths.sum())
+    assert m["max_abs_logit_diff"] == 0 and m["max_abs_sum_diff"] == 0
+    assert m["device_accuracy"] == 1.0 and m["readout"] == "per_step"
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    np.savez(bad / "test_data.npz", x=x, y=y, lengths=np.array([5, 18, 1, 9]))
+    with pytest.raises(stream_eval.UserError, match="lengths must be"):
+        stream_eval.load_lengths(bad, x)
