@@ -49,7 +49,7 @@ M = Mutation
 TRAIN_T = ("tests/test_scan.py", "tests/test_delay_ops.py", "tests/test_model.py")
 SCAN_T = ("tests/test_scan.py",)
 DELAY_T = ("tests/test_delay_ops.py", "tests/test_model.py")
-MODEL_T = ("tests/test_model.py",)
+MODEL_T = ("tests/test_model.py", "tests/test_bite_training.py")
 CONVERT_T = ("tests/test_bite_convert.py", "tests/test_convert.py::test_gather_indices_layout")
 RUNTIME_T = ("tests/test_bite_quant.py", "tests/test_bite_kernels.py",
              "tests/test_runtime_kernels.py")
