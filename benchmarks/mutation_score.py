@@ -55,9 +55,14 @@ RUNTIME_T = ("tests/test_bite_quant.py", "tests/test_bite_kernels.py",
              "tests/test_runtime_kernels.py")
 LINK_T = ("tests/test_link.py", "tests/test_protocol.py",
           "tests/test_fuzz_parser.py::test_fuzz_other_seed_smoke")
-FRAMING_T = ("tests/test_protocol.py", "tests/test_bite_framing.py")
+FRAMING_T = ("tests/test_bite_framing.py", "tests/test_protocol.py")
+C_FRAMING_T = ("tests/test_bite_framing.py",) + LINK_T
 MEMORY_T = ("tests/test_memory.py", "tests/test_memory_device.py")
-DURABLE_T = ("tests/test_robustness.py", "tests/test_train.py")
+DURABLE_T = ("tests/test_robustness.py",
+             "tests/test_train.py::test_resume_after_kill_gives_identical_weights",
+             "tests/test_train.py::test_sigint_saves_and_resumes",
+             "tests/test_train.py::test_resume_with_other_architecture_is_refused",
+             "tests/test_train.py::test_corrupt_checkpoint_is_a_clear_error")
 
 # Not listed: equivalent mutants (the chunk length of the scan, the direct/FFT threshold of the
 # convolution: every choice gives the same result within float rounding; the log-space scan's
@@ -213,16 +218,16 @@ MUTATIONS: list[Mutation] = [
       "CONCATENATION repeats the first outer slice"),
     # --- link: COBS, CRC, framing (C app and host) ------------------------------------------
     M("c-crc-poly", "link", "mcu/app/mg_crc.c", "crc = (uint16_t)((crc << 1) ^ 0x1021u);",
-      "crc = (uint16_t)((crc << 1) ^ 0x1201u);", LINK_T, "CRC polynomial typo (C)"),
+      "crc = (uint16_t)((crc << 1) ^ 0x1201u);", C_FRAMING_T, "CRC polynomial typo (C)"),
     M("c-cobs-full", "link", "mcu/app/mg_cobs.c", "    if (e->code == 0xFFu) {",
-      "    if (e->code == 0xFEu) {", LINK_T, "COBS block closed one byte early (C)"),
+      "    if (e->code == 0xFEu) {", C_FRAMING_T, "COBS block closed one byte early (C)"),
     M("c-cobs-minimal", "link", "mcu/app/mg_cobs.c",
-      "    if (e->code == 1u && e->after_full) {", "    if (e->code == 1u) {", LINK_T,
+      "    if (e->code == 1u && e->after_full) {", "    if (e->code == 1u) {", C_FRAMING_T,
       "COBS drops the last block after a zero (C)"),
     M("c-cobs-dec-ff", "link", "mcu/app/mg_cobs.c", "        if (code != 0xFFu && i < n) {",
-      "        if (i < n) {", LINK_T, "COBS decoder inserts a zero after a full block (C)"),
+      "        if (i < n) {", C_FRAMING_T, "COBS decoder inserts a zero after a full block (C)"),
     M("c-cobs-trunc", "link", "mcu/app/mg_cobs.c", "if ((size_t)(code - 1u) > n - i) {",
-      "if ((size_t)(code - 1u) > n - i + 1u) {", LINK_T,
+      "if ((size_t)(code - 1u) > n - i + 1u) {", C_FRAMING_T,
       "COBS decoder reads past a truncated block (C)"),
     M("py-crc-init", "link", "host_tools/protocol.py", "crc: int = 0xFFFF", "crc: int = 0x0000",
       FRAMING_T, "CRC-16 initial value (host)"),
