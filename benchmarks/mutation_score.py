@@ -51,8 +51,8 @@ SCAN_T = ("tests/test_scan.py",)
 DELAY_T = ("tests/test_delay_ops.py", "tests/test_model.py")
 MODEL_T = ("tests/test_model.py", "tests/test_bite_training.py")
 CONVERT_T = ("tests/test_bite_convert.py", "tests/test_convert.py::test_gather_indices_layout")
-RUNTIME_T = ("tests/test_bite_quant.py", "tests/test_bite_kernels.py",
-             "tests/test_runtime_kernels.py")
+RUNTIME_T = ("tests/test_runtime_kernels.py", "tests/test_bite_quant.py",
+             "tests/test_bite_kernels.py")
 LINK_T = ("tests/test_link.py", "tests/test_protocol.py",
           "tests/test_fuzz_parser.py::test_fuzz_other_seed_smoke")
 FRAMING_T = ("tests/test_bite_framing.py", "tests/test_protocol.py")
