@@ -66,7 +66,10 @@ DURABLE_T = ("tests/test_robustness.py",
 
 # Not listed: equivalent mutants (the chunk length of the scan, the direct/FFT threshold of the
 # convolution: every choice gives the same result within float rounding; the log-space scan's
-# decay of the prepended h0 term, which cancels in a* + logcumsumexp(log b - a*)).
+# decay of the prepended h0 term, which cancels in a* + logcumsumexp(log b - a*); the bounds of
+# the logistic's saturating shift (-threshold - 1 shifts to INT32_MIN exactly, and no input
+# reaches them) and of LOGISTIC's input radius (at |x| = radius the computed value already
+# rounds to -128 / 127)).
 MUTATIONS: list[Mutation] = [
     # --- training: the scan, the candidate activation ----------------------------------------
     M("scan-g-offset", "training", "training/scan.py",
@@ -179,8 +182,6 @@ MUTATIONS: list[Mutation] = [
       "const int right_shift = shift > 0 ? 0 : -shift;",
       "const int right_shift = shift > 0 ? 0 : 1 - shift;", RUNTIME_T,
       "requantization shifts one bit too far"),
-    M("c-sat-shl", "runtime", "mcu/runtime/mg_quant.c", "if (x < -threshold) {",
-      "if (x < -threshold - 1) {", RUNTIME_T, "saturation bound off by one"),
     M("c-exp-const", "runtime", "mcu/runtime/mg_quant.c",
       "const int32_t x = a + ((int32_t)1 << 28);     /* a + 1/8 */",
       "const int32_t x = a + ((int32_t)1 << 27);     /* a + 1/8 */", RUNTIME_T,
@@ -194,9 +195,10 @@ MUTATIONS: list[Mutation] = [
     M("c-logistic-neg", "runtime", "mcu/runtime/mg_quant.c",
       "return x > 0 ? pos : MG_INT32_MAX - pos;", "return x > 0 ? pos : MG_INT32_MAX - pos + 1;",
       RUNTIME_T, "logistic(-x) = 1 - logistic(x) off by one raw unit"),
-    M("c-logistic-radius", "runtime", "mcu/runtime/mg_elem.h",
-      "    if (x <= -p->input_range_radius) {", "    if (x < -p->input_range_radius) {",
-      RUNTIME_T, "LOGISTIC saturation bound"),
+    M("c-logistic-sat-low", "runtime", "mcu/runtime/mg_elem.h",
+      "        return -128;\n    }\n    if (x >= p->input_range_radius) {",
+      "        return -127;\n    }\n    if (x >= p->input_range_radius) {", RUNTIME_T,
+      "LOGISTIC saturates one LSB above 0 on the negative side"),
     M("c-dw-offset", "runtime", "mcu/runtime/mg_kernels.c",
       "acc += fv * (iv + p->input_offset);", "acc += fv * iv;", RUNTIME_T,
       "depthwise conv ignores the input offset"),
