@@ -186,9 +186,12 @@ def _c_encode(lib, data: bytes, cap: int | None = None) -> bytes | None:
 
 
 def _c_decode(lib, enc: bytes) -> bytes | None:
+    """The frame sits in a larger receive buffer whose next bytes are not zero (a decoder
+    reading past the frame's end must not find a terminator there by luck)."""
+    src = ctypes.create_string_buffer(enc + b"\x55" * 8, len(enc) + 8)
     dst = ctypes.create_string_buffer(len(enc) + 16)
     n = ctypes.c_size_t(0)
-    rc = lib.mg_cobs_decode(enc, len(enc), dst, len(enc), ctypes.byref(n))
+    rc = lib.mg_cobs_decode(src, len(enc), dst, len(enc), ctypes.byref(n))
     return dst.raw[:n.value] if rc == 0 else None
 
 
