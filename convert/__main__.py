@@ -41,29 +41,36 @@ def model_id(model_bytes: bytes) -> str:
     return hashlib.sha256(model_bytes).digest()[:8].hex()
 
 
-def calibration_feeds(net, spec, x_train, n_seq: int, seed: int) -> list[dict]:
-    """Graph inputs from n_seq training sequences, thinned to at most MAX_CALIB_FEEDS steps."""
+def calibration_feeds(net, spec, x_train, n_seq: int, seed: int, lengths=None) -> list[dict]:
+    """Graph inputs from n_seq training sequences (each over its own steps when `lengths` is
+    given), thinned to at most MAX_CALIB_FEEDS steps."""
     if len(x_train) == 0:
         raise ConvertError("the task has no training split to calibrate on")
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(x_train), generator=gen)[:n_seq]
-    total = len(pick) * x_train.shape[1]
+    seqs = x_train[pick] if lengths is None else [x_train[i, :lengths[i]] for i in pick]
+    total = sum(len(q) for q in seqs)
     stride = max(1, total // MAX_CALIB_FEEDS)
-    feeds = [f for k, (f, _) in enumerate(tqdm(step_feeds(net, spec, x_train[pick]), total=total,
+    feeds = [f for k, (f, _) in enumerate(tqdm(step_feeds(net, spec, seqs), total=total,
                                                  desc="calibrate", unit="step", leave=False))
              if k % stride == 0]
     return feeds
 
 
 def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
-              float_pred: np.ndarray) -> dict:
-    """Stream every test sequence through each backend; accuracies and LSB differences."""
+              float_pred: np.ndarray, lengths: np.ndarray | None = None) -> dict:
+    """Stream every test sequence (over its own steps with `lengths`) through each backend;
+    accuracies and LSB differences."""
     preds = {name: [] for name in streamers}
     logits = {name: [] for name in streamers}
     step_diff = 0
+    T = x_q.shape[1]
     for i in tqdm(range(len(x_q)), desc="int8 eval", unit="seq", leave=False):
+        L = T if lengths is None else int(lengths[i])
         for name, s in streamers.items():
-            out, steps = s.run(x_q[i], return_states=True)
+            out, steps = s.run(x_q[i, :L], return_states=True)
+            if readout == "per_step" and L < T:      # padded steps carry label -100
+                out = np.concatenate([out, np.zeros((T - L, out.shape[1]), out.dtype)])
             logits[name].append(out)
             preds[name].append(predictions(out, readout))
             if name == "tflm":          # LiteRT on the very inputs TFLM saw at each step
@@ -78,8 +85,8 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
         p = np.asarray(preds[name])
         res[f"int8_acc_{name}"] = float((p[mask] == y[mask]).mean())
         res[f"argmax_agreement_{name}_vs_hardened"] = float((p[mask] == float_pred[mask]).mean())
-    a = np.stack(logits["tflm"]).astype(np.int32)
-    b = np.stack(logits["litert"]).astype(np.int32)
+    a = np.concatenate(logits["tflm"]).astype(np.int32)
+    b = np.concatenate(logits["litert"]).astype(np.int32)
     res["max_abs_diff_litert_vs_tflm"] = step_diff
     res["streamed_max_abs_diff_litert_vs_tflm"] = int(np.abs(a - b).max())
     res["streamed_frac_logits_differing_litert_vs_tflm"] = float((a != b).mean())
@@ -99,17 +106,22 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
     if len(data.x_test) == 0:
         raise ConvertError("the task's test split is empty")
     x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
-    float_acc = evaluate(net, x_test, y_test)["acc"]
+    len_test = None if data.len_test is None else data.len_test[:n_test]
+    float_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
     net.harden()
-    hardened_acc = evaluate(net, x_test, y_test)["acc"]
+    hardened_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
     with torch.no_grad():
-        hard_logits = net(x_test)
+        hard_logits = net(x_test) if len_test is None else net(x_test, len_test)
     spec = extract(net)
-    feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed)
+    feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed, data.len_train)
     print(f"converting with {len(feeds)} calibration steps ...", flush=True)
     raw = convert_int8(spec, feeds)
     info = {"task": data.name, "seq_len": data.seq_len, "kernel_span": cfg.model.span,
             "checkpoint_epoch": int(ckpt.get("epoch", 0))}
+    if data.class_names is not None:
+        info["class_names"] = list(data.class_names)
+    if data.input_mean is not None:       # folded into the encoder: x is in the data's units
+        info["input_units"] = "raw (normalisation folded into the encoder)"
     model_bytes = finalize(raw, spec, info)
     streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
     x_q = streamers["tflm"].quantize_input(x_test.numpy())
@@ -119,7 +131,8 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
               "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
               "calib_steps": len(feeds),
               "float_acc": float_acc, "hardened_acc": hardened_acc}
-    report.update(int8_eval(streamers, x_q, y, data.readout, float_pred))
+    lengths = None if len_test is None else len_test.numpy()
+    report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
     report.update({
         "hardening_cost_points": 100 * (float_acc - hardened_acc),
         "int8_cost_points_tflm": 100 * (hardened_acc - report["int8_acc_tflm"]),
@@ -129,7 +142,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
         "state_pairs": state_pairs(spec),
         "delays": [None if layer.delays is None else layer.delays.tolist() for layer in spec.layers],
         "convert_s": round(time.monotonic() - t0, 1)})
-    write_dir(out, model_bytes, report, x_q, y)
+    write_dir(out, model_bytes, report, x_q, y, lengths)
     return report
 
 
@@ -173,22 +186,26 @@ def _normal_mode() -> int:
 
 
 def _write_files(folder: Path, model_bytes: bytes, report: dict, x_q: np.ndarray,
-                 y: np.ndarray, suffix: str = ""):
+                 y: np.ndarray, lengths: np.ndarray | None, suffix: str = ""):
     (folder / f"model.tflite{suffix}").write_bytes(model_bytes)
     (folder / f"report.json{suffix}").write_text(json.dumps(report, indent=1) + "\n")
+    extra = {} if lengths is None else {"lengths": np.asarray(lengths, np.int64)}
     with open(folder / f"test_data.npz{suffix}", "wb") as f:
-        np.savez_compressed(f, x=x_q, y=y)
+        np.savez_compressed(f, x=x_q, y=y, **extra)
 
 
-def write_dir(out: Path, model_bytes: bytes, report: dict, x_q: np.ndarray, y: np.ndarray):
+def write_dir(out: Path, model_bytes: bytes, report: dict, x_q: np.ndarray, y: np.ndarray,
+              lengths: np.ndarray | None = None):
     """A new DIR: written as a temporary sibling folder, then renamed into place. An existing
     DIR (empty or a previous output, see check_out): each of convert's own files is written
-    to a temp name, then all are renamed over the old ones; nothing else is touched."""
+    to a temp name, then all are renamed over the old ones; nothing else is touched.
+    test_data.npz holds x (int8 [N, T, n_in]), y, and for variable-length tasks lengths
+    (int64 [N]): sequence i is x[i, :lengths[i]] (the rest is padding, labelled -100 per step)."""
     check_out(out)
     if out.is_dir():
         tmp_suffix = f".tmp{os.getpid()}"
         try:
-            _write_files(out, model_bytes, report, x_q, y, tmp_suffix)
+            _write_files(out, model_bytes, report, x_q, y, lengths, tmp_suffix)
             for name in OUT_FILES:
                 os.replace(out / (name + tmp_suffix), out / name)
         finally:
@@ -199,7 +216,7 @@ def write_dir(out: Path, model_bytes: bytes, report: dict, x_q: np.ndarray, y: n
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         os.chmod(tmp, _normal_mode())          # mkdtemp makes it 0700
-        _write_files(tmp, model_bytes, report, x_q, y)
+        _write_files(tmp, model_bytes, report, x_q, y, lengths)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

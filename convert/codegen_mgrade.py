@@ -41,6 +41,9 @@ import numpy as np
 from convert.codegen import (
     ALIAS_OPS, SUPPORTED_OPS, CodegenError, _carray, _ctype, _list, _zp, const_tensor_lines,
     emit_op, op_params, plan_memory)
+from convert.codegen_fast import (
+    emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
+    requant_table, right_shifts, table_decl, chan_rows, chan_table, g_split_tables)
 from convert.tflite_reader import Model, Operator, read_tflite
 
 METADATA_NAME = "mgrade"
@@ -419,6 +422,222 @@ def _lcm_all(values) -> int:
     return out
 
 
+def _fast_delay(P: str, T, f: DelayFusion, add=None):
+    """Fast delay step: channel-major taps, folded bias, FC-style requantization; add =
+    (ADD op index, swap) of a residual ADD(frame, conv) fused into the same pass."""
+    p = f.dw
+    H = p["out_c"]
+    N = f.delays.shape[1]
+    filt = np.asarray(T[f.filt].data, np.int64).reshape(N, H)       # [N, H]
+    bias = (np.asarray(T[f.bias].data, np.int64).reshape(-1) if f.bias >= 0
+            else np.zeros(H, np.int64))
+    folded = bias + p["input_offset"] * filt.sum(0)
+    if np.any(np.abs(folded) + 128 * np.abs(filt).sum(0) >= (1 << 30)):
+        return None                     # the short requantization needs |acc| < 2^30
+    rows = chan_table(folded, p["multiplier"], p["shift"], int(p["output_offset"]))
+    L = f.layer
+    addp = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
+    decls = [_int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
+             _int_array("int8_t", f"{P}_l{L}_filter_cm", filt.T.reshape(-1)),
+             f"static const mg_fq_chan_t {P}_l{L}_dw_ch[{H}] = {{\n    {chan_rows(rows)}\n}};",
+             f"static const mg_ffc_params_t {P}_l{L}_dw_q = {{{N}, 0, {H}, NULL, {P}_l{L}_dw_ch, "
+             f"{p['output_offset']}, {p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};",
+             f"static const mg_delay_fast_t {P}_l{L}_delay_f = {{{H}, {N}, {P}_l{L}_ring_len, "
+             f"{P}_l{L}_ring_off, {P}_l{L}_delay_cm, {P}_l{L}_filter_cm, &{P}_l{L}_dw_q, "
+             f"{addp}}};"]
+    return decls, None, (0, 0)
+
+
+def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
+    """Fast minGRU step declarations (None where a condition of the fast kernel fails); add =
+    (ADD op index, swap) of a residual ADD(u, h_new) fused into the same pass."""
+    L = f.layer
+    addv = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
+    H = f.fc["gate"][1]["output_depth"]
+    lay = {}
+    for role, (fop, p) in f.fc.items():
+        w, bias = fc_weights(model, fop)
+        if w is None:
+            report[f"l{L}_gru"] = f"{role}: weights not constant"
+            return None
+        lay[role], why = ffc_layout(w, bias, p)
+        if lay[role] is None:
+            report[f"l{L}_gru"] = f"{role}: {why}"
+            return None
+    if not all(add_ok(x) for x in (f.add_g, f.sub, f.add_h)):
+        report[f"l{L}_gru"] = "ADD/SUB parameters outside the fast kernel's range"
+        return None
+    decls = []
+    for role in ("gate", "cand"):
+        decls += ffc_decls(P, f"l{L}_{role}_f", f.fc[role][1], lay[role])
+    mc = np.asarray(T[f.min_const].data).reshape(-1)
+    decls.append(table_decl(P, f"l{L}_sig_z_lut", logistic_table(f.sig_z)))
+    if mc.size == 1:
+        decls.append(table_decl(P, f"l{L}_sig_min_p_lut", logistic_min_table(f.sig_p,
+                                                                             int(mc[0]))))
+        sig = f"{P}_l{L}_sig_min_p_lut, NULL, NULL"
+    else:
+        decls.append(table_decl(P, f"l{L}_sig_p_lut", logistic_table(f.sig_p)))
+        sig = f"NULL, {P}_t{f.min_const}, {P}_l{L}_sig_p_lut"
+    relu_fc = "NULL"
+    if "relu_fc" in f.fc:
+        p = f.fc["relu_fc"][1]
+        if f.shares_dot:       # cand's re-laid weights, relu_fc's own bias and quantization
+            words, rows, blocks = lay["relu_fc"][:3]
+            ch = chan_rows(rows)
+            decls += [f"static const mg_fq_chan_t {P}_l{L}_relu_fc_f_ch[{len(rows)}] = "
+                      f"{{\n    {ch}\n}};",
+                      f"static const mg_ffc_params_t {P}_l{L}_relu_fc_f = {{"
+                      f"{p['accum_depth']}, {blocks}, {p['output_depth']}, "
+                      f"{P}_l{L}_cand_f_w, {P}_l{L}_relu_fc_f_ch, {p['output_offset']}, "
+                      f"{p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};"]
+        else:
+            decls += ffc_decls(P, f"l{L}_relu_fc_f", p, lay["relu_fc"])
+        relu_fc = f"&{P}_l{L}_relu_fc_f"
+    relu = "NULL"
+    relu_tab = None
+    if f.relu is not None:
+        relu_tab = requant_table(f.relu)
+        decls.append(table_decl(P, f"l{L}_relu_lut", relu_tab))
+        relu = f"{P}_l{L}_relu_lut"
+    split = "NULL, NULL, NULL"
+    if "relu_fc" in f.fc and f.shares_dot and mc.size == 1:
+        gs = g_split_tables(lay["cand"][1], f.fc["cand"][1], lay["relu_fc"][1],
+                            f.fc["relu_fc"][1], lay["cand"][3], relu_tab, f.sig_p, int(mc[0]),
+                            f.add_g)
+        if gs is not None:
+            decls += [f"static const int32_t {P}_l{L}_g_split[{H}] = {_list(gs[0])};",
+                      table_decl(P, f"l{L}_g_neg", gs[1]), table_decl(P, f"l{L}_g_pos", gs[2])]
+            split = f"{P}_l{L}_g_split, {P}_l{L}_g_neg, {P}_l{L}_g_pos"
+        else:
+            report[f"l{L}_g"] = "g() computed per element (no split)"
+    decls.append(f"static const mg_mingru_fast_t {P}_l{L}_gru_f = {{{H}, &{P}_l{L}_gate_f, "
+                 f"&{P}_l{L}_cand_f, {P}_l{L}_sig_z_lut, {sig}, {relu_fc}, {int(f.shares_dot)}, "
+                 f"{relu}, &{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h, "
+                 f"{split}, {addv}}};")
+    n_acc = (3 if "relu_fc" in f.fc and not f.shares_dot else 2) * 4 * ((H + 3) // 4)
+    return decls, None, (2 * lay["gate"][2], n_acc)
+
+
+def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H: int) -> dict:
+    """The residual ADD right after a fused delay (ADD(frame, conv), the conv output used by
+    nothing else) or minGRU step (ADD(u, h_new)) that the fast step can compute in the same
+    pass: {fused op index: (ADD op index, swap)}. Only where the ADD is the next non-alias op
+    (so writing its output early cannot clobber a live buffer) and its parameters suit the
+    fast kernel."""
+    from convert.codegen_fast import elementwise_count
+
+    out = {}
+    seq = [op for op in ops if op.op not in ALIAS_OPS]
+    alias = {op.outputs[0]: op.inputs[0] for op in ops if op.op in ALIAS_OPS}
+
+    def root(t):
+        while t in alias:
+            t = alias[t]
+        return t
+
+    users: dict[int, list] = {}
+    for op in ops:
+        for i in op.inputs:
+            users.setdefault(i, []).append(op)
+    for k, op in enumerate(seq[:-1]):
+        f = fused_at.get(op.index)
+        if f is None or op.op not in ("MG_DELAY", "MG_MINGRU"):
+            continue
+        nxt = seq[k + 1]
+        if nxt.op != "ADD" or len(nxt.inputs) != 2:
+            continue
+        p = op_params(model, nxt)
+        if not add_ok(p) or elementwise_count(p) != H:
+            continue
+        ins = [root(i) for i in nxt.inputs]
+        if op.op == "MG_DELAY":
+            want = (f.frame, f.out)
+            chain = [t for t, src in alias.items() if root(t) == f.out] + [f.out]
+            private = all(u.index == nxt.index or u.op in ALIAS_OPS
+                          for t in chain for u in users.get(t, [])) and \
+                not any(t in graph_outputs for t in chain)
+        else:
+            want = (f.u, f.hnew)
+            private = True
+        if sorted(ins) != sorted(want) or ins[0] == ins[1] or not private:
+            continue
+        out[op.index] = (nxt.index, ins[0] != want[0])
+    return out
+
+
+def _epilogue_call(P: str, fc, chain, fast, ptr):
+    """The fast FC call with its epilogue ops (mg_ffc_epi_s8) in place of mg_ffc_s8."""
+    fdecls, fbody, words = fast
+    kinds = [{"ADD": 1, "SUB": 2, "MUL": 3}[op.op] for op, _, _ in chain] + [0] * (3 - len(chain))
+    adds = [f"&{P}_op{op.index}" if op.op != "MUL" else "NULL" for op, _, _ in chain]
+    muls = [f"&{P}_op{op.index}" if op.op == "MUL" else "NULL" for op, _, _ in chain]
+    pad = ["NULL"] * (3 - len(chain))
+    swaps = [str(int(sw)) for _, sw, _ in chain] + ["0"] * (3 - len(chain))
+    others = [ptr(o, True) for _, _, o in chain] + pad
+    n = fc.index
+    decl = (f"static const mg_epi_t {P}_op{n}_epi = {{{{{', '.join(map(str, kinds))}}}, "
+            f"{{{', '.join(adds + pad)}}}, {{{', '.join(muls + pad)}}}, "
+            f"{{{', '.join(swaps)}}}}};")
+    out = ptr(chain[-1][0].outputs[0], False)
+    call = (f"    mg_ffc_epi_s8(&{P}_op{n}f, {ptr(fc.inputs[0], True)}, {P}_xq, {P}_acc, {out}, "
+            f"&{P}_op{n}_epi, {', '.join(others)});")
+    head = fbody[0].replace("(fast)", f"(fast, + ops {[op.index for op, _, _ in chain]})")
+    return fdecls + [decl], [head, call], words
+
+
+def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
+    """Elementwise ADD/SUB/MUL ops that directly follow a FULLY_CONNECTED and read its value
+    (and one other vector of the same size): [(op, swap, other tensor)], at most 3. Stops at
+    an op whose input is used elsewhere, at a graph output, and where writing the final result
+    early could overwrite another operand (different arena offsets that overlap)."""
+    from convert.codegen_fast import elementwise_count
+
+    seq = [op for op in ops if op.op not in ALIAS_OPS]
+    alias = {op.outputs[0]: op.inputs[0] for op in ops if op.op in ALIAS_OPS}
+
+    def root(t):
+        while t in alias:
+            t = alias[t]
+        return t
+
+    users: dict[int, list] = {}
+    for op in ops:
+        for i in op.inputs:
+            users.setdefault(root(i), []).append(op)
+    n = op_params(model, fc)["output_depth"]
+    k = next(i for i, op in enumerate(seq) if op.index == fc.index)
+    cur, chain = fc.outputs[0], []
+    for nxt in seq[k + 1:k + 4]:
+        if nxt.op not in ("ADD", "SUB", "MUL") or len(nxt.inputs) != 2:
+            break
+        ins = [root(i) for i in nxt.inputs]
+        if ins.count(cur) != 1 or cur in graph_outputs:
+            break
+        if [u.index for u in users.get(cur, [])] != [nxt.index]:
+            break
+        p = op_params(model, nxt)
+        if elementwise_count(p) != n or (nxt.op != "MUL" and not add_ok(p)):
+            break
+        swap = ins[1] == cur
+        chain.append((nxt, swap, nxt.inputs[0 if swap else 1]))
+        cur = root(nxt.outputs[0])
+    # the final result is written while the other operands are still read
+    while chain:
+        fin = plan.loc.get(chain[-1][0].outputs[0])
+        clash = False
+        for _, _, o in chain:
+            lo = plan.loc.get(root(o))
+            if fin is not None and lo is not None and fin.kind == lo.kind == "arena" and \
+                    fin.offset != lo.offset and fin.offset < lo.offset + n and \
+                    lo.offset < fin.offset + n:
+                clash = True
+        if not clash:
+            break
+        chain.pop()
+    return chain
+
+
 def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
     """Write mg_model.c and mg_model_data.{h,c} for an mGRADE step graph; return a summary."""
     if model.num_subgraphs != 1:
@@ -544,7 +763,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
          " * Do not edit. Implements mcu/runtime/mg_model.h: static state, fused delay rings",
          " * (mg_delay.h) and minGRU steps (mg_mingru.h), generic kernels for the rest. */",
          f'#include "{P}_model_data.h"', "", "#include <stddef.h>", "",
-         '#include "mg_delay.h"', '#include "mg_kernels.h"', '#include "mg_mingru.h"',
+         '#include "mg_delay.h"', '#include "mg_fast.h"', '#include "mg_kernels.h"',
+         '#include "mg_mingru.h"',
          '#include "mg_model.h"', "",
          f"static const mg_model_info_t {P}_info = {{\"{name}\", {{"
          + ", ".join(f"0x{mid[k:k + 2]}" for k in range(0, 16, 2))
@@ -570,7 +790,49 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     c.append("/* ---- operator parameters (flash) ---- */")
 
     body: list[str] = []
+    residual = _residual_adds(model, new_ops, T, fused_at, g.graph_outputs, H)
+    absorbed = {a[0]: layer for layer, a in residual.items()}
+    predeclared: set[int] = set()
+    xq_words = acc_words = 0
+    fast_report: dict[str, str] = {}
+    readout_op = g.producer[logits_t].index if logits_t in g.producer else -1
     for op in new_ops:
+        kind = ("MG_PROF_DELAY" if op.op == "MG_DELAY" else "MG_PROF_MINGRU"
+                if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
+                else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
+        if op.index in residual:        # the fused ADD's parameters, declared first
+            aop = model.operators[residual[op.index][0]]
+            c += emit_op(pm, aop, op_params(model, aop), ptr, plan, P)[0]
+            predeclared.add(aop.index)
+        chain = []
+        if op.op == "FULLY_CONNECTED" and op.index != readout_op:
+            chain = _fc_epilogue(model, new_ops, op, plan, g.graph_outputs)
+            for eop, _, _ in chain:
+                c += emit_op(pm, eop, op_params(model, eop), ptr, plan, P)[0]
+                predeclared.add(eop.index)
+                absorbed[eop.index] = op.index
+        ref_c, ref_b = len(c), len(body)
+        fast = None
+        if op.op == "MG_DELAY":
+            fast = _fast_delay(P, T, fused_at[op.index], residual.get(op.index))
+        elif op.op == "MG_MINGRU":
+            fast = _fast_mingru(P, model, T, fused_at[op.index], fast_report,
+                                residual.get(op.index))
+        if fast is None and op.index in residual:      # no fast step: the ADD stays
+            absorbed.pop(residual.pop(op.index)[0])
+        if op.op in ("MG_DELAY", "MG_MINGRU"):
+            pass
+        elif op.index in absorbed:
+            fast = (None, [f"    /* op {op.index}: {op.op} fused into the fast step of op "
+                           f"{absorbed[op.index]} */"], (0, 0))
+        elif op.op not in ALIAS_OPS:
+            fast = emit_fast_op(model, op, op_params(model, op), ptr, P)
+            if fast is None:
+                fast_report[f"op{op.index}"] = f"{op.op}: reference kernel"
+                for eop, _, _ in chain:
+                    absorbed.pop(eop.index, None)
+            elif chain:
+                fast = _epilogue_call(P, op, chain, fast, ptr)
         if op.op == "MG_DELAY":
             f = fused_at[op.index]
             ri = ring_info[delays.index(f)]
@@ -578,9 +840,10 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             dl = f.delays.T.reshape(-1)       # tap-major [N*H]
             c.append(f"/* layer {L} delay conv: replaces ops {f.ops} (CONCATENATION/GATHER/"
                      f"RESHAPE/DEPTHWISE_CONV_2D) */")
-            c.append(_int_array("uint16_t", f"{P}_l{L}_delay", dl))
             c.append(_int_array("uint16_t", f"{P}_l{L}_ring_len", f.ring_len))
             c.append(_int_array("uint32_t", f"{P}_l{L}_ring_off", ri["offsets"]))
+            ref_c = len(c)          # the rest: reference path only
+            c.append(_int_array("uint16_t", f"{P}_l{L}_delay", dl))
             c.append(f"static const int32_t {P}_l{L}_dw_mult[{H}] = {_list(p['multiplier'])};")
             c.append(f"static const int32_t {P}_l{L}_dw_shift[{H}] = {_list(p['shift'])};")
             c.append(f"static const mg_delay_params_t {P}_l{L}_delay_p = {{{H}, "
@@ -593,6 +856,11 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             body.append(f"    /* layer {L}: delay conv on the trimmed rings (ops {f.ops}) */")
             body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, {P}_step_t, "
                         f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
+            radd = residual.get(op.index)
+            add_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+            fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
+                              f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
+                    fast[2])
             if f.frame_output:
                 body += ["#ifdef MG_MODEL_DEBUG",
                          f"    mg_copy({P}_dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
@@ -601,17 +869,18 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             f = fused_at[op.index]
             L = f.layer
             c.append(f"/* layer {L} minGRU: replaces ops {f.ops} */")
+            for nm in ("add_g", "sub", "add_h"):
+                c.append(_struct("mg_add_params_t", P, f"l{L}_{nm}", getattr(f, nm), _ADD_KEYS,
+                                 ", " + _BC_NONE))
+            c.append(_struct("mg_mul_params_t", P, f"l{L}_mul", f.mul, _MUL_KEYS,
+                             ", " + _BC_NONE))
+            ref_c = len(c)
             for role, (fop, p) in f.fc.items():
                 c += _fc_struct(P, f"l{L}_{role}", p)
             c.append(_struct("mg_logistic_params_t", P, f"l{L}_sig_z", f.sig_z, _LOGISTIC_KEYS))
             c.append(_struct("mg_logistic_params_t", P, f"l{L}_sig_p", f.sig_p, _LOGISTIC_KEYS))
             if f.relu is not None:
                 c.append(_struct("mg_requant_params_t", P, f"l{L}_relu", f.relu, _REQ_KEYS))
-            for nm in ("add_g", "sub", "add_h"):
-                c.append(_struct("mg_add_params_t", P, f"l{L}_{nm}", getattr(f, nm), _ADD_KEYS,
-                                 ", " + _BC_NONE))
-            c.append(_struct("mg_mul_params_t", P, f"l{L}_mul", f.mul, _MUL_KEYS,
-                             ", " + _BC_NONE))
 
             def fc_ref(role):
                 if role not in f.fc:
@@ -628,10 +897,35 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                      f"&{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h}};")
             body.append(f"    /* layer {L}: minGRU step, state updated in place (ops {f.ops}) */")
             body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
+            if fast is not None:
+                radd = residual.get(op.index)
+                v_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+                fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
+                                  f"{P}_h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
         else:
             decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
             c += decls
             body += lines
+        if op.index in predeclared:
+            del c[ref_c:]               # declared with the fused op
+        if fast is not None:
+            fdecls, fbody, (words, accw) = fast
+            xq_words = max(xq_words, words)
+            acc_words = max(acc_words, accw)
+            if fdecls is not None:
+                c[ref_c:] = ["#if MG_FAST"] + fdecls + (["#else"] + c[ref_c:] if c[ref_c:]
+                                                         else []) + ["#endif"]
+            dbg_at = [k for k in range(ref_b, len(body)) if body[k] == "#ifdef MG_MODEL_DEBUG"]
+            keep = body[dbg_at[0]:] if dbg_at else []
+            ref_lines = body[ref_b:dbg_at[0]] if dbg_at else body[ref_b:]
+            body[ref_b:] = ["#if MG_FAST"] + fbody + ["#else"] + ref_lines + ["#endif"] + keep
+        body.append(f"    MG_PROF({kind});")
+    c.append("")
+    if xq_words:
+        c.append("#if MG_FAST")
+        c.append(f"static uint32_t {P}_xq[{xq_words}];   /* FC input, expanded (mg_ffc_expand) */")
+        c.append(f"static int32_t {P}_acc[{max(1, acc_words)}];   /* FC dot products */")
+        c.append("#endif")
     c.append("")
     c.append("void mg_model_reset(void)")
     c.append("{")
@@ -754,7 +1048,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
            " * conv input at that step (what the interpreter writes into its ring) */",
            "const int8_t *mg_model_debug_state(int k);",
            "uint32_t mg_model_debug_step_counter(void);",
-           "#endif", "",
+           "#endif", ""] + frame_quantizer(P, PU) + [
            "/* constant tensors (mg_model_data.c), package-internal */"] + dh_ext + [
            "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
 
@@ -774,6 +1068,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         "h_bytes": h_total, "state_bytes": ring_total + h_total + 4,
         "macs_per_step": macs_graph, "macs_executed": macs_graph - macs_saved,
         "ring_period": period, "files": [str(f) for f in files],
+        "fast_report": fast_report,   # ops the fast path leaves to the reference kernels
     }
     summary["summary"] = (
         f"model {mid} (mgrade package): {len(model.operators)} graph ops -> "
@@ -782,6 +1077,42 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         f"plain {plain_total} B), arena {plan.arena_bytes} B, constants {const_bytes} B, "
         f"{macs_graph} MACs/step -> {', '.join(map(str, files))}")
     return summary
+
+
+def frame_quantizer(P: str, PU: str) -> list[str]:
+    """C source of <P>_model_quantize_frame(): one float frame -> the int8 model input, with
+    the host's arithmetic (convert.stream.Streamer.quantize_input: float32 division, round
+    half to even, clamp), so a frame quantized on the device equals the host's to 0 LSB."""
+    return [
+        "/* Quantize one input frame x[MODEL_N_IN] (floats, in the units the training data",
+        " * had: a model trained with normalisation has it folded into its encoder, so these",
+        " * are the sensor's own units) to the int8 frame that model_step() takes:",
+        " *   q = clamp(round_half_even(x / INPUT_SCALE) + INPUT_ZERO_POINT, -128, 127)",
+        " * in float32, as the host does (bit-identical). NaN maps to the zero point (x = 0).",
+        " * No libm; the only floating point of the package. */",
+        f"static inline void {P}_model_quantize_frame(const float *x, int8_t *q)",
+        "{",
+        "    int i;",
+        f"    for (i = 0; i < {PU}_MODEL_N_IN; ++i) {{",
+        f"        float s = x[i] / {PU}_MODEL_INPUT_SCALE;",
+        "        float frac;",
+        "        int32_t r;",
+        "        if (s != s) {",
+        "            s = 0.0f;",
+        "        }",
+        "        s = s > 512.0f ? 512.0f : (s < -512.0f ? -512.0f : s);",
+        "        r = (int32_t)s;                     /* toward zero */",
+        "        frac = s - (float)r;                /* exact for |s| < 2^23 */",
+        "        if (frac > 0.5f || (frac == 0.5f && (r & 1))) {",
+        "            ++r;",
+        "        } else if (frac < -0.5f || (frac == -0.5f && (r & 1))) {",
+        "            --r;",
+        "        }",
+        f"        r += {PU}_MODEL_INPUT_ZERO_POINT;",
+        "        q[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));",
+        "    }",
+        "}",
+        ""]
 
 
 # ---------------------------------------------------------------------------------------------

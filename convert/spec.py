@@ -2,7 +2,9 @@
 
 BatchNorm before a Dense (the MLP's pre-norm) is folded into that Dense; the post-norm becomes
 a per-channel scale and shift; the last post-norm is folded into the readout. Integer delays
-come from the hardened DelayConv.
+come from the hardened DelayConv. The network's input normalisation (per-channel mean / std of
+the training split, user-data tasks) is folded into the encoder, so the step takes the data's
+own units: W ((x - m) / s) + b = (W / s) x + (b - W (m / s)).
 """
 from __future__ import annotations
 
@@ -69,6 +71,12 @@ def _affine(norm) -> tuple[np.ndarray, np.ndarray] | None:
                        f"\"none\"")
 
 
+def fold_normalization(we: np.ndarray, be: np.ndarray, mean: np.ndarray, std: np.ndarray):
+    """Encoder (we [H, C], be [H]) applied to (x - mean) / std -> the same map on raw x."""
+    inv = 1.0 / std
+    return we * inv[None, :], be - we @ (mean * inv)
+
+
 def extract(net: MGradeNet) -> StepSpec:
     """Hardened float weights of `net` (eval mode) with norms folded."""
     cfg = net.cfg
@@ -84,6 +92,8 @@ def extract(net: MGradeNet) -> StepSpec:
         we, be = _np(net.encoder.weight), _np(net.encoder.bias)
     else:
         we, be = np.eye(H), np.zeros(H)
+    if getattr(net, "normalizes", False):
+        we, be = fold_normalization(we, be, _np(net.input_mean), _np(net.input_std))
     spec = StepSpec(n_in=net.n_in, n_classes=net.n_classes, channels=H,
                     readout=net.readout_mode, we=we, be=be)
     for block in net.blocks:

@@ -4,8 +4,11 @@
         [--n N] [--baud 115200] [--json OUT] [--reference auto|MODULE:NAME|FILE.py:NAME] [--fast]
 
 DIR (--model) holds model.tflite and test_data.npz (x: int8 [N, T, n_in], already quantized;
-y: int64 [N] for the mean readout or [N, T] per step with -100 at unlabeled steps). The
-device must run the model whose id is the first 8 bytes of sha256(DIR/model.tflite).
+y: int64 [N] for the mean readout or [N, T] per step with -100 at unlabeled steps; optional
+lengths: int64 [N] for variable-length data, sequence i is x[i, :lengths[i]] and only those
+steps are streamed). The device must run the model whose id is the first 8 bytes of
+sha256(DIR/model.tflite). When the model's metadata carries class names, the report gives
+the accuracy of each class by name.
 
 The host reference is pluggable: a factory called as factory(DIR) that returns an object with
 .run(x_int8 [T, n_in]) -> int8 logits [T, n_out] (or such a callable). `auto` (the default)
@@ -75,6 +78,28 @@ def load_model_dir(model_dir) -> tuple[np.ndarray, np.ndarray, bytes]:
         raise UserError(f"test_data.npz y must be [N] or [N, T] matching x {list(x.shape)}, got "
                         f"{list(y.shape)}")
     return x, y.astype(np.int64), model_id(d)
+
+
+def load_lengths(model_dir, x: np.ndarray) -> np.ndarray:
+    """Own length of every test sequence (test_data.npz 'lengths', else all T steps)."""
+    with np.load(Path(model_dir) / "test_data.npz") as z:
+        if "lengths" not in z.files:
+            return np.full(x.shape[0], x.shape[1], np.int64)
+        lengths = z["lengths"].astype(np.int64)
+    if lengths.shape != (x.shape[0],) or lengths.min() < 1 or lengths.max() > x.shape[1]:
+        raise UserError(f"test_data.npz lengths must be [N] in 1..{x.shape[1]}, got "
+                        f"{list(lengths.shape)}")
+    return lengths
+
+
+def class_names(model_dir) -> list[str] | None:
+    """The class names in the model's metadata (user-data tasks), or None."""
+    try:
+        from convert.quantize import read_metadata
+        names = read_metadata((Path(model_dir) / "model.tflite").read_bytes()).get("class_names")
+    except Exception:   # noqa: BLE001 - names are optional; a bad model fails elsewhere
+        return None
+    return [str(n) for n in names] if names else None
 
 
 # ----------------------------------------------------------------------------- reference
@@ -166,6 +191,10 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
                         f"{x.shape[2]} channels")
     ref = _as_reference(reference) if reference is not None else load_reference("auto", model_dir)
     N = x.shape[0] if n is None else max(0, min(int(n), x.shape[0]))
+    lengths = load_lengths(model_dir, x)
+    names = class_names(model_dir)
+    class_correct = np.zeros(max(info.n_out, 1), np.int64)
+    class_total = np.zeros(max(info.n_out, 1), np.int64)
     per_step = y.ndim == 2
     step_logits = step_logits or per_step
     if step_logits and 4 + info.n_out > info.max_body:
@@ -185,15 +214,17 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
     t0 = time.monotonic()
     try:
         for i in range(N):
-            res = device.run(x[i], step_logits=step_logits)
+            L = int(lengths[i])
+            xi, yi = x[i, :L], (y[i, :L] if per_step else y[i])
+            res = device.run(xi, step_logits=step_logits)
             try:
-                host = np.asarray(ref.run(x[i]))
+                host = np.asarray(ref.run(xi))
             except Exception as e:   # noqa: BLE001 - the user's reference: report, no traceback
                 raise UserError(f"the host reference failed on test sequence {i}: "
                                 f"{type(e).__name__}: {e}") from None
-            if host.shape != (x.shape[1], info.n_out):
+            if host.shape != (L, info.n_out):
                 raise UserError(f"reference returned shape {list(host.shape)}, expected "
-                                f"{[x.shape[1], info.n_out]}")
+                                f"{[L, info.n_out]}")
             host = host.astype(np.int64)
             host_sums = host.sum(axis=0)
             sum_diff = int(np.abs(res.sums - host_sums).max()) if info.n_out else 0
@@ -205,19 +236,23 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
             if diff or sum_diff:
                 mismatched.append(i)
             if per_step:
-                mask = y[i] != -100
+                mask = yi != -100
                 d_pred = np.argmax(res.step_logits, axis=-1)[mask]
                 h_pred = np.argmax(host, axis=-1)[mask]
-                dev_correct += int((d_pred == y[i][mask]).sum())
-                host_correct += int((h_pred == y[i][mask]).sum())
+                dev_correct += int((d_pred == yi[mask]).sum())
+                host_correct += int((h_pred == yi[mask]).sum())
                 agree += int((d_pred == h_pred).sum())
                 labelled += int(mask.sum())
+                np.add.at(class_total, yi[mask], 1)
+                np.add.at(class_correct, yi[mask], (d_pred == yi[mask]).astype(np.int64))
             else:
                 d_pred, h_pred = int(np.argmax(res.sums)), int(np.argmax(host_sums))
-                dev_correct += int(d_pred == y[i])
-                host_correct += int(h_pred == y[i])
+                dev_correct += int(d_pred == yi)
+                host_correct += int(h_pred == yi)
                 agree += int(d_pred == h_pred)
                 labelled += 1
+                class_total[yi] += 1
+                class_correct[yi] += int(d_pred == yi)
             costs.append(res.cost_per_step)
             steps_total += res.steps
             if bar is not None:
@@ -254,6 +289,10 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
         "cost_per_step_min": float(costs.min()) if N else float("nan"),
         "cost_per_step_max": float(costs.max()) if N else float("nan"),
         "link": dict(device.stats),
+        "per_class": ([{"class": k, "name": names[k] if names and k < len(names) else str(k),
+                        "device_correct": int(class_correct[k]), "labelled": int(class_total[k])}
+                       for k in range(len(class_total)) if class_total[k]]
+                      if names else None),
     }
 
 
@@ -275,6 +314,9 @@ def format_report(m: dict) -> str:
         f"device cost: {m['cost_per_step_mean']:.1f} {m['cost_unit']}/step "
         f"(min {m['cost_per_step_min']:.1f}, max {m['cost_per_step_max']:.1f})",
     ]
+    if m.get("per_class"):
+        lines.append("per class  : " + ", ".join(
+            f"{c['name']} {c['device_correct']}/{c['labelled']}" for c in m["per_class"]))
     if m["n_mismatched"]:
         lines.append(f"MISMATCH   : {m['n_mismatched']} sequence(s) differ, first "
                      f"{m['mismatched_sequences'][:10]}")

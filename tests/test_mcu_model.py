@@ -64,9 +64,11 @@ def _num(v: str) -> int:
     return int(v.rstrip("uU"))
 
 
-def test_host_bit_exact(gen):
+@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
+def test_host_bit_exact(gen, fast):
+    """Both paths on the host (the fast one with the DSP instructions written in C)."""
     ref = gen["ref"]
-    exe = mc.build_host_runner(gen["gen"], gen["work"] / "runner")
+    exe = mc.build_host_runner(gen["gen"], gen["work"] / f"runner_{int(fast)}", fast=fast)
     got = mc.run_host_runner(exe, ref["x"])
     expect = np.concatenate([ref["logits"], ref["states"]], axis=2)
     assert got.shape == expect.shape, (got.shape, expect.shape)
@@ -74,7 +76,8 @@ def test_host_bit_exact(gen):
     d = np.abs(got.astype(np.int32) - expect.astype(np.int32))
     assert d[..., :n_out].max() == 0, f"logits differ at {np.argwhere(d[..., :n_out])[:5]}"
     assert d[..., n_out:].max() == 0, f"states differ at {np.argwhere(d[..., n_out:])[:5]}"
-    print(f"\nhost: {got.shape[0]} sequences x {got.shape[1]} steps, logits + "
+    print(f"\nhost ({'fast' if fast else 'portable'}): {got.shape[0]} sequences x "
+          f"{got.shape[1]} steps, logits + "
           f"{ref['states'].shape[2]} state bytes per step: 0 LSB")
 
 
@@ -154,7 +157,7 @@ def test_package_compiles_strict(gen, tmp_path, cc, extra):
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} not installed")
     srcs = [gen["gen"] / s for s in mc.PACKAGE_SRCS] + [mc.RUNTIME / s for s in mc.RUNTIME_SRCS]
-    for debug in ([], ["-DMG_MODEL_DEBUG"]):
+    for debug in ([], ["-DMG_MODEL_DEBUG"], ["-DMG_FAST=1"], ["-DMG_FAST=0"]):
         for src in srcs:
             r = subprocess.run([cc, *STRICT, *extra, *debug, "-I", str(mc.RUNTIME), "-I",
                                 str(gen["gen"]), "-c", str(src), "-o",
@@ -163,12 +166,12 @@ def test_package_compiles_strict(gen, tmp_path, cc, extra):
             assert r.returncode == 0, f"{cc} {src.name} {debug}:\n{r.stderr}"
 
 
-def _run_target(gen, target):
+def _run_target(gen, target, fast=None):
     t = mc.TARGETS[target]
     if not mc.have(t["cc"], t["qemu"][0]):
         pytest.skip(f"{t['cc']} / {t['qemu'][0]} not installed")
     t0 = time.perf_counter()
-    b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True)
+    b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True, fast=fast)
     t1 = time.perf_counter()
     res = mc.run_check(b, timeout=120)
     t2 = time.perf_counter()
@@ -182,7 +185,8 @@ def _run_target(gen, target):
         f"{res['first_bad_step']} byte {res['first_bad_byte']}")
     assert res["exit_code"] == 0
     ips = res["instructions_per_step"]
-    print(f"\n{t['label']}: {res['steps']} steps, logits + states 0 LSB; "
+    print(f"\n{t['label']} ({'default' if fast is None else 'fast' if fast else 'portable'}"
+          f" path): {res['steps']} steps, logits + states 0 LSB; "
           f"{ips['mean']:.0f} instructions/step (min {ips['min']:.0f}, max {ips['max']:.0f}), "
           f"{ips['mean'] / gen['macs_per_step']:.2f} per graph MAC "
           f"({res['instructions_per_tick']:.2f} instructions/tick); "
@@ -190,15 +194,33 @@ def _run_target(gen, target):
     return res, t2 - t0
 
 
-def test_qemu_bit_exact(gen):
-    res, seconds = _run_target(gen, "qemu-cm4")
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-dsp", "portable"])
+def test_qemu_bit_exact(gen, fast):
+    res, seconds = _run_target(gen, "qemu-cm4", fast)
     assert res["instructions_per_tick"] == pytest.approx(40.0, rel=1e-3)
     assert seconds < 60
+    gen.setdefault("qemu_ips", {})[fast] = res["instructions_per_step"]["mean"]
+    if len(gen["qemu_ips"]) == 2:       # the fast path is several times cheaper
+        assert gen["qemu_ips"][True] * 3 < gen["qemu_ips"][False], gen["qemu_ips"]
 
 
-def test_xtensa_bit_exact(gen):
-    _, seconds = _run_target(gen, "xtensa-lx106")
+@pytest.mark.parametrize("fast", [None, True], ids=["portable", "fast-plain-c"])
+def test_xtensa_bit_exact(gen, fast):
+    _, seconds = _run_target(gen, "xtensa-lx106", fast)
     assert seconds < 60
+
+
+def test_fast_package_uses_fast_kernels(gen):
+    """The generated step has a fast variant of every fused layer and FC (no silent
+    fallback to the reference kernels on the demo model)."""
+    src = (gen["gen"] / "mg_model.c").read_text()
+    assert "#if MG_FAST" in src
+    for fn in ("mg_delay_fast_s8", "mg_mingru_fast_s8", "mg_ffc_s8"):
+        assert fn in src, fn
+    fast_part = "\n".join(seg.split("#else")[0] for seg in src.split("#if MG_FAST")[1:])
+    for fn in ("mg_fully_connected_s8", "mg_add_s8", "mg_mul_s8", "mg_logistic_s8"):
+        assert fn not in fast_part, fn
+    assert "g_split" in src, "minGRU g() tables not used"
 
 
 def test_refuses_unexpected_graph(model_dir, tmp_path):

@@ -27,7 +27,7 @@ def assert_same(a: TaskData, b: TaskData):
 # -- registry ---------------------------------------------------------------------------------
 def test_registry_defaults_and_unknown_names():
     assert set(TASKS) == {"digits", "digits_perm", "smnist", "psmnist", "scifar", "flipflop",
-                          "fastslow"}
+                          "fastslow", "ts", "npz"}
     with pytest.raises(TaskError, match="unknown task 'nope'.*digits.*flipflop.*fastslow"):
         task_defaults("nope")
     with pytest.raises(TaskError, match="valid tasks"):

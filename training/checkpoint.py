@@ -138,7 +138,8 @@ def load_raw(path, resume: bool = False) -> dict:
 
 def build_model(cfg: Config, task_info: dict) -> MGradeNet:
     return MGradeNet(cfg.model, n_in=task_info["n_in"], n_classes=task_info["n_classes"],
-                     readout=task_info["readout"])
+                     readout=task_info["readout"], input_mean=task_info.get("input_mean"),
+                     input_std=task_info.get("input_std"))
 
 
 def load_model(path) -> tuple[MGradeNet, Config, dict]:

@@ -18,13 +18,23 @@ def loss_and_correct(logits: torch.Tensor, y: torch.Tensor):
 
 
 @torch.no_grad()
-def evaluate(net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
-    """{'loss': mean loss over labels, 'acc': accuracy in [0, 1], 'n': labels counted}."""
+def evaluate(net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+             lengths: torch.Tensor | None = None) -> dict:
+    """{'loss': mean loss over labels, 'acc': accuracy in [0, 1], 'n': labels counted}.
+    lengths (int [N], optional): each sequence's own steps (variable-length tasks)."""
     was_training = net.training
     net.eval()
     total_loss, correct, count = 0.0, 0, 0
     for i in range(0, len(x), batch_size):
-        loss, c, n = loss_and_correct(net(x[i:i + batch_size]), y[i:i + batch_size])
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        if lengths is None:
+            logits = net(xb)
+        else:
+            lb = lengths[i:i + batch_size]
+            T = int(lb.max())
+            xb, yb = xb[:, :T], (yb[:, :T] if yb.ndim == 2 else yb)
+            logits = net(xb, lb)
+        loss, c, n = loss_and_correct(logits, yb)
         total_loss += float(loss) * n
         correct, count = correct + c, count + n
     net.train(was_training)

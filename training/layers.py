@@ -139,9 +139,17 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 class BatchNormChannels(nn.BatchNorm1d):
     """BatchNorm over every axis but the last (channels); eval mode = per-channel affine."""
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """x [..., H]; mask [...] (bool, optional): in training, only the True rows (real
+        steps) feed the batch statistics and the running estimates; the others come out 0."""
         shape = x.shape
-        return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
+        flat = x.reshape(-1, shape[-1])
+        if mask is None or not self.training:
+            return super().forward(flat).reshape(shape)
+        keep = mask.reshape(-1)
+        out = flat.new_zeros(flat.shape)
+        out[keep] = super().forward(flat[keep])
+        return out.reshape(shape)
 
     def eval_affine(self):
         """(scale [H], shift [H]) such that eval output = x * scale + shift."""
@@ -165,15 +173,19 @@ class MGradeBlock(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.norm_post = make_norm(cfg.norm, H)
 
-    def _mlp_and_norm(self, v):
-        w = v + self.drop(self.fc2(self.act(self.fc1(self.norm_mlp(v)))))
-        return self.norm_post(w)
+    def _norm(self, norm, x, mask):
+        return norm(x, mask) if mask is not None and isinstance(norm, BatchNormChannels) \
+            else norm(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, H] -> [B, T, H]."""
+    def _mlp_and_norm(self, v, mask=None):
+        w = v + self.drop(self.fc2(self.act(self.fc1(self._norm(self.norm_mlp, v, mask)))))
+        return self._norm(self.norm_post, w, mask)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, H] -> [B, T, H]; mask [B, T] (optional): real steps, for batch norm."""
         u = x + self.conv(x) if self.conv is not None else x
         v = u + self.drop(self.rnn(u)) if self.rnn is not None else u
-        return self._mlp_and_norm(v)
+        return self._mlp_and_norm(v, mask)
 
     def init_state(self, batch: int) -> dict:
         state = {}

@@ -8,6 +8,11 @@ with learnable spacings or a plain dilated conv) and `use_conv = false` (pure re
     logits = net(x)                          # x [B, T, n_in] -> [B, n_classes]
     state = net.init_state(B)
     logits_t, state = net.step(x[:, t], state)   # == net(x[:, :t+1]) (eval mode)
+    logits = net(x_padded, lengths)          # variable length: each sequence over its own steps
+
+With input_mean / input_std (per-channel statistics of the training split, kept in the
+checkpoint's task_info) the network first normalises its input, (x - mean) / std, so it takes
+the data's own units; the converter folds this into the encoder.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ def sigma_at(cfg: ModelConfig, progress: float) -> float:
 
 
 class MGradeNet(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_in: int, n_classes: int, readout: str = "mean"):
+    def __init__(self, cfg: ModelConfig, n_in: int, n_classes: int, readout: str = "mean",
+                 input_mean=None, input_std=None):
         super().__init__()
         if readout not in READOUTS:
             raise ConfigError(f"readout {readout!r} is not one of {READOUTS}")
@@ -43,6 +49,18 @@ class MGradeNet(nn.Module):
         sigma = sigma_at(cfg, 0.0)
         self.blocks = nn.ModuleList(MGradeBlock(cfg, sigma) for _ in range(cfg.n_layers))
         self.readout = nn.Linear(cfg.d_model, n_classes)
+        self.normalizes = input_mean is not None
+        if self.normalizes:    # not in state_dict: the stats live in the checkpoint's task_info
+            mean = torch.as_tensor(input_mean, dtype=torch.float32)
+            std = torch.as_tensor(input_std, dtype=torch.float32)
+            if mean.shape != (n_in,) or std.shape != (n_in,) or not bool((std > 0).all()):
+                raise ConfigError(f"input_mean / input_std must be [{n_in}] with std > 0")
+            self.register_buffer("input_mean", mean, persistent=False)
+            self.register_buffer("input_std", std, persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., n_in] in the data's units -> (x - mean) / std (identity without stats)."""
+        return (x - self.input_mean) / self.input_std if self.normalizes else x
 
     # -- delays --------------------------------------------------------------------------
     def delay_convs(self) -> list[DelayConv]:
@@ -67,19 +85,36 @@ class MGradeNet(nn.Module):
         return all(bool(c.hardened) for c in self.delay_convs())
 
     # -- parallel path -------------------------------------------------------------------
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, n_in] -> last block's output [B, T, H]."""
-        h = self.encoder(x)
-        for block in self.blocks:
-            h = block(h)
-        return h
+    @staticmethod
+    def step_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+        """lengths int [B] -> bool [B, T], True at each sequence's own steps t < length."""
+        return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
 
-    def forward(self, x: torch.Tensor, per_step: bool = False) -> torch.Tensor:
-        """x [B, T, n_in] -> logits [B, n] ("mean") or [B, T, n] ("per_step" or per_step)."""
-        h = self.features(x)
+    def features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, n_in] -> last block's output [B, T, H]. With mask [B, T] (real steps
+        True, padding after them) every layer's padded steps are set to 0 and excluded from
+        batch-norm statistics: padding never reaches a real step (the layers are causal)."""
+        h = self.encoder(self.normalize(x))
+        keep = None if mask is None else mask.unsqueeze(-1)
+        for block in self.blocks:
+            h = block(h if keep is None else torch.where(keep, h, 0.0), mask)
+        return h if keep is None else torch.where(keep, h, 0.0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                per_step: bool = False) -> torch.Tensor:
+        """x [B, T, n_in] -> logits [B, n] ("mean") or [B, T, n] ("per_step" or per_step).
+        lengths (int [B], optional): each sequence's own steps; the mean readout averages
+        over them, and padded steps never influence any real step's output."""
+        if lengths is not None and bool((lengths >= x.shape[1]).all()):
+            lengths = None                    # nothing padded in this batch
+        mask = None if lengths is None else self.step_mask(lengths, x.shape[1])
+        h = self.features(x, mask)
         if per_step or self.readout_mode == "per_step":
             return self.readout(h)
-        return self.readout(h.mean(dim=1))    # == mean over t of readout(h_t): it is linear
+        if mask is None:
+            return self.readout(h.mean(dim=1))    # == mean over t of readout(h_t): linear
+        mean = h.sum(dim=1) / lengths.clamp_min(1).to(h.dtype)[:, None]
+        return self.readout(mean)
 
     # -- streaming path --------------------------------------------------------------------
     def init_state(self, batch: int) -> dict:
@@ -91,7 +126,7 @@ class MGradeNet(nn.Module):
         """x_t [B, n_in] -> (logits_t [B, n], new state). logits_t is what forward would
         return on the sequence so far: the running mean of the step readouts ("mean") or
         this step's readout ("per_step")."""
-        h = self.encoder(x_t)
+        h = self.encoder(self.normalize(x_t))
         layers = []
         for block, layer_state in zip(self.blocks, state["layers"]):
             h, new = block.step(h, layer_state)

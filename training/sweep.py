@@ -128,7 +128,7 @@ def measure_run(family: str, name: str, out: Path) -> dict:
     data = load_task(config.task.name, config.task.params, config.task.data_dir or None,
                      config.task.seed)
     net.harden()
-    hard = evaluate(net, data.x_test, data.y_test)
+    hard = evaluate(net, data.x_test, data.y_test, lengths=data.len_test)   # variable length
     mem = memory_report(net)
     total = mem["total"].get("trimmed", mem["total"]["plain"])
     return {"family": family, "name": name, "seed": config.train.seed,
@@ -313,7 +313,8 @@ def main(argv=None) -> int:
     write_report(out, sweep.get("title", ""))
     failed += sorted(busy)
     if failed:
-        print(f"error: {len(failed)} run(s) failed or skipped: {', '.join(failed)}", file=sys.stderr)
+        print(f"error: {len(failed)} run(s) failed or skipped: {', '.join(failed)}",
+              file=sys.stderr)
         return 1
     return 0
 

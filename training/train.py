@@ -69,8 +69,12 @@ def lr_factor(step: int, total: int, warmup_frac: float) -> float:
 
 
 def task_info(data) -> dict:
-    return {"n_in": data.n_in, "n_classes": data.n_classes, "readout": data.readout,
+    info = {"n_in": data.n_in, "n_classes": data.n_classes, "readout": data.readout,
             "seq_len": data.seq_len, "name": data.name}
+    for key in ("class_names", "input_mean", "input_std"):    # user-data tasks (ts, npz)
+        if getattr(data, key, None) is not None:
+            info[key] = list(getattr(data, key))
+    return info
 
 
 class Trainer:
@@ -134,8 +138,8 @@ class Trainer:
     def check_weights(self):
         """Stop when a step left a parameter non-finite or beyond MAX_WEIGHT."""
         with torch.no_grad():
-            worst = max(float(p.detach().abs().max()) if p.numel() else 0.0
-                        for p in self.net.parameters())
+            worst = float(torch.stack([p.abs().amax() for p in self.net.parameters()
+                                       if p.numel()]).max())
         if not math.isfinite(worst) or worst > MAX_WEIGHT:
             raise TrainingStopped(self.diverged(
                 f"a weight became {worst:g}" + (f" (> {MAX_WEIGHT:g})"
@@ -187,8 +191,13 @@ class Trainer:
 
     def train_batch(self, idx: torch.Tensor) -> float:
         x, y = self.data.x_train[idx], self.data.y_train[idx]
+        lengths = self.data.len_train[idx] if self.data.len_train is not None else None
+        if lengths is not None:               # variable length: padded steps are masked
+            T = int(lengths.max())
+            x, y = x[:, :T], (y[:, :T] if y.ndim == 2 else y)
         self.set_schedules()
-        loss, correct, count = loss_and_correct(self.model(x), y)
+        logits = self.model(x) if lengths is None else self.model(x, lengths)
+        loss, correct, count = loss_and_correct(logits, y)
         if not torch.isfinite(loss):
             raise TrainingStopped(self.diverged(f"loss became {float(loss)}"), EXIT_NAN)
         value = loss.item()
@@ -196,7 +205,13 @@ class Trainer:
         loss.backward()
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as e:                 # lr so large that the update overflows
+            if "overflow" not in str(e):
+                raise
+            raise TrainingStopped(self.diverged("the optimiser step overflowed float32"),
+                                  EXIT_NAN) from None
         self.net.clamp_positions()
         self.check_weights()                   # before anything can save this step
         self.step += 1
@@ -236,8 +251,8 @@ class Trainer:
 
     def end_epoch(self, seconds: float, seqs: int):
         ev = self.cfg.train.eval_batch_size
-        val = evaluate(self.net, self.data.x_val, self.data.y_val, ev)
-        test = evaluate(self.net, self.data.x_test, self.data.y_test, ev)
+        val = evaluate(self.net, self.data.x_val, self.data.y_val, ev, self.data.len_val)
+        test = evaluate(self.net, self.data.x_test, self.data.y_test, ev, self.data.len_test)
         r = self.running
         row = {"epoch": self.epoch + 1, "step": self.step,
                "train_loss": r["loss"] / max(1, r["count"]),
@@ -308,23 +323,24 @@ def check_resume_config(stored: dict, given: dict, allowed: set[str], mid_epoch:
     old, new = flat(stored), flat(given)
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in HARMLESS_CHANGES}
+    def listing(keys):
+        return ", ".join(f"{k} {diff[k][0]!r} -> {diff[k][1]!r}".replace("'", "")
+                         for k in keys)
+
     arch = [k for k in diff if k.startswith("model.") and k not in CHANGEABLE]
     if arch:
-        raise CheckpointError(f"the checkpoint in {out} was trained with another model "
-                              f"config ({', '.join(f'{k} {diff[k][0]} -> {diff[k][1]}' for k in arch)}); "
-                              f"refusing to resume (use another --out)")
+        raise CheckpointError(f"the checkpoint in {out} was trained with another model config "
+                              f"({listing(arch)}); refusing to resume (use another --out)")
     task = [k for k in diff if k.startswith("task.")]
     if task:
         raise CheckpointError(f"the checkpoint in {out} was trained on another task config "
-                              f"({', '.join(f'{k} {diff[k][0]!r} -> {diff[k][1]!r}' for k in task)});"
-                              f" a resumed run must see the same data: use another --out")
+                              f"({listing(task)}); a resumed run must see the same data: use "
+                              f"another --out")
     refused = [k for k in diff if k not in allowed]
     if refused:
-        raise CheckpointError(
-            f"--resume with a changed config: {', '.join(f'{k} {diff[k][0]} -> {diff[k][1]}' for k in refused)}"
-            f"; use the config stored in {out} or accept the change with "
-            + " ".join(f"--allow-change {k}" for k in refused)
-            + ("" if all(k in CHANGEABLE for k in refused) else " (where allowed)"))
+        raise CheckpointError(f"--resume with a changed config: {listing(refused)}; use the "
+                              f"config stored in {out} or accept the change with "
+                              + " ".join(f"--allow-change {k}" for k in refused))
     if mid_epoch and "train.batch_size" in diff:
         raise CheckpointError(f"train.batch_size can change only at an epoch boundary; the "
                               f"checkpoint in {out} is in the middle of an epoch")
@@ -411,7 +427,6 @@ def main(argv=None) -> int:
                               f"allowed: {', '.join(CHANGEABLE)}")
         if args.allow_change and not args.resume:
             raise ConfigError("--allow-change only applies with --resume")
-        set_threads(cfg.train.threads, rank)
         ckpt_path = out / "checkpoint.pt"
         if ckpt_path.exists() and not args.resume:
             raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to "
@@ -426,6 +441,7 @@ def main(argv=None) -> int:
             if rank == 0:
                 for note in notes:
                     print(f"note: {note} (allowed)")
+        set_threads(cfg.train.threads, rank)
         trainer = Trainer(cfg, out, cfg.train.epochs, args.ckpt_every)
         if ckpt is not None:
             trainer.restore(ckpt)
@@ -457,7 +473,8 @@ def main(argv=None) -> int:
     if trainer.rank == 0 and trainer.history:
         best = max(trainer.history, key=lambda r: r["val_acc"])
         last = trainer.history[-1]
-        print(f"done: final test acc {100 * last['test_acc']:.2f}% (val {100 * last['val_acc']:.2f}%;"
+        print(f"done: final test acc {100 * last['test_acc']:.2f}% "
+              f"(val {100 * last['val_acc']:.2f}%;"
               f" best val {100 * best['val_acc']:.2f}% at epoch {best['epoch']}); "
               f"checkpoint {out / 'checkpoint.pt'}")
     return 0

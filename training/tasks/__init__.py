@@ -6,13 +6,14 @@
 
 Tasks: digits, digits_perm (scikit-learn 8x8 digits, 64 steps), smnist, psmnist (MNIST IDX
 files, 784 steps), scifar (CIFAR-10 python batches, grayscale, 1024 steps), flipflop and
-fastslow (synthetic multi-scale per-step tasks).
+fastslow (synthetic multi-scale per-step tasks), and the user's own data: ts (UEA/UCR `.ts`
+files) and npz (arrays, variable length, per-sequence or per-step labels).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import cifar, digits, mnist, synthetic
+from . import cifar, digits, mnist, npz, synthetic, ts
 from ._base import IGNORE, TaskData, TaskError, check_params, part_accuracy
 
 __all__ = ["TaskData", "TaskError", "TASKS", "IGNORE", "task_defaults", "task_shape",
@@ -38,6 +39,8 @@ TASKS: dict[str, TaskSpec] = {
                          False),
     "fastslow": TaskSpec(synthetic.FASTSLOW_DEFAULTS, synthetic.load_fastslow, synthetic.shape,
                          False),
+    "ts": TaskSpec(ts.DEFAULTS, ts.load, ts.shape, False),
+    "npz": TaskSpec(npz.DEFAULTS, npz.load, npz.shape, False),
 }
 
 

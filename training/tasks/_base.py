@@ -27,6 +27,14 @@ class TaskData:
          "per_step" with -100 at steps that carry no label.
     n_in = C, n_classes, seq_len = T, readout in {"mean", "per_step"}, name = task name.
 
+    Variable length (optional, None for fixed-length tasks): len_* int64 [N], each sequence's
+    own number of steps; x_* is padded with zeros after it and per-step y_* with -100. Padded
+    steps never influence a result (see MGradeNet.forward(x, lengths)).
+    class_names (optional): the name of each class index (carried into the checkpoint and
+    the .tflite metadata). input_mean / input_std (optional): per-channel statistics of the
+    training split's real steps, as lists of C floats; the network normalises with them
+    internally, so x_* stay in the data's own (sensor) units.
+
     parts (optional, None for tasks without components): the per-step label components of a
     per-step task, so that accuracy can be reported on each part separately:
         parts[part] = {"train": y [N, T] int64, "val": ..., "test": ...,
@@ -48,12 +56,23 @@ class TaskData:
     readout: str
     name: str
     parts: dict | None = None
+    len_train: torch.Tensor | None = None
+    len_val: torch.Tensor | None = None
+    len_test: torch.Tensor | None = None
+    class_names: list | None = None
+    input_mean: list | None = None
+    input_std: list | None = None
 
     def split(self, which: str):
         """(x, y) of 'train', 'val' or 'test'."""
         if which not in ("train", "val", "test"):
             raise TaskError(f"split must be 'train', 'val' or 'test', got {which!r}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+
+    def lengths(self, which: str) -> torch.Tensor | None:
+        """int64 [N] own lengths of a split's sequences, or None (all seq_len steps)."""
+        self.split(which)
+        return getattr(self, f"len_{which}")
 
 
 def part_accuracy(data: TaskData, split: str, pred: torch.Tensor) -> dict:

@@ -3,7 +3,9 @@
  * (e.g. for an interrupt-driven UART receive ring). */
 #include <stdint.h>
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+#include "mg_stack.h"
+
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss;
 int main(void);
 void Reset_Handler(void);
 void Default_Handler(void);
@@ -26,6 +28,7 @@ void Default_Handler(void)
 void Reset_Handler(void)
 {
     uint32_t *src = &_sidata, *dst = &_sdata;
+    mg_stack_paint();
     while (dst < &_edata) {
         *dst++ = *src++;
     }

@@ -3,7 +3,9 @@
  * through ARM semihosting and exit QEMU with a failure status. */
 #include <stdint.h>
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+#include "mg_stack.h"
+
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss;
 int main(void);
 void Reset_Handler(void);
 void Fault_Handler(void);
@@ -36,6 +38,7 @@ void Fault_Handler(void)
 void Reset_Handler(void)
 {
     uint32_t *src = &_sidata, *dst = &_sdata;
+    mg_stack_paint();
     while (dst < &_edata) {
         *dst++ = *src++;
     }

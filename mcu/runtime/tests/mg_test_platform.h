@@ -11,6 +11,8 @@ uint32_t mg_test_ticks(void);                     /* a free-running tick counter
 uint32_t mg_test_ticks_since(uint32_t start);     /* ticks elapsed since `start` */
 /* Runs a loop of a known instruction count; returns its ticks and stores the count. */
 uint32_t mg_test_calibrate(uint32_t *instructions);
+/* Bytes of stack used so far (painted at reset), or 0 where the platform does not measure. */
+uint32_t mg_test_stack_used(void);
 void mg_test_exit(int code);                      /* ends the emulation: 0 pass, else fail */
 
 #endif /* MG_TEST_PLATFORM_H */

@@ -52,6 +52,19 @@ static void put_u32(const char *key, uint32_t v)
 
 static int8_t logits[MG_MODEL_N_OUT];
 
+#ifdef MG_PROFILE
+/* Per-op-kind ticks (mg_fast.h MG_PROF marks in the generated step): each mark charges the
+ * ticks since the previous mark (or the step start) to its kind. */
+#include "mg_fast.h"
+static uint32_t prof_ticks[MG_PROF_KINDS];
+static uint32_t prof_last;
+void mg_prof_mark(int kind)
+{
+    prof_ticks[kind] += mg_test_ticks_since(prof_last);
+    prof_last = mg_test_ticks();
+}
+#endif
+
 int main(void)
 {
     uint32_t s, t, k;
@@ -70,6 +83,9 @@ int main(void)
             const int8_t *e = &mg_tv_expect[row * MG_TV_EXPECT_BYTES];
             uint32_t t0, dt, nbad = 0;
             t0 = mg_test_ticks();
+#ifdef MG_PROFILE
+            prof_last = t0;
+#endif
             mg_model_step(x, logits);
             dt = mg_test_ticks_since(t0);
             total += dt;
@@ -124,6 +140,14 @@ int main(void)
     put_u32("calib_instr", calib_instr);
     put_u32("macs", mg_model_info()->n_macs_per_step);
     put_u32("checked_bytes_per_step", MG_CHECK_BYTES);
+    put_u32("stack_used", mg_test_stack_used());
+#ifdef MG_PROFILE
+    put_u32("prof_delay", prof_ticks[MG_PROF_DELAY]);
+    put_u32("prof_fc", prof_ticks[MG_PROF_FC]);
+    put_u32("prof_mingru", prof_ticks[MG_PROF_MINGRU]);
+    put_u32("prof_elem", prof_ticks[MG_PROF_ELEM]);
+    put_u32("prof_readout", prof_ticks[MG_PROF_READOUT]);
+#endif
     mg_test_puts("\n");
     mg_test_exit(bad_bytes ? 1 : 0);
     return 0;

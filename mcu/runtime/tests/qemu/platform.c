@@ -64,6 +64,30 @@ uint32_t mg_test_calibrate(uint32_t *instructions)
     return mg_test_ticks_since(t0);
 }
 
+/* Stack high-water mark: the 64 KiB below the initial stack pointer are painted at reset;
+ * the deepest word no longer holding the pattern gives the bytes ever used. */
+#define STACK_PAINT 0xC5C5C5C5u
+#define STACK_PAINT_BYTES 65536u
+
+static void stack_paint(void)
+{
+    uint32_t *p = (uint32_t *)((uintptr_t)&_estack - STACK_PAINT_BYTES);
+    uint32_t *sp;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    while (p < sp - 16) {
+        *p++ = STACK_PAINT;
+    }
+}
+
+uint32_t mg_test_stack_used(void)
+{
+    const uint32_t *p = (const uint32_t *)((uintptr_t)&_estack - STACK_PAINT_BYTES);
+    while (p < &_estack && *p == STACK_PAINT) {
+        ++p;
+    }
+    return (uint32_t)((uintptr_t)&_estack - (uintptr_t)p);
+}
+
 void Reset_Handler(void);
 void Default_Handler(void);
 
@@ -76,6 +100,7 @@ void Reset_Handler(void)
     for (dst = &_sbss; dst < &_ebss; ++dst) {
         *dst = 0u;
     }
+    stack_paint();
     CPACR |= 0xFu << 20;                      /* CP10/CP11 full access (FPU) */
     __asm__ volatile("dsb\n\tisb");
     mg_test_exit(main());

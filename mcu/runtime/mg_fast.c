@@ -1,0 +1,80 @@
+/* mg_fast.c - see mg_fast.h. Every function here is checked byte for byte against the
+ * reference kernels (tests/test_fast_kernels.py) and, in whole models, against TFLite-Micro. */
+#include "mg_fast.h"
+
+/* 4 input bytes as one word, bits 0-7 = x[0] (any alignment). */
+static inline uint32_t load4(const int8_t *x)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t w;
+    __builtin_memcpy(&w, x, 4);
+    return w;
+#else
+    return (uint32_t)(uint8_t)x[0] | ((uint32_t)(uint8_t)x[1] << 8) |
+           ((uint32_t)(uint8_t)x[2] << 16) | ((uint32_t)(uint8_t)x[3] << 24);
+#endif
+}
+
+void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
+{
+    int32_t k = 0;
+    for (; k + 4 <= depth; k += 4) {
+        const uint32_t xw = load4(x + k);
+        const uint32_t p = mg_ssub16(mg_sxtb16(xw >> 8), 0x007F007Fu);  /* x1-127, x3-127 */
+        xq[0] = mg_ssub16(mg_uxtb16(xw) << 8, p);                        /* 256 x0 - p0 ... */
+        xq[1] = p;
+        xq += 2;
+    }
+    if (k < depth) {   /* tail block: missing inputs read as 0 (their weights are 0) */
+        int8_t t[4] = {0, 0, 0, 0};
+        int32_t j;
+        for (j = 0; k + j < depth; ++j) {
+            t[j] = x[k + j];
+        }
+        {
+            const uint32_t xw = (uint32_t)(uint8_t)t[0] | ((uint32_t)(uint8_t)t[1] << 8) |
+                                ((uint32_t)(uint8_t)t[2] << 16) | ((uint32_t)(uint8_t)t[3] << 24);
+            const uint32_t p = mg_ssub16(mg_sxtb16(xw >> 8), 0x007F007Fu);
+            xq[0] = mg_ssub16(mg_uxtb16(xw) << 8, p);
+            xq[1] = p;
+        }
+    }
+}
+
+/* One block (4 inputs) of the 4 channels of a group into a0..a3. */
+#define MG_DOT_BLOCK(XQ, WP)                                                                 \
+    do {                                                                                     \
+        const uint32_t r_ = (XQ)[0], p_ = (XQ)[1];                                           \
+        const uint32_t w0_ = (WP)[0], w1_ = (WP)[1], w2_ = (WP)[2], w3_ = (WP)[3];           \
+        a0 = mg_smlad(mg_sxtb16(w0_), r_, mg_smlad(w0_, p_, a0));                            \
+        a1 = mg_smlad(mg_sxtb16(w1_), r_, mg_smlad(w1_, p_, a1));                            \
+        a2 = mg_smlad(mg_sxtb16(w2_), r_, mg_smlad(w2_, p_, a2));                            \
+        a3 = mg_smlad(mg_sxtb16(w3_), r_, mg_smlad(w3_, p_, a3));                            \
+    } while (0)
+
+void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
+                int32_t *d)
+{
+    for (; groups > 0; --groups, d += 4) {
+        const uint32_t *xq = xq0;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int32_t k;
+        for (k = blocks >> 2; k > 0; --k) {   /* four blocks (16 inputs x 4 channels) a turn */
+            MG_DOT_BLOCK(xq, wp);
+            MG_DOT_BLOCK(xq + 2, wp + 4);
+            MG_DOT_BLOCK(xq + 4, wp + 8);
+            MG_DOT_BLOCK(xq + 6, wp + 12);
+            xq += 8;
+            wp += 16;
+        }
+        for (k = blocks & 3; k > 0; --k) {
+            MG_DOT_BLOCK(xq, wp);
+            xq += 2;
+            wp += 4;
+        }
+        d[0] = a0 >> 8;     /* exact: 256 * |dot| < 2^31 (generator-checked) */
+        d[1] = a1 >> 8;
+        d[2] = a2 >> 8;
+        d[3] = a3 >> 8;
+    }
+}

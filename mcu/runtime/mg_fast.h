@@ -1,0 +1,560 @@
+/* mg_fast.h - the fast int8 path: same results as the reference kernels, fewer instructions.
+ *
+ * Path selection (compile time):
+ *   MG_FAST = 1  the generated package calls these kernels (re-laid weights, folded biases,
+ *                256-entry tables, exact 32-bit arithmetic where provably identical);
+ *   MG_FAST = 0  the portable reference kernels (mg_kernels.h, mg_delay.h, mg_mingru.h).
+ * Default: 1 where the compiler has the Arm DSP extension (__ARM_FEATURE_DSP: Cortex-M4/M7/
+ * M33...), 0 elsewhere. -DMG_FAST=1 on any other target (host, Xtensa) runs the same fast
+ * kernels with the DSP instructions written in plain C (bit-identical definitions), which is
+ * how the two paths are compared byte for byte on every target.
+ *
+ * The DSP primitives come from arm_acle.h (SXTB16, UXTB16, SMLAD, SSUB16, SSAT) when
+ * __ARM_FEATURE_DSP is set and MG_DSP_EMULATE is not defined.
+ *
+ * FC weight layout (made by convert/codegen_fast.py): output channels in groups of 4 (the last
+ * group padded with zero rows), the depth in blocks of 4 (padded with zero columns); per group,
+ * per block, 16 bytes: channel 0's 4 bytes, channel 1's, 2's, 3's. In each pair of bytes
+ * (b_lo, b_hi) the high byte is stored as b_hi - (b_lo < 0), so the halfword (bits 0-15 or
+ * 16-31 of the stored 32-bit word: the layout is defined on word values) is exactly
+ * 256 b_hi + b_lo (|b| <= 127, checked by the generator). With the input block
+ * (x0..x3) expanded once into P = (x1 - 127, x3 - 127) and R = (256 x0 - P0, 256 x2 - P1)
+ * (both exact int16), one block of one channel is
+ *     SMLAD(W, P) + SMLAD(SXTB16(W), R) = 256 * sum_k b_k x'_k,   x' = x (even k), x - 127 (odd)
+ * i.e. 4 instructions (LDR, SXTB16, SMLAD, SMLAD) per 4 MACs. The generator folds the input
+ * zero point and the 127 of the odd inputs into the bias and checks 256 * |dot| < 2^31.
+ */
+#ifndef MG_FAST_H
+#define MG_FAST_H
+
+#include <stdint.h>
+
+#include "mg_delay.h"
+#include "mg_kernels.h"
+#include "mg_quant.h"
+
+#ifndef MG_FAST
+#if defined(__ARM_FEATURE_DSP) && !MG_SINGLE_ROUNDING
+#define MG_FAST 1
+#else
+#define MG_FAST 0
+#endif
+#endif
+
+#if MG_FAST && MG_SINGLE_ROUNDING
+#error "the fast path implements TFLM's default (double) rounding only: build with MG_FAST=0"
+#endif
+
+#if defined(__ARM_FEATURE_DSP) && !defined(MG_DSP_EMULATE)
+#define MG_DSP_NATIVE 1
+#include <arm_acle.h>
+#else
+#define MG_DSP_NATIVE 0
+#endif
+
+#if defined(__GNUC__)
+#define MG_FAST_INLINE static inline __attribute__((always_inline))
+#else
+#define MG_FAST_INLINE static inline
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- DSP primitives: ACLE intrinsics or their plain-C definitions ----------------------- */
+
+#if MG_DSP_NATIVE
+#define mg_sxtb16(x) ((uint32_t)__sxtb16(x))
+#define mg_uxtb16(x) ((uint32_t)__uxtb16(x))
+#define mg_smlad(a, b, acc) ((int32_t)__smlad((a), (b), (acc)))
+#define mg_ssub16(a, b) ((uint32_t)__ssub16((a), (b)))
+#else
+static inline uint32_t mg_sxtb16(uint32_t x)
+{
+    return (((uint32_t)(int32_t)(int8_t)(x & 0xFFu)) & 0xFFFFu) |
+           ((uint32_t)(uint16_t)(int16_t)(int8_t)((x >> 16) & 0xFFu) << 16);
+}
+static inline uint32_t mg_uxtb16(uint32_t x)
+{
+    return x & 0x00FF00FFu;
+}
+static inline int32_t mg_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    const int32_t p0 = (int32_t)(int16_t)(a & 0xFFFFu) * (int32_t)(int16_t)(b & 0xFFFFu);
+    const int32_t p1 = (int32_t)(int16_t)(a >> 16) * (int32_t)(int16_t)(b >> 16);
+    return (int32_t)((uint32_t)acc + (uint32_t)p0 + (uint32_t)p1);   /* wraps like SMLAD */
+}
+static inline uint32_t mg_ssub16(uint32_t a, uint32_t b)
+{
+    const uint32_t lo = (uint32_t)((int32_t)(int16_t)(a & 0xFFFFu) -
+                                   (int32_t)(int16_t)(b & 0xFFFFu)) & 0xFFFFu;
+    const uint32_t hi = (uint32_t)((int32_t)(int16_t)(a >> 16) - (int32_t)(int16_t)(b >> 16));
+    return lo | (hi << 16);
+}
+#endif
+
+/* ---- exact fixed point (identical to mg_quant.c for the stated argument ranges) -------- */
+
+/* mg_srdhm(a, b) for b >= 0 (quantized multipliers): floor((a b + 2^30) / 2^31). The
+ * reference's "nudge, then divide toward zero" is this floor for both signs. */
+static inline int32_t mg_fq_srdhm(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
+}
+
+/* mg_fq_srdhm(a, b) when |a| < 2^30: floor((2a b + 2^31) / 2^32), the high word of one
+ * 32x32 multiply-accumulate (no shift/or of a 64-bit result). */
+static inline int32_t mg_fq_srdhm_b(int32_t a, int32_t b)
+{
+    /* high word + the carry of adding 2^31 to the low word: SMULL and one ADD */
+    const int64_t p = (int64_t)(a * 2) * (int64_t)b;
+    return (int32_t)(p >> 32) + (int32_t)((uint32_t)p >> 31);
+}
+
+/* mg_srdhm((k << ls), b), b >= 0, with 32-bit multiplies only: exact when |k| < 2^(31-ls)
+ * / 2 and 1 <= ls <= 30 (ADD/SUB inputs: |k| <= 255, ls = 20). */
+static inline int32_t mg_fq_srdhm_pot(int32_t k, int ls, int32_t b)
+{
+    const int s = 31 - ls;
+    const int32_t hi = b >> s;
+    const int32_t lo = b & (((int32_t)1 << s) - 1);
+    return k * hi + ((k * lo + ((int32_t)1 << (s - 1))) >> s);
+}
+
+/* mg_rdbpot(x, e), 0 <= e <= 31, any x. */
+static inline int32_t mg_fq_rdbpot(int32_t x, int e)
+{
+    uint32_t mask, t;
+    if (e == 0) {
+        return x;
+    }
+    mask = ((uint32_t)1 << e) - 1u;
+    t = ((uint32_t)x & mask) + (mask >> 1) + 1u - ((uint32_t)x >> 31);
+    return (x >> e) + (int32_t)(t >> e);
+}
+
+/* mg_rdbpot(x, e) when |x| < 2^30 and 0 <= e <= 30. */
+static inline int32_t mg_fq_rdbpot_b(int32_t x, int e)
+{
+    return e ? (x + ((int32_t)1 << (e - 1)) + (x >> 31)) >> e : x;
+}
+
+/* mg_rdbpot(x, e) + zp in one rounding: the zero point times 2^e joins the rounding
+ * constant (adding a multiple of 2^e commutes with the floor). |x| < 2^29, |zp| <= 256. */
+static inline int32_t mg_fq_rdbpot_zp(int32_t x, int e, int32_t zp)
+{
+    if (e == 0) {
+        return x + zp;
+    }
+    if (e <= 20) {
+        return (x + ((int32_t)1 << (e - 1)) + zp * ((int32_t)1 << e) + (x >> 31)) >> e;
+    }
+    return ((x + ((int32_t)1 << (e - 1)) + (x >> 31)) >> e) + zp;
+}
+
+/* mg_mbqm(x, m, shift), any x (shift > 0 wraps like the reference). */
+static inline int32_t mg_fq_mbqm(int32_t x, int32_t m, int shift)
+{
+#if MG_SINGLE_ROUNDING
+    return mg_mbqm(x, m, shift);
+#else
+    if (shift > 0) {
+        return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
+    }
+    return mg_fq_rdbpot(mg_fq_srdhm(x, m), -shift);
+#endif
+}
+
+/* mg_mbqm(x, m, shift) when |x| < 2^30 (|srdhm| <= |x|). */
+static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
+{
+#if MG_SINGLE_ROUNDING
+    return mg_mbqm(x, m, shift);
+#else
+    if (shift > 0) {
+        return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
+    }
+    return mg_fq_rdbpot_b(mg_fq_srdhm_b(x, m), -shift);
+#endif
+}
+
+static inline int32_t mg_fq_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+#if MG_DSP_NATIVE
+    if (lo == -128 && hi == 127) {      /* folded at compile time where lo, hi are known */
+        return __ssat(v, 8);
+    }
+#endif
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* Unrolls the next loop where the compiler supports it (its trip count is a folded constant
+ * at the call sites: the number of delay taps). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define MG_UNROLL _Pragma("GCC unroll 8")
+#else
+#define MG_UNROLL
+#endif
+
+/* ---- FULLY_CONNECTED on re-laid weights ------------------------------------------------- */
+
+typedef struct {
+    int32_t bias;    /* bias + folded input zero point and odd-input offset (see above) */
+    int32_t mult;    /* quantized multiplier */
+    int32_t shift;   /* right_shifts: e = -(TFLite shift) >= 1; else the TFLite shift */
+    int32_t rnd;     /* right_shifts: 2^(e - 1), the rounding constant; else 0 */
+} mg_fq_chan_t;
+
+typedef struct {
+    int32_t depth;            /* input elements */
+    int32_t blocks;           /* ceil(depth / 4) */
+    int32_t n_out;            /* output channels written */
+    const uint32_t *w;        /* ceil(n_out / 4) * blocks * 4 words, layout above */
+    const mg_fq_chan_t *ch;   /* [n_out] */
+    int32_t output_offset, act_min, act_max;
+    int32_t right_shifts;     /* 1: every shift <= -1 (the 3-instruction rounding applies);
+                               * 2: and the output zero point is folded into ch->rnd */
+} mg_ffc_params_t;
+
+/* x int8 [depth] -> xq [2 * blocks] words (R, P per block; the tail block padded with 0). */
+void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq);
+
+/* d[c] = sum_k b_kc x'_k for every channel of `groups` weight groups (no bias). */
+void mg_ffc_dot(const uint32_t *xq, const uint32_t *w, int32_t blocks, int32_t groups,
+                int32_t *d);
+
+/* The kernels below are `static inline` on purpose: the generated package calls them with
+ * pointers to its `static const` parameter structs, so the compiler folds every scalar
+ * parameter (offsets, multipliers, shifts, clamps, sizes) into the code at each call site. */
+
+/* Requantized output of channel c from its dot d (|d + bias| < 2^30, generator-checked). */
+MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c)
+{
+    const mg_fq_chan_t *ch = &p->ch[c];
+    const int32_t x = d + ch->bias;
+    int32_t y;
+    if (p->right_shifts == 2) {         /* rnd = 2^(e-1) + zero point * 2^e */
+        y = mg_fq_srdhm_b(x, ch->mult);
+        return (int8_t)mg_fq_clamp((y + ch->rnd + (y >> 31)) >> ch->shift, p->act_min,
+                                   p->act_max);
+    }
+    if (p->right_shifts) {
+        y = mg_fq_srdhm_b(x, ch->mult);
+        y = (y + ch->rnd + (y >> 31)) >> ch->shift;
+    } else {
+        y = mg_fq_mbqm_b(x, ch->mult, (int)ch->shift);
+    }
+    return (int8_t)mg_fq_clamp(y + p->output_offset, p->act_min, p->act_max);
+}
+
+/* out [n_out] = FC(x [depth]); xq: scratch of 2 * blocks words, acc: of n_out rounded up
+ * to 4 words. */
+MG_FAST_INLINE void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_t *xq,
+                              int32_t *acc, int8_t *out)
+{
+    int32_t c;
+    if (p->depth == 1) {        /* one input (an encoder): the halfword of word c is w[c] */
+        const int32_t xv = x[0];
+        for (c = 0; c < p->n_out; ++c) {
+            out[c] = mg_ffc_out1(p, (int32_t)(int16_t)(p->w[c] & 0xFFFFu) * xv, c);
+        }
+        return;
+    }
+    mg_ffc_expand(x, p->depth, xq);
+    mg_ffc_dot(xq, p->w, p->blocks, (p->n_out + 3) >> 2, acc);
+    for (c = 0; c < p->n_out; ++c) {
+        out[c] = mg_ffc_out1(p, acc[c], c);
+    }
+}
+
+/* ---- elementwise --------------------------------------------------------------------- */
+
+/* Up to 3 elementwise ops applied to each FC output in the same pass (the residual ADD and a
+ * per-channel MUL/ADD after an MLP): kind[k] 0 none, 1 ADD, 2 SUB, 3 MUL; the other operand
+ * of op k is other[k][c]; swap[k] = 1 when the FC value is the op's second input. */
+typedef struct {
+    int32_t kind[3];
+    const mg_add_params_t *add[3];
+    const mg_mul_params_t *mul[3];
+    int32_t swap[3];
+} mg_epi_t;
+
+/* One ADD / SUB input rescaled: mg_rdbpot(mg_srdhm((x + offset) << ls, m), -shift) with
+ * 32-bit products only (exact for |x + offset| <= 256, 1 <= ls <= 20, shift <= 0). */
+MG_FAST_INLINE int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, int shift)
+{
+    return mg_fq_rdbpot_b(mg_fq_srdhm_pot(x + offset, ls, m), -shift);
+}
+MG_FAST_INLINE int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
+{
+    return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(raw, p->output_multiplier),
+                                               -(int)p->output_shift, p->output_offset),
+                               p->act_min, p->act_max);
+}
+MG_FAST_INLINE int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
+{
+    const int ls = (int)p->left_shift;
+    return mg_fadd_out(p, mg_fadd_in(a, p->input1_offset, ls, p->input1_multiplier,
+                                     (int)p->input1_shift)
+                          + mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
+                                       (int)p->input2_shift));
+}
+MG_FAST_INLINE int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
+{
+    const int ls = (int)p->left_shift;
+    return mg_fadd_out(p, mg_fadd_in(a, p->input1_offset, ls, p->input1_multiplier,
+                                     (int)p->input1_shift)
+                          - mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
+                                       (int)p->input2_shift));
+}
+MG_FAST_INLINE int8_t mg_fmul1(const mg_mul_params_t *p, int8_t a, int8_t b)
+{
+    const int32_t v = ((int32_t)a + p->input1_offset) * ((int32_t)b + p->input2_offset);
+    if (p->output_shift <= 0) {         /* |v| <= 2^16 */
+        return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(v, p->output_multiplier),
+                                                   -(int)p->output_shift, p->output_offset),
+                                   p->act_min, p->act_max);
+    }
+    return (int8_t)mg_fq_clamp(mg_fq_mbqm_b(v, p->output_multiplier, (int)p->output_shift)
+                               + p->output_offset, p->act_min, p->act_max);
+}
+
+/* out[i] = lut[in[i] + 128] for n elements (any int8 -> int8 function of one input). */
+MG_FAST_INLINE void mg_lut_s8(const int8_t *lut, int32_t n, const int8_t *in, int8_t *out)
+{
+    const int8_t *mid = lut + 128;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mid[in[i]];
+    }
+}
+
+/* ADD / SUB / MUL without broadcasting (n elements), TFLM arithmetic; ADD/SUB need int8
+ * parameters with 1 <= left_shift <= 20 (the generator checks, mg_fast_add_ok). */
+MG_FAST_INLINE void mg_fadd_s8(const mg_add_params_t *p, int32_t n, const int8_t *a,
+                              const int8_t *b, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mg_fadd1(p, a[i], b[i]);
+    }
+}
+MG_FAST_INLINE void mg_fsub_s8(const mg_add_params_t *p, int32_t n, const int8_t *a,
+                              const int8_t *b, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mg_fsub1(p, a[i], b[i]);
+    }
+}
+MG_FAST_INLINE void mg_fmul_s8(const mg_mul_params_t *p, int32_t n, const int8_t *a,
+                              const int8_t *b, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = mg_fmul1(p, a[i], b[i]);
+    }
+}
+
+/* One epilogue op on value v of channel c. */
+MG_FAST_INLINE int8_t mg_epi1(const mg_epi_t *e, int k, int8_t v, int8_t o)
+{
+    const int8_t a = e->swap[k] ? o : v;
+    const int8_t b = e->swap[k] ? v : o;
+    if (e->kind[k] == 1) {
+        return mg_fadd1(e->add[k], a, b);
+    }
+    if (e->kind[k] == 2) {
+        return mg_fsub1(e->add[k], a, b);
+    }
+    return mg_fmul1(e->mul[k], a, b);
+}
+
+/* mg_ffc_s8 followed by the epilogue ops of e (other operands o0..o2, NULL where unused);
+ * only the last op's result is written (to out). */
+MG_FAST_INLINE void mg_ffc_epi_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_t *xq,
+                                  int32_t *acc, int8_t *out, const mg_epi_t *e,
+                                  const int8_t *o0, const int8_t *o1, const int8_t *o2)
+{
+    int32_t c;
+    mg_ffc_expand(x, p->depth, xq);
+    mg_ffc_dot(xq, p->w, p->blocks, (p->n_out + 3) >> 2, acc);
+    for (c = 0; c < p->n_out; ++c) {
+        int8_t v = mg_ffc_out1(p, acc[c], c);
+        if (e->kind[0]) {
+            v = mg_epi1(e, 0, v, o0[c]);
+        }
+        if (e->kind[1]) {
+            v = mg_epi1(e, 1, v, o1[c]);
+        }
+        if (e->kind[2]) {
+            v = mg_epi1(e, 2, v, o2[c]);
+        }
+        out[c] = v;
+    }
+}
+
+/* ---- fused layer kernels --------------------------------------------------------------- */
+
+/* Delay convolution on the trimmed rings (mg_delay.h): taps re-laid channel-major, the input
+ * zero point folded into the bias (q->ch[c].bias = bias[c] + input_offset * sum_e filter),
+ * requantized like an FC output (q: w unused). With `add` set, the residual
+ * ADD(frame, conv) that follows in the graph is computed in the same pass and only its
+ * result is written (to add_out; `out` is not written). */
+typedef struct {
+    int32_t channels;               /* H */
+    int32_t taps;                   /* N */
+    const uint16_t *ring_len;       /* [H] R_c */
+    const uint32_t *ring_off;       /* [H] */
+    const uint16_t *delay;          /* [H * N] channel-major: delay[c * N + e] */
+    const int8_t *filter;           /* [H * N] channel-major */
+    const mg_ffc_params_t *q;       /* per-channel folded bias and requantization */
+    const mg_add_params_t *add;     /* residual ADD, or NULL */
+    int32_t add_swap;               /* 0: ADD(frame, conv), 1: ADD(conv, frame) */
+} mg_delay_fast_t;
+
+MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uint32_t t,
+                                     const int8_t *frame, int8_t *out, int8_t *add_out)
+{
+    const int32_t H = p->channels;
+    const int32_t N = p->taps;
+    const uint16_t *dl = p->delay;
+    const int8_t *fl = p->filter;
+    int32_t c, e;
+    for (c = 0; c < H; ++c, dl += N, fl += N) {
+        const uint32_t len = p->ring_len[c];
+        const int8_t cur = frame[c];
+        int32_t acc = 0;
+        int8_t y;
+        if (len) {
+            int8_t *slots = ring + p->ring_off[c];
+            const uint32_t pos = t % len;
+            MG_UNROLL
+            for (e = 0; e < N; ++e) {
+                const uint32_t d = dl[e];
+                const int32_t v = d == 0u ? (int32_t)cur
+                                          : (int32_t)slots[pos >= d ? pos - d : pos + len - d];
+                acc += (int32_t)fl[e] * v;
+            }
+            slots[pos] = cur;
+        } else {
+            for (e = 0; e < N; ++e) {
+                acc += (int32_t)fl[e] * (int32_t)cur;
+            }
+        }
+        y = mg_ffc_out1(p->q, acc, c);
+        if (p->add) {
+            add_out[c] = p->add_swap ? mg_fadd1(p->add, y, cur) : mg_fadd1(p->add, cur, y);
+        } else {
+            out[c] = y;
+        }
+    }
+}
+
+/* minGRU step (mg_mingru.h) on re-laid weights with 256-entry tables. */
+typedef struct {
+    int32_t channels;              /* H */
+    const mg_ffc_params_t *gate;   /* z_pre */
+    const mg_ffc_params_t *cand;   /* p (no activation) */
+    const int8_t *sig_z;           /* [256] z = LOGISTIC(z_pre) */
+    const int8_t *sig_min_p;       /* [256] q = LOGISTIC(MINIMUM(p, min_const)) (stride 0) */
+    const int8_t *min_const;       /* per-channel MINIMUM constant, or NULL (in sig_min_p) */
+    const int8_t *sig_p;           /* [256] LOGISTIC alone (with min_const != NULL) */
+    const mg_ffc_params_t *relu_fc;  /* r_pre = FC(u), or NULL: r_pre = p */
+    int32_t relu_fc_shares_dot;    /* relu_fc reads cand's dot (its own bias/quantization) */
+    const int8_t *relu;            /* [256] RELU op table, or NULL */
+    const mg_add_params_t *add_g;  /* g = ADD(r, q) */
+    const mg_add_params_t *sub;    /* d = SUB(g, h) */
+    const mg_mul_params_t *mul;    /* m = MUL(z, d) */
+    const mg_add_params_t *add_h;  /* h_new = ADD(h, m) */
+    /* g as two tables of one input (convert/codegen_fast.g_split_tables), or NULL:
+     * g = g_neg[p] where cand's dot <= g_split[c], else g_pos[r] */
+    const int32_t *g_split;        /* [H] */
+    const int8_t *g_neg;           /* [256] */
+    const int8_t *g_pos;           /* [256] */
+    const mg_add_params_t *add_v;  /* residual v = ADD(u, h_new) in the same pass, or NULL */
+    int32_t add_v_swap;            /* 0: ADD(u, h_new), 1: ADD(h_new, u) */
+} mg_mingru_fast_t;
+
+/* One step, h [H] updated in place (and v [H] = the residual ADD where add_v is set); xq:
+ * scratch of 2 * gate->blocks words, acc: of 3 * (H rounded up to 4) words. */
+MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
+                                      uint32_t *xq, int32_t *acc, int8_t *v)
+{
+    const int32_t H = p->channels;
+    const int32_t blocks = p->gate->blocks;
+    const int32_t groups = (H + 3) >> 2;
+    const int8_t *sig_z = p->sig_z + 128;
+    const int8_t *sig_q = (p->min_const ? p->sig_p : p->sig_min_p) + 128;
+    const mg_ffc_params_t *rfc = p->relu_fc;
+    const int32_t *dz = acc, *dp = acc + 4 * groups, *dr = acc + 8 * groups;
+    const int separate_r = rfc && !p->relu_fc_shares_dot;
+    int32_t c;
+    mg_ffc_expand(u, p->gate->depth, xq);
+    mg_ffc_dot(xq, p->gate->w, blocks, groups, acc);
+    mg_ffc_dot(xq, p->cand->w, blocks, groups, acc + 4 * groups);
+    if (separate_r) {
+        mg_ffc_dot(xq, rfc->w, blocks, groups, acc + 8 * groups);
+    }
+    for (c = 0; c < H; ++c) {
+        {
+            const int8_t z = sig_z[mg_ffc_out1(p->gate, dz[c], c)];
+            int8_t r, q, gv, hc, pv;
+            if (p->g_split) {
+                if (dp[c] <= p->g_split[c]) {
+                    gv = (p->g_neg + 128)[mg_ffc_out1(p->cand, dp[c], c)];
+                } else {
+                    gv = (p->g_pos + 128)[mg_ffc_out1(rfc, dp[c], c)];
+                }
+                hc = h[c];
+                hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+                h[c] = hc;
+                if (p->add_v) {
+                    v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c])
+                                         : mg_fadd1(p->add_v, u[c], hc);
+                }
+                continue;
+            }
+            pv = mg_ffc_out1(p->cand, dp[c], c);
+            if (p->min_const) {
+                const int8_t mn = p->min_const[c];
+                q = sig_q[pv < mn ? pv : mn];
+            } else {
+                q = sig_q[pv];
+            }
+            if (rfc == (const mg_ffc_params_t *)0) {
+                r = pv;
+            } else {
+                r = mg_ffc_out1(rfc, separate_r ? dr[c] : dp[c], c);
+            }
+            if (p->relu) {
+                r = (p->relu + 128)[r];
+            }
+            gv = mg_fadd1(p->add_g, r, q);
+            hc = h[c];
+            hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+            h[c] = hc;
+            if (p->add_v) {
+                v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c])
+                                     : mg_fadd1(p->add_v, u[c], hc);
+            }
+        }
+    }
+}
+
+/* ---- per-op profile hook (MG_PROFILE builds; the harness defines mg_prof_mark) -------- */
+#ifdef MG_PROFILE
+enum { MG_PROF_DELAY = 0, MG_PROF_FC, MG_PROF_MINGRU, MG_PROF_ELEM, MG_PROF_READOUT,
+       MG_PROF_KINDS };
+void mg_prof_mark(int kind);   /* charges the time since the previous mark to `kind` */
+#define MG_PROF(kind) mg_prof_mark(kind)
+#else
+#define MG_PROF(kind) ((void)0)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MG_FAST_H */

@@ -1,0 +1,127 @@
+/* fast_check.c - the fast kernels (mg_fast.h) against the reference kernels, byte for byte, on
+ * the random cases of fast_cases.c (written by tests/test_fast_kernels.py), plus timing of the
+ * FC kernel on the cases marked for the micro-benchmark. One summary line:
+ *   MGFAST fc_cases=.. fc_bad=.. el_cases=.. el_bad=.. lut_cases=.. lut_bad=..
+ *          bench<k>_macs=.. bench<k>_dot=.. bench<k>_fast=.. bench<k>_ref=.. calib_ticks=.. ...
+ * (ticks of one call: the dot products only, the whole fast FC, the reference FC). With
+ * -DMG_HOST the platform is stdio (no timing). */
+#include "fast_cases.h"
+#include "mg_elem.h"
+
+#ifdef MG_HOST
+#include <stdio.h>
+#include <stdlib.h>
+static void mg_test_platform_init(void) {}
+static void mg_test_puts(const char *s) { fputs(s, stdout); }
+static uint32_t mg_test_ticks(void) { return 0u; }
+static uint32_t mg_test_ticks_since(uint32_t t0) { (void)t0; return 0u; }
+static uint32_t mg_test_calibrate(uint32_t *n) { *n = 0u; return 0u; }
+static void mg_test_exit(int code) { exit(code); }
+#else
+#include "mg_test_platform.h"
+#endif
+
+static void put_u32(const char *key, uint32_t v)
+{
+    char buf[16];
+    char out[48];
+    int n = 0, k = 0;
+    do {
+        buf[n++] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v && n < 15);
+    while (*key && k < 32) {
+        out[k++] = *key++;
+    }
+    out[k++] = '=';
+    while (n) {
+        out[k++] = buf[--n];
+    }
+    out[k++] = ' ';
+    out[k] = '\0';
+    mg_test_puts(out);
+}
+
+static int8_t out_ref[FC_MAX_OUT];
+static int8_t out_fast[FC_MAX_OUT];
+static uint32_t xq[FC_MAX_XQ];
+static int32_t acc[FC_MAX_ACC];
+
+static uint32_t compare(const int8_t *a, const int8_t *b, int32_t n)
+{
+    uint32_t bad = 0;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        bad += a[i] != b[i] ? 1u : 0u;
+    }
+    return bad;
+}
+
+int main(void)
+{
+    uint32_t fc_bad = 0, el_bad = 0, lut_bad = 0, calib_instr = 0, calib;
+    int32_t k, i;
+    mg_test_platform_init();
+    calib = mg_test_calibrate(&calib_instr);
+    mg_test_puts("MGFAST ");
+    for (k = 0; k < FC_NUM_CASES; ++k) {
+        const fc_case_t *c = &fc_cases[k];
+        uint32_t t0, t_dot, t_fast, t_ref;
+        t0 = mg_test_ticks();
+        mg_fully_connected_s8(&c->ref, c->x, c->w, c->bias, out_ref);
+        t_ref = mg_test_ticks_since(t0);
+        t0 = mg_test_ticks();
+        mg_ffc_s8(&c->fast, c->x, xq, acc, out_fast);
+        t_fast = mg_test_ticks_since(t0);
+        t0 = mg_test_ticks();
+        mg_ffc_dot(xq, c->fast.w, c->fast.blocks, (c->fast.n_out + 3) >> 2, acc);
+        t_dot = mg_test_ticks_since(t0);
+        fc_bad += compare(out_ref, out_fast, c->fast.n_out);
+        if (c->bench) {
+            char key[24] = "bench0_";
+            key[5] = (char)('0' + c->bench);
+            put_u32("bench_id", (uint32_t)c->bench);
+            put_u32("bench_macs", (uint32_t)(c->fast.depth * c->fast.n_out));
+            put_u32("bench_dot", t_dot);
+            put_u32("bench_fast", t_fast);
+            put_u32("bench_ref", t_ref);
+            (void)key;
+        }
+    }
+    for (k = 0; k < EL_NUM_CASES; ++k) {
+        const el_case_t *c = &el_cases[k];
+        for (i = 0; i < c->n; ++i) {
+            int8_t r, f;
+            if (c->kind == 0) {
+                r = mg_add1_s8(&c->add, c->a[i], c->b[i]);
+                f = mg_fadd1(&c->add, c->a[i], c->b[i]);
+            } else if (c->kind == 1) {
+                r = mg_sub1_s8(&c->add, c->a[i], c->b[i]);
+                f = mg_fsub1(&c->add, c->a[i], c->b[i]);
+            } else {
+                r = mg_mul1_s8(&c->mul, c->a[i], c->b[i]);
+                f = mg_fmul1(&c->mul, c->a[i], c->b[i]);
+            }
+            el_bad += r != f ? 1u : 0u;
+        }
+    }
+    for (k = 0; k < LUT_NUM_CASES; ++k) {
+        const lut_case_t *c = &lut_cases[k];
+        for (i = -128; i < 128; ++i) {
+            const int8_t r = c->kind == 0 ? mg_logistic1_s8(&c->logistic, (int8_t)i)
+                                          : mg_requant1_s8(&c->requant, (int8_t)i);
+            lut_bad += r != c->table[i + 128] ? 1u : 0u;
+        }
+    }
+    put_u32("fc_cases", FC_NUM_CASES);
+    put_u32("fc_bad", fc_bad);
+    put_u32("el_cases", EL_NUM_CASES);
+    put_u32("el_bad", el_bad);
+    put_u32("lut_cases", LUT_NUM_CASES);
+    put_u32("lut_bad", lut_bad);
+    put_u32("calib_ticks", calib);
+    put_u32("calib_instr", calib_instr);
+    mg_test_puts("\n");
+    mg_test_exit((fc_bad || el_bad || lut_bad) ? 1 : 0);
+    return 0;
+}

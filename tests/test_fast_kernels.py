@@ -1,0 +1,144 @@
+"""The fast int8 kernels (mcu/runtime/mg_fast.h, data from convert/codegen_fast.py) against
+the reference kernels (mg_kernels.c / mg_elem.h), byte for byte, on random shapes and data:
+FULLY_CONNECTED (depth and width 1..160, per-channel and per-tensor, right/zero/left shifts),
+ADD/SUB/MUL elements from random TFLM-style scales, and the 256-entry LOGISTIC/RELU tables the
+generator computes with its Python port of the reference arithmetic. Built and run on the host
+(DSP instructions in plain C), on QEMU Cortex-M4 (real SMLAD/SXTB16, and the plain-C
+definitions on the same core) and on QEMU lx106.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import fc_kernel_cost as fk
+from benchmarks import mcu_cost as mc
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    return fk.write_cases(tmp_path_factory.mktemp("fast_cases"), n_fc=40, n_el=30, seed=3)
+
+
+def _check(res):
+    assert res["fc_cases"] == 44 and res["el_cases"] == 30 and res["lut_cases"] == 12
+    assert res["fc_bad"] == 0, f"{res['fc_bad']} FC output bytes differ"
+    assert res["el_bad"] == 0, f"{res['el_bad']} ADD/SUB/MUL elements differ"
+    assert res["lut_bad"] == 0, f"{res['lut_bad']} table entries differ from the C reference"
+    assert res["exit_code"] == 0
+
+
+def test_host(cases, tmp_path):
+    _check(fk.build_and_run("host", cases, tmp_path))
+
+
+@pytest.mark.parametrize("emulated", [False, True], ids=["dsp", "plain-c-dsp"])
+def test_qemu_cm4(cases, tmp_path, emulated):
+    t = mc.TARGETS["qemu-cm4"]
+    if not mc.have(t["cc"], t["qemu"][0]):
+        pytest.skip("arm toolchain / qemu not installed")
+    res = fk.build_and_run("qemu-cm4", cases, tmp_path, fast_emulated=emulated)
+    _check(res)
+    if not emulated:
+        # the FC micro-benchmark: the SMLAD dot products <= 1.5 instructions per MAC from
+        # 64x64 on, and the whole fast FC well below the reference
+        by_shape = dict(zip(fk.BENCH_SHAPES, res["bench"]))
+        for shape in [(64, 64), (128, 128), (256, 256)]:
+            b = by_shape[shape]
+            assert b["dot_instr_per_mac"] <= 1.5, (shape, b)
+            assert b["fast_instr_per_mac"] < b["ref_instr_per_mac"] / 3, (shape, b)
+
+
+def test_xtensa(cases, tmp_path):
+    t = mc.TARGETS["xtensa-lx106"]
+    if not mc.have(t["cc"], t["qemu"][0]):
+        pytest.skip("xtensa toolchain / qemu not installed")
+    _check(fk.build_and_run("xtensa-lx106", cases, tmp_path))
+
+
+def test_layout_refuses_inexact_cases():
+    """ffc_layout keeps the reference kernel where the fast one could not be exact."""
+    from convert.codegen_fast import ffc_layout
+
+    p = dict(batches=1, accum_depth=4, output_depth=1, input_offset=0, filter_offset=0,
+             output_offset=0, act_min=-128, act_max=127, per_channel=1,
+             multiplier=[1 << 30], shift=[-1])
+    ok, why = ffc_layout(np.array([[1, 2, 3, 4]], np.int8), None, p)
+    assert ok is not None and why is None
+    bad, why = ffc_layout(np.array([[-1, -128, 3, 4]], np.int8), None, p)
+    assert bad is None and "-128" in why
+    bad, why = ffc_layout(np.ones((1, 4), np.int8), None, dict(p, filter_offset=3))
+    assert bad is None and "zero point" in why
+    big = dict(p, accum_depth=600)
+    bad, why = ffc_layout(np.full((1, 600), 127, np.int8), None, big)
+    assert bad is None and "bound" in why
+
+
+def test_python_reference_arithmetic():
+    """The generator's Python port of srdhm/rdbpot agrees with the closed forms the fast C
+    path uses (floor((a b + 2^30) / 2^31); (x + 2^(e-1) - (x < 0)) >> e) on edge values."""
+    from convert.codegen_fast import ref_rdbpot, ref_srdhm
+
+    rng = np.random.default_rng(0)
+    vals = [0, 1, -1, 2**30, -2**30, 2**31 - 1, -2**31] + \
+        [int(v) for v in rng.integers(-2**31, 2**31, size=300)]
+    mults = [0, 1, 2**30, 2**31 - 1] + [int(v) for v in rng.integers(2**30, 2**31, size=50)]
+    for a in vals:
+        for b in mults[:12]:
+            assert ref_srdhm(a, b) == (a * b + 2**30) >> 31, (a, b)
+        for e in range(1, 31):
+            if abs(a) < 2**30:
+                assert ref_rdbpot(a, e) == (a + (1 << (e - 1)) - (a < 0)) >> e, (a, e)
+
+
+def test_g_split_tables_exact():
+    """g() as two tables split at a per-channel dot threshold equals the op-by-op reference
+    (RELU branch, LOGISTIC(MINIMUM(p, 0)), ADD) for every reachable dot product, and is
+    refused where the sigmoid branch still varies above the threshold."""
+    import math
+
+    from convert.codegen import quantize_multiplier
+    from convert.codegen_fast import (chan_table, g_split_tables, ref_add1, ref_logistic1,
+                                      ref_mbqm)
+
+    rng = np.random.default_rng(5)
+    H, bound = 3, 3000
+    bias = [int(v) for v in rng.integers(-200, 200, size=H)]
+    mp = [quantize_multiplier(float(v)) for v in rng.uniform(1 / 90, 1 / 40, size=H)]
+    mr = [quantize_multiplier(float(v)) for v in rng.uniform(1 / 60, 1 / 20, size=H)]
+    cand_p = dict(output_offset=127, act_min=-128, act_max=127)
+    relu_p = dict(output_offset=-128, act_min=-128, act_max=127)
+    cand_rows = chan_table(bias, [m for m, _ in mp], [s for _, s in mp])
+    relu_rows = chan_table(bias, [m for m, _ in mr], [s for _, s in mr])
+    q, ls = math.frexp(0.03 * float(1 << 27))
+    sig_p = dict(input_zero_point=127, input_range_radius=math.floor(15.0 * (1 << 27) / 2.0 ** ls),
+                 input_multiplier=int(round(q * (1 << 31))), input_left_shift=ls)
+    add_g = fk._add_params(rng, False)
+    got = g_split_tables(cand_rows, cand_p, relu_rows, relu_p, [bound] * H, None, sig_p, 127,
+                         add_g)
+    assert got is not None
+    split, g_neg, g_pos = got
+
+    def requant(row, p, d):
+        y = ref_mbqm(d + row[0], row[1], -row[2]) + p["output_offset"]
+        return max(p["act_min"], min(p["act_max"], y))
+
+    for c in range(H):
+        # the split is the last dot at which the RELU branch is still at its lowest value
+        r_lo = requant(relu_rows[c], relu_p, -bound)
+        assert requant(relu_rows[c], relu_p, split[c]) == r_lo
+        assert requant(relu_rows[c], relu_p, split[c] + 1) != r_lo
+        for d in range(-bound, bound + 1, 7):
+            pv, r = requant(cand_rows[c], cand_p, d), requant(relu_rows[c], relu_p, d)
+            want = ref_add1(add_g, r, ref_logistic1(sig_p, min(pv, 127)))
+            table = g_neg[pv + 128] if d <= split[c] else g_pos[r + 128]
+            assert table == want, (c, d, split[c])
+    # a MINIMUM constant above the candidate's saturation: the sigmoid branch varies above the
+    # threshold, so the split must be refused
+    wide_p = dict(cand_p, output_offset=0)
+    assert g_split_tables(cand_rows, wide_p, relu_rows, relu_p, [bound] * H, None, sig_p, 127,
+                          add_g) is None

@@ -1,0 +1,171 @@
+"""What the user-data tasks (`ts`, `npz`) share: paths, checks, label maps, splits, padding.
+
+A sequence here is a float array [T_i, C] in the data's own units. `pack` turns the three
+splits into a TaskData: zero padding to the longest sequence, own lengths (only when they
+differ), per-step labels padded with -100, class names, and the per-channel mean / std of the
+training split's real steps (the network normalises with them; see MGradeNet).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._base import IGNORE, TaskData, TaskError
+
+AEON_PREFIX = "aeon:"
+
+
+def aeon_data_dir() -> Path:
+    """aeon/datasets/data inside the installed aeon package (UEA/UCR files it ships)."""
+    try:
+        import aeon
+    except ImportError:
+        raise TaskError("the 'aeon:' path prefix needs the aeon package (make venv installs "
+                        "it)") from None
+    return Path(aeon.__file__).resolve().parent / "datasets" / "data"
+
+
+def resolve(task: str, key: str, value: str, data_dir) -> Path:
+    """A file parameter -> path: 'aeon:REL' is REL inside aeon's shipped data folder; a
+    relative path is taken relative to data_dir when given, else to the working directory."""
+    if not value:
+        raise TaskError(f"task '{task}': parameter '{key}' (a file path) is required")
+    if value.startswith(AEON_PREFIX):
+        path = aeon_data_dir() / value[len(AEON_PREFIX):]
+    else:
+        path = Path(value)
+        if not path.is_absolute() and data_dir:
+            base = str(data_dir)
+            base = aeon_data_dir() / base[len(AEON_PREFIX):] if base.startswith(AEON_PREFIX) \
+                else Path(base)
+            path = base / path
+    if not path.is_file():
+        raise TaskError(f"task '{task}': {key} file not found: {path}")
+    return path
+
+
+def check_sequences(seqs: list, where: str, split: str) -> list[np.ndarray]:
+    """Each item -> float32 [T_i, C]: at least one sequence, T_i >= 1, the same C for all,
+    finite values. Errors name `where` (the file) and the sequence index."""
+    if len(seqs) == 0:
+        raise TaskError(f"{where}: the {split} split is empty (no sequences)")
+    out, channels = [], None
+    for i, s in enumerate(seqs):
+        try:
+            a = np.asarray(s, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise TaskError(f"{where}: {split} sequence {i} is not a numeric array "
+                            f"({str(e).splitlines()[0][:120]})") from None
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2:
+            raise TaskError(f"{where}: {split} sequence {i} must be [T, C], got shape "
+                            f"{list(a.shape)}")
+        if a.shape[0] == 0:
+            raise TaskError(f"{where}: {split} sequence {i} has no steps")
+        if channels is None:
+            channels = a.shape[1]
+        elif a.shape[1] != channels:
+            raise TaskError(f"{where}: ragged channels: {split} sequence {i} has {a.shape[1]} "
+                            f"channels, sequence 0 has {channels}")
+        bad = ~np.isfinite(a)
+        if bad.any():
+            t, c = np.argwhere(bad)[0]
+            raise TaskError(f"{where}: {split} sequence {i} has a missing or non-finite value "
+                            f"({a[t, c]}) at step {t}, channel {c}; fill or drop it first")
+        out.append(a)
+    return out
+
+
+def label_map(train_labels: np.ndarray, names=None) -> tuple[dict, list[str]]:
+    """Class labels of the training split -> ({label: index}, class names).
+
+    With `names` (integer labels only): index = label, names as given. Otherwise the sorted
+    distinct labels (strings or integers, -100 excluded) get indices 0, 1, ... and their text
+    as names."""
+    values = [v for v in np.asarray(train_labels).reshape(-1).tolist() if v != IGNORE]
+    if names is not None:
+        names = [str(n) for n in names]
+        return {k: k for k in range(len(names))}, names
+    distinct = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+    return {v: k for k, v in enumerate(distinct)}, [str(v) for v in distinct]
+
+
+def encode(labels, mapping: dict, where: str, split: str) -> np.ndarray:
+    """Labels (any shape) -> int64 indices through `mapping`; -100 stays -100; a label the
+    training split does not have raises TaskError."""
+    arr = np.asarray(labels, dtype=object)
+    out = np.empty(arr.shape, np.int64)
+    for pos, v in np.ndenumerate(arr):
+        v = v.item() if isinstance(v, np.generic) else v
+        if v == IGNORE and not isinstance(v, str):
+            out[pos] = IGNORE
+        elif v in mapping:
+            out[pos] = mapping[v]
+        else:
+            known = ", ".join(map(str, list(mapping)[:12]))
+            raise TaskError(f"{where}: {split} label {v!r} is not among the training labels "
+                            f"({known})")
+    return out
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int):
+    """Indices (keep, held out): each class (of a per-sequence label) shuffled with `seed` and
+    round(fraction * count) of it held out (at least 1 when the class has 2 or more)."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n = min(max(n, 1), len(idx) - 1)
+        else:
+            n = 0
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def random_holdout(n: int, fraction: float, seed: int):
+    """Indices (keep, held out) of a seeded random split (per-step labelled sequences)."""
+    idx = np.random.default_rng(seed).permutation(n)
+    k = min(max(int(round(fraction * n)), 1), n - 1) if n >= 2 else 0
+    return np.sort(idx[k:]), np.sort(idx[:k])
+
+
+def channel_stats(seqs: list[np.ndarray]) -> tuple[list, list]:
+    """Per-channel mean and std over every real step (a constant channel gets std 1)."""
+    allx = np.concatenate(seqs, axis=0).astype(np.float64)
+    mean, std = allx.mean(0), allx.std(0)
+    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    return [float(np.float32(v)) for v in mean], [float(np.float32(v)) for v in std]
+
+
+def _pad(seqs, labels, per_step: bool, T: int):
+    N, C = len(seqs), seqs[0].shape[1]
+    x = np.zeros((N, T, C), np.float32)
+    y = np.full((N, T), IGNORE, np.int64) if per_step else np.asarray(labels, np.int64)
+    for i, s in enumerate(seqs):
+        x[i, :len(s)] = s
+        if per_step:
+            y[i, :len(s)] = labels[i]
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def pack(name: str, splits: dict, per_step: bool, class_names: list[str],
+         normalize: bool) -> TaskData:
+    """splits[split] = (sequences [T_i, C], labels: int64 [N] or a list of int64 [T_i])."""
+    lengths = {s: np.array([len(q) for q in seqs], np.int64) for s, (seqs, _) in splits.items()}
+    T = int(max(v.max() for v in lengths.values()))
+    variable = any((v != T).any() for v in lengths.values())
+    fields = {}
+    for split, (seqs, labels) in splits.items():
+        fields[f"x_{split}"], fields[f"y_{split}"] = _pad(seqs, labels, per_step, T)
+        fields[f"len_{split}"] = torch.from_numpy(lengths[split]) if variable else None
+    mean, std = channel_stats(splits["train"][0]) if normalize else (None, None)
+    return TaskData(**fields, n_in=int(splits["train"][0][0].shape[1]),
+                    n_classes=len(class_names), seq_len=T,
+                    readout="per_step" if per_step else "mean", name=name,
+                    class_names=list(class_names), input_mean=mean, input_std=std)
