@@ -2,8 +2,10 @@
 
 Small hardened networks are built by hand (positions set, no training), converted to int8
 with a few calibration steps and turned into the C package (convert/codegen.py); the package
-is compiled for the host with gcc and the sizes of its state and delay arrays are read from
-the object file's symbol table (`nm -S`), not from the generator's own arithmetic. Boundary
+is compiled for the host with gcc, with the reference kernels (MG_FAST=0) and with the fast
+ones (MG_FAST=1, what a Cortex-M4 build uses), and the sizes of its state and delay arrays
+are read from the object file's symbol table (`nm -S`), not from the generator's own
+arithmetic. Boundary
 cases: spans 256 and 257 (largest delay 255 / 256: one past the uint8 range), a channel whose
 delay is the span's maximum, a channel with only delay 0 (no ring frame) and a layer whose
 delays are all 0 (no ring at all).
@@ -69,11 +71,13 @@ def _package(net: MGradeNet, out: Path) -> Path:
     return out
 
 
-def _symbol_sizes(pkg: Path) -> dict[str, int]:
-    """name -> bytes of every data symbol of the compiled package (mg_model.c)."""
-    obj = pkg / "mg_model.o"
-    subprocess.run(["gcc", "-std=c99", "-O0", "-c", "-I", str(RUNTIME), "-I", str(pkg),
-                    str(pkg / "mg_model.c"), "-o", str(obj)], check=True)
+def _symbol_sizes(pkg: Path, fast: int) -> dict[str, int]:
+    """name -> bytes of every data symbol of the compiled package (mg_model.c), built with
+    the portable reference kernels (MG_FAST=0) or the fast ones (MG_FAST=1, the Cortex-M
+    default)."""
+    obj = pkg / f"mg_model_fast{fast}.o"
+    subprocess.run(["gcc", "-std=c99", "-O0", f"-DMG_FAST={fast}", "-c", "-I", str(RUNTIME),
+                    "-I", str(pkg), str(pkg / "mg_model.c"), "-o", str(obj)], check=True)
     nm = subprocess.run(["nm", "-S", str(obj)], capture_output=True, text=True, check=True)
     sizes = {}
     for line in nm.stdout.splitlines():
@@ -81,6 +85,14 @@ def _symbol_sizes(pkg: Path) -> dict[str, int]:
         if len(parts) == 4:
             sizes[parts[3]] = int(parts[1], 16)
     return sizes
+
+
+def _delay_table(sizes: dict, src: str, layer: int) -> tuple[int, str]:
+    """(bytes, C element type) of the layer's one stored delay table (reference kernels:
+    mg_l<L>_delay, fast kernels: mg_l<L>_delay_cm)."""
+    names = [n for n in (f"mg_l{layer}_delay", f"mg_l{layer}_delay_cm") if n in sizes]
+    assert len(names) == 1, f"layer {layer}: delay tables {names}"
+    return sizes[names[0]], _elem_type(src, names[0])
 
 
 def _elem_type(src: str, name: str) -> str:
@@ -95,8 +107,12 @@ def test_report_equals_package_allocation(name, cfg_kw, positions, tmp_path):
     rep = memory_report(net)
     assert rep["hardened"]
     pkg = _package(net, tmp_path / "pkg")
-    sizes = _symbol_sizes(pkg)
     src = (pkg / "mg_model.c").read_text()
+    for fast in (0, 1):
+        _check_against(name, cfg_kw, positions, net, rep, _symbol_sizes(pkg, fast), src)
+
+
+def _check_against(name, cfg_kw, positions, net, rep, sizes, src):
     H, N = cfg_kw["d_model"], cfg_kw["n_taps"]
     for L, (block, row) in enumerate(zip(net.blocks, rep["layers"][1:-1])):
         counts, trimmed = row["counts"], row["trimmed"]
@@ -110,10 +126,10 @@ def test_report_equals_package_allocation(name, cfg_kw, positions, tmp_path):
         assert counts["rnn_state"] == h == (H if cfg_kw.get("use_rnn", True) else 0)
         assert trimmed["int8_state_bytes"] == ring + h
         # stored delays: the package's table, its element width from the symbol size
-        delay_bytes = sizes[f"mg_l{L}_delay"]
+        delay_bytes, ctype = _delay_table(sizes, src, L)
         assert delay_bytes % (N * H) == 0
         width = delay_bytes // (N * H)
-        assert width == {"uint8_t": 1, "uint16_t": 2}[_elem_type(src, f"mg_l{L}_delay")]
+        assert width == {"uint8_t": 1, "uint16_t": 2}[ctype]
         assert counts["delays"] * width == delay_bytes
         int8_params_no_delays = (counts["weights"] + counts["conv_taps"]
                                  + 4 * counts["biases"] + counts["norm"])
