@@ -58,11 +58,12 @@ LINK_T = ("tests/test_link.py", "tests/test_protocol.py",
 FRAMING_T = ("tests/test_bite_framing.py", "tests/test_protocol.py")
 C_FRAMING_T = ("tests/test_bite_framing.py",) + LINK_T
 MEMORY_T = ("tests/test_memory.py", "tests/test_memory_device.py")
-DURABLE_T = ("tests/test_robustness.py",
-             "tests/test_train.py::test_resume_after_kill_gives_identical_weights",
+DURABLE_T = ("tests/test_train.py::test_resume_after_kill_gives_identical_weights",
              "tests/test_train.py::test_sigint_saves_and_resumes",
              "tests/test_train.py::test_resume_with_other_architecture_is_refused",
-             "tests/test_train.py::test_corrupt_checkpoint_is_a_clear_error")
+             "tests/test_train.py::test_corrupt_checkpoint_is_a_clear_error",
+             "tests/test_robustness.py::test_kill_mid_checkpoint_write_keeps_the_previous_checkpoint",
+             "tests/test_robustness.py::test_broken_checkpoints_are_clear_errors")
 
 # Not listed: equivalent mutants (the chunk length of the scan, the direct/FFT threshold of the
 # convolution: every choice gives the same result within float rounding; the log-space scan's
