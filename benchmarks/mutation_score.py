@@ -62,7 +62,8 @@ DURABLE_T = ("tests/test_train.py::test_resume_after_kill_gives_identical_weight
              "tests/test_train.py::test_sigint_saves_and_resumes",
              "tests/test_train.py::test_resume_with_other_architecture_is_refused",
              "tests/test_train.py::test_corrupt_checkpoint_is_a_clear_error",
-             "tests/test_robustness.py::test_kill_mid_checkpoint_write_keeps_the_previous_checkpoint",
+             "tests/test_robustness.py::"
+             "test_kill_mid_checkpoint_write_keeps_the_previous_checkpoint",
              "tests/test_robustness.py::test_broken_checkpoints_are_clear_errors")
 
 # Not listed: equivalent mutants (the chunk length of the scan, the direct/FFT threshold of the
@@ -402,8 +403,9 @@ def run_one(m: Mutation, timeout: float, slow: bool, keep: bool) -> tuple[str, f
             return "SURVIVED", time.monotonic() - t0, ""
         if res.returncode == 1:
             return "CAUGHT", time.monotonic() - t0, first
+        tail = (res.stdout + res.stderr).strip().splitlines()
         return f"ERROR (pytest exit {res.returncode})", time.monotonic() - t0, \
-            (res.stdout + res.stderr).strip().splitlines()[-1:][0] if (res.stdout + res.stderr).strip() else ""
+            tail[-1] if tail else ""
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -414,7 +416,8 @@ def _pick(args) -> list[Mutation] | str:
     if args.area:
         areas = set(args.area.split(","))
         if areas - set(AREAS):
-            return f"unknown area(s): {', '.join(sorted(areas - set(AREAS)))} (areas: {', '.join(AREAS)})"
+            return (f"unknown area(s): {', '.join(sorted(areas - set(AREAS)))} "
+                    f"(areas: {', '.join(AREAS)})")
         chosen = [m for m in chosen if m.area in areas]
     if args.only:
         ids = set(args.only.split(","))
