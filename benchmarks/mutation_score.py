@@ -64,7 +64,8 @@ DURABLE_T = ("tests/test_train.py::test_resume_after_kill_gives_identical_weight
              "tests/test_train.py::test_corrupt_checkpoint_is_a_clear_error",
              "tests/test_robustness.py::"
              "test_kill_mid_checkpoint_write_keeps_the_previous_checkpoint",
-             "tests/test_robustness.py::test_broken_checkpoints_are_clear_errors")
+             "tests/test_robustness.py::test_broken_checkpoints_are_clear_errors",
+             "tests/test_bite_resume.py")
 
 # Not listed: equivalent mutants (the chunk length of the scan, the direct/FFT threshold of the
 # convolution: every choice gives the same result within float rounding; the log-space scan's
