@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import random
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
