@@ -19,13 +19,17 @@ def test_counts_and_bytes_by_hand():
     # biases: encoder 4, fc1 8, fc2 4, minGRU 8, readout 3
     assert c["biases"] == 27
     assert c["norm"] == 16 and c["conv_taps"] == 8 and c["delays"] == 8
-    assert c["ring_plain"] == 6 * 4 and c["rnn_state"] == 4 and c["acc"] == 3
+    # plain ring: K - 1 = 5 past frames x 4 channels (the current frame is not state)
+    assert c["ring_plain"] == 5 * 4 and c["rnn_state"] == 4 and c["acc"] == 3
     plain = rep["total"]["plain"]
     assert plain["param_values"] == 112 + 8 + 27 + 16 + 8
-    assert plain["state_values"] == 24 + 4 + 3
-    assert plain["fp32_bytes"] == 4 * (171 + 31)
-    # int8: 1 B per weight/tap/norm value/delay/state value, 4 B per bias and accumulator
-    assert plain["int8_bytes"] == 112 + 8 + 4 * 27 + 16 + 8 + 24 + 4 + 4 * 3
+    assert plain["state_values"] == 20 + 4 + 3
+    assert plain["fp32_bytes"] == 4 * (171 + 27)
+    # int8: 1 B per weight/tap/norm value/state value, 2 B per delay (uint16_t), 4 B per bias
+    # and accumulator
+    assert plain["int8_bytes"] == 112 + 8 + 4 * 27 + 16 + 2 * 8 + 20 + 4 + 4 * 3
+    assert plain["int8_param_bytes"] == 112 + 8 + 4 * 27 + 16 + 2 * 8
+    assert plain["int8_state_bytes"] == 20 + 4 + 4 * 3
     assert "trimmed" not in rep["total"] and not rep["hardened"]
 
 
@@ -34,9 +38,10 @@ def test_trimmed_rings_after_harden():
     with torch.no_grad():
         net.blocks[0].conv.positions.copy_(torch.tensor([[0., 2.], [1., 5.], [3., 3.], [0., 0.]]))
     rep = memory_report(net.harden())
-    assert rep["total"]["counts"]["ring_trimmed"] == 3 + 6 + 4 + 1
+    # per channel its largest delay: 2, 5, 3, 0 (a channel with only delay 0 keeps no frame)
+    assert rep["total"]["counts"]["ring_trimmed"] == 2 + 5 + 3 + 0
     saved = rep["total"]["plain"]["int8_bytes"] - rep["total"]["trimmed"]["int8_bytes"]
-    assert saved == 24 - 14
+    assert saved == 20 - 10
     assert "saved" in format_report(rep)
 
 
@@ -44,4 +49,4 @@ def test_baselines_have_no_ring_or_no_state():
     rnn_only = memory_report(small_net(use_conv=False))["total"]["counts"]
     assert rnn_only["ring_plain"] == 0 and rnn_only["rnn_state"] == 4
     conv_only = memory_report(small_net(use_rnn=False))["total"]["counts"]
-    assert conv_only["rnn_state"] == 0 and conv_only["ring_plain"] == 24
+    assert conv_only["rnn_state"] == 0 and conv_only["ring_plain"] == 20

@@ -208,9 +208,9 @@ def test_memory_report_cli(tmp_path):
     rep = json.loads(out.stdout)
     total = rep["total"]
     assert rep["hardened"]
-    # 1 layer, H=8, K=8: plain ring 8 frames x 8 channels; trimmed <= plain
-    assert total["counts"]["ring_plain"] == 64
-    assert total["counts"]["ring_trimmed"] <= 64
+    # 1 layer, H=8, K=8: plain ring 7 past frames x 8 channels; trimmed <= plain
+    assert total["counts"]["ring_plain"] == 56
+    assert total["counts"]["ring_trimmed"] <= 56
     assert total["trimmed"]["int8_bytes"] <= total["plain"]["int8_bytes"]
     table = subprocess.run([sys.executable, "-m", "training.memory", str(cfg)], cwd=ROOT,
                            capture_output=True, text=True)

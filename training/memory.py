@@ -4,12 +4,18 @@
 
 Parameters are the inference values: weights, biases, norm affines (BatchNorm folds to a
 per-channel scale and shift) and the integer delays; learned positions are training-only.
-State is what the streaming step carries from one frame to the next:
-  - delay buffer, plain: K frames x H channels (delay 0 .. K-1, the current frame included);
-  - delay buffer, trimmed (hardened checkpoints): per channel, its largest delay + 1 frames;
+State is what the streaming step carries from one frame to the next. The current frame (delay
+0) is computed in the step itself and is not state, so a ring for delays up to D holds D past
+frames (t-1 .. t-D), exactly what the generated C package (convert/codegen_mgrade.py)
+allocates:
+  - delay buffer, plain: (K - 1) frames x H channels (any delay 0 .. K-1 possible);
+  - delay buffer, trimmed (hardened checkpoints): per channel c, R_c = its largest delay
+    frames (0 for a channel whose taps all sit at delay 0), sum_c R_c bytes in int8;
   - minGRU state: H values; readout accumulator: n_classes values.
 Bytes: fp32 = 4 per value. int8 = 1 per weight, norm value and state value, 4 per bias and
-per accumulator value (int32, as TFLite stores them), 1 per delay (2 when K > 256).
+per accumulator value (int32, as TFLite stores them), DELAY_BYTES = 2 per delay (uint16_t, as
+the C package stores them whatever the span). Not counted: the package's per-channel ring
+layout tables (R_c and offsets) and its step counter.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ import torch.nn as nn
 from training.config import ConfigError, load_config
 from training.layers import BatchNormChannels, MGradeBlock
 from training.model import MGradeNet
+
+DELAY_BYTES = 2      # the C package stores every delay as uint16_t (codegen_mgrade.py)
 
 
 def _linear(layer) -> dict:
@@ -56,21 +64,20 @@ def block_counts(block: MGradeBlock, span: int) -> dict:
         conv = block.conv
         c["conv_taps"] = conv.weight.numel()
         c["delays"] = conv.weight.numel()
-        c["ring_plain"] = span * H
-        c["ring_trimmed"] = int((conv.delays().max(dim=1).values + 1).sum())
+        c["ring_plain"] = (span - 1) * H
+        c["ring_trimmed"] = int(conv.delays().max(dim=1).values.sum())
     if block.rnn is not None:
         c = _sum(c, _linear(block.rnn.proj))
         c["rnn_state"] = H
     return c
 
 
-def bytes_of(c: dict, span: int, trimmed: bool) -> dict:
+def bytes_of(c: dict, trimmed: bool) -> dict:
     ring = c["ring_trimmed"] if trimmed else c["ring_plain"]
     params = c["weights"] + c["conv_taps"] + c["biases"] + c["norm"]
     state = ring + c["rnn_state"] + c.get("acc", 0)
-    delay_bytes = 1 if span <= 256 else 2
     int8_params = c["weights"] + c["conv_taps"] + 4 * c["biases"] + c["norm"] + \
-        delay_bytes * c["delays"]
+        DELAY_BYTES * c["delays"]
     int8_state = ring + c["rnn_state"] + 4 * c.get("acc", 0)
     return {"param_values": params + c["delays"], "state_values": state,
             "fp32_bytes": 4 * (params + c["delays"] + state),
@@ -94,15 +101,15 @@ def memory_report(net: MGradeNet) -> dict:
     hardened = net.hardened and bool(net.delay_convs())
     report = {"train_params": net.n_params(), "span": span, "hardened": hardened,
               "layers": [], "total": {"counts": total,
-                                      "plain": bytes_of(total, span, trimmed=False)}}
+                                      "plain": bytes_of(total, trimmed=False)}}
     for layer in layers:
         row = {"name": layer["name"], "counts": {k: layer[k] for k in keys},
-               "plain": bytes_of(layer, span, trimmed=False)}
+               "plain": bytes_of(layer, trimmed=False)}
         if hardened:
-            row["trimmed"] = bytes_of(layer, span, trimmed=True)
+            row["trimmed"] = bytes_of(layer, trimmed=True)
         report["layers"].append(row)
     if hardened:
-        report["total"]["trimmed"] = bytes_of(total, span, trimmed=True)
+        report["total"]["trimmed"] = bytes_of(total, trimmed=True)
     return report
 
 
