@@ -714,7 +714,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     for f in delays:
         lm = layers[f.layer]
         span = lm.get("kernel_span", meta.get("kernel_span"))
-        plain_frames = int(span) if span is not None else int(f.delays.max()) + 1
+        # a plain (untrimmed) ring holds the K - 1 past frames of delays 1..K-1 per channel
+        plain_frames = int(span) - 1 if span is not None else int(f.delays.max())
         offs = np.concatenate([[0], np.cumsum(f.ring_len)[:-1]]).astype(np.int64)
         ring_info.append(dict(layer=f.layer, bytes=int(f.ring_len.sum()), offsets=offs,
                               graph_bytes=f.graph_ring_frames * H, plain_frames=plain_frames,
@@ -1026,8 +1027,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                f"input: R * H, R = {f.graph_ring_frames} */",
                f"#define {PU}_MODEL_RING{L}_PLAIN_BYTES {ri['plain_bytes']}   /* plain buffer: "
                f"{ri['plain_frames']} frames x H"
-               + (" (kernel_span) */" if ri["kernel_span"] is not None
-                  else " (max delay + 1: no kernel_span in the metadata) */")]
+               + (" (kernel_span - 1 past frames) */" if ri["kernel_span"] is not None
+                  else " (max delay: no kernel_span in the metadata) */")]
     hh += [f"#define {PU}_MODEL_RING_BYTES {ring_total}",
            f"#define {PU}_MODEL_RING_GRAPH_BYTES {graph_total}",
            f"#define {PU}_MODEL_RING_PLAIN_BYTES {plain_total}",

@@ -126,13 +126,13 @@ def test_trimmed_ring_bytes(gen, model_dir):
         d = np.asarray(layer["delays"])
         trimmed = int(d.max(axis=1).sum())                # sum_c R_c
         span = layer.get("kernel_span", meta.get("kernel_span"))
-        k = int(span) if span is not None else int(d.max()) + 1
+        k = int(span) - 1 if span is not None else int(d.max())   # plain ring: K - 1 past frames
         assert _num(h[f"MG_MODEL_RING{i}_BYTES"]) == trimmed
         assert _num(h[f"MG_MODEL_RING{i}_GRAPH_BYTES"]) == layer["ring_frames"] * H
         assert _num(h[f"MG_MODEL_RING{i}_PLAIN_BYTES"]) == k * H
         total, plain, graph = total + trimmed, plain + k * H, graph + layer["ring_frames"] * H
         lines.append(f"layer {i}: {trimmed} B trimmed vs {k * H} B plain ({k} frames x {H}"
-                     f"{', K = kernel_span' if span is not None else ', K = max delay + 1'})")
+                     f"{', K - 1 past frames' if span is not None else ', max delay frames'})")
     assert _num(h["MG_MODEL_RING_BYTES"]) == total
     assert _num(h["MG_MODEL_RING_PLAIN_BYTES"]) == plain
     assert total <= graph <= plain
