@@ -4,7 +4,7 @@
                                           [--json OUT.json] [--md OUT.md]
 
 A NumPy fake-quantization simulation of the converted step graph: it walks the .tflite's own
-operators (its int8 weights, its tensor scales and zero points) in float64 over a batch of
+operators (its int8 weights, its tensor scales and zero points) in float32 over a batch of
 test sequences, and rounds and clips every activation tensor to its int8 grid, except the
 tensors of the groups kept in float. Rows:
 
@@ -13,7 +13,9 @@ tensors of the groups kept in float. Rows:
   rounding by at most an LSB here and there);
 * `float: G`: group G kept in float, every other group int8 (how much G costs);
 * `only int8: G`: group G int8, every other group float (G's cost on its own);
-* `int8 weights, float activations`: the weight quantization alone.
+* `int8 weights, float activations`: the weight quantization alone;
+* `int16: G+..`: the groups G at int16 (symmetric, over the int8 tensor's range), the rest int8:
+  what a 16-bit state path would recover.
 
 Groups (per layer, all layers together): `input` (the frame x), `frames` (each layer's input
 frame = the encoder or the previous post-norm output, its delay ring and the gathered taps),
@@ -39,6 +41,9 @@ from convert.codegen_mgrade import match, mgrade_metadata
 from convert.graph import gather_indices
 from convert.tflite_reader import Model, read_tflite
 
+# rows with a group set simulated at int16 (symmetric, the int8 tensor's range): the fix
+# candidates (the minGRU state path)
+WIDE_ROWS = (("state",), ("state", "update"), ("state", "update", "gate_z"))
 GROUPS = ("input", "frames", "conv", "gate_z", "cand", "update", "state", "mix", "mlp",
           "postnorm", "readout")
 
@@ -110,20 +115,20 @@ def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
 # the fake-quantized step
 
 def _deq(t) -> np.ndarray:
-    """A constant tensor as float64 (per-axis scales broadcast along its quantized axis)."""
-    data = t.data.astype(np.float64)
+    """A constant tensor as float32 (per-axis scales broadcast along its quantized axis)."""
+    data = t.data.astype(np.float32)
     if t.quant is None:
         return data
     s, zp = t.quant.scale.astype(np.float64), t.quant.zero_point.astype(np.float64)
     if s.size > 1:
         shape = [1] * data.ndim
         shape[t.quant.axis] = s.size
-        return (data - zp.reshape(shape)) * s.reshape(shape)
-    return (data - zp[0]) * s[0]
+        return ((data - zp.reshape(shape)) * s.reshape(shape)).astype(np.float32)
+    return ((data - zp[0]) * s[0]).astype(np.float32)
 
 
 class FakeQuantStep:
-    """The .tflite step on a batch, in float64, with the int8 rounding of chosen groups.
+    """The .tflite step on a batch, in float32, with the int8 rounding of chosen groups.
 
     sim = FakeQuantStep(model_bytes); sim.quantized = {"state", ...}
     logits = sim.run(x)       # x float [B, T, n_in] -> per-step logits float [B, T, n]
@@ -136,19 +141,36 @@ class FakeQuantStep:
             raise ValueError("not an mGRADE step model (no metadata)")
         self.role = tensor_groups(self.model, self.meta)
         self.quantized = set(GROUPS)
+        self.wide: set[str] = set()            # quantized groups simulated at int16
         self.const = {t.index: _deq(t) for t in self.model.tensors if t.is_const}
         self.inp = dict(zip(self.meta["inputs"], self.model.inputs))
         self.out = dict(zip(self.meta["outputs"], self.model.outputs))
+        T = self.model.tensors
+        # outputs of pure copies (CONCATENATION, GATHER, RESHAPE) with their input's grid
+        self.copies = {op.outputs[0] for op in self.model.operators
+                       if op.op in ("CONCATENATION", "GATHER", "RESHAPE")
+                       and all(T[i].quant is not None and T[op.outputs[0]].quant is not None
+                               and T[i].quant.scale[0] == T[op.outputs[0]].quant.scale[0]
+                               and T[i].quant.zero_point[0] == T[op.outputs[0]].quant.zero_point[0]
+                               for i in op.inputs[:1 if op.op != "CONCATENATION" else None])}
         self.record: set[int] = set()          # tensors whose values run() keeps per step
         self.trace: dict[int, list] = {}
 
     def q(self, t: int, v: np.ndarray) -> np.ndarray:
         """Round and clip v to tensor t's int8 grid if t's group is quantized."""
-        if self.role.get(t) not in self.quantized:
+        group = self.role.get(t)
+        if group not in self.quantized or t in self.copies:
             return v
         qt = self.model.tensors[t].quant
         s, zp = float(qt.scale[0]), float(qt.zero_point[0])
-        return (np.clip(np.round(v / s) + zp, -128, 127) - zp) * s
+        lo, hi = -128 - zp, 127 - zp
+        if group in self.wide:              # int16, symmetric, over the int8 tensor's range
+            s = max(-lo, hi) * s / 32767
+            lo, hi = -32767, 32767
+        r = np.rint(v / s)
+        np.clip(r, lo, hi, out=r)
+        r *= s
+        return r
 
     def _op(self, op, val: dict, B: int):
         T, C = self.model.tensors, self.const
@@ -163,10 +185,21 @@ class FakeQuantStep:
             y = (a[0] * a[1]).sum(axis=2, keepdims=True)
             if len(a) > 2 and a[2] is not None:
                 y = y + a[2]
-        elif kind == "CONCATENATION":
-            y = np.concatenate(a, axis=op.options.get("axis", 1))
+        elif kind == "CONCATENATION":          # (frame, ring): gathered from lazily
+            if len(a) != 2 or op.options.get("axis", 1) not in (1, -1):
+                raise ValueError("only CONCATENATION(frame, ring, axis=1) is simulated")
+            y = tuple(a)
         elif kind == "GATHER":
-            y = np.take(a[0], a[1].astype(np.int64), axis=1)
+            idx = a[1].astype(np.int64)
+            if isinstance(a[0], tuple):
+                frame, ring = a[0]
+                n0 = frame.shape[1]
+                y = np.empty((B, idx.size), np.float32)
+                low = idx < n0
+                y[:, low] = frame[:, idx[low]]
+                y[:, ~low] = ring[:, idx[~low] - n0]
+            else:
+                y = np.take(a[0], idx, axis=1)
         elif kind == "RESHAPE":
             y = a[0].reshape((B,) + T[op.outputs[0]].shape[1:])
         elif kind == "ADD":
@@ -191,19 +224,19 @@ class FakeQuantStep:
         return y
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """x float [B, T, n_in] -> per-step logits [B, T, n_classes] (float64)."""
+        """x float [B, T, n_in] -> per-step logits [B, T, n_classes] (float32)."""
         B, T_len, _ = x.shape
         H, layers = self.meta["channels"], self.meta["layers"]
         state = {}
         for i, lm in enumerate(layers):
             if lm["ring_frames"] > 0:
-                state[f"ring{i}"] = np.zeros((B, lm["ring_frames"] * H))
+                state[f"ring{i}"] = np.zeros((B, lm["ring_frames"] * H), np.float32)
             if lm["rnn"]:
-                state[f"h{i}"] = np.zeros((B, H))
+                state[f"h{i}"] = np.zeros((B, H), np.float32)
         self.trace = {t: [] for t in self.record}
         logits = []
         for t in range(T_len):
-            val = {self.inp["x"]: self.q(self.inp["x"], x[:, t].astype(np.float64))}
+            val = {self.inp["x"]: self.q(self.inp["x"], x[:, t].astype(np.float32))}
             for name, v in state.items():
                 val[self.inp[name]] = v
             for i, lm in enumerate(layers):
@@ -249,21 +282,26 @@ def row_stats(logits: np.ndarray, ref: np.ndarray, y: np.ndarray, ref_pred: np.n
 
 
 def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarray,
-                batch: int = 500, progress=None) -> dict:
+                batch: int = 500, progress=None, quick: bool = False) -> dict:
     """Every row of the table on x [B, T, n_in] (float), labels y [B], float per-step logits
     ref [B, T, n]. Returns {"positions": [...], "rows": {name: row_stats}}."""
     sim = FakeQuantStep(model_bytes)
     present = sorted(set(sim.role.values()), key=GROUPS.index)
-    configs = {"all int8": set(GROUPS), "int8 weights, float activations": set()}
+    configs = {"all int8": (set(GROUPS), set()),
+               "int8 weights, float activations": (set(), set())}
     for g in present:
-        configs[f"float: {g}"] = set(GROUPS) - {g}
-    for g in present:
-        configs[f"only int8: {g}"] = {g}
+        configs[f"float: {g}"] = (set(GROUPS) - {g}, set())
+    if not quick:
+        for g in present:
+            configs[f"only int8: {g}"] = ({g}, set())
+    for wide in WIDE_ROWS:
+        if set(wide) <= set(present):
+            configs[f"int16: {'+'.join(wide)}"] = (set(GROUPS), set(wide))
     at = positions(x.shape[1])
     ref_pred = ref.sum(axis=1).argmax(-1)
     rows = {"float (hardened net)": row_stats(ref, ref, y, ref_pred, at)}
-    for name, groups in configs.items():
-        sim.quantized = groups
+    for name, (groups, wide) in configs.items():
+        sim.quantized, sim.wide = groups, wide
         logits = np.concatenate([sim.run(x[i:i + batch]) for i in range(0, len(x), batch)])
         rows[name] = row_stats(logits, ref, y, ref_pred, at)
         if progress:
@@ -302,6 +340,8 @@ def main(argv=None) -> int:
     p.add_argument("--tflm", action="store_true",
                    help="also stream the sequences through TFLite-Micro (slow) to check the "
                         "all-int8 row")
+    p.add_argument("--quick", action="store_true",
+                   help="leave out the `only int8: G` rows")
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--md", help="write the table as Markdown here")
     args = p.parse_args(argv)
@@ -341,7 +381,7 @@ def main(argv=None) -> int:
         print(f"{name:36s} acc {100 * r['acc']:6.2f}%  agree {100 * r['agree']:5.1f}%  drift "
               + " ".join(f"{d:.3f}" for d in r["drift"]), flush=True)
 
-    res = attribution(model_bytes, x, y, ref, progress=show)
+    res = attribution(model_bytes, x, y, ref, progress=show, quick=args.quick)
     tflm_acc = None
     if args.tflm:
         from convert.stream import Streamer, predictions
