@@ -340,6 +340,9 @@ def main(argv=None) -> int:
     p.add_argument("--tflm", action="store_true",
                    help="also stream the sequences through TFLite-Micro (slow) to check the "
                         "all-int8 row")
+    p.add_argument("--state16-tflm", type=int, default=0, metavar="N",
+                   help="also stream N sequences through TFLite-Micro with the minGRU state "
+                        "path rewritten to int16 (convert/widen.py)")
     p.add_argument("--quick", action="store_true",
                    help="leave out the `only int8: G` rows")
     p.add_argument("--json", help="write the rows as JSON here")
@@ -390,7 +393,19 @@ def main(argv=None) -> int:
         preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(len(xq))])
         tflm_acc = float((preds == y).mean())
         print(f"TFLite-Micro int8: {100 * tflm_acc:.2f}%")
-    res.update({"run": str(run), "tflite": str(tfl), "task": data.name, "n_test": len(y),
+    state16_acc = None
+    if args.state16_tflm:
+        from convert.quantize import read_metadata
+        from convert.stream import Streamer, predictions
+        from convert.widen import widen_state
+        wide = widen_state(model_bytes, read_metadata(model_bytes)["layers"])
+        s = Streamer(wide, "tflm")
+        n = min(args.state16_tflm, len(y))
+        xq = s.quantize_input(x_t[:n].numpy())
+        preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(n)])
+        state16_acc = float((preds == y[:n]).mean())
+        print(f"TFLite-Micro, int16 state path: {100 * state16_acc:.2f}% on {n} sequences")
+    res.update({"state16_tflm_acc": state16_acc, "run": str(run), "tflite": str(tfl), "task": data.name, "n_test": len(y),
                 "offset": args.offset, "tflm_acc": tflm_acc})
     md = markdown(res, f"{data.name}: {run} ({len(y)} test sequences)", tflm_acc)
     print(md)
