@@ -33,8 +33,10 @@ def _sym16(q) -> float:
     return r / 32767.0
 
 
-def widen_state(model_bytes: bytes, meta_layers: list[dict]) -> bytes:
-    """The int8 step model with every minGRU state path in int16 (see the module doc)."""
+def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True) -> bytes:
+    """The int8 step model with every minGRU state path in int16 (see the module doc).
+    gate16=False keeps LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16
+    after it: no int16 LOGISTIC needed, only QUANTIZE, SUB, MUL and ADD in int16."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     from convert.quantize import _load, _pack
@@ -104,21 +106,26 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict]) -> bytes:
         # new and retyped tensors
         hnew8 = new_tensor(hnew, "_int8", T[hnew].type, float(T[hnew].quantization.scale[0]),
                            int(T[hnew].quantization.zeroPoint[0]))
-        zpre16 = new_tensor(zpre, "_int16", I16, _sym16(T[zpre].quantization), 0)
         g16 = new_tensor(gt, "_int16", I16, _sym16(T[gt].quantization), 0)
         s_state = _sym16(T[hnew].quantization)
-        set16(z, 1.0 / 32768.0)
+        if gate16:
+            zpre16 = new_tensor(zpre, "_int16", I16, _sym16(T[zpre].quantization), 0)
+            set16(z, 1.0 / 32768.0)
+            sig.inputs = [zpre16]
+            g.operators.insert(g.operators.index(sig), quantize_op(zpre, zpre16))
+        else:
+            z16 = new_tensor(z, "_int16", I16, 1.0 / 32768.0, 0)
+            mul.inputs = [z16 if t == z else t for t in mul.inputs]
+            g.operators.insert(g.operators.index(sig) + 1, quantize_op(z, z16))
         set16(sub.outputs[0], _sym16(T[sub.outputs[0]].quantization))
         set16(mul.outputs[0], _sym16(T[mul.outputs[0]].quantization))
         set16(h, s_state)
         set16(hnew, s_state)
         # rewire
-        sig.inputs = [zpre16]
         sub.inputs = [g16, h]
         for op in users:
             op.inputs = [hnew8 if t == hnew else t for t in op.inputs]
         ops = g.operators
-        ops.insert(ops.index(sig), quantize_op(zpre, zpre16))
         ops.insert(ops.index(sub), quantize_op(gt, g16))
         ops.insert(ops.index(add_h) + 1, quantize_op(hnew, hnew8))
     return _pack(model)
