@@ -282,7 +282,8 @@ def row_stats(logits: np.ndarray, ref: np.ndarray, y: np.ndarray, ref_pred: np.n
 
 
 def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarray,
-                batch: int = 500, progress=None, quick: bool = False) -> dict:
+                batch: int = 500, progress=None, quick: bool = False,
+                only: list[str] | None = None) -> dict:
     """Every row of the table on x [B, T, n_in] (float), labels y [B], float per-step logits
     ref [B, T, n]. Returns {"positions": [...], "rows": {name: row_stats}}."""
     sim = FakeQuantStep(model_bytes)
@@ -297,6 +298,8 @@ def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarra
     for wide in WIDE_ROWS:
         if set(wide) <= set(present):
             configs[f"int16: {'+'.join(wide)}"] = (set(GROUPS), set(wide))
+    if only:
+        configs = {k: v for k, v in configs.items() if any(k.startswith(o) for o in only)}
     at = positions(x.shape[1])
     ref_pred = ref.sum(axis=1).argmax(-1)
     rows = {"float (hardened net)": row_stats(ref, ref, y, ref_pred, at)}
@@ -343,6 +346,11 @@ def main(argv=None) -> int:
     p.add_argument("--state16-tflm", type=int, default=0, metavar="N",
                    help="also stream N sequences through TFLite-Micro with the minGRU state "
                         "path rewritten to int16 (convert/widen.py)")
+    p.add_argument("--gate8", action="store_true",
+                   help="with --state16-tflm: keep the gate z on its int8 grid "
+                        "(widen_state(gate16=False))")
+    p.add_argument("--rows", help="comma-separated row name prefixes to run (default: all), "
+                                  "e.g. 'all int8,int16'")
     p.add_argument("--quick", action="store_true",
                    help="leave out the `only int8: G` rows")
     p.add_argument("--json", help="write the rows as JSON here")
@@ -384,7 +392,8 @@ def main(argv=None) -> int:
         print(f"{name:36s} acc {100 * r['acc']:6.2f}%  agree {100 * r['agree']:5.1f}%  drift "
               + " ".join(f"{d:.3f}" for d in r["drift"]), flush=True)
 
-    res = attribution(model_bytes, x, y, ref, progress=show, quick=args.quick)
+    res = attribution(model_bytes, x, y, ref, progress=show, quick=args.quick,
+                      only=args.rows.split(",") if args.rows else None)
     tflm_acc = None
     if args.tflm:
         from convert.stream import Streamer, predictions
@@ -398,13 +407,15 @@ def main(argv=None) -> int:
         from convert.quantize import read_metadata
         from convert.stream import Streamer, predictions
         from convert.widen import widen_state
-        wide = widen_state(model_bytes, read_metadata(model_bytes)["layers"])
+        wide = widen_state(model_bytes, read_metadata(model_bytes)["layers"],
+                           gate16=not args.gate8)
         s = Streamer(wide, "tflm")
         n = min(args.state16_tflm, len(y))
         xq = s.quantize_input(x_t[:n].numpy())
         preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(n)])
         state16_acc = float((preds == y[:n]).mean())
-        print(f"TFLite-Micro, int16 state path: {100 * state16_acc:.2f}% on {n} sequences")
+        print(f"TFLite-Micro, int16 state path (z {'int8' if args.gate8 else 'int16'}): "
+              f"{100 * state16_acc:.2f}% on {n} sequences")
     res.update({"state16_tflm_acc": state16_acc, "run": str(run), "tflite": str(tfl), "task": data.name, "n_test": len(y),
                 "offset": args.offset, "tflm_acc": tflm_acc})
     md = markdown(res, f"{data.name}: {run} ({len(y)} test sequences)", tflm_acc)
