@@ -35,6 +35,8 @@ class Streamer:
             n_in, n_out = len(self.meta["inputs"]), len(self.meta["outputs"])
             self.in_quant = [self._tflm_quant(self.interp.get_input_details(i))
                              for i in range(n_in)]
+            self.in_dtype = [np.dtype(self.interp.get_input_details(i)["dtype"])
+                             for i in range(n_in)]
             self.out_quant = [self._tflm_quant(self.interp.get_output_details(i))
                               for i in range(n_out)]
         else:
@@ -44,6 +46,7 @@ class Streamer:
             self.in_details = self.interp.get_input_details()
             self.out_details = self.interp.get_output_details()
             self.in_quant = [d["quantization"] for d in self.in_details]
+            self.in_dtype = [np.dtype(d["dtype"]) for d in self.in_details]
             self.out_quant = [d["quantization"] for d in self.out_details]
         self.inputs = {n: i for i, n in enumerate(self.meta["inputs"])}
         self.outputs = {n: i for i, n in enumerate(self.meta["outputs"])}
@@ -72,11 +75,12 @@ class Streamer:
         H, state = self.meta["channels"], {}
         for i, layer in enumerate(self.meta["layers"]):
             if layer["ring_frames"] > 0:
-                zp = self.in_quant[self.inputs[f"ring{i}"]][1]
-                state[f"ring{i}"] = np.full((1, layer["ring_frames"] * H), zp, np.int8)
+                k = self.inputs[f"ring{i}"]
+                state[f"ring{i}"] = np.full((1, layer["ring_frames"] * H), self.in_quant[k][1],
+                                            self.in_dtype[k])
             if layer["rnn"]:
-                zp = self.in_quant[self.inputs[f"h{i}"]][1]
-                state[f"h{i}"] = np.full((1, H), zp, np.int8)
+                k = self.inputs[f"h{i}"]
+                state[f"h{i}"] = np.full((1, H), self.in_quant[k][1], self.in_dtype[k])
         return state
 
     def invoke(self, feed: dict) -> dict:

@@ -1,0 +1,431 @@
+"""Where does the int8 streaming model lose accuracy? Tensor-group attribution over time.
+
+    python -m benchmarks.int8_attribution RUN [--tflite RUN/int8/model.tflite] [--n-test 1000]
+                                          [--json OUT.json] [--md OUT.md]
+
+A NumPy fake-quantization simulation of the converted step graph: it walks the .tflite's own
+operators (its int8 weights, its tensor scales and zero points) in float32 over a batch of
+test sequences, and rounds and clips every activation tensor to its int8 grid, except the
+tensors of the groups kept in float. Rows:
+
+* `all int8`: every group quantized (checked against the real TFLite-Micro accuracy, so the
+  attribution is trustworthy; the int8 kernels' fixed-point arithmetic differs from exact
+  rounding by at most an LSB here and there);
+* `float: G`: group G kept in float, every other group int8 (how much G costs);
+* `only int8: G`: group G int8, every other group float (G's cost on its own);
+* `int8 weights, float activations`: the weight quantization alone;
+* `int16: G+..`: the groups G at int16 (symmetric, over the int8 tensor's range), the rest int8:
+  what a 16-bit state path would recover.
+
+Groups (per layer, all layers together): `input` (the frame x), `frames` (each layer's input
+frame = the encoder or the previous post-norm output, its delay ring and the gathered taps),
+`conv` (the delay conv output and its residual sum), `gate_z` (FC_z, sigmoid z), `cand` (the
+candidate g(p) and its branches), `update` (g - h and z * (g - h)), `state` (h, the minGRU
+state fed back), `mix` (u + h), `mlp` (FC1, FC2, the MLP residual sum), `postnorm` (the
+post-norm scale), `readout` (the per-step logits; the time mean is an exact int32 sum).
+
+Reported per row: the accuracy of the mean readout, agreement with the float (hardened) net,
+the mean |logit - float logit| per step in logit units by sequence position (does it grow
+with t?), and the running-mean prediction accuracy at a few positions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from convert.codegen_mgrade import match, mgrade_metadata
+from convert.graph import gather_indices
+from convert.tflite_reader import Model, read_tflite
+
+# rows with a group set simulated at int16 (symmetric, the int8 tensor's range): the fix
+# candidates (the minGRU state path)
+WIDE_ROWS = (("state",), ("state", "update"), ("state", "update", "gate_z"))
+GROUPS = ("input", "frames", "conv", "gate_z", "cand", "update", "state", "mix", "mlp",
+          "postnorm", "readout")
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor roles
+
+def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
+    """Activation tensor index -> group name (every non-constant tensor an op writes or the
+    graph reads, except the int32 gather indices)."""
+    delays, grus = match(model, meta)
+    T = model.tensors
+    role: dict[int, str] = {}
+    inp = dict(zip(meta["inputs"], model.inputs))
+    out = dict(zip(meta["outputs"], model.outputs))
+    role[inp["x"]] = "input"
+    role[out["logits"]] = "readout"
+    producer = {o: op for op in model.operators for o in op.outputs}
+    for f in delays:
+        role[f.frame] = "frames"
+        for k in f.ops:
+            op = model.operators[k]
+            for t in op.outputs:
+                role[t] = "conv" if op.op == "DEPTHWISE_CONV_2D" else "frames"
+        if f"ring{f.layer}" in inp:
+            role[inp[f"ring{f.layer}"]] = "frames"
+    for f in grus:
+        role[f.h] = role[f.hnew] = "state"
+        gate_fc = f.fc["gate"][0]
+        for k in f.ops:
+            op = model.operators[k]
+            t = op.outputs[0]
+            if t in role:
+                continue
+            if op is gate_fc or (op.op == "LOGISTIC" and producer.get(op.inputs[0]) is gate_fc):
+                role[t] = "gate_z"
+            elif op.op in ("SUB", "MUL"):
+                role[t] = "update"
+            else:
+                role[t] = "cand"
+    conv_out = {t for t, r in role.items() if r == "conv"}
+    state_out = {f.hnew for f in grus}
+    mlp_out: set[int] = set()
+    for op in model.operators:
+        t = op.outputs[0]
+        if t in role or T[t].dtype != np.int8:
+            continue
+        consts = [i for i in op.inputs if i >= 0 and T[i].is_const and op.op in ("MUL", "ADD")]
+        if op.op == "RESHAPE" and op.inputs[0] in conv_out:
+            role[t] = "conv"
+            conv_out.add(t)
+        elif op.op == "ADD" and set(op.inputs) & conv_out:
+            role[t] = "conv"                    # u = frame + conv(frame)
+        elif op.op == "ADD" and set(op.inputs) & state_out:
+            role[t] = "mix"
+        elif op.op == "FULLY_CONNECTED" and op.inputs[0] == inp["x"]:
+            role[t] = "frames"                  # the encoder output is layer 0's frame
+        elif op.op == "FULLY_CONNECTED" or (op.op == "ADD" and set(op.inputs) & mlp_out):
+            role[t] = "mlp"
+            mlp_out.add(t)
+        elif consts:
+            role[t] = "postnorm"
+        else:
+            raise ValueError(f"no group for tensor {t} ({T[t].name}, {op.op})")
+    return role
+
+
+# ---------------------------------------------------------------------------------------------
+# the fake-quantized step
+
+def _deq(t) -> np.ndarray:
+    """A constant tensor as float32 (per-axis scales broadcast along its quantized axis)."""
+    data = t.data.astype(np.float32)
+    if t.quant is None:
+        return data
+    s, zp = t.quant.scale.astype(np.float64), t.quant.zero_point.astype(np.float64)
+    if s.size > 1:
+        shape = [1] * data.ndim
+        shape[t.quant.axis] = s.size
+        return ((data - zp.reshape(shape)) * s.reshape(shape)).astype(np.float32)
+    return ((data - zp[0]) * s[0]).astype(np.float32)
+
+
+class FakeQuantStep:
+    """The .tflite step on a batch, in float32, with the int8 rounding of chosen groups.
+
+    sim = FakeQuantStep(model_bytes); sim.quantized = {"state", ...}
+    logits = sim.run(x)       # x float [B, T, n_in] -> per-step logits float [B, T, n]
+    """
+
+    def __init__(self, model_bytes: bytes):
+        self.model = read_tflite(model_bytes)
+        self.meta = mgrade_metadata(self.model)
+        if self.meta is None:
+            raise ValueError("not an mGRADE step model (no metadata)")
+        self.role = tensor_groups(self.model, self.meta)
+        self.quantized = set(GROUPS)
+        self.wide: set[str] = set()            # quantized groups simulated at int16
+        self.const = {t.index: _deq(t) for t in self.model.tensors if t.is_const}
+        self.inp = dict(zip(self.meta["inputs"], self.model.inputs))
+        self.out = dict(zip(self.meta["outputs"], self.model.outputs))
+        T = self.model.tensors
+        # outputs of pure copies (CONCATENATION, GATHER, RESHAPE) with their input's grid
+        self.copies = {op.outputs[0] for op in self.model.operators
+                       if op.op in ("CONCATENATION", "GATHER", "RESHAPE")
+                       and all(T[i].quant is not None and T[op.outputs[0]].quant is not None
+                               and T[i].quant.scale[0] == T[op.outputs[0]].quant.scale[0]
+                               and T[i].quant.zero_point[0] == T[op.outputs[0]].quant.zero_point[0]
+                               for i in op.inputs[:1 if op.op != "CONCATENATION" else None])}
+        self.record: set[int] = set()          # tensors whose values run() keeps per step
+        self.trace: dict[int, list] = {}
+
+    def q(self, t: int, v: np.ndarray) -> np.ndarray:
+        """Round and clip v to tensor t's int8 grid if t's group is quantized."""
+        group = self.role.get(t)
+        if group not in self.quantized or t in self.copies:
+            return v
+        qt = self.model.tensors[t].quant
+        s, zp = float(qt.scale[0]), float(qt.zero_point[0])
+        lo, hi = -128 - zp, 127 - zp
+        if group in self.wide:              # int16, symmetric, over the int8 tensor's range
+            s = max(-lo, hi) * s / 32767
+            lo, hi = -32767, 32767
+        r = np.rint(v / s)
+        np.clip(r, lo, hi, out=r)
+        r *= s
+        return r
+
+    def _op(self, op, val: dict, B: int):
+        T, C = self.model.tensors, self.const
+        get = lambda i: C[i] if i in C else val[i]  # noqa: E731
+        a = [get(i) if i >= 0 else None for i in op.inputs]
+        kind = op.op
+        if kind == "FULLY_CONNECTED":
+            y = a[0].reshape(B, -1) @ a[1].T
+            if len(a) > 2 and a[2] is not None:
+                y = y + a[2]
+        elif kind == "DEPTHWISE_CONV_2D":
+            y = (a[0] * a[1]).sum(axis=2, keepdims=True)
+            if len(a) > 2 and a[2] is not None:
+                y = y + a[2]
+        elif kind == "CONCATENATION":          # (frame, ring): gathered from lazily
+            if len(a) != 2 or op.options.get("axis", 1) not in (1, -1):
+                raise ValueError("only CONCATENATION(frame, ring, axis=1) is simulated")
+            y = tuple(a)
+        elif kind == "GATHER":
+            idx = a[1].astype(np.int64)
+            if isinstance(a[0], tuple):
+                frame, ring = a[0]
+                n0 = frame.shape[1]
+                y = np.empty((B, idx.size), np.float32)
+                low = idx < n0
+                y[:, low] = frame[:, idx[low]]
+                y[:, ~low] = ring[:, idx[~low] - n0]
+            else:
+                y = np.take(a[0], idx, axis=1)
+        elif kind == "RESHAPE":
+            y = a[0].reshape((B,) + T[op.outputs[0]].shape[1:])
+        elif kind == "ADD":
+            y = a[0] + a[1]
+        elif kind == "SUB":
+            y = a[0] - a[1]
+        elif kind == "MUL":
+            y = a[0] * a[1]
+        elif kind == "MINIMUM":
+            y = np.minimum(a[0], a[1])
+        elif kind == "LOGISTIC":
+            y = 1.0 / (1.0 + np.exp(-a[0]))
+        elif kind == "RELU":
+            y = np.maximum(a[0], 0.0)
+        else:
+            raise ValueError(f"op {kind} is not simulated")
+        act = op.options.get("fused_activation_function", "NONE")
+        if act == "RELU":
+            y = np.maximum(y, 0.0)
+        elif act not in ("NONE", None):
+            raise ValueError(f"fused activation {act} is not simulated")
+        return y
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """x float [B, T, n_in] -> per-step logits [B, T, n_classes] (float32)."""
+        B, T_len, _ = x.shape
+        H, layers = self.meta["channels"], self.meta["layers"]
+        state = {}
+        for i, lm in enumerate(layers):
+            if lm["ring_frames"] > 0:
+                state[f"ring{i}"] = np.zeros((B, lm["ring_frames"] * H), np.float32)
+            if lm["rnn"]:
+                state[f"h{i}"] = np.zeros((B, H), np.float32)
+        self.trace = {t: [] for t in self.record}
+        logits = []
+        for t in range(T_len):
+            val = {self.inp["x"]: self.q(self.inp["x"], x[:, t].astype(np.float32))}
+            for name, v in state.items():
+                val[self.inp[name]] = v
+            for i, lm in enumerate(layers):
+                if lm["ring_frames"] > 0:
+                    val[self.inp[f"idx{i}"]] = gather_indices(np.asarray(lm["delays"]), t,
+                                                              lm["ring_frames"])
+            for op in self.model.operators:
+                val[op.outputs[0]] = self.q(op.outputs[0], self._op(op, val, B))
+            for i, lm in enumerate(layers):
+                R = lm["ring_frames"]
+                if R > 0:
+                    slot = t % R
+                    state[f"ring{i}"][:, slot * H:(slot + 1) * H] = val[self.out[f"frame{i}"]]
+                if lm["rnn"]:
+                    state[f"h{i}"] = val[self.out[f"hnew{i}"]]
+            for k in self.record:
+                self.trace[k].append(val[k].reshape(B, -1).copy())
+            logits.append(val[self.out["logits"]].reshape(B, -1))
+        return np.stack(logits, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+def positions(T_len: int, n: int = 8) -> list[int]:
+    """n step indices (1-based lengths) spread over the sequence, the last one = T."""
+    return sorted({max(1, round(T_len * (k + 1) / n)) for k in range(n)})
+
+
+def row_stats(logits: np.ndarray, ref: np.ndarray, y: np.ndarray, ref_pred: np.ndarray,
+              at: list[int]) -> dict:
+    """logits, ref [B, T, n] per-step logits (simulated, float); accuracy of the mean readout,
+    argmax agreement with ref_pred, mean |diff| per step averaged in len(at) windows, and the
+    running-mean prediction accuracy at the steps `at`."""
+    pred = logits.sum(axis=1).argmax(-1)
+    drift = np.abs(logits - ref).mean(axis=(0, 2))           # [T]
+    edges = [0] + at
+    run = np.cumsum(logits, axis=1)
+    return {"acc": float((pred == y).mean()),
+            "agree": float((pred == ref_pred).mean()),
+            "drift": [float(drift[a:b].mean()) for a, b in zip(edges[:-1], edges[1:])],
+            "acc_at": [float((run[:, a - 1].argmax(-1) == y).mean()) for a in at]}
+
+
+def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarray,
+                batch: int = 500, progress=None, quick: bool = False,
+                only: list[str] | None = None) -> dict:
+    """Every row of the table on x [B, T, n_in] (float), labels y [B], float per-step logits
+    ref [B, T, n]. Returns {"positions": [...], "rows": {name: row_stats}}."""
+    sim = FakeQuantStep(model_bytes)
+    present = sorted(set(sim.role.values()), key=GROUPS.index)
+    configs = {"all int8": (set(GROUPS), set()),
+               "int8 weights, float activations": (set(), set())}
+    for g in present:
+        configs[f"float: {g}"] = (set(GROUPS) - {g}, set())
+    if not quick:
+        for g in present:
+            configs[f"only int8: {g}"] = ({g}, set())
+    for wide in WIDE_ROWS:
+        if set(wide) <= set(present):
+            configs[f"int16: {'+'.join(wide)}"] = (set(GROUPS), set(wide))
+    if only:
+        configs = {k: v for k, v in configs.items() if any(k.startswith(o) for o in only)}
+    at = positions(x.shape[1])
+    ref_pred = ref.sum(axis=1).argmax(-1)
+    rows = {"float (hardened net)": row_stats(ref, ref, y, ref_pred, at)}
+    for name, (groups, wide) in configs.items():
+        sim.quantized, sim.wide = groups, wide
+        logits = np.concatenate([sim.run(x[i:i + batch]) for i in range(0, len(x), batch)])
+        rows[name] = row_stats(logits, ref, y, ref_pred, at)
+        if progress:
+            progress(name, rows[name])
+    return {"positions": at, "groups": present, "rows": rows}
+
+
+def markdown(res: dict, title: str, tflm_acc: float | None = None) -> str:
+    at = res["positions"]
+    head = ["row", "acc %", "vs float", "agree %"] + [f"drift {a}" for a in at] + \
+        [f"acc@{a}" for a in at[len(at) // 2 - 1::len(at) // 4 or 1]]
+    acc_idx = list(range(len(at)))[len(at) // 2 - 1::len(at) // 4 or 1]
+    base = res["rows"]["float (hardened net)"]["acc"]
+    lines = [f"### {title}", ""]
+    if tflm_acc is not None:
+        lines += [f"TFLite-Micro int8 accuracy on the same sequences: {100 * tflm_acc:.2f}%", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in res["rows"].items():
+        cells = [name, f"{100 * r['acc']:.2f}", f"{100 * (r['acc'] - base):+.2f}",
+                 f"{100 * r['agree']:.1f}"] + [f"{d:.3f}" for d in r["drift"]] + \
+            [f"{100 * r['acc_at'][k]:.1f}" for k in acc_idx]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "drift W: mean |logit - float logit| over the steps up to W (since the "
+              "previous column), logit units; acc@t: accuracy of the running-mean readout "
+              "after t steps.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.int8_attribution", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run folder (checkpoint.pt) or checkpoint file")
+    p.add_argument("--tflite", help="converted model (default RUN/int8/model.tflite)")
+    p.add_argument("--n-test", type=int, default=1000, help="test sequences (default 1000)")
+    p.add_argument("--offset", type=int, default=0, help="first test sequence (default 0)")
+    p.add_argument("--tflm", action="store_true",
+                   help="also stream the sequences through TFLite-Micro (slow) to check the "
+                        "all-int8 row")
+    p.add_argument("--state16-tflm", type=int, default=0, metavar="N",
+                   help="also stream N sequences through TFLite-Micro with the minGRU state "
+                        "path rewritten to int16 (convert/widen.py)")
+    p.add_argument("--gate8", action="store_true",
+                   help="with --state16-tflm: keep the gate z on its int8 grid "
+                        "(widen_state(gate16=False))")
+    p.add_argument("--rows", help="comma-separated row name prefixes to run (default: all), "
+                                  "e.g. 'all int8,int16'")
+    p.add_argument("--quick", action="store_true",
+                   help="leave out the `only int8: G` rows")
+    p.add_argument("--json", help="write the rows as JSON here")
+    p.add_argument("--md", help="write the table as Markdown here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from convert.spec import ConvertError
+    from training.checkpoint import CheckpointError, load_model
+    from training.tasks import TaskError, load_task
+
+    run = Path(args.run)
+    tfl = Path(args.tflite) if args.tflite else (run if run.is_dir() else run.parent) / \
+        "int8" / "model.tflite"
+    try:
+        if not tfl.is_file():
+            raise ConvertError(f"{tfl} not found; convert first (python -m convert RUN --out "
+                               f"RUN/int8) or pass --tflite")
+        net, cfg, _ = load_model(str(run))
+        data = load_task(cfg.task.name, cfg.task.params, cfg.task.data_dir or None,
+                         cfg.task.seed)
+    except (ConvertError, CheckpointError, TaskError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if data.readout != "mean":
+        print("error: only mean-readout tasks are attributed", file=sys.stderr)
+        return 2
+    sl = slice(args.offset, args.offset + args.n_test)
+    x_t, y = data.x_test[sl], data.y_test[sl].numpy()
+    net.harden().eval()
+    with torch.no_grad():
+        ref = torch.cat([net(x_t[i:i + 250], per_step=True)
+                         for i in range(0, len(x_t), 250)]).double().numpy()
+    model_bytes = tfl.read_bytes()
+    x = x_t.numpy().astype(np.float64)
+
+    def show(name, r):
+        print(f"{name:36s} acc {100 * r['acc']:6.2f}%  agree {100 * r['agree']:5.1f}%  drift "
+              + " ".join(f"{d:.3f}" for d in r["drift"]), flush=True)
+
+    res = attribution(model_bytes, x, y, ref, progress=show, quick=args.quick,
+                      only=args.rows.split(",") if args.rows else None)
+    tflm_acc = None
+    if args.tflm:
+        from convert.stream import Streamer, predictions
+        s = Streamer(model_bytes, "tflm")
+        xq = s.quantize_input(x_t.numpy())
+        preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(len(xq))])
+        tflm_acc = float((preds == y).mean())
+        print(f"TFLite-Micro int8: {100 * tflm_acc:.2f}%")
+    state16_acc = None
+    if args.state16_tflm:
+        from convert.quantize import read_metadata
+        from convert.stream import Streamer, predictions
+        from convert.widen import widen_state
+        wide = widen_state(model_bytes, read_metadata(model_bytes)["layers"],
+                           gate16=not args.gate8)
+        s = Streamer(wide, "tflm")
+        n = min(args.state16_tflm, len(y))
+        xq = s.quantize_input(x_t[:n].numpy())
+        preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(n)])
+        state16_acc = float((preds == y[:n]).mean())
+        print(f"TFLite-Micro, int16 state path (z {'int8' if args.gate8 else 'int16'}): "
+              f"{100 * state16_acc:.2f}% on {n} sequences")
+    res.update({"state16_tflm_acc": state16_acc, "run": str(run), "tflite": str(tfl), "task": data.name, "n_test": len(y),
+                "offset": args.offset, "tflm_acc": tflm_acc})
+    md = markdown(res, f"{data.name}: {run} ({len(y)} test sequences)", tflm_acc)
+    print(md)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    if args.md:
+        Path(args.md).write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

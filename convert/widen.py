@@ -1,0 +1,163 @@
+"""Opt-in 16-bit minGRU state path: rewrite a full-int8 step .tflite so that each layer's
+state update runs in int16 (TFLite's 16x8 arithmetic), everything else staying int8.
+
+Why (benchmarks/int8_attribution.py): an int8 state moves only when z * (g - h) reaches half
+an LSB of the state range, and z itself is on a 1/256 grid, so channels with slow gates
+freeze or jump on long sequences. In int16 both grids are 128x finer.
+
+Per layer with a minGRU, from the int8 graph
+    z = LOGISTIC(zp);  d = SUB(g, h);  m = MUL(z, d);  hnew = ADD(h, m);  v = ADD(u, hnew)
+to
+    zp16 = QUANTIZE(zp);  z16 = LOGISTIC(zp16)            z16: scale 1/32768 (TFLite's rule)
+    g16 = QUANTIZE(g);  d16 = SUB(g16, h16);  m16 = MUL(z16, d16);  hnew16 = ADD(h16, m16)
+    hnew8 = QUANTIZE(hnew16);  v = ADD(u, hnew8)
+Every new int16 tensor is symmetric (zero point 0, which the int16 kernels require) over the
+range its int8 tensor was calibrated to; the state input h16 and output hnew16 share one scale
+(the state stays tied). The interpreters derive all multipliers from these parameters.
+
+The graph runs on LiteRT and TFLite-Micro (convert/stream.py streams int16 states). The C
+runtime in mcu/ does not implement the int16 path yet (convert/codegen refuses the graph), so
+`python -m convert` does not emit it: benchmarks/int8_attribution.py --state16-tflm measures it.
+"""
+from __future__ import annotations
+
+import copy
+
+from convert.spec import ConvertError
+
+
+def _sym16(q) -> float:
+    """Scale of the int16 symmetric grid covering the int8 quantization q's range."""
+    s, zp = float(q.scale[0]), int(q.zeroPoint[0])
+    r = max(-(-128 - zp) * s, (127 - zp) * s)
+    return r / 32767.0
+
+
+def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True) -> bytes:
+    """The int8 step model with every minGRU state path in int16 (see the module doc).
+    gate16=False keeps LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16
+    after it: no int16 LOGISTIC needed, only QUANTIZE, SUB, MUL and ADD in int16."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from convert.quantize import _load, _pack
+
+    model = _load(model_bytes)
+    g = model.subgraphs[0]
+    T = g.tensors
+    codes = model.operatorCodes
+    op_name = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+    def kind(op):
+        c = codes[op.opcodeIndex]
+        return op_name[max(c.builtinCode, c.deprecatedBuiltinCode)]
+
+    def opcode(name: str) -> int:
+        code = getattr(schema.BuiltinOperator, name)
+        for i, c in enumerate(codes):
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == code:
+                return i
+        oc = schema.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+        codes.append(oc)
+        return len(codes) - 1
+
+    def new_tensor(like: int, name: str, dtype, scale: float, zp: int) -> int:
+        t = copy.deepcopy(T[like])
+        t.name = (T[like].name.decode() if isinstance(T[like].name, bytes)
+                  else T[like].name) + name
+        t.type = dtype
+        t.buffer = 0
+        t.quantization = schema.QuantizationParametersT()
+        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
+        T.append(t)
+        return len(T) - 1
+
+    def set16(t: int, scale: float):
+        T[t].type = schema.TensorType.INT16
+        q = T[t].quantization
+        q.scale, q.zeroPoint, q.min, q.max = [scale], [0], None, None
+
+    def quantize_op(src: int, dst: int):
+        op = schema.OperatorT()
+        op.opcodeIndex = opcode("QUANTIZE")
+        op.inputs, op.outputs = [src], [dst]
+        return op
+
+    producer = {o: op for op in g.operators for o in op.outputs}
+    tensor_in = dict(zip(_input_names(meta_layers), g.inputs))
+    tensor_out = dict(zip(_output_names(meta_layers), g.outputs))
+    I16 = schema.TensorType.INT16
+    for i, layer in enumerate(meta_layers):
+        if not layer["rnn"]:
+            continue
+        h, hnew = tensor_in[f"h{i}"], tensor_out[f"hnew{i}"]
+        add_h = producer[hnew]
+        mt = [t for t in add_h.inputs if t != h]
+        mul = producer.get(mt[0]) if len(mt) == 1 else None
+        if mul is None or kind(add_h) != "ADD" or kind(mul) != "MUL":
+            raise ConvertError(f"layer {i}: the minGRU update is not ADD(h, MUL(z, SUB(g, h)))")
+        k_z = [kind(producer[t]) if t in producer else None for t in mul.inputs].index("LOGISTIC")
+        sig = producer[mul.inputs[k_z]]
+        sub = producer[mul.inputs[1 - k_z]]
+        if kind(sub) != "SUB" or sub.inputs[1] != h:
+            raise ConvertError(f"layer {i}: expected SUB(g, h{i})")
+        gt, zpre, z = sub.inputs[0], sig.inputs[0], sig.outputs[0]
+        users = [op for op in g.operators if hnew in op.inputs]
+        # new and retyped tensors
+        hnew8 = new_tensor(hnew, "_int8", T[hnew].type, float(T[hnew].quantization.scale[0]),
+                           int(T[hnew].quantization.zeroPoint[0]))
+        g16 = new_tensor(gt, "_int16", I16, _sym16(T[gt].quantization), 0)
+        s_state = _sym16(T[hnew].quantization)
+        if gate16:
+            zpre16 = new_tensor(zpre, "_int16", I16, _sym16(T[zpre].quantization), 0)
+            set16(z, 1.0 / 32768.0)
+            sig.inputs = [zpre16]
+            g.operators.insert(g.operators.index(sig), quantize_op(zpre, zpre16))
+        else:
+            z16 = new_tensor(z, "_int16", I16, 1.0 / 32768.0, 0)
+            mul.inputs = [z16 if t == z else t for t in mul.inputs]
+            g.operators.insert(g.operators.index(sig) + 1, quantize_op(z, z16))
+        set16(sub.outputs[0], _sym16(T[sub.outputs[0]].quantization))
+        set16(mul.outputs[0], _sym16(T[mul.outputs[0]].quantization))
+        set16(h, s_state)
+        set16(hnew, s_state)
+        # rewire
+        sub.inputs = [g16, h]
+        for op in users:
+            op.inputs = [hnew8 if t == hnew else t for t in op.inputs]
+        ops = g.operators
+        ops.insert(ops.index(sub), quantize_op(gt, g16))
+        ops.insert(ops.index(add_h) + 1, quantize_op(hnew, hnew8))
+    return _pack(model)
+
+
+def _input_names(layers: list[dict]) -> list[str]:
+    names = ["x"]
+    for i, layer in enumerate(layers):
+        if layer["ring_frames"] > 0:
+            names += [f"ring{i}", f"idx{i}"]
+        if layer["rnn"]:
+            names.append(f"h{i}")
+    return names
+
+
+def _output_names(layers: list[dict]) -> list[str]:
+    names = ["logits"]
+    for i, layer in enumerate(layers):
+        if layer["ring_frames"] > 0:
+            names.append(f"frame{i}")
+        if layer["rnn"]:
+            names.append(f"hnew{i}")
+    return names
+
+
+def state_bytes(model_bytes: bytes) -> int:
+    """Bytes of the minGRU state inputs (the graph's h{l} tensors)."""
+    from convert.quantize import read_metadata
+    from convert.tflite_reader import read_tflite
+
+    meta = read_metadata(model_bytes)
+    m = read_tflite(model_bytes)
+    return sum(m.tensors[t].nbytes for n, t in zip(meta["inputs"], m.inputs)
+               if n.startswith("h"))
+
