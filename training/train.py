@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from training.checkpoint import (FORMAT, CheckpointError, NonFiniteError, build_model,
                                  check_architecture, load_raw, save_atomic)
-from training.config import Config, ConfigError, load_config
+from training.config import Config, ConfigError, config_from_dict, load_config
 from training.evaluate import evaluate, loss_and_correct
 from training.model import sigma_at
 from training.plots import plot_curves
@@ -316,11 +316,25 @@ def flat(cfg: dict) -> dict:
     return {f"{table}.{k}": v for table, items in cfg.items() for k, v in items.items()}
 
 
+def normalised(cfg: dict) -> dict:
+    """A config dict with every default filled in (so that a key left out and the same key
+    given at its default compare equal); a stored config this version cannot read is an
+    error."""
+    from training.tasks import task_defaults
+    try:
+        full = config_from_dict(cfg).to_dict()
+        full["task"] = {**task_defaults(full["task"]["name"]), **full["task"]}
+    except (ConfigError, TaskError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"the config stored in the checkpoint is not valid for this "
+                              f"version ({e}); use another --out") from None
+    return full
+
+
 def check_resume_config(stored: dict, given: dict, allowed: set[str], mid_epoch: bool,
                         out: Path) -> list[str]:
     """Compare a checkpoint's config with the one given to --resume. Returns the notes for
     the allowed changes; raises CheckpointError listing every other difference."""
-    old, new = flat(stored), flat(given)
+    old, new = flat(normalised(stored)), flat(normalised(given))
     diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in HARMLESS_CHANGES}
     def listing(keys):
