@@ -1,6 +1,7 @@
 """Shared fixtures: one small digits model trained and converted once per test session, so the
 convert, runtime, firmware and streaming tests all work on the same real model; and one host
 build of the device app (mcu/, toy model) for the protocol and fuzz tests."""
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "digits_mgrade.toml"
 CI_EPOCHS = 20     # the demo config reaches >= 97% digits test accuracy in 20 epochs
+
+
+def missing_tool(why: str):
+    """A toolchain the test needs is absent: skip on a developer's machine, fail under CI
+    (`CI` set, as .ci/run runs `make test`, which installs every toolchain first), so a
+    missing install step can never turn into silently skipped tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}: `make test` installs it (make toolchain); CI must not skip")
+    pytest.skip(why)
 
 
 def _run(args, timeout=900):
@@ -42,7 +52,7 @@ def host_build(tmp_path_factory):
     """`make -C mcu host` with the toy model, once: (CompletedProcess, build folder holding
     mg_host_device and the sanitized fuzz_proto). Callers check the result themselves."""
     if shutil.which("gcc") is None or shutil.which("make") is None:
-        pytest.skip("gcc/make not available")
+        missing_tool("gcc/make not available")
     out = tmp_path_factory.mktemp("host")
     res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "host",
                           "MODEL_SRC=tests/fixtures/toy_model", f"HOST_BUILD_DIR={out}"],
