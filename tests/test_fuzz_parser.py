@@ -12,8 +12,6 @@ import subprocess
 
 import pytest
 
-from tests.conftest import missing_tool
-
 N_FRAMES = 1_000_000
 
 
@@ -21,7 +19,7 @@ N_FRAMES = 1_000_000
 def fuzzer(host_build):
     res, out = host_build
     if res.returncode != 0 and "sanitize" in res.stderr and "cannot find" in res.stderr:
-        missing_tool("the sanitizer runtimes (libasan/libubsan) are not installed")
+        pytest.skip("the sanitizer runtimes (libasan/libubsan) are not installed")
     assert res.returncode == 0, res.stdout + res.stderr
     exe = out / "fuzz_proto"
     ldd = subprocess.run(["ldd", str(exe)], capture_output=True, text=True).stdout
