@@ -51,10 +51,73 @@ def _die_with_parent() -> None:
         pass
 
 
-class Emulator:
+class LoggedProcess:
+    """The lifecycle every local device launcher shares: a child process (`proc`) serving the
+    device on a local TCP `port`, its output kept in a temporary log file (`log_text()`, still
+    readable after stop). Subclasses implement start() -> url and stop(), and call
+    `_open_log(prefix)` / `_close_log()`."""
+    error = RuntimeError                  # raised for the launcher's own failures
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._log = None
+        self._last_log = ""
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise self.error(f"{type(self).__name__} not started")
+        return f"socket://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _open_log(self, prefix: str):
+        self._log = tempfile.NamedTemporaryFile("w+", prefix=prefix, suffix=".log")
+        return self._log
+
+    def log_text(self) -> str:
+        if self._log is None:
+            return self._last_log
+        self._log.flush()
+        with open(self._log.name, "r", errors="replace") as f:
+            return f.read()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._last_log = self.log_text()
+            self._log.close()
+            self._log = None
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        try:
+            self.stop()
+        except Exception:   # noqa: BLE001
+            pass
+
+
+class Emulator(LoggedProcess):
+    error = EmulatorError
+
     def __init__(self, firmware, qemu: str = DEFAULT_QEMU, machine: str = DEFAULT_MACHINE,
                  icount: int | None = 0, extra_args=(), startup_timeout: float = 15.0,
                  port: int | None = None):
+        super().__init__()
         self.firmware = Path(firmware)
         self.qemu = qemu
         self.machine = machine
@@ -62,19 +125,6 @@ class Emulator:
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.requested_port = port
-        self.proc: subprocess.Popen | None = None
-        self.port: int | None = None
-        self._log = None
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise EmulatorError("emulator not started")
-        return f"socket://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
 
     def command(self, port: int) -> list[str]:
         cmd = [self.qemu, "-M", self.machine, "-nographic", "-monitor", "none",
@@ -84,13 +134,6 @@ class Emulator:
             cmd += ["-icount", f"shift={self.icount}"]
         return cmd + self.extra_args
 
-    def log_text(self) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        with open(self._log.name, "r", errors="replace") as f:
-            return f.read()
-
     def start(self) -> str:
         if not self.firmware.is_file():
             raise EmulatorError(f"firmware not found: {self.firmware}")
@@ -98,9 +141,8 @@ class Emulator:
             raise EmulatorError(f"{self.qemu} not found (install qemu-system-arm)")
         for _ in range(5):
             port = self.requested_port or free_port()
-            self._log = tempfile.NamedTemporaryFile("w+", prefix="qemu-", suffix=".log")
             self.proc = subprocess.Popen(self.command(port), stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT,
+                                         stdout=self._open_log("qemu-"), stderr=subprocess.STDOUT,
                                          preexec_fn=_die_with_parent if os.name == "posix" else None)
             deadline = time.monotonic() + self.startup_timeout
             while time.monotonic() < deadline:
@@ -128,24 +170,8 @@ class Emulator:
                 proc.wait(timeout)
         if proc is not None:
             self.last_pid, self.returncode = proc.pid, proc.returncode
-        if self._log is not None:
-            self._last_log = self.log_text()
-            self._log.close()
-            self._log = None
+        self._close_log()
         self.port = None
-
-    def __enter__(self) -> "Emulator":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __del__(self):
-        try:
-            self.stop()
-        except Exception:   # noqa: BLE001
-            pass
 
 
 def main(argv=None) -> int:

@@ -32,17 +32,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-try:
-    from host_tools.emulator import _die_with_parent  # noqa: E402  (SIGTERM if we die)
-except ImportError:        # pragma: no cover - keep the launcher usable on its own
-    _die_with_parent = None
+from host_tools.emulator import LoggedProcess, _die_with_parent  # noqa: E402
 
 APP_COMMAND = "import mg_app; mg_app.main()"
 
@@ -60,43 +56,26 @@ def find_micropython() -> str | None:
     return str(cand) if cand.exists() else None
 
 
-class MicroPythonUnix:
+class MicroPythonUnix(LoggedProcess):
+    error = MicroPythonError
+
     def __init__(self, pkg_dir, use_mpy: bool = False, port: int | None = None,
                  heapsize: str | None = None, micropython: str | None = None):
         self.pkg_dir = Path(pkg_dir)
         self.use_mpy = use_mpy
         self.requested_port = port
         self.heapsize = heapsize
+        super().__init__()
         self.exe = micropython or find_micropython()
-        self.proc: subprocess.Popen | None = None
         self.server: socket.socket | None = None
-        self.port: int | None = None
-        self._log = None
         self._client: socket.socket | None = None
         self._pending = bytearray()          # device output while no client is connected
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise MicroPythonError("micropython unix port not started")
-        return f"socket://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
     def run_dir(self) -> Path:
         return self.pkg_dir / "mpy" if self.use_mpy else self.pkg_dir
-
-    def log_text(self) -> str:
-        if self._log is None:
-            return getattr(self, "_last_log", "")
-        self._log.flush()
-        with open(self._log.name, "r", errors="replace") as f:
-            return f.read()
 
     def start(self) -> str:
         d = self.run_dir()
@@ -119,9 +98,8 @@ class MicroPythonUnix:
         self.port = self.server.getsockname()[1]
         cmd = [self.exe] + ([f"-X", f"heapsize={self.heapsize}"] if self.heapsize else []) \
             + ["-c", APP_COMMAND]
-        self._log = tempfile.NamedTemporaryFile("w+", prefix="micropython-", suffix=".log")
         self.proc = subprocess.Popen(cmd, cwd=d, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, bufsize=0,
+                                     stderr=self._open_log("micropython-"), bufsize=0,
                                      preexec_fn=_die_with_parent if os.name == "posix" else None)
         for target in (self._pump_out, self._accept_loop):
             th = threading.Thread(target=target, daemon=True)
@@ -199,24 +177,8 @@ class MicroPythonUnix:
                 proc.kill()
                 proc.wait(timeout)
             self.returncode = proc.returncode
-        if self._log is not None:
-            self._last_log = self.log_text()
-            self._log.close()
-            self._log = None
+        self._close_log()
         self.port = None
-
-    def __enter__(self) -> "MicroPythonUnix":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __del__(self):
-        try:
-            self.stop()
-        except Exception:   # noqa: BLE001
-            pass
 
 
 # .mpy architecture codes of sys.implementation._mpy >> 10 (MicroPython's MP_NATIVE_ARCH_*)
