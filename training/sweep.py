@@ -19,14 +19,21 @@ SWEEP.toml:
     conv = "dilated"
     [families.rnn]
     use_conv = false
+    [convert]                                # optional, see training/sweep_convert.py
+    n_test = 1000                            # int8 accuracy on the first N test sequences
+    args = []                                # more `python -m convert` arguments
 
 Each run trains into DIR/runs/NAME (`--jobs N`: N runs at once, each a `python -m
 training.train` process logging to DIR/runs/NAME/train.log; resumable: an interrupted sweep continues where it
-stopped, finished runs are skipped) and appends one row to DIR/results.jsonl: accuracies (float
-and hardened), parameters, state and memory footprint in bytes at int8 and fp32 (trimmed rings
-for learned delays). `--report` (also run at the end) writes DIR/accuracy_vs_memory.png and
-DIR/results.md: the Pareto front per family and, for each baseline's best accuracy, the
-smallest mGRADE that matches it and the memory ratio.
+stopped, finished runs are skipped), is then converted to the int8 step model the board runs
+(`python -m convert RUN --out RUN/int8`, log in RUN/convert.log; a rerun skips conversions
+already done, a failed one is reported in the tables, not raised) and has one row in
+DIR/results.jsonl: accuracies (float, hardened, and int8 on TFLite-Micro, bit-exact with the
+device), parameters, state and memory footprint in bytes at int8 and fp32 (trimmed rings for
+learned delays). `--report` (also run at the end) writes DIR/accuracy_vs_memory.png and
+DIR/results.md: float and int8 accuracy side by side, the Pareto front per family and, for
+each baseline's best accuracy, the smallest mGRADE that matches it and the memory ratio; the
+fronts and the matching use the int8 accuracy (float only for a sweep with conversion off).
 
 Training children die with the sweep (they get SIGTERM, save a checkpoint and stop when the
 sweep process exits, however it exits), and a run whose folder is locked by a live trainer
@@ -43,6 +50,8 @@ import tomllib
 from pathlib import Path
 
 from training.config import ConfigError, config_from_dict
+from training.sweep_convert import (ROW_KEYS, convert_settings, int8_fields,
+                                    needs_convert, run_convert)
 
 FAMILY_LABELS = {"mgrade": "mGRADE", "conv": "pure conv (learnable spacings)",
                  "dilated": "pure conv (dilated)", "rnn": "pure minGRU"}
@@ -123,6 +132,8 @@ def measure_run(family: str, name: str, out: Path) -> dict:
     from training.memory import memory_report
     from training.tasks import load_task
 
+    import torch
+    torch.set_num_threads(1)
     net, config, ckpt = load_model(out / "runs" / name)
     last = ckpt["history"][-1]
     data = load_task(config.task.name, config.task.params, config.task.data_dir or None,
@@ -149,22 +160,54 @@ def load_results(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def save_results(out: Path, rows: list[dict]):
+    """Replace DIR/results.jsonl with `rows` (atomically: an interrupt keeps the old file)."""
+    tmp = out / f"results.jsonl.tmp{os.getpid()}"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, out / "results.jsonl")
+
+
+def _mean(vals: list) -> float | None:
+    return sum(vals) / len(vals) if vals and None not in vals else None
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean over seeds of each (family, size) configuration."""
+    """Mean over seeds of each (family, size) configuration. `acc_float` (min/max): hardened
+    float test accuracy; `acc_int8` (min/max): int8 TFLite-Micro accuracy, None unless every
+    seed converted; `int8_cost`: mean points lost to int8 on the converter's test sequences;
+    `convert_failed`: seeds whose conversion failed."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["name"].rsplit("-s", 1)[0], []).append(r)
     out = []
     for key, rs in groups.items():
-        acc = sum(r["hardened_test_acc"] for r in rs) / len(rs)
-        out.append({**rs[0], "name": key, "acc": acc, "seeds": len(rs),
-                    "acc_min": min(r["hardened_test_acc"] for r in rs),
-                    "acc_max": max(r["hardened_test_acc"] for r in rs)})
+        fl = [r["hardened_test_acc"] for r in rs]
+        i8 = [r.get("int8_acc") for r in rs]
+        ok = None not in i8
+        cost = _mean([r.get("int8_float_acc") - r["int8_acc"] for r in rs]) if ok else None
+        out.append({**rs[0], "name": key, "seeds": len(rs),
+                    "acc_float": _mean(fl), "acc_float_min": min(fl), "acc_float_max": max(fl),
+                    "acc_int8": _mean(i8), "acc_int8_min": min(i8) if ok else None,
+                    "acc_int8_max": max(i8) if ok else None,
+                    "int8_cost": None if cost is None else 100 * cost,
+                    "int8_n_test": min(r.get("int8_n_test") or 0 for r in rs) if ok else None,
+                    "convert_failed": sum(bool(r.get("convert_error")) for r in rs)})
     return out
 
 
+def with_metric(agg: list[dict], metric: str) -> list[dict]:
+    """Configurations with `acc` set to the metric's accuracy ("int8" or "float"); those
+    without one (conversion failed or not run) are left out."""
+    return [{**p, "acc": p[f"acc_{metric}"]} for p in agg if p[f"acc_{metric}"] is not None]
+
+
+def report_metric(rows: list[dict]) -> str:
+    """"int8" when any run has an int8 accuracy, else "float" (a sweep with conversion off)."""
+    return "int8" if any(r.get("int8_acc") is not None for r in rows) else "float"
+
+
 def pareto(points: list[dict]) -> list[dict]:
-    """Configurations not beaten by a smaller-or-equal one with higher accuracy."""
+    """Configurations not beaten by a smaller-or-equal one with higher `acc`."""
     front, best = [], -1.0
     for p in sorted(points, key=lambda p: (p["int8_bytes"], -p["acc"])):
         if p["acc"] > best:
@@ -174,7 +217,7 @@ def pareto(points: list[dict]) -> list[dict]:
 
 
 def matched_table(agg: list[dict]) -> list[dict]:
-    """For each baseline family's best accuracy: the smallest mGRADE that reaches it."""
+    """For each baseline family's best `acc`: the smallest mGRADE that reaches it."""
     mg = [p for p in agg if p["family"] == "mgrade"]
     rows = []
     for family in sorted({p["family"] for p in agg} - {"mgrade"}):
@@ -188,11 +231,41 @@ def matched_table(agg: list[dict]) -> list[dict]:
         small = min(match, key=lambda p: p["int8_bytes"]) if match else None
         rows.append({"baseline": family, "baseline_config": best["name"],
                      "baseline_acc": best["acc"], "baseline_int8_bytes": best["int8_bytes"],
+                     "baseline_acc_float": best.get("acc_float"),
                      "mgrade_config": small["name"] if small else None,
                      "mgrade_acc": small["acc"] if small else None,
+                     "mgrade_acc_float": small.get("acc_float") if small else None,
                      "mgrade_int8_bytes": small["int8_bytes"] if small else None,
                      "memory_ratio": (small["int8_bytes"] / best["int8_bytes"]) if small else None})
     return rows
+
+
+def plot_series(agg: list[dict], metric: str) -> dict:
+    """What the plot draws per family: `front` and `points` as (int8 bytes, accuracy %) of the
+    metric's accuracy, `float` as (int8 bytes, float accuracy %) (faint, int8 plots only)."""
+    series = {}
+    pts = with_metric(agg, metric)
+    for family in sorted({p["family"] for p in agg}):
+        mine = [p for p in pts if p["family"] == family]
+        series[family] = {
+            "front": [(p["int8_bytes"], 100 * p["acc"]) for p in pareto(mine)],
+            "points": [(p["int8_bytes"], 100 * p["acc"]) for p in mine],
+            "float": [(p["int8_bytes"], 100 * p["acc_float"]) for p in agg
+                      if p["family"] == family] if metric == "int8" else []}
+    return series
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def _acc_cell(p: dict, which: str) -> str:
+    if which == "int8" and p["acc_int8"] is None:
+        return ("convert failed" + (f" ({p['convert_failed']} of {p['seeds']} seeds)"
+                                    if p["seeds"] > 1 else "")) if p["convert_failed"] \
+            else "not converted"
+    return (f"{_pct(p[f'acc_{which}'])} ({100 * p[f'acc_{which}_min']:.1f}-"
+            f"{100 * p[f'acc_{which}_max']:.1f})")
 
 
 def write_report(out: Path, title: str = ""):
@@ -205,44 +278,82 @@ def write_report(out: Path, title: str = ""):
         print("no results yet")
         return
     agg = aggregate(rows)
+    metric = report_metric(rows)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family in sorted({p["family"] for p in agg}):
-        pts = [p for p in agg if p["family"] == family]
+    for family, s in plot_series(agg, metric).items():
+        color = FAMILY_COLORS.get(family)
         label = FAMILY_LABELS.get(family, family)
-        line = ax.plot([p["int8_bytes"] for p in pareto(pts)],
-                       [100 * p["acc"] for p in pareto(pts)], marker="o", label=label,
-                       color=FAMILY_COLORS.get(family))[0]
-        ax.scatter([p["int8_bytes"] for p in pts], [100 * p["acc"] for p in pts],
-                   color=line.get_color(), alpha=0.3, s=12)
+        if s["front"]:
+            ax.plot(*zip(*s["front"]), marker="o", label=label, color=color)
+            ax.scatter(*zip(*s["points"]), color=color, alpha=0.3, s=12)
+        if s["float"]:
+            ax.scatter(*zip(*s["float"]), color=color, alpha=0.35, s=22, marker="x",
+                       linewidths=0.8)
+    if metric == "int8":
+        ax.scatter([], [], color="gray", alpha=0.5, marker="x", label="float (same model)")
     ax.set_xscale("log")
     ax.set(xlabel="memory footprint at int8 (bytes: weights + state)",
-           ylabel="test accuracy (%, hardened, mean over seeds)",
+           ylabel=("test accuracy (%, int8 on TFLite-Micro = device, mean over seeds)"
+                   if metric == "int8" else "test accuracy (%, float hardened, mean over seeds)"),
            title=title or "accuracy vs memory")
+    ax.yaxis.label.set_size(8)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_memory.png", dpi=110)
     plt.close(fig)
-    table = matched_table(agg)
-    lines = ["| baseline | its best (smallest at that accuracy) | acc | int8 B | smallest mGRADE "
-             "matching it | acc | int8 B | memory ratio |", "|---|---|---|---|---|---|---|---|"]
+    table = matched_table(with_metric(agg, metric))
+    n_test = sorted({p["int8_n_test"] for p in agg if p["int8_n_test"]})
+    lines = [f"Matching and Pareto fronts use the **{metric}** accuracy"
+             + (" (int8 step model on TFLite-Micro, bit-exact with the device, on "
+                + ("/".join(map(str, n_test)) or "?") + " test sequences); float = hardened "
+                "float model on the whole test set." if metric == "int8" else
+                " (conversion off: no int8 figures)."), "",
+             "| baseline | its best (smallest at that accuracy) | float % | int8 % | int8 B | "
+             "smallest mGRADE matching it | float % | int8 % | int8 B | memory ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    by_name = {p["name"]: p for p in agg}
     for r in table:
+        b, m = by_name[r["baseline_config"]], by_name.get(r["mgrade_config"])
         ratio = f"{r['memory_ratio']:.2f}" if r["memory_ratio"] is not None else "no match"
         lines.append(f"| {FAMILY_LABELS.get(r['baseline'], r['baseline'])} | "
-                     f"{r['baseline_config']} | {100 * r['baseline_acc']:.2f} | "
+                     f"{r['baseline_config']} | {_pct(b['acc_float'])} | {_pct(b['acc_int8'])} | "
                      f"{r['baseline_int8_bytes']} | {r['mgrade_config'] or '-'} | "
-                     + (f"{100 * r['mgrade_acc']:.2f} | {r['mgrade_int8_bytes']}"
-                        if r["mgrade_config"] else "- | -") + f" | {ratio} |")
-    lines += ["", "| config | family | seeds | acc (mean, min-max) | params | state | int8 B | "
-              "fp32 B |", "|---|---|---|---|---|---|---|---|"]
+                     + (f"{_pct(m['acc_float'])} | {_pct(m['acc_int8'])} | "
+                        f"{r['mgrade_int8_bytes']}" if m else "- | - | -") + f" | {ratio} |")
+    n_matched = len(lines)
+    lines += ["", "| config | family | seeds | float % (mean, min-max) | int8 % (mean, min-max) | "
+              "int8 cost (points) | params | state | int8 B | fp32 B |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(agg, key=lambda p: (p["family"], p["int8_bytes"])):
-        lines.append(f"| {p['name']} | {p['family']} | {p['seeds']} | {100 * p['acc']:.2f} "
-                     f"({100 * p['acc_min']:.1f}-{100 * p['acc_max']:.1f}) | "
-                     f"{p['param_values']} | {p['state_values']} | {p['int8_bytes']} | "
-                     f"{p['fp32_bytes']} |")
+        cost = "-" if p["int8_cost"] is None else f"{p['int8_cost']:+.2f}"
+        lines.append(f"| {p['name']} | {p['family']} | {p['seeds']} | {_acc_cell(p, 'float')} | "
+                     f"{_acc_cell(p, 'int8')} | {cost} | {p['param_values']} | "
+                     f"{p['state_values']} | {p['int8_bytes']} | {p['fp32_bytes']} |")
+    failed = [r for r in rows if r.get("convert_error")]
+    if failed:
+        lines += ["", "Conversions that failed (see RUN/convert.log):", ""]
+        lines += [f"- {r['name']}: {r['convert_error']}" for r in failed]
+    lines.append("")
+    lines.append("int8 cost: hardened float minus int8 accuracy on the converter's test "
+                 "sequences, mean over seeds.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "matched.json").write_text(json.dumps(table, indent=1))
-    print("\n".join(lines[:2 + len(table)]))
+    (out / "matched.json").write_text(json.dumps({"metric": metric, "rows": table}, indent=1))
+    print("\n".join(lines[:n_matched]))
+
+
+def sweep_job(name: str, cfg: dict, out: Path, log: bool, train: bool, convert: bool,
+              settings: dict) -> tuple[int, int | None]:
+    """One worker's job: train the run (if `train`), then convert it (if `convert`); one
+    child process at a time. Returns (training exit code, converter exit code or None when
+    it did not run)."""
+    if train:
+        code = train_run(name, cfg, out, log)
+        if code != 0:
+            return code, None
+    if convert:
+        return 0, run_convert(out / "runs" / name, settings)
+    return 0, None
 
 
 def main(argv=None) -> int:
@@ -260,6 +371,7 @@ def main(argv=None) -> int:
     try:
         sweep = tomllib.loads(Path(args.sweep).read_text(encoding="utf-8"))
         runs = expand(sweep)
+        settings = convert_settings(sweep)
     except UnicodeDecodeError:
         print(f"error: {args.sweep} (or its base config) is not a text file (not UTF-8); give "
               f"a sweep TOML", file=sys.stderr)
@@ -271,52 +383,88 @@ def main(argv=None) -> int:
         write_report(out, sweep.get("title", ""))
         return 0
     from training.runlock import holder
-    done = {r["name"] for r in load_results(out)}
-    todo = [r for r in runs if r[1] not in done]
-    busy = {name: holder(out / "runs" / name) for _, name, _ in todo}
+    rows = {r["name"]: r for r in load_results(out)}
+    todo = [r for r in runs if r[1] not in rows]
+    busy = {name: holder(out / "runs" / name) for _, name, _ in runs}
     busy = {name: pid for name, pid in busy.items() if pid}
     for name, pid in busy.items():
         print(f"{name}: skipped, another trainer (pid {pid}) is writing {out / 'runs' / name}; "
               f"rerun the sweep when it has finished (or stop it: kill {pid})", file=sys.stderr)
     todo = [r for r in todo if r[1] not in busy]
-    print(f"{len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to go")
+    # trained runs whose conversion is missing, stale, made with other arguments, or not in
+    # their row yet (a results.jsonl from before conversions)
+    stale = [r for r in runs if r[1] in rows and r[1] not in busy and (
+        needs_convert(out / "runs" / r[1], rows[r[1]], settings)
+        or (settings["enabled"] and rows[r[1]].get("convert_args") is None))]
+    print(f"{len(runs)} runs, {len(runs) - len(todo)} trained, {len(todo)} to train"
+          + (f", {len(stale)} to (re)convert or read" if settings["enabled"] else
+             " (conversion off)"))
     if args.dry_run:
         for family, name, _ in todo:
             print(f"  {name}")
+        for family, name, _ in stale:
+            print(f"  {name} (convert)")
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    order = {name: i for i, (_, name, _) in enumerate(runs)}
+    extra = [r for r in rows.values() if r["name"] not in order]   # rows of an older grid
     from concurrent.futures import ThreadPoolExecutor
-    failed = []
+    from tqdm import tqdm
+    failed, convert_failed = [], []
+    jobs = [(family, name, cfg, True, settings["enabled"]) for family, name, cfg in todo]
+    jobs += [(family, name, cfg, False, needs_convert(out / "runs" / name, rows[name], settings))
+             for family, name, cfg in stale]
+    jobs.sort(key=lambda j: order[j[1]])
+    bar = tqdm(total=len(jobs), unit="run", desc="sweep", file=sys.stderr, leave=False,
+               dynamic_ncols=True, disable=None)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(train_run, name, cfg, out, args.jobs > 1): (family, name)
-                   for family, name, cfg in todo}
+        futures = {pool.submit(sweep_job, name, cfg, out, args.jobs > 1, train, conv,
+                               settings): (family, name, train)
+                   for family, name, cfg, train, conv in jobs}
         for i, fut in enumerate(futures):          # in submission order
-            family, name = futures[fut]
+            family, name, train = futures[fut]
             try:
-                code = fut.result()
+                code, conv_code = fut.result()
             except KeyboardInterrupt:
+                bar.close()
                 print("interrupted: finished runs are kept; rerun the same command to go on",
                       file=sys.stderr)
                 pool.shutdown(wait=False, cancel_futures=True)
                 return 130
+            bar.update(1)
+            head = f"[{i + 1}/{len(jobs)}] {name}:"
             if code != 0:
                 failed.append(name)
-                print(f"[{i + 1}/{len(todo)}] {name}: training failed (exit {code}); see "
-                      f"{out / 'runs' / name / 'train.log'}", file=sys.stderr, flush=True)
+                tqdm.write(f"{head} training failed (exit {code}); see "
+                           f"{out / 'runs' / name / 'train.log'}", file=sys.stderr)
                 continue
-            row = measure_run(family, name, out)
-            with open(out / "results.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"[{i + 1}/{len(todo)}] {name}: hardened test acc "
-                  f"{100 * row['hardened_test_acc']:.2f}%, int8 {row['int8_bytes']} B",
-                  flush=True)
+            row = measure_run(family, name, out) if train else \
+                {k: v for k, v in rows[name].items() if k not in ROW_KEYS}
+            row.update(int8_fields(out / "runs" / name, settings, conv_code))
+            rows[name] = row
+            save_results(out, sorted((r for r in rows.values() if r["name"] in order),
+                                     key=lambda r: order[r["name"]]) + extra)
+            if row["convert_error"]:
+                convert_failed.append(name)
+                int8 = f"int8 conversion failed ({row['convert_error']})"
+            elif row["int8_acc"] is not None:
+                int8 = (f"int8 {100 * row['int8_acc']:.2f}% on {row['int8_n_test']} "
+                        f"test sequences")
+            else:
+                int8 = "not converted"
+            tqdm.write(f"{head} hardened float test acc {100 * row['hardened_test_acc']:.2f}%, "
+                       f"{int8}, int8 {row['int8_bytes']} B", file=sys.stdout)
+            sys.stdout.flush()
+    bar.close()
     write_report(out, sweep.get("title", ""))
     failed += sorted(busy)
+    if convert_failed:
+        print(f"error: {len(convert_failed)} conversion(s) failed (reported in "
+              f"{out / 'results.md'}): {', '.join(convert_failed)}", file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} run(s) failed or skipped: {', '.join(failed)}",
               file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or convert_failed else 0
 
 
 if __name__ == "__main__":
