@@ -1,10 +1,18 @@
-"""The accuracy-vs-memory sweep: expansion, parallel runs, resume, report, bad input."""
+"""The accuracy-vs-memory sweep: expansion, parallel runs, int8 conversion, resume, report,
+bad input."""
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from training.sweep import aggregate, expand, matched_table, pareto
+import pytest
+
+from training.sweep import aggregate, expand, load_results, matched_table, pareto, plot_series
+from training.sweep_convert import convert_settings, needs_convert
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,11 +48,13 @@ use_conv = false
 """
 
 
-def write_sweep(tmp_path, **extra):
+def write_sweep(tmp_path, convert="", **extra):
+    """The tiny sweep; `extra`: top-level keys; `convert`: the body of a [convert] table."""
     base = tmp_path / "base.toml"
     base.write_text(BASE)
     sweep = tmp_path / "sweep.toml"
-    sweep.write_text(SWEEP.format(base=base) + "".join(f"{k} = {v}\n" for k, v in extra.items()))
+    top = "".join(f"{k} = {v}\n" for k, v in extra.items())
+    sweep.write_text(top + SWEEP.format(base=base) + (f"[convert]\n{convert}\n" if convert else ""))
     return sweep
 
 
@@ -74,28 +84,175 @@ def test_pareto_and_matched_table():
     assert row["baseline_config"] == "r250"          # smallest at the baseline's best
     assert row["mgrade_config"] == "m200"            # smallest mGRADE reaching 0.88
     assert abs(row["memory_ratio"] - 200 / 250) < 1e-12
-    assert aggregate([{"name": "x-s0", "hardened_test_acc": 0.5},
-                      {"name": "x-s1", "hardened_test_acc": 0.7}])[0]["acc"] == 0.6
+    (p,) = aggregate([{"name": "x-s0", "hardened_test_acc": 0.5},
+                      {"name": "x-s1", "hardened_test_acc": 0.7}])
+    assert p["acc_float"] == 0.6 and p["acc_int8"] is None and p["convert_failed"] == 0
 
 
-def test_sweep_runs_in_parallel_resumes_and_reports(tmp_path):
-    sweep, out = write_sweep(tmp_path), tmp_path / "out"
+def test_aggregate_int8_needs_every_seed_converted():
+    ok = {"hardened_test_acc": 0.9, "int8_float_acc": 0.9, "int8_n_test": 300,
+          "convert_error": None}
+    (p,) = aggregate([{**ok, "name": "x-s0", "int8_acc": 0.8},
+                      {**ok, "name": "x-s1", "int8_acc": 0.7}])
+    assert abs(p["acc_int8"] - 0.75) < 1e-12 and (p["acc_int8_min"], p["acc_int8_max"]) == (0.7, 0.8)
+    assert abs(p["int8_cost"] - 15.0) < 1e-9            # points, float - int8 on the same images
+    (p,) = aggregate([{**ok, "name": "x-s0", "int8_acc": 0.8},
+                      {**ok, "name": "x-s1", "int8_acc": None, "convert_error": "exit 2: error"}])
+    assert p["acc_int8"] is None and p["convert_failed"] == 1 and p["acc_float"] == 0.9
+
+
+def config_line(results_md: str, config: str) -> str:
+    (line,) = [ln for ln in results_md.splitlines() if ln.startswith(f"| {config} |")]
+    return line
+
+
+def test_sweep_trains_converts_resumes_and_reports_int8(tmp_path):
+    """A tiny sweep end to end: every run trained and converted to int8 (TFLite-Micro), the
+    table and the plot carry the int8 accuracy, a rerun neither retrains nor reconverts, and a
+    conversion that fails is reported in the table and the exit code, not raised."""
+    sweep, out = write_sweep(tmp_path, convert="n_test = 40"), tmp_path / "out"
     r = sweep_cli(sweep, "--out", out, "--jobs", "2")
     assert r.returncode == 0, r.stderr
-    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    rows = load_results(out)
     assert sorted(x["name"] for x in rows) == sorted(n for _, n, _ in expand(
         __import__("tomllib").loads(sweep.read_text())))
+    reports = {}
     for row in rows:
         assert 0.0 <= row["hardened_test_acc"] <= 1.0 and row["epochs"] == 1
         assert row["int8_bytes"] < row["fp32_bytes"]
-        assert (out / "runs" / row["name"] / "train.log").stat().st_size > 0
+        run = out / "runs" / row["name"]
+        assert (run / "train.log").stat().st_size > 0
+        report = json.loads((run / "int8" / "report.json").read_text())   # convert's own
+        assert row["convert_error"] is None and row["convert_args"] == ["--n-test", "40"]
+        assert row["int8_acc"] == report["int8_acc_tflm"] and row["int8_n_test"] == 40
+        assert row["int8_float_acc"] == report["hardened_acc"]
+        reports[row["name"]] = (run / "int8" / "report.json").stat().st_mtime_ns
     rnn = {x["d_model"]: x for x in rows if x["family"] == "rnn"}
     assert rnn[4]["state_values"] < rnn[6]["state_values"]
+    # the table: float and int8 side by side, per configuration
+    md = (out / "results.md").read_text()
+    assert "memory ratio" in md and "use the **int8** accuracy" in md
+    for row in rows:
+        cells = config_line(md, row["name"].rsplit("-s", 1)[0]).split(" | ")
+        assert cells[3].startswith(f"{100 * row['hardened_test_acc']:.2f} (")
+        assert cells[4].startswith(f"{100 * row['int8_acc']:.2f} (")
+    # the plot: its fronts and points are the int8 accuracies, float only as the faint markers
+    series = plot_series(aggregate(rows), "int8")
+    for row in rows:
+        s = series[row["family"]]
+        assert (row["int8_bytes"], 100 * row["int8_acc"]) in s["points"]
+        assert (row["int8_bytes"], 100 * row["hardened_test_acc"]) in s["float"]
+        assert all(pt in s["points"] for pt in s["front"])
     assert (out / "accuracy_vs_memory.png").stat().st_size > 1000
-    assert "memory ratio" in (out / "results.md").read_text()
+
     again = sweep_cli(sweep, "--out", out)                # nothing left to do
-    assert again.returncode == 0 and "4 done, 0 to go" in again.stdout
-    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    assert again.returncode == 0, again.stderr
+    assert "4 trained, 0 to train, 0 to (re)convert or read" in again.stdout
+    assert load_results(out) == rows
+    for row in rows:                                    # not reconverted
+        run = out / "runs" / row["name"]
+        assert (run / "int8" / "report.json").stat().st_mtime_ns == reports[row["name"]]
+
+    # a conversion that fails: the run's int8 folder holds someone else's file
+    bad = rows[0]["name"]
+    shutil.rmtree(out / "runs" / bad / "int8")
+    (out / "runs" / bad / "int8").mkdir()
+    (out / "runs" / bad / "int8" / "notes.txt").write_text("mine")
+    failed = sweep_cli(sweep, "--out", out)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert "1 to (re)convert" in failed.stdout
+    assert f"1 conversion(s) failed" in failed.stderr and bad in failed.stderr
+    after = {x["name"]: x for x in load_results(out)}
+    assert after[bad]["int8_acc"] is None and "non-empty folder" in after[bad]["convert_error"]
+    assert {k: v for k, v in after.items() if k != bad} == {x["name"]: x for x in rows[1:]}
+    md = (out / "results.md").read_text()
+    line = config_line(md, bad.rsplit("-s", 1)[0])
+    assert "convert failed" in line and f"{100 * rows[0]['hardened_test_acc']:.2f}" in line
+    assert f"- {bad}: exit 2: error:" in md
+    series = plot_series(aggregate(list(after.values())), "int8")
+    assert len(series[after[bad]["family"]]["points"]) == 1   # the failed one is not plotted
+
+
+def test_rerun_reconverts_only_a_stale_or_differently_made_conversion(tmp_path):
+    run = tmp_path / "run"
+    (run / "int8").mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"x")
+    settings = convert_settings({"convert": {"n_test": 40}})
+    assert needs_convert(run, None, settings)                     # no report yet
+    (run / "int8" / "report.json").write_text("{}")
+    now = time.time()
+    os.utime(run / "checkpoint.pt", (now - 10, now - 10))
+    assert not needs_convert(run, None, settings)
+    assert not needs_convert(run, {"convert_args": ["--n-test", "40"]}, settings)
+    assert needs_convert(run, {"convert_args": ["--n-test", "50"]}, settings)   # other args
+    assert needs_convert(run, {"convert_args": ["--n-test", "40"]},
+                         convert_settings({"convert": {"n_test": 40,
+                                                       "args": ["--calib", "8"]}}))
+    os.utime(run / "checkpoint.pt", (now + 10, now + 10))        # retrained since
+    assert needs_convert(run, {"convert_args": ["--n-test", "40"]}, settings)
+    assert not needs_convert(run, None, convert_settings({"convert": {"enabled": False}}))
+
+
+@pytest.mark.parametrize("body, words", [
+    ("n_test = 0", "n_test must be a whole number > 0"),
+    ('n_test = "all"', "n_test must be a whole number > 0"),
+    ("n_test = true", "n_test must be a whole number > 0"),
+    ('args = "--calib 8"', "args must be a list of strings"),
+    ('args = ["--out", "x"]', "must not set --out"),
+    ('args = ["--n-test=5"]', "must not set --n-test"),
+    ('enabled = "yes"', "enabled must be true or false"),
+    ("ntest = 5", "unknown key(s) ntest"),
+])
+def test_bad_convert_table_is_a_clear_error(tmp_path, body, words):
+    import tomllib
+    from training.config import ConfigError
+    sweep = write_sweep(tmp_path, convert=body)
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        convert_settings(tomllib.loads(sweep.read_text()))
+    if body.startswith("ntest"):                         # the whole command, once
+        r = sweep_cli(sweep, "--out", tmp_path / "o", "--dry-run", timeout=120)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_converter_child_dies_with_its_parent(tmp_path):
+    """training.with_parent: the module runs with its arguments and exit code, and is
+    SIGTERMed when the process that started it dies."""
+    r = subprocess.run([sys.executable, "-m", "training.with_parent", str(os.getpid()),
+                        "convert", "nothing", "--out", str(tmp_path / "o"), "--calib", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--calib and --n-test must be > 0" in r.stderr
+    middle = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'training.with_parent', str(os.getpid()),"
+        " 'timeit', '-n', '1', 'import time; time.sleep(120)'])\n"
+        "print(p.pid, flush=True)\ntime.sleep(120)\n")], cwd=ROOT, stdout=subprocess.PIPE,
+        text=True)
+    child = int(middle.stdout.readline())
+    try:
+        time.sleep(1.0)
+        os.kill(child, 0)                                # running
+        middle.send_signal(signal.SIGKILL)
+        middle.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as f:       # a zombie (re-parented) is gone too
+                if f.read().split()[2] == "Z":
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the child outlived its parent")
+    finally:
+        if middle.poll() is None:
+            middle.kill()
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_bad_sweep_is_a_clear_error(tmp_path):
