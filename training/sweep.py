@@ -24,7 +24,8 @@ SWEEP.toml:
     args = []                                # more `python -m convert` arguments
 
 Each run trains into DIR/runs/NAME (`--jobs N`: N runs at once, each a `python -m
-training.train` process logging to DIR/runs/NAME/train.log; resumable: an interrupted sweep continues where it
+training.train` process logging to DIR/runs/NAME/train.log; seed by seed, so an interrupted sweep
+has the whole grid for its first seeds; resumable: an interrupted sweep continues where it
 stopped, finished runs are skipped), is then converted to the int8 step model the board runs
 (`python -m convert RUN --out RUN/int8`, log in RUN/convert.log; a rerun skips conversions
 already done, a failed one is reported in the tables, not raised) and has one row in
@@ -414,7 +415,9 @@ def main(argv=None) -> int:
     jobs = [(family, name, cfg, True, settings["enabled"]) for family, name, cfg in todo]
     jobs += [(family, name, cfg, False, needs_convert(out / "runs" / name, rows[name], settings))
              for family, name, cfg in stale]
-    jobs.sort(key=lambda j: order[j[1]])
+    seeds = {s: i for i, s in enumerate(sweep.get("seeds", [0]))}
+    # seed-major: an interrupted sweep has the whole grid for its first seeds
+    jobs.sort(key=lambda j: (seeds.get(j[2]["train"]["seed"], 0), order[j[1]]))
     bar = tqdm(total=len(jobs), unit="run", desc="sweep", file=sys.stderr, leave=False,
                dynamic_ncols=True, disable=None)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
