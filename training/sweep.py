@@ -386,17 +386,18 @@ def main(argv=None) -> int:
     from training.runlock import holder
     rows = {r["name"]: r for r in load_results(out)}
     todo = [r for r in runs if r[1] not in rows]
-    busy = {name: holder(out / "runs" / name) for _, name, _ in runs}
+    # trained runs whose conversion is missing, stale, made with other arguments, or not in
+    # their row yet (a results.jsonl from before conversions)
+    stale = [r for r in runs if r[1] in rows and (
+        needs_convert(out / "runs" / r[1], rows[r[1]], settings)
+        or (settings["enabled"] and rows[r[1]].get("convert_args") is None))]
+    busy = {name: holder(out / "runs" / name) for _, name, _ in todo + stale}
     busy = {name: pid for name, pid in busy.items() if pid}
     for name, pid in busy.items():
         print(f"{name}: skipped, another trainer (pid {pid}) is writing {out / 'runs' / name}; "
               f"rerun the sweep when it has finished (or stop it: kill {pid})", file=sys.stderr)
     todo = [r for r in todo if r[1] not in busy]
-    # trained runs whose conversion is missing, stale, made with other arguments, or not in
-    # their row yet (a results.jsonl from before conversions)
-    stale = [r for r in runs if r[1] in rows and r[1] not in busy and (
-        needs_convert(out / "runs" / r[1], rows[r[1]], settings)
-        or (settings["enabled"] and rows[r[1]].get("convert_args") is None))]
+    stale = [r for r in stale if r[1] not in busy]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} trained, {len(todo)} to train"
           + (f", {len(stale)} to (re)convert or read" if settings["enabled"] else
              " (conversion off)"))
