@@ -269,6 +269,26 @@ def _acc_cell(p: dict, which: str) -> str:
             f"{100 * p[f'acc_{which}_max']:.1f})")
 
 
+def width_table(agg: list[dict]) -> list[str]:
+    """Markdown lines: one row per (width, layers, kernel), one column per family, each cell
+    "float % / int8 % (int8 B)" (means over seeds)."""
+    families = sorted({p["family"] for p in agg}, key=lambda f: (f != "mgrade", f))
+    cell = {}
+    for p in agg:
+        int8 = _pct(p["acc_int8"]) if p["acc_int8"] is not None else \
+            ("convert failed" if p["convert_failed"] else "-")
+        cell[(p["d_model"], p["n_layers"], p["family"])] = \
+            f"{_pct(p['acc_float'])} / {int8} ({p['int8_bytes']:,})"
+    lines = ["| H | L | " + " | ".join(f"{FAMILY_LABELS.get(f, f)}: float % / int8 % (int8 B)"
+                                       if i == 0 else FAMILY_LABELS.get(f, f)
+                                       for i, f in enumerate(families)) + " |",
+             "|---|---|" + "---|" * len(families)]
+    for h, L in sorted({(p["d_model"], p["n_layers"]) for p in agg}):
+        lines.append(f"| {h} | {L} | " + " | ".join(cell.get((h, L, f), "-") for f in families)
+                     + " |")
+    return lines
+
+
 def write_report(out: Path, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")
@@ -331,6 +351,7 @@ def write_report(out: Path, title: str = ""):
         lines.append(f"| {p['name']} | {p['family']} | {p['seeds']} | {_acc_cell(p, 'float')} | "
                      f"{_acc_cell(p, 'int8')} | {cost} | {p['param_values']} | "
                      f"{p['state_values']} | {p['int8_bytes']} | {p['fp32_bytes']} |")
+    lines += [""] + width_table(agg)
     failed = [r for r in rows if r.get("convert_error")]
     if failed:
         lines += ["", "Conversions that failed (see RUN/convert.log):", ""]
