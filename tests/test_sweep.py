@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from training.sweep import aggregate, expand, load_results, matched_table, pareto, plot_series
+from training.sweep import (aggregate, expand, load_results, matched_table, pareto,
+                            plot_series, width_table)
 from training.sweep_convert import convert_settings, needs_convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,13 @@ def test_aggregate_int8_needs_every_seed_converted():
     (p,) = aggregate([{**ok, "name": "x-s0", "int8_acc": 0.8},
                       {**ok, "name": "x-s1", "int8_acc": None, "convert_error": "exit 2: error"}])
     assert p["acc_int8"] is None and p["convert_failed"] == 1 and p["acc_float"] == 0.9
+    size = {"d_model": 8, "n_layers": 2, "int8_bytes": 1761}
+    agg = aggregate([{**ok, **size, "family": "mgrade", "name": "m-s0", "int8_acc": 0.8},
+                     {**ok, **size, "family": "rnn", "name": "r-s0", "int8_acc": None,
+                      "convert_error": "exit 2: error"}])
+    header, _, row = width_table(agg)
+    assert header.startswith("| H | L | mGRADE: float % / int8 % (int8 B) | pure minGRU")
+    assert row == "| 8 | 2 | 90.00 / 80.00 (1,761) | 90.00 / convert failed (1,761) |"
 
 
 def config_line(results_md: str, config: str) -> str:
