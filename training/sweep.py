@@ -383,7 +383,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep TOML")
     p.add_argument("--out", required=True)
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained and converted at once (default 1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     p.add_argument("--report", action="store_true", help="only redraw the report")
     args = p.parse_args(argv)
