@@ -169,7 +169,7 @@ def test_sweep_trains_converts_resumes_and_reports_int8(tmp_path):
     failed = sweep_cli(sweep, "--out", out)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
     assert "1 to (re)convert" in failed.stdout
-    assert f"1 conversion(s) failed" in failed.stderr and bad in failed.stderr
+    assert "1 conversion(s) failed" in failed.stderr and bad in failed.stderr
     after = {x["name"]: x for x in load_results(out)}
     assert after[bad]["int8_acc"] is None and "non-empty folder" in after[bad]["convert_error"]
     assert {k: v for k, v in after.items() if k != bad} == {x["name"]: x for x in rows[1:]}
