@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convert import names
+from convert import names, rings
 from convert.tflite_reader import Model, Operator
 from convert.tflm_params import CodegenError, op_params, zero_point
 
@@ -122,8 +122,8 @@ def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> Dela
     R = int(lm.get("ring_frames", 0))
     if delays.min() < 0 or delays.max() > R or (R > 0 and delays.max() != R):
         raise CodegenError(f"{where}: delays must lie in 0..ring_frames={R} with max = R")
-    if delays.max() >= 65536:
-        raise CodegenError(f"{where}: delays >= 65536 are not supported")
+    if delays.max() > rings.MAX_DELAY:
+        raise CodegenError(f"{where}: delays > {rings.MAX_DELAY} are not supported")
     ops = [gather.index]
     if R > 0:
         ring, idx, frame_out = (g.inp.get(names.ring(layer)), g.inp.get(names.idx(layer)),
@@ -183,7 +183,7 @@ def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> Dela
             raise CodegenError(f"{where}: tensor {t} ({T[t].name}) does not share the frame's "
                                "int8 quantization (the taps must be plain copies)")
     ops += [reshape.index, dw.index]
-    ring_len = delays.max(axis=1).astype(np.int64)
+    ring_len = rings.channel_lengths(delays)
     return DelayFusion(layer, sorted(ops), dw.index, frame, dw.outputs[0], p, dw.inputs[1],
                        dw.inputs[2] if len(dw.inputs) > 2 else -1, delays, ring_len, R,
                        zero_point(T[frame]), R > 0)
