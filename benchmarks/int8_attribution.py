@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.codegen_mgrade import match, mgrade_metadata
-from convert.graph import gather_indices
+from convert.metadata import from_model as mgrade_metadata
+from convert.mgrade_match import match
+from convert.rings import gather_indices
 from convert.tflite_reader import Model, read_tflite
 
 # rows with a group set simulated at int16 (symmetric, the int8 tensor's range): the fix

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convert import names
 
 NAME = "mgrade"
 FORMAT = "mgrade-edge/step/v1"
@@ -44,10 +45,9 @@ class StepMetadata:
     @classmethod
     def from_spec(cls, spec, info: dict) -> StepMetadata:
         """The metadata of a StepSpec (convert/spec.py); info: the converter's extra keys."""
-        from convert.graph import io_names, state_pairs   # the writer side only (TF, torch)
-
-        inputs, outputs = io_names(spec)
-        pairs = state_pairs(spec)
+        flags = [(layer.ring_frames > 0, layer.wz is not None) for layer in spec.layers]
+        inputs, outputs = names.step_io(flags)
+        pairs = names.state_pairs(flags)
         layers = [LayerMeta(layer.ring_frames,
                             None if layer.delays is None else np.asarray(layer.delays).tolist(),
                             layer.delays is not None, layer.wz is not None)

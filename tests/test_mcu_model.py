@@ -82,7 +82,7 @@ def test_host_bit_exact(gen, fast):
 
 
 def test_package_api_and_constants(gen, model_dir):
-    from convert.codegen import op_params
+    from convert.tflm_params import op_params
     from convert.tflite_reader import read_tflite
 
     raw = (model_dir / "model.tflite").read_bytes()
@@ -112,7 +112,7 @@ def test_package_api_and_constants(gen, model_dir):
 
 
 def test_trimmed_ring_bytes(gen, model_dir):
-    from convert.codegen_mgrade import mgrade_metadata
+    from convert.metadata import from_model as mgrade_metadata
     from convert.tflite_reader import read_tflite
 
     meta = mgrade_metadata(read_tflite((model_dir / "model.tflite").read_bytes()))
