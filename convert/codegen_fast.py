@@ -1,8 +1,8 @@
 """Data and C for the fast int8 path of the generated packages (mcu/runtime/mg_fast.h).
 
 Everything here is computed once at code generation, from the same operator parameters the
-reference kernels get (convert/tflm_params.op_params). A layer below the package writers
-(convert/graph_package.py is not needed; convert/codegen_mgrade.py uses this):
+reference kernels get (convert/tflm_params.op_params); used by the mGRADE package writer
+(convert/codegen_mgrade.py), below it in the layer order:
 
 * FULLY_CONNECTED weights re-laid in the order the DSP inner loop reads them (groups of 4
   output channels, blocks of 4 inputs, compensated byte pairs) with the input zero point and

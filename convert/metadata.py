@@ -95,6 +95,21 @@ def from_model(model) -> dict | None:
     return parse(raw) if raw else None
 
 
+def read(model_bytes: bytes) -> dict:
+    """The metadata dict of .tflite bytes made by `python -m convert` (ConvertError if the
+    bytes are no .tflite or carry no mGRADE metadata)."""
+    from convert.spec import ConvertError   # lazy: spec pulls in torch
+
+    try:
+        meta = parse(entries(model_bytes).get(NAME, b""))
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    if meta is None:
+        raise ConvertError("this .tflite carries no mGRADE metadata; convert it with "
+                           "`python -m convert CHECKPOINT --out DIR`")
+    return meta
+
+
 def entries(model_bytes: bytes) -> dict[str, bytes]:
     """name -> raw bytes of every metadata entry of a .tflite (ValueError if unreadable)."""
     from tensorflow.lite.python import schema_py_generated as schema

@@ -68,15 +68,8 @@ def finalize(model_bytes: bytes, spec: StepSpec, info: dict) -> bytes:
 
 
 def read_metadata(model_bytes: bytes) -> dict:
-    """The mGRADE metadata JSON of a .tflite made by this converter."""
-    try:
-        meta = metadata.parse(metadata.entries(model_bytes).get(METADATA_NAME, b""))
-    except ValueError as e:
-        raise ConvertError(str(e)) from None
-    if meta is not None:
-        return meta
-    raise ConvertError("this .tflite carries no mGRADE metadata; convert it with "
-                       "`python -m convert CHECKPOINT --out DIR`")
+    """The mGRADE metadata JSON of a .tflite made by this converter (metadata.read)."""
+    return metadata.read(model_bytes)
 
 
 def op_names(model_bytes: bytes) -> list[str]:

@@ -1,4 +1,4 @@
-"""mcu/runtime kernels + convert/codegen.py against the TFLite-Micro Python interpreter.
+"""mcu/runtime kernels + convert/graph_package.py against the TFLite-Micro Python interpreter.
 
 Each test builds a small TF graph with fixed weights, converts it to a full-int8 .tflite,
 generates the C package, compiles it with the runtime and a stdin/stdout harness, feeds random

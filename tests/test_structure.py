@@ -14,8 +14,8 @@ CONVERT = Path(__file__).resolve().parents[1] / "convert"
 # lowest first; see `python -m convert.codegen --help` and docs/design.md
 LAYERS = [
     ["tflite_reader", "names", "rings"],      # the .tflite, tensor names, the ring layout
-    ["spec", "metadata"],                     # StepSpec from the network; the metadata schema
-    ["graph"],                                # the TF step graph
+    ["spec"],                                 # StepSpec from the network, ConvertError
+    ["metadata", "graph"],                    # the metadata schema; the TF step graph
     ["calibrate", "quantize"],                # calibration feeds; int8 conversion
     ["stream", "widen"],                      # the Python streamer; int16 state variant
     ["tflm_params"],                          # TFLM Prepare-time parameters
