@@ -40,7 +40,8 @@ from convert import names
 from convert.arena import plan_memory
 from convert.metadata import from_model as mgrade_metadata
 from convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
-from convert.tflm_params import ALIAS_OPS, SUPPORTED_OPS, CodegenError, op_params, zero_point
+from convert.tflm_params import (
+    ALIAS_OPS, SUPPORTED_OPS, CodegenError, op_macs, op_params, zero_point)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC_DIR = ROOT / "mcu" / "micropython"
@@ -129,14 +130,6 @@ def _resolve_broadcast(T, op, bc: dict, ref, decls: list):
     return None, direct
 
 
-def _macs(op, p: dict) -> int:
-    if op.op == "FULLY_CONNECTED":
-        return p["batches"] * p["accum_depth"] * p["output_depth"]
-    if op.op == "DEPTHWISE_CONV_2D":
-        return p["batches"] * p["out_h"] * p["out_w"] * p["out_c"] * p["filt_h"] * p["filt_w"]
-    return 0
-
-
 def _emit_graph(model: Model) -> dict:
     """The operators of a graph as MicroPython statements on `t` (the Model's buffer list):
     slots (constructor expressions of t[k]), module-level constants and parameters, the step
@@ -205,7 +198,7 @@ def _emit_graph(model: Model) -> dict:
     macs = 0
     for op, p in zip(model.operators, params):
         n, o = op.index, op.outputs[0]
-        macs += _macs(op, p)
+        macs += op_macs(op, p)
         # mbqm32 takes multipliers in [0, 2^31) (as quantize_multiplier makes them, which also
         # rules out SRDHM's saturation case); ADD/SUB rescale with right shifts only
         mults = [m for k in ("multiplier", "input1_multiplier", "input2_multiplier",

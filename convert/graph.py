@@ -55,13 +55,13 @@ def build_step_function(spec: StepSpec):
 
     H = spec.channels
     sig = input_signature(spec)
-    names = list(sig)
+    input_names = list(sig)
     output_names = io_names(spec)[1]
     specs = [tf.TensorSpec(shape, tf.as_dtype(dtype), name=n) for n, (shape, dtype) in sig.items()]
 
     @tf.function(input_signature=specs)
     def step(*args):
-        inp = dict(zip(names, args))
+        inp = dict(zip(input_names, args))
         out = {}
         a = dense(inp[names.X], spec.we, spec.be)
         for i, layer in enumerate(spec.layers):
