@@ -25,7 +25,7 @@ from pathlib import Path
 
 from convert.arena import Plan, plan_memory
 from convert.cemit import (
-    carray, check_prefix, clist, const_tensor_lines, ctype, designated, ident, struct_decl,
+    check_prefix, clist, const_tensor_lines, ctype, designated, ident, struct_decl,
     tensor_pointer)
 from convert.tflite_reader import Model
 from convert.tflm_params import (

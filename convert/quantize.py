@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from convert import metadata
 from convert.graph import build_step_function, io_names, state_pairs
-from convert.metadata import FORMAT as METADATA_FORMAT, NAME as METADATA_NAME  # noqa: F401
 from convert.spec import ConvertError, StepSpec
 
 

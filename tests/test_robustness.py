@@ -402,7 +402,8 @@ def test_codegen_bad_tflite_is_a_clear_error(digits_int8, tmp_path):
 def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(digits_int8, tmp_path):
     """The mGRADE generator raises convert.tflm_params.CodegenError; under `python -m
     convert.codegen` an old main caught __main__.CodegenError, another class."""
-    from convert.quantize import METADATA_NAME, load_flatbuffer, pack_flatbuffer
+    from convert.metadata import NAME as METADATA_NAME
+    from convert.quantize import load_flatbuffer, pack_flatbuffer
     import numpy as np
 
     model = load_flatbuffer((digits_int8 / "model.tflite").read_bytes())
