@@ -103,7 +103,8 @@ def test_package_api_and_constants(gen, model_dir):
     src = (gen["gen"] / "mg_model.c").read_text()
     mid = hashlib.sha256(raw).hexdigest()[:16]
     id_bytes = ", ".join(f"0x{mid[k:k + 2]}" for k in range(0, 16, 2))
-    assert f"{{{id_bytes}}}, {meta['n_in']}, {meta['n_classes']}, {macs}u}}" in src
+    assert (f".id = {{{id_bytes}}}, .n_in = {meta['n_in']}, .n_out = {meta['n_classes']}, "
+            f".n_macs_per_step = {macs}u }}") in src
     # the fused kernels replaced the interpreter-only ops
     for fn in ("mg_delay_step_s8", "mg_mingru_step_s8"):
         assert fn in src
