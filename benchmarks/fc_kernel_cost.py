@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import mcu_cost as mc
-from convert.codegen import quantize_multiplier, quantize_multiplier_smaller_than_one_exp
+from convert.tflm_params import quantize_multiplier, quantize_multiplier_smaller_than_one_exp
 from convert.codegen_fast import ffc_layout, chan_rows, logistic_table, requant_table, \
     right_shifts
 

@@ -37,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.codegen_mgrade import match, mgrade_metadata
-from convert.graph import gather_indices
+from convert import names
+from convert.metadata import from_model as mgrade_metadata
+from convert.mgrade_match import match
+from convert.rings import gather_indices, write_slot
 from convert.tflite_reader import Model, read_tflite
 
 # rows with a group set simulated at int16 (symmetric, the int8 tensor's range): the fix
@@ -68,8 +70,8 @@ def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
             op = model.operators[k]
             for t in op.outputs:
                 role[t] = "conv" if op.op == "DEPTHWISE_CONV_2D" else "frames"
-        if f"ring{f.layer}" in inp:
-            role[inp[f"ring{f.layer}"]] = "frames"
+        if names.ring(f.layer) in inp:
+            role[inp[names.ring(f.layer)]] = "frames"
     for f in grus:
         role[f.h] = role[f.hnew] = "state"
         gate_fc = f.fc["gate"][0]
@@ -230,9 +232,9 @@ class FakeQuantStep:
         state = {}
         for i, lm in enumerate(layers):
             if lm["ring_frames"] > 0:
-                state[f"ring{i}"] = np.zeros((B, lm["ring_frames"] * H), np.float32)
+                state[names.ring(i)] = np.zeros((B, lm["ring_frames"] * H), np.float32)
             if lm["rnn"]:
-                state[f"h{i}"] = np.zeros((B, H), np.float32)
+                state[names.h(i)] = np.zeros((B, H), np.float32)
         self.trace = {t: [] for t in self.record}
         logits = []
         for t in range(T_len):
@@ -241,17 +243,18 @@ class FakeQuantStep:
                 val[self.inp[name]] = v
             for i, lm in enumerate(layers):
                 if lm["ring_frames"] > 0:
-                    val[self.inp[f"idx{i}"]] = gather_indices(np.asarray(lm["delays"]), t,
+                    val[self.inp[names.idx(i)]] = gather_indices(np.asarray(lm["delays"]), t,
                                                               lm["ring_frames"])
             for op in self.model.operators:
                 val[op.outputs[0]] = self.q(op.outputs[0], self._op(op, val, B))
             for i, lm in enumerate(layers):
                 R = lm["ring_frames"]
                 if R > 0:
-                    slot = t % R
-                    state[f"ring{i}"][:, slot * H:(slot + 1) * H] = val[self.out[f"frame{i}"]]
+                    slot = write_slot(t, R)
+                    state[names.ring(i)][:, slot * H:(slot + 1) * H] = \
+                        val[self.out[names.frame(i)]]
                 if lm["rnn"]:
-                    state[f"h{i}"] = val[self.out[f"hnew{i}"]]
+                    state[names.h(i)] = val[self.out[names.hnew(i)]]
             for k in self.record:
                 self.trace[k].append(val[k].reshape(B, -1).copy())
             logits.append(val[self.out["logits"]].reshape(B, -1))

@@ -11,7 +11,6 @@ in it are replaced (each atomically), anything else in it is left alone.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -25,20 +24,17 @@ import torch
 from tqdm import tqdm
 
 from convert.calibrate import step_feeds
-from convert.quantize import convert_int8, finalize, op_names, state_pairs
+from convert.graph import state_pairs
+from convert.quantize import convert_int8, finalize, op_names
 from convert.spec import ConvertError, extract
 from convert.stream import Streamer, predictions, tflm_arena_bytes
+from convert.tflite_reader import model_id
 from training.checkpoint import CheckpointError, NonFiniteError, check_finite, load_model
 from training.evaluate import IGNORE, evaluate
 from training.tasks import TaskError, load_task
 
 MAX_CALIB_FEEDS = 3000
 OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # all that convert writes
-
-
-def model_id(model_bytes: bytes) -> str:
-    """The id a device reports: first 8 bytes of sha256 of the .tflite, hex."""
-    return hashlib.sha256(model_bytes).digest()[:8].hex()
 
 
 def calibration_feeds(net, spec, x_train, n_seq: int, seed: int, lengths=None) -> list[dict]:

@@ -8,16 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from convert.graph import gather_indices
+from convert import names
+from convert.rings import gather_indices, ring_from_past
 from convert.spec import StepSpec
-
-
-def ring_from_past(past: np.ndarray, t: int, ring_frames: int) -> np.ndarray:
-    """past [R, H] (frames t-1 .. t-R, newest first) -> ring [1, R*H] in slot order."""
-    ring = np.empty_like(past)
-    for d in range(1, ring_frames + 1):
-        ring[(t - d) % ring_frames] = past[d - 1]
-    return ring.reshape(1, -1)
 
 
 @torch.no_grad()
@@ -28,13 +21,13 @@ def step_feeds(net, spec: StepSpec, xs: torch.Tensor):
     for x in xs:
         state = net.init_state(1)
         for t in range(x.shape[0]):
-            feed = {"x": x[t:t + 1].numpy().astype(np.float32)}
+            feed = {names.X: x[t:t + 1].numpy().astype(np.float32)}
             for i, (layer, ls) in enumerate(zip(spec.layers, state["layers"])):
                 if layer.ring_frames > 0:
                     past = ls["past"][0].numpy().astype(np.float32)
-                    feed[f"ring{i}"] = ring_from_past(past, t, layer.ring_frames)
-                    feed[f"idx{i}"] = gather_indices(layer.delays, t, layer.ring_frames)
+                    feed[names.ring(i)] = ring_from_past(past, t, layer.ring_frames)
+                    feed[names.idx(i)] = gather_indices(layer.delays, t, layer.ring_frames)
                 if layer.wz is not None:
-                    feed[f"h{i}"] = ls["h"].numpy().astype(np.float32)
+                    feed[names.h(i)] = ls["h"].numpy().astype(np.float32)
             out, state = net.step(x[t:t + 1], state)
             yield feed, out[0].numpy()

@@ -1,7 +1,8 @@
 """Data and C for the fast int8 path of the generated packages (mcu/runtime/mg_fast.h).
 
 Everything here is computed once at code generation, from the same operator parameters the
-reference kernels get (convert/codegen.op_params):
+reference kernels get (convert/tflm_params.op_params); used by the mGRADE package writer
+(convert/codegen_mgrade.py), below it in the layer order:
 
 * FULLY_CONNECTED weights re-laid in the order the DSP inner loop reads them (groups of 4
   output channels, blocks of 4 inputs, compensated byte pairs) with the input zero point and
@@ -15,6 +16,8 @@ reference kernels get (convert/codegen.op_params):
 from __future__ import annotations
 
 import numpy as np
+
+from convert.cemit import designated, struct_decl
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -186,15 +189,27 @@ def _words(v) -> str:
     return "\n    " + ",\n    ".join(", ".join(v[k:k + 8]) for k in range(0, len(v), 8)) + "\n"
 
 
+def ffc_struct(P: str, name: str, p: dict, depth: int, blocks: int, n_out: int, w: str,
+               ch: str, rows, linkage: str = "static const") -> str:
+    """C: the mg_ffc_params_t `{P}_{name}` (w, ch: C expressions of its weights and rows;
+    p: the output zero point and activation range)."""
+    return struct_decl("mg_ffc_params_t", f"{P}_{name}", dict(
+        depth=depth, blocks=blocks, n_out=n_out, w=w, ch=ch, output_offset=p["output_offset"], act_min=p["act_min"],
+        act_max=p["act_max"], right_shifts=right_shifts(rows)), linkage)
+
+
+def chan_decl(name: str, rows, linkage: str = "static const") -> str:
+    """C: the mg_fq_chan_t array `name` of chan_table rows."""
+    return f"{linkage} mg_fq_chan_t {name}[{len(rows)}] = {{\n    {chan_rows(rows)}\n}};"
+
+
 def ffc_decls(P: str, name: str, p: dict, layout, linkage: str = "static const") -> list[str]:
     """C: `{P}_{name}_w` words, `{P}_{name}_ch` rows and the mg_ffc_params_t `{P}_{name}`."""
     words, rows, blocks = layout[:3]
-    ch = chan_rows(rows)
     return [f"{linkage} uint32_t {P}_{name}_w[{max(1, len(words))}] = {{{_words(words)}}};",
-            f"{linkage} mg_fq_chan_t {P}_{name}_ch[{len(rows)}] = {{\n    {ch}\n}};",
-            f"{linkage} mg_ffc_params_t {P}_{name} = {{{p['accum_depth']}, {blocks}, "
-            f"{p['output_depth']}, {P}_{name}_w, {P}_{name}_ch, {p['output_offset']}, "
-            f"{p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};"]
+            chan_decl(f"{P}_{name}_ch", rows, linkage),
+            ffc_struct(P, name, p, p["accum_depth"], blocks, p["output_depth"], f"{P}_{name}_w",
+                       f"{P}_{name}_ch", rows, linkage)]
 
 
 def chan_table(bias, mult, shift, zero_point: int | None = None) -> list[tuple]:
@@ -220,7 +235,9 @@ def right_shifts(rows) -> int:
 
 
 def chan_rows(rows) -> str:
-    return ",\n    ".join("{" + ", ".join(str(v) for v in r[:4]) + "}" for r in rows)
+    """The mg_fq_chan_t initialisers of chan_table rows, one a line."""
+    return ",\n    ".join(designated(dict(bias=r[0], mult=r[1], shift=r[2], rnd=r[3]))
+                          for r in rows)
 
 
 def table_decl(P: str, name: str, table: np.ndarray) -> str:

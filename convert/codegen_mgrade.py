@@ -9,6 +9,9 @@ Called by `python -m convert.codegen MODEL.tflite --out DIR` when the .tflite ca
 
 compiled with mcu/runtime/{mg_quant,mg_kernels,mg_delay,mg_mingru}.c (include mcu/runtime).
 The .tflite is the only source: shapes, quantization, delays and ring sizes come from it.
+One writer per generated file (`model_data_c`, `model_c`, `model_data_h`) over one analysed
+`Package` (`analyse`: fusions from convert/mgrade_match.py, the memory plan, ring layout from
+convert/rings.py, constants).
 
 What the package does per step, compared with the interpreter graph:
 
@@ -20,407 +23,43 @@ What the package does per step, compared with the interpreter graph:
 * minGRU (FC_z, LOGISTIC, FC_h, MINIMUM, LOGISTIC, FC_h+RELU (or RELU), ADD, SUB, MUL, ADD):
   one `mg_mingru_step_s8` call, channel by channel, updating the state in place (the state
   input and output quantization are tied by convert/, checked here).
-* Everything else: the generic kernels, as convert/codegen.py emits them, on a static arena
-  planned offline.
+* Everything else: the generic kernels, as convert/graph_package.py emits them, on a static
+  arena planned offline (convert/arena.py).
 
 The fused kernels keep TFLite-Micro's integer arithmetic, so the package is bit-exact with the
 TFLM Streamer (convert/stream.py): tests/test_mcu_model.py checks every step's logits and
-states. The subgraphs are matched per layer from the metadata's input/output roles; a graph of
-another shape is refused with a CodegenError naming the layer and what was expected.
+states. The subgraphs are matched per layer from the metadata's input/output roles
+(convert/mgrade_match.py); a graph of another shape is refused with a CodegenError naming the
+layer and what was expected.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from convert.codegen import (
-    ALIAS_OPS, SUPPORTED_OPS, CodegenError, _carray, _ctype, _list, _zp, const_tensor_lines,
-    emit_op, op_params, plan_memory)
+from convert import names, rings
+from convert.arena import Plan, plan_memory
+from convert.cemit import (
+    carray, clist, const_tensor_lines, ctype, int_array, struct_decl, tensor_pointer)
 from convert.codegen_fast import (
-    emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
-    requant_table, right_shifts, table_decl, chan_rows, chan_table, g_split_tables)
+    add_ok, chan_decl, chan_table, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
+    ffc_layout, ffc_struct, g_split_tables, logistic_min_table, logistic_table, requant_table,
+    table_decl)
+from convert.graph_package import (
+    LOGISTIC_KEYS, REQUANT_KEYS, add_fields, emit_op, fc_struct_lines, mul_fields,
+    mult_shift_lines, pick)
+from convert.metadata import from_model as mgrade_metadata
+from convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
 from convert.tflite_reader import Model, Operator, read_tflite
-
-METADATA_NAME = "mgrade"
-METADATA_FORMAT = "mgrade-edge/step/v1"     # convert/quantize.py writes this
-U32 = 1 << 32
-
-
-def mgrade_metadata(model: Model) -> dict | None:
-    """The mGRADE step metadata of a parsed .tflite, or None for any other model."""
-    raw = model.metadata.get(METADATA_NAME)
-    if not raw:
-        return None
-    try:
-        meta = json.loads(bytes(raw).decode())
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
-        return None
-    return meta
+from convert.tflm_params import (
+    ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
-# Pattern matching
-
-@dataclass
-class DelayFusion:
-    layer: int
-    ops: list[int]           # matched operator indices (replaced)
-    anchor: int              # position of the fused call (the DEPTHWISE_CONV_2D)
-    frame: int               # tensor: the layer input at t (conv input, written to the ring)
-    out: int                 # tensor: the DEPTHWISE_CONV_2D output
-    dw: dict                 # DEPTHWISE_CONV_2D parameters (op_params)
-    filt: int                # filter tensor [1, 1, N, H]
-    bias: int                # bias tensor or -1
-    delays: np.ndarray       # [H, N]
-    ring_len: np.ndarray     # [H] R_c
-    graph_ring_frames: int   # R of the graph's ring input
-    zero_point: int          # of the frames (ring reset value)
-    frame_output: bool       # the graph has a frame{l} output (ring_frames > 0)
-
-
-@dataclass
-class GruFusion:
-    layer: int
-    ops: list[int]
-    anchor: int              # the final ADD (h + z * (g - h))
-    u: int                   # input tensor
-    h: int                   # state input tensor
-    hnew: int                # state output tensor
-    zero_point: int
-    fc: dict                 # role -> (op, params): gate, cand, relu_fc (optional)
-    sig_z: dict
-    sig_p: dict
-    min_const: int           # const tensor of the MINIMUM
-    relu: dict | None        # RELU op params (None: fused into relu_fc)
-    shares_dot: bool
-    add_g: dict
-    sub: dict
-    mul: dict
-    add_h: dict
-
-
-class _Graph:
-    def __init__(self, model: Model, meta: dict):
-        self.m = model
-        self.T = model.tensors
-        self.producer: dict[int, Operator] = {}
-        self.consumers: dict[int, list[Operator]] = {}
-        for op in model.operators:
-            for o in op.outputs:
-                self.producer[o] = op
-            for i in op.inputs:
-                if i >= 0:
-                    self.consumers.setdefault(i, []).append(op)
-        names_in, names_out = meta.get("inputs"), meta.get("outputs")
-        if not isinstance(names_in, list) or len(names_in) != len(model.inputs):
-            raise CodegenError(f"mgrade metadata lists inputs {names_in} but the graph has "
-                               f"{len(model.inputs)} inputs")
-        if not isinstance(names_out, list) or len(names_out) != len(model.outputs):
-            raise CodegenError(f"mgrade metadata lists outputs {names_out} but the graph has "
-                               f"{len(model.outputs)} outputs")
-        self.inp = dict(zip(names_in, model.inputs))
-        self.out = dict(zip(names_out, model.outputs))
-        self.graph_outputs = set(model.outputs)
-
-    def prod(self, t: int, kind, what: str, where: str) -> Operator:
-        op = self.producer.get(t)
-        kinds = (kind,) if isinstance(kind, str) else kind
-        if op is None or op.op not in kinds:
-            got = "a graph input or constant" if op is None else f"{op.op} (op {op.index})"
-            raise CodegenError(f"{where}: expected {what} to be produced by {'/'.join(kinds)}, "
-                               f"got {got}")
-        return op
-
-    def only_consumers(self, t: int, allowed: set[int], where: str, what: str):
-        users = {op.index for op in self.consumers.get(t, [])}
-        extra = users - allowed
-        if extra or t in self.graph_outputs:
-            raise CodegenError(f"{where}: {what} (tensor {t}) is also used outside the fused "
-                               f"subgraph (ops {sorted(extra)}"
-                               f"{', graph output' if t in self.graph_outputs else ''})")
-
-    def same_quant(self, a: int, b: int) -> bool:
-        qa, qb = self.T[a].quant, self.T[b].quant
-        return (qa is not None and qb is not None and float(qa.scale[0]) == float(qb.scale[0])
-                and int(qa.zero_point[0]) == int(qb.zero_point[0]))
-
-
-def _axis(op: Operator, ndims: int) -> int:
-    a = op.options.get("axis", 0)
-    return a + ndims if a < 0 else a
-
-
-def _match_delay(g: _Graph, meta: dict, layer: int, gather: Operator) -> DelayFusion:
-    T, where = g.T, f"layer {layer} delay conv"
-    lm = meta["layers"][layer]
-    H = int(meta["channels"])
-    delays = np.asarray(lm.get("delays"), dtype=np.int64)
-    if delays.ndim != 2 or delays.shape[0] != H:
-        raise CodegenError(f"{where}: metadata delays must be [H={H}, N], got {delays.shape}")
-    N = delays.shape[1]
-    R = int(lm.get("ring_frames", 0))
-    if delays.min() < 0 or delays.max() > R or (R > 0 and delays.max() != R):
-        raise CodegenError(f"{where}: delays must lie in 0..ring_frames={R} with max = R")
-    if delays.max() >= 65536:
-        raise CodegenError(f"{where}: delays >= 65536 are not supported")
-    ops = [gather.index]
-    if R > 0:
-        ring, idx, frame_out = (g.inp.get(f"ring{layer}"), g.inp.get(f"idx{layer}"),
-                                g.out.get(f"frame{layer}"))
-        if ring is None or idx is None or frame_out is None:
-            raise CodegenError(f"{where}: metadata has no ring{layer}/idx{layer}/frame{layer}")
-        if T[ring].size != R * H or T[idx].size != N * H:
-            raise CodegenError(f"{where}: ring{layer} has {T[ring].size} elements, idx{layer} "
-                               f"{T[idx].size}; expected R*H={R * H}, N*H={N * H}")
-        concat = g.prod(gather.inputs[0], "CONCATENATION", "the GATHER params", where)
-        cat_axis = _axis(concat, len(T[concat.outputs[0]].shape))
-        if concat.inputs != [frame_out, ring] or cat_axis != 1:
-            raise CodegenError(f"{where}: expected CONCATENATION(frame{layer}, ring{layer}, "
-                               f"axis=1), got inputs {concat.inputs}")
-        if gather.inputs[1] != idx:
-            raise CodegenError(f"{where}: GATHER indices are not the idx{layer} input")
-        g.only_consumers(ring, {concat.index}, where, f"ring{layer}")
-        g.only_consumers(idx, {gather.index}, where, f"idx{layer}")
-        g.only_consumers(concat.outputs[0], {gather.index}, where, "the concatenated frames")
-        frame = frame_out
-        ops.insert(0, concat.index)
-        chain = [frame, ring, concat.outputs[0]]
-    else:   # all delays 0: GATHER(frame, constant indices)
-        frame = gather.inputs[0]
-        ci = T[gather.inputs[1]]
-        if not ci.is_const:
-            raise CodegenError(f"{where}: GATHER without a ring must have constant indices")
-        want = np.tile(np.arange(H), N)
-        if ci.data.reshape(-1).tolist() != want.tolist():
-            raise CodegenError(f"{where}: constant GATHER indices do not match the delays")
-        chain = [frame]
-    if _axis(gather, len(T[gather.inputs[0]].shape)) != 1 or gather.options.get("batch_dims", 0):
-        raise CodegenError(f"{where}: GATHER must gather axis 1 with batch_dims 0")
-    gout = gather.outputs[0]
-    users = g.consumers.get(gout, [])
-    if len(users) != 1 or users[0].op != "RESHAPE":
-        raise CodegenError(f"{where}: expected the GATHER output to feed one RESHAPE")
-    reshape = users[0]
-    g.only_consumers(gout, {reshape.index}, where, "the gathered taps")
-    rout = reshape.outputs[0]
-    if tuple(T[rout].shape) != (1, 1, N, H):
-        raise CodegenError(f"{where}: taps reshaped to {T[rout].shape}, expected (1, 1, {N}, {H})")
-    users = g.consumers.get(rout, [])
-    if len(users) != 1 or users[0].op != "DEPTHWISE_CONV_2D" or users[0].inputs[0] != rout:
-        raise CodegenError(f"{where}: expected the taps to feed one DEPTHWISE_CONV_2D")
-    dw = users[0]
-    g.only_consumers(rout, {dw.index}, where, "the reshaped taps")
-    p = op_params(g.m, dw)
-    expect = dict(batches=1, in_h=1, in_w=N, in_c=H, filt_h=1, filt_w=N, out_h=1, out_w=1,
-                  out_c=H, depth_multiplier=1, pad_h=0, pad_w=0)
-    bad = {k: p[k] for k, v in expect.items() if p[k] != v}
-    if bad:
-        raise CodegenError(f"{where}: DEPTHWISE_CONV_2D is not the [1,1,N,H] VALID tap "
-                           f"convolution (unexpected {bad})")
-    for t in chain + [gout, rout]:
-        if not g.same_quant(t, frame) or T[t].dtype != np.int8:
-            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) does not share the frame's "
-                               "int8 quantization (the taps must be plain copies)")
-    ops += [reshape.index, dw.index]
-    ring_len = delays.max(axis=1).astype(np.int64)
-    return DelayFusion(layer, sorted(ops), dw.index, frame, dw.outputs[0], p, dw.inputs[1],
-                       dw.inputs[2] if len(dw.inputs) > 2 else -1, delays, ring_len, R,
-                       _zp(T[frame]), R > 0)
-
-
-def _swap_add(p: dict) -> dict:
-    q = dict(p)
-    for k in ("offset", "multiplier", "shift"):
-        q[f"input1_{k}"], q[f"input2_{k}"] = p[f"input2_{k}"], p[f"input1_{k}"]
-    return q
-
-
-def _swap_mul(p: dict) -> dict:
-    q = dict(p)
-    q["input1_offset"], q["input2_offset"] = p["input2_offset"], p["input1_offset"]
-    return q
-
-
-def _match_mingru(g: _Graph, layer: int) -> GruFusion:
-    T, m, where = g.T, g.m, f"layer {layer} minGRU"
-    h, hnew = g.inp.get(f"h{layer}"), g.out.get(f"hnew{layer}")
-    if h is None or hnew is None:
-        raise CodegenError(f"{where}: metadata has no h{layer}/hnew{layer}")
-    if not g.same_quant(h, hnew):
-        raise CodegenError(f"{where}: h{layer} and hnew{layer} have different quantization; "
-                           "the state must be tied (convert/quantize.py finalize)")
-    H = T[h].size
-    add_h = g.prod(hnew, "ADD", f"hnew{layer}", where)
-    if h not in add_h.inputs:
-        raise CodegenError(f"{where}: the last ADD does not read h{layer}")
-    k_h = add_h.inputs.index(h)
-    mt = add_h.inputs[1 - k_h]
-    mul = g.prod(mt, "MUL", "z * (g - h)", where)
-    kinds = [g.producer.get(t).op if t in g.producer else None for t in mul.inputs]
-    if sorted(map(str, kinds)) != ["LOGISTIC", "SUB"]:
-        raise CodegenError(f"{where}: expected MUL(LOGISTIC, SUB), got MUL{tuple(kinds)}")
-    k_z = kinds.index("LOGISTIC")
-    sig_z = g.producer[mul.inputs[k_z]]
-    sub = g.producer[mul.inputs[1 - k_z]]
-    if sub.inputs[1] != h:
-        raise CodegenError(f"{where}: expected SUB(g, h{layer})")
-    add_g = g.prod(sub.inputs[0], "ADD", "g(p)", where)
-    kinds = [g.producer.get(t).op if t in g.producer else None for t in add_g.inputs]
-    if kinds.count("LOGISTIC") != 1:
-        raise CodegenError(f"{where}: expected ADD(RELU(p), LOGISTIC(MINIMUM(p, 0))), got "
-                           f"ADD{tuple(kinds)}")
-    k_q = kinds.index("LOGISTIC")
-    sig_p = g.producer[add_g.inputs[k_q]]
-    rt = add_g.inputs[1 - k_q]
-    mn = g.prod(sig_p.inputs[0], "MINIMUM", "the sigmoid branch input", where)
-    consts = [t for t in mn.inputs if T[t].is_const]
-    if len(consts) != 1 or T[consts[0]].size not in (1, H):
-        raise CodegenError(f"{where}: MINIMUM needs one constant operand of size 1 or {H}")
-    min_const = consts[0]
-    pt = next(t for t in mn.inputs if t != min_const)
-    cand = g.prod(pt, "FULLY_CONNECTED", "the MINIMUM input p", where)
-    gate = g.prod(sig_z.inputs[0], "FULLY_CONNECTED", "the gate pre-activation", where)
-    relu, relu_fc = None, None
-    r_op = g.prod(rt, ("FULLY_CONNECTED", "RELU"), "the RELU branch", where)
-    if r_op.op == "RELU":
-        relu = r_op
-        if r_op.inputs[0] != pt:
-            relu_fc = g.prod(r_op.inputs[0], "FULLY_CONNECTED", "the RELU input", where)
-    else:
-        relu_fc = r_op
-    fcs = [gate, cand] + ([relu_fc] if relu_fc is not None else [])
-    u = cand.inputs[0]
-    for fc in fcs:
-        if fc.inputs[0] != u:
-            raise CodegenError(f"{where}: the gate and candidate FULLY_CONNECTED ops read "
-                               "different inputs")
-    fp = {"gate": (gate, op_params(m, gate)), "cand": (cand, op_params(m, cand))}
-    if relu_fc is not None:
-        fp["relu_fc"] = (relu_fc, op_params(m, relu_fc))
-    for role, (op, p) in fp.items():
-        if p["batches"] != 1 or p["output_depth"] != H or T[u].size != p["accum_depth"]:
-            raise CodegenError(f"{where}: {role} FULLY_CONNECTED is not [1, {T[u].size}] -> "
-                               f"[1, {H}]")
-    ops = [gate, sig_z, cand, mn, sig_p, add_g, sub, mul, add_h] + \
-        [o for o in (relu, relu_fc) if o is not None]
-    idx = {op.index for op in ops}
-    if len(idx) != len(ops):
-        raise CodegenError(f"{where}: the subgraph reuses an operator in two roles")
-    # every intermediate tensor stays inside the fused subgraph
-    for op in ops:
-        if op is add_h:
-            continue
-        g.only_consumers(op.outputs[0], idx, where, f"{op.op} (op {op.index}) output")
-    g.only_consumers(h, {sub.index, add_h.index}, where, f"h{layer}")
-    elem = {}
-    for name, op in (("add_g", add_g), ("sub", sub), ("mul", mul), ("add_h", add_h)):
-        p = op_params(m, op)
-        if p["bc"]["ndims"] != 0 or p["bc"]["count"] != H:
-            raise CodegenError(f"{where}: {op.op} (op {op.index}) broadcasts; expected [1, {H}]")
-        elem[name] = p
-    if k_q == 0:                        # canonical ADD(r, q)
-        elem["add_g"] = _swap_add(elem["add_g"])
-    if k_h == 1:                        # canonical ADD(h, m)
-        elem["add_h"] = _swap_add(elem["add_h"])
-    if k_z == 1:                        # canonical MUL(z, d)
-        elem["mul"] = _swap_mul(elem["mul"])
-    shares = False
-    if relu_fc is not None:
-        pc, pr = fp["cand"][1], fp["relu_fc"][1]
-        shares = (relu_fc.inputs[1] == cand.inputs[1]
-                  and all(pc[k] == pr[k] for k in ("per_channel", "input_offset",
-                                                   "filter_offset", "accum_depth")))
-    for op in (sig_z, sig_p) + ((relu,) if relu is not None else ()):
-        if T[op.inputs[0]].size != H:
-            raise CodegenError(f"{where}: {op.op} (op {op.index}) is not [1, {H}]")
-    return GruFusion(layer, sorted(idx), add_h.index, u, h, hnew, _zp(T[h]), fp,
-                     op_params(m, sig_z), op_params(m, sig_p), min_const,
-                     op_params(m, relu) if relu is not None else None, shares,
-                     elem["add_g"], elem["sub"], elem["mul"], elem["add_h"])
-
-
-def match(model: Model, meta: dict) -> tuple[list[DelayFusion], list[GruFusion]]:
-    """The per-layer fused subgraphs of an mGRADE step graph (CodegenError if it has another
-    shape)."""
-    g = _Graph(model, meta)
-    layers = meta.get("layers")
-    H = meta.get("channels")
-    if not isinstance(layers, list) or not isinstance(H, int):
-        raise CodegenError("mgrade metadata has no layers/channels")
-    gathers = [op for op in model.operators if op.op == "GATHER"]
-    conv_layers = [i for i, lm in enumerate(layers) if lm.get("conv")]
-    if len(gathers) != len(conv_layers):
-        raise CodegenError(f"metadata has {len(conv_layers)} delay-conv layers but the graph "
-                           f"has {len(gathers)} GATHER ops")
-    delays = [_match_delay(g, meta, layer, gop) for layer, gop in zip(conv_layers, gathers)]
-    grus = [_match_mingru(g, i) for i, lm in enumerate(layers) if lm.get("rnn")]
-    seen: set[int] = set()
-    for f in delays + grus:
-        if seen & set(f.ops):
-            raise CodegenError(f"layer {f.layer}: fused subgraphs overlap")
-        seen |= set(f.ops)
-    # the ring/idx inputs and the frame outputs must be fully handled by the fused ops
-    for name, t in g.inp.items():
-        if name.startswith(("ring", "idx")):
-            g.only_consumers(t, seen, "graph", f"input {name}")
-    return delays, grus
-
-
-# ---------------------------------------------------------------------------------------------
-# Emission helpers
-
-def _fc_struct(P: str, name: str, p: dict) -> list[str]:
-    return [f"static const int32_t {P}_{name}_mult[{len(p['multiplier'])}] = "
-            f"{_list(p['multiplier'])};",
-            f"static const int32_t {P}_{name}_shift[{len(p['shift'])}] = {_list(p['shift'])};",
-            f"static const mg_fc_params_t {P}_{name} = {{{p['batches']}, {p['accum_depth']}, "
-            f"{p['output_depth']}, {p['input_offset']}, {p['filter_offset']}, "
-            f"{p['output_offset']}, {p['act_min']}, {p['act_max']}, {p['per_channel']}, "
-            f"{P}_{name}_mult, {P}_{name}_shift}};"]
-
-
-def _struct(ctype: str, P: str, name: str, p: dict, keys: list[str], tail: str = "") -> str:
-    vals = ", ".join(str(int(p[k])) for k in keys)
-    return f"static const {ctype} {P}_{name} = {{{vals}{tail}}};"
-
-
-_LOGISTIC_KEYS = ["size", "input_zero_point", "input_range_radius", "input_multiplier",
-                  "input_left_shift"]
-_ADD_KEYS = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift", "input2_offset",
-             "input2_multiplier", "input2_shift", "output_offset", "output_multiplier",
-             "output_shift", "act_min", "act_max"]
-_MUL_KEYS = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
-             "output_shift", "act_min", "act_max"]
-_REQ_KEYS = ["size", "input_offset", "output_offset", "multiplier", "shift", "act_min", "act_max"]
-_BC_NONE = "{0, 0, {0}, {0}, {0}}"
-
-
-def _int_array(ctype: str, name: str, values) -> str:
-    v = np.asarray(values).reshape(-1)
-    return f"static const {ctype} {name}[{max(1, v.size)}] = {{{_carray(v)}}};"
-
-
-def _macs(model: Model, op: Operator, p: dict) -> int:
-    if op.op == "FULLY_CONNECTED":
-        return p["batches"] * p["accum_depth"] * p["output_depth"]
-    if op.op == "DEPTHWISE_CONV_2D":
-        return p["batches"] * p["out_h"] * p["out_w"] * p["out_c"] * p["filt_h"] * p["filt_w"]
-    return 0
-
-
-def _lcm_all(values) -> int:
-    out = 1
-    for v in values:
-        out = out * int(v) // math.gcd(out, int(v))
-    return out
-
+# Fast-path declarations of the fused steps (mcu/runtime/mg_fast.h)
 
 def _fast_delay(P: str, T, f: DelayFusion, add=None):
     """Fast delay step: channel-major taps, folded bias, FC-style requantization; add =
@@ -436,15 +75,14 @@ def _fast_delay(P: str, T, f: DelayFusion, add=None):
         return None                     # the short requantization needs |acc| < 2^30
     rows = chan_table(folded, p["multiplier"], p["shift"], int(p["output_offset"]))
     L = f.layer
-    addp = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
-    decls = [_int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
-             _int_array("int8_t", f"{P}_l{L}_filter_cm", filt.T.reshape(-1)),
-             f"static const mg_fq_chan_t {P}_l{L}_dw_ch[{H}] = {{\n    {chan_rows(rows)}\n}};",
-             f"static const mg_ffc_params_t {P}_l{L}_dw_q = {{{N}, 0, {H}, NULL, {P}_l{L}_dw_ch, "
-             f"{p['output_offset']}, {p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};",
-             f"static const mg_delay_fast_t {P}_l{L}_delay_f = {{{H}, {N}, {P}_l{L}_ring_len, "
-             f"{P}_l{L}_ring_off, {P}_l{L}_delay_cm, {P}_l{L}_filter_cm, &{P}_l{L}_dw_q, "
-             f"{addp}}};"]
+    decls = [int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
+             int_array("int8_t", f"{P}_l{L}_filter_cm", filt.T.reshape(-1)),
+             chan_decl(f"{P}_l{L}_dw_ch", rows),
+             ffc_struct(P, f"l{L}_dw_q", p, N, 0, H, "NULL", f"{P}_l{L}_dw_ch", rows),
+             struct_decl("mg_delay_fast_t", f"{P}_l{L}_delay_f", dict(
+                 channels=H, taps=N, ring_len=f"{P}_l{L}_ring_len", ring_off=f"{P}_l{L}_ring_off",
+                 delay=f"{P}_l{L}_delay_cm", filter=f"{P}_l{L}_filter_cm", q=f"&{P}_l{L}_dw_q",
+                 add=f"&{P}_op{add[0]}" if add else "NULL", add_swap=int(add[1]) if add else 0))]
     return decls, None, (0, 0)
 
 
@@ -452,7 +90,6 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
     """Fast minGRU step declarations (None where a condition of the fast kernel fails); add =
     (ADD op index, swap) of a residual ADD(u, h_new) fused into the same pass."""
     L = f.layer
-    addv = f"&{P}_op{add[0]}, {int(add[1])}" if add else "NULL, 0"
     H = f.fc["gate"][1]["output_depth"]
     lay = {}
     for role, (fop, p) in f.fc.items():
@@ -475,22 +112,19 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
     if mc.size == 1:
         decls.append(table_decl(P, f"l{L}_sig_min_p_lut", logistic_min_table(f.sig_p,
                                                                              int(mc[0]))))
-        sig = f"{P}_l{L}_sig_min_p_lut, NULL, NULL"
+        sig = dict(sig_min_p=f"{P}_l{L}_sig_min_p_lut", min_const="NULL", sig_p="NULL")
     else:
         decls.append(table_decl(P, f"l{L}_sig_p_lut", logistic_table(f.sig_p)))
-        sig = f"NULL, {P}_t{f.min_const}, {P}_l{L}_sig_p_lut"
+        sig = dict(sig_min_p="NULL", min_const=f"{P}_t{f.min_const}", sig_p=f"{P}_l{L}_sig_p_lut")
     relu_fc = "NULL"
     if "relu_fc" in f.fc:
         p = f.fc["relu_fc"][1]
         if f.shares_dot:       # cand's re-laid weights, relu_fc's own bias and quantization
-            words, rows, blocks = lay["relu_fc"][:3]
-            ch = chan_rows(rows)
-            decls += [f"static const mg_fq_chan_t {P}_l{L}_relu_fc_f_ch[{len(rows)}] = "
-                      f"{{\n    {ch}\n}};",
-                      f"static const mg_ffc_params_t {P}_l{L}_relu_fc_f = {{"
-                      f"{p['accum_depth']}, {blocks}, {p['output_depth']}, "
-                      f"{P}_l{L}_cand_f_w, {P}_l{L}_relu_fc_f_ch, {p['output_offset']}, "
-                      f"{p['act_min']}, {p['act_max']}, {right_shifts(rows)}}};"]
+            rows, blocks = lay["relu_fc"][1:3]
+            decls += [chan_decl(f"{P}_l{L}_relu_fc_f_ch", rows),
+                      ffc_struct(P, f"l{L}_relu_fc_f", p, p["accum_depth"], blocks,
+                                 p["output_depth"], f"{P}_l{L}_cand_f_w",
+                                 f"{P}_l{L}_relu_fc_f_ch", rows)]
         else:
             decls += ffc_decls(P, f"l{L}_relu_fc_f", p, lay["relu_fc"])
         relu_fc = f"&{P}_l{L}_relu_fc_f"
@@ -500,34 +134,31 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
         relu_tab = requant_table(f.relu)
         decls.append(table_decl(P, f"l{L}_relu_lut", relu_tab))
         relu = f"{P}_l{L}_relu_lut"
-    split = "NULL, NULL, NULL"
+    split = dict(g_split="NULL", g_neg="NULL", g_pos="NULL")
     if "relu_fc" in f.fc and f.shares_dot and mc.size == 1:
         gs = g_split_tables(lay["cand"][1], f.fc["cand"][1], lay["relu_fc"][1],
                             f.fc["relu_fc"][1], lay["cand"][3], relu_tab, f.sig_p, int(mc[0]),
                             f.add_g)
         if gs is not None:
-            decls += [f"static const int32_t {P}_l{L}_g_split[{H}] = {_list(gs[0])};",
+            decls += [f"static const int32_t {P}_l{L}_g_split[{H}] = {clist(gs[0])};",
                       table_decl(P, f"l{L}_g_neg", gs[1]), table_decl(P, f"l{L}_g_pos", gs[2])]
-            split = f"{P}_l{L}_g_split, {P}_l{L}_g_neg, {P}_l{L}_g_pos"
+            split = dict(g_split=f"{P}_l{L}_g_split", g_neg=f"{P}_l{L}_g_neg",
+                         g_pos=f"{P}_l{L}_g_pos")
         else:
             report[f"l{L}_g"] = "g() computed per element (no split)"
-    decls.append(f"static const mg_mingru_fast_t {P}_l{L}_gru_f = {{{H}, &{P}_l{L}_gate_f, "
-                 f"&{P}_l{L}_cand_f, {P}_l{L}_sig_z_lut, {sig}, {relu_fc}, {int(f.shares_dot)}, "
-                 f"{relu}, &{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h, "
-                 f"{split}, {addv}}};")
+    decls.append(struct_decl("mg_mingru_fast_t", f"{P}_l{L}_gru_f", dict(
+        channels=H, gate=f"&{P}_l{L}_gate_f", cand=f"&{P}_l{L}_cand_f",
+        sig_z=f"{P}_l{L}_sig_z_lut", **sig, relu_fc=relu_fc, relu_fc_shares_dot=int(f.shares_dot),
+        relu=relu, add_g=f"&{P}_l{L}_add_g", sub=f"&{P}_l{L}_sub", mul=f"&{P}_l{L}_mul",
+        add_h=f"&{P}_l{L}_add_h", **split, add_v=f"&{P}_op{add[0]}" if add else "NULL",
+        add_v_swap=int(add[1]) if add else 0)))
     n_acc = (3 if "relu_fc" in f.fc and not f.shares_dot else 2) * 4 * ((H + 3) // 4)
     return decls, None, (2 * lay["gate"][2], n_acc)
 
 
-def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H: int) -> dict:
-    """The residual ADD right after a fused delay (ADD(frame, conv), the conv output used by
-    nothing else) or minGRU step (ADD(u, h_new)) that the fast step can compute in the same
-    pass: {fused op index: (ADD op index, swap)}. Only where the ADD is the next non-alias op
-    (so writing its output early cannot clobber a live buffer) and its parameters suit the
-    fast kernel."""
-    from convert.codegen_fast import elementwise_count
-
-    out = {}
+def _op_sequence(ops: list):
+    """(the non-alias ops in order, alias output -> input, root(tensor): the tensor an alias
+    chain starts from)."""
     seq = [op for op in ops if op.op not in ALIAS_OPS]
     alias = {op.outputs[0]: op.inputs[0] for op in ops if op.op in ALIAS_OPS}
 
@@ -536,6 +167,17 @@ def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H:
             t = alias[t]
         return t
 
+    return seq, alias, root
+
+
+def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H: int) -> dict:
+    """The residual ADD right after a fused delay (ADD(frame, conv), the conv output used by
+    nothing else) or minGRU step (ADD(u, h_new)) that the fast step can compute in the same
+    pass: {fused op index: (ADD op index, swap)}. Only where the ADD is the next non-alias op
+    (so writing its output early cannot clobber a live buffer) and its parameters suit the
+    fast kernel."""
+    out = {}
+    seq, alias, root = _op_sequence(ops)
     users: dict[int, list] = {}
     for op in ops:
         for i in op.inputs:
@@ -569,16 +211,15 @@ def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H:
 def _epilogue_call(P: str, fc, chain, fast, ptr):
     """The fast FC call with its epilogue ops (mg_ffc_epi_s8) in place of mg_ffc_s8."""
     fdecls, fbody, words = fast
-    kinds = [{"ADD": 1, "SUB": 2, "MUL": 3}[op.op] for op, _, _ in chain] + [0] * (3 - len(chain))
-    adds = [f"&{P}_op{op.index}" if op.op != "MUL" else "NULL" for op, _, _ in chain]
-    muls = [f"&{P}_op{op.index}" if op.op == "MUL" else "NULL" for op, _, _ in chain]
     pad = ["NULL"] * (3 - len(chain))
-    swaps = [str(int(sw)) for _, sw, _ in chain] + ["0"] * (3 - len(chain))
+    kinds = [{"ADD": 1, "SUB": 2, "MUL": 3}[op.op] for op, _, _ in chain] + [0] * (3 - len(chain))
+    adds = [f"&{P}_op{op.index}" if op.op != "MUL" else "NULL" for op, _, _ in chain] + pad
+    muls = [f"&{P}_op{op.index}" if op.op == "MUL" else "NULL" for op, _, _ in chain] + pad
+    swaps = [int(sw) for _, sw, _ in chain] + [0] * (3 - len(chain))
     others = [ptr(o, True) for _, _, o in chain] + pad
     n = fc.index
-    decl = (f"static const mg_epi_t {P}_op{n}_epi = {{{{{', '.join(map(str, kinds))}}}, "
-            f"{{{', '.join(adds + pad)}}}, {{{', '.join(muls + pad)}}}, "
-            f"{{{', '.join(swaps)}}}}};")
+    decl = struct_decl("mg_epi_t", f"{P}_op{n}_epi", dict(kind=kinds, add=adds, mul=muls,
+                                                          swap=swaps))
     out = ptr(chain[-1][0].outputs[0], False)
     call = (f"    mg_ffc_epi_s8(&{P}_op{n}f, {ptr(fc.inputs[0], True)}, {P}_xq, {P}_acc, {out}, "
             f"&{P}_op{n}_epi, {', '.join(others)});")
@@ -591,16 +232,7 @@ def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
     (and one other vector of the same size): [(op, swap, other tensor)], at most 3. Stops at
     an op whose input is used elsewhere, at a graph output, and where writing the final result
     early could overwrite another operand (different arena offsets that overlap)."""
-    from convert.codegen_fast import elementwise_count
-
-    seq = [op for op in ops if op.op not in ALIAS_OPS]
-    alias = {op.outputs[0]: op.inputs[0] for op in ops if op.op in ALIAS_OPS}
-
-    def root(t):
-        while t in alias:
-            t = alias[t]
-        return t
-
+    seq, _, root = _op_sequence(ops)
     users: dict[int, list] = {}
     for op in ops:
         for i in op.inputs:
@@ -638,21 +270,57 @@ def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
     return chain
 
 
-def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
-    """Write mg_model.c and mg_model_data.{h,c} for an mGRADE step graph; return a summary."""
-    if model.num_subgraphs != 1:
-        raise CodegenError(f"model has {model.num_subgraphs} subgraphs; only 1 is supported")
-    P, PU = prefix, prefix.upper()
+# ---------------------------------------------------------------------------------------------
+# The analysed package: what all three files are written from
+
+@dataclass
+class Package:
+    """An mGRADE step graph, matched and planned: everything the file writers need."""
+    model: Model
+    meta: dict
+    P: str                        # C symbol prefix
+    g: StepGraph
+    H: int
+    n_in: int
+    n_out: int
+    x_t: int                      # tensor of the x input
+    logits_t: int                 # tensor of the logits output
+    delays: list[DelayFusion]
+    grus: list[GruFusion]
+    fused_at: dict                # anchor op index -> fusion
+    new_ops: list[Operator]       # the op list with MG_DELAY / MG_MINGRU in place of the fused
+    pm: Model                     # the model with new_ops, x + states in, logits + states out
+    plan: Plan
+    ptr: object                   # ptr(tensor, const) -> C expression of its buffer
+    macs_graph: int
+    macs_saved: int
+    ring_info: list[dict]
+    period: int                   # step counter wrap (0: 2^32)
+    used_consts: set[int]
+    const_bytes: int
+    name: str                     # model name in mg_model_info_t
+    state_names: list[str]        # the graph's state outputs (debug accessor order)
+    fast_report: dict = field(default_factory=dict)
+
+    @property
+    def PU(self) -> str:
+        return self.P.upper()
+
+    @property
+    def T(self):
+        return self.model.tensors
+
+
+def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
+    """Match the fused subgraphs, plan memory, lay out the rings and collect the constants."""
+    check_supported(model)
+    P = prefix
     T = model.tensors
-    for op in model.operators:
-        if op.op not in SUPPORTED_OPS:
-            raise CodegenError(f"operator {op.op} (op {op.index}) is not supported "
-                               f"(supported: {', '.join(SUPPORTED_OPS)})")
-    g = _Graph(model, meta)
+    g = StepGraph(model, meta)
     H = int(meta["channels"])
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
-    x_t, logits_t = g.inp.get("x"), g.out.get("logits")
+    x_t, logits_t = g.inp.get(names.X), g.out.get(names.LOGITS)
     if x_t is None or logits_t is None:
         raise CodegenError("mgrade metadata has no x input / logits output")
     if T[x_t].size != n_in or T[logits_t].size != n_out or T[x_t].dtype != np.int8 \
@@ -673,57 +341,43 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                 new_ops.append(Operator(op.index, "MG_MINGRU", [f.u, f.h], [f.hnew]))
         elif op.index not in replaced:
             new_ops.append(op)
-    gru_of = {f.layer: f for f in grus}
     state_in = [f.h for f in grus]
     state_out = [f.hnew for f in grus]
     pm = dataclasses.replace(model, operators=new_ops, inputs=[x_t] + state_in,
                              outputs=[logits_t] + state_out,
-                             input_names=["x"] + [f"h{f.layer}" for f in grus],
-                             output_names=["logits"] + [f"hnew{f.layer}" for f in grus])
+                             input_names=[names.X] + [names.h(f.layer) for f in grus],
+                             output_names=[names.LOGITS] + [names.hnew(f.layer) for f in grus])
     plan = plan_memory(pm)
     for ti, _ in plan.copies:
         raise CodegenError(f"graph output tensor {ti} is not produced by an operator")
 
     def state_name(slot: int) -> str:
-        return f"{P}_h{grus[slot - 1].layer}"
+        return f"{P}_{names.h(grus[slot - 1].layer)}"
 
-    def ptr(ti: int, const: bool) -> str:
-        if ti < 0:
-            return "NULL"
-        ct = _ctype(T[ti])
-        lc = plan.loc[ti]
-        q = "const " if const else ""
-        if lc.kind == "const":
-            return f"{P}_t{lc.index}"
-        if lc.kind == "input":
-            if lc.index == 0:
-                if not const:
-                    raise CodegenError("the x input is written by an operator")
-                return "x"
-            return state_name(lc.index)
-        if lc.kind == "output":
-            return "logits" if lc.index == 0 else state_name(lc.index)
-        return f"({q}{ct} *)(void *)(arena + {lc.offset})"
+    def input_expr(slot: int, ct: str, const: bool) -> str:
+        if slot == 0:
+            if not const:
+                raise CodegenError("the x input is written by an operator")
+            return "x"
+        return state_name(slot)
+
+    ptr = tensor_pointer(T, plan, P, input_expr,
+                         lambda slot, ct, q: "logits" if slot == 0 else state_name(slot))
 
     # --- MACs ---------------------------------------------------------------------------------
-    macs_graph = sum(_macs(model, op, op_params(model, op)) for op in model.operators)
+    macs_graph = sum(op_macs(op, op_params(model, op)) for op in model.operators)
     macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * H for f in grus if f.shares_dot)
 
-    # --- rings ----------------------------------------------------------------------------------
+    # --- rings (convert/rings.py) ---------------------------------------------------------------
     ring_info = []
     for f in delays:
-        lm = layers[f.layer]
-        span = lm.get("kernel_span", meta.get("kernel_span"))
-        # a plain (untrimmed) ring holds the K - 1 past frames of delays 1..K-1 per channel
-        plain_frames = int(span) - 1 if span is not None else int(f.delays.max())
-        offs = np.concatenate([[0], np.cumsum(f.ring_len)[:-1]]).astype(np.int64)
-        ring_info.append(dict(layer=f.layer, bytes=int(f.ring_len.sum()), offsets=offs,
-                              graph_bytes=f.graph_ring_frames * H, plain_frames=plain_frames,
-                              plain_bytes=plain_frames * H, kernel_span=span))
-    nz = sorted({int(v) for f in delays for v in f.ring_len if v > 0})
-    period = _lcm_all(nz) if nz else 1
-    if period > 0x7FFFFFFF:
-        period = 0          # natural 2^32 wrap (documented in the header)
+        span = layers[f.layer].get("kernel_span", meta.get("kernel_span"))
+        plain = rings.plain_frames(span, f.delays)
+        ring_info.append(dict(layer=f.layer, bytes=int(f.ring_len.sum()),
+                              offsets=rings.offsets(f.ring_len),
+                              graph_bytes=f.graph_ring_frames * H, plain_frames=plain,
+                              plain_bytes=plain * H, kernel_span=span))
+    period = rings.wrap_period(v for f in delays for v in f.ring_len)
 
     # --- constants ------------------------------------------------------------------------------
     used_consts: set[int] = set()
@@ -744,80 +398,170 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         if not T[ti].is_const:
             raise CodegenError(f"tensor {ti} ({T[ti].name}) is expected to be a constant")
 
-    const_bytes = sum(T[i].nbytes for i in used_consts)
+    return Package(
+        model, meta, P, g, H, n_in, n_out, x_t, logits_t, delays, grus, fused_at, new_ops, pm,
+        plan, ptr, macs_graph, macs_saved, ring_info, period, used_consts,
+        sum(T[i].nbytes for i in used_consts), str(meta.get("task") or "mgrade")[:31]
+        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS])
 
-    # --- mg_model_data.c ----------------------------------------------------------------------
-    dc = [f"/* Generated by convert/codegen.py (mgrade package) from a .tflite, model id "
-          f"{model.model_id}.", " * Do not edit. Constant tensors of the model. */",
+
+# ---------------------------------------------------------------------------------------------
+# mg_model_data.c
+
+def model_data_c(pk: Package) -> list[str]:
+    """The constant tensors (weights, biases, constants) of the package."""
+    P, T = pk.P, pk.T
+    dc = [f"/* Generated by convert/codegen_mgrade.py from a .tflite, model id "
+          f"{pk.model.model_id}.", " * Do not edit. Constant tensors of the model. */",
           f'#include "{P}_model_data.h"', ""]
-    dh_ext = []
-    for ti in sorted(used_consts):
-        t = T[ti]
-        dc += const_tensor_lines(P, ti, t, storage="const")
-        dh_ext.append(f"extern const {_ctype(t)} {P}_t{ti}[{max(t.size, 1)}];")
+    for ti in sorted(pk.used_consts):
+        dc += const_tensor_lines(P, ti, T[ti], storage="const")
     dc.append("")
+    return dc
 
-    # --- mg_model.c -----------------------------------------------------------------------------
-    name = str(meta.get("task") or "mgrade")[:31].replace('"', "")
+
+# ---------------------------------------------------------------------------------------------
+# mg_model.c
+
+def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body: list):
+    """The reference delay step's declarations and call (appended to c, body); returns the
+    fast path (decls, statements, scratch words) or None, and where the reference-only
+    declarations start in c."""
+    P, H, ptr = pk.P, pk.H, pk.ptr
+    ri = pk.ring_info[pk.delays.index(f)]
+    L, p = f.layer, f.dw
+    dl = f.delays.T.reshape(-1)       # tap-major [N*H]
+    c.append(f"/* layer {L} delay conv: replaces ops {f.ops} (CONCATENATION/GATHER/"
+             f"RESHAPE/DEPTHWISE_CONV_2D) */")
+    c.append(int_array("uint16_t", f"{P}_l{L}_ring_len", f.ring_len))
+    c.append(int_array("uint32_t", f"{P}_l{L}_ring_off", ri["offsets"]))
+    ref_c = len(c)          # the rest: reference path only
+    c.append(int_array("uint16_t", f"{P}_l{L}_delay", dl))
+    c += mult_shift_lines(P, f"l{L}_dw", p)
+    c.append(struct_decl("mg_delay_params_t", f"{P}_l{L}_delay_p", dict(
+        channels=H, taps=f.delays.shape[1], delay=f"{P}_l{L}_delay",
+        ring_len=f"{P}_l{L}_ring_len", ring_off=f"{P}_l{L}_ring_off", filter=f"{P}_t{f.filt}",
+        bias=f"{P}_t{f.bias}" if f.bias >= 0 else "NULL", input_offset=p["input_offset"],
+        output_offset=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
+        multiplier=f"{P}_l{L}_dw_mult", shift=f"{P}_l{L}_dw_shift")))
+    ring = f"{P}_ring{L}" if ri["bytes"] else "NULL"
+    body.append(f"    /* layer {L}: delay conv on the trimmed rings (ops {f.ops}) */")
+    body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, {P}_step_t, "
+                f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
+    radd = residual.get(f.anchor)
+    add_out = ptr(pk.model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+    fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
+                               f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
+                     fast[2])
+    if f.frame_output:
+        body += ["#ifdef MG_MODEL_DEBUG",
+                 f"    mg_copy({P}_dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
+                 "#endif"]
+    return fast, ref_c
+
+
+def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body: list):
+    """The reference minGRU step's declarations and call (appended to c, body); returns the
+    fast path or None, and where the reference-only declarations start in c."""
+    P, H, T, ptr = pk.P, pk.H, pk.T, pk.ptr
+    L = f.layer
+    c.append(f"/* layer {L} minGRU: replaces ops {f.ops} */")
+    for nm in ("add_g", "sub", "add_h"):
+        c.append(struct_decl("mg_add_params_t", f"{P}_l{L}_{nm}", add_fields(getattr(f, nm))))
+    c.append(struct_decl("mg_mul_params_t", f"{P}_l{L}_mul", mul_fields(f.mul)))
+    ref_c = len(c)
+    for role, (fop, p) in f.fc.items():
+        c += fc_struct_lines(P, f"l{L}_{role}", p)
+    c.append(struct_decl("mg_logistic_params_t", f"{P}_l{L}_sig_z", pick(f.sig_z, LOGISTIC_KEYS)))
+    c.append(struct_decl("mg_logistic_params_t", f"{P}_l{L}_sig_p", pick(f.sig_p, LOGISTIC_KEYS)))
+    if f.relu is not None:
+        c.append(struct_decl("mg_requant_params_t", f"{P}_l{L}_relu", pick(f.relu, REQUANT_KEYS)))
+
+    def fc_ref(role):
+        if role not in f.fc:
+            return dict(fc="NULL", weights="NULL", bias="NULL")
+        fop = f.fc[role][0]
+        b = fop.inputs[2] if len(fop.inputs) > 2 else -1
+        return dict(fc=f"&{P}_l{L}_{role}", weights=f"{P}_t{fop.inputs[1]}",
+                    bias=f"{P}_t{b}" if b >= 0 else "NULL")
+
+    c.append(struct_decl("mg_mingru_params_t", f"{P}_l{L}_gru", dict(
+        channels=H, gate=fc_ref("gate"), sig_z=f"&{P}_l{L}_sig_z", cand=fc_ref("cand"),
+        min_const=f"{P}_t{f.min_const}", min_stride=0 if T[f.min_const].size == 1 else 1,
+        sig_p=f"&{P}_l{L}_sig_p", relu_fc=fc_ref("relu_fc"), relu_fc_shares_dot=int(f.shares_dot),
+        relu=f"&{P}_l{L}_relu" if f.relu is not None else "NULL", add_g=f"&{P}_l{L}_add_g",
+        sub=f"&{P}_l{L}_sub", mul=f"&{P}_l{L}_mul", add_h=f"&{P}_l{L}_add_h")))
+    body.append(f"    /* layer {L}: minGRU step, state updated in place (ops {f.ops}) */")
+    body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
+    if fast is not None:
+        radd = residual.get(f.anchor)
+        v_out = ptr(pk.model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+        fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
+                          f"{P}_h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
+    return fast, ref_c
+
+
+def model_c(pk: Package) -> list[str]:
+    """Operator parameters, the static model state and mg_model_reset/step/info (+ the debug
+    accessors); fills pk.fast_report with the ops the fast path leaves to the reference
+    kernels."""
+    model, P, PU, T, H, ptr, plan = pk.model, pk.P, pk.PU, pk.T, pk.H, pk.ptr, pk.plan
     mid = model.model_id
-    c = [f"/* Generated by convert/codegen.py (mgrade package) from a .tflite, model id {mid}.",
+    info = struct_decl("mg_model_info_t", f"{P}_info", dict(
+        name=f'"{pk.name}"', id=[f"0x{mid[k:k + 2]}" for k in range(0, 16, 2)], n_in=pk.n_in,
+        n_out=pk.n_out, n_macs_per_step=f"{pk.macs_graph}u"))
+    c = [f"/* Generated by convert/codegen_mgrade.py from a .tflite, model id {mid}.",
          " * Do not edit. Implements mcu/runtime/mg_model.h: static state, fused delay rings",
          " * (mg_delay.h) and minGRU steps (mg_mingru.h), generic kernels for the rest. */",
          f'#include "{P}_model_data.h"', "", "#include <stddef.h>", "",
          '#include "mg_delay.h"', '#include "mg_fast.h"', '#include "mg_kernels.h"',
          '#include "mg_mingru.h"',
-         '#include "mg_model.h"', "",
-         f"static const mg_model_info_t {P}_info = {{\"{name}\", {{"
-         + ", ".join(f"0x{mid[k:k + 2]}" for k in range(0, 16, 2))
-         + f"}}, {n_in}, {n_out}, {macs_graph}u}};", "",
+         '#include "mg_model.h"', "", info, "",
          "/* ---- model state (RAM); initialised to the reset values ---- */",
          f"static uint32_t {P}_step_t;   /* steps since reset, wrapped at "
          f"{PU}_MODEL_RING_PERIOD */"]
-    for f, ri in zip(delays, ring_info):
+    for f, ri in zip(pk.delays, pk.ring_info):
         if ri["bytes"]:
             c.append(f"static int8_t {P}_ring{f.layer}[{PU}_MODEL_RING{f.layer}_BYTES] = "
-                     f"{{{_carray(np.full(ri['bytes'], f.zero_point))}}};")
-    for f in grus:
-        c.append(f"static int8_t {P}_h{f.layer}[{H}] = {{{_carray(np.full(H, f.zero_point))}}};")
+                     f"{{{carray(np.full(ri['bytes'], f.zero_point))}}};")
+    for f in pk.grus:
+        c.append(f"static int8_t {P}_h{f.layer}[{H}] = {{{carray(np.full(H, f.zero_point))}}};")
     c.append(f"static int32_t {P}_arena_words[{max(1, (plan.arena_bytes + 3) // 4)}];"
              "   /* step scratch */")
-    dbg = []
-    for f in delays:
-        if f.frame_output:
-            dbg.append(f"static int8_t {P}_dbg_frame{f.layer}[{H}];")
+    dbg = [f"static int8_t {P}_dbg_frame{f.layer}[{H}];" for f in pk.delays if f.frame_output]
     if dbg:
         c += ["#ifdef MG_MODEL_DEBUG"] + dbg + ["#endif"]
     c.append("")
     c.append("/* ---- operator parameters (flash) ---- */")
 
     body: list[str] = []
-    residual = _residual_adds(model, new_ops, T, fused_at, g.graph_outputs, H)
+    residual = _residual_adds(model, pk.new_ops, T, pk.fused_at, pk.g.graph_outputs, H)
     absorbed = {a[0]: layer for layer, a in residual.items()}
     predeclared: set[int] = set()
     xq_words = acc_words = 0
-    fast_report: dict[str, str] = {}
-    readout_op = g.producer[logits_t].index if logits_t in g.producer else -1
-    for op in new_ops:
+    fast_report = pk.fast_report
+    readout_op = pk.g.producer[pk.logits_t].index if pk.logits_t in pk.g.producer else -1
+    for op in pk.new_ops:
         kind = ("MG_PROF_DELAY" if op.op == "MG_DELAY" else "MG_PROF_MINGRU"
                 if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
                 else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
         if op.index in residual:        # the fused ADD's parameters, declared first
             aop = model.operators[residual[op.index][0]]
-            c += emit_op(pm, aop, op_params(model, aop), ptr, plan, P)[0]
+            c += emit_op(pk.pm, aop, op_params(model, aop), ptr, plan, P)[0]
             predeclared.add(aop.index)
         chain = []
         if op.op == "FULLY_CONNECTED" and op.index != readout_op:
-            chain = _fc_epilogue(model, new_ops, op, plan, g.graph_outputs)
+            chain = _fc_epilogue(model, pk.new_ops, op, plan, pk.g.graph_outputs)
             for eop, _, _ in chain:
-                c += emit_op(pm, eop, op_params(model, eop), ptr, plan, P)[0]
+                c += emit_op(pk.pm, eop, op_params(model, eop), ptr, plan, P)[0]
                 predeclared.add(eop.index)
                 absorbed[eop.index] = op.index
         ref_c, ref_b = len(c), len(body)
         fast = None
         if op.op == "MG_DELAY":
-            fast = _fast_delay(P, T, fused_at[op.index], residual.get(op.index))
+            fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
         elif op.op == "MG_MINGRU":
-            fast = _fast_mingru(P, model, T, fused_at[op.index], fast_report,
+            fast = _fast_mingru(P, model, T, pk.fused_at[op.index], fast_report,
                                 residual.get(op.index))
         if fast is None and op.index in residual:      # no fast step: the ADD stays
             absorbed.pop(residual.pop(op.index)[0])
@@ -835,76 +579,11 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             elif chain:
                 fast = _epilogue_call(P, op, chain, fast, ptr)
         if op.op == "MG_DELAY":
-            f = fused_at[op.index]
-            ri = ring_info[delays.index(f)]
-            L, p = f.layer, f.dw
-            dl = f.delays.T.reshape(-1)       # tap-major [N*H]
-            c.append(f"/* layer {L} delay conv: replaces ops {f.ops} (CONCATENATION/GATHER/"
-                     f"RESHAPE/DEPTHWISE_CONV_2D) */")
-            c.append(_int_array("uint16_t", f"{P}_l{L}_ring_len", f.ring_len))
-            c.append(_int_array("uint32_t", f"{P}_l{L}_ring_off", ri["offsets"]))
-            ref_c = len(c)          # the rest: reference path only
-            c.append(_int_array("uint16_t", f"{P}_l{L}_delay", dl))
-            c.append(f"static const int32_t {P}_l{L}_dw_mult[{H}] = {_list(p['multiplier'])};")
-            c.append(f"static const int32_t {P}_l{L}_dw_shift[{H}] = {_list(p['shift'])};")
-            c.append(f"static const mg_delay_params_t {P}_l{L}_delay_p = {{{H}, "
-                     f"{f.delays.shape[1]}, {P}_l{L}_delay, {P}_l{L}_ring_len, "
-                     f"{P}_l{L}_ring_off, {P}_t{f.filt}, "
-                     f"{P + '_t' + str(f.bias) if f.bias >= 0 else 'NULL'}, "
-                     f"{p['input_offset']}, {p['output_offset']}, {p['act_min']}, "
-                     f"{p['act_max']}, {P}_l{L}_dw_mult, {P}_l{L}_dw_shift}};")
-            ring = f"{P}_ring{L}" if ri["bytes"] else "NULL"
-            body.append(f"    /* layer {L}: delay conv on the trimmed rings (ops {f.ops}) */")
-            body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, {P}_step_t, "
-                        f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
-            radd = residual.get(op.index)
-            add_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
-            fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
-                              f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
-                    fast[2])
-            if f.frame_output:
-                body += ["#ifdef MG_MODEL_DEBUG",
-                         f"    mg_copy({P}_dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
-                         "#endif"]
+            fast, ref_c = _delay_code(pk, pk.fused_at[op.index], residual, fast, c, body)
         elif op.op == "MG_MINGRU":
-            f = fused_at[op.index]
-            L = f.layer
-            c.append(f"/* layer {L} minGRU: replaces ops {f.ops} */")
-            for nm in ("add_g", "sub", "add_h"):
-                c.append(_struct("mg_add_params_t", P, f"l{L}_{nm}", getattr(f, nm), _ADD_KEYS,
-                                 ", " + _BC_NONE))
-            c.append(_struct("mg_mul_params_t", P, f"l{L}_mul", f.mul, _MUL_KEYS,
-                             ", " + _BC_NONE))
-            ref_c = len(c)
-            for role, (fop, p) in f.fc.items():
-                c += _fc_struct(P, f"l{L}_{role}", p)
-            c.append(_struct("mg_logistic_params_t", P, f"l{L}_sig_z", f.sig_z, _LOGISTIC_KEYS))
-            c.append(_struct("mg_logistic_params_t", P, f"l{L}_sig_p", f.sig_p, _LOGISTIC_KEYS))
-            if f.relu is not None:
-                c.append(_struct("mg_requant_params_t", P, f"l{L}_relu", f.relu, _REQ_KEYS))
-
-            def fc_ref(role):
-                if role not in f.fc:
-                    return "{NULL, NULL, NULL}"
-                fop = f.fc[role][0]
-                b = fop.inputs[2] if len(fop.inputs) > 2 else -1
-                return (f"{{&{P}_l{L}_{role}, {P}_t{fop.inputs[1]}, "
-                        f"{P + '_t' + str(b) if b >= 0 else 'NULL'}}}")
-            stride = 0 if T[f.min_const].size == 1 else 1
-            c.append(f"static const mg_mingru_params_t {P}_l{L}_gru = {{{H}, {fc_ref('gate')}, "
-                     f"&{P}_l{L}_sig_z, {fc_ref('cand')}, {P}_t{f.min_const}, {stride}, "
-                     f"&{P}_l{L}_sig_p, {fc_ref('relu_fc')}, {int(f.shares_dot)}, "
-                     f"{'&' + P + '_l' + str(L) + '_relu' if f.relu is not None else 'NULL'}, "
-                     f"&{P}_l{L}_add_g, &{P}_l{L}_sub, &{P}_l{L}_mul, &{P}_l{L}_add_h}};")
-            body.append(f"    /* layer {L}: minGRU step, state updated in place (ops {f.ops}) */")
-            body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
-            if fast is not None:
-                radd = residual.get(op.index)
-                v_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
-                fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
-                                  f"{P}_h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
+            fast, ref_c = _mingru_code(pk, pk.fused_at[op.index], residual, fast, c, body)
         else:
-            decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
+            decls, lines = emit_op(pk.pm, op, op_params(model, op), ptr, plan, P)
             c += decls
             body += lines
         if op.index in predeclared:
@@ -928,74 +607,68 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
         c.append(f"static int32_t {P}_acc[{max(1, acc_words)}];   /* FC dot products */")
         c.append("#endif")
     c.append("")
-    c.append("void mg_model_reset(void)")
-    c.append("{")
-    c.append("    int32_t k;")
-    c.append("    (void)k;")
-    for f, ri in zip(delays, ring_info):
+    c += ["void mg_model_reset(void)", "{", "    int32_t k;", "    (void)k;"]
+    for f, ri in zip(pk.delays, pk.ring_info):
         if ri["bytes"]:
             c.append(f"    mg_delay_reset({P}_ring{f.layer}, sizeof {P}_ring{f.layer}, "
                      f"(int8_t){f.zero_point});")
-    for f in grus:
-        c.append(f"    for (k = 0; k < {H}; ++k) {{")
-        c.append(f"        {P}_h{f.layer}[k] = (int8_t){f.zero_point};")
-        c.append("    }")
-    c.append(f"    {P}_step_t = 0u;")
-    c.append("}")
-    c.append("")
-    c.append("void mg_model_step(const int8_t *x, int8_t *logits)")
-    c.append("{")
-    c.append(f"    int8_t *const arena = (int8_t *){P}_arena_words;")
-    c.append("    int status = 0;   /* set by a generic GATHER on a bad index (none expected) */")
-    c.append("    (void)arena;")
+    for f in pk.grus:
+        c += [f"    for (k = 0; k < {H}; ++k) {{",
+              f"        {P}_h{f.layer}[k] = (int8_t){f.zero_point};", "    }"]
+    c += [f"    {P}_step_t = 0u;", "}", "",
+          "void mg_model_step(const int8_t *x, int8_t *logits)", "{",
+          f"    int8_t *const arena = (int8_t *){P}_arena_words;",
+          "    int status = 0;   /* set by a generic GATHER on a bad index (none expected) */",
+          "    (void)arena;"]
     c += body
     c.append("    (void)status;")
-    if period:
+    if pk.period:
         c.append(f"    {P}_step_t = ({P}_step_t + 1u == {PU}_MODEL_RING_PERIOD) ? 0u : "
                  f"{P}_step_t + 1u;")
     else:
         c.append(f"    ++{P}_step_t;")
-    c.append("}")
-    c.append("")
-    c.append("const mg_model_info_t *mg_model_info(void)")
-    c.append("{")
-    c.append(f"    return &{P}_info;")
-    c.append("}")
-    c.append("")
+    c += ["}", "", "const mg_model_info_t *mg_model_info(void)", "{", f"    return &{P}_info;",
+          "}", ""]
     # debug accessors: the states in graph output order (outputs[1:])
-    state_names = [n for n in meta["outputs"] if n != "logits"]
-    c.append("#ifdef MG_MODEL_DEBUG")
-    c.append("const int8_t *mg_model_debug_state(int k)")
-    c.append("{")
-    c.append("    switch (k) {")
-    for k, nm in enumerate(state_names):
-        if nm.startswith("hnew"):
-            c.append(f"    case {k}: return {P}_h{int(nm[4:])};   /* {nm} */")
-        elif nm.startswith("frame"):
-            c.append(f"    case {k}: return {P}_dbg_frame{int(nm[5:])};   /* {nm} */")
+    c += ["#ifdef MG_MODEL_DEBUG", "const int8_t *mg_model_debug_state(int k)", "{",
+          "    switch (k) {"]
+    for k, nm in enumerate(pk.state_names):
+        role = names.parse(nm)
+        if role and role[0] == "hnew":
+            c.append(f"    case {k}: return {P}_h{role[1]};   /* {nm} */")
+        elif role and role[0] == "frame":
+            c.append(f"    case {k}: return {P}_dbg_frame{role[1]};   /* {nm} */")
         else:
             raise CodegenError(f"unknown state output {nm!r} in the metadata")
-    c.append("    default: return NULL;")
-    c.append("    }")
-    c.append("}")
-    c.append("")
-    c.append("uint32_t mg_model_debug_step_counter(void)")
-    c.append("{")
-    c.append(f"    return {P}_step_t;")
-    c.append("}")
-    c.append("#endif /* MG_MODEL_DEBUG */")
-    c.append("")
+    c += ["    default: return NULL;", "    }", "}", "",
+          "uint32_t mg_model_debug_step_counter(void)", "{", f"    return {P}_step_t;", "}",
+          "#endif /* MG_MODEL_DEBUG */", ""]
+    return c
 
-    # --- mg_model_data.h ------------------------------------------------------------------------
-    ring_total = sum(r["bytes"] for r in ring_info)
-    plain_total = sum(r["plain_bytes"] for r in ring_info)
-    graph_total = sum(r["graph_bytes"] for r in ring_info)
-    h_total = H * len(grus)
-    spans_known = all(r["kernel_span"] is not None for r in ring_info)
-    xq, lq = T[x_t].quant, T[logits_t].quant
+
+# ---------------------------------------------------------------------------------------------
+# mg_model_data.h
+
+def ring_totals(pk: Package) -> dict:
+    """Bytes of the package's rings (trimmed, as the graph holds them, plain) and states."""
+    ri = pk.ring_info
+    ring = sum(r["bytes"] for r in ri)
+    h = pk.H * len(pk.grus)
+    return dict(ring=ring, graph=sum(r["graph_bytes"] for r in ri),
+                plain=sum(r["plain_bytes"] for r in ri), h=h, state=ring + h + 4,
+                spans_known=all(r["kernel_span"] is not None for r in ri))
+
+
+def model_data_h(pk: Package) -> list[str]:
+    """Sizes, ids, ring layout constants, the debug accessors' declarations and the frame
+    quantizer."""
+    model, P, PU, T, H = pk.model, pk.P, pk.PU, pk.T, pk.H
+    mid, name, layers = model.model_id, pk.name, pk.meta["layers"]
+    tot = ring_totals(pk)
+    xq, lq = T[pk.x_t].quant, T[pk.logits_t].quant
     guard = f"{PU}_MODEL_DATA_H"
-    hh = [f"/* Generated by convert/codegen.py (mgrade package). Do not edit.", " *",
-          f" * Model {mid} ('{name}'): x int8 [{n_in}] -> logits int8 [{n_out}] per step,",
+    hh = [f"/* Generated by convert/codegen_mgrade.py. Do not edit.", " *",
+          f" * Model {mid} ('{name}'): x int8 [{pk.n_in}] -> logits int8 [{pk.n_out}] per step,",
           f" * {len(layers)} layers of H = {H} channels. API: mcu/runtime/mg_model.h.",
           " * Ring layout: layer l, channel c keeps R_c = max_e delay frames at",
           f" * {P}_ring<l>[off_c .. off_c + R_c); frame t - d sits at slot (t - d) mod R_c.",
@@ -1004,22 +677,22 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
           "/* first 8 bytes of sha256(model.tflite) */",
           f'#define {PU}_MODEL_ID "{mid}"',
           f'#define {PU}_MODEL_NAME "{name}"',
-          f"#define {PU}_MODEL_N_IN {n_in}",
-          f"#define {PU}_MODEL_N_OUT {n_out}",
+          f"#define {PU}_MODEL_N_IN {pk.n_in}",
+          f"#define {PU}_MODEL_N_OUT {pk.n_out}",
           f"#define {PU}_MODEL_CHANNELS {H}",
           f"#define {PU}_MODEL_NUM_LAYERS {len(layers)}",
           f"#define {PU}_MODEL_INPUT_SCALE {float(xq.scale[0]):.9g}f   /* x = q * scale ... */",
-          f"#define {PU}_MODEL_INPUT_ZERO_POINT {_zp(T[x_t])}",
+          f"#define {PU}_MODEL_INPUT_ZERO_POINT {zero_point(T[pk.x_t])}",
           f"#define {PU}_MODEL_LOGITS_SCALE {float(lq.scale[0]):.9g}f",
-          f"#define {PU}_MODEL_LOGITS_ZERO_POINT {_zp(T[logits_t])}",
+          f"#define {PU}_MODEL_LOGITS_ZERO_POINT {zero_point(T[pk.logits_t])}",
           "/* MACs per step of the graph's FULLY_CONNECTED + DEPTHWISE_CONV_2D ops (what",
           " * mg_model_info() reports), and those the fused kernels execute (a candidate FC",
           " * duplicated by the converter shares one dot product). */",
-          f"#define {PU}_MODEL_MACS_PER_STEP {macs_graph}u",
-          f"#define {PU}_MODEL_MACS_EXECUTED {macs_graph - macs_saved}u",
+          f"#define {PU}_MODEL_MACS_PER_STEP {pk.macs_graph}u",
+          f"#define {PU}_MODEL_MACS_EXECUTED {pk.macs_graph - pk.macs_saved}u",
           "",
           "/* RAM: delay rings (sum_c R_c per layer), minGRU states, step scratch */"]
-    for f, ri in zip(delays, ring_info):
+    for f, ri in zip(pk.delays, pk.ring_info):
         L = f.layer
         hh += [f"#define {PU}_MODEL_LAYER{L}_RING_ZERO_POINT {f.zero_point}",
                f"#define {PU}_MODEL_RING{L}_BYTES {ri['bytes']}          /* trimmed: sum_c R_c */",
@@ -1029,20 +702,21 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                f"{ri['plain_frames']} frames x H"
                + (" (kernel_span - 1 past frames) */" if ri["kernel_span"] is not None
                   else " (max delay: no kernel_span in the metadata) */")]
-    hh += [f"#define {PU}_MODEL_RING_BYTES {ring_total}",
-           f"#define {PU}_MODEL_RING_GRAPH_BYTES {graph_total}",
-           f"#define {PU}_MODEL_RING_PLAIN_BYTES {plain_total}",
-           f"#define {PU}_MODEL_RING_PLAIN_FROM_KERNEL_SPAN {int(spans_known and bool(ring_info))}",
-           f"#define {PU}_MODEL_H_BYTES {h_total}",
-           f"#define {PU}_MODEL_STATE_BYTES {ring_total + h_total + 4}   /* + the step counter */",
-           f"#define {PU}_MODEL_ARENA_BYTES {plan.arena_bytes}",
-           f"#define {PU}_MODEL_CONST_BYTES {const_bytes}",
+    hh += [f"#define {PU}_MODEL_RING_BYTES {tot['ring']}",
+           f"#define {PU}_MODEL_RING_GRAPH_BYTES {tot['graph']}",
+           f"#define {PU}_MODEL_RING_PLAIN_BYTES {tot['plain']}",
+           f"#define {PU}_MODEL_RING_PLAIN_FROM_KERNEL_SPAN "
+           f"{int(tot['spans_known'] and bool(pk.ring_info))}",
+           f"#define {PU}_MODEL_H_BYTES {tot['h']}",
+           f"#define {PU}_MODEL_STATE_BYTES {tot['state']}   /* + the step counter */",
+           f"#define {PU}_MODEL_ARENA_BYTES {pk.plan.arena_bytes}",
+           f"#define {PU}_MODEL_CONST_BYTES {pk.const_bytes}",
            "/* the step counter wraps here (lcm of all R_c) so (t - d) mod R_c stays continuous"
-           + ("; 0: 2^32 (lcm too large) */" if period == 0 else " */"),
-           f"#define {PU}_MODEL_RING_PERIOD {period}u",
+           + ("; 0: 2^32 (lcm too large) */" if pk.period == 0 else " */"),
+           f"#define {PU}_MODEL_RING_PERIOD {pk.period}u",
            "", f"/* states exposed for tests (graph output order: "
-           f"{', '.join(state_names)}), {H} bytes each */",
-           f"#define {PU}_MODEL_DEBUG_NUM_STATES {len(state_names)}",
+           f"{', '.join(pk.state_names)}), {H} bytes each */",
+           f"#define {PU}_MODEL_DEBUG_NUM_STATES {len(pk.state_names)}",
            f"#define {PU}_MODEL_DEBUG_STATE_BYTES {H}",
            "#ifdef MG_MODEL_DEBUG",
            "/* state k after the last step: hnew<l> = the minGRU state, frame<l> = the layer's",
@@ -1050,33 +724,52 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
            "const int8_t *mg_model_debug_state(int k);",
            "uint32_t mg_model_debug_step_counter(void);",
            "#endif", ""] + frame_quantizer(P, PU) + [
-           "/* constant tensors (mg_model_data.c), package-internal */"] + dh_ext + [
-           "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
+           "/* constant tensors (mg_model_data.c), package-internal */"]
+    hh += [f"extern const {ctype(T[ti])} {P}_t{ti}[{max(T[ti].size, 1)}];"
+           for ti in sorted(pk.used_consts)]
+    hh += ["", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
+    return hh
 
+
+# ---------------------------------------------------------------------------------------------
+# The package
+
+def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
+    """Write mg_model.c and mg_model_data.{h,c} for an mGRADE step graph; return a summary."""
+    pk = analyse(model, meta, prefix)
+    P = pk.P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{P}_model_data.h", out / f"{P}_model_data.c", out / f"{P}_model.c"]
+    hh, dc, c = model_data_h(pk), model_data_c(pk), model_c(pk)
     files[0].write_text("\n".join(hh))
     files[1].write_text("\n".join(dc))
     files[2].write_text("\n".join(c))
+    return package_summary(pk, files)
+
+
+def package_summary(pk: Package, files: list[Path]) -> dict:
+    """The summary dict generate_package returns (sizes, fusions, fast-path report)."""
+    model, plan, mid = pk.model, pk.plan, pk.model.model_id
+    tot = ring_totals(pk)
     summary = {
-        "model_id": mid, "name": name, "kind": "mgrade",
+        "model_id": mid, "name": pk.name, "kind": "mgrade",
         "ops": [op.op for op in model.operators],
-        "fused": {"delay": [f.ops for f in delays], "mingru": [f.ops for f in grus]},
-        "arena_bytes": plan.arena_bytes, "const_bytes": const_bytes,
-        "ring_bytes": ring_total, "ring_graph_bytes": graph_total,
-        "ring_plain_bytes": plain_total, "ring_plain_from_kernel_span": spans_known,
-        "h_bytes": h_total, "state_bytes": ring_total + h_total + 4,
-        "macs_per_step": macs_graph, "macs_executed": macs_graph - macs_saved,
-        "ring_period": period, "files": [str(f) for f in files],
-        "fast_report": fast_report,   # ops the fast path leaves to the reference kernels
+        "fused": {"delay": [f.ops for f in pk.delays], "mingru": [f.ops for f in pk.grus]},
+        "arena_bytes": plan.arena_bytes, "const_bytes": pk.const_bytes,
+        "ring_bytes": tot["ring"], "ring_graph_bytes": tot["graph"],
+        "ring_plain_bytes": tot["plain"], "ring_plain_from_kernel_span": tot["spans_known"],
+        "h_bytes": tot["h"], "state_bytes": tot["state"],
+        "macs_per_step": pk.macs_graph, "macs_executed": pk.macs_graph - pk.macs_saved,
+        "ring_period": pk.period, "files": [str(f) for f in files],
+        "fast_report": pk.fast_report,   # ops the fast path leaves to the reference kernels
     }
     summary["summary"] = (
         f"model {mid} (mgrade package): {len(model.operators)} graph ops -> "
-        f"{len(new_ops)} calls ({len(delays)} delay, {len(grus)} minGRU fused), "
-        f"state {summary['state_bytes']} B (rings {ring_total} B vs graph ring {graph_total} B, "
-        f"plain {plain_total} B), arena {plan.arena_bytes} B, constants {const_bytes} B, "
-        f"{macs_graph} MACs/step -> {', '.join(map(str, files))}")
+        f"{len(pk.new_ops)} calls ({len(pk.delays)} delay, {len(pk.grus)} minGRU fused), "
+        f"state {tot['state']} B (rings {tot['ring']} B vs graph ring {tot['graph']} B, "
+        f"plain {tot['plain']} B), arena {plan.arena_bytes} B, constants {pk.const_bytes} B, "
+        f"{pk.macs_graph} MACs/step -> {', '.join(map(str, files))}")
     return summary
 
 
@@ -1116,56 +809,9 @@ def frame_quantizer(P: str, PU: str) -> list[str]:
         ""]
 
 
-# ---------------------------------------------------------------------------------------------
-# Test vectors for the embedded harness (mcu/runtime/tests/model_check.c)
-
-def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """TFLM Streamer reference for sequences x_q int8 [S, T, n_in]: per-step logits
-    [S, T, n_out] and states [S, T, n_states * H] (graph output order, outputs[1:])."""
-    from convert.stream import Streamer
-
-    s = Streamer(model_bytes, "tflm")
-    names = [n for n in s.meta["outputs"] if n != "logits"]
-    logits, states = [], []
-    for seq in x_q:
-        lg, raw = s.run(np.ascontiguousarray(seq), return_states=True)
-        logits.append(lg)
-        states.append(np.stack([np.concatenate([out[n].reshape(-1) for n in names])
-                                for _, out in raw]) if names else
-                      np.zeros((len(seq), 0), np.int8))
-    return np.stack(logits).astype(np.int8), np.stack(states).astype(np.int8)
-
-
-def write_test_vectors(out_dir, x_q: np.ndarray, logits: np.ndarray, states: np.ndarray,
-                       prefix: str = "mg_tv") -> list[Path]:
-    """mg_test_vectors.{h,c}: inputs [S][T][n_in] and the expected per-step logits+states."""
-    S, Tn, n_in = x_q.shape
-    n_out, n_st = logits.shape[2], states.shape[2]
-    P, PU = prefix, prefix.upper()
-    expect = np.concatenate([logits, states], axis=2)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    h = [f"/* Generated by convert/codegen_mgrade.py: TFLM reference vectors. */",
-         f"#ifndef {PU}_H", f"#define {PU}_H", "", "#include <stdint.h>", "",
-         f"#define {PU}_NUM_SEQ {S}", f"#define {PU}_STEPS {Tn}", f"#define {PU}_N_IN {n_in}",
-         f"#define {PU}_N_OUT {n_out}", f"#define {PU}_STATE_BYTES {n_st}",
-         f"#define {PU}_EXPECT_BYTES {n_out + n_st}   /* per step: logits, then the states */",
-         f"extern const int8_t {P}_x[{S * Tn * n_in}];",
-         f"extern const int8_t {P}_expect[{S * Tn * (n_out + n_st)}];", "", "#endif", ""]
-    c = [f'#include "{prefix}.h"', "",
-         f"const int8_t {P}_x[{S * Tn * n_in}] = {{{_carray(x_q, 32)}}};",
-         f"const int8_t {P}_expect[{S * Tn * (n_out + n_st)}] = {{{_carray(expect, 32)}}};", ""]
-    (out / f"{prefix}.h").write_text("\n".join(h))
-    (out / f"{prefix}.c").write_text("\n".join(c))
-    return [out / f"{prefix}.h", out / f"{prefix}.c"]
-
-
 def load(model_src) -> tuple[Model, dict]:
     model = model_src if isinstance(model_src, Model) else read_tflite(model_src)
     meta = mgrade_metadata(model)
     if meta is None:
         raise CodegenError("this .tflite carries no mgrade metadata")
     return model, meta
-
-
-

@@ -12,9 +12,9 @@ On a board:
     m.reset()
     frame = mg_model.quantize(floats)     # float frame -> int8 (the model's input scale)
 
-The package runs the interpreter graph operator by operator (the generic path of
-convert/codegen.py: same Prepare-time parameters from `op_params`, same static memory plan
-from `plan_memory`) with the integer arithmetic of mcu/runtime, so its logits are bit-exact
+The package runs the interpreter graph operator by operator (like convert/graph_package.py:
+same Prepare-time parameters from convert/tflm_params.op_params, same static memory plan from
+convert/arena.plan_memory) with the integer arithmetic of mcu/runtime, so its logits are bit-exact
 with the TFLite-Micro interpreter. The caller-side state handling is convert/stream.py's:
 rings start at their zero point, the gather indices of step t come from the write slot
 t mod R, the frame output goes into that slot, each minGRU state output becomes the next input.
@@ -28,7 +28,6 @@ architecture-specific, so the kernels need the board's ARCH).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import shutil
 import subprocess
@@ -37,9 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.codegen import ALIAS_OPS, SUPPORTED_OPS, CodegenError, _zp, op_params, plan_memory
-from convert.codegen_mgrade import mgrade_metadata
-from convert.tflite_reader import Model, read_tflite
+from convert import names
+from convert.arena import plan_memory
+from convert.metadata import from_model as mgrade_metadata
+from convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
+from convert.tflm_params import (
+    ALIAS_OPS, SUPPORTED_OPS, CodegenError, op_macs, op_params, zero_point)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC_DIR = ROOT / "mcu" / "micropython"
@@ -128,14 +130,6 @@ def _resolve_broadcast(T, op, bc: dict, ref, decls: list):
     return None, direct
 
 
-def _macs(op, p: dict) -> int:
-    if op.op == "FULLY_CONNECTED":
-        return p["batches"] * p["accum_depth"] * p["output_depth"]
-    if op.op == "DEPTHWISE_CONV_2D":
-        return p["batches"] * p["out_h"] * p["out_w"] * p["out_c"] * p["filt_h"] * p["filt_w"]
-    return 0
-
-
 def _emit_graph(model: Model) -> dict:
     """The operators of a graph as MicroPython statements on `t` (the Model's buffer list):
     slots (constructor expressions of t[k]), module-level constants and parameters, the step
@@ -204,7 +198,7 @@ def _emit_graph(model: Model) -> dict:
     macs = 0
     for op, p in zip(model.operators, params):
         n, o = op.index, op.outputs[0]
-        macs += _macs(op, p)
+        macs += op_macs(op, p)
         # mbqm32 takes multipliers in [0, 2^31) (as quantize_multiplier makes them, which also
         # rules out SRDHM's saturation case); ADD/SUB rescale with right shifts only
         mults = [m for k in ("multiplier", "input1_multiplier", "input2_multiplier",
@@ -355,12 +349,12 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
     for i, lm in enumerate(meta["layers"]):
         R = int(lm.get("ring_frames", 0))
         if R > 0:
-            ring, idx, frame = inp[f"ring{i}"], inp[f"idx{i}"], outp[f"frame{i}"]
+            ring, idx, frame = inp[names.ring(i)], inp[names.idx(i)], outp[names.frame(i)]
             d = np.asarray(lm["delays"], dtype=np.int64)        # [H, N]
             if d.shape[0] != H or d.min() < 0 or d.max() > R:
                 raise CodegenError(f"layer {i}: delays must be [H={H}, N] within 0..{R}")
             N = d.shape[1]
-            zp = _zp(T[ring])
+            zp = zero_point(T[ring])
             if d.max() >= 65536:
                 raise CodegenError(f"layer {i}: delays >= 65536 are not supported")
             decls.append(f"_D{i} = {np.asarray(d.T.reshape(-1), '<u2').tobytes()!r}   # delays, tap-major")
@@ -374,10 +368,10 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
             post.append(f"        self._w{i} = self._w{i} + 1 if self._w{i} + 1 < {R} else 0")
             rings.append(R * H)
         if lm.get("rnn"):
-            h, hn = inp[f"h{i}"], outp[f"hnew{i}"]
+            h, hn = inp[names.h(i)], outp[names.hnew(i)]
             if T[h].size != H or T[hn].size != H:
                 raise CodegenError(f"layer {i}: h{i}/hnew{i} must have {H} elements")
-            reset.append(f"        fill8({ref(h).replace('t[', 'self._t[')}, {_zp(T[h])}, {H})")
+            reset.append(f"        fill8({ref(h).replace('t[', 'self._t[')}, {zero_point(T[h])}, {H})")
             post.append(f"        copy8({ref(h)}, {ref(hn)}, {H})")
     states = [nm for nm in names_out if nm != "logits"]
 
@@ -403,16 +397,16 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
         f"N_OUT = {n_out}",
         f"MACS_PER_STEP = {macs}",
         f"INPUT_SCALE = {float(xq.scale[0])!r}",
-        f"INPUT_ZERO_POINT = {_zp(T[x_t])}",
+        f"INPUT_ZERO_POINT = {zero_point(T[x_t])}",
         f"LOGITS_SCALE = {float(lq.scale[0])!r}",
-        f"LOGITS_ZERO_POINT = {_zp(T[logits_t])}",
+        f"LOGITS_ZERO_POINT = {zero_point(T[logits_t])}",
         f"STATES = {tuple(states)!r}   # Model.state(name): graph state outputs after a step",
         "",
         "# ---- constant tensors ----",
     ]
     for ti in sorted(consts):
         lines.append(f"_C{ti} = {consts[ti]}   # {T[ti].name[:60]!r} {list(T[ti].shape)}")
-    lines += ["", "# ---- operator parameters (TFLM Prepare, convert/codegen.op_params) ----"]
+    lines += ["", "# ---- operator parameters (TFLM Prepare, convert/tflm_params.op_params) ----"]
     lines += decls
     state_slots = {nm: ref(outp[nm]) for nm in states}
     lines += [
@@ -485,7 +479,7 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
 def generate_graph_module(model: Model, model_id: str) -> tuple[str, dict]:
     """The source of a stateless mg_model.py for any supported int8 .tflite (no mgrade
     metadata): class Graph with invoke(inputs) -> outputs, the graph's I/O in subgraph order
-    (the counterpart of convert/codegen.py's mg_graph_invoke; used to test every kernel)."""
+    (the counterpart of convert/graph_package.py's mg_graph_invoke; used to test every kernel)."""
     T = model.tensors
     g = _emit_graph(model)
     ref = g["ref"]
@@ -567,7 +561,7 @@ def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = Fa
     raw = model_src if isinstance(model_src, (bytes, bytearray)) else Path(model_src).read_bytes()
     model = read_tflite(bytes(raw))
     meta = mgrade_metadata(model)
-    model_id = hashlib.sha256(bytes(raw)).hexdigest()[:16]
+    model_id = tflite_model_id(raw)
     if generic:
         src, summary = generate_graph_module(model, model_id)
     elif meta is None:

@@ -2,7 +2,7 @@
 
 Inputs (batch 1):  x [1, n_in]; per layer l with a delay ring: ring{l} [1, R*H] (frames t-1 ..
 t-R at slots (t-d) mod R, frame-major) and idx{l} int32 [N*H] (gather indices, see
-`gather_indices`); per layer with a minGRU: h{l} [1, H].
+`convert.rings.gather_indices`); per layer with a minGRU: h{l} [1, H].
 Outputs: logits [1, n]; per layer with a ring: frame{l} [1, H] (the layer's input at t, for the
 caller to write into slot t mod R); per layer with a minGRU: hnew{l} [1, H].
 
@@ -13,44 +13,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from convert import names
+from convert.rings import gather_indices
 from convert.spec import StepSpec
 
 
-def gather_indices(delays: np.ndarray, t: int, ring_frames: int) -> np.ndarray:
-    """Indices [N*H] (tap-major) into concat(frame_t, ring) flattened, for step t >= 0.
-
-    delays [H, N]: tap e of channel c reads frame t - delays[c, e]; delay 0 is the current
-    frame (positions 0..H-1), delay d >= 1 sits at ring slot (t - d) mod R.
-    """
-    H, N = delays.shape
-    c = np.arange(H)[:, None]
-    slot = np.mod(t - delays, max(ring_frames, 1))
-    idx = np.where(delays == 0, c, (1 + slot) * H + c)
-    return idx.T.reshape(-1).astype(np.int32)
+def _flags(spec: StepSpec) -> list[tuple[bool, bool]]:
+    return [(layer.ring_frames > 0, layer.wz is not None) for layer in spec.layers]
 
 
 def io_names(spec: StepSpec) -> tuple[list[str], list[str]]:
     """Input and output names in signature order."""
-    inputs, outputs = ["x"], ["logits"]
-    for i, layer in enumerate(spec.layers):
-        if layer.ring_frames > 0:
-            inputs += [f"ring{i}", f"idx{i}"]
-            outputs.append(f"frame{i}")
-        if layer.wz is not None:
-            inputs.append(f"h{i}")
-            outputs.append(f"hnew{i}")
-    return inputs, outputs
+    return names.step_io(_flags(spec))
+
+
+def state_pairs(spec: StepSpec) -> list[tuple[str, str]]:
+    """(input name, output name) of every state the caller feeds back."""
+    return names.state_pairs(_flags(spec))
 
 
 def input_signature(spec: StepSpec) -> dict:
     """name -> (shape, numpy dtype) of every graph input."""
-    H, sig = spec.channels, {"x": ((1, spec.n_in), np.float32)}
+    H, sig = spec.channels, {names.X: ((1, spec.n_in), np.float32)}
     for i, layer in enumerate(spec.layers):
         if layer.ring_frames > 0:
-            sig[f"ring{i}"] = ((1, layer.ring_frames * H), np.float32)
-            sig[f"idx{i}"] = ((layer.delays.size,), np.int32)
+            sig[names.ring(i)] = ((1, layer.ring_frames * H), np.float32)
+            sig[names.idx(i)] = ((layer.delays.size,), np.int32)
         if layer.wz is not None:
-            sig[f"h{i}"] = ((1, H), np.float32)
+            sig[names.h(i)] = ((1, H), np.float32)
     return sig
 
 
@@ -65,23 +55,23 @@ def build_step_function(spec: StepSpec):
 
     H = spec.channels
     sig = input_signature(spec)
-    names = list(sig)
+    input_names = list(sig)
     output_names = io_names(spec)[1]
     specs = [tf.TensorSpec(shape, tf.as_dtype(dtype), name=n) for n, (shape, dtype) in sig.items()]
 
     @tf.function(input_signature=specs)
     def step(*args):
-        inp = dict(zip(names, args))
+        inp = dict(zip(input_names, args))
         out = {}
-        a = dense(inp["x"], spec.we, spec.be)
+        a = dense(inp[names.X], spec.we, spec.be)
         for i, layer in enumerate(spec.layers):
             u = a
             if layer.delays is not None:
                 n_taps = layer.delays.shape[1]
                 if layer.ring_frames > 0:
-                    out[f"frame{i}"] = a
-                    frames = tf.concat([a, inp[f"ring{i}"]], axis=1)
-                    idx = inp[f"idx{i}"]
+                    out[names.frame(i)] = a
+                    frames = tf.concat([a, inp[names.ring(i)]], axis=1)
+                    idx = inp[names.idx(i)]
                 else:
                     frames, idx = a, tf.constant(gather_indices(layer.delays, 0, 0))
                 taps = tf.reshape(tf.gather(frames, idx, axis=1), [1, 1, n_taps, H])
@@ -93,16 +83,16 @@ def build_step_function(spec: StepSpec):
                 z = tf.sigmoid(dense(u, layer.wz, layer.bz))
                 hp = dense(u, layer.wh, layer.bh)
                 cand = tf.nn.relu(hp) + tf.sigmoid(tf.minimum(hp, 0.0))
-                h = inp[f"h{i}"]
+                h = inp[names.h(i)]
                 h_new = h + z * (cand - h)
-                out[f"hnew{i}"] = h_new
+                out[names.hnew(i)] = h_new
                 v = u + h_new
             w = v + dense(dense(v, layer.w1, layer.b1, relu=True), layer.w2, layer.b2)
             if layer.post_scale is not None:
                 w = w * tf.constant(layer.post_scale, tf.float32) + \
                     tf.constant(layer.post_shift, tf.float32)
             a = w
-        out["logits"] = dense(a, spec.wr, spec.br)
+        out[names.LOGITS] = dense(a, spec.wr, spec.br)
         return [out[name] for name in output_names]   # a list keeps this order in the .tflite
 
     return step

@@ -9,15 +9,9 @@ multipliers from tensor parameters when they prepare the model, so the edit is e
 """
 from __future__ import annotations
 
-import json
-
-import numpy as np
-
-from convert.graph import build_step_function, io_names
+from convert import metadata
+from convert.graph import build_step_function, io_names, state_pairs
 from convert.spec import ConvertError, StepSpec
-
-METADATA_NAME = "mgrade"
-METADATA_FORMAT = "mgrade-edge/step/v1"
 
 
 def convert_int8(spec: StepSpec, feeds: list[dict]) -> bytes:
@@ -42,12 +36,12 @@ def _schema():
     return schema
 
 
-def _load(model_bytes: bytes):
+def load_flatbuffer(model_bytes: bytes):
     schema = _schema()
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
 
 
-def _pack(model) -> bytes:
+def pack_flatbuffer(model) -> bytes:
     import flatbuffers
 
     builder = flatbuffers.Builder(1024)
@@ -55,21 +49,9 @@ def _pack(model) -> bytes:
     return bytes(builder.Output())
 
 
-def state_pairs(spec: StepSpec) -> list[tuple[str, str]]:
-    """(input name, output name) of every state the caller feeds back."""
-    pairs = []
-    for i, layer in enumerate(spec.layers):
-        if layer.ring_frames > 0:
-            pairs.append((f"ring{i}", f"frame{i}"))
-        if layer.wz is not None:
-            pairs.append((f"h{i}", f"hnew{i}"))
-    return pairs
-
-
 def finalize(model_bytes: bytes, spec: StepSpec, info: dict) -> bytes:
     """Tie state quantization (input := output parameters) and embed the metadata JSON."""
-    schema = _schema()
-    model = _load(model_bytes)
+    model = load_flatbuffer(model_bytes)
     graph = model.subgraphs[0]
     in_names, out_names = io_names(spec)
     if len(graph.inputs) != len(in_names) or len(graph.outputs) != len(out_names):
@@ -80,47 +62,19 @@ def finalize(model_bytes: bytes, spec: StepSpec, info: dict) -> bytes:
         qa, qb = graph.tensors[tensor_in[a]].quantization, graph.tensors[tensor_out[b]].quantization
         qa.scale, qa.zeroPoint = list(qb.scale), list(qb.zeroPoint)
         qa.min = qa.max = None
-    meta = {"format": METADATA_FORMAT, "n_in": spec.n_in, "n_classes": spec.n_classes,
-            "channels": spec.channels, "readout": spec.readout,
-            "inputs": in_names, "outputs": out_names,
-            "state_pairs": state_pairs(spec),
-            "layers": [{"ring_frames": layer.ring_frames,
-                        "delays": None if layer.delays is None else layer.delays.tolist(),
-                        "conv": layer.delays is not None, "rnn": layer.wz is not None}
-                       for layer in spec.layers],
-            **info}
-    buf = schema.BufferT()
-    buf.data = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    model.buffers.append(buf)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = (model.metadata or []) + [entry]
-    return _pack(model)
+    metadata.embed(model, metadata.StepMetadata.from_spec(spec, info))
+    return pack_flatbuffer(model)
 
 
 def read_metadata(model_bytes: bytes) -> dict:
-    """The mGRADE metadata JSON of a .tflite made by this converter."""
-    schema = _schema()
-    try:
-        model = schema.Model.GetRootAsModel(model_bytes, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if entry.Name() == METADATA_NAME.encode():
-                data = model.Buffers(entry.Buffer()).DataAsNumpy()
-                meta = json.loads(bytes(data).decode())
-                if meta.get("format") == METADATA_FORMAT:
-                    return meta
-    except Exception as e:  # flatbuffers raises assorted errors on foreign bytes
-        raise ConvertError(f"not a valid .tflite file ({type(e).__name__})") from None
-    raise ConvertError("this .tflite carries no mGRADE metadata; convert it with "
-                       "`python -m convert CHECKPOINT --out DIR`")
+    """The mGRADE metadata JSON of a .tflite made by this converter (metadata.read)."""
+    return metadata.read(model_bytes)
 
 
 def op_names(model_bytes: bytes) -> list[str]:
     """Sorted builtin op names used by the model."""
     schema = _schema()
     codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = _load(model_bytes)
+    model = load_flatbuffer(model_bytes)
     used = {model.operatorCodes[op.opcodeIndex] for op in model.subgraphs[0].operators}
     return sorted({codes[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in used})

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch.nn as nn
 
+from convert.rings import graph_ring_frames
 from training.layers import BatchNormChannels
 from training.model import MGradeNet
 
@@ -40,7 +41,7 @@ class LayerSpec:
     @property
     def ring_frames(self) -> int:
         """Past frames the layer's ring holds: its largest delay (0 without a conv)."""
-        return 0 if self.delays is None else int(self.delays.max())
+        return 0 if self.delays is None else graph_ring_frames(self.delays)
 
 
 @dataclass

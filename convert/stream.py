@@ -16,8 +16,9 @@ import tempfile
 
 import numpy as np
 
-from convert.graph import gather_indices
+from convert import names
 from convert.quantize import read_metadata
+from convert.rings import gather_indices, write_slot
 from convert.spec import ConvertError
 
 BACKENDS = ("tflm", "litert")
@@ -75,12 +76,12 @@ class Streamer:
         H, state = self.meta["channels"], {}
         for i, layer in enumerate(self.meta["layers"]):
             if layer["ring_frames"] > 0:
-                k = self.inputs[f"ring{i}"]
-                state[f"ring{i}"] = np.full((1, layer["ring_frames"] * H), self.in_quant[k][1],
+                k = self.inputs[names.ring(i)]
+                state[names.ring(i)] = np.full((1, layer["ring_frames"] * H), self.in_quant[k][1],
                                             self.in_dtype[k])
             if layer["rnn"]:
-                k = self.inputs[f"h{i}"]
-                state[f"h{i}"] = np.full((1, H), self.in_quant[k][1], self.in_dtype[k])
+                k = self.inputs[names.h(i)]
+                state[names.h(i)] = np.full((1, H), self.in_quant[k][1], self.in_dtype[k])
         return state
 
     def invoke(self, feed: dict) -> dict:
@@ -109,16 +110,16 @@ class Streamer:
             feed.update({k: v.copy() for k, v in state.items()})
             for i, layer in enumerate(self.meta["layers"]):
                 if layer["ring_frames"] > 0:
-                    feed[f"idx{i}"] = gather_indices(np.asarray(layer["delays"]), t,
+                    feed[names.idx(i)] = gather_indices(np.asarray(layer["delays"]), t,
                                                      layer["ring_frames"])
             out = self.invoke(feed)
             for i, layer in enumerate(self.meta["layers"]):
                 R = layer["ring_frames"]
                 if R > 0:
-                    slot = t % R
-                    state[f"ring{i}"][0, slot * H:(slot + 1) * H] = out[f"frame{i}"][0]
+                    slot = write_slot(t, R)
+                    state[names.ring(i)][0, slot * H:(slot + 1) * H] = out[names.frame(i)][0]
                 if layer["rnn"]:
-                    state[f"h{i}"] = out[f"hnew{i}"].copy()
+                    state[names.h(i)] = out[names.hnew(i)].copy()
             logits.append(out["logits"][0].copy())
             if return_states:
                 raw.append((feed, {k: v.copy() for k, v in out.items()}))

@@ -114,8 +114,13 @@ class Model:
 
     @property
     def model_id(self) -> str:
-        """First 8 bytes of sha256(.tflite) as 16 hex characters."""
+        """First 8 bytes of sha256(.tflite) as 16 hex characters (= model_id(file bytes))."""
         return self.sha256[:16]
+
+
+def model_id(model_bytes: bytes) -> str:
+    """The id a device reports: first 8 bytes of sha256 of the .tflite, 16 hex characters."""
+    return hashlib.sha256(bytes(model_bytes)).hexdigest()[:16]
 
 
 def _snake(name: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 
+from convert import names
 from convert.spec import ConvertError
 
 
@@ -39,9 +40,9 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True
     after it: no int16 LOGISTIC needed, only QUANTIZE, SUB, MUL and ADD in int16."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from convert.quantize import _load, _pack
+    from convert.quantize import load_flatbuffer, pack_flatbuffer
 
-    model = _load(model_bytes)
+    model = load_flatbuffer(model_bytes)
     g = model.subgraphs[0]
     T = g.tensors
     codes = model.operatorCodes
@@ -84,13 +85,14 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True
         return op
 
     producer = {o: op for op in g.operators for o in op.outputs}
-    tensor_in = dict(zip(_input_names(meta_layers), g.inputs))
-    tensor_out = dict(zip(_output_names(meta_layers), g.outputs))
+    in_names, out_names = names.step_io(names.meta_layers(meta_layers))
+    tensor_in = dict(zip(in_names, g.inputs))
+    tensor_out = dict(zip(out_names, g.outputs))
     I16 = schema.TensorType.INT16
     for i, layer in enumerate(meta_layers):
         if not layer["rnn"]:
             continue
-        h, hnew = tensor_in[f"h{i}"], tensor_out[f"hnew{i}"]
+        h, hnew = tensor_in[names.h(i)], tensor_out[names.hnew(i)]
         add_h = producer[hnew]
         mt = [t for t in add_h.inputs if t != h]
         mul = producer.get(mt[0]) if len(mt) == 1 else None
@@ -128,27 +130,7 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True
         ops = g.operators
         ops.insert(ops.index(sub), quantize_op(gt, g16))
         ops.insert(ops.index(add_h) + 1, quantize_op(hnew, hnew8))
-    return _pack(model)
-
-
-def _input_names(layers: list[dict]) -> list[str]:
-    names = ["x"]
-    for i, layer in enumerate(layers):
-        if layer["ring_frames"] > 0:
-            names += [f"ring{i}", f"idx{i}"]
-        if layer["rnn"]:
-            names.append(f"h{i}")
-    return names
-
-
-def _output_names(layers: list[dict]) -> list[str]:
-    names = ["logits"]
-    for i, layer in enumerate(layers):
-        if layer["ring_frames"] > 0:
-            names.append(f"frame{i}")
-        if layer["rnn"]:
-            names.append(f"hnew{i}")
-    return names
+    return pack_flatbuffer(model)
 
 
 def state_bytes(model_bytes: bytes) -> int:
@@ -159,5 +141,5 @@ def state_bytes(model_bytes: bytes) -> int:
     meta = read_metadata(model_bytes)
     m = read_tflite(model_bytes)
     return sum(m.tensors[t].nbytes for n, t in zip(meta["inputs"], m.inputs)
-               if n.startswith("h"))
+               if (names.parse(n) or ("",))[0] == "h")
 

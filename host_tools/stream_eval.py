@@ -12,8 +12,8 @@ the accuracy of each class by name.
 
 The host reference is pluggable: a factory called as factory(DIR) that returns an object with
 .run(x_int8 [T, n_in]) -> int8 logits [T, n_out] (or such a callable). `auto` (the default)
-uses convert.stream.TFLMStreamer(DIR) (TFLite-Micro, step by step), falling back to
-convert.stream.Streamer(model bytes, backend="tflm"). In Python: evaluate(..., reference=obj).
+uses convert.stream.Streamer(model bytes, backend="tflm") (TFLite-Micro, step by step). In
+Python: evaluate(..., reference=obj).
 
 Exit status: 0 all logits equal, 1 a mismatch between device and host logits (and nothing
 else), 2 a user error with one line saying what to do (arguments, DIR, port, no reply to
@@ -125,8 +125,6 @@ def _auto_reference(model_dir: Path):
     except ImportError as e:
         raise UserError(f"the default reference needs convert.stream (run from the repo root "
                         f"in .venv): {e}") from None
-    if hasattr(stream, "TFLMStreamer"):
-        return stream.TFLMStreamer(model_dir)
     return stream.Streamer((Path(model_dir) / "model.tflite").read_bytes(), backend="tflm")
 
 

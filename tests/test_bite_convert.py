@@ -45,7 +45,8 @@ def _net(seed: int, **kw) -> MGradeNet:
 
 def _closed_loop(spec, x: np.ndarray) -> np.ndarray:
     """Run the float step graph over x [T, n_in]; the caller keeps rings and states."""
-    from convert.graph import build_step_function, gather_indices, io_names
+    from convert.graph import build_step_function, io_names
+    from convert.rings import gather_indices
 
     fn = build_step_function(spec)
     in_names, out_names = io_names(spec)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from convert.graph import gather_indices
+from convert.rings import gather_indices
 from convert.quantize import read_metadata
 from convert.spec import ConvertError, extract
 from convert.stream import Streamer

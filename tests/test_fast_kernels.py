@@ -101,7 +101,7 @@ def test_g_split_tables_exact():
     refused where the sigmoid branch still varies above the threshold."""
     import math
 
-    from convert.codegen import quantize_multiplier
+    from convert.tflm_params import quantize_multiplier
     from convert.codegen_fast import (chan_table, g_split_tables, ref_add1, ref_logistic1,
                                       ref_mbqm)
 

@@ -8,8 +8,9 @@ import torch
 
 from convert.__main__ import calibration_feeds
 from convert.calibrate import step_feeds
-from convert.graph import gather_indices, input_signature, io_names
-from convert.quantize import _load, convert_int8, finalize, state_pairs
+from convert.graph import input_signature, io_names, state_pairs
+from convert.rings import gather_indices
+from convert.quantize import convert_int8, finalize, load_flatbuffer
 from convert.spec import extract
 from convert.stream import Streamer
 from training.config import ModelConfig
@@ -115,7 +116,7 @@ def test_state_inputs_take_their_outputs_quantization_when_they_differ():
     raw = convert_int8(spec, feeds)
 
     def quant(model_bytes):
-        g = _load(model_bytes).subgraphs[0]
+        g = load_flatbuffer(model_bytes).subgraphs[0]
         ins, outs = io_names(spec)
         q = lambda t: (list(map(float, t.quantization.scale)),     # noqa: E731
                        list(map(int, t.quantization.zeroPoint)))

@@ -82,7 +82,7 @@ def test_host_bit_exact(gen, fast):
 
 
 def test_package_api_and_constants(gen, model_dir):
-    from convert.codegen import op_params
+    from convert.tflm_params import op_params
     from convert.tflite_reader import read_tflite
 
     raw = (model_dir / "model.tflite").read_bytes()
@@ -103,7 +103,8 @@ def test_package_api_and_constants(gen, model_dir):
     src = (gen["gen"] / "mg_model.c").read_text()
     mid = hashlib.sha256(raw).hexdigest()[:16]
     id_bytes = ", ".join(f"0x{mid[k:k + 2]}" for k in range(0, 16, 2))
-    assert f"{{{id_bytes}}}, {meta['n_in']}, {meta['n_classes']}, {macs}u}}" in src
+    assert (f".id = {{{id_bytes}}}, .n_in = {meta['n_in']}, .n_out = {meta['n_classes']}, "
+            f".n_macs_per_step = {macs}u }}") in src
     # the fused kernels replaced the interpreter-only ops
     for fn in ("mg_delay_step_s8", "mg_mingru_step_s8"):
         assert fn in src
@@ -112,7 +113,7 @@ def test_package_api_and_constants(gen, model_dir):
 
 
 def test_trimmed_ring_bytes(gen, model_dir):
-    from convert.codegen_mgrade import mgrade_metadata
+    from convert.metadata import from_model as mgrade_metadata
     from convert.tflite_reader import read_tflite
 
     meta = mgrade_metadata(read_tflite((model_dir / "model.tflite").read_bytes()))

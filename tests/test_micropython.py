@@ -66,7 +66,7 @@ def pkg(model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ref(model_dir):
-    from convert.codegen_mgrade import reference_steps
+    from host_tools.vectors import reference_steps
 
     x = np.load(model_dir / "test_data.npz")["x"][:N_SEQ]
     logits, states = reference_steps((model_dir / "model.tflite").read_bytes(), x)
@@ -189,7 +189,7 @@ def test_model_is_32bit_safe(pkg, ref):
 
 def test_tables_match_c_kernels(libmg, model_dir):
     """The 256-entry tables of every LOGISTIC/RELU/QUANTIZE op == the C kernel on all inputs."""
-    from convert.codegen import op_params
+    from convert.tflm_params import op_params
     from convert.codegen_micropython import _mg_quant, _table
     from convert.tflite_reader import read_tflite
 

@@ -400,17 +400,18 @@ def test_codegen_bad_tflite_is_a_clear_error(digits_int8, tmp_path):
 
 
 def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(digits_int8, tmp_path):
-    """convert.codegen_mgrade raises convert.codegen.CodegenError; under `python -m
-    convert.codegen` the old main caught __main__.CodegenError, another class."""
-    from convert.quantize import METADATA_NAME, _load, _pack
+    """The mGRADE generator raises convert.tflm_params.CodegenError; under `python -m
+    convert.codegen` an old main caught __main__.CodegenError, another class."""
+    from convert.metadata import NAME as METADATA_NAME
+    from convert.quantize import load_flatbuffer, pack_flatbuffer
     import numpy as np
 
-    model = _load((digits_int8 / "model.tflite").read_bytes())
+    model = load_flatbuffer((digits_int8 / "model.tflite").read_bytes())
     entry = next(m for m in model.metadata if m.name in (METADATA_NAME, METADATA_NAME.encode()))
     meta = json.loads(bytes(model.buffers[entry.buffer].data).decode())
     meta["inputs"] = meta["inputs"][:-1]                  # metadata no longer fits the graph
     model.buffers[entry.buffer].data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    (tmp_path / "bad_meta.tflite").write_bytes(_pack(model))
+    (tmp_path / "bad_meta.tflite").write_bytes(pack_flatbuffer(model))
     res = codegen(tmp_path / "bad_meta.tflite", tmp_path / "c")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "mgrade metadata lists inputs" in res.stderr

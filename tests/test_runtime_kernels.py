@@ -1,4 +1,4 @@
-"""mcu/runtime kernels + convert/codegen.py against the TFLite-Micro Python interpreter.
+"""mcu/runtime kernels + convert/graph_package.py against the TFLite-Micro Python interpreter.
 
 Each test builds a small TF graph with fixed weights, converts it to a full-int8 .tflite,
 generates the C package, compiles it with the runtime and a stdin/stdout harness, feeds random
@@ -388,7 +388,7 @@ def test_unsupported_op_is_reported(tf, tmp_path):
 
 
 def test_quantize_multiplier():
-    from convert.codegen import quantize_multiplier
+    from convert.tflm_params import quantize_multiplier
     assert quantize_multiplier(0.5) == (1 << 30, 0)
     assert quantize_multiplier(1.0) == (1 << 30, 1)
     assert quantize_multiplier(0.0) == (0, 0)

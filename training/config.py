@@ -43,7 +43,7 @@ MAX_TASK_VALUES = 1 << 28        # (n_train + n_val + n_test) * seq_len
 class ModelConfig:
     d_model: int = 32            # H: channels of every layer
     n_layers: int = 2            # L
-    encoder: bool = True         # Dense(n_in -> H); without it n_in must equal H or be 1
+    encoder: bool = True         # Dense(n_in -> H); without it n_in must equal H
     use_conv: bool = True        # delay convolution in each block
     conv: str = "dcls"           # "dcls" (learnable spacings) | "dilated" (fixed dilated taps)
     kernel_span: int = 16        # K: maximal delay + 1, frames

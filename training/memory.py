@@ -6,8 +6,7 @@ Parameters are the inference values: weights, biases, norm affines (BatchNorm fo
 per-channel scale and shift) and the integer delays; learned positions are training-only.
 State is what the streaming step carries from one frame to the next. The current frame (delay
 0) is computed in the step itself and is not state, so a ring for delays up to D holds D past
-frames (t-1 .. t-D), exactly what the generated C package (convert/codegen_mgrade.py)
-allocates:
+frames (t-1 .. t-D), exactly what the generated C package allocates (layout: convert/rings.py):
   - delay buffer, plain: (K - 1) frames x H channels (any delay 0 .. K-1 possible);
   - delay buffer, trimmed (hardened checkpoints): per channel c, R_c = its largest delay
     frames (0 for a channel whose taps all sit at delay 0), sum_c R_c bytes in int8;
@@ -29,7 +28,9 @@ from training.config import ConfigError, load_config
 from training.layers import BatchNormChannels, MGradeBlock
 from training.model import MGradeNet
 
-DELAY_BYTES = 2      # the C package stores every delay as uint16_t (codegen_mgrade.py)
+from convert import rings
+
+DELAY_BYTES = rings.DELAY_BYTES      # the C package stores every delay as uint16_t
 
 
 def _linear(layer) -> dict:
@@ -64,8 +65,8 @@ def block_counts(block: MGradeBlock, span: int) -> dict:
         conv = block.conv
         c["conv_taps"] = conv.weight.numel()
         c["delays"] = conv.weight.numel()
-        c["ring_plain"] = (span - 1) * H
-        c["ring_trimmed"] = int(conv.delays().max(dim=1).values.sum())
+        c["ring_plain"] = rings.plain_frames(span, None) * H
+        c["ring_trimmed"] = rings.trimmed_bytes(conv.delays().cpu().numpy())
     if block.rnn is not None:
         c = _sum(c, _linear(block.rnn.proj))
         c["rnn_state"] = H

@@ -1,7 +1,7 @@
 /* mg_delay.c - see mg_delay.h. */
 #include "mg_delay.h"
 
-#include "mg_quant.h"
+#include "mg_elem.h"
 
 void mg_delay_reset(int8_t *ring, size_t ring_bytes, int8_t zero_point)
 {
@@ -36,14 +36,8 @@ void mg_delay_step_s8(const mg_delay_params_t *p, int8_t *ring, uint32_t t,
         if (p->bias) {
             acc += p->bias[c];
         }
-        acc = mg_mbqm(acc, p->multiplier[c], (int)p->shift[c]) + p->output_offset;
-        if (acc < p->act_min) {
-            acc = p->act_min;
-        }
-        if (acc > p->act_max) {
-            acc = p->act_max;
-        }
-        out[c] = (int8_t)acc;
+        out[c] = mg_requant_clamp1(acc, p->multiplier[c], p->shift[c], p->output_offset,
+                                   p->act_min, p->act_max);
         if (len) {
             slots[pos] = frame[c];
         }

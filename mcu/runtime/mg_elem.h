@@ -23,6 +23,14 @@ static inline int32_t mg_clamp32(int32_t v, int32_t lo, int32_t hi)
     return v;
 }
 
+/* Requantize an int32 accumulator (bias included) to int8: multiplier/shift, output zero
+ * point, clamp to the activation range. FULLY_CONNECTED, DEPTHWISE_CONV_2D and the delay step. */
+static inline int8_t mg_requant_clamp1(int32_t acc, int32_t mult, int32_t shift,
+                                       int32_t output_offset, int32_t act_min, int32_t act_max)
+{
+    return (int8_t)mg_clamp32(mg_mbqm(acc, mult, (int)shift) + output_offset, act_min, act_max);
+}
+
 /* FULLY_CONNECTED: accumulator of one output channel (weights row w, input in), no bias. */
 static inline int32_t mg_fc_dot1(const mg_fc_params_t *p, const int8_t *in, const int8_t *w)
 {
@@ -45,8 +53,7 @@ static inline int8_t mg_fc_out1(const mg_fc_params_t *p, int32_t acc, int32_t oc
 {
     const int32_t m = p->per_channel ? p->multiplier[oc] : p->multiplier[0];
     const int32_t s = p->per_channel ? p->shift[oc] : p->shift[0];
-    return (int8_t)mg_clamp32(mg_mbqm(acc, m, (int)s) + p->output_offset, p->act_min,
-                              p->act_max);
+    return mg_requant_clamp1(acc, m, s, p->output_offset, p->act_min, p->act_max);
 }
 
 /* ADD / SUB: one input rescaled to the common left-shifted scale. */

@@ -99,9 +99,9 @@ void mg_depthwise_conv_s8(const mg_dwconv_params_t *p, const int8_t *input,
                         if (bias) {
                             acc += bias[oc];
                         }
-                        acc = mg_mbqm(acc, p->multiplier[oc], (int)p->shift[oc]) + p->output_offset;
                         output[((batch * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] =
-                            (int8_t)mg_clamp32(acc, p->act_min, p->act_max);
+                            mg_requant_clamp1(acc, p->multiplier[oc], p->shift[oc],
+                                              p->output_offset, p->act_min, p->act_max);
                     }
                 }
             }

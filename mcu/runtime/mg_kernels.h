@@ -2,7 +2,7 @@
  *
  * Every kernel takes a const parameter struct that holds everything TFLM computes in its
  * Prepare step (offsets, quantized multipliers/shifts, activation clamps, shapes). The
- * parameters are computed offline by convert/codegen.py exactly as TFLM computes them, so
+ * parameters are computed offline by convert/tflm_params.py exactly as TFLM computes them, so
  * the kernels contain no floating point. No heap, no global state; outputs must not alias
  * inputs (except where noted).
  */

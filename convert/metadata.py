@@ -1,0 +1,138 @@
+"""The mGRADE step metadata stored in a .tflite (flatbuffer metadata entry "mgrade", JSON):
+one schema, one writer (`embed`), one reader (`parse`, with `read` / `from_model` for raw
+.tflite bytes and parsed models), one `model_id` (convert/tflite_reader.model_id).
+
+The JSON keys (format "mgrade-edge/step/v1"): n_in, n_classes, channels (H), readout ("mean" |
+"last" ...), inputs / outputs (signature names in graph order, convert/names.py), state_pairs
+([input, output] fed back each step), layers (per layer: ring_frames R, delays [H][N] or null,
+conv, rnn), plus what the converter adds (task, seq_len, kernel_span, class_names, ...).
+Readers get the JSON dict (`StepMetadata.to_dict()`), which every consumer indexes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convert import names
+
+NAME = "mgrade"
+FORMAT = "mgrade-edge/step/v1"
+
+
+@dataclass
+class LayerMeta:
+    ring_frames: int                 # R: past frames of the graph's ring input (0: no ring)
+    delays: list | None              # [H][N] integer delays, or None (no delay conv)
+    conv: bool
+    rnn: bool
+
+
+@dataclass
+class StepMetadata:
+    n_in: int
+    n_classes: int
+    channels: int
+    readout: str
+    inputs: list[str]
+    outputs: list[str]
+    state_pairs: list[tuple[str, str]]
+    layers: list[LayerMeta]
+    extra: dict = field(default_factory=dict)    # task, seq_len, kernel_span, class_names, ...
+
+    @classmethod
+    def from_spec(cls, spec, info: dict) -> StepMetadata:
+        """The metadata of a StepSpec (convert/spec.py); info: the converter's extra keys."""
+        flags = [(layer.ring_frames > 0, layer.wz is not None) for layer in spec.layers]
+        inputs, outputs = names.step_io(flags)
+        pairs = names.state_pairs(flags)
+        layers = [LayerMeta(layer.ring_frames,
+                            None if layer.delays is None else np.asarray(layer.delays).tolist(),
+                            layer.delays is not None, layer.wz is not None)
+                  for layer in spec.layers]
+        return cls(spec.n_in, spec.n_classes, spec.channels, spec.readout, inputs, outputs,
+                   pairs, layers, dict(info))
+
+    def to_dict(self) -> dict:
+        """The JSON object (key order as written since v1)."""
+        return {"format": FORMAT, "n_in": self.n_in, "n_classes": self.n_classes,
+                "channels": self.channels, "readout": self.readout,
+                "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "state_pairs": [tuple(p) for p in self.state_pairs],
+                "layers": [dataclasses.asdict(lm) for lm in self.layers], **self.extra}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepMetadata:
+        known = {"format", "n_in", "n_classes", "channels", "readout", "inputs", "outputs",
+                 "state_pairs", "layers"}
+        return cls(d["n_in"], d["n_classes"], d["channels"], d["readout"], list(d["inputs"]),
+                   list(d["outputs"]), [tuple(p) for p in d.get("state_pairs", [])],
+                   [LayerMeta(lm["ring_frames"], lm.get("delays"), bool(lm.get("conv")),
+                              bool(lm.get("rnn"))) for lm in d["layers"]],
+                   {k: v for k, v in d.items() if k not in known})
+
+
+def parse(raw) -> dict | None:
+    """The metadata dict of a raw "mgrade" entry, or None if it is not ours (other format,
+    not JSON)."""
+    try:
+        meta = json.loads(bytes(raw).decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return None
+    return meta
+
+
+def from_model(model) -> dict | None:
+    """The metadata of a parsed .tflite (convert/tflite_reader.Model), or None."""
+    raw = model.metadata.get(NAME)
+    return parse(raw) if raw else None
+
+
+def read(model_bytes: bytes) -> dict:
+    """The metadata dict of .tflite bytes made by `python -m convert` (ConvertError if the
+    bytes are no .tflite or carry no mGRADE metadata)."""
+    from convert.spec import ConvertError   # lazy: spec pulls in torch
+
+    try:
+        meta = parse(entries(model_bytes).get(NAME, b""))
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+    if meta is None:
+        raise ConvertError("this .tflite carries no mGRADE metadata; convert it with "
+                           "`python -m convert CHECKPOINT --out DIR`")
+    return meta
+
+
+def entries(model_bytes: bytes) -> dict[str, bytes]:
+    """name -> raw bytes of every metadata entry of a .tflite (ValueError if unreadable)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    try:
+        model = schema.Model.GetRootAsModel(model_bytes, 0)
+        out = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            out[entry.Name().decode()] = bytes(model.Buffers(entry.Buffer()).DataAsNumpy())
+        return out
+    except Exception as e:  # flatbuffers raises assorted errors on foreign bytes
+        raise ValueError(f"not a valid .tflite file ({type(e).__name__})") from None
+
+
+def embed(model_t, meta: StepMetadata) -> None:
+    """Append the metadata to a flatbuffer ModelT (tflite schema object API), in place."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(meta.to_json(), dtype=np.uint8)
+    model_t.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = NAME
+    entry.buffer = len(model_t.buffers) - 1
+    model_t.metadata = (model_t.metadata or []) + [entry]

@@ -1,0 +1,114 @@
+"""convert/ imports run one way: every module imports only from the layers below it (LAYERS,
+lowest first; modules of one layer do not import each other), never a private (_name) name of
+another module, and the import graph has no cycle. Read from the source with ast (function-
+level imports included), so a lazy import cannot hide an upward edge."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+CONVERT = Path(__file__).resolve().parents[1] / "convert"
+
+# lowest first; see `python -m convert.codegen --help` and docs/design.md
+LAYERS = [
+    ["tflite_reader", "names", "rings"],      # the .tflite, tensor names, the ring layout
+    ["spec"],                                 # StepSpec from the network, ConvertError
+    ["metadata", "graph"],                    # the metadata schema; the TF step graph
+    ["calibrate", "quantize"],                # calibration feeds; int8 conversion
+    ["stream", "widen"],                      # the Python streamer; int16 state variant
+    ["tflm_params"],                          # TFLM Prepare-time parameters
+    ["arena"],                                # static memory plan
+    ["cemit"],                                # C text helpers
+    ["codegen_fast"],                         # fast-path arithmetic, tables, layouts
+    ["graph_package", "mgrade_match"],        # generic package writer; fusion matcher
+    ["codegen_mgrade"],                       # mGRADE package writer
+    ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
+    ["__main__"],                             # python -m convert
+]
+
+
+def convert_imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(imported convert module, names taken from it, line) for every import in a file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "convert":
+                out += [(a.name, [], node.lineno) for a in node.names]
+            elif node.module.startswith("convert."):
+                out.append((node.module.split(".")[1], [a.name for a in node.names],
+                            node.lineno))
+        elif isinstance(node, ast.Import):
+            out += [(a.name.split(".")[1], [], node.lineno) for a in node.names
+                    if a.name.startswith("convert.")]
+    return out
+
+
+def layer_violations(root: Path, layers: list[list[str]]) -> list[str]:
+    """Every import of a convert module that is not strictly downward, every private name
+    taken from another module, every module missing from the layers, and any cycle."""
+    level = {m: k for k, names in enumerate(layers) for m in names}
+    bad, edges = [], {}
+    for path in sorted(root.glob("*.py")):
+        mod = path.stem
+        if mod == "__init__":
+            continue
+        if mod not in level:
+            bad.append(f"convert/{path.name} is in no layer of LAYERS")
+            continue
+        for dep, names, line in convert_imports(path):
+            edges.setdefault(mod, set()).add(dep)
+            if dep not in level:
+                bad.append(f"{path.name}:{line} imports convert.{dep}, which is in no layer")
+            elif level[dep] >= level[mod]:
+                bad.append(f"{path.name}:{line} imports convert.{dep} (layer {level[dep]}) from "
+                           f"layer {level[mod]}: upward or sideways")
+            private = [n for n in names if n.startswith("_")]
+            if private:
+                bad.append(f"{path.name}:{line} takes private {private} from convert.{dep}")
+    # a cycle would need an upward edge, but check it directly as well
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in edges.get(m, ()):
+            if state.get(d) == 1:
+                bad.append("import cycle: " + " -> ".join(stack + [m, d]))
+            elif d not in state:
+                visit(d, stack + [m])
+        state[m] = 2
+
+    for m in list(edges):
+        if m not in state:
+            visit(m, [])
+    return bad
+
+
+def test_convert_imports_follow_the_layers():
+    bad = layer_violations(CONVERT, LAYERS)
+    assert not bad, "\n".join(bad)
+
+
+def test_every_layer_module_exists():
+    missing = [m for names in LAYERS for m in names if not (CONVERT / f"{m}.py").is_file()]
+    assert not missing, missing
+
+
+def test_the_check_catches_a_cycle_an_upward_import_and_a_private_name(tmp_path):
+    """The checker itself on a small tree shaped like the old convert/ (codegen and
+    codegen_mgrade importing each other, one taking private helpers)."""
+    (tmp_path / "low.py").write_text("x = 1\n")
+    (tmp_path / "codegen.py").write_text(
+        "from convert.low import x\n\ndef f():\n    from convert import codegen_mgrade\n")
+    (tmp_path / "codegen_mgrade.py").write_text("from convert.codegen import _carray, f\n")
+    bad = layer_violations(tmp_path, [["low"], ["codegen"], ["codegen_mgrade"]])
+    assert any("codegen.py:4 imports convert.codegen_mgrade" in b for b in bad), bad
+    assert any("private ['_carray']" in b for b in bad), bad
+    assert any("import cycle" in b for b in bad), bad
+
+
+@pytest.mark.parametrize("module", ["codegen", "codegen_mgrade", "codegen_micropython"])
+def test_package_writers_import_no_private_names(module):
+    for dep, names, line in convert_imports(CONVERT / f"{module}.py"):
+        assert not [n for n in names if n.startswith("_")], (module, dep, line)
