@@ -389,8 +389,8 @@ def codegen(model: Path, out: Path, *extra):
                           timeout=300)
 
 
-def test_codegen_bad_tflite_is_a_clear_error(digits_int8, tmp_path):
-    model = (digits_int8 / "model.tflite").read_bytes()
+def test_codegen_bad_tflite_is_a_clear_error(tiny_int8, tmp_path):
+    model = (tiny_int8 / "model.tflite").read_bytes()
     (tmp_path / "trunc.tflite").write_bytes(model[:len(model) // 3])
     (tmp_path / "random.tflite").write_bytes(os.urandom(4096))
     for name in ("trunc.tflite", "random.tflite"):
@@ -399,13 +399,13 @@ def test_codegen_bad_tflite_is_a_clear_error(digits_int8, tmp_path):
         assert "not a .tflite" in res.stderr
 
 
-def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(digits_int8, tmp_path):
+def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(tiny_int8, tmp_path):
     """convert.codegen_mgrade raises convert.codegen.CodegenError; under `python -m
     convert.codegen` the old main caught __main__.CodegenError, another class."""
     from convert.quantize import METADATA_NAME, _load, _pack
     import numpy as np
 
-    model = _load((digits_int8 / "model.tflite").read_bytes())
+    model = _load((tiny_int8 / "model.tflite").read_bytes())
     entry = next(m for m in model.metadata if m.name in (METADATA_NAME, METADATA_NAME.encode()))
     meta = json.loads(bytes(model.buffers[entry.buffer].data).decode())
     meta["inputs"] = meta["inputs"][:-1]                  # metadata no longer fits the graph
@@ -414,7 +414,7 @@ def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(digits_i
     res = codegen(tmp_path / "bad_meta.tflite", tmp_path / "c")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "mgrade metadata lists inputs" in res.stderr
-    res = codegen(digits_int8 / "model.tflite", tmp_path / "c2", "--prefix", "1bad")
+    res = codegen(tiny_int8 / "model.tflite", tmp_path / "c2", "--prefix", "1bad")
     assert res.returncode == 2 and "not a C identifier" in res.stderr
     assert not (tmp_path / "c2").exists()
 
