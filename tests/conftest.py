@@ -35,6 +35,18 @@ def pytest_runtest_makereport(item, call):
                         f"so this skip would hide a missing install step")
 
 
+TRAINED = ("digits_run", "digits_int8")     # the session's 20-epoch fixtures: minutes
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that requests a trained fixture is `slow` (training takes minutes), marked
+    here so that none can be forgotten; tests that reach them through getfixturevalue or a
+    parametrized fixture carry the mark themselves."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in TRAINED):
+            item.add_marker(pytest.mark.slow)
+
+
 def _run(args, timeout=900):
     res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                          timeout=timeout)
