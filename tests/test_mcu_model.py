@@ -155,6 +155,7 @@ def test_trimmed_ring_bytes(gen, model_dir):
     ("arm-none-eabi-gcc", mc.ARM_CPU),
     ("xtensa-lx106-elf-gcc", ["-ffreestanding", "-mtext-section-literals"]),
 ])
+@pytest.mark.slow
 def test_package_compiles_strict(gen, tmp_path, cc, extra):
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} not installed")

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from training.sweep import aggregate, expand, matched_table, pareto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +80,7 @@ def test_pareto_and_matched_table():
                       {"name": "x-s1", "hardened_test_acc": 0.7}])[0]["acc"] == 0.6
 
 
+@pytest.mark.slow
 def test_sweep_runs_in_parallel_resumes_and_reports(tmp_path):
     sweep, out = write_sweep(tmp_path), tmp_path / "out"
     r = sweep_cli(sweep, "--out", out, "--jobs", "2")
