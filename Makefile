@@ -4,7 +4,7 @@
 #   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/qemu-cm4/firmware.elf
 #   make flash    BOARD=qemu-cm4|generic-cm|esp32s3 RUN=runs/demo
 #   make compare  RUN=runs/demo [N=50]            (emulated board: stream and compare)
-#   make test | make test-fast                      (all tests | those not marked slow)
+#   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
