@@ -155,6 +155,7 @@ def poisoned(tiny_run, tmp_path, all_nan: bool) -> Path:
     return path
 
 
+@pytest.mark.slow          # tiny_run: a 1-epoch training run
 @pytest.mark.parametrize("all_nan", [False, True])
 def test_convert_refuses_non_finite_weights(tiny_run, tmp_path, all_nan):
     ckpt = poisoned(tiny_run, tmp_path, all_nan)
@@ -167,6 +168,7 @@ def test_convert_refuses_non_finite_weights(tiny_run, tmp_path, all_nan):
 
 # -- item 4: convert never deletes what it did not write ------------------------------------------
 
+@pytest.mark.slow          # tiny_run: a 1-epoch training run
 def test_convert_out_at_the_run_folder_is_refused_and_nothing_deleted(tiny_run, tmp_path):
     run, _ = copy_run(tiny_run, tmp_path)
     (run / "my_notes.txt").write_text("mine")
@@ -512,6 +514,7 @@ def read_only_dir(tmp_path):
         d.chmod(0o755)
 
 
+@pytest.mark.slow          # tiny_run: a 1-epoch training run
 def test_read_only_out_is_refused_before_any_work(tiny_run, tmp_path, read_only_dir, capsys):
     from convert.__main__ import main as convert_main
     cfg = write_cfg(tmp_path, epochs=1)
