@@ -4,6 +4,7 @@
 #   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/qemu-cm4/firmware.elf
 #   make flash    BOARD=qemu-cm4|generic-cm|esp32s3 RUN=runs/demo
 #   make compare  RUN=runs/demo [N=50]            (emulated board: stream and compare)
+#   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -17,10 +18,10 @@ APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-syste
 PKG     := build/$(BOARD)/model
 N       ?=
 
-.PHONY: venv toolchain train convert codegen firmware flash compare demo test clean help
+.PHONY: venv toolchain train convert codegen firmware flash compare demo test test-fast clean help
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,7p' Makefile
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -78,6 +79,10 @@ endif
 
 test: venv toolchain
 	$(PY) -m pytest -q tests
+
+# the tests not marked slow (no training, no emulated boards): under a minute on 2 cores
+test-fast: venv toolchain
+	$(PY) -m pytest -q tests -m "not slow"
 
 demo: venv toolchain
 	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume

@@ -1,6 +1,8 @@
-"""Shared fixtures: one small digits model trained and converted once per test session, so the
-convert, runtime, firmware and streaming tests all work on the same real model; and one host
-build of the device app (mcu/, toy model) for the protocol and fuzz tests.
+"""Shared fixtures: one small digits model trained and converted once per test session
+(`digits_run`, `digits_int8`: 20 epochs, minutes; for the tests that need a trained model's
+accuracy, all marked `slow`); tiny random hardened models converted through the same chain in
+seconds (`tiny_int8`, `tiny_models`: tests/tiny_model.py) for the kernel and generator tests;
+and one host build of the device app (mcu/, toy model) for the protocol and fuzz tests.
 
 Under CI (`CI` set, as .ci/run runs `make test`, which installs every toolchain first) a skipped
 test fails instead, unless its reason is one of CI_MAY_SKIP: a missing install step must not
@@ -33,6 +35,18 @@ def pytest_runtest_makereport(item, call):
                         f"so this skip would hide a missing install step")
 
 
+TRAINED = ("digits_run", "digits_int8")     # the session's 20-epoch fixtures: minutes
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that requests a trained fixture is `slow` (training takes minutes), marked
+    here so that none can be forgotten; tests that reach them through getfixturevalue or a
+    parametrized fixture carry the mark themselves."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in TRAINED):
+            item.add_marker(pytest.mark.slow)
+
+
 def _run(args, timeout=900):
     res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                          timeout=timeout)
@@ -55,6 +69,30 @@ def digits_int8(digits_run) -> Path:
     out = digits_run / "int8"
     _run(["-m", "convert", str(digits_run), "--out", str(out)])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """cfg (tests/tiny_model.TinyConfig) -> its converted model folder (model.tflite,
+    test_data.npz), converted once per session."""
+    from tests.tiny_model import convert_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    done: dict = {}
+
+    def get(cfg) -> Path:
+        if cfg not in done:
+            done[cfg] = convert_tiny(cfg, root / cfg.name)
+        return done[cfg]
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tiny_models) -> Path:
+    """The default tiny random model (2 layers of delay conv + minGRU, H=8), converted."""
+    from tests.tiny_model import TinyConfig
+
+    return tiny_models(TinyConfig())
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from training.checkpoint import CheckpointError, load_raw
@@ -52,6 +53,7 @@ def _rows(run):
             for r in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_reproduces_weights_and_metrics(tmp_path):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(CONFIG)

@@ -76,6 +76,7 @@ def _seq(T, seed=0):
     return np.random.default_rng(seed).integers(-128, 128, (T, N_IN)).astype(np.int8)
 
 
+@pytest.mark.slow
 def test_hello(dev):
     info = dev.hello()
     assert info.model_id == MODEL_ID == hashlib.sha256((TOY / "model.tflite").read_bytes()).digest()[:8]
@@ -85,6 +86,7 @@ def test_hello(dev):
     assert (info.max_body, info.rx_buffer, info.proto_version) == (240, 256, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T", [1, 23, 24, 29, 300])
 def test_run_matches_python_twin(dev, T):
     x = _seq(T, T)
@@ -99,6 +101,7 @@ def test_run_matches_python_twin(dev, T):
         assert res.unit == "instructions" and res.cost > 0
 
 
+@pytest.mark.slow
 def test_step_matches_python_twin(dev):
     x = _seq(40, 11)
     ref = ToyModel.run(x)
@@ -110,6 +113,7 @@ def test_step_matches_python_twin(dev):
     np.testing.assert_array_equal(res.sums, ref.astype(np.int64).sum(0))
 
 
+@pytest.mark.slow
 def test_instruction_counts_are_deterministic(dev):
     x = _seq(200, 3)
     costs = [dev.run(x).ticks for _ in range(3)]
@@ -150,6 +154,7 @@ def _mutated_frames(n, seed):
     return frames
 
 
+@pytest.mark.slow
 def test_malformed_frames_then_valid_hello(emu, dev):
     port = dev.port
     frames = _mutated_frames(3000, 1)
@@ -210,6 +215,7 @@ def _raw_wire(ptype, seq, body):
     return P.cobs_encode(pkt + struct.pack("<H", P.crc16_ccitt(pkt))) + b"\x00"
 
 
+@pytest.mark.slow
 def test_firmware_link_rules(dev):
     """On the firmware itself: a retransmitted RUN_CHUNK/STEP is answered from the reply cache
     without stepping (same reply, same step count and instruction ticks), another request at
@@ -248,6 +254,7 @@ def test_firmware_link_rules(dev):
     assert err(_ask_raw(port, cut, 51)) == (P.E_COBS, P.RUN_CHUNK, 0)
 
 
+@pytest.mark.slow
 def test_stream_eval_port_held_by_another_client(emu, dev, tmp_path):
     """QEMU's UART serves one client: with `dev` connected, stream_eval hears nothing. It says
     so after 1 s and exits 2 with one line naming the likely cause (before: 21 s, exit 3)."""
@@ -281,6 +288,7 @@ def _stream_eval(emu, d, *extra):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_stream_eval_cli(emu, dev, tmp_path):
     # runs after the tests above that use `dev`: stream_eval connects on its own and QEMU's
     # UART serves one client at a time
@@ -307,6 +315,7 @@ def test_stream_eval_cli(emu, dev, tmp_path):
     assert res.returncode == 2 and "not found" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_emulator_is_stopped(firmware):
     with Emulator(firmware) as e:
         pid = e.pid
@@ -326,6 +335,7 @@ def test_emulator_is_stopped(firmware):
         os.kill(pid2, 0)
 
 
+@pytest.mark.slow
 def test_emulator_cli_ctrl_c(firmware):
     proc = subprocess.Popen([PY, str(ROOT / "host_tools" / "emulator.py"), str(firmware)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -13,9 +13,12 @@ import pytest
 
 from benchmarks import firmware_cost as fc
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
-    reason="arm toolchain / qemu not installed")
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+        reason="arm toolchain / qemu not installed"),
+    pytest.mark.slow,          # the trained model, a firmware build and a QEMU session
+]
 
 
 @pytest.fixture(scope="module")

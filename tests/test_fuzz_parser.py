@@ -38,6 +38,7 @@ def _run(exe, n, seed):
     return res.stdout
 
 
+@pytest.mark.slow
 def test_fuzz_one_million_frames(fuzzer):
     out = _run(fuzzer, N_FRAMES, 20261125)
     m = re.search(r"frames (\d+) \(random (\d+), semantic (\d+), mutated (\d+), valid (\d+), "

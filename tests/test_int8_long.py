@@ -45,21 +45,21 @@ def _ring_expected(frames: np.ndarray, t: int, R: int) -> np.ndarray:
     return ring.reshape(-1)
 
 
-def test_calibration_feeds_are_the_steps_the_stream_reads(digits_run, digits_int8):
+def test_calibration_feeds_are_the_steps_the_stream_reads(tiny_int8):
     """At every step t the calibrator's ring and state inputs equal the frames and states of
     the parallel float network placed where the streaming step reads them (frame t-d at slot
     (t-d) mod R, state after t-1), and the int8 Streamer's ring at the same t holds the same
-    frames up to int8 rounding. An off-by-one in either ring indexing fails this."""
-    from training.checkpoint import load_model
-    from training.tasks import load_task
+    frames up to int8 rounding. An off-by-one in either ring indexing fails this. The model:
+    the tiny random one (tests/tiny_model.py), its test inputs dequantized (exact in int8)."""
+    from tests.tiny_model import TinyConfig, build_net
 
-    net, cfg, _ = load_model(digits_run)
-    net.harden()
+    net = build_net(TinyConfig())
     spec = extract(net)
-    data = load_task(cfg.task.name, cfg.task.params, None, cfg.task.seed)
-    x = data.x_test[:2]
-    model = (digits_int8 / "model.tflite").read_bytes()
+    model = (tiny_int8 / "model.tflite").read_bytes()
     s = Streamer(model, "tflm")
+    scale, zp = s.input_quant
+    x_q = np.load(tiny_int8 / "test_data.npz")["x"][:2]
+    x = torch.from_numpy((x_q.astype(np.float32) - zp) * np.float32(scale))
     rings = [i for i, layer in enumerate(spec.layers) if layer.ring_frames > 0]
     assert rings and max(spec.layers[i].ring_frames for i in rings) < x.shape[1] // 2, \
         "the test needs rings that wrap around within the sequence"
@@ -67,7 +67,7 @@ def test_calibration_feeds_are_the_steps_the_stream_reads(digits_run, digits_int
     T = x.shape[1]
     for k in range(len(x)):
         frames, states = _layer_inputs(net, x[k])
-        _, steps = s.run(s.quantize_input(x[k].numpy()), return_states=True)
+        _, steps = s.run(x_q[k], return_states=True)
         for t in range(T):
             feed = feeds[k * T + t][0]
             stream_feed = steps[t][0]

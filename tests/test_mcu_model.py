@@ -3,7 +3,8 @@ TFLite-Micro Streamer, step by step: every step's int8 logits and states (minGRU
 ring frame of each layer) must match to 0 LSB on the host, on the emulated Cortex-M4 (QEMU
 mps2-an386) and on the emulated Xtensa lx106 (QEMU sim).
 
-The model is the session's trained digits model (`digits_int8`); MGRADE_TEST_MODEL=DIR points
+Every test runs on the tiny random model (`tiny_int8`, tests/tiny_model.py: seconds) and on
+the session's trained digits model (`digits_int8`, marked slow); MGRADE_TEST_MODEL=DIR points
 the tests at another converted folder instead.
 """
 from __future__ import annotations
@@ -31,12 +32,13 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["tiny", pytest.param("digits", marks=pytest.mark.slow)])
 def model_dir(request) -> Path:
+    """The tiny random model (seconds), then the trained digits model (slow)."""
     env = os.environ.get("MGRADE_TEST_MODEL")
     if env:
         return Path(env)
-    return request.getfixturevalue("digits_int8")
+    return request.getfixturevalue("tiny_int8" if request.param == "tiny" else "digits_int8")
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +156,7 @@ def test_trimmed_ring_bytes(gen, model_dir):
     ("arm-none-eabi-gcc", mc.ARM_CPU),
     ("xtensa-lx106-elf-gcc", ["-ffreestanding", "-mtext-section-literals"]),
 ])
+@pytest.mark.slow
 def test_package_compiles_strict(gen, tmp_path, cc, extra):
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} not installed")

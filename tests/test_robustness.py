@@ -97,6 +97,7 @@ def clear_error(res, *needles):
 POISON = "weight_decay = 1e10\n"      # with lr 1e30: AdamW's decay p *= 1 - lr * wd -> inf
 
 
+@pytest.mark.slow
 def test_step_that_makes_weights_inf_is_never_checkpointed(tmp_path):
     """The first step makes the weights inf while its loss was finite; with --ckpt-every 0
     the old code saved them right after (the loss check fired only at the next step)."""
@@ -115,6 +116,7 @@ def test_step_that_makes_weights_inf_is_never_checkpointed(tmp_path):
     assert res.returncode == 3 and "overflowed" in res.stderr, res.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_divergence_on_resume_keeps_and_names_the_last_good_checkpoint(tiny_run, tmp_path):
     run, _ = copy_run(tiny_run, tmp_path)
     good = (run / "checkpoint.pt").read_bytes()
@@ -128,6 +130,7 @@ def test_divergence_on_resume_keeps_and_names_the_last_good_checkpoint(tiny_run,
     load_model(run)                                        # still loads
 
 
+@pytest.mark.slow
 def test_lr_10_run_warns_that_it_did_not_learn(tmp_path):
     """lr 10 keeps every weight finite but the net sits at chance: say so."""
     cfg = write_cfg(tmp_path, lr=10.0, epochs=3)
@@ -152,6 +155,7 @@ def poisoned(tiny_run, tmp_path, all_nan: bool) -> Path:
     return path
 
 
+@pytest.mark.slow          # tiny_run: a 1-epoch training run
 @pytest.mark.parametrize("all_nan", [False, True])
 def test_convert_refuses_non_finite_weights(tiny_run, tmp_path, all_nan):
     ckpt = poisoned(tiny_run, tmp_path, all_nan)
@@ -164,6 +168,7 @@ def test_convert_refuses_non_finite_weights(tiny_run, tmp_path, all_nan):
 
 # -- item 4: convert never deletes what it did not write ------------------------------------------
 
+@pytest.mark.slow          # tiny_run: a 1-epoch training run
 def test_convert_out_at_the_run_folder_is_refused_and_nothing_deleted(tiny_run, tmp_path):
     run, _ = copy_run(tiny_run, tmp_path)
     (run / "my_notes.txt").write_text("mine")
@@ -221,6 +226,7 @@ def in_process(main, argv, capsys):
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_second_trainer_on_a_busy_folder_exits_2_and_a_dead_holder_is_stale(tmp_path, capsys):
     from training.train import main
     cfg = write_cfg(tmp_path, epochs=300)
@@ -265,6 +271,7 @@ def write_sweep(tmp_path) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_killed_sweep_takes_its_trainer_with_it(tmp_path):
     sweep, out = write_sweep(tmp_path), tmp_path / "sw"
     run = out / "runs" / "mgrade-H4-L1-K8-N2-s0"
@@ -292,6 +299,7 @@ def test_killed_sweep_takes_its_trainer_with_it(tmp_path):
     load_raw(run / "checkpoint.pt", resume=True)
 
 
+@pytest.mark.slow
 def test_rerun_sweep_does_not_start_a_second_trainer_in_a_locked_folder(tmp_path):
     import tomllib
     from training.sweep import expand, toml_text
@@ -316,6 +324,7 @@ def test_rerun_sweep_does_not_start_a_second_trainer_in_a_locked_folder(tmp_path
 
 # -- item 6: --resume with another config -------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_with_changed_training_or_task_settings_is_refused(tiny_run, tmp_path, capsys):
     from training.train import main
     run, cfg = copy_run(tiny_run, tmp_path)
@@ -346,6 +355,7 @@ def test_resume_with_changed_training_or_task_settings_is_refused(tiny_run, tmp_
 
 # -- item 7: finishing is idempotent --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_rewrites_missing_curves_and_stale_metrics(tiny_run, tmp_path):
     """The state a kill right after the final checkpoint leaves: no curves, stale metrics."""
     run, cfg = copy_run(tiny_run, tmp_path)
@@ -360,6 +370,7 @@ def test_resume_of_a_finished_run_rewrites_missing_curves_and_stale_metrics(tiny
 
 # -- item 8: a clear one-line message (exit 2) instead of a traceback -------------------------
 
+@pytest.mark.slow
 def test_broken_checkpoints_are_clear_errors(tiny_run, tmp_path, capsys):
     from convert.__main__ import main as convert_main
     from training.train import main as train_main
@@ -389,8 +400,8 @@ def codegen(model: Path, out: Path, *extra):
                           timeout=300)
 
 
-def test_codegen_bad_tflite_is_a_clear_error(digits_int8, tmp_path):
-    model = (digits_int8 / "model.tflite").read_bytes()
+def test_codegen_bad_tflite_is_a_clear_error(tiny_int8, tmp_path):
+    model = (tiny_int8 / "model.tflite").read_bytes()
     (tmp_path / "trunc.tflite").write_bytes(model[:len(model) // 3])
     (tmp_path / "random.tflite").write_bytes(os.urandom(4096))
     for name in ("trunc.tflite", "random.tflite"):
@@ -399,14 +410,14 @@ def test_codegen_bad_tflite_is_a_clear_error(digits_int8, tmp_path):
         assert "not a .tflite" in res.stderr
 
 
-def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(digits_int8, tmp_path):
+def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(tiny_int8, tmp_path):
     """The mGRADE generator raises convert.tflm_params.CodegenError; under `python -m
     convert.codegen` an old main caught __main__.CodegenError, another class."""
     from convert.metadata import NAME as METADATA_NAME
     from convert.quantize import load_flatbuffer, pack_flatbuffer
     import numpy as np
 
-    model = load_flatbuffer((digits_int8 / "model.tflite").read_bytes())
+    model = load_flatbuffer((tiny_int8 / "model.tflite").read_bytes())
     entry = next(m for m in model.metadata if m.name in (METADATA_NAME, METADATA_NAME.encode()))
     meta = json.loads(bytes(model.buffers[entry.buffer].data).decode())
     meta["inputs"] = meta["inputs"][:-1]                  # metadata no longer fits the graph
@@ -415,7 +426,7 @@ def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(digits_i
     res = codegen(tmp_path / "bad_meta.tflite", tmp_path / "c")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "mgrade metadata lists inputs" in res.stderr
-    res = codegen(digits_int8 / "model.tflite", tmp_path / "c2", "--prefix", "1bad")
+    res = codegen(tiny_int8 / "model.tflite", tmp_path / "c2", "--prefix", "1bad")
     assert res.returncode == 2 and "not a C identifier" in res.stderr
     assert not (tmp_path / "c2").exists()
 
@@ -504,6 +515,7 @@ def read_only_dir(tmp_path):
         d.chmod(0o755)
 
 
+@pytest.mark.slow          # tiny_run: a 1-epoch training run
 def test_read_only_out_is_refused_before_any_work(tiny_run, tmp_path, read_only_dir, capsys):
     from convert.__main__ import main as convert_main
     cfg = write_cfg(tmp_path, epochs=1)
@@ -520,6 +532,7 @@ def test_read_only_out_is_refused_before_any_work(tiny_run, tmp_path, read_only_
 
 # -- issue 15: a SIGKILL in the middle of a checkpoint write ------------------------------------
 
+@pytest.mark.slow
 def test_kill_mid_checkpoint_write_keeps_the_previous_checkpoint(tiny_run, tmp_path):
     """The trainer is stopped for good half way through writing its next checkpoint (test
     hook STALL_ENV: after N bytes it flushes, fsyncs, marks and sleeps), then SIGKILLed. The

@@ -67,6 +67,7 @@ def _rewrite_replies(ptype, edit):
     return hook
 
 
+@pytest.mark.slow
 def test_clean_run_exits_0(exe, toy_dir):
     with LinkProxy(exe) as px:
         res = _stream_eval(px.url, toy_dir, "--reference", TOY_REF)
@@ -74,6 +75,7 @@ def test_clean_run_exits_0(exe, toy_dir):
     assert "max |diff| : 0 int8 logits" in res.stdout
 
 
+@pytest.mark.slow
 def test_run_end_count_beyond_n_out_is_a_protocol_error(exe, toy_dir):
     """A RUN_END reply with count > n_out - first (before: a numpy broadcast error, exit 1)."""
     def more(body):
@@ -88,6 +90,7 @@ def test_run_end_count_beyond_n_out_is_a_protocol_error(exe, toy_dir):
     assert "inconsistent RUN_END reply" in line and "count 13" in line, line
 
 
+@pytest.mark.slow
 def test_hello_max_body_over_240_is_not_trusted(exe, toy_dir):
     """A device claiming max_body 1000 (before: ValueError on encode, exit 1): the host keeps
     to the protocol's 240 bytes and the run is correct."""
@@ -100,6 +103,7 @@ def test_hello_max_body_over_240_is_not_trusted(exe, toy_dir):
     assert max(len(h.pkt.body) for h in px.frames("req", P.RUN_CHUNK)) <= P.MAX_BODY
 
 
+@pytest.mark.slow
 def test_reference_that_raises_exits_2(exe, toy_dir, tmp_path):
     ref = tmp_path / "bad_ref.py"
     ref.write_text("class Ref:\n    def __init__(self, d):\n        pass\n"
@@ -201,6 +205,7 @@ def wide(tmp_path_factory):
     return root / "build" / "mg_host_device", d, f"{root / 'wide_ref.py'}:Wide"
 
 
+@pytest.mark.slow
 def test_logits_that_do_not_fit_suggest_fast(wide):
     exe, d, ref = wide
     with LinkProxy(exe) as px:
@@ -214,6 +219,7 @@ def test_logits_that_do_not_fit_suggest_fast(wide):
     assert len(px.frames("req", P.RUN_END)) == 2 * -(-WIDE_N_OUT // 44)
 
 
+@pytest.mark.slow
 def test_per_step_labels_that_do_not_fit_say_so(wide, tmp_path):
     exe, d, ref = wide
     d2 = tmp_path / "per_step"

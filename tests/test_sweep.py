@@ -114,6 +114,7 @@ def config_line(results_md: str, config: str) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_sweep_trains_converts_resumes_and_reports_int8(tmp_path):
     """A tiny sweep end to end: every run trained and converted to int8 (TFLite-Micro), the
     table and the plot carry the int8 accuracy, a rerun neither retrains nor reconverts, and a

@@ -54,6 +54,7 @@ def final_weights(run_dir):
     return load_raw(run_dir / "checkpoint.pt")["model"]
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_checkpoint_and_curves(tmp_path):
     cfg = write_cfg(tmp_path)
     res = run_train(cfg, "--out", tmp_path / "run")
@@ -74,6 +75,7 @@ def test_train_writes_metrics_checkpoint_and_curves(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("harden_at", [0.5, 1.0])
 def test_positions_are_hardened_at_harden_at_and_training_goes_on(tmp_path, harden_at):
     cfg = write_cfg(tmp_path, epochs=2)
@@ -95,6 +97,7 @@ def test_positions_are_hardened_at_harden_at_and_training_goes_on(tmp_path, hard
         assert not torch.equal(pos, pos.round())
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_weights(tmp_path):
     cfg = write_cfg(tmp_path, epochs=12)
     ref = run_train(cfg, "--out", tmp_path / "ref")
@@ -123,6 +126,7 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
     assert [json.loads(r)["epoch"] for r in rows] == list(range(1, 13))
 
 
+@pytest.mark.slow
 def test_sigint_saves_and_resumes(tmp_path):
     cfg = write_cfg(tmp_path, epochs=3)
     run = tmp_path / "run"
@@ -157,6 +161,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         assert torch.allclose(a[k], b[k], atol=2e-4), (k, (a[k] - b[k]).abs().max())
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = write_cfg(tmp_path, lr=1e30, clip=0.0, warmup=0.0, epochs=3)
     res = run_train(cfg, "--out", tmp_path / "run")
@@ -182,6 +187,7 @@ def test_unknown_key_and_wrong_type_are_clear(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_other_architecture_is_refused(tmp_path):
     cfg = write_cfg(tmp_path, epochs=1)
     assert run_train(cfg, "--out", tmp_path / "run").returncode == 0
@@ -199,6 +205,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_memory_report_cli(tmp_path):
     cfg = write_cfg(tmp_path, epochs=1)
     assert run_train(cfg, "--out", tmp_path / "run").returncode == 0
