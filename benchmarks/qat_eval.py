@@ -91,7 +91,9 @@ def measure(run: str, n_test: int, calib: int = 64) -> dict:
     int8 = tflm_acc(model, xs, ys)
     wide = widen_state(model, read_metadata(model)["layers"], gate16=False)
     int16 = tflm_acc(wide, xs, ys)
+    from convert.__main__ import model_id
     return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(ys),
+            "model_id": model_id(model),
             "float_acc": float_acc, "int8_tflm_acc": int8, "state16_gate8_tflm_acc": int16,
             "seconds": round(time.monotonic() - t0, 1)}
 
