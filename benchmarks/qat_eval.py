@@ -5,7 +5,8 @@
 The same figures as `python -m convert RUN --out RUN/int8 --n-test N` (float and int8
 TFLite-Micro accuracy) and `python -m benchmarks.int8_attribution RUN --state16-tflm N
 --gate8` (the minGRU state path in int16, gate z on its int8 grid), for comparing runs
-(baseline, plain fine-tune, QAT fine-tune) when CPU time is short: one calibration, TFLite-
+(baseline, plain fine-tune, QAT fine-tune) when CPU time is short; also the float accuracy
+with the int8 weights (`MGradeNet.set_qat`, float activations): one calibration, TFLite-
 Micro only (convert also streams LiteRT twice per step), and the calibration's 64 sequences
 stepped as one batch instead of one by one. The calibration feeds are the converter's
 (`convert.calibration_feeds`: same sequences, same thinning) up to float rounding of the
@@ -65,7 +66,7 @@ def tflm_acc(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
     return float((preds == y).mean())
 
 
-def measure(run: str, n_test: int, calib: int = 64) -> dict:
+def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True) -> dict:
     from convert.quantize import convert_int8, finalize, read_metadata
     from convert.spec import extract
     from convert.widen import widen_state
@@ -81,6 +82,12 @@ def measure(run: str, n_test: int, calib: int = 64) -> dict:
     x, y = data.x_test[:n_test], data.y_test[:n_test]
     net.harden()
     float_acc = evaluate(net, x, y)["acc"]
+    net.set_qat(True)                     # the deployed int8 weights, float activations
+    qat_weights_acc = evaluate(net, x, y)["acc"]
+    net.set_qat(False)
+    if not tflm:
+        return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(y),
+                "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc}
     spec = extract(net)
     feeds = batched_feeds(net, spec, data.x_train, calib, cfg.train.seed)
     model = finalize(convert_int8(spec, feeds), spec,
@@ -94,7 +101,8 @@ def measure(run: str, n_test: int, calib: int = 64) -> dict:
     from convert.__main__ import model_id
     return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(ys),
             "model_id": model_id(model),
-            "float_acc": float_acc, "int8_tflm_acc": int8, "state16_gate8_tflm_acc": int16,
+            "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc,
+            "int8_tflm_acc": int8, "state16_gate8_tflm_acc": int16,
             "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -104,10 +112,17 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="run folders (checkpoint.pt)")
     p.add_argument("--n-test", type=int, default=1000, help="test sequences (default 1000)")
     p.add_argument("--json", help="append one JSON line per run here")
+    p.add_argument("--float-only", action="store_true",
+                   help="only the float accuracy with float and with int8 weights (seconds)")
     args = p.parse_args(argv)
     for run in args.runs:
-        r = measure(run, args.n_test)
-        print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 TFLM "
+        r = measure(run, args.n_test, tflm=not args.float_only)
+        if args.float_only:
+            print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float "
+                  f"activations {100 * r['int8_weights_float_act_acc']:.2f}%", flush=True)
+            continue
+        print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float activations "
+              f"{100 * r['int8_weights_float_act_acc']:.2f}%  int8 TFLM "
               f"{100 * r['int8_tflm_acc']:.2f}%  int16 state (z int8) TFLM "
               f"{100 * r['state16_gate8_tflm_acc']:.2f}%  on {r['n_test']}  "
               f"({r['seconds']:.0f} s)", flush=True)
