@@ -117,6 +117,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     for run in args.runs:
         r = measure(run, args.n_test, tflm=not args.float_only)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(r) + "\n")
         if args.float_only:
             print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float "
                   f"activations {100 * r['int8_weights_float_act_acc']:.2f}%", flush=True)
@@ -126,9 +129,6 @@ def main(argv=None) -> int:
               f"{100 * r['int8_tflm_acc']:.2f}%  int16 state (z int8) TFLM "
               f"{100 * r['state16_gate8_tflm_acc']:.2f}%  on {r['n_test']}  "
               f"({r['seconds']:.0f} s)", flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(r) + "\n")
     return 0
 
 
