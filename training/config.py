@@ -122,6 +122,8 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 256
     threads: int = 0             # torch threads; 0 = torch's default
+    qat_epochs: int = 0          # the last this many epochs train with the int8 weights the
+                                 # converter deploys (training.qat); 0 = off
 
     def validate(self):
         _positive("train.epochs", self.epochs)
@@ -140,6 +142,12 @@ class TrainConfig:
             raise ConfigError(f"train.pos_lr_mult must be >= 0, got {self.pos_lr_mult}")
         if self.grad_clip < 0:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if self.qat_epochs < 0:
+            raise ConfigError(f"train.qat_epochs must be >= 0 (0 = no quantization-aware "
+                              f"training), got {self.qat_epochs}")
+        if self.qat_epochs > self.epochs:
+            raise ConfigError(f"train.qat_epochs = {self.qat_epochs} exceeds train.epochs = "
+                              f"{self.epochs}: QAT runs in the last qat_epochs of the epochs")
         if not 0 <= self.threads <= MAX_THREADS:
             raise ConfigError(f"train.threads must be in 0..{MAX_THREADS} (0 = torch's "
                               f"default; more than the machine's cores only slows down), got "
@@ -276,9 +284,18 @@ def config_from_dict(raw: dict) -> Config:
             raise ConfigError(f"unknown table [{key}]; valid tables: {', '.join(valid)}")
     if "task" not in raw:
         raise ConfigError("the config needs a [task] table with at least name = \"...\"")
-    return Config(task=_task_from_table(raw["task"]),
-                  model=_fill(ModelConfig, raw.get("model", {}), "model"),
-                  train=_fill(TrainConfig, raw.get("train", {}), "train"))
+    cfg = Config(task=_task_from_table(raw["task"]),
+                 model=_fill(ModelConfig, raw.get("model", {}), "model"),
+                 train=_fill(TrainConfig, raw.get("train", {}), "train"))
+    check_qat(cfg)
+    return cfg
+
+
+def check_qat(cfg: Config):
+    """Quantization-aware training folds the norms as the converter does: no layer norm."""
+    if cfg.train.qat_epochs > 0 and cfg.model.norm == "layer":
+        raise ConfigError("train.qat_epochs > 0 needs model.norm = \"batch\" or \"none\": a "
+                          "layer norm does not fold into the int8 graph")
 
 
 def load_config(path) -> Config:

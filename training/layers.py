@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.delay_ops import causal_depthwise_conv, gaussian_kernel
+from training.qat import fake_quant_rows, fake_quant_tensor
 from training.scan import g, mingru_scan
 
 
@@ -42,19 +43,24 @@ class DelayConv(nn.Module):
             self.register_buffer("positions", fixed.expand(channels, n_taps).clone())
             self.register_buffer("hardened", torch.tensor(True))
         self.register_buffer("sigma", torch.tensor(float(sigma)))
+        self.qat = False               # fake-quantized taps (training.qat); not in state_dict
 
     # -- kernel -------------------------------------------------------------------------
     def delays(self) -> torch.Tensor:
         """Integer delays [H, N] (rounded positions, clamped to the span)."""
         return self.positions.detach().round().clamp(0, self.span - 1).long()
 
+    def taps(self) -> torch.Tensor:
+        """Tap weights [H, N]: the float ones, or the int8 ones the board uses under QAT."""
+        return fake_quant_rows(self.weight) if self.qat else self.weight
+
     def dense_kernel(self) -> torch.Tensor:
         """[H, span] kernel; kernel[c, k] multiplies x[t - k, c]."""
         if bool(self.hardened):
             kernel = torch.zeros(self.channels, self.span, dtype=self.weight.dtype,
                                  device=self.weight.device)
-            return kernel.scatter_add(1, self.delays(), self.weight)
-        return gaussian_kernel(self.positions, self.weight, float(self.sigma), self.span)
+            return kernel.scatter_add(1, self.delays(), self.taps())
+        return gaussian_kernel(self.positions, self.taps(), float(self.sigma), self.span)
 
     def state_frames(self) -> int:
         """Past frames the step path keeps (delay 1 .. max delay)."""
@@ -104,6 +110,16 @@ class MinGRU(nn.Module):
         super().__init__()
         self.proj = nn.Linear(channels, 2 * channels)     # rows [0, H): gate z; [H, 2H): h~
         self.out_act = out_act
+        self.qat = False               # fake-quantized proj weight (training.qat)
+
+    def qat_weight(self) -> torch.Tensor:
+        """proj weight [2H, H] fake-quantized per row (the gate and candidate FCs)."""
+        return fake_quant_rows(self.proj.weight)
+
+    def _proj(self, x):
+        if self.qat:
+            return F.linear(x, self.qat_weight(), self.proj.bias)
+        return self.proj(x)
 
     def _out(self, h):
         if self.out_act == "sigmoid":
@@ -116,12 +132,12 @@ class MinGRU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, H] -> out [B, T, H] (state starts at 0)."""
-        z_pre, h_pre = self.proj(x).chunk(2, dim=-1)
+        z_pre, h_pre = self._proj(x).chunk(2, dim=-1)
         return self._out(mingru_scan(z_pre, h_pre))
 
     def step(self, x_t: torch.Tensor, h: torch.Tensor):
         """x_t [B, H], h [B, H] -> (out_t [B, H], h_t [B, H])."""
-        z_pre, h_pre = self.proj(x_t).chunk(2, dim=-1)
+        z_pre, h_pre = self._proj(x_t).chunk(2, dim=-1)
         z = torch.sigmoid(z_pre)
         h = (1 - z) * h + z * g(h_pre)
         return self._out(h), h
@@ -157,8 +173,22 @@ class BatchNormChannels(nn.BatchNorm1d):
         return scale, self.bias - self.running_mean * scale
 
 
+def norm_affine(norm) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale [H], shift [H]) of a batch norm's eval map (running statistics), None for no
+    norm; a layer norm has no fixed affine map and is refused."""
+    if isinstance(norm, BatchNormChannels):
+        return norm.eval_affine()
+    if isinstance(norm, nn.Identity):
+        return None
+    raise ValueError(f"{type(norm).__name__} does not fold into the int8 graph; "
+                     f"quantization-aware training needs model.norm = \"batch\" or \"none\"")
+
+
 class MGradeBlock(nn.Module):
-    """u = x + conv(x); v = u + drop(minGRU(u)); w = v + drop(MLP(norm(v))); out = norm(w)."""
+    """u = x + conv(x); v = u + drop(minGRU(u)); w = v + drop(MLP(norm(v))); out = norm(w).
+
+    Under QAT (`qat = True`) the MLP runs on the deployed weights: the pre-norm folded into fc1
+    and both Dense weights fake-quantized, the norms at their running statistics."""
 
     def __init__(self, cfg: ModelConfig, sigma: float):
         super().__init__()
@@ -172,20 +202,56 @@ class MGradeBlock(nn.Module):
         self.act = nn.ReLU() if cfg.act == "relu" else nn.GELU()
         self.drop = nn.Dropout(cfg.dropout)
         self.norm_post = make_norm(cfg.norm, H)
+        self.qat = False
+
+    def set_qat(self, on: bool):
+        """Switch this block (and its conv and minGRU) to the fake-quantized weights."""
+        if on:
+            norm_affine(self.norm_mlp)                # refuses a layer norm
+        self.qat = on
+        for part in (self.conv, self.rnn):
+            if part is not None:
+                part.qat = on
 
     def _norm(self, norm, x, mask):
         return norm(x, mask) if mask is not None and isinstance(norm, BatchNormChannels) \
             else norm(x)
 
-    def _mlp_and_norm(self, v, mask=None):
-        w = v + self.drop(self.fc2(self.act(self.fc1(self._norm(self.norm_mlp, v, mask)))))
-        return self._norm(self.norm_post, w, mask)
+    def qat_fc1(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """fc1 o norm_mlp as the converter folds it, (W1 s, W1 t + b1), the weight
+        fake-quantized: [rH, H], [rH]."""
+        w, b = self.fc1.weight, self.fc1.bias
+        pre = norm_affine(self.norm_mlp)
+        if pre is not None:
+            s, t = pre
+            w, b = w * s[None, :], w @ t + b
+        return fake_quant_rows(w), b
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def qat_post(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The post-norm's (scale [H], shift [H]) as deployed MUL / ADD int8 constants (None
+        without a norm)."""
+        after = norm_affine(self.norm_post)
+        if after is None:
+            return None
+        return fake_quant_tensor(after[0]), fake_quant_tensor(after[1])
+
+    def _mlp_and_norm(self, v, mask=None, post: bool = True):
+        """v [.., H] -> block output; post = False (QAT only, last block: the readout folds
+        the post-norm) leaves the post-norm out."""
+        if not self.qat:
+            w = v + self.drop(self.fc2(self.act(self.fc1(self._norm(self.norm_mlp, v, mask)))))
+            return self._norm(self.norm_post, w, mask)
+        hidden = self.act(F.linear(v, *self.qat_fc1()))
+        w = v + self.drop(F.linear(hidden, fake_quant_rows(self.fc2.weight), self.fc2.bias))
+        after = self.qat_post() if post else None
+        return w if after is None else w * after[0] + after[1]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                post: bool = True) -> torch.Tensor:
         """x [B, T, H] -> [B, T, H]; mask [B, T] (optional): real steps, for batch norm."""
         u = x + self.conv(x) if self.conv is not None else x
         v = u + self.drop(self.rnn(u)) if self.rnn is not None else u
-        return self._mlp_and_norm(v, mask)
+        return self._mlp_and_norm(v, mask, post)
 
     def init_state(self, batch: int) -> dict:
         state = {}
@@ -195,7 +261,7 @@ class MGradeBlock(nn.Module):
             state["h"] = self.fc1.weight.new_zeros(batch, self.fc1.in_features)
         return state
 
-    def step(self, x_t: torch.Tensor, state: dict):
+    def step(self, x_t: torch.Tensor, state: dict, post: bool = True):
         """x_t [B, H] -> (out_t [B, H], new state)."""
         new = {}
         u = x_t
@@ -206,4 +272,4 @@ class MGradeBlock(nn.Module):
         if self.rnn is not None:
             out, new["h"] = self.rnn.step(u, state["h"])
             v = u + out
-        return self._mlp_and_norm(v), new
+        return self._mlp_and_norm(v, post=post), new

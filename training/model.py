@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from training.config import ConfigError, ModelConfig
-from training.layers import DelayConv, MGradeBlock
+from training.layers import DelayConv, MGradeBlock, norm_affine
+from training.qat import fake_quant_rows
 
 READOUTS = ("mean", "per_step")
 
@@ -57,6 +59,46 @@ class MGradeNet(nn.Module):
                 raise ConfigError(f"input_mean / input_std must be [{n_in}] with std > 0")
             self.register_buffer("input_mean", mean, persistent=False)
             self.register_buffer("input_std", std, persistent=False)
+        self.qat = False
+
+    # -- quantization-aware training (training.qat) -----------------------------------------
+    def set_qat(self, on: bool = True):
+        """Compute with the weights the int8 model deploys (folded norms, per-channel int8
+        fake quantization, straight-through gradients; batch norms at their running
+        statistics) or, with on = False, with the float ones. Not stored in state_dict."""
+        for block in self.blocks:
+            block.set_qat(on)
+        self.qat = on
+        return self
+
+    def qat_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder on raw input as the converter folds it, (W / std, b - W (mean / std))
+        ([H, n_in], [H]), the weight fake-quantized. Needs an encoder."""
+        w, b = self.encoder.weight, self.encoder.bias
+        if self.normalizes:                   # W ((x - m) / s) + b = (W / s) x + (b - W (m / s))
+            w, b = w / self.input_std[None, :], b - w @ (self.input_mean / self.input_std)
+        return fake_quant_rows(w), b
+
+    def qat_readout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The readout with the last block's post-norm folded, (Wr s, Wr t + br) ([n, H],
+        [n]), the weight fake-quantized."""
+        w, b = self.readout.weight, self.readout.bias
+        post = norm_affine(self.blocks[-1].norm_post)
+        if post is not None:
+            s, t = post
+            w, b = w * s[None, :], w @ t + b
+        return fake_quant_rows(w), b
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., n_in] in the data's units -> encoder output [..., H]."""
+        if not (self.qat and isinstance(self.encoder, nn.Linear)):
+            return self.encoder(self.normalize(x))
+        return F.linear(x, *self.qat_encoder())
+
+    def _readout(self, h: torch.Tensor) -> torch.Tensor:
+        """h [..., H] -> logits. Under QAT h is the last block's output before its post-norm,
+        which the readout folds in."""
+        return F.linear(h, *self.qat_readout()) if self.qat else self.readout(h)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., n_in] in the data's units -> (x - mean) / std (identity without stats)."""
@@ -94,10 +136,12 @@ class MGradeNet(nn.Module):
         """x [B, T, n_in] -> last block's output [B, T, H]. With mask [B, T] (real steps
         True, padding after them) every layer's padded steps are set to 0 and excluded from
         batch-norm statistics: padding never reaches a real step (the layers are causal)."""
-        h = self.encoder(self.normalize(x))
+        h = self._encode(x)
         keep = None if mask is None else mask.unsqueeze(-1)
-        for block in self.blocks:
-            h = block(h if keep is None else torch.where(keep, h, 0.0), mask)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h = block(h if keep is None else torch.where(keep, h, 0.0), mask,
+                      post=not (self.qat and i == last))
         return h if keep is None else torch.where(keep, h, 0.0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -110,11 +154,11 @@ class MGradeNet(nn.Module):
         mask = None if lengths is None else self.step_mask(lengths, x.shape[1])
         h = self.features(x, mask)
         if per_step or self.readout_mode == "per_step":
-            return self.readout(h)
+            return self._readout(h)
         if mask is None:
-            return self.readout(h.mean(dim=1))    # == mean over t of readout(h_t): linear
+            return self._readout(h.mean(dim=1))    # == mean over t of readout(h_t): linear
         mean = h.sum(dim=1) / lengths.clamp_min(1).to(h.dtype)[:, None]
-        return self.readout(mean)
+        return self._readout(mean)
 
     # -- streaming path --------------------------------------------------------------------
     def init_state(self, batch: int) -> dict:
@@ -126,12 +170,13 @@ class MGradeNet(nn.Module):
         """x_t [B, n_in] -> (logits_t [B, n], new state). logits_t is what forward would
         return on the sequence so far: the running mean of the step readouts ("mean") or
         this step's readout ("per_step")."""
-        h = self.encoder(self.normalize(x_t))
+        h = self._encode(x_t)
         layers = []
-        for block, layer_state in zip(self.blocks, state["layers"]):
-            h, new = block.step(h, layer_state)
+        last = len(self.blocks) - 1
+        for i, (block, layer_state) in enumerate(zip(self.blocks, state["layers"])):
+            h, new = block.step(h, layer_state, post=not (self.qat and i == last))
             layers.append(new)
-        logits = self.readout(h)
+        logits = self._readout(h)
         acc, t = state["acc"] + logits, state["t"] + 1
         out = acc / t if self.readout_mode == "mean" else logits
         return out, {"layers": layers, "acc": acc, "t": t}

@@ -14,6 +14,11 @@ non-finite (or a weight larger than MAX_WEIGHT) stops the run with exit 3, keepi
 good checkpoint; `--resume` refuses a config whose task or training settings differ from the
 stored one unless each changed key is named with `--allow-change` (`--epochs N` counts as
 allowing train.epochs); resuming a finished run rewrites metrics.jsonl and curves.png.
+
+Quantization-aware fine-tuning: with train.qat_epochs = N the last N epochs train with the
+int8 weights the converter deploys (training.qat; batch norms frozen at their running
+statistics); their val/test accuracies are those of the fake-quantized weights. A finished
+run of E epochs is fine-tuned with `--resume --epochs E+N --allow-change train.qat_epochs`.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ HARMLESS_CHANGES = ("task.data_dir", "train.threads", "train.eval_batch_size")
 CHANGEABLE = ("train.epochs", "train.batch_size", "train.lr", "train.weight_decay",
               "train.warmup_frac", "train.pos_lr_mult", "train.grad_clip", "train.seed",
               "model.dropout", "model.sigma_start", "model.sigma_end",
-              "model.sigma_anneal_frac", "model.harden_at")
+              "model.sigma_anneal_frac", "model.harden_at", "train.qat_epochs")
 
 
 class TrainingStopped(Exception):
@@ -178,6 +183,13 @@ class Trainer:
         self.net.set_sigma(sigma_at(self.cfg.model, progress))
         if progress >= self.cfg.model.harden_at and self.cfg.model.harden_at < 1.0:
             self.harden()
+        self.net.set_qat(self.in_qat())
+
+    def in_qat(self) -> bool:
+        """Whether the current epoch trains with fake-quantized weights (the last
+        train.qat_epochs epochs)."""
+        n = self.cfg.train.qat_epochs
+        return n > 0 and self.epoch >= self.epochs - n
 
     def harden(self):
         """Round learned positions to integer delays (once, at `model.harden_at`); training
@@ -259,7 +271,8 @@ class Trainer:
                "train_acc": r["correct"] / max(1, r["count"]),
                "val_loss": val["loss"], "val_acc": val["acc"], "test_acc": test["acc"],
                "sigma": float(self.net.delay_convs()[0].sigma) if self.net.delay_convs() else None,
-               "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(seconds, 2),
+               "lr": self.optimizer.param_groups[0]["lr"], "qat": self.net.qat,
+               "epoch_s": round(seconds, 2),
                "seq_per_s": round(seqs / max(seconds, 1e-9), 1)}
         self.history.append(row)
         self.epoch, self.batch = self.epoch + 1, 0
@@ -435,6 +448,7 @@ def main(argv=None) -> int:
             if args.epochs <= 0:
                 raise ConfigError("--epochs must be > 0")
             cfg.train.epochs = args.epochs
+            cfg.train.validate()                # train.qat_epochs <= the new epochs
         bad = [k for k in args.allow_change if k not in CHANGEABLE]
         if bad:
             raise ConfigError(f"--allow-change {bad[0]}: not a key that may change on resume; "

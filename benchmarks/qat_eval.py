@@ -1,0 +1,136 @@
+"""Float, int8 and int16-state-path accuracy of a run on TFLite-Micro, in one pass.
+
+    python -m benchmarks.qat_eval RUN [RUN ...] [--n-test N] [--json FILE]
+
+The same figures as `python -m convert RUN --out RUN/int8 --n-test N` (float and int8
+TFLite-Micro accuracy) and `python -m benchmarks.int8_attribution RUN --state16-tflm N
+--gate8` (the minGRU state path in int16, gate z on its int8 grid), for comparing runs
+(baseline, plain fine-tune, QAT fine-tune) when CPU time is short; also the float accuracy
+with the int8 weights (`MGradeNet.set_qat`, float activations): one calibration, TFLite-
+Micro only (convert also streams LiteRT twice per step), and the calibration's 64 sequences
+stepped as one batch instead of one by one. The calibration feeds are the converter's
+(`convert.calibration_feeds`: same sequences, same thinning) up to float rounding of the
+batched step, so the .tflite can differ from convert's in the last bit of a scale;
+`--check-against DIR` compares the accuracy with a convert output's report.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def batched_feeds(net, spec, x_train, n_seq: int, seed: int) -> list[dict]:
+    """convert.calibration_feeds (fixed-length tasks) with the sequences stepped together."""
+    from convert.__main__ import MAX_CALIB_FEEDS
+    from convert.calibrate import ring_from_past
+    from convert.graph import gather_indices
+
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(x_train), generator=gen)[:n_seq]
+    xs = x_train[pick]
+    S, T = xs.shape[:2]
+    stride = max(1, S * T // MAX_CALIB_FEEDS)
+    keep = {k for k in range(S * T) if k % stride == 0}     # k = seq * T + t, as convert
+    feeds: dict[int, dict] = {}
+    net.eval()
+    state = net.init_state(S)
+    with torch.no_grad():
+        for t in range(T):
+            wanted = [s for s in range(S) if s * T + t in keep]
+            for s in wanted:
+                feed = {"x": xs[s, t:t + 1].numpy().astype(np.float32)}
+                for i, (layer, ls) in enumerate(zip(spec.layers, state["layers"])):
+                    if layer.ring_frames > 0:
+                        past = ls["past"][s].numpy().astype(np.float32)
+                        feed[f"ring{i}"] = ring_from_past(past, t, layer.ring_frames)
+                        feed[f"idx{i}"] = gather_indices(layer.delays, t, layer.ring_frames)
+                    if layer.wz is not None:
+                        feed[f"h{i}"] = ls["h"][s:s + 1].numpy().astype(np.float32)
+                feeds[s * T + t] = feed
+            _, state = net.step(xs[:, t], state)
+    return [feeds[k] for k in sorted(feeds)]
+
+
+def tflm_acc(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    from convert.stream import Streamer, predictions
+
+    s = Streamer(model_bytes, "tflm")
+    xq = s.quantize_input(x)
+    preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(len(xq))])
+    return float((preds == y).mean())
+
+
+def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True) -> dict:
+    from convert.quantize import convert_int8, finalize, read_metadata
+    from convert.spec import extract
+    from convert.widen import widen_state
+    from training.checkpoint import load_model
+    from training.evaluate import evaluate
+    from training.tasks import load_task
+
+    t0 = time.monotonic()
+    net, cfg, ckpt = load_model(run)
+    data = load_task(cfg.task.name, cfg.task.params, cfg.task.data_dir or None, cfg.task.seed)
+    if data.readout != "mean" or data.len_test is not None:
+        raise SystemExit("error: qat_eval handles fixed-length mean-readout tasks only")
+    x, y = data.x_test[:n_test], data.y_test[:n_test]
+    net.harden()
+    float_acc = evaluate(net, x, y)["acc"]
+    net.set_qat(True)                     # the deployed int8 weights, float activations
+    qat_weights_acc = evaluate(net, x, y)["acc"]
+    net.set_qat(False)
+    if not tflm:
+        return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(y),
+                "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc}
+    spec = extract(net)
+    feeds = batched_feeds(net, spec, data.x_train, calib, cfg.train.seed)
+    model = finalize(convert_int8(spec, feeds), spec,
+                     {"task": data.name, "seq_len": data.seq_len,
+                      "kernel_span": cfg.model.span,
+                      "checkpoint_epoch": int(ckpt.get("epoch", 0))})
+    xs, ys = x.numpy(), y.numpy()
+    int8 = tflm_acc(model, xs, ys)
+    wide = widen_state(model, read_metadata(model)["layers"], gate16=False)
+    int16 = tflm_acc(wide, xs, ys)
+    from convert.__main__ import model_id
+    return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(ys),
+            "model_id": model_id(model),
+            "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc,
+            "int8_tflm_acc": int8, "state16_gate8_tflm_acc": int16,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.qat_eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders (checkpoint.pt)")
+    p.add_argument("--n-test", type=int, default=1000, help="test sequences (default 1000)")
+    p.add_argument("--json", help="append one JSON line per run here")
+    p.add_argument("--float-only", action="store_true",
+                   help="only the float accuracy with float and with int8 weights (seconds)")
+    args = p.parse_args(argv)
+    for run in args.runs:
+        r = measure(run, args.n_test, tflm=not args.float_only)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(r) + "\n")
+        if args.float_only:
+            print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float "
+                  f"activations {100 * r['int8_weights_float_act_acc']:.2f}%", flush=True)
+            continue
+        print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float activations "
+              f"{100 * r['int8_weights_float_act_acc']:.2f}%  int8 TFLM "
+              f"{100 * r['int8_tflm_acc']:.2f}%  int16 state (z int8) TFLM "
+              f"{100 * r['state16_gate8_tflm_acc']:.2f}%  on {r['n_test']}  "
+              f"({r['seconds']:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

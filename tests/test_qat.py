@@ -1,0 +1,247 @@
+"""Quantization-aware training (training.qat): the fake-quantized weights are the converter's
+int8 weights times their scales, bit for bit; the QAT forward computes with them; gradients
+flow straight through; a QAT fine-tune of a finished run resumes and checkpoints; config
+mistakes are clear errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from convert.calibrate import step_feeds
+from convert.quantize import convert_int8
+from convert.spec import extract
+from convert.tflite_reader import read_tflite
+from tests.test_train import final_weights, run_train, write_cfg
+from training.checkpoint import load_raw
+from training.config import ConfigError, ModelConfig, config_from_dict
+from training.model import MGradeNet
+from training.qat import deployed_weights, fake_quant_rows, quant_rows, quant_tensor
+
+
+def tiny_net(norm="batch", normalize=True, seed=0):
+    """A hardened 2-layer net with non-trivial batch-norm statistics, in float64."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=8, n_layers=2, kernel_span=6, n_taps=3, norm=norm)
+    stats = dict(input_mean=[0.1, 0.2, -0.3], input_std=[0.5, 2.0, 1.5]) if normalize else {}
+    net = MGradeNet(cfg, n_in=3, n_classes=4, **stats)
+    with torch.no_grad():
+        for m in net.modules():
+            if hasattr(m, "running_var"):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_()
+                m.bias.normal_()
+    return net.harden().eval().double()
+
+
+@pytest.fixture(scope="module")
+def converted():
+    """(net, spec, tflite Model) of a tiny net converted by the project's converter."""
+    net = tiny_net()
+    spec = extract(net)
+    xs = torch.randn(2, 10, 3)
+    feeds = [f for f, _ in step_feeds(net.float(), spec, xs)]
+    net.double()
+    return net, spec, read_tflite(convert_int8(spec, feeds))
+
+
+def tflite_weights(model) -> list[tuple[str, np.ndarray]]:
+    """Every constant int8 weight of the .tflite, dequantized in float32: FC weights [out, in],
+    depthwise kernels as [H, N] taps, MUL / ADD constants [n]."""
+    found = []
+    for op in model.operators:
+        if op.op not in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "MUL", "ADD"):
+            continue
+        for i in op.inputs:
+            t = model.tensors[i] if i >= 0 else None
+            if t is None or not t.is_const or t.dtype != np.int8:
+                continue
+            q = t.data.astype(np.float32)
+            scale = t.quant.scale.astype(np.float32)
+            zp = t.quant.zero_point.astype(np.float32)
+            if op.op == "FULLY_CONNECTED":
+                w = q * scale[:, None]
+            elif op.op == "DEPTHWISE_CONV_2D":          # [1, 1, N, H], channel axis 3
+                w = (q.reshape(t.shape[2], t.shape[3]) * scale[None, :]).T
+            else:
+                assert scale.size == 1
+                w = (q - zp) * scale
+            found.append((f"{op.op}:{t.name}", w))
+    return found
+
+
+def test_fake_quantized_weights_equal_the_tflite_int8_weights_bit_for_bit(converted):
+    net, spec, model = converted
+    ours = {k: v.numpy().astype(np.float32) for k, v in deployed_weights(net).items()
+            if not k.startswith("b")}
+    theirs = tflite_weights(model)
+    # every weight the converter wrote is one of ours, exactly, and vice versa
+    unmatched = [name for name, w in theirs
+                 if not any(w.shape == v.shape and np.array_equal(w, v) for v in ours.values())]
+    assert not unmatched, unmatched
+    missing = [k for k, v in ours.items()
+               if not any(w.shape == v.shape and np.array_equal(w, v) for _, w in theirs)]
+    assert not missing, missing
+    assert {"we", "wr", "taps0", "wz1", "wh1", "w10", "w21", "post_scale0",
+            "post_shift0"} <= set(ours)
+    # and they are not the float weights (the test would pass vacuously otherwise)
+    assert not np.array_equal(ours["w10"], spec.layers[0].w1.astype(np.float32))
+
+
+def numpy_step_logits(spec, w: dict, x: np.ndarray) -> np.ndarray:
+    """The streaming graph (convert/graph.py) in float64 NumPy with the weights `w` (names as
+    in deployed_weights) and the spec's delays: x [T, n_in] -> per-step readout [T, n]."""
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    frames = [[] for _ in spec.layers]
+    hs = [np.zeros(spec.channels) for _ in spec.layers]
+    out = []
+    for t in range(len(x)):
+        a = w["we"] @ x[t] + w["be"]
+        for i, layer in enumerate(spec.layers):
+            frames[i].append(a)
+            u = a.copy()
+            for c in range(spec.channels):
+                for e, d in enumerate(layer.delays[c]):
+                    if t - d >= 0:
+                        u[c] += w[f"taps{i}"][c, e] * frames[i][t - d][c]
+            z = sig(w[f"wz{i}"] @ u + layer.bz)
+            hp = w[f"wh{i}"] @ u + layer.bh
+            hs[i] = hs[i] + z * (np.maximum(hp, 0) + sig(np.minimum(hp, 0)) - hs[i])
+            v = u + hs[i]
+            a = v + w[f"w2{i}"] @ np.maximum(w[f"w1{i}"] @ v + w[f"b1{i}"], 0) + layer.b2
+            if f"post_scale{i}" in w:
+                a = a * w[f"post_scale{i}"] + w[f"post_shift{i}"]
+        out.append(w["wr"] @ a + w["br"])
+    return np.array(out)
+
+
+def test_qat_forward_and_step_compute_with_the_deployed_weights(converted):
+    net, spec, _ = converted
+    w = {k: v.numpy() for k, v in deployed_weights(net).items()}
+    x = torch.randn(2, 9, 3, dtype=torch.float64)
+    net.set_qat(True)
+    try:
+        with torch.no_grad():
+            got = net(x, per_step=True).numpy()
+            state, stepped = net.init_state(2), []
+            for t in range(x.shape[1]):
+                logits, state = net.step(x[:, t], state)
+                stepped.append(logits)
+            mean = net(x).numpy()
+    finally:
+        net.set_qat(False)
+    want = np.stack([numpy_step_logits(spec, w, xb) for xb in x.numpy()])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(stepped[-1].numpy(), mean, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(mean, want.mean(axis=1), rtol=0, atol=1e-10)
+    with torch.no_grad():                          # and QAT off is the float network again
+        assert np.abs(net(x, per_step=True).numpy() - want).max() > 1e-6
+
+
+def test_quant_rows_edge_values():
+    w = torch.tensor([[0.0, 0.0], [1.0, -0.25], [-2.0, 0.5]])
+    q, scale = quant_rows(w)
+    assert scale[0] == 1.0 and q[0].tolist() == [0.0, 0.0]               # a zero row
+    assert q[1, 0] == 127 and q[2, 0] == -127 and q.abs().max() <= 127    # the row's max
+    assert torch.equal(fake_quant_rows(w)[2], q[2] * scale[2])
+    qt, s, zp = quant_tensor(torch.tensor([0.5, 1.5]))                   # range [0, 1.5]
+    assert zp == -128 and qt.tolist() == [round(0.5 / s) - 128, 127.0]
+
+
+def test_gradients_flow_straight_through():
+    w = torch.randn(5, 4, requires_grad=True)
+    g = torch.randn(5, 4)
+    fake_quant_rows(w).backward(g)
+    assert torch.equal(w.grad, g)
+    net = tiny_net().float().train()
+    net.set_qat(True)
+    x = torch.randn(4, 12, 3)
+    loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+            assert float(p.grad.abs().max()) > 0, name
+    bn = net.blocks[0].norm_mlp
+    before = bn.running_mean.clone()
+    net(x)                                        # training mode: statistics stay frozen
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_layer_norm_cannot_be_fake_quantized():
+    net = MGradeNet(ModelConfig(d_model=8, n_layers=1, kernel_span=4, n_taps=2,
+                                norm="layer"), 1, 3)
+    with pytest.raises(ValueError, match="model.norm"):
+        net.set_qat(True)
+
+
+@pytest.mark.parametrize("train, model, msg", [
+    ({"qat_epochs": -1}, {}, "train.qat_epochs must be >= 0"),
+    ({"epochs": 2, "qat_epochs": 3}, {}, "exceeds train.epochs = 2"),
+    ({"qat_epochs": 1}, {"norm": "layer"}, "needs model.norm"),
+    ({"qat_epochs": 1.5}, {}, "'train.qat_epochs' must be int"),
+])
+def test_config_errors_are_clear(train, model, msg):
+    with pytest.raises(ConfigError, match=msg):
+        config_from_dict({"task": {"name": "digits"}, "model": model, "train": train})
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path):
+    cfg = write_cfg(tmp_path, epochs=2, extra="qat_epochs = 2\n")
+    res = run_train(cfg, "--out", tmp_path / "run", "--epochs", "1")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "train.qat_epochs = 2 exceeds" in res.stderr
+
+
+def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path):
+    base = tmp_path / "base"
+    res = run_train(write_cfg(tmp_path, "base.toml", epochs=1), "--out", base)
+    assert res.returncode == 0, res.stderr
+    qcfg = write_cfg(tmp_path, "qat.toml", epochs=1, extra="qat_epochs = 1\n")
+    # the changed key must be allowed
+    res = run_train(qcfg, "--out", base, "--resume", "--epochs", "2")
+    assert res.returncode == 2 and "--allow-change train.qat_epochs" in res.stderr
+    # the fine-tune, uninterrupted, and the same killed mid-epoch (--ckpt-every 0) and resumed
+    import shutil
+    runs = {}
+    for name in ("whole", "cut"):
+        runs[name] = tmp_path / name
+        shutil.copytree(base, runs[name])
+    args = ["--resume", "--epochs", "2", "--allow-change", "train.qat_epochs"]
+    res = run_train(qcfg, "--out", runs["whole"], *args)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in (runs["whole"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["qat"] for r in rows] == [False, True]
+    ckpt = load_raw(runs["whole"] / "checkpoint.pt")
+    assert ckpt["config"]["train"]["qat_epochs"] == 1 and ckpt["epoch"] == 2
+    # interrupted: stop after a few batches of the QAT epoch via SIGINT, then resume
+    import signal
+    import subprocess
+    import sys
+    import time
+    from tests.test_train import ROOT
+    proc = subprocess.Popen([sys.executable, "-m", "training.train", str(qcfg), "--out",
+                             str(runs["cut"]), *args, "--ckpt-every", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt_path = runs["cut"] / "checkpoint.pt"
+    start = ckpt_path.stat().st_mtime_ns
+    deadline = time.monotonic() + 120
+    while ckpt_path.stat().st_mtime_ns == start and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the fine-tune finished before it could be interrupted")
+    assert proc.returncode == 130, err
+    mid = load_raw(ckpt_path)
+    assert mid["epoch"] == 1 and mid["batch"] > 0
+    res = run_train(qcfg, "--out", runs["cut"], "--resume", "--epochs", "2")
+    assert res.returncode == 0, res.stderr
+    a, b = final_weights(runs["whole"]), final_weights(runs["cut"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # batch norm statistics were frozen during the QAT epoch
+    base_w = final_weights(base)
+    stats = [k for k in a if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats and all(torch.equal(a[k], base_w[k]) for k in stats)
+    assert not torch.equal(a["readout.weight"], base_w["readout.weight"])
