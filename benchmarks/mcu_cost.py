@@ -151,7 +151,8 @@ def build_check(target: str, gen_dir, out_dir, debug: bool = True, fast: bool | 
     elf = out_dir / f"check_{target}{'_debug' if debug else ''}{tag}.elf"
     _run([t["cc"], *flags, *[o for g in objs.values() for o in g], *t["ldflags"], "-lgcc",
           "-o", elf])
-    return {"elf": elf, "objs": objs, "target": target, "debug": debug, "fast": fast}
+    return {"elf": elf, "objs": objs, "target": target, "debug": debug, "fast": fast,
+            "gen_dir": gen_dir}
 
 
 _LINE = re.compile(r"MGCHECK id=(\S+) (.*)")
@@ -208,6 +209,14 @@ def _defined(nm: str, objs) -> set[str]:
     return names
 
 
+def _header_defines(path) -> dict[str, int]:
+    """#define NAME <integer>[u] lines of a generated header."""
+    out = {}
+    for m in re.finditer(r"^#define (\w+) (-?\d+)u?\b", Path(path).read_text(), re.M):
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
 def memory_split(build: dict) -> dict:
     """RAM/flash of the package + runtime in a linked build, by symbol."""
     t = TARGETS[build["target"]]
@@ -223,12 +232,6 @@ def memory_split(build: dict) -> dict:
         lt = typ.lower()
         if lt == "t" and not re.match(r"mg_(t\d+|op\d+|l\d+_|info)", name):
             key = "code"
-        elif re.fullmatch(r"mg_ring\d+", name):
-            key = "state_rings"
-        elif re.fullmatch(r"mg_h\d+", name):
-            key = "state_h"
-        elif name == "mg_step_t":
-            key = "state_counter"
         elif name == "mg_arena_words":
             key = "scratch_arena"
         elif name.startswith("mg_dbg_"):
@@ -248,7 +251,14 @@ def memory_split(build: dict) -> dict:
         tot["text"] += int(p[0])
         tot["data"] += int(p[1])
         tot["bss"] += int(p[2])
-    state = cat["state_rings"] + cat["state_h"] + cat["state_counter"]
+    # the stream's state: the harness's mg_model_t instance (model_check.c), split by the
+    # package's header (rings, minGRU states; the rest is the step counter + padding)
+    state = syms.get("mg_check_model", (0, ""))[0]
+    defs = _header_defines(Path(build["gen_dir"]) / "mg_model_data.h")
+    cat["state_rings"] = defs.get("MG_MODEL_RING_BYTES", 0)
+    cat["state_h"] = defs.get("MG_MODEL_H_BYTES", 0)
+    cat["state_counter"] = state - cat["state_rings"] - cat["state_h"]
+    detail["mg_check_model"] = state
     return {
         "ram": {"state_rings": cat["state_rings"], "state_h": cat["state_h"],
                 "state_counter": cat["state_counter"], "state_total": state,
@@ -256,9 +266,8 @@ def memory_split(build: dict) -> dict:
                 "total": state + cat["scratch_arena"] + cat["other_ram"]},
         "flash": {"constants_weights": cat["constants_weights"],
                   "constants_params": cat["constants_params"],
-                  "code": cat["code"], "data_init": state,
-                  "total": cat["constants_weights"] + cat["constants_params"] + cat["code"]
-                  + state},
+                  "code": cat["code"], "data_init": 0,   # the instance is .bss (mg_model_init)
+                  "total": cat["constants_weights"] + cat["constants_params"] + cat["code"]},
         "objects_size": tot,
         "symbols": dict(sorted(detail.items(), key=lambda kv: -kv[1])),
     }
