@@ -341,6 +341,7 @@ FRAME_RUNNER = r"""
 #include <stdio.h>
 #include "mg_model.h"
 #include "mg_model_data.h"
+static mg_model_t m;
 int main(void)
 {
     unsigned int hdr[2], s, t;
@@ -348,11 +349,11 @@ int main(void)
     int8_t q[MG_MODEL_N_IN], logits[MG_MODEL_N_OUT];
     if (fread(hdr, sizeof hdr[0], 2, stdin) != 2) return 2;
     for (s = 0; s < hdr[0]; ++s) {
-        mg_model_reset();
+        mg_model_init(&m);
         for (t = 0; t < hdr[1]; ++t) {
             if (fread(x, sizeof x[0], MG_MODEL_N_IN, stdin) != MG_MODEL_N_IN) return 2;
             mg_model_quantize_frame(x, q);
-            mg_model_step(q, logits);
+            mg_model_step(&m, q, logits);
             fwrite(q, 1, sizeof q, stdout);
             fwrite(logits, 1, sizeof logits, stdout);
         }

@@ -157,18 +157,22 @@ WIDE_N_IN, WIDE_N_OUT = 2, 250         # 4 + 250 > 240: a step's logits do not f
 WIDE_C = """/* test fixture written by tests/test_stream_eval_link.py: n_out = %(n_out)d */
 #include <stdint.h>
 #include "mg_model.h"
-static uint32_t acc;
+#include "mg_model_data.h"
 static const mg_model_info_t info = {"wide-fixture", {%(id)s}, %(n_in)d, %(n_out)d, %(macs)d};
-void mg_model_reset(void) { acc = 0u; }
-void mg_model_step(const int8_t *x, int8_t *logits)
+void mg_model_init(mg_model_t *m) { m->acc = 0u; }
+void mg_model_step(mg_model_t *m, const int8_t *x, int8_t *logits)
 {
     uint32_t j;
-    acc = (acc * 3u + (uint8_t)x[0] + 2u * (uint8_t)x[1]) %% 97u;
+    m->acc = (m->acc * 3u + (uint8_t)x[0] + 2u * (uint8_t)x[1]) %% 97u;
     for (j = 0; j < %(n_out)du; ++j) {
-        logits[j] = (int8_t)((int32_t)((acc + 7u * j) %% 255u) - 127);
+        logits[j] = (int8_t)((int32_t)((m->acc + 7u * j) %% 255u) - 127);
     }
 }
 const mg_model_info_t *mg_model_info(void) { return &info; }
+"""
+WIDE_H = """/* test fixture: the wide model's instance type (mg_model.h) */
+#include <stdint.h>
+struct mg_model_s { uint32_t acc; };
 """
 WIDE_PY = """import numpy as np
 class Wide:
@@ -195,6 +199,7 @@ def wide(tmp_path_factory):
     fields = dict(n_in=WIDE_N_IN, n_out=WIDE_N_OUT, macs=WIDE_N_IN * WIDE_N_OUT,
                   id=", ".join(f"0x{b:02x}" for b in mid))
     (pkg / "wide_model.c").write_text(WIDE_C % fields)
+    (pkg / "mg_model_data.h").write_text(WIDE_H)
     (root / "wide_ref.py").write_text(WIDE_PY % fields)
     res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "host", f"MODEL_SRC={pkg}",
                           f"HOST_BUILD_DIR={root / 'build'}"], capture_output=True, text=True,

@@ -1,6 +1,6 @@
 /* mg_app.c - request dispatcher of the serial protocol (docs/protocol.md).
  *
- * State: the model (mg_model.h), the number of steps since the last reset, the exact int32
+ * State: one model instance (mg_model.h; its type from the package's mg_model_data.h), the number of steps since the last reset, the exact int32
  * sum of every step's int8 logits (the mean readout without the division), the last step's
  * logits and the board ticks spent inside the model steps. Stepping requests carry the
  * step index they expect, which makes every request idempotent: a retransmitted STEP or
@@ -15,10 +15,12 @@
 
 #include "mg_board.h"
 #include "mg_model.h"
+#include "mg_model_data.h"
 #include "mg_proto.h"
 
 #define NAME_MAX_BYTES 64u
 
+static mg_model_t model;                /* the stream's model state */
 static mg_rx_t rx;
 static uint8_t tx_wire[MG_PROTO_MAX_WIRE];
 static uint8_t reply[MG_PROTO_MAX_BODY];
@@ -69,7 +71,7 @@ static void add_ticks(uint32_t dt)
 static void reset_state(void)
 {
     uint16_t i, n = mg_model_info()->n_out;
-    mg_model_reset();
+    mg_model_init(&model);
     for (i = 0; i < n && i < MG_APP_MAX_OUT; ++i) {
         sums[i] = 0;
         last_logits[i] = 0;
@@ -85,7 +87,7 @@ static void reset_state(void)
 static void model_step(const int8_t *x, uint16_t n_out)
 {
     uint16_t i;
-    mg_model_step(x, last_logits);
+    mg_model_step(&model, x, last_logits);
     for (i = 0; i < n_out; ++i) {
         sums[i] += last_logits[i];
     }
