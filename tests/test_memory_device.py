@@ -74,16 +74,26 @@ def _package(net: MGradeNet, out: Path) -> Path:
 def _symbol_sizes(pkg: Path, fast: int) -> dict[str, int]:
     """name -> bytes of every data symbol of the compiled package (mg_model.c), built with
     the portable reference kernels (MG_FAST=0) or the fast ones (MG_FAST=1, the Cortex-M
-    default)."""
-    obj = pkg / f"mg_model_fast{fast}.o"
-    subprocess.run(["gcc", "-std=c99", "-O0", f"-DMG_FAST={fast}", "-c", "-I", str(RUNTIME),
-                    "-I", str(pkg), str(pkg / "mg_model.c"), "-o", str(obj)], check=True)
-    nm = subprocess.run(["nm", "-S", str(obj)], capture_output=True, text=True, check=True)
+    default); plus mg_<field> for every array field of the instance type mg_model_t (ring<l>,
+    h<l>), sized by the compiler: a probe object defines char mg_<field>[sizeof(m.field)]."""
+    fields = re.findall(r"^\s+int8_t (\w+)\[", re.search(
+        r"struct mg_model_s \{(.*?)\};", (pkg / "mg_model_data.h").read_text(), re.S).group(1),
+        re.M)
+    fields = [f for f in fields if not f.startswith("dbg_")]     # MG_MODEL_DEBUG only
+    probe = pkg / "instance_probe.c"
+    probe.write_text('#include "mg_model_data.h"\n' + "".join(
+        f"char mg_{f}[sizeof(((mg_model_t *)0)->{f})];\n" for f in fields))
     sizes = {}
-    for line in nm.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            sizes[parts[3]] = int(parts[1], 16)
+    for src in (pkg / "mg_model.c", probe):
+        obj = pkg / f"{src.stem}_fast{fast}.o"
+        subprocess.run(["gcc", "-std=c99", "-O0", f"-DMG_FAST={fast}", "-c", "-I", str(RUNTIME),
+                        "-I", str(pkg), str(src), "-o", str(obj)], check=True)
+        nm = subprocess.run(["nm", "-S", str(obj)], capture_output=True, text=True, check=True)
+        for line in nm.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                sizes[parts[3]] = int(parts[1], 16)
+    probe.unlink()
     return sizes
 
 
