@@ -3,8 +3,10 @@
     python -m convert.codegen MODEL.tflite --out DIR [--prefix mg] [--generic]
 
 A .tflite carrying the `mgrade` streaming metadata (made by `python -m convert`) gets the
-stateful model package (mg_model.c + mg_model_data.{h,c}, implementing mcu/runtime/mg_model.h
-with fused delay-ring and minGRU kernels); any other int8 .tflite, or --generic, gets the
+stateful model package (<prefix>_model.c + <prefix>_model_data.{h,c}, implementing
+mcu/runtime/mg_model.h over a per-stream instance <prefix>_model_t, with fused delay-ring and
+minGRU kernels; prefixes other than mg name everything <prefix>_*, so two models link into one
+program); any other int8 .tflite, or --generic, gets the
 stateless graph package (<prefix>_model_data.{h,c}, <prefix>_graph_invoke).
 
 Layers of convert/ code generation (each imports only from the layers above it):
