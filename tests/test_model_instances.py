@@ -105,3 +105,30 @@ def test_two_models_in_one_program(tiny_models, tmp_path, fast):
     np.testing.assert_array_equal(got[:, la.shape[2]:ra], sa[0, :T])
     np.testing.assert_array_equal(got[:, ra:ra + lb.shape[2]], lb[0, :T])
     np.testing.assert_array_equal(got[:, ra + lb.shape[2]:], sb[0, :T])
+
+
+def test_app_with_generated_package_equals_tflm(tiny_int8, tmp_path):
+    """The device app (mcu/app/mg_app.c, one static mg_model_t) built for the host board with
+    a generated package: every step's logits over the serial protocol == TFLite-Micro's."""
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    from convert.codegen import generate
+    from host_tools import protocol as P
+    from host_tools import stream_eval
+    from tests.test_own_data import _PipePort
+
+    gen = tmp_path / "pkg"
+    generate((tiny_int8 / "model.tflite").read_bytes(), gen)
+    r = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "host", f"MODEL_SRC={gen}",
+                        f"HOST_BUILD_DIR={tmp_path / 'build'}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    proc = subprocess.Popen([str(tmp_path / "build" / "mg_host_device")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    dev = P.Device(_PipePort(proc), timeout=5)
+    try:
+        m = stream_eval.evaluate(dev, tiny_int8)
+    finally:
+        dev.close()
+    x = np.load(tiny_int8 / "test_data.npz")["x"]
+    assert m["steps"] == x.shape[0] * x.shape[1]
+    assert m["max_abs_logit_diff"] == 0 and m["max_abs_sum_diff"] == 0
