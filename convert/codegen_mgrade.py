@@ -45,6 +45,7 @@ from convert.codegen_fast import (
     emit_fast_op, fc_weights, ffc_decls, ffc_layout, add_ok, logistic_min_table, logistic_table,
     requant_table, right_shifts, table_decl, chan_rows, chan_table, g_split_tables)
 from convert.tflite_reader import Model, Operator, read_tflite
+from convert import state16
 
 METADATA_NAME = "mgrade"
 METADATA_FORMAT = "mgrade-edge/step/v1"     # convert/quantize.py writes this
@@ -649,6 +650,12 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             raise CodegenError(f"operator {op.op} (op {op.index}) is not supported "
                                f"(supported: {', '.join(SUPPORTED_OPS)})")
     g = _Graph(model, meta)
+    # [state16 hook] int16 state tails (convert/widen.py) collapsed to the int8 graph shape;
+    # s16: {layer: (params, tensors)} (convert/state16.py)
+    model, s16 = state16.int8_view(model, meta, g)
+    if s16:
+        T, g = model.tensors, _Graph(model, meta)
+    op_at = {o.index: o for o in model.operators}   # the view drops ops: look up by index
     H = int(meta["channels"])
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
@@ -779,6 +786,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                      f"{{{_carray(np.full(ri['bytes'], f.zero_point))}}};")
     for f in grus:
         c.append(f"static int8_t {P}_h{f.layer}[{H}] = {{{_carray(np.full(H, f.zero_point))}}};")
+        if f.layer in s16:      # [state16 hook] the state; P_h<l> holds its int8 copy
+            c.append(f"static int16_t {P}_h16_{f.layer}[{H}];   /* int16 state */")
     c.append(f"static int32_t {P}_arena_words[{max(1, (plan.arena_bytes + 3) // 4)}];"
              "   /* step scratch */")
     dbg = []
@@ -802,7 +811,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                 if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
                 else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
         if op.index in residual:        # the fused ADD's parameters, declared first
-            aop = model.operators[residual[op.index][0]]
+            aop = op_at[residual[op.index][0]]
             c += emit_op(pm, aop, op_params(model, aop), ptr, plan, P)[0]
             predeclared.add(aop.index)
         chain = []
@@ -858,7 +867,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, {P}_step_t, "
                         f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
             radd = residual.get(op.index)
-            add_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+            add_out = ptr(op_at[radd[0]].outputs[0], False) if radd else "NULL"
             fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
                               f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
                     fast[2])
@@ -900,9 +909,18 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
             body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
             if fast is not None:
                 radd = residual.get(op.index)
-                v_out = ptr(model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+                v_out = ptr(op_at[radd[0]].outputs[0], False) if radd else "NULL"
                 fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
                                   f"{P}_h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
+            if L in s16:        # [state16 hook] int16 tail: structs, calls
+                c[ref_c:ref_c] = state16.emit_params(P, L, s16[L][0])
+                ref_c += len(state16.emit_params(P, L, s16[L][0]))
+                body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, "
+                            f"{ptr(f.u, True)}, {P}_h16_{L}, {P}_h{L});")
+                if fast is not None:
+                    fast = (fast[0], [fast[1][0].replace("mg_mingru_fast_s8(", "mg_mingru_fast_s16(")
+                                      .replace(f"&{P}_l{L}_gru_f, ", f"&{P}_l{L}_gru_f, &{P}_l{L}_s16, ")
+                                      .replace(f"{P}_h{L}, ", f"{P}_h16_{L}, {P}_h{L}, ")], fast[2])
         else:
             decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
             c += decls
@@ -939,6 +957,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     for f in grus:
         c.append(f"    for (k = 0; k < {H}; ++k) {{")
         c.append(f"        {P}_h{f.layer}[k] = (int8_t){f.zero_point};")
+        if f.layer in s16:      # [state16 hook]
+            c.append(f"        {P}_h16_{f.layer}[k] = 0;")
         c.append("    }")
     c.append(f"    {P}_step_t = 0u;")
     c.append("}")
@@ -979,6 +999,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     c.append("    }")
     c.append("}")
     c.append("")
+    c += state16.emit_debug16(P, [f.layer for f in grus], s16)   # [state16 hook]
     c.append("uint32_t mg_model_debug_step_counter(void)")
     c.append("{")
     c.append(f"    return {P}_step_t;")
@@ -990,7 +1011,7 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
     ring_total = sum(r["bytes"] for r in ring_info)
     plain_total = sum(r["plain_bytes"] for r in ring_info)
     graph_total = sum(r["graph_bytes"] for r in ring_info)
-    h_total = H * len(grus)
+    h_total = H * len(grus) + H * len(s16)       # [state16 hook] int16 states: 2H bytes
     spans_known = all(r["kernel_span"] is not None for r in ring_info)
     xq, lq = T[x_t].quant, T[logits_t].quant
     guard = f"{PU}_MODEL_DATA_H"
@@ -1034,6 +1055,9 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
            f"#define {PU}_MODEL_RING_PLAIN_BYTES {plain_total}",
            f"#define {PU}_MODEL_RING_PLAIN_FROM_KERNEL_SPAN {int(spans_known and bool(ring_info))}",
            f"#define {PU}_MODEL_H_BYTES {h_total}",
+           f"#define {PU}_MODEL_STATE_BITS {16 if s16 else 8}   /* minGRU state width */",
+           f"#define {PU}_MODEL_H8_COPY_BYTES {H * len(s16)}   /* int8 copies of int16 states "
+           "(written each step, read by the residual) */",
            f"#define {PU}_MODEL_STATE_BYTES {ring_total + h_total + 4}   /* + the step counter */",
            f"#define {PU}_MODEL_ARENA_BYTES {plan.arena_bytes}",
            f"#define {PU}_MODEL_CONST_BYTES {const_bytes}",
@@ -1048,6 +1072,8 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
            "/* state k after the last step: hnew<l> = the minGRU state, frame<l> = the layer's",
            " * conv input at that step (what the interpreter writes into its ring) */",
            "const int8_t *mg_model_debug_state(int k);",
+           "/* the int16 state of minGRU layer l (NULL for an int8 state), convert/state16.py */",
+           "const int16_t *mg_model_debug_state16(int layer);",
            "uint32_t mg_model_debug_step_counter(void);",
            "#endif", ""] + frame_quantizer(P, PU) + [
            "/* constant tensors (mg_model_data.c), package-internal */"] + dh_ext + [
@@ -1127,8 +1153,10 @@ def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np
     s = Streamer(model_bytes, "tflm")
     names = [n for n in s.meta["outputs"] if n != "logits"]
     logits, states = [], []
+    to8 = state16.debug_int8(model_bytes)     # [state16 hook] int16 states as their int8 copy
     for seq in x_q:
         lg, raw = s.run(np.ascontiguousarray(seq), return_states=True)
+        raw = [(f, {n: to8[n](v) if n in to8 else v for n, v in o.items()}) for f, o in raw]
         logits.append(lg)
         states.append(np.stack([np.concatenate([out[n].reshape(-1) for n in names])
                                 for _, out in raw]) if names else

@@ -229,8 +229,9 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
 def int8_view(model, meta: dict, g) -> tuple[object, dict]:
     """The model with each int16 tail collapsed to the int8 graph shape the minGRU matcher
     knows (MUL(z8, SUB(g8, h)), ADD(h, .) -> hnew): the three QUANTIZE ops removed, the
-    residual users of h8 reading hnew, and h, hnew, d, m retyped int8 in the view (their
-    int8 op parameters are not used). Returns (view model, {layer: (params, tensors)})."""
+    residual users of h8 reading hnew, and h, hnew, d, m retyped int8 in the view, h and hnew
+    with h8's quantization (so the residual's parameters stay right; the view's SUB, MUL and
+    ADD parameters are not used). Returns (view model, {layer: (params, tensors)})."""
     tails = {}
     for i, lm in enumerate(meta.get("layers") or []):
         if lm.get("rnn") and is_state16(model, meta, i):
@@ -242,6 +243,8 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
     for params, t in tails.values():
         for k in ("h", "hnew", "d", "m"):
             T[t[k]] = dataclasses.replace(T[t[k]], dtype=np.dtype(np.int8), type_name="INT8")
+        for k in ("h", "hnew"):     # the residual now reads hnew: give it h8's quantization
+            T[t[k]] = dataclasses.replace(T[t[k]], quant=T[t["h8"]].quant)
         drop |= set(t["ops"])
         remap_in[t["z16"]] = t["z8"]
         remap_in[t["g16"]] = t["g8"]
@@ -250,3 +253,56 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
            for op in model.operators if op.index not in drop]
     outs = [remap_in.get(o, o) for o in model.outputs]
     return dataclasses.replace(model, tensors=T, operators=ops, outputs=outs), tails
+
+
+# ---------------------------------------------------------------------------------------------
+# C emission (codegen hook)
+
+_REQ = ["size", "input_offset", "output_offset", "multiplier", "shift", "act_min", "act_max"]
+_ADD = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift", "input2_offset",
+        "input2_multiplier", "input2_shift", "output_offset", "output_multiplier",
+        "output_shift", "act_min", "act_max"]
+_MUL = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
+        "output_shift", "act_min", "act_max"]
+_BC_NONE = "{0, 0, {0}, {0}, {0}}"
+
+
+def emit_params(P: str, L: int, params: dict) -> list[str]:
+    """The const parameter structs of layer L's int16 tail, ending in
+    `mg_state16_params_t {P}_l{L}_s16` (mcu/runtime/mg_state16.h)."""
+    def st(ctype, name, keys, tail=""):
+        vals = ", ".join(str(int(params[name][k])) for k in keys)
+        return f"static const {ctype} {P}_l{L}_s16_{name} = {{{vals}{tail}}};"
+    lines = [f"/* layer {L}: int16 state tail (convert/state16.py) */",
+             st("mg_requant_params_t", "z16", _REQ), st("mg_requant_params_t", "g16", _REQ),
+             st("mg_add_params_t", "sub", _ADD, ", " + _BC_NONE),
+             st("mg_mul_params_t", "mul", _MUL, ", " + _BC_NONE),
+             st("mg_add_params_t", "add_h", _ADD, ", " + _BC_NONE),
+             st("mg_requant_params_t", "h8", _REQ)]
+    n = f"{P}_l{L}_s16"
+    lines.append(f"static const mg_state16_params_t {n} = {{&{n}_z16, &{n}_g16, &{n}_sub, "
+                 f"&{n}_mul, &{n}_add_h, &{n}_h8}};")
+    return lines
+
+
+def emit_debug16(P: str, layers: list[int], s16: dict) -> list[str]:
+    """mg_model_debug_state16(layer): the int16 state array, NULL for an int8 state."""
+    c = ["const int16_t *mg_model_debug_state16(int layer)", "{", "    switch (layer) {"]
+    c += [f"    case {L}: return {P}_h16_{L};" for L in layers if L in s16]
+    c += ["    default: (void)layer; return NULL;", "    }", "}", ""]
+    return c
+
+
+def debug_int8(model_bytes: bytes) -> dict:
+    """{hnew<l>: int16 state -> its int8 copy h8 (the tail's last QUANTIZE)} for the widened
+    layers of a step model: what the package's mg_model_debug_state(k) exposes."""
+    from convert.codegen_mgrade import _Graph, mgrade_metadata
+    from convert.tflite_reader import read_tflite
+
+    m = read_tflite(model_bytes)
+    meta = mgrade_metadata(m)
+    if meta is None:
+        return {}
+    _, tails = int8_view(m, meta, _Graph(m, meta))
+    return {f"hnew{L}": (lambda v, p=p["h8"]: requant(p, v).astype(np.int8))
+            for L, (p, _) in tails.items()}

@@ -191,3 +191,80 @@ def test_widened_stream_state_is_int16(wide_model):
     x = s.quantize_input(_inputs(1, 5, 3)[0].numpy())
     _, steps = s.run(x, return_states=True)
     assert steps[-1][1]["hnew0"].dtype == np.int16
+
+
+RUNNER16 = r"""
+#include <stdio.h>
+#include "mg_model.h"
+#include "mg_model_data.h"
+int main(void)
+{
+    unsigned s, t, nseq, steps;
+    int k, l;
+    int8_t x[MG_MODEL_N_IN], logits[MG_MODEL_N_OUT];
+    if (scanf("%u %u", &nseq, &steps) != 2) return 2;
+    for (s = 0; s < nseq; ++s) {
+        mg_model_reset();
+        for (t = 0; t < steps; ++t) {
+            for (k = 0; k < MG_MODEL_N_IN; ++k) { int v; if (scanf("%d", &v) != 1) return 2; x[k] = (int8_t)v; }
+            mg_model_step(x, logits);
+            for (k = 0; k < MG_MODEL_N_OUT; ++k) printf("%d ", logits[k]);
+            for (l = 0; l < MG_MODEL_NUM_LAYERS; ++l) {
+                const int16_t *h = mg_model_debug_state16(l);
+                for (k = 0; h && k < MG_MODEL_CHANNELS; ++k) printf("%d ", h[k]);
+            }
+            printf("\n");
+        }
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def wide_dir(wide_model, tmp_path_factory):
+    """A converted-model folder holding the widened model and 6 int8 test sequences."""
+    d = tmp_path_factory.mktemp("wide")
+    (d / "model.tflite").write_bytes(wide_model)
+    s = Streamer(wide_model, "tflm")
+    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(6, 40, 4)])
+    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
+    return d
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
+@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
+def test_package_bit_exact_with_int16_state(wide_dir, tmp_path, fast):
+    """The generated package (convert/codegen on the widened graph) = the TFLM Streamer: every
+    step's logits, the int8 copies of the states (model_runner.c) and the full int16 states
+    (mg_model_debug_state16), 0 LSB, portable and fast."""
+    from benchmarks import mcu_cost as mc
+
+    info = mc.generate(wide_dir, tmp_path / "gen", 6)
+    ref = info["ref"]
+    text = (tmp_path / "gen" / "mg_model.c").read_text()
+    assert "mg_mingru_step_s16" in text and "mg_mingru_fast_s16" in text
+    assert "#define MG_MODEL_STATE_BITS 16" in (tmp_path / "gen" / "mg_model_data.h").read_text()
+    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
+    got = mc.run_host_runner(exe, ref["x"])
+    expect = np.concatenate([ref["logits"], ref["states"]], axis=2)
+    np.testing.assert_array_equal(got, expect)
+    # the int16 states themselves
+    (tmp_path / "r16.c").write_text(RUNNER16)
+    exe16 = tmp_path / "r16"
+    subprocess.run(["gcc", *CFLAGS, "-Wno-unused-result", "-DMG_MODEL_DEBUG",
+                    f"-DMG_FAST={int(fast)}", f"-I{RUNTIME}", f"-I{tmp_path / 'gen'}",
+                    str(tmp_path / "r16.c"), *[str(tmp_path / "gen" / s) for s in mc.PACKAGE_SRCS],
+                    *[str(RUNTIME / s) for s in mc.RUNTIME_SRCS], "-o", str(exe16)], check=True)
+    x = ref["x"]
+    inp = f"{x.shape[0]} {x.shape[1]}\n" + "\n".join(" ".join(map(str, f)) for f in
+                                                      x.reshape(-1, x.shape[2]).tolist())
+    out = subprocess.run([str(exe16)], input=inp, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    s = Streamer((wide_dir / "model.tflite").read_bytes(), "tflm")
+    rows = iter(out)
+    for seq in x:
+        lg, raw = s.run(seq, return_states=True)
+        for t, (_, o) in enumerate(raw):
+            want = np.concatenate([lg[t], o["hnew0"][0], o["hnew1"][0]]).astype(np.int64)
+            np.testing.assert_array_equal(np.array(next(rows).split(), np.int64), want)
