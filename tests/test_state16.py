@@ -268,3 +268,29 @@ def test_package_bit_exact_with_int16_state(wide_dir, tmp_path, fast):
         for t, (_, o) in enumerate(raw):
             want = np.concatenate([lg[t], o["hnew0"][0], o["hnew1"][0]]).astype(np.int64)
             np.testing.assert_array_equal(np.array(next(rows).split(), np.int64), want)
+
+
+def test_micropython_refuses_int16_state(wide_model):
+    """The MicroPython target names the 16-bit state and the way out, in one line."""
+    from convert.codegen import CodegenError
+    from convert.codegen_micropython import generate_module
+    from convert.codegen_mgrade import mgrade_metadata
+    from convert.tflite_reader import read_tflite
+
+    m = read_tflite(wide_model)
+    with pytest.raises(CodegenError, match="16-bit minGRU state.*--state-bits 8"):
+        generate_module(m, mgrade_metadata(m), "0" * 16)
+
+
+def test_codegen_refuses_int16_logistic(tmp_path):
+    """A graph widened with gate16=True (int16 LOGISTIC) is refused with a clear error."""
+    from convert.codegen import CodegenError, generate
+    from convert.widen import widen_state
+
+    net = _small_net(1)
+    spec = extract(net)
+    feeds = calibration_feeds(net, spec, _inputs(4, 30, 1), 4, 0)
+    model = finalize(convert_int8(spec, feeds), spec, {})
+    wide = widen_state(model, read_metadata(model)["layers"], gate16=True)
+    with pytest.raises(CodegenError, match="gate LOGISTIC is int16"):
+        generate(wide, tmp_path / "gen")
