@@ -912,15 +912,16 @@ def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> d
                 v_out = ptr(op_at[radd[0]].outputs[0], False) if radd else "NULL"
                 fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
                                   f"{P}_h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
-            if L in s16:        # [state16 hook] int16 tail: structs, calls
-                c[ref_c:ref_c] = state16.emit_params(P, L, s16[L][0])
-                ref_c += len(state16.emit_params(P, L, s16[L][0]))
+            if L in s16:        # [state16 hook] int16 tail: its structs (both paths), calls
+                s16_decls = state16.emit_params(P, L, s16[L][0])
+                c[ref_c:ref_c] = s16_decls
+                ref_c += len(s16_decls)
                 body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, "
                             f"{ptr(f.u, True)}, {P}_h16_{L}, {P}_h{L});")
                 if fast is not None:
-                    fast = (fast[0], [fast[1][0].replace("mg_mingru_fast_s8(", "mg_mingru_fast_s16(")
-                                      .replace(f"&{P}_l{L}_gru_f, ", f"&{P}_l{L}_gru_f, &{P}_l{L}_s16, ")
-                                      .replace(f"{P}_h{L}, ", f"{P}_h16_{L}, {P}_h{L}, ")], fast[2])
+                    fast = (fast[0], [f"    mg_mingru_fast_s16(&{P}_l{L}_gru_f, &{P}_l{L}_s16, "
+                                      f"{ptr(f.u, True)}, {P}_h16_{L}, {P}_h{L}, {P}_xq, "
+                                      f"{P}_acc, {v_out});"], fast[2])
         else:
             decls, lines = emit_op(pm, op, op_params(model, op), ptr, plan, P)
             c += decls

@@ -224,7 +224,11 @@ int main(void)
     for (s = 0; s < nseq; ++s) {
         mg_model_reset();
         for (t = 0; t < steps; ++t) {
-            for (k = 0; k < MG_MODEL_N_IN; ++k) { int v; if (scanf("%d", &v) != 1) return 2; x[k] = (int8_t)v; }
+            for (k = 0; k < MG_MODEL_N_IN; ++k) {
+                int v;
+                if (scanf("%d", &v) != 1) return 2;
+                x[k] = (int8_t)v;
+            }
             mg_model_step(x, logits);
             for (k = 0; k < MG_MODEL_N_OUT; ++k) printf("%d ", logits[k]);
             for (l = 0; l < MG_MODEL_NUM_LAYERS; ++l) {
