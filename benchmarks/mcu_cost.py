@@ -225,7 +225,7 @@ def memory_split(build: dict) -> dict:
             key = "code"
         elif re.fullmatch(r"mg_ring\d+", name):
             key = "state_rings"
-        elif re.fullmatch(r"mg_h\d+", name):
+        elif re.fullmatch(r"mg_h\d+|mg_h16_\d+", name):   # mg_h16_<l>: an int16 state
             key = "state_h"
         elif name == "mg_step_t":
             key = "state_counter"
@@ -241,6 +241,11 @@ def memory_split(build: dict) -> dict:
             key = "other_ram"
         cat[key] += size
         detail[name] = size
+    for name in list(detail):       # int16 state (convert/state16.py): mg_h<l> is its int8
+        m16 = re.fullmatch(r"mg_h16_(\d+)", name)     # copy, step scratch, not state
+        if m16 and f"mg_h{m16.group(1)}" in detail:
+            cat["state_h"] -= detail[f"mg_h{m16.group(1)}"]
+            cat["other_ram"] += detail[f"mg_h{m16.group(1)}"]
     size_out = _run([t["size"], *build["objs"]["runtime"], *build["objs"]["package"]]).stdout
     tot = {"text": 0, "data": 0, "bss": 0}
     for line in size_out.splitlines()[1:]:
@@ -369,7 +374,7 @@ def table(res: dict) -> str:
         ("RAM state", f"{mem['ram']['state_total']} B (rings {mem['ram']['state_rings']}, "
                       f"h {mem['ram']['state_h']}, counter {mem['ram']['state_counter']})"),
         ("RAM scratch", f"{mem['ram']['scratch_arena']} B arena, {mem['ram']['other']} B other "
-                        "(fast path: FC input and dot buffers)"),
+                        "(fast path: FC input and dot buffers; int8 copies of int16 states)"),
         ("rings", f"trimmed {rings['trimmed_bytes']} B vs graph R*H {rings['graph_ring_bytes']}"
                   f" B vs plain {rings['plain_bytes']} B "
                   + ("(K = kernel_span)" if rings["plain_from_kernel_span"]

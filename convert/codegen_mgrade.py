@@ -53,6 +53,7 @@ from convert.graph_package import (
     mult_shift_lines, pick)
 from convert.metadata import from_model as mgrade_metadata
 from convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
+from convert.state16 import debug16_lines, emit_params as s16_params, int8_view
 from convert.tflite_reader import Model, Operator, read_tflite
 from convert.tflm_params import (
     ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
@@ -300,7 +301,16 @@ class Package:
     const_bytes: int
     name: str                     # model name in mg_model_info_t
     state_names: list[str]        # the graph's state outputs (debug accessor order)
+    s16: dict = field(default_factory=dict)     # int16-state layers: {layer: (params, tensors)}
     fast_report: dict = field(default_factory=dict)
+
+    def op(self, index: int) -> Operator:
+        """The operator of graph index `index` (the int8 view drops ops: not a list index)."""
+        return self.op_at[index]
+
+    @property
+    def op_at(self) -> dict:
+        return {o.index: o for o in self.model.operators}
 
     @property
     def PU(self) -> str:
@@ -315,8 +325,13 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
     """Match the fused subgraphs, plan memory, lay out the rings and collect the constants."""
     check_supported(model)
     P = prefix
-    T = model.tensors
     g = StepGraph(model, meta)
+    # int16 state tails (convert/widen.py, convert/state16.py) collapsed to the int8 graph
+    # shape the matcher knows; s16: {layer: (params, tensors)}, the tails' own C calls
+    model, s16 = int8_view(model, meta, g)
+    if s16:
+        g = StepGraph(model, meta)
+    T = model.tensors
     H = int(meta["channels"])
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
@@ -402,7 +417,7 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
         model, meta, P, g, H, n_in, n_out, x_t, logits_t, delays, grus, fused_at, new_ops, pm,
         plan, ptr, macs_graph, macs_saved, ring_info, period, used_consts,
         sum(T[i].nbytes for i in used_consts), str(meta.get("task") or "mgrade")[:31]
-        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS])
+        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS], s16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +464,7 @@ def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body
     body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, {P}_step_t, "
                 f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
     radd = residual.get(f.anchor)
-    add_out = ptr(pk.model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+    add_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
     fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, {P}_step_t, "
                                f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
                      fast[2])
@@ -495,9 +510,19 @@ def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body:
     body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, {P}_h{L});")
     if fast is not None:
         radd = residual.get(f.anchor)
-        v_out = ptr(pk.model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+        v_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
         fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
                           f"{P}_h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
+    if L in pk.s16:         # int16 state: the tail's structs (both paths) and the s16 calls
+        decls = s16_params(P, L, pk.s16[L][0])
+        c[ref_c:ref_c] = decls
+        ref_c += len(decls)
+        body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, {ptr(f.u, True)}, "
+                    f"{P}_h16_{L}, {P}_h{L});")
+        if fast is not None:
+            fast = (fast[0], [f"    mg_mingru_fast_s16(&{P}_l{L}_gru_f, &{P}_l{L}_s16, "
+                              f"{ptr(f.u, True)}, {P}_h16_{L}, {P}_h{L}, {P}_xq, {P}_acc, "
+                              f"{v_out});"], fast[2])
     return fast, ref_c
 
 
@@ -526,6 +551,8 @@ def model_c(pk: Package) -> list[str]:
                      f"{{{carray(np.full(ri['bytes'], f.zero_point))}}};")
     for f in pk.grus:
         c.append(f"static int8_t {P}_h{f.layer}[{H}] = {{{carray(np.full(H, f.zero_point))}}};")
+        if f.layer in pk.s16:       # the int16 state; {P}_h<l> holds its int8 copy
+            c.append(f"static int16_t {P}_h16_{f.layer}[{H}];   /* int16 state */")
     c.append(f"static int32_t {P}_arena_words[{max(1, (plan.arena_bytes + 3) // 4)}];"
              "   /* step scratch */")
     dbg = [f"static int8_t {P}_dbg_frame{f.layer}[{H}];" for f in pk.delays if f.frame_output]
@@ -546,7 +573,7 @@ def model_c(pk: Package) -> list[str]:
                 if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
                 else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
         if op.index in residual:        # the fused ADD's parameters, declared first
-            aop = model.operators[residual[op.index][0]]
+            aop = pk.op(residual[op.index][0])
             c += emit_op(pk.pm, aop, op_params(model, aop), ptr, plan, P)[0]
             predeclared.add(aop.index)
         chain = []
@@ -614,7 +641,9 @@ def model_c(pk: Package) -> list[str]:
                      f"(int8_t){f.zero_point});")
     for f in pk.grus:
         c += [f"    for (k = 0; k < {H}; ++k) {{",
-              f"        {P}_h{f.layer}[k] = (int8_t){f.zero_point};", "    }"]
+              f"        {P}_h{f.layer}[k] = (int8_t){f.zero_point};"]
+        c += [f"        {P}_h16_{f.layer}[k] = 0;"] if f.layer in pk.s16 else []
+        c += ["    }"]
     c += [f"    {P}_step_t = 0u;", "}", "",
           "void mg_model_step(const int8_t *x, int8_t *logits)", "{",
           f"    int8_t *const arena = (int8_t *){P}_arena_words;",
@@ -640,8 +669,9 @@ def model_c(pk: Package) -> list[str]:
             c.append(f"    case {k}: return {P}_dbg_frame{role[1]};   /* {nm} */")
         else:
             raise CodegenError(f"unknown state output {nm!r} in the metadata")
-    c += ["    default: return NULL;", "    }", "}", "",
-          "uint32_t mg_model_debug_step_counter(void)", "{", f"    return {P}_step_t;", "}",
+    c += ["    default: return NULL;", "    }", "}", ""]
+    c += debug16_lines(P, [f.layer for f in pk.grus], pk.s16)
+    c += ["uint32_t mg_model_debug_step_counter(void)", "{", f"    return {P}_step_t;", "}",
           "#endif /* MG_MODEL_DEBUG */", ""]
     return c
 
@@ -653,7 +683,7 @@ def ring_totals(pk: Package) -> dict:
     """Bytes of the package's rings (trimmed, as the graph holds them, plain) and states."""
     ri = pk.ring_info
     ring = sum(r["bytes"] for r in ri)
-    h = pk.H * len(pk.grus)
+    h = pk.H * len(pk.grus) + pk.H * len(pk.s16)     # an int16 state: 2H bytes
     return dict(ring=ring, graph=sum(r["graph_bytes"] for r in ri),
                 plain=sum(r["plain_bytes"] for r in ri), h=h, state=ring + h + 4,
                 spans_known=all(r["kernel_span"] is not None for r in ri))
@@ -708,6 +738,9 @@ def model_data_h(pk: Package) -> list[str]:
            f"#define {PU}_MODEL_RING_PLAIN_FROM_KERNEL_SPAN "
            f"{int(tot['spans_known'] and bool(pk.ring_info))}",
            f"#define {PU}_MODEL_H_BYTES {tot['h']}",
+           f"#define {PU}_MODEL_STATE_BITS {16 if pk.s16 else 8}   /* minGRU state width */",
+           f"#define {PU}_MODEL_H8_COPY_BYTES {H * len(pk.s16)}   /* int8 copies of int16 "
+           "states (written each step, read by the residual) */",
            f"#define {PU}_MODEL_STATE_BYTES {tot['state']}   /* + the step counter */",
            f"#define {PU}_MODEL_ARENA_BYTES {pk.plan.arena_bytes}",
            f"#define {PU}_MODEL_CONST_BYTES {pk.const_bytes}",
@@ -722,6 +755,8 @@ def model_data_h(pk: Package) -> list[str]:
            "/* state k after the last step: hnew<l> = the minGRU state, frame<l> = the layer's",
            " * conv input at that step (what the interpreter writes into its ring) */",
            "const int8_t *mg_model_debug_state(int k);",
+           "/* the int16 state of minGRU layer l (NULL for an int8 state), convert/state16.py */",
+           "const int16_t *mg_model_debug_state16(int layer);",
            "uint32_t mg_model_debug_step_counter(void);",
            "#endif", ""] + frame_quantizer(P, PU) + [
            "/* constant tensors (mg_model_data.c), package-internal */"]
