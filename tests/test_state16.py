@@ -126,12 +126,12 @@ def test_tail_reference_matches_tflm_on_the_widened_graph(wide_model):
     _check_tail_exhaustive(wide_model)
 
 
-def test_tail_reference_matches_tflm_on_widened_digits(digits_int8):
+def test_tail_reference_matches_tflm_on_widened_digits(digits_int8_state8):
     """The same on the trained demo model, whose SUB scales expose a float- vs double-computed
     multiplier (1 LSB on 0.05% of outputs with the float ones)."""
     from convert.widen import widen_state
 
-    model = (digits_int8 / "model.tflite").read_bytes()
+    model = (digits_int8_state8 / "model.tflite").read_bytes()
     _check_tail_exhaustive(widen_state(model, read_metadata(model)["layers"], gate16=False), 4)
 
 
