@@ -169,7 +169,9 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
     h, hnew = g.inp[names.h(layer)], g.out[names.hnew(layer)]
     for t in (h, hnew):
         if T[t].dtype != np.int16 or zero_point(T[t]) != 0:
-            raise CodegenError(f"{where}: the state must be int16 with zero point 0")
+            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name} with "
+                               f"zero point {zero_point(T[t])}; an int16 state needs h and hnew "
+                               "int16 with zero point 0 (convert --state-bits 16)")
     if not g.same_quant(h, hnew):
         raise CodegenError(f"{where}: h{layer} and hnew{layer} have different quantization")
     add_h = g.prod(hnew, "ADD", names.hnew(layer), where)
@@ -178,7 +180,7 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
     k_h = add_h.inputs.index(h)
     mul = g.prod(add_h.inputs[1 - k_h], "MUL", "z * (g - h)", where)
     kinds = [g.producer[t].op if t in g.producer else None for t in mul.inputs]
-    if "LOGISTIC" in kinds:
+    if any(k == "LOGISTIC" and T[t].dtype == np.int16 for k, t in zip(kinds, mul.inputs)):
         raise CodegenError(f"{where}: the gate LOGISTIC is int16 (convert/widen.py "
                            "gate16=True), which the C runtime does not implement; widen with "
                            "gate16=False")
