@@ -318,3 +318,34 @@ def test_codegen_refuses_int16_logistic(tmp_path):
     wide = widen_state(model, read_metadata(model)["layers"], gate16=True)
     with pytest.raises(CodegenError, match="gate LOGISTIC is int16"):
         generate(wide, tmp_path / "gen")
+
+
+@pytest.mark.parametrize("n_val", [0, 6], ids=["no_val_split", "val_split"])
+def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, capsys):
+    """--state-bits auto (convert's default) streams both widths through TFLite-Micro on the
+    validation split; a task without one is judged on its last --val-n training sequences
+    (never the test split), says so on stdout and records state_bits_split = "train"."""
+    from convert.__main__ import choose_state_bits
+    from training.tasks._base import TaskData
+
+    net = _small_net(2)
+    spec = extract(net)
+    raw = convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
+    x_tr, x_va = _inputs(9, 20, 6), _inputs(n_val, 20, 7)
+    data = TaskData(x_tr, torch.arange(9) % 4, x_va, torch.arange(n_val) % 4,
+                    _inputs(2, 20, 8), torch.zeros(2, dtype=torch.long), 3, 4, 20, "mean",
+                    "synthetic")
+    model, rep = choose_state_bits(raw, spec, {}, "auto", data, val_n=5)
+    assert rep["state_bits_choice"] == "auto" and rep["val_n"] == 5
+    assert rep["state_bits_split"] == ("train" if n_val == 0 else "val")
+    assert ("no validation split" in capsys.readouterr().out) == (n_val == 0)
+    assert rep["state_bits"] == (16 if rep["val_acc_tflm_state16"] > rep["val_acc_tflm_state8"]
+                                 else 8)
+    assert read_metadata(model)["state_bits"] == rep["state_bits"]
+    # the accuracies are those of the sequences named: recompute the 8-bit one here
+    from convert.__main__ import val_accuracy
+    xs, ys = (x_tr[-5:], torch.arange(9)[-5:] % 4) if n_val == 0 else (x_va[:5],
+                                                                        torch.arange(5) % 4)
+    m8, _ = choose_state_bits(raw, spec, {}, "8", data, val_n=5)
+    xq = Streamer(m8, "tflm").quantize_input(xs.numpy())
+    assert val_accuracy(m8, xq, ys.numpy(), "mean", None) == rep["val_acc_tflm_state8"]
