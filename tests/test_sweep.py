@@ -238,7 +238,7 @@ def test_converter_child_dies_with_its_parent(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training.with_parent", str(os.getpid()),
                         "convert", "nothing", "--out", str(tmp_path / "o"), "--calib", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--calib and --n-test must be > 0" in r.stderr
+    assert r.returncode == 2 and "--calib, --n-test and --val-n must be > 0" in r.stderr
     middle = subprocess.Popen([sys.executable, "-c", (
         "import os, subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-m', 'training.with_parent', str(os.getpid()),"
