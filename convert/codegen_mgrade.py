@@ -23,6 +23,10 @@ What the package does per step, compared with the interpreter graph:
 * minGRU (FC_z, LOGISTIC, FC_h, MINIMUM, LOGISTIC, FC_h+RELU (or RELU), ADD, SUB, MUL, ADD):
   one `mg_mingru_step_s8` call, channel by channel, updating the state in place (the state
   input and output quantization are tied by convert/, checked here).
+* int16 minGRU state (`python -m convert --state-bits 16 / auto`, convert/widen.py): the
+  widened tail is collapsed to the int8 shape above (`state16.int8_view` in `analyse`), the
+  step becomes `mg_mingru_step_s16` / `mg_mingru_fast_s16` on a static int16 state
+  `{P}_h16_<l>` whose int8 copy `{P}_h<l>` the residual reads (convert/state16.py).
 * Everything else: the generic kernels, as convert/graph_package.py emits them, on a static
   arena planned offline (convert/arena.py).
 
