@@ -1,6 +1,6 @@
 # mgrade-edge: the whole flow.  `make demo` and `make test` set up everything they need.
 #   make train    CONFIG=configs/digits_mgrade.toml RUN=runs/demo
-#   make convert  RUN=runs/demo                  -> runs/demo/int8/model.tflite, report.json
+#   make convert  RUN=runs/demo [STATE_BITS=8|16|auto] -> runs/demo/int8/model.tflite, report.json
 #   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/qemu-cm4/firmware.elf
 #   make flash    BOARD=qemu-cm4|generic-cm|esp32s3 RUN=runs/demo
 #   make compare  RUN=runs/demo [N=50]            (emulated board: stream and compare)
@@ -13,6 +13,9 @@ RUN     ?= runs/demo
 MODEL   ?= $(RUN)/int8
 BOARD   ?= qemu-cm4
 EPOCHS  ?=
+# minGRU state width (python -m convert --state-bits): auto picks 8 or 16 on the validation
+# split; BOARD=micropython implements only the 8-bit state, so it converts with 8
+STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
 
 PKG     := build/$(BOARD)/model
@@ -48,7 +51,7 @@ train: venv
 	$(PY) -m training.train $(CONFIG) --out $(RUN) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 convert: venv
-	$(PY) -m convert $(RUN) --out $(MODEL)
+	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 
 ifeq ($(BOARD),micropython)
 # BOARD=micropython (docs/micropython.md): the model as a MicroPython package; flash copies it to
@@ -87,7 +90,7 @@ test-fast: venv toolchain
 demo: venv toolchain
 	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
 	$(PY) -m training.memory $(RUN) --harden
-	$(PY) -m convert $(RUN) --out $(MODEL)
+	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 	$(MAKE) --no-print-directory firmware BOARD=qemu-cm4 RUN=$(RUN)
 	$(MAKE) --no-print-directory compare BOARD=qemu-cm4 RUN=$(RUN)
 

@@ -252,9 +252,13 @@ def memory_split(build: dict) -> dict:
         tot["data"] += int(p[1])
         tot["bss"] += int(p[2])
     # the stream's state: the harness's mg_model_t instance (model_check.c), split by the
-    # package's header (rings, minGRU states; the rest is the step counter + padding)
-    state = syms.get("mg_check_model", (0, ""))[0]
+    # package's header (rings, minGRU states at their width; an int16 state's int8 copy h<l>,
+    # rewritten every step, counts as other RAM; the rest is the step counter + padding)
+    inst = syms.get("mg_check_model", (0, ""))[0]
     defs = _header_defines(Path(build["gen_dir"]) / "mg_model_data.h")
+    copies = defs.get("MG_MODEL_H8_COPY_BYTES", 0)
+    cat["other_ram"] += copies
+    state = inst - copies
     cat["state_rings"] = defs.get("MG_MODEL_RING_BYTES", 0)
     cat["state_h"] = defs.get("MG_MODEL_H_BYTES", 0)
     cat["state_counter"] = state - cat["state_rings"] - cat["state_h"]
@@ -378,7 +382,7 @@ def table(res: dict) -> str:
         ("RAM state", f"{mem['ram']['state_total']} B (rings {mem['ram']['state_rings']}, "
                       f"h {mem['ram']['state_h']}, counter {mem['ram']['state_counter']})"),
         ("RAM scratch", f"{mem['ram']['scratch_arena']} B arena, {mem['ram']['other']} B other "
-                        "(fast path: FC input and dot buffers)"),
+                        "(fast path: FC input and dot buffers; int8 copies of int16 states)"),
         ("rings", f"trimmed {rings['trimmed_bytes']} B vs graph R*H {rings['graph_ring_bytes']}"
                   f" B vs plain {rings['plain_bytes']} B "
                   + ("(K = kernel_span)" if rings["plain_from_kernel_span"]

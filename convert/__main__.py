@@ -1,12 +1,19 @@
 """Convert a trained checkpoint to a hardened, int8, single-step streaming model.tflite.
 
-    python -m convert CHECKPOINT --out DIR [--calib N] [--n-test N]
+    python -m convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
+                      [--val-n N]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
 TFLite-Micro, LiteRT vs TFLM difference, sizes, ops) and DIR/test_data.npz (the int8 test
 sequences and labels that the host tools stream). DIR appears only when everything succeeded.
 An existing DIR must be empty or a previous convert output; only convert's own three files
 in it are replaced (each atomically), anything else in it is left alone.
+
+--state-bits (default auto): the minGRU state width on the device. auto converts both an
+8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one only where it is
+strictly more accurate on the validation split with TFLite-Micro (the last --val-n training
+sequences where the task has no validation split; printed, and report.json's
+state_bits_split says which). The MicroPython target implements only the 8-bit state.
 """
 from __future__ import annotations
 
@@ -24,8 +31,9 @@ import torch
 from tqdm import tqdm
 
 from convert.calibrate import step_feeds
+from convert import names
 from convert.graph import state_pairs
-from convert.quantize import convert_int8, finalize, op_names
+from convert.quantize import convert_int8, finalize, op_names, read_metadata
 from convert.spec import ConvertError, extract
 from convert.stream import Streamer, predictions, tflm_arena_bytes
 from convert.tflite_reader import model_id
@@ -59,7 +67,7 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
     accuracies and LSB differences."""
     preds = {name: [] for name in streamers}
     logits = {name: [] for name in streamers}
-    step_diff = 0
+    step_diff: dict[str, tuple[int, str]] = {}    # output -> (max |diff| in its LSB, dtype)
     T = x_q.shape[1]
     for i in tqdm(range(len(x_q)), desc="int8 eval", unit="seq", leave=False):
         L = T if lengths is None else int(lengths[i])
@@ -72,9 +80,9 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
             if name == "tflm":          # LiteRT on the very inputs TFLM saw at each step
                 for feed, tflm_out in steps:
                     other = streamers["litert"].invoke(feed)
-                    step_diff = max(step_diff, max(int(np.abs(other[k].astype(np.int32) -
-                                                              v.astype(np.int32)).max())
-                                                   for k, v in tflm_out.items()))
+                    for k, v in tflm_out.items():
+                        d = int(np.abs(other[k].astype(np.int32) - v.astype(np.int32)).max())
+                        step_diff[k] = (max(d, step_diff.get(k, (0,))[0]), str(v.dtype))
     mask = y != IGNORE
     res = {}
     for name in streamers:
@@ -83,13 +91,85 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
         res[f"argmax_agreement_{name}_vs_hardened"] = float((p[mask] == float_pred[mask]).mean())
     a = np.concatenate(logits["tflm"]).astype(np.int32)
     b = np.concatenate(logits["litert"]).astype(np.int32)
-    res["max_abs_diff_litert_vs_tflm"] = step_diff
+    res.update(step_diff_fields(step_diff))
     res["streamed_max_abs_diff_litert_vs_tflm"] = int(np.abs(a - b).max())
     res["streamed_frac_logits_differing_litert_vs_tflm"] = float((a != b).mean())
     return res
 
 
-def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
+def step_diff_fields(step_diff: dict) -> dict:
+    """report.json's LiteRT-vs-TFLM figures on identical inputs, each in its tensors' own LSB:
+    max_abs_diff_litert_vs_tflm over the int8 outputs (logits and int8 states, int8 LSB),
+    _logits (int8 LSB), _states {dtype: max} (an int16 minGRU state in int16 LSB; 1 int8
+    LSB of the same range is about 256 of them)."""
+    by_dtype: dict[str, int] = {}
+    for name, (d, dt) in step_diff.items():
+        if name != names.LOGITS:
+            by_dtype[dt] = max(d, by_dtype.get(dt, 0))
+    int8 = [d for d, dt in step_diff.values() if dt == "int8"]
+    return {"max_abs_diff_litert_vs_tflm": max(int8, default=0),
+            "max_abs_diff_litert_vs_tflm_logits": step_diff.get(names.LOGITS, (0,))[0],
+            "max_abs_diff_litert_vs_tflm_states": by_dtype}
+
+
+def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: str,
+                 lengths: np.ndarray | None) -> float:
+    """Accuracy of a step model streamed through TFLite-Micro on int8 sequences x_q [N, T, n_in]
+    (each over its own steps with `lengths`; per-step labels -100 are ignored)."""
+    s = Streamer(model_bytes, "tflm")
+    T, preds = x_q.shape[1], []
+    for i in tqdm(range(len(x_q)), desc="validate", unit="seq", leave=False):
+        L = T if lengths is None else int(lengths[i])
+        out = s.run(x_q[i, :L])
+        if readout == "per_step" and L < T:
+            out = np.concatenate([out, np.zeros((T - L, out.shape[1]), out.dtype)])
+        preds.append(predictions(out, readout))
+    p, mask = np.asarray(preds), y != IGNORE
+    return float((p[mask] == y[mask]).mean())
+
+
+def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n: int):
+    """(model bytes, report fields) for --state-bits 8 / 16 / auto. 16: every minGRU state
+    update in int16 (convert/widen.py, gate z int8: what the C runtime implements); auto:
+    both, each evaluated with TFLite-Micro on the first val_n validation sequences, the 16-bit
+    one kept only if strictly more accurate (a tie keeps the cheaper 8-bit state). A task
+    without a validation split is judged on the last val_n training sequences instead (not
+    the test split; recorded as state_bits_split = "train" and printed)."""
+    from convert.widen import widen_state
+
+    has_rnn = any(layer.wz is not None for layer in spec.layers)
+    model8 = finalize(raw, spec, {**info, "state_bits": 8})
+    if state_bits == "8" or not has_rnn:
+        return model8, {"state_bits": 8}
+    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16}),
+                          read_metadata(model8)["layers"], gate16=False)
+    if state_bits == "16":
+        return model16, {"state_bits": 16}
+    split = "val"
+    xv, yv, lv = data.x_val[:val_n], data.y_val[:val_n], data.len_val
+    lv = None if lv is None else lv[:val_n]
+    if len(xv) == 0:
+        split = "train"
+        print(f"note: --state-bits auto: the task has no validation split; choosing on the "
+              f"last {min(val_n, len(data.x_train))} training sequences (--state-bits 8|16 "
+              f"to choose yourself)", flush=True)
+        xv, yv, lv = data.x_train[-val_n:], data.y_train[-val_n:], data.len_train
+        lv = None if lv is None else lv[-val_n:]
+    if len(xv) == 0:
+        raise ConvertError("--state-bits auto needs validation or training sequences; the "
+                           "task has none (choose --state-bits 8 or 16)")
+    yv, lv = yv.numpy(), None if lv is None else lv.numpy()
+    xq = Streamer(model8, "tflm").quantize_input(xv.numpy())
+    acc = {b: val_accuracy(m, xq, yv, data.readout, lv) for b, m in ((8, model8), (16, model16))}
+    bits = 16 if acc[16] > acc[8] else 8
+    return (model16 if bits == 16 else model8), {
+        "state_bits": bits, "state_bits_choice": "auto", "state_bits_split": split,
+        "val_n": int(len(xq)),
+        "val_acc_tflm_state8": acc[8], "val_acc_tflm_state16": acc[16]}
+
+
+def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
+            state_bits: str = "auto", val_n: int = 300) -> dict:
     t0 = time.monotonic()
     check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
@@ -118,7 +198,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
         info["class_names"] = list(data.class_names)
     if data.input_mean is not None:       # folded into the encoder: x is in the data's units
         info["input_units"] = "raw (normalisation folded into the encoder)"
-    model_bytes = finalize(raw, spec, info)
+    model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n)
     streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
     x_q = streamers["tflm"].quantize_input(x_test.numpy())
     y = y_test.numpy()
@@ -126,7 +206,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None) -> dict:
     report = {"model_id": model_id(model_bytes), "task": data.name, "readout": data.readout,
               "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
               "calib_steps": len(feeds),
-              "float_acc": float_acc, "hardened_acc": hardened_acc}
+              "float_acc": float_acc, "hardened_acc": hardened_acc, **bits_report}
     lengths = None if len_test is None else len_test.numpy()
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
     report.update({
@@ -228,10 +308,18 @@ def summary(r: dict) -> str:
         f"cost: hardening {r['hardening_cost_points']:+.2f} points, int8 "
         f"{r['int8_cost_points_tflm']:+.2f} points; int8 vs hardened argmax agreement "
         f"{pct(r['argmax_agreement_tflm_vs_hardened'])}",
-        f"LiteRT vs TFLite-Micro: max |diff| {r['max_abs_diff_litert_vs_tflm']} LSB per step on "
-        f"identical inputs; {r['streamed_max_abs_diff_litert_vs_tflm']} LSB on logits when each "
+        f"LiteRT vs TFLite-Micro: max |diff| per step on identical inputs "
+        f"{r['max_abs_diff_litert_vs_tflm_logits']} LSB on logits, states "
+        + ", ".join(f"{d} {dt} LSB" for dt, d in
+                    sorted(r["max_abs_diff_litert_vs_tflm_states"].items()))
+        + f"; {r['streamed_max_abs_diff_litert_vs_tflm']} LSB on logits when each "
         f"streams its own state ({100 * r['streamed_frac_logits_differing_litert_vs_tflm']:.1f}%"
         f" differ)",
+        f"minGRU state: {r.get('state_bits', 8)}-bit"
+        + (f" (auto: {'validation' if r['state_bits_split'] == 'val' else 'training'} accuracy "
+           f"8-bit {100 * r['val_acc_tflm_state8']:.2f}%, 16-bit "
+           f"{100 * r['val_acc_tflm_state16']:.2f}% on {r['val_n']} sequences)"
+           if r.get("state_bits_choice") == "auto" else ""),
         f"model.tflite {r['model_bytes']} B, TFLM arena {r['tflm_arena_bytes']} B; "
         f"ops: {', '.join(r['ops'])}"])
 
@@ -244,12 +332,20 @@ def main(argv=None) -> int:
     p.add_argument("--calib", type=int, default=64, help="calibration sequences (default 64)")
     p.add_argument("--n-test", type=int, default=None,
                    help="evaluate on the first N test sequences (default: all)")
+    p.add_argument("--state-bits", choices=("8", "16", "auto"), default="auto",
+                   help="minGRU state width on the device: 8, 16 (int16 state update, 2 B per "
+                        "channel; fixes long sequences), auto (the more accurate with "
+                        "TFLite-Micro on the validation split, or the last --val-n training "
+                        "sequences for a task without one; ties -> 8). Default auto")
+    p.add_argument("--val-n", type=int, default=300,
+                   help="validation sequences --state-bits auto evaluates (default 300)")
     args = p.parse_args(argv)
-    if args.calib <= 0 or (args.n_test is not None and args.n_test <= 0):
-        print("error: --calib and --n-test must be > 0", file=sys.stderr)
+    if args.calib <= 0 or (args.n_test is not None and args.n_test <= 0) or args.val_n <= 0:
+        print("error: --calib, --n-test and --val-n must be > 0", file=sys.stderr)
         return 2
     try:
-        report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test)
+        report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test,
+                         args.state_bits, args.val_n)
     except (ConvertError, CheckpointError, TaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

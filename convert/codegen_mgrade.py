@@ -27,6 +27,10 @@ What the package does per step, compared with the interpreter graph:
 * minGRU (FC_z, LOGISTIC, FC_h, MINIMUM, LOGISTIC, FC_h+RELU (or RELU), ADD, SUB, MUL, ADD):
   one `mg_mingru_step_s8` call, channel by channel, updating the state in place (the state
   input and output quantization are tied by convert/, checked here).
+* int16 minGRU state (`python -m convert --state-bits 16 / auto`, convert/widen.py): the
+  widened tail is collapsed to the int8 shape above (`state16.int8_view` in `analyse`), the
+  step becomes `mg_mingru_step_s16` / `mg_mingru_fast_s16` on the instance's int16 state
+  `m->h16_<l>` whose int8 copy `m->h<l>` the residual reads (convert/state16.py).
 * Everything else: the generic kernels, as convert/graph_package.py emits them, on a static
   arena planned offline (convert/arena.py).
 
@@ -57,6 +61,7 @@ from convert.graph_package import (
     mult_shift_lines, pick)
 from convert.metadata import from_model as mgrade_metadata
 from convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
+from convert.state16 import debug16_lines, emit_params as s16_params, int8_view
 from convert.tflite_reader import Model, Operator, read_tflite
 from convert.tflm_params import (
     ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
@@ -304,7 +309,16 @@ class Package:
     const_bytes: int
     name: str                     # model name in mg_model_info_t
     state_names: list[str]        # the graph's state outputs (debug accessor order)
+    s16: dict = field(default_factory=dict)     # int16-state layers: {layer: (params, tensors)}
     fast_report: dict = field(default_factory=dict)
+
+    def op(self, index: int) -> Operator:
+        """The operator of graph index `index` (the int8 view drops ops: not a list index)."""
+        return self.op_at[index]
+
+    @property
+    def op_at(self) -> dict:
+        return {o.index: o for o in self.model.operators}
 
     @property
     def PU(self) -> str:
@@ -319,8 +333,13 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
     """Match the fused subgraphs, plan memory, lay out the rings and collect the constants."""
     check_supported(model)
     P = prefix
-    T = model.tensors
     g = StepGraph(model, meta)
+    # int16 state tails (convert/widen.py, convert/state16.py) collapsed to the int8 graph
+    # shape the matcher knows; s16: {layer: (params, tensors)}, the tails' own C calls
+    model, s16 = int8_view(model, meta, g)
+    if s16:
+        g = StepGraph(model, meta)
+    T = model.tensors
     H = int(meta["channels"])
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
@@ -406,7 +425,7 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
         model, meta, P, g, H, n_in, n_out, x_t, logits_t, delays, grus, fused_at, new_ops, pm,
         plan, ptr, macs_graph, macs_saved, ring_info, period, used_consts,
         sum(T[i].nbytes for i in used_consts), str(meta.get("task") or "mgrade")[:31]
-        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS])
+        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS], s16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +472,7 @@ def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body
     body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, m->step_t, "
                 f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
     radd = residual.get(f.anchor)
-    add_out = ptr(pk.model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+    add_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
     fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, m->step_t, "
                                f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
                      fast[2])
@@ -499,9 +518,19 @@ def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body:
     body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, m->h{L});")
     if fast is not None:
         radd = residual.get(f.anchor)
-        v_out = ptr(pk.model.operators[radd[0]].outputs[0], False) if radd else "NULL"
+        v_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
         fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
                           f"m->h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
+    if L in pk.s16:         # int16 state: the tail's structs (both paths) and the s16 calls
+        decls = s16_params(P, L, pk.s16[L][0])
+        c[ref_c:ref_c] = decls
+        ref_c += len(decls)
+        body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, {ptr(f.u, True)}, "
+                    f"m->h16_{L}, m->h{L});")
+        if fast is not None:
+            fast = (fast[0], [f"    mg_mingru_fast_s16(&{P}_l{L}_gru_f, &{P}_l{L}_s16, "
+                              f"{ptr(f.u, True)}, m->h16_{L}, m->h{L}, {P}_xq, {P}_acc, "
+                              f"{v_out});"], fast[2])
     return fast, ref_c
 
 
@@ -542,7 +571,7 @@ def model_c(pk: Package) -> list[str]:
                 if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
                 else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
         if op.index in residual:        # the fused ADD's parameters, declared first
-            aop = model.operators[residual[op.index][0]]
+            aop = pk.op(residual[op.index][0])
             c += emit_op(pk.pm, aop, op_params(model, aop), ptr, plan, P)[0]
             predeclared.add(aop.index)
         chain = []
@@ -610,7 +639,9 @@ def model_c(pk: Package) -> list[str]:
                      f"(int8_t){f.zero_point});")
     for f in pk.grus:
         c += [f"    for (k = 0; k < {H}; ++k) {{",
-              f"        m->h{f.layer}[k] = (int8_t){f.zero_point};", "    }"]
+              f"        m->h{f.layer}[k] = (int8_t){f.zero_point};"]
+        c += [f"        m->h16_{f.layer}[k] = 0;"] if f.layer in pk.s16 else []
+        c += ["    }"]
     dbg = [f"    mg_delay_reset(m->dbg_frame{f.layer}, {H}u, 0);"
            for f in pk.delays if f.frame_output]
     if dbg:
@@ -640,8 +671,9 @@ def model_c(pk: Package) -> list[str]:
             c.append(f"    case {k}: return m->dbg_frame{role[1]};   /* {nm} */")
         else:
             raise CodegenError(f"unknown state output {nm!r} in the metadata")
-    c += ["    default: return NULL;", "    }", "}", "",
-          f"uint32_t {P}_model_debug_step_counter(const {P}_model_t *m)", "{",
+    c += ["    default: return NULL;", "    }", "}", ""]
+    c += debug16_lines(P, [f.layer for f in pk.grus], pk.s16)
+    c += [f"uint32_t {P}_model_debug_step_counter(const {P}_model_t *m)", "{",
           "    return m->step_t;", "}",
           "#endif /* MG_MODEL_DEBUG */", ""]
     return c
@@ -654,7 +686,7 @@ def ring_totals(pk: Package) -> dict:
     """Bytes of the package's rings (trimmed, as the graph holds them, plain) and states."""
     ri = pk.ring_info
     ring = sum(r["bytes"] for r in ri)
-    h = pk.H * len(pk.grus)
+    h = pk.H * len(pk.grus) + pk.H * len(pk.s16)     # an int16 state: 2H bytes
     return dict(ring=ring, graph=sum(r["graph_bytes"] for r in ri),
                 plain=sum(r["plain_bytes"] for r in ri), h=h, state=ring + h + 4,
                 spans_known=all(r["kernel_span"] is not None for r in ri))
@@ -710,6 +742,9 @@ def model_data_h(pk: Package) -> list[str]:
            f"#define {PU}_MODEL_RING_PLAIN_FROM_KERNEL_SPAN "
            f"{int(tot['spans_known'] and bool(pk.ring_info))}",
            f"#define {PU}_MODEL_H_BYTES {tot['h']}",
+           f"#define {PU}_MODEL_STATE_BITS {16 if pk.s16 else 8}   /* minGRU state width */",
+           f"#define {PU}_MODEL_H8_COPY_BYTES {H * len(pk.s16)}   /* int8 copies of int16 "
+           "states (written each step, read by the residual) */",
            f"#define {PU}_MODEL_STATE_BYTES {tot['state']}   /* + the step counter */",
            f"#define {PU}_MODEL_ARENA_BYTES {pk.plan.arena_bytes}",
            f"#define {PU}_MODEL_CONST_BYTES {pk.const_bytes}",
@@ -725,6 +760,8 @@ def model_data_h(pk: Package) -> list[str]:
            "/* state k of instance m after its last step: hnew<l> = the minGRU state, frame<l> =",
            " * the layer's conv input at that step (what the interpreter writes into its ring) */",
            f"const int8_t *{P}_model_debug_state(const {P}_model_t *m, int k);",
+           "/* the int16 state of minGRU layer l (NULL for an int8 state), convert/state16.py */",
+           f"const int16_t *{P}_model_debug_state16(const {P}_model_t *m, int layer);",
            f"uint32_t {P}_model_debug_step_counter(const {P}_model_t *m);",
            "#endif", ""] + frame_quantizer(P, PU) + [
            "/* constant tensors (mg_model_data.c), package-internal */"]
@@ -750,7 +787,11 @@ def instance_decl(pk: Package) -> list[str]:
     out += [f"struct {P}_model_s {{",
             f"    uint32_t step_t;   /* steps since init, wrapped at {PU}_MODEL_RING_PERIOD */"]
     for f in pk.grus:
-        out.append(f"    int8_t h{f.layer}[{H}];   /* layer {f.layer} minGRU state */")
+        if f.layer in pk.s16:
+            out += [f"    int16_t h16_{f.layer}[{H}];   /* layer {f.layer} minGRU state (int16) */",
+                    f"    int8_t h{f.layer}[{H}];   /* its int8 copy (written each step) */"]
+        else:
+            out.append(f"    int8_t h{f.layer}[{H}];   /* layer {f.layer} minGRU state */")
     for f, ri in zip(pk.delays, pk.ring_info):
         if ri["bytes"]:
             out.append(f"    int8_t ring{f.layer}[{PU}_MODEL_RING{f.layer}_BYTES];   "

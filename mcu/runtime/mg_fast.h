@@ -32,6 +32,7 @@
 #include "mg_delay.h"
 #include "mg_kernels.h"
 #include "mg_quant.h"
+#include "mg_state16.h"
 
 #ifndef MG_FAST
 #if defined(__ARM_FEATURE_DSP) && !MG_SINGLE_ROUNDING
@@ -477,68 +478,142 @@ typedef struct {
     int32_t add_v_swap;            /* 0: ADD(u, h_new), 1: ADD(h_new, u) */
 } mg_mingru_fast_t;
 
+/* Gate z and candidate g of channel c from the dot products (dz, dp, dr: acc rows). */
+MG_FAST_INLINE int8_t mg_mingru_fast_g1(const mg_mingru_fast_t *p, int32_t c,
+                                        const int32_t *dz, const int32_t *dp,
+                                        const int32_t *dr, int separate_r, int8_t *z)
+{
+    const mg_ffc_params_t *rfc = p->relu_fc;
+    const int8_t *sig_q = (p->min_const ? p->sig_p : p->sig_min_p) + 128;
+    int8_t r, q, pv;
+    *z = (p->sig_z + 128)[mg_ffc_out1(p->gate, dz[c], c)];
+    if (p->g_split) {
+        if (dp[c] <= p->g_split[c]) {
+            return (p->g_neg + 128)[mg_ffc_out1(p->cand, dp[c], c)];
+        }
+        return (p->g_pos + 128)[mg_ffc_out1(rfc, dp[c], c)];
+    }
+    pv = mg_ffc_out1(p->cand, dp[c], c);
+    if (p->min_const) {
+        const int8_t mn = p->min_const[c];
+        q = sig_q[pv < mn ? pv : mn];
+    } else {
+        q = sig_q[pv];
+    }
+    if (rfc == (const mg_ffc_params_t *)0) {
+        r = pv;
+    } else {
+        r = mg_ffc_out1(rfc, separate_r ? dr[c] : dp[c], c);
+    }
+    if (p->relu) {
+        r = (p->relu + 128)[r];
+    }
+    return mg_fadd1(p->add_g, r, q);
+}
+
+/* The three dot products of a step into acc (gate, cand, and relu_fc when it has its own). */
+MG_FAST_INLINE int mg_mingru_fast_dots(const mg_mingru_fast_t *p, const int8_t *u,
+                                       uint32_t *xq, int32_t *acc)
+{
+    const int32_t blocks = p->gate->blocks;
+    const int32_t groups = (p->channels + 3) >> 2;
+    const int separate_r = p->relu_fc && !p->relu_fc_shares_dot;
+    mg_ffc_expand(u, p->gate->depth, xq);
+    mg_ffc_dot(xq, p->gate->w, blocks, groups, acc);
+    mg_ffc_dot(xq, p->cand->w, blocks, groups, acc + 4 * groups);
+    if (separate_r) {
+        mg_ffc_dot(xq, p->relu_fc->w, blocks, groups, acc + 8 * groups);
+    }
+    return separate_r;
+}
+
 /* One step, h [H] updated in place (and v [H] = the residual ADD where add_v is set); xq:
  * scratch of 2 * gate->blocks words, acc: of 3 * (H rounded up to 4) words. */
 MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
                                       uint32_t *xq, int32_t *acc, int8_t *v)
 {
     const int32_t H = p->channels;
-    const int32_t blocks = p->gate->blocks;
     const int32_t groups = (H + 3) >> 2;
-    const int8_t *sig_z = p->sig_z + 128;
-    const int8_t *sig_q = (p->min_const ? p->sig_p : p->sig_min_p) + 128;
-    const mg_ffc_params_t *rfc = p->relu_fc;
     const int32_t *dz = acc, *dp = acc + 4 * groups, *dr = acc + 8 * groups;
-    const int separate_r = rfc && !p->relu_fc_shares_dot;
+    const int separate_r = mg_mingru_fast_dots(p, u, xq, acc);
     int32_t c;
-    mg_ffc_expand(u, p->gate->depth, xq);
-    mg_ffc_dot(xq, p->gate->w, blocks, groups, acc);
-    mg_ffc_dot(xq, p->cand->w, blocks, groups, acc + 4 * groups);
-    if (separate_r) {
-        mg_ffc_dot(xq, rfc->w, blocks, groups, acc + 8 * groups);
-    }
     for (c = 0; c < H; ++c) {
-        {
-            const int8_t z = sig_z[mg_ffc_out1(p->gate, dz[c], c)];
-            int8_t r, q, gv, hc, pv;
-            if (p->g_split) {
-                if (dp[c] <= p->g_split[c]) {
-                    gv = (p->g_neg + 128)[mg_ffc_out1(p->cand, dp[c], c)];
-                } else {
-                    gv = (p->g_pos + 128)[mg_ffc_out1(rfc, dp[c], c)];
-                }
-                hc = h[c];
-                hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
-                h[c] = hc;
-                if (p->add_v) {
-                    v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c])
-                                         : mg_fadd1(p->add_v, u[c], hc);
-                }
-                continue;
-            }
-            pv = mg_ffc_out1(p->cand, dp[c], c);
-            if (p->min_const) {
-                const int8_t mn = p->min_const[c];
-                q = sig_q[pv < mn ? pv : mn];
-            } else {
-                q = sig_q[pv];
-            }
-            if (rfc == (const mg_ffc_params_t *)0) {
-                r = pv;
-            } else {
-                r = mg_ffc_out1(rfc, separate_r ? dr[c] : dp[c], c);
-            }
-            if (p->relu) {
-                r = (p->relu + 128)[r];
-            }
-            gv = mg_fadd1(p->add_g, r, q);
-            hc = h[c];
-            hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
-            h[c] = hc;
-            if (p->add_v) {
-                v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c])
-                                     : mg_fadd1(p->add_v, u[c], hc);
-            }
+        int8_t z;
+        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &z);
+        int8_t hc = h[c];
+        hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
+        h[c] = hc;
+        if (p->add_v) {
+            v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c]) : mg_fadd1(p->add_v, u[c], hc);
+        }
+    }
+}
+
+/* ---- the int16 state path (mg_state16.h): the same z and g, then the int16 tail ------- */
+
+/* int16 ADD/SUB input: (x << 15) * m >> 31 ... as mg_add16_in; |x| <= 2^15 so the shifted
+ * value fits 31 bits. */
+MG_FAST_INLINE int32_t mg_fadd16_in(int32_t x, int ls, int32_t m, int shift)
+{
+    return mg_fq_rdbpot(mg_fq_srdhm(x * ((int32_t)1 << ls), m), -shift);
+}
+
+MG_FAST_INLINE int16_t mg_fadd16_out(const mg_add_params_t *p, int32_t raw)
+{
+    return (int16_t)mg_fq_clamp(mg_fq_rdbpot(mg_fq_srdhm(raw, p->output_multiplier),
+                                             -(int)p->output_shift) + p->output_offset,
+                                p->act_min, p->act_max);
+}
+
+MG_FAST_INLINE int32_t mg_frequant1(const mg_requant_params_t *p, int32_t x)
+{
+    return mg_fq_clamp(mg_fq_mbqm(x - p->input_offset, p->multiplier, (int)p->shift)
+                       + p->output_offset, p->act_min, p->act_max);
+}
+
+MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int8_t z, int8_t g,
+                                           int16_t h, int8_t *h8)
+{
+    const mg_add_params_t *sp = s->sub, *ap = s->add_h;
+    const int ls = (int)sp->left_shift;
+    const int32_t z16 = mg_frequant1(s->z16, z);
+    const int32_t g16 = mg_frequant1(s->g16, g);
+    const int32_t d = mg_fadd16_out(sp, mg_fadd16_in(g16, ls, sp->input1_multiplier,
+                                                     (int)sp->input1_shift)
+                                        - mg_fadd16_in(h, ls, sp->input2_multiplier,
+                                                       (int)sp->input2_shift));
+    const int32_t m = mg_fq_clamp(mg_fq_mbqm(z16 * d, s->mul->output_multiplier,
+                                             (int)s->mul->output_shift),
+                                  s->mul->act_min, s->mul->act_max);
+    const int16_t hn = mg_fadd16_out(ap, mg_fadd16_in(h, (int)ap->left_shift,
+                                                      ap->input1_multiplier,
+                                                      (int)ap->input1_shift)
+                                         + mg_fadd16_in(m, (int)ap->left_shift,
+                                                        ap->input2_multiplier,
+                                                        (int)ap->input2_shift));
+    *h8 = (int8_t)mg_frequant1(s->h8, hn);
+    return hn;
+}
+
+/* One step with an int16 state: h [H] int16 updated in place, h8 [H] = int8 h_new, and
+ * v [H] = the residual ADD(u, h8) where add_v is set.
+ * Offsets of the int16 ops are 0 (checked by convert/state16.py). */
+MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
+                                       const int8_t *u, int16_t *h, int8_t *h8, uint32_t *xq,
+                                       int32_t *acc, int8_t *v)
+{
+    const int32_t H = p->channels;
+    const int32_t groups = (H + 3) >> 2;
+    const int32_t *dz = acc, *dp = acc + 4 * groups, *dr = acc + 8 * groups;
+    const int separate_r = mg_mingru_fast_dots(p, u, xq, acc);
+    int32_t c;
+    for (c = 0; c < H; ++c) {
+        int8_t z, hb;
+        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &z);
+        h[c] = mg_fstate16_update1(s, z, gv, h[c], &hb);
+        h8[c] = hb;
+        if (p->add_v) {
+            v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hb, u[c]) : mg_fadd1(p->add_v, u[c], hb);
         }
     }
 }

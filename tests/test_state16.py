@@ -1,0 +1,352 @@
+"""The int16 minGRU state path on the device: convert/state16.py's Prepare-time parameters and
+NumPy reference against TFLite-Micro on a real widened graph (convert/widen.py, gate16=False),
+the C tails (portable mcu/runtime/mg_state16.h, fast mg_fast.h) against the reference, and the
+generated model package (host build) against the TFLM Streamer, all bit-exact."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from convert.__main__ import calibration_feeds
+from convert.codegen_fast import ref_mbqm
+from convert.quantize import (
+    convert_int8, finalize, load_flatbuffer, pack_flatbuffer, read_metadata)
+from convert.spec import extract
+from convert.stream import Streamer
+from training.config import ModelConfig
+from training.model import MGradeNet
+
+from tests.conftest import ROOT
+
+RUNTIME = ROOT / "mcu" / "runtime"
+CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1"]
+
+
+def _small_net(seed: int = 0) -> MGradeNet:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=8, n_layers=2, kernel_span=6, n_taps=2, norm="none")
+    net = MGradeNet(cfg, 3, 4).eval()
+    net.harden()
+    with torch.no_grad():       # slow gates on some channels, as in trained sMNIST models
+        for b in net.blocks:
+            b.rnn.proj.bias[:4].add_(torch.linspace(-5, 0, 4))
+    return net
+
+
+def _inputs(n: int, T: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, T, 3, generator=g)
+
+
+@pytest.fixture(scope="module")
+def wide_model() -> bytes:
+    """A small 2-layer model, int8, widened (gate16=False)."""
+    from convert.widen import widen_state
+
+    net = _small_net()
+    spec = extract(net)
+    feeds = calibration_feeds(net, spec, _inputs(8, 60, 1), 8, 0)
+    model = finalize(convert_int8(spec, feeds), spec, {})
+    return widen_state(model, read_metadata(model)["layers"], gate16=False)
+
+
+def _tails(model_bytes: bytes):
+    from convert.metadata import from_model
+    from convert.mgrade_match import StepGraph
+    from convert.state16 import int8_view
+    from convert.tflite_reader import read_tflite
+
+    m = read_tflite(model_bytes)
+    meta = from_model(m)
+    return m, int8_view(m, meta, StepGraph(m, meta))[1]
+
+
+def _tail_graph(model_bytes: bytes, t: dict) -> bytes:
+    """The widened graph cut down to one layer's tail: inputs z8, g8, h16; outputs h16', h8."""
+    model = load_flatbuffer(model_bytes)
+    g = model.subgraphs[0]
+    keep = {t["qz"].index, t["qg"].index, t["qh"].index, t["sub"].index, t["mul"].index,
+            t["add_h"].index}
+    g.operators = [op for k, op in enumerate(g.operators) if k in keep]
+    g.inputs, g.outputs = [t["z8"], t["g8"], t["h"]], [t["hnew"], t["h8"]]
+    model.metadata = None
+    return pack_flatbuffer(model)
+
+
+def test_reference_helpers_match_the_scalar_reference():
+    """The vectorised MultiplyByQuantizedMultiplier equals codegen_fast's scalar one."""
+    from convert.state16 import mbqm
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = int(rng.integers(1 << 30, 1 << 31))
+        shift = int(rng.integers(-20, 12))
+        x = rng.integers(-(1 << 31) >> max(shift, 0), (1 << 31) >> max(shift, 0), 50)
+        got = mbqm(x, m, shift)
+        assert [ref_mbqm(int(v), m, shift) for v in x] == got.tolist()
+
+
+def _check_tail_exhaustive(model_bytes: bytes, n_h: int = 6):
+    """Every (z8, g8) pair at n_h int16 states per layer (one at each int16 extreme):
+    convert/state16.tail = TFLite-Micro on the cut-out tail, h16' and h8."""
+    from convert.state16 import tail
+    from tflite_micro.python.tflite_micro import runtime
+
+    m, tails = _tails(model_bytes)
+    assert tails
+    zz, gg = (v.reshape(-1) for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    rng = np.random.default_rng(1)
+    for layer, (params, t) in tails.items():
+        interp = runtime.Interpreter.from_bytes(_tail_graph(model_bytes, t))
+        H = m.tensors[t["h"]].size
+        hs = [-32768, 32767] + rng.integers(-20000, 20000, n_h - 2).tolist()
+        for h in hs:
+            for k in range(0, len(zz) - H + 1, H):
+                z = zz[k:k + H][None].astype(np.int8)
+                g = gg[k:k + H][None].astype(np.int8)
+                hh = np.full((1, H), h, np.int16)
+                interp.set_input(z, 0)
+                interp.set_input(g, 1)
+                interp.set_input(hh, 2)
+                interp.invoke()
+                got16, got8 = tail(params, z, g, hh)
+                np.testing.assert_array_equal(got16, interp.get_output(0),
+                                              err_msg=f"layer {layer} h {h} h16")
+                np.testing.assert_array_equal(got8, interp.get_output(1),
+                                              err_msg=f"layer {layer} h {h} h8")
+
+
+def test_tail_reference_matches_tflm_on_the_widened_graph(wide_model):
+    """convert/state16.tail (parameters from the real graph) = TFLite-Micro on the cut-out
+    tail for every (z8, g8) and int16 states at both extremes and in between."""
+    _check_tail_exhaustive(wide_model)
+
+
+def test_tail_reference_matches_tflm_on_widened_digits(digits_int8_state8):
+    """The same on the trained demo model, whose SUB scales expose a float- vs double-computed
+    multiplier (1 LSB on 0.05% of outputs with the float ones)."""
+    from convert.widen import widen_state
+
+    model = (digits_int8_state8 / "model.tflite").read_bytes()
+    _check_tail_exhaustive(widen_state(model, read_metadata(model)["layers"], gate16=False), 4)
+
+
+def _c_struct(kind: str, p: dict) -> str:
+    if kind == "req":
+        keys = ["size", "input_offset", "output_offset", "multiplier", "shift", "act_min",
+                "act_max"]
+        return "{" + ", ".join(str(int(p[k])) for k in keys) + "}"
+    if kind == "add":
+        keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
+                "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
+                "output_multiplier", "output_shift", "act_min", "act_max"]
+        return "{" + ", ".join(str(int(p[k])) for k in keys) + ", {0, 0, {0}, {0}, {0}}}"
+    keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
+            "output_shift", "act_min", "act_max"]
+    return "{" + ", ".join(str(int(p[k])) for k in keys) + ", {0, 0, {0}, {0}, {0}}}"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
+@pytest.mark.parametrize("fast", [0, 1])
+def test_c_tail_matches_reference(wide_model, tmp_path, fast):
+    """mg_state16_update1 (portable) and mg_fstate16_update1 (fast) = the reference on
+    20,000 random (z8, g8, h16) per layer, int16 extremes included."""
+    from convert.state16 import tail
+
+    _, tails = _tails(wide_model)
+    rng = np.random.default_rng(2)
+    n = 20000
+    src = ['#include <stdio.h>', '#include "mg_fast.h"', '#include "mg_state16.h"', ""]
+    data = {}
+    for layer, (params, _) in tails.items():
+        z = rng.integers(-128, 128, n)
+        g = rng.integers(-128, 128, n)
+        h = np.concatenate([rng.integers(-32768, 32768, n // 2),
+                            rng.integers(-2000, 2000, n - n // 2)])
+        h[:4] = [-32768, 32767, 0, -1]
+        data[layer] = (z, g, h)
+        for nm, kind in (("z16", "req"), ("g16", "req"), ("h8", "req"), ("sub", "add"),
+                         ("add_h", "add"), ("mul", "mul")):
+            ct = {"req": "mg_requant_params_t", "add": "mg_add_params_t",
+                  "mul": "mg_mul_params_t"}[kind]
+            src.append(f"static const {ct} l{layer}_{nm} = {_c_struct(kind, params[nm])};")
+        src.append(f"static const mg_state16_params_t l{layer} = {{&l{layer}_z16, &l{layer}_g16, "
+                   f"&l{layer}_sub, &l{layer}_mul, &l{layer}_add_h, &l{layer}_h8}};")
+        for nm, v in (("z", z), ("g", g), ("h", h)):
+            ct = "int16_t" if nm == "h" else "int8_t"
+            src.append(f"static const {ct} l{layer}_{nm}[{n}] = {{"
+                       + ",".join(map(str, v.tolist())) + "};")
+    fn = "mg_fstate16_update1" if fast else "mg_state16_update1"
+    src += ["int main(void)", "{", "    int i;", "    int8_t h8;", "    int16_t hn;"]
+    for layer in tails:
+        src += [f"    for (i = 0; i < {n}; ++i) {{",
+                f"        hn = {fn}(&l{layer}, l{layer}_z[i], l{layer}_g[i], l{layer}_h[i], "
+                "&h8);",
+                '        printf("%d %d\\n", (int)hn, (int)h8);', "    }"]
+    src += ["    return 0;", "}"]
+    (tmp_path / "t.c").write_text("\n".join(src) + "\n")
+    exe = tmp_path / "t"
+    subprocess.run(["gcc", *CFLAGS, f"-I{RUNTIME}", str(tmp_path / "t.c"),
+                    str(RUNTIME / "mg_quant.c"), str(RUNTIME / "mg_fast.c"),
+                    str(RUNTIME / "mg_kernels.c"), str(RUNTIME / "mg_delay.c"),
+                    "-o", str(exe)], check=True)
+    out = np.array(subprocess.run([str(exe)], capture_output=True, text=True, check=True)
+                   .stdout.split(), np.int64).reshape(-1, 2)
+    k = 0
+    for layer, (params, _) in tails.items():
+        z, g, h = data[layer]
+        w16, w8 = tail(params, z, g, h)
+        np.testing.assert_array_equal(out[k:k + n, 0], w16, err_msg=f"layer {layer} h16")
+        np.testing.assert_array_equal(out[k:k + n, 1], w8, err_msg=f"layer {layer} h8")
+        k += n
+
+
+def test_widened_stream_state_is_int16(wide_model):
+    """Precondition of the package test: the Streamer feeds int16 states back."""
+    s = Streamer(wide_model, "tflm")
+    x = s.quantize_input(_inputs(1, 5, 3)[0].numpy())
+    _, steps = s.run(x, return_states=True)
+    assert steps[-1][1]["hnew0"].dtype == np.int16
+
+
+RUNNER16 = r"""
+#include <stdio.h>
+#include "mg_model.h"
+#include "mg_model_data.h"
+static mg_model_t m;
+int main(void)
+{
+    unsigned s, t, nseq, steps;
+    int k, l;
+    int8_t x[MG_MODEL_N_IN], logits[MG_MODEL_N_OUT];
+    if (scanf("%u %u", &nseq, &steps) != 2) return 2;
+    for (s = 0; s < nseq; ++s) {
+        mg_model_init(&m);
+        for (t = 0; t < steps; ++t) {
+            for (k = 0; k < MG_MODEL_N_IN; ++k) {
+                int v;
+                if (scanf("%d", &v) != 1) return 2;
+                x[k] = (int8_t)v;
+            }
+            mg_model_step(&m, x, logits);
+            for (k = 0; k < MG_MODEL_N_OUT; ++k) printf("%d ", logits[k]);
+            for (l = 0; l < MG_MODEL_NUM_LAYERS; ++l) {
+                const int16_t *h = mg_model_debug_state16(&m, l);
+                for (k = 0; h && k < MG_MODEL_CHANNELS; ++k) printf("%d ", h[k]);
+            }
+            printf("\n");
+        }
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def wide_dir(wide_model, tmp_path_factory):
+    """A converted-model folder holding the widened model and 6 int8 test sequences."""
+    d = tmp_path_factory.mktemp("wide")
+    (d / "model.tflite").write_bytes(wide_model)
+    s = Streamer(wide_model, "tflm")
+    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(6, 40, 4)])
+    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
+    return d
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
+@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
+def test_package_bit_exact_with_int16_state(wide_dir, tmp_path, fast):
+    """The generated package (convert/codegen on the widened graph) = the TFLM Streamer: every
+    step's logits, the int8 copies of the states (model_runner.c) and the full int16 states
+    (mg_model_debug_state16), 0 LSB, portable and fast."""
+    from benchmarks import mcu_cost as mc
+
+    info = mc.generate(wide_dir, tmp_path / "gen", 6)
+    ref = info["ref"]
+    text = (tmp_path / "gen" / "mg_model.c").read_text()
+    assert "mg_mingru_step_s16" in text and "mg_mingru_fast_s16" in text
+    assert "#define MG_MODEL_STATE_BITS 16" in (tmp_path / "gen" / "mg_model_data.h").read_text()
+    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
+    got = mc.run_host_runner(exe, ref["x"])
+    expect = np.concatenate([ref["logits"], ref["states"]], axis=2)
+    np.testing.assert_array_equal(got, expect)
+    # the int16 states themselves
+    (tmp_path / "r16.c").write_text(RUNNER16)
+    exe16 = tmp_path / "r16"
+    subprocess.run(["gcc", *CFLAGS, "-Wno-unused-result", "-DMG_MODEL_DEBUG",
+                    f"-DMG_FAST={int(fast)}", f"-I{RUNTIME}", f"-I{tmp_path / 'gen'}",
+                    str(tmp_path / "r16.c"), *[str(tmp_path / "gen" / s) for s in mc.PACKAGE_SRCS],
+                    *[str(RUNTIME / s) for s in mc.RUNTIME_SRCS], "-o", str(exe16)], check=True)
+    x = ref["x"]
+    inp = f"{x.shape[0]} {x.shape[1]}\n" + "\n".join(" ".join(map(str, f)) for f in
+                                                      x.reshape(-1, x.shape[2]).tolist())
+    out = subprocess.run([str(exe16)], input=inp, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    s = Streamer((wide_dir / "model.tflite").read_bytes(), "tflm")
+    rows = iter(out)
+    for seq in x:
+        lg, raw = s.run(seq, return_states=True)
+        for t, (_, o) in enumerate(raw):
+            want = np.concatenate([lg[t], o["hnew0"][0], o["hnew1"][0]]).astype(np.int64)
+            np.testing.assert_array_equal(np.array(next(rows).split(), np.int64), want)
+
+
+def test_micropython_refuses_int16_state(wide_model):
+    """The MicroPython target names the 16-bit state and the way out, in one line."""
+    from convert.codegen import CodegenError
+    from convert.codegen_micropython import generate_module
+    from convert.metadata import from_model
+    from convert.tflite_reader import read_tflite
+
+    m = read_tflite(wide_model)
+    with pytest.raises(CodegenError, match="16-bit minGRU state.*--state-bits 8"):
+        generate_module(m, from_model(m), "0" * 16)
+
+
+def test_codegen_refuses_int16_logistic(tmp_path):
+    """A graph widened with gate16=True (int16 LOGISTIC) is refused with a clear error."""
+    from convert.codegen import CodegenError, generate
+    from convert.widen import widen_state
+
+    net = _small_net(1)
+    spec = extract(net)
+    feeds = calibration_feeds(net, spec, _inputs(4, 30, 1), 4, 0)
+    model = finalize(convert_int8(spec, feeds), spec, {})
+    wide = widen_state(model, read_metadata(model)["layers"], gate16=True)
+    with pytest.raises(CodegenError, match="gate LOGISTIC is int16"):
+        generate(wide, tmp_path / "gen")
+
+
+@pytest.mark.parametrize("n_val", [0, 6], ids=["no_val_split", "val_split"])
+def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, capsys):
+    """--state-bits auto (convert's default) streams both widths through TFLite-Micro on the
+    validation split; a task without one is judged on its last --val-n training sequences
+    (never the test split), says so on stdout and records state_bits_split = "train"."""
+    from convert.__main__ import choose_state_bits
+    from training.tasks._base import TaskData
+
+    net = _small_net(2)
+    spec = extract(net)
+    raw = convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
+    x_tr, x_va = _inputs(9, 20, 6), _inputs(n_val, 20, 7)
+    data = TaskData(x_tr, torch.arange(9) % 4, x_va, torch.arange(n_val) % 4,
+                    _inputs(2, 20, 8), torch.zeros(2, dtype=torch.long), 3, 4, 20, "mean",
+                    "synthetic")
+    model, rep = choose_state_bits(raw, spec, {}, "auto", data, val_n=5)
+    assert rep["state_bits_choice"] == "auto" and rep["val_n"] == 5
+    assert rep["state_bits_split"] == ("train" if n_val == 0 else "val")
+    assert ("no validation split" in capsys.readouterr().out) == (n_val == 0)
+    assert rep["state_bits"] == (16 if rep["val_acc_tflm_state16"] > rep["val_acc_tflm_state8"]
+                                 else 8)
+    assert read_metadata(model)["state_bits"] == rep["state_bits"]
+    # the accuracies are those of the sequences named: recompute the 8-bit one here
+    from convert.__main__ import val_accuracy
+    xs, ys = (x_tr[-5:], torch.arange(9)[-5:] % 4) if n_val == 0 else (x_va[:5],
+                                                                        torch.arange(5) % 4)
+    m8, _ = choose_state_bits(raw, spec, {}, "8", data, val_n=5)
+    xq = Streamer(m8, "tflm").quantize_input(xs.numpy())
+    assert val_accuracy(m8, xq, ys.numpy(), "mean", None) == rep["val_acc_tflm_state8"]
