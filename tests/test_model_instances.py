@@ -4,9 +4,13 @@ state lives in its mg_model_t, so
 * two instances of one generated package, stepped interleaved on two different input
   sequences, each give TFLite-Micro's single-stream logits and states (0 LSB), and initialising
   one leaves the other untouched (mcu/runtime/tests/instances_runner.c);
+* the same with int16 minGRU states (convert/widen.py: h16_<l> and its int8 copy in the
+  instance);
 * two different models, one generated with the default prefix and one with --prefix kws, link
   into one program (no symbol clash: -Werror, a plain link) and each stays bit-exact while
-  stepped interleaved (mcu/runtime/tests/two_models.c).
+  stepped interleaved (mcu/runtime/tests/two_models.c);
+* the device app (one static mg_model_t) with a generated package on the host board ==
+  TFLite-Micro over the serial protocol.
 
 Both on the portable and the fast (MG_FAST, DSP-in-C) path, on tiny random models
 (tests/tiny_model.py), host gcc; seconds."""
@@ -50,18 +54,14 @@ def _build(srcs, incs, exe: Path, fast: bool) -> Path:
     return exe
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
-def test_two_instances_interleaved_bit_exact(tiny_models, tmp_path, fast):
-    from convert.codegen import generate
-
-    model, x, logits, states = _model(tiny_models, TinyConfig())
+def _check_interleaved(gen: Path, x, logits, states, tmp_path: Path, fast: bool):
+    """instances_runner.c on the package in gen: streams A = x[0], B = x[1] interleaved, then
+    a re-initialised on C = x[2]; each == the single-stream reference; b untouched."""
     assert x.shape[0] >= 3 and not np.array_equal(x[0], x[1])
     S, T, n_out = logits.shape
     nst = states.shape[2]
     # the two streams' references differ (else sharing the state would go unnoticed)
     assert np.mean(logits[0] != logits[1]) > 0.5
-    gen = tmp_path / "gen"
-    generate(model, gen)
     exe = _build([HARNESS / "instances_runner.c", gen / "mg_model.c", gen / "mg_model_data.c",
                   *RUNTIME_SRCS], [gen], tmp_path / "runner", fast)
     inp = np.uint32(T).tobytes() + np.ascontiguousarray(x[:3], np.int8).tobytes()
@@ -80,6 +80,40 @@ def test_two_instances_interleaved_bit_exact(tiny_models, tmp_path, fast):
     period = int(re.search(r"#define MG_MODEL_RING_PERIOD (\d+)u",
                            (gen / "mg_model_data.h").read_text()).group(1))
     assert int(tail[nst:].view(np.uint32)[0]) == (T % period if period else T)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
+def test_two_instances_interleaved_bit_exact(tiny_models, tmp_path, fast):
+    from convert.codegen import generate
+
+    model, x, logits, states = _model(tiny_models, TinyConfig())
+    gen = tmp_path / "gen"
+    generate(model, gen)
+    _check_interleaved(gen, x, logits, states, tmp_path, fast)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
+def test_two_instances_int16_state(tiny_models, tmp_path, fast):
+    """The same with int16 minGRU states (convert/widen.py): the int16 state and its int8 copy
+    are instance fields too."""
+    from benchmarks import mcu_cost as mc
+    from convert.metadata import from_model
+    from convert.tflite_reader import read_tflite
+    from convert.widen import widen_state
+
+    folder = tiny_models(TinyConfig())
+    model = (folder / "model.tflite").read_bytes()
+    wide = widen_state(model, from_model(read_tflite(model))["layers"], gate16=False)
+    d = tmp_path / "wide"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(wide)
+    shutil.copy(folder / "test_data.npz", d / "test_data.npz")
+    info = mc.generate(d, tmp_path / "gen", 3)
+    assert "mg_mingru_step_s16" in (tmp_path / "gen" / "mg_model.c").read_text()
+    assert "int16_t h16_" in (tmp_path / "gen" / "mg_model_data.h").read_text()
+    ref = info["ref"]
+    _check_interleaved(tmp_path / "gen", ref["x"], ref["logits"], ref["states"], tmp_path, fast)
+
 
 @pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
 def test_two_models_in_one_program(tiny_models, tmp_path, fast):
