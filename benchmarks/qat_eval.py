@@ -6,9 +6,11 @@ The same figures as `python -m convert RUN --out RUN/int8 --n-test N` (float and
 TFLite-Micro accuracy) and `python -m benchmarks.int8_attribution RUN --state16-tflm N
 --gate8` (the minGRU state path in int16, gate z on its int8 grid), for comparing runs
 (baseline, plain fine-tune, QAT fine-tune) when CPU time is short; also the float accuracy
-with the int8 weights (`MGradeNet.set_qat`, float activations): one calibration, TFLite-
-Micro only (convert also streams LiteRT twice per step), and the calibration's 64 sequences
-stepped as one batch instead of one by one. The calibration feeds are the converter's
+with the int8 weights (`MGradeNet.set_qat`, float activations) and, for a `train.qat_acts`
+run, with its activations fake-quantized on the ranges its training ended with ("fake-
+quantized activations"): one calibration, TFLite-Micro only (convert also streams LiteRT
+twice per step), and the calibration's 64 sequences stepped as one batch instead of one by
+one. The calibration feeds are the converter's
 (`convert.calibration_feeds`: same sequences, same thinning) up to float rounding of the
 batched step, so the .tflite can differ from convert's in the last bit of a scale;
 `--check-against DIR` compares the accuracy with a convert output's report.json.
@@ -84,10 +86,17 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True) -> dict:
     float_acc = evaluate(net, x, y)["acc"]
     net.set_qat(True)                     # the deployed int8 weights, float activations
     qat_weights_acc = evaluate(net, x, y)["acc"]
+    extra = {}
+    if any(seen for *_, seen in ckpt.get("act_ranges", {}).values()):
+        from training.qat import load_act_ranges
+        load_act_ranges(net, ckpt["act_ranges"])     # the ranges the QAT epochs ended with
+        net.set_qat(True, acts=True)                # what a train.qat_acts run trained
+        extra["int8_weights_fake_act_acc"] = evaluate(net, x, y)["acc"]
     net.set_qat(False)
     if not tflm:
         return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(y),
-                "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc}
+                "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc,
+                **extra}
     spec = extract(net)
     feeds = batched_feeds(net, spec, data.x_train, calib, cfg.train.seed)
     model = finalize(convert_int8(spec, feeds), spec,
@@ -101,7 +110,7 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True) -> dict:
     from convert.__main__ import model_id
     return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(ys),
             "model_id": model_id(model),
-            "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc,
+            "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc, **extra,
             "int8_tflm_acc": int8, "state16_gate8_tflm_acc": int16,
             "seconds": round(time.monotonic() - t0, 1)}
 
@@ -124,8 +133,10 @@ def main(argv=None) -> int:
             print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float "
                   f"activations {100 * r['int8_weights_float_act_acc']:.2f}%", flush=True)
             continue
+        fake = r.get("int8_weights_fake_act_acc")
+        fake = "" if fake is None else f"  fake-quantized activations {100 * fake:.2f}%"
         print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float activations "
-              f"{100 * r['int8_weights_float_act_acc']:.2f}%  int8 TFLM "
+              f"{100 * r['int8_weights_float_act_acc']:.2f}%{fake}  int8 TFLM "
               f"{100 * r['int8_tflm_acc']:.2f}%  int16 state (z int8) TFLM "
               f"{100 * r['state16_gate8_tflm_acc']:.2f}%  on {r['n_test']}  "
               f"({r['seconds']:.0f} s)", flush=True)
