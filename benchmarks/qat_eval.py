@@ -68,7 +68,8 @@ def tflm_acc(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
     return float((preds == y).mean())
 
 
-def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True) -> dict:
+def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
+            gate16: bool = False) -> dict:
     from convert.quantize import convert_int8, finalize, read_metadata
     from convert.spec import extract
     from convert.widen import widen_state
@@ -107,6 +108,9 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True) -> dict:
     int8 = tflm_acc(model, xs, ys)
     wide = widen_state(model, read_metadata(model)["layers"], gate16=False)
     int16 = tflm_acc(wide, xs, ys)
+    if gate16:                            # z's LOGISTIC in int16 too
+        extra["state16_gate16_tflm_acc"] = tflm_acc(
+            widen_state(model, read_metadata(model)["layers"], gate16=True), xs, ys)
     from convert.__main__ import model_id
     return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(ys),
             "model_id": model_id(model),
@@ -121,11 +125,13 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="run folders (checkpoint.pt)")
     p.add_argument("--n-test", type=int, default=1000, help="test sequences (default 1000)")
     p.add_argument("--json", help="append one JSON line per run here")
+    p.add_argument("--gate16", action="store_true",
+                   help="also the int16 state path with the gate z in int16")
     p.add_argument("--float-only", action="store_true",
                    help="only the float accuracy with float and with int8 weights (seconds)")
     args = p.parse_args(argv)
     for run in args.runs:
-        r = measure(run, args.n_test, tflm=not args.float_only)
+        r = measure(run, args.n_test, tflm=not args.float_only, gate16=args.gate16)
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(r) + "\n")
@@ -138,7 +144,10 @@ def main(argv=None) -> int:
         print(f"{run}: float {100 * r['float_acc']:.2f}%  int8 weights, float activations "
               f"{100 * r['int8_weights_float_act_acc']:.2f}%{fake}  int8 TFLM "
               f"{100 * r['int8_tflm_acc']:.2f}%  int16 state (z int8) TFLM "
-              f"{100 * r['state16_gate8_tflm_acc']:.2f}%  on {r['n_test']}  "
+              f"{100 * r['state16_gate8_tflm_acc']:.2f}%"
+              + (f"  int16 state (z int16) TFLM {100 * r['state16_gate16_tflm_acc']:.2f}%"
+                 if "state16_gate16_tflm_acc" in r else "")
+              + f"  on {r['n_test']}  "
               f"({r['seconds']:.0f} s)", flush=True)
     return 0
 
