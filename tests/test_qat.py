@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from convert.calibrate import step_feeds
+from convert.graph import io_names
 from convert.quantize import convert_int8
 from convert.spec import extract
 from convert.tflite_reader import read_tflite
@@ -16,7 +17,8 @@ from tests.test_train import final_weights, run_train, write_cfg
 from training.checkpoint import load_raw
 from training.config import ConfigError, ModelConfig, config_from_dict
 from training.model import MGradeNet
-from training.qat import deployed_weights, fake_quant_rows, quant_rows, quant_tensor
+from training.qat import (ActRange, act_ranges, asym_params, deployed_weights, fake_quant_act,
+                          fake_quant_rows, quant_rows, quant_tensor)
 
 
 def tiny_net(norm="batch", normalize=True, seed=0):
@@ -181,6 +183,10 @@ def test_layer_norm_cannot_be_fake_quantized():
     ({"epochs": 2, "qat_epochs": 3}, {}, "exceeds train.epochs = 2"),
     ({"qat_epochs": 1}, {"norm": "layer"}, "needs model.norm"),
     ({"qat_epochs": 1.5}, {}, "'train.qat_epochs' must be int"),
+    ({"qat_acts": True}, {}, "train.qat_acts = true needs train.qat_epochs > 0"),
+    ({"qat_epochs": 1, "qat_acts": 1}, {}, "'train.qat_acts' must be bool"),
+    ({"qat_epochs": 1, "qat_acts": True, "qat_act_momentum": 1.5}, {},
+     "train.qat_act_momentum must be in"),
 ])
 def test_config_errors_are_clear(train, model, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -194,11 +200,13 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     assert res.stderr.strip().count("\n") == 0 and "train.qat_epochs = 2 exceeds" in res.stderr
 
 
-def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path):
+@pytest.mark.parametrize("acts", [False, True], ids=["weights", "weights+acts"])
+def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path, acts):
     base = tmp_path / "base"
     res = run_train(write_cfg(tmp_path, "base.toml", epochs=1), "--out", base)
     assert res.returncode == 0, res.stderr
-    qcfg = write_cfg(tmp_path, "qat.toml", epochs=1, extra="qat_epochs = 1\n")
+    qcfg = write_cfg(tmp_path, "qat.toml", epochs=1,
+                     extra="qat_epochs = 1\n" + ("qat_acts = true\n" if acts else ""))
     # the changed key must be allowed
     res = run_train(qcfg, "--out", base, "--resume", "--epochs", "2")
     assert res.returncode == 2 and "--allow-change train.qat_epochs" in res.stderr
@@ -208,7 +216,8 @@ def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path):
     for name in ("whole", "cut"):
         runs[name] = tmp_path / name
         shutil.copytree(base, runs[name])
-    args = ["--resume", "--epochs", "2", "--allow-change", "train.qat_epochs"]
+    args = ["--resume", "--epochs", "2", "--allow-change", "train.qat_epochs"] + \
+        (["--allow-change", "train.qat_acts"] if acts else [])
     res = run_train(qcfg, "--out", runs["whole"], *args)
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in (runs["whole"] / "metrics.jsonl").read_text().splitlines()]
@@ -240,8 +249,107 @@ def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path):
     assert res.returncode == 0, res.stderr
     a, b = final_weights(runs["whole"]), final_weights(runs["cut"])
     assert all(torch.equal(a[k], b[k]) for k in a)
+    ranges = [load_raw(runs[n] / "checkpoint.pt")["act_ranges"] for n in ("whole", "cut")]
+    assert ranges[0] == ranges[1] and len(ranges[0]) > 0      # the EMA ranges resume too
+    assert any(seen for _, _, seen in ranges[0].values()) == acts
     # batch norm statistics were frozen during the QAT epoch
     base_w = final_weights(base)
     stats = [k for k in a if k.endswith("running_mean") or k.endswith("running_var")]
     assert stats and all(torch.equal(a[k], base_w[k]) for k in stats)
     assert not torch.equal(a["readout.weight"], base_w["readout.weight"])
+
+
+# -- activations ----------------------------------------------------------------------------
+
+def test_activation_ranges_and_grids_are_the_converters(tmp_path):
+    """An ActRange that saw the calibration feeds picks the scale and zero point the TFLite
+    converter gives the same tensor (the input x exactly; the per-step logits up to float32
+    vs float64 arithmetic), and its fake quantization is the int8 round trip on that grid."""
+    net = tiny_net(seed=3).float()
+    spec = extract(net)
+    xs = torch.randn(3, 12, 3) * 2 + 0.5
+    feeds = [f for f, _ in step_feeds(net, spec, xs)]
+    model = read_tflite(convert_int8(spec, feeds))
+    got = {}
+    for name, x in (("x", xs), ("logits", net(xs, per_step=True).detach())):
+        obs = ActRange().train()
+        obs.active, obs.momentum = True, 1.0
+        obs(x.reshape(-1))                          # one batch: the calibration's min / max
+        got[name] = asym_params(float(obs.lo), float(obs.hi))
+    ins, outs = io_names(spec)                      # signature order
+    tx = model.tensors[model.inputs[ins.index("x")]].quant
+    tl = model.tensors[model.outputs[outs.index("logits")]].quant
+    assert got["x"] == (float(tx.scale[0]), int(tx.zero_point[0]))
+    assert got["logits"][1] == int(tl.zero_point[0])
+    assert got["logits"][0] == pytest.approx(float(tl.scale[0]), rel=1e-5)
+    # the int8 round trip with the .tflite's own parameters
+    s, zp = float(tx.scale[0]), int(tx.zero_point[0])
+    v = xs.reshape(-1).numpy().astype(np.float32)
+    q = np.clip(np.sign(v / s) * np.floor(np.abs(v / s) + 0.5) + zp, -128, 127)
+    want = ((q - zp) * np.float32(s)).astype(np.float32)
+    fq = fake_quant_act(xs.reshape(-1), float(xs.min()), float(xs.max())).numpy()
+    assert float(xs.min()) < 0 and np.array_equal(fq, want)
+    assert len(np.unique(fq)) > 50 and not np.array_equal(fq, v)   # on the grid, moved
+
+
+def test_activation_fake_quant_gradient_is_straight_through_inside_the_range():
+    x = torch.tensor([-3.0, -0.5, 0.1, 0.7, 2.0, 5.0], requires_grad=True)
+    y = fake_quant_act(x, -1.0, 2.0)
+    s, zp = asym_params(-1.0, 2.0)
+    assert float(y[0]) == pytest.approx((-128 - zp) * s)                   # clamped
+    assert float(y[5]) == pytest.approx((127 - zp) * s)
+    assert float((y[1:5] - x[1:5]).abs().max()) <= s / 2 + 1e-7
+    y.backward(torch.arange(1.0, 7.0))
+    assert x.grad.tolist() == [0.0, 2.0, 3.0, 4.0, 5.0, 0.0]
+
+
+def test_activation_ranges_follow_an_ema_and_freeze_in_eval():
+    obs = ActRange().train()
+    x = torch.tensor([1.0, 2.0])
+    assert obs(x) is x                              # off: identity, range untouched
+    assert not bool(obs.seen)
+    obs.active, obs.momentum = True, 0.75
+    obs(torch.tensor([-1.0, 3.0]))                  # first batch sets the range
+    assert (float(obs.lo), float(obs.hi)) == (-1.0, 3.0)
+    obs(torch.tensor([-5.0, 7.0]))                  # then lo <- 0.75 lo + 0.25 min
+    assert (float(obs.lo), float(obs.hi)) == (-2.0, 4.0)
+    obs.eval()
+    obs(torch.tensor([-50.0, 70.0]))                # eval: the range stays
+    assert (float(obs.lo), float(obs.hi)) == (-2.0, 4.0)
+    obs.train()
+    obs.momentum = 1.0                              # 1: frozen
+    obs(torch.tensor([-50.0, 70.0]))
+    assert (float(obs.lo), float(obs.hi)) == (-2.0, 4.0)
+
+
+def test_qat_with_activations_quantizes_every_step_graph_activation_and_trains():
+    """set_qat(acts=True): each of the 20 tensors of a 2-layer net (encoder; per layer conv,
+    u, z, h~, v, fc1, fc2, w, post-norm MUL and ADD; logits) gets a range; stepping equals
+    the parallel forward; gradients reach every parameter; set_qat(False) turns it off."""
+    net = tiny_net().float().train()
+    net.set_qat(True, acts=True)
+    x = torch.randn(4, 12, 3)
+    loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    ranges = act_ranges(net)
+    # the last block's post-norm is folded into the readout: its MUL / ADD are not in the graph
+    unseen = sorted(n for n, (*_, seen) in ranges.items() if not seen)
+    assert len(ranges) == 22 and unseen == ["blocks.1.aq_mul", "blocks.1.aq_post"]
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and float(p.grad.abs().max()) > 0, name
+    net.eval()
+    with torch.no_grad():
+        state = net.init_state(4)
+        for t in range(12):
+            logits, state = net.step(x[:, t], state)
+        np.testing.assert_allclose(logits.numpy(), net(x).numpy(), rtol=0, atol=1e-5)
+        per_step = net(x, per_step=True)
+        enc = net._encode(x)
+        # outputs lie on the logits' int8 grid
+        s, zp = asym_params(*ranges["aq_logits"][:2])
+        k = per_step / s
+        assert float((k - k.round()).abs().max()) < 1e-3
+        assert len(torch.unique(enc)) < enc.numel()
+        net.set_qat(False)
+        assert float((net._encode(x) - enc).abs().max()) > 1e-4

@@ -124,6 +124,10 @@ class TrainConfig:
     threads: int = 0             # torch threads; 0 = torch's default
     qat_epochs: int = 0          # the last this many epochs train with the int8 weights the
                                  # converter deploys (training.qat); 0 = off
+    qat_acts: bool = False       # QAT epochs also fake-quantize the non-recurrent activations
+                                 # (per-tensor int8 on EMA min / max ranges, training.qat)
+    qat_act_momentum: float = 0.9   # EMA momentum of those ranges; 1 = frozen after the
+                                    # first QAT batch
 
     def validate(self):
         _positive("train.epochs", self.epochs)
@@ -148,6 +152,12 @@ class TrainConfig:
         if self.qat_epochs > self.epochs:
             raise ConfigError(f"train.qat_epochs = {self.qat_epochs} exceeds train.epochs = "
                               f"{self.epochs}: QAT runs in the last qat_epochs of the epochs")
+        if self.qat_acts and self.qat_epochs == 0:
+            raise ConfigError("train.qat_acts = true needs train.qat_epochs > 0 (activations "
+                              "are fake-quantized in the QAT epochs only)")
+        if not 0.0 <= self.qat_act_momentum <= 1.0:
+            raise ConfigError(f"train.qat_act_momentum must be in [0, 1] (1 = range frozen "
+                              f"after the first QAT batch), got {self.qat_act_momentum}")
         if not 0 <= self.threads <= MAX_THREADS:
             raise ConfigError(f"train.threads must be in 0..{MAX_THREADS} (0 = torch's "
                               f"default; more than the machine's cores only slows down), got "

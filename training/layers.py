@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.delay_ops import causal_depthwise_conv, gaussian_kernel
-from training.qat import fake_quant_rows, fake_quant_tensor
+from training.qat import ActRange, fake_quant_rows, fake_quant_tensor
 from training.scan import g, mingru_scan
 
 
@@ -111,15 +111,19 @@ class MinGRU(nn.Module):
         self.proj = nn.Linear(channels, 2 * channels)     # rows [0, H): gate z; [H, 2H): h~
         self.out_act = out_act
         self.qat = False               # fake-quantized proj weight (training.qat)
+        self.aq_z, self.aq_h = ActRange(), ActRange()   # gate / candidate FC outputs (int8)
 
     def qat_weight(self) -> torch.Tensor:
         """proj weight [2H, H] fake-quantized per row (the gate and candidate FCs)."""
         return fake_quant_rows(self.proj.weight)
 
     def _proj(self, x):
+        """x [.., H] -> (z_pre, h_pre) [.., H] each; under QAT on the int8 weights, and with
+        the activations quantized (set_act_quant) on the two FC outputs' int8 grids."""
         if self.qat:
-            return F.linear(x, self.qat_weight(), self.proj.bias)
-        return self.proj(x)
+            z_pre, h_pre = F.linear(x, self.qat_weight(), self.proj.bias).chunk(2, dim=-1)
+            return self.aq_z(z_pre), self.aq_h(h_pre)
+        return self.proj(x).chunk(2, dim=-1)
 
     def _out(self, h):
         if self.out_act == "sigmoid":
@@ -132,12 +136,12 @@ class MinGRU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, H] -> out [B, T, H] (state starts at 0)."""
-        z_pre, h_pre = self._proj(x).chunk(2, dim=-1)
+        z_pre, h_pre = self._proj(x)
         return self._out(mingru_scan(z_pre, h_pre))
 
     def step(self, x_t: torch.Tensor, h: torch.Tensor):
         """x_t [B, H], h [B, H] -> (out_t [B, H], h_t [B, H])."""
-        z_pre, h_pre = self._proj(x_t).chunk(2, dim=-1)
+        z_pre, h_pre = self._proj(x_t)
         z = torch.sigmoid(z_pre)
         h = (1 - z) * h + z * g(h_pre)
         return self._out(h), h
@@ -203,6 +207,10 @@ class MGradeBlock(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.norm_post = make_norm(cfg.norm, H)
         self.qat = False
+        # int8 activation tensors of the step graph (training.qat.ActRange; QAT only): conv
+        # output y, u = x + y, v = u + h, fc1 (after ReLU), fc2, w = v + fc2, post-norm MUL, ADD
+        for name in ("conv", "u", "v", "fc1", "fc2", "w", "mul", "post"):
+            setattr(self, f"aq_{name}", ActRange())
 
     def set_qat(self, on: bool):
         """Switch this block (and its conv and minGRU) to the fake-quantized weights."""
@@ -241,16 +249,17 @@ class MGradeBlock(nn.Module):
         if not self.qat:
             w = v + self.drop(self.fc2(self.act(self.fc1(self._norm(self.norm_mlp, v, mask)))))
             return self._norm(self.norm_post, w, mask)
-        hidden = self.act(F.linear(v, *self.qat_fc1()))
-        w = v + self.drop(F.linear(hidden, fake_quant_rows(self.fc2.weight), self.fc2.bias))
+        hidden = self.aq_fc1(self.act(F.linear(v, *self.qat_fc1())))
+        f2 = self.aq_fc2(F.linear(hidden, fake_quant_rows(self.fc2.weight), self.fc2.bias))
+        w = self.aq_w(v + self.drop(f2))
         after = self.qat_post() if post else None
-        return w if after is None else w * after[0] + after[1]
+        return w if after is None else self.aq_post(self.aq_mul(w * after[0]) + after[1])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 post: bool = True) -> torch.Tensor:
         """x [B, T, H] -> [B, T, H]; mask [B, T] (optional): real steps, for batch norm."""
-        u = x + self.conv(x) if self.conv is not None else x
-        v = u + self.drop(self.rnn(u)) if self.rnn is not None else u
+        u = self.aq_u(x + self.aq_conv(self.conv(x))) if self.conv is not None else x
+        v = self.aq_v(u + self.drop(self.rnn(u))) if self.rnn is not None else u
         return self._mlp_and_norm(v, mask, post)
 
     def init_state(self, batch: int) -> dict:
@@ -267,9 +276,9 @@ class MGradeBlock(nn.Module):
         u = x_t
         if self.conv is not None:
             y, new["past"] = self.conv.step(x_t, state["past"])
-            u = x_t + y
+            u = self.aq_u(x_t + self.aq_conv(y))
         v = u
         if self.rnn is not None:
             out, new["h"] = self.rnn.step(u, state["h"])
-            v = u + out
+            v = self.aq_v(u + out)
         return self._mlp_and_norm(v, post=post), new

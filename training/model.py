@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from training.config import ConfigError, ModelConfig
 from training.layers import DelayConv, MGradeBlock, norm_affine
-from training.qat import fake_quant_rows
+from training.qat import ActRange, fake_quant_rows, set_act_quant
 
 READOUTS = ("mean", "per_step")
 
@@ -60,15 +60,19 @@ class MGradeNet(nn.Module):
             self.register_buffer("input_mean", mean, persistent=False)
             self.register_buffer("input_std", std, persistent=False)
         self.qat = False
+        self.aq_enc, self.aq_logits = ActRange(), ActRange()   # encoder output, step logits
 
     # -- quantization-aware training (training.qat) -----------------------------------------
-    def set_qat(self, on: bool = True):
+    def set_qat(self, on: bool = True, acts: bool = False, momentum: float = 0.9):
         """Compute with the weights the int8 model deploys (folded norms, per-channel int8
         fake quantization, straight-through gradients; batch norms at their running
-        statistics) or, with on = False, with the float ones. Not stored in state_dict."""
+        statistics) or, with on = False, with the float ones. Not stored in state_dict.
+        acts (with on): also put the int8 graph's non-recurrent activations on their
+        calibrated per-tensor int8 grids (training.qat.ActRange, range EMA `momentum`)."""
         for block in self.blocks:
             block.set_qat(on)
         self.qat = on
+        set_act_quant(self, on and acts, momentum)
         return self
 
     def qat_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,12 +97,12 @@ class MGradeNet(nn.Module):
         """x [..., n_in] in the data's units -> encoder output [..., H]."""
         if not (self.qat and isinstance(self.encoder, nn.Linear)):
             return self.encoder(self.normalize(x))
-        return F.linear(x, *self.qat_encoder())
+        return self.aq_enc(F.linear(x, *self.qat_encoder()))
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
         """h [..., H] -> logits. Under QAT h is the last block's output before its post-norm,
         which the readout folds in."""
-        return F.linear(h, *self.qat_readout()) if self.qat else self.readout(h)
+        return self.aq_logits(F.linear(h, *self.qat_readout())) if self.qat else self.readout(h)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., n_in] in the data's units -> (x - mean) / std (identity without stats)."""
@@ -155,6 +159,12 @@ class MGradeNet(nn.Module):
         h = self.features(x, mask)
         if per_step or self.readout_mode == "per_step":
             return self._readout(h)
+        if self.aq_logits.active:          # the device averages the int8 step logits
+            logits = self._readout(h)
+            if mask is None:
+                return logits.mean(dim=1)
+            return (logits * mask.unsqueeze(-1)).sum(dim=1) / \
+                lengths.clamp_min(1).to(h.dtype)[:, None]
         if mask is None:
             return self._readout(h.mean(dim=1))    # == mean over t of readout(h_t): linear
         mean = h.sum(dim=1) / lengths.clamp_min(1).to(h.dtype)[:, None]

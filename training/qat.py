@@ -117,3 +117,112 @@ def deployed_weights(net) -> dict:
                 out[f"post_scale{i}"], out[f"post_shift{i}"] = post
         out["wr"], out["br"] = net.qat_readout()
     return {k: v.detach() for k, v in out.items()}
+
+
+# -- activations ------------------------------------------------------------------------------
+# The converter quantizes every activation tensor of the step graph per tensor, asymmetric
+# int8, from the min / max it saw over the calibration feeds (range widened to hold 0):
+#     scale = (hi - lo) / 255,  zp = round(-128 - lo / scale) clamped,  q = clamp(round(x /
+#     scale) + zp, -128, 127),  x ~ (q - zp) * scale.
+# ActRange estimates that min / max during training (EMA of each batch's min / max) and
+# fake-quantizes with it: straight-through gradient inside the representable range, 0 outside
+# (the clamp).
+
+def asym_params(lo: float, hi: float) -> tuple[float, int]:
+    """A calibrated range [lo, hi] -> (scale, zero_point) of a TFLite int8 activation tensor:
+    range widened to contain 0, 255 steps, zero point rounded and clamped to [-128, 127]."""
+    lo32 = torch.tensor(min(float(lo), 0.0), dtype=torch.float32)
+    hi32 = torch.tensor(max(float(hi), 0.0), dtype=torch.float32)
+    if not hi32 > lo32:
+        return 1.0, -128
+    scale = float((hi32 - lo32) / 255.0)
+    zp = -128 - float(lo32) / scale
+    return scale, int(min(127, max(-128, math.floor(zp + 0.5))))
+
+
+def _round_away(v: torch.Tensor) -> torch.Tensor:
+    """Round half away from zero (TFLite's QUANTIZE rounding)."""
+    return torch.sign(v) * torch.floor(v.abs() + 0.5)
+
+
+class _FakeQuantAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, zp):
+        q = torch.clamp(_round_away(x.to(torch.float32) / scale) + zp, -128, 127)
+        ctx.save_for_backward(x)
+        ctx.bounds = ((-128 - zp) * scale, (127 - zp) * scale)
+        return ((q - zp) * scale).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        return grad * ((x >= lo) & (x <= hi)).to(grad.dtype), None, None
+
+
+def fake_quant_act(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """x [...] -> x on the int8 grid of the calibrated range [lo, hi] (asym_params), as the
+    int8 graph quantizes an activation; gradient: identity where x is inside the grid's range,
+    0 where it is clamped."""
+    scale, zp = asym_params(lo, hi)
+    return _FakeQuantAct.apply(x, scale, zp)
+
+
+class ActRange(torch.nn.Module):
+    """Observer + fake quantization of one activation tensor (identity while off).
+
+    In training mode each call updates the range with the batch's min / max: the first batch
+    sets it, later ones move it by EMA, lo <- m lo + (1 - m) batch_min (m = momentum; 1 freezes
+    the range after the first batch of QAT). In eval mode the range is fixed (a range never
+    set is set by the first batch seen). The range lives in non-persistent buffers (the
+    state_dict keeps the architecture's keys; training.train stores `ranges()` in the
+    checkpoint)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("lo", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.register_buffer("hi", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.register_buffer("seen", torch.tensor(False), persistent=False)
+        self.active = False
+        self.momentum = 0.9
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
+        if self.training or not bool(self.seen):
+            with torch.no_grad():
+                bmin, bmax = float(x.min()), float(x.max())
+                if not bool(self.seen):
+                    self.lo.fill_(bmin)
+                    self.hi.fill_(bmax)
+                    self.seen.fill_(True)
+                else:
+                    m = self.momentum
+                    self.lo.fill_(m * float(self.lo) + (1 - m) * bmin)
+                    self.hi.fill_(m * float(self.hi) + (1 - m) * bmax)
+        return fake_quant_act(x, float(self.lo), float(self.hi))
+
+
+def act_ranges(net) -> dict:
+    """name -> [lo, hi, seen] of every ActRange in `net` (for the checkpoint)."""
+    return {n: [float(m.lo), float(m.hi), bool(m.seen)]
+            for n, m in net.named_modules() if isinstance(m, ActRange)}
+
+
+def load_act_ranges(net, ranges: dict):
+    """Restore act_ranges(net) output; unknown or missing names are refused."""
+    mods = {n: m for n, m in net.named_modules() if isinstance(m, ActRange)}
+    if set(ranges) != set(mods):
+        raise ValueError(f"activation ranges do not match the network "
+                         f"({sorted(set(ranges) ^ set(mods))[:3]})")
+    for n, (lo, hi, seen) in ranges.items():
+        mods[n].lo.fill_(lo)
+        mods[n].hi.fill_(hi)
+        mods[n].seen.fill_(bool(seen))
+
+
+def set_act_quant(net, on: bool, momentum: float = 0.9):
+    """Switch every ActRange of `net` on or off (the ranges are kept)."""
+    for m in net.modules():
+        if isinstance(m, ActRange):
+            m.active, m.momentum = on, momentum

@@ -42,6 +42,7 @@ from training.config import Config, ConfigError, config_from_dict, load_config
 from training.evaluate import evaluate, loss_and_correct
 from training.model import sigma_at
 from training.plots import plot_curves
+from training.qat import act_ranges, load_act_ranges
 from training.runlock import LockedError, RunLock
 from training.tasks import TaskError, load_task
 
@@ -55,7 +56,8 @@ HARMLESS_CHANGES = ("task.data_dir", "train.threads", "train.eval_batch_size")
 CHANGEABLE = ("train.epochs", "train.batch_size", "train.lr", "train.weight_decay",
               "train.warmup_frac", "train.pos_lr_mult", "train.grad_clip", "train.seed",
               "model.dropout", "model.sigma_start", "model.sigma_end",
-              "model.sigma_anneal_frac", "model.harden_at", "train.qat_epochs")
+              "model.sigma_anneal_frac", "model.harden_at", "train.qat_epochs",
+              "train.qat_acts", "train.qat_act_momentum")
 
 
 class TrainingStopped(Exception):
@@ -117,7 +119,8 @@ class Trainer:
                 "epochs": self.epochs, "running": dict(self.running),
                 "rng": {"torch": torch.get_rng_state(),
                         "epoch_shuffle": self.epoch_shuffle_state},
-                "history": list(self.history), "hardened": False}
+                "history": list(self.history), "hardened": False,
+                "act_ranges": act_ranges(self.net)}
 
     def save(self):
         if self.rank == 0:
@@ -157,6 +160,8 @@ class Trainer:
         check_architecture(self.net, ckpt["model"])
         try:
             self.net.load_state_dict(ckpt["model"])
+            if "act_ranges" in ckpt:            # older checkpoints: ranges never set
+                load_act_ranges(self.net, ckpt["act_ranges"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
             self.running = dict(ckpt["running"])
@@ -183,7 +188,8 @@ class Trainer:
         self.net.set_sigma(sigma_at(self.cfg.model, progress))
         if progress >= self.cfg.model.harden_at and self.cfg.model.harden_at < 1.0:
             self.harden()
-        self.net.set_qat(self.in_qat())
+        t = self.cfg.train
+        self.net.set_qat(self.in_qat(), acts=t.qat_acts, momentum=t.qat_act_momentum)
 
     def in_qat(self) -> bool:
         """Whether the current epoch trains with fake-quantized weights (the last
