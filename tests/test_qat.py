@@ -200,6 +200,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     assert res.stderr.strip().count("\n") == 0 and "train.qat_epochs = 2 exceeds" in res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("acts", [False, True], ids=["weights", "weights+acts"])
 def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path, acts):
     base = tmp_path / "base"

@@ -120,6 +120,7 @@ def _check_tail_exhaustive(model_bytes: bytes, n_h: int = 6):
                                               err_msg=f"layer {layer} h {h} h8")
 
 
+@pytest.mark.slow
 def test_tail_reference_matches_tflm_on_the_widened_graph(wide_model):
     """convert/state16.tail (parameters from the real graph) = TFLite-Micro on the cut-out
     tail for every (z8, g8) and int16 states at both extremes and in between."""

@@ -132,6 +132,7 @@ def test_bad_socket_url_exits_2_with_a_clear_message(toy_dir, url):
     assert "HOST:PORT with PORT in 1..65535" in line and "debug|info" not in line, line
 
 
+@pytest.mark.slow
 def test_port_held_by_another_client_says_so(exe, toy_dir):
     """The proxy, like QEMU's UART, serves one client: a second one hears nothing. The user
     is told what may be wrong after 1 s, and the run ends with exit 2 and the same hint; a
