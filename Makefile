@@ -83,7 +83,7 @@ endif
 test: venv toolchain
 	$(PY) -m pytest -q tests
 
-# the tests not marked slow (no training, no emulated boards): about 2.5 minutes on 2 cores
+# the tests not marked slow (no training, no emulated boards): about 2 minutes on 2 cores
 test-fast: venv toolchain
 	$(PY) -m pytest -q tests -m "not slow"
 
