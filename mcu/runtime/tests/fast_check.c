@@ -20,27 +20,7 @@ static void mg_test_exit(int code) { exit(code); }
 #else
 #include "mg_test_platform.h"
 #endif
-
-static void put_u32(const char *key, uint32_t v)
-{
-    char buf[16];
-    char out[48];
-    int n = 0, k = 0;
-    do {
-        buf[n++] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v && n < 15);
-    while (*key && k < 32) {
-        out[k++] = *key++;
-    }
-    out[k++] = '=';
-    while (n) {
-        out[k++] = buf[--n];
-    }
-    out[k++] = ' ';
-    out[k] = '\0';
-    mg_test_puts(out);
-}
+#include "mg_test_print.h"
 
 static int8_t out_ref[FC_MAX_OUT];
 static int8_t out_fast[FC_MAX_OUT];
@@ -80,11 +60,11 @@ int main(void)
         if (c->bench) {
             char key[24] = "bench0_";
             key[5] = (char)('0' + c->bench);
-            put_u32("bench_id", (uint32_t)c->bench);
-            put_u32("bench_macs", (uint32_t)(c->fast.depth * c->fast.n_out));
-            put_u32("bench_dot", t_dot);
-            put_u32("bench_fast", t_fast);
-            put_u32("bench_ref", t_ref);
+            mg_test_put_u32("bench_id", (uint32_t)c->bench);
+            mg_test_put_u32("bench_macs", (uint32_t)(c->fast.depth * c->fast.n_out));
+            mg_test_put_u32("bench_dot", t_dot);
+            mg_test_put_u32("bench_fast", t_fast);
+            mg_test_put_u32("bench_ref", t_ref);
             (void)key;
         }
     }
@@ -113,14 +93,14 @@ int main(void)
             lut_bad += r != c->table[i + 128] ? 1u : 0u;
         }
     }
-    put_u32("fc_cases", FC_NUM_CASES);
-    put_u32("fc_bad", fc_bad);
-    put_u32("el_cases", EL_NUM_CASES);
-    put_u32("el_bad", el_bad);
-    put_u32("lut_cases", LUT_NUM_CASES);
-    put_u32("lut_bad", lut_bad);
-    put_u32("calib_ticks", calib);
-    put_u32("calib_instr", calib_instr);
+    mg_test_put_u32("fc_cases", FC_NUM_CASES);
+    mg_test_put_u32("fc_bad", fc_bad);
+    mg_test_put_u32("el_cases", EL_NUM_CASES);
+    mg_test_put_u32("el_bad", el_bad);
+    mg_test_put_u32("lut_cases", LUT_NUM_CASES);
+    mg_test_put_u32("lut_bad", lut_bad);
+    mg_test_put_u32("calib_ticks", calib);
+    mg_test_put_u32("calib_instr", calib_instr);
     mg_test_puts("\n");
     mg_test_exit((fc_bad || el_bad || lut_bad) ? 1 : 0);
     return 0;

@@ -14,6 +14,7 @@
 #include "mg_model_data.h"
 #include "mg_test_platform.h"
 #include "mg_tv.h"
+#include "mg_test_print.h"
 
 #ifdef MG_MODEL_DEBUG
 #define MG_CHECK_BYTES MG_TV_EXPECT_BYTES
@@ -27,28 +28,6 @@
 #if MG_TV_STATE_BYTES != MG_MODEL_DEBUG_NUM_STATES * MG_MODEL_DEBUG_STATE_BYTES
 #error "test vectors carry another number of state bytes than the model package"
 #endif
-
-static void put_u32(const char *key, uint32_t v)
-{
-    char buf[16];
-    int n = 0;
-    char out[40];
-    int k = 0;
-    do {
-        buf[n++] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v && n < 15);
-    while (*key && k < 24) {
-        out[k++] = *key++;
-    }
-    out[k++] = '=';
-    while (n) {
-        out[k++] = buf[--n];
-    }
-    out[k++] = ' ';
-    out[k] = '\0';
-    mg_test_puts(out);
-}
 
 static int8_t logits[MG_MODEL_N_OUT];
 static mg_model_t mg_check_model;   /* the stream's state (benchmarks/mcu_cost.py sizes it) */
@@ -126,28 +105,28 @@ int main(void)
         }
     }
     mg_test_puts("MGCHECK id=" MG_MODEL_ID " ");
-    put_u32("seqs", MG_TV_NUM_SEQ);
-    put_u32("steps", MG_TV_NUM_SEQ * MG_TV_STEPS);
-    put_u32("mismatched_steps", bad_steps);
-    put_u32("mismatched_bytes", bad_bytes);
-    put_u32("max_abs", max_abs);
-    put_u32("first_bad_seq", first_bad_seq);
-    put_u32("first_bad_step", first_bad_step);
-    put_u32("first_bad_byte", first_bad_byte);
-    put_u32("ticks_total", total);
-    put_u32("ticks_min", tmin);
-    put_u32("ticks_max", tmax);
-    put_u32("calib_ticks", calib);
-    put_u32("calib_instr", calib_instr);
-    put_u32("macs", mg_model_info()->n_macs_per_step);
-    put_u32("checked_bytes_per_step", MG_CHECK_BYTES);
-    put_u32("stack_used", mg_test_stack_used());
+    mg_test_put_u32("seqs", MG_TV_NUM_SEQ);
+    mg_test_put_u32("steps", MG_TV_NUM_SEQ * MG_TV_STEPS);
+    mg_test_put_u32("mismatched_steps", bad_steps);
+    mg_test_put_u32("mismatched_bytes", bad_bytes);
+    mg_test_put_u32("max_abs", max_abs);
+    mg_test_put_u32("first_bad_seq", first_bad_seq);
+    mg_test_put_u32("first_bad_step", first_bad_step);
+    mg_test_put_u32("first_bad_byte", first_bad_byte);
+    mg_test_put_u32("ticks_total", total);
+    mg_test_put_u32("ticks_min", tmin);
+    mg_test_put_u32("ticks_max", tmax);
+    mg_test_put_u32("calib_ticks", calib);
+    mg_test_put_u32("calib_instr", calib_instr);
+    mg_test_put_u32("macs", mg_model_info()->n_macs_per_step);
+    mg_test_put_u32("checked_bytes_per_step", MG_CHECK_BYTES);
+    mg_test_put_u32("stack_used", mg_test_stack_used());
 #ifdef MG_PROFILE
-    put_u32("prof_delay", prof_ticks[MG_PROF_DELAY]);
-    put_u32("prof_fc", prof_ticks[MG_PROF_FC]);
-    put_u32("prof_mingru", prof_ticks[MG_PROF_MINGRU]);
-    put_u32("prof_elem", prof_ticks[MG_PROF_ELEM]);
-    put_u32("prof_readout", prof_ticks[MG_PROF_READOUT]);
+    mg_test_put_u32("prof_delay", prof_ticks[MG_PROF_DELAY]);
+    mg_test_put_u32("prof_fc", prof_ticks[MG_PROF_FC]);
+    mg_test_put_u32("prof_mingru", prof_ticks[MG_PROF_MINGRU]);
+    mg_test_put_u32("prof_elem", prof_ticks[MG_PROF_ELEM]);
+    mg_test_put_u32("prof_readout", prof_ticks[MG_PROF_READOUT]);
 #endif
     mg_test_puts("\n");
     mg_test_exit(bad_bytes ? 1 : 0);
