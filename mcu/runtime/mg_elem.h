@@ -57,18 +57,25 @@ static inline int8_t mg_fc_out1(const mg_fc_params_t *p, int32_t acc, int32_t oc
 }
 
 /* ADD / SUB: one input rescaled to the common left-shifted scale. */
-static inline int32_t mg_add_scaled1(const mg_add_params_t *p, int8_t x, int32_t offset,
+/* ADD / SUB of int8 or int16 values (TFLite's general rescaling path): one input rescaled,
+ * and the rescaled sum to the output, clamped to the activation range. */
+static inline int32_t mg_add_scaled1(const mg_add_params_t *p, int32_t x, int32_t offset,
                                      int32_t mult, int32_t shift)
 {
-    const int32_t v = (offset + (int32_t)x) * ((int32_t)1 << p->left_shift);
+    const int32_t v = (offset + x) * ((int32_t)1 << p->left_shift);
     return mg_mbqm_smaller_than_one(v, mult, (int)shift);
+}
+
+static inline int32_t mg_add_out32(const mg_add_params_t *p, int32_t raw)
+{
+    const int32_t out = mg_mbqm_smaller_than_one(raw, p->output_multiplier, (int)p->output_shift)
+                        + p->output_offset;
+    return mg_clamp32(out, p->act_min, p->act_max);
 }
 
 static inline int8_t mg_add_out1(const mg_add_params_t *p, int32_t raw)
 {
-    const int32_t out = mg_mbqm_smaller_than_one(raw, p->output_multiplier, (int)p->output_shift)
-                        + p->output_offset;
-    return (int8_t)mg_clamp32(out, p->act_min, p->act_max);
+    return (int8_t)mg_add_out32(p, raw);
 }
 
 static inline int8_t mg_add1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
@@ -87,13 +94,19 @@ static inline int8_t mg_sub1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
                                                p->input2_shift));
 }
 
-static inline int8_t mg_mul1_s8(const mg_mul_params_t *p, int8_t a, int8_t b)
+/* MUL of int8 or int16 values, clamped to the activation range. */
+static inline int32_t mg_mul32(const mg_mul_params_t *p, int32_t a, int32_t b)
 {
-    const int32_t v1 = p->input1_offset + (int32_t)a;
-    const int32_t v2 = p->input2_offset + (int32_t)b;
+    const int32_t v1 = p->input1_offset + a;
+    const int32_t v2 = p->input2_offset + b;
     const int32_t out = p->output_offset
                         + mg_mbqm(v1 * v2, p->output_multiplier, (int)p->output_shift);
-    return (int8_t)mg_clamp32(out, p->act_min, p->act_max);
+    return mg_clamp32(out, p->act_min, p->act_max);
+}
+
+static inline int8_t mg_mul1_s8(const mg_mul_params_t *p, int8_t a, int8_t b)
+{
+    return (int8_t)mg_mul32(p, a, b);
 }
 
 static inline int8_t mg_logistic1_s8(const mg_logistic_params_t *p, int8_t in)
@@ -111,12 +124,18 @@ static inline int8_t mg_logistic1_s8(const mg_logistic_params_t *p, int8_t in)
         -128, 127);
 }
 
-/* QUANTIZE (int8 -> int8 requantization) and RELU. */
-static inline int8_t mg_requant1_s8(const mg_requant_params_t *p, int8_t in)
+/* QUANTIZE (requantization of an int8 or int16 value; int8 -> int8 is also RELU), clamped to
+ * the output range act_min..act_max. */
+static inline int32_t mg_requant32(const mg_requant_params_t *p, int32_t in)
 {
     const int32_t v = p->output_offset
-                      + mg_mbqm((int32_t)in - p->input_offset, p->multiplier, (int)p->shift);
-    return (int8_t)mg_clamp32(v, p->act_min, p->act_max);
+                      + mg_mbqm(in - p->input_offset, p->multiplier, (int)p->shift);
+    return mg_clamp32(v, p->act_min, p->act_max);
+}
+
+static inline int8_t mg_requant1_s8(const mg_requant_params_t *p, int8_t in)
+{
+    return (int8_t)mg_requant32(p, in);
 }
 
 #endif /* MG_ELEM_H */

@@ -551,7 +551,7 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
 
 /* ---- the int16 state path (mg_state16.h): the same z and g, then the int16 tail ------- */
 
-/* int16 ADD/SUB input: (x << 15) * m >> 31 ... as mg_add16_in; |x| <= 2^15 so the shifted
+/* int16 ADD/SUB input: (x << 15) * m >> 31 ... as mg_elem.h mg_add_scaled1; |x| <= 2^15 so the shifted
  * value fits 31 bits. */
 MG_FAST_INLINE int32_t mg_fadd16_in(int32_t x, int ls, int32_t m, int shift)
 {
