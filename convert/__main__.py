@@ -1,7 +1,7 @@
 """Convert a trained checkpoint to a hardened, int8, single-step streaming model.tflite.
 
     python -m convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
-                      [--val-n N]
+                      [--gate-bits 8|16] [--val-n N]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
 TFLite-Micro, LiteRT vs TFLM difference, sizes, ops) and DIR/test_data.npz (the int8 test
@@ -14,6 +14,12 @@ in it are replaced (each atomically), anything else in it is left alone.
 strictly more accurate on the validation split with TFLite-Micro (the last --val-n training
 sequences where the task has no validation split; printed, and report.json's
 state_bits_split says which). The MicroPython target implements only the 8-bit state.
+
+--gate-bits (default 16): with a 16-bit state, the width of the gate z = sigmoid(z_pre) that
+scales the update z * (g - h). 16 runs TFLite's int16 LOGISTIC (z on a 1/32768 grid); 8 keeps
+the int8 LOGISTIC (z on a 1/256 grid: a slow gate below 1/512 rounds to 0 and its channel
+freezes) and requantizes z to int16. Both are bit-exact on the C runtime; 16 costs a 512-byte
+table per layer in flash on the fast path.
 """
 from __future__ import annotations
 
@@ -128,9 +134,10 @@ def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: st
     return float((p[mask] == y[mask]).mean())
 
 
-def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n: int):
+def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n: int,
+                      gate_bits: int = 16):
     """(model bytes, report fields) for --state-bits 8 / 16 / auto. 16: every minGRU state
-    update in int16 (convert/widen.py, gate z int8: what the C runtime implements); auto:
+    update in int16 (convert/widen.py; the gate z int16 too, or int8 with gate_bits 8); auto:
     both, each evaluated with TFLite-Micro on the first val_n validation sequences, the 16-bit
     one kept only if strictly more accurate (a tie keeps the cheaper 8-bit state). A task
     without a validation split is judged on the last val_n training sequences instead (not
@@ -141,10 +148,11 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     model8 = finalize(raw, spec, {**info, "state_bits": 8})
     if state_bits == "8" or not has_rnn:
         return model8, {"state_bits": 8}
-    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16}),
-                          read_metadata(model8)["layers"], gate16=False)
+    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16,
+                                              "gate_bits": gate_bits}),
+                          read_metadata(model8)["layers"], gate16=gate_bits == 16)
     if state_bits == "16":
-        return model16, {"state_bits": 16}
+        return model16, {"state_bits": 16, "gate_bits": gate_bits}
     split = "val"
     xv, yv, lv = data.x_val[:val_n], data.y_val[:val_n], data.len_val
     lv = None if lv is None else lv[:val_n]
@@ -163,13 +171,14 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     acc = {b: val_accuracy(m, xq, yv, data.readout, lv) for b, m in ((8, model8), (16, model16))}
     bits = 16 if acc[16] > acc[8] else 8
     return (model16 if bits == 16 else model8), {
-        "state_bits": bits, "state_bits_choice": "auto", "state_bits_split": split,
+        "state_bits": bits, **({"gate_bits": gate_bits} if bits == 16 else {}),
+        "state_bits_choice": "auto", "state_bits_split": split,
         "val_n": int(len(xq)),
         "val_acc_tflm_state8": acc[8], "val_acc_tflm_state16": acc[16]}
 
 
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
-            state_bits: str = "auto", val_n: int = 300) -> dict:
+            state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16) -> dict:
     t0 = time.monotonic()
     check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
@@ -198,7 +207,8 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
         info["class_names"] = list(data.class_names)
     if data.input_mean is not None:       # folded into the encoder: x is in the data's units
         info["input_units"] = "raw (normalisation folded into the encoder)"
-    model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n)
+    model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
+                                                 gate_bits)
     streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
     x_q = streamers["tflm"].quantize_input(x_test.numpy())
     y = y_test.numpy()
@@ -316,6 +326,7 @@ def summary(r: dict) -> str:
         f"streams its own state ({100 * r['streamed_frac_logits_differing_litert_vs_tflm']:.1f}%"
         f" differ)",
         f"minGRU state: {r.get('state_bits', 8)}-bit"
+        + (f", gate z {r['gate_bits']}-bit" if r.get("state_bits") == 16 else "")
         + (f" (auto: {'validation' if r['state_bits_split'] == 'val' else 'training'} accuracy "
            f"8-bit {100 * r['val_acc_tflm_state8']:.2f}%, 16-bit "
            f"{100 * r['val_acc_tflm_state16']:.2f}% on {r['val_n']} sequences)"
@@ -337,6 +348,9 @@ def main(argv=None) -> int:
                         "channel; fixes long sequences), auto (the more accurate with "
                         "TFLite-Micro on the validation split, or the last --val-n training "
                         "sequences for a task without one; ties -> 8). Default auto")
+    p.add_argument("--gate-bits", type=int, choices=(8, 16), default=16,
+                   help="with a 16-bit state, the gate z's width: 16 (int16 LOGISTIC, 1/32768 "
+                        "grid) or 8 (int8 LOGISTIC, 1/256 grid). Default 16")
     p.add_argument("--val-n", type=int, default=300,
                    help="validation sequences --state-bits auto evaluates (default 300)")
     args = p.parse_args(argv)
@@ -345,7 +359,7 @@ def main(argv=None) -> int:
         return 2
     try:
         report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test,
-                         args.state_bits, args.val_n)
+                         args.state_bits, args.val_n, args.gate_bits)
     except (ConvertError, CheckpointError, TaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

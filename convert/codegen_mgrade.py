@@ -522,7 +522,7 @@ def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body:
         fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
                           f"m->h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
     if L in pk.s16:         # int16 state: the tail's structs (both paths) and the s16 calls
-        decls = s16_params(P, L, pk.s16[L][0])
+        decls = s16_params(P, L, pk.s16[L][0], logistic_table(f.sig_z))
         c[ref_c:ref_c] = decls
         ref_c += len(decls)
         body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, {ptr(f.u, True)}, "

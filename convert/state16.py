@@ -1,10 +1,22 @@
-"""The int16 minGRU state path (convert/widen.py, gate16=False) for the C runtime: operator
-parameters as TFLite-Micro's Prepare computes them, a NumPy reference of the arithmetic, and
-the graph matcher the code generator calls.
+"""The int16 minGRU state path (convert/widen.py) for the C runtime: operator parameters as
+TFLite-Micro's Prepare computes them, a NumPy reference of the arithmetic, and the graph
+matcher the code generator calls.
 
-The widened tail of layer l (every int16 tensor symmetric, zero point 0):
+The widened tail of layer l (every int16 tensor symmetric, zero point 0), with the gate z
+either int8 (widen gate16=False: z8 = LOGISTIC(z_pre8) on its 1/256 grid, then requantized)
 
     z16 = QUANTIZE(z8)            int8 -> int16 requantize      (quantize_common.cc)
+
+or int16 (widen gate16=True: z on a 1/32768 grid, so slow gates keep their small values)
+
+    zp16 = QUANTIZE(z_pre8)       int8 -> int16 requantize
+    z16 = LOGISTIC(zp16)          TFLM's int16 LOGISTIC: the input rescaled to units of
+                                  1/(3 * 4096), a 256-entry sigmoid(i / 24) table in unsigned
+                                  0.16, linear interpolation on the 9 fraction bits
+                                  (logistic_common.cc, reference_integer_ops::Logistic)
+
+then, both variants:
+
     g16 = QUANTIZE(g8)            int8 -> int16 requantize
     d16 = SUB(g16, h16)           left_shift 15, double-computed multipliers (see addsub16_params)
     m16 = MUL(z16, d16)           QuantizeMultiplier(s_z s_d / s_m)          (mul_common.cc)
@@ -16,21 +28,21 @@ pot_scale = false -> AddElementwise; reference_ops::Sub -> SubElementwise), the 
 arithmetic as int8 with left_shift 15 instead of 20; int16 MUL through MulElementwise
 (MultiplyByQuantizedMultiplier of the int32 product); QUANTIZE through Requantize
 (MultiplyByQuantizedMultiplier of x - zp_in, plus zp_out, clamped to the output type). With
-TFLM's default double rounding. mcu/runtime/mg_state16.h implements the same per element.
-
-The int16 LOGISTIC (widen gate16=True) is not implemented in C: such a graph is refused.
+TFLM's default double rounding. mcu/runtime/mg_state16.h implements the same per element;
+the fast path reads z16 from a 256-entry table of z_in computed here (`z16_table`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from convert import metadata, names
-from convert.cemit import struct_decl
+from convert.cemit import int_array, struct_decl
 from convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
 from convert.mgrade_match import StepGraph
-from convert.tflite_reader import read_tflite
+from convert.tflite_reader import Quant, read_tflite
 from convert.tflm_params import (
     CodegenError, quantize_multiplier, quantize_multiplier_smaller_than_one_exp, scale,
     zero_point)
@@ -78,6 +90,74 @@ def mul16_params(s1, s2, so) -> dict:
     m, s = quantize_multiplier(float(_f32(s1)) * float(_f32(s2)) / float(_f32(so)))
     return dict(input1_offset=0, input2_offset=0, output_offset=0, output_multiplier=m,
                 output_shift=s, act_min=I16_MIN, act_max=I16_MAX)
+
+
+# sigmoid(i / 24), i = 0..255, in unsigned 0.16 fixed point: the table TFLite's int16 LOGISTIC
+# interpolates (one entry per 2^9 input units of 1/(3 * 4096)). Its values are close to, but in
+# 43 entries one above or below, round(65536 * sigmoid(i / 24)), so they cannot be computed
+# from the formula: they were recovered from the TFLite-Micro interpreter's int16 LOGISTIC
+# outputs over every rescaled input |v| < 255 * 2^9 of both signs (tests/tflm_probe.py; where
+# two values give the same output for every input, the one nearer the formula).
+# tests/test_state16.py checks `logistic16` against TFLite-Micro on all those inputs, and that
+# mcu/runtime/mg_quant.c's mg_sigmoid_lut16 holds the same values.
+SIGMOID_LUT16 = (
+    32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149,
+    40794, 41432, 42064, 42688, 43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369,
+    47911, 48443, 48964, 49475, 49975, 50464, 50942, 51409, 51865, 52311, 52745, 53169,
+    53581, 53983, 54374, 54755, 55125, 55485, 55834, 56174, 56503, 56823, 57133, 57433,
+    57724, 58007, 58280, 58544, 58800, 59048, 59288, 59519, 59743, 59959, 60168, 60370,
+    60565, 60753, 60935, 61110, 61279, 61441, 61599, 61750, 61896, 62036, 62172, 62302,
+    62428, 62549, 62666, 62778, 62886, 62990, 63090, 63186, 63279, 63368, 63454, 63536,
+    63615, 63691, 63765, 63835, 63903, 63968, 64030, 64090, 64148, 64204, 64257, 64308,
+    64357, 64405, 64450, 64494, 64536, 64576, 64614, 64652, 64687, 64721, 64754, 64786,
+    64816, 64845, 64873, 64900, 64926, 64950, 64974, 64997, 65019, 65039, 65060, 65079,
+    65097, 65115, 65132, 65149, 65164, 65179, 65194, 65208, 65221, 65234, 65246, 65258,
+    65269, 65280, 65291, 65301, 65310, 65319, 65328, 65337, 65345, 65352, 65360, 65367,
+    65374, 65381, 65387, 65393, 65399, 65404, 65410, 65415, 65420, 65425, 65429, 65433,
+    65438, 65442, 65445, 65449, 65453, 65456, 65459, 65462, 65465, 65468, 65471, 65474,
+    65476, 65479, 65481, 65483, 65485, 65488, 65489, 65491, 65493, 65495, 65497, 65498,
+    65500, 65501, 65503, 65504, 65505, 65507, 65508, 65509, 65510, 65511, 65512, 65513,
+    65514, 65515, 65516, 65517, 65517, 65518, 65519, 65520, 65520, 65521, 65522, 65522,
+    65523, 65523, 65524, 65524, 65525, 65525, 65526, 65526, 65526, 65527, 65527, 65528,
+    65528, 65528, 65529, 65529, 65529, 65529, 65530, 65530, 65530, 65530, 65531, 65531,
+    65531, 65531, 65531, 65532, 65532, 65532, 65532, 65532, 65532, 65533, 65533, 65533,
+    65533, 65533, 65533, 65533, 65533, 65534, 65534, 65534, 65534, 65534, 65534, 65534,
+    65534, 65534, 65534, 65534,
+)
+
+
+def sigmoid_lut16() -> np.ndarray:
+    """int64 [256]: SIGMOID_LUT16 as an array."""
+    return np.array(SIGMOID_LUT16, np.int64)
+
+
+def _checked_log2(x) -> tuple[bool, int]:
+    """TFLite's CheckedLog2 on a float32 scale: (|log2 x - round| < 1e-3, round(log2 x)),
+    computed in float32 as the C++ does."""
+    x = _f32(x)
+    l2 = np.float32(np.float32(math.log(x)) * np.float32(1.0 / np.float32(math.log(2.0))))
+    r = float(np.sign(l2) * np.floor(abs(l2) + 0.5))         # TfLiteRound: half away from 0
+    return abs(float(l2) - r) < 1e-3, int(r)
+
+
+def logistic16_params(s_in) -> dict:
+    """int16 LOGISTIC, input zero point 0, output scale 2^-15 (CalculateArithmeticOpDataLogistic):
+    the kernel rescales x to units of 1/(3 * 4096) as (x * input_multiplier + round) >>
+    input_left_shift. TFLM's power-of-two case (scale 2^-12: multiplier 0, meaning 3 << shift,
+    shift 0) is resolved here, so the C kernel always multiplies."""
+    pot, log2r = _checked_log2(s_in)
+    shift = 12 + log2r
+    if pot and shift == 0:
+        return dict(input_multiplier=3, input_left_shift=0)
+    mult = float(_f32(s_in)) * 4096.0 * 3.0
+    shift = 0
+    while mult <= 32767.0 / 2.0 and shift <= 30:
+        shift += 1
+        mult *= 2.0
+    if int(mult) > 32767:
+        raise CodegenError(f"int16 LOGISTIC: input scale {float(_f32(s_in)):g} is too large "
+                           "(TFLite-Micro needs a multiplier below 2^15)")
+    return dict(input_multiplier=int(mult), input_left_shift=shift)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,10 +218,45 @@ def mul(p: dict, a, b):
     return np.clip(out, p["act_min"], p["act_max"])
 
 
-def tail(s: dict, z8, g8, h16):
-    """The widened state update on int8 z, g and int16 h -> (int16 h', int8 h')."""
+def logistic16(p: dict, x):
+    """int16 LOGISTIC of int16 x (logistic16_params) -> [0, 32767] (scale 2^-15)."""
+    x = np.asarray(x, np.int64)
+    sh = p["input_left_shift"]
+    v = (x * p["input_multiplier"] + ((1 << (sh - 1)) if sh > 0 else 0)) >> sh
+    a = np.abs(v)
+    uh = a >> 9
+    lut = sigmoid_lut16()
+    k = np.minimum(uh, 254)
+    ua, ub = lut[k], lut[k + 1]
+    r = np.where(uh >= 255, 0x7FFF << 10, (ua << 9) + (a & 0x1FF) * (ub - ua))
+    r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
+    return r >> 10
+
+
+def gate16(s: dict, z_in):
+    """The tail's int16 gate z of its int8 input z_in: QUANTIZE(z8) when the graph's gate is
+    int8, LOGISTIC16(QUANTIZE(z_pre8)) when it is int16 (s has "sig16")."""
+    if "sig16" in s:
+        return logistic16(s["sig16"], requant(s["zq16"], z_in))
+    return requant(s["z16"], z_in)
+
+
+def z16_table(s: dict, z8_of_pre=None) -> np.ndarray:
+    """int16 [256]: the tail's z16 for z_pre = -128..127 (index z_pre + 128), the fast path's
+    table. With an int8 gate the int8 LOGISTIC comes first: z8_of_pre [256] is its table
+    (codegen_fast.logistic_table of the gate's LOGISTIC)."""
+    if "sig16" in s:
+        return gate16(s, np.arange(-128, 128)).astype(np.int16)
+    if z8_of_pre is None:
+        raise ValueError("an int8 gate needs the LOGISTIC table z8_of_pre")
+    return gate16(s, np.asarray(z8_of_pre, np.int64)).astype(np.int16)
+
+
+def tail(s: dict, z_in, g8, h16):
+    """The widened state update on int8 z_in (z8, or z_pre8 with an int16 gate), int8 g and
+    int16 h -> (int16 h', int8 h')."""
     d = sub(s["sub"], requant(s["g16"], g8), h16)
-    hn = add(s["add_h"], h16, mul(s["mul"], requant(s["z16"], z8), d))
+    hn = add(s["add_h"], h16, mul(s["mul"], gate16(s, z_in), d))
     return hn.astype(np.int16), requant(s["h8"], hn).astype(np.int8)
 
 
@@ -163,8 +278,9 @@ def _q(T, t):
 
 def match_tail(g, layer: int) -> tuple[dict, dict]:
     """The int16 tail of layer `layer` in the real graph (g: mgrade_match.StepGraph).
-    Returns (params {z16, g16, sub, mul, add_h, h8}, tensors {z8, g8, h, hnew, h8, d, m,
-    ops: [op indices], qz, qg, qh, sub, mul, add_h: ops})."""
+    Returns (params {z16 (int8 gate) or zq16 + sig16 (int16 gate), g16, sub, mul, add_h, h8},
+    tensors {z_in (z8 or z_pre8), g8, z16, g16, h, hnew, h8, d, m; z_ops: the ops z_in -> z16;
+    qg, qh, sub, mul, add_h: ops; gate_int16; ops: the op indices the int8 view drops})."""
     T, where = g.T, f"layer {layer} minGRU (int16 state)"
     h, hnew = g.inp[names.h(layer)], g.out[names.hnew(layer)]
     for t in (h, hnew):
@@ -180,26 +296,44 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
     k_h = add_h.inputs.index(h)
     mul = g.prod(add_h.inputs[1 - k_h], "MUL", "z * (g - h)", where)
     kinds = [g.producer[t].op if t in g.producer else None for t in mul.inputs]
-    if any(k == "LOGISTIC" and T[t].dtype == np.int16 for k, t in zip(kinds, mul.inputs)):
-        raise CodegenError(f"{where}: the gate LOGISTIC is int16 (convert/widen.py "
-                           "gate16=True), which the C runtime does not implement; widen with "
-                           "gate16=False")
-    if sorted(map(str, kinds)) != ["QUANTIZE", "SUB"]:
-        raise CodegenError(f"{where}: expected MUL(QUANTIZE(z), SUB), got MUL{tuple(kinds)}")
-    k_z = kinds.index("QUANTIZE")
-    qz = g.producer[mul.inputs[k_z]]
+    if sorted(map(str, kinds)) == ["QUANTIZE", "SUB"]:
+        gate_int16 = False                  # z16 = QUANTIZE(LOGISTIC(z_pre8))
+    elif sorted(map(str, kinds)) == ["LOGISTIC", "SUB"]:
+        gate_int16 = True                   # z16 = LOGISTIC(QUANTIZE(z_pre8)), int16 LOGISTIC
+    else:
+        raise CodegenError(f"{where}: expected MUL(QUANTIZE(z) or int16 LOGISTIC, SUB), got "
+                           f"MUL{tuple(kinds)}")
+    k_z = kinds.index("LOGISTIC" if gate_int16 else "QUANTIZE")
+    z16 = mul.inputs[k_z]
     sub_op = g.producer[mul.inputs[1 - k_z]]
     if sub_op.inputs[1] != h:
         raise CodegenError(f"{where}: expected SUB(g16, h{layer})")
     qg = g.prod(sub_op.inputs[0], "QUANTIZE", "g16", where)
-    g.prod(qz.inputs[0], "LOGISTIC", "the gate z", where)
+    if gate_int16:
+        sig = g.producer[z16]
+        qz = g.prod(sig.inputs[0], "QUANTIZE", "z_pre16", where)
+        zp16 = qz.outputs[0]
+        g.prod(qz.inputs[0], "FULLY_CONNECTED", "the gate pre-activation", where)
+        z_ops, mid = [qz, sig], {zp16: {sig.index}}
+        if T[zp16].dtype != np.int16 or zero_point(T[zp16]) != 0:
+            raise CodegenError(f"{where}: the int16 LOGISTIC's input must be int16 with zero "
+                               "point 0")
+        pot, l2 = _checked_log2(scale(T[z16]))
+        if not (pot and l2 == -15):
+            raise CodegenError(f"{where}: the int16 LOGISTIC's output scale is "
+                               f"{float(scale(T[z16])):g}; TFLite needs 2^-15")
+    else:
+        qz = g.producer[z16]
+        g.prod(qz.inputs[0], "LOGISTIC", "the gate z", where)
+        z_ops, mid = [qz], {}
+    z_in = qz.inputs[0]
     users = g.consumers.get(hnew, [])
     if len(users) != 1 or users[0].op != "QUANTIZE":
         raise CodegenError(f"{where}: hnew{layer} must feed one QUANTIZE to int8")
     qh = users[0]
-    z8, g8, z16, g16, d, m, h8 = (qz.inputs[0], qg.inputs[0], qz.outputs[0], qg.outputs[0],
-                                  sub_op.outputs[0], mul.outputs[0], qh.outputs[0])
-    for t, want in ((z8, np.int8), (g8, np.int8), (h8, np.int8), (z16, np.int16),
+    g8, g16, d, m, h8 = (qg.inputs[0], qg.outputs[0], sub_op.outputs[0], mul.outputs[0],
+                         qh.outputs[0])
+    for t, want in ((z_in, np.int8), (g8, np.int8), (h8, np.int8), (z16, np.int16),
                     (g16, np.int16), (d, np.int16), (m, np.int16)):
         if T[t].dtype != want:
             raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name}")
@@ -212,14 +346,20 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
         if any(T[t].size != T[h].size for t in op.inputs + op.outputs):
             raise CodegenError(f"{where}: {op.op} (op {op.index}) broadcasts")
     for t, allowed in ((z16, {mul.index}), (g16, {sub_op.index}), (d, {mul.index}),
-                       (m, {add_h.index}), (z8, {qz.index}), (g8, {qg.index})):
+                       (m, {add_h.index}), (z_in, {qz.index}), (g8, {qg.index}),
+                       *mid.items()):
         g.only_consumers(t, allowed, where, f"tensor {t}")
     g.only_consumers(h, {sub_op.index, add_h.index}, where, f"h{layer}")
-    s_z8, zp_z8 = _q(T, z8)
+    s_z, zp_z = _q(T, z_in)
     s_g8, zp_g8 = _q(T, g8)
     s_h, s_h8 = scale(T[h]), scale(T[h8])
+    if gate_int16:
+        zq = dict(zq16=requant_params(s_z, zp_z, scale(T[zp16]), 0, 16, T[h].size),
+                  sig16=logistic16_params(scale(T[zp16])))
+    else:
+        zq = dict(z16=requant_params(s_z, zp_z, scale(T[z16]), 0, 16, T[h].size))
     params = dict(
-        z16=requant_params(s_z8, zp_z8, scale(T[z16]), 0, 16, T[h].size),
+        **zq,
         g16=requant_params(s_g8, zp_g8, scale(T[g16]), 0, 16, T[h].size),
         sub=addsub16_params(scale(T[g16]), s_h, scale(T[d]), sub=True),
         mul=mul16_params(scale(T[z16]), scale(T[d]), scale(T[m])),
@@ -231,9 +371,9 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
             p[f"input1_{k}"], p[f"input2_{k}"] = p[f"input2_{k}"], p[f"input1_{k}"]
         params["add_h"] = p
     # MUL is symmetric in its inputs with zero points 0 and a product multiplier
-    tensors = dict(z8=z8, g8=g8, z16=z16, g16=g16, h=h, hnew=hnew, h8=h8, d=d, m=m,
-                   qz=qz, qg=qg, qh=qh, sub=sub_op, mul=mul, add_h=add_h,
-                   ops=[qz.index, qg.index, qh.index])
+    tensors = dict(z_in=z_in, g8=g8, z16=z16, g16=g16, h=h, hnew=hnew, h8=h8, d=d, m=m,
+                   z_ops=z_ops, qg=qg, qh=qh, sub=sub_op, mul=mul, add_h=add_h,
+                   gate_int16=gate_int16, ops=[qz.index, qg.index, qh.index])
     return params, tensors
 
 
@@ -242,7 +382,8 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
     knows (MUL(z8, SUB(g8, h)), ADD(h, .) -> hnew): the three QUANTIZE ops removed, the
     residual users of h8 reading hnew, and h, hnew, d, m retyped int8 in the view, h and hnew
     with h8's quantization (so the residual's parameters stay right; the view's SUB, MUL and
-    ADD parameters are not used). Returns (view model, {layer: (params, tensors)})."""
+    ADD parameters are not used). An int16 gate becomes the int8 LOGISTIC(z_pre8) with the
+    int8 output grid (its parameters are not used either: the tail reads z_pre8). Returns (view model, {layer: (params, tensors)})."""
     tails = {}
     for i, lm in enumerate(meta.get("layers") or []):
         if lm.get("rnn") and is_state16(model, meta, i):
@@ -257,7 +398,14 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
         for k in ("h", "hnew"):     # the residual now reads hnew: give it h8's quantization
             T[t[k]] = dataclasses.replace(T[t[k]], quant=T[t["h8"]].quant)
         drop |= set(t["ops"])
-        remap_in[t["z16"]] = t["z8"]
+        if t["gate_int16"]:       # LOGISTIC16(QUANTIZE(z_pre8)) -> the int8 LOGISTIC(z_pre8)
+            zp16 = t["z_ops"][0].outputs[0]
+            remap_in[zp16] = t["z_in"]
+            T[t["z16"]] = dataclasses.replace(
+                T[t["z16"]], dtype=np.dtype(np.int8), type_name="INT8",
+                quant=Quant(np.array([1.0 / 256.0], np.float32), np.array([-128], np.int64)))
+        else:
+            remap_in[t["z16"]] = t["z_in"]
         remap_in[t["g16"]] = t["g8"]
         remap_in[t["h8"]] = t["hnew"]
     ops = [dataclasses.replace(op, inputs=[remap_in.get(i, i) for i in op.inputs])
@@ -269,19 +417,39 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
 # ---------------------------------------------------------------------------------------------
 # C emission (codegen hook)
 
-def emit_params(P: str, L: int, params: dict) -> list[str]:
+def emit_params(P: str, L: int, params: dict, z8_of_pre=None) -> list[str]:
     """The const parameter structs of layer L's int16 tail, ending in
-    `mg_state16_params_t {P}_l{L}_s16` (mcu/runtime/mg_state16.h)."""
+    `mg_state16_params_t {P}_l{L}_s16` (mcu/runtime/mg_state16.h), and its z16 table for the
+    fast path (z16_table; z8_of_pre: the int8 gate's LOGISTIC table, unused with an int16
+    gate), compiled only with MG_FAST."""
     n = f"{P}_l{L}_s16"
-    return [f"/* layer {L}: int16 state tail (convert/state16.py) */",
-            struct_decl("mg_requant_params_t", f"{n}_z16", pick(params["z16"], REQUANT_KEYS)),
-            struct_decl("mg_requant_params_t", f"{n}_g16", pick(params["g16"], REQUANT_KEYS)),
-            struct_decl("mg_add_params_t", f"{n}_sub", add_fields(params["sub"])),
-            struct_decl("mg_mul_params_t", f"{n}_mul", mul_fields(params["mul"])),
-            struct_decl("mg_add_params_t", f"{n}_add_h", add_fields(params["add_h"])),
-            struct_decl("mg_requant_params_t", f"{n}_h8", pick(params["h8"], REQUANT_KEYS)),
-            struct_decl("mg_state16_params_t", n, {
-                k: f"&{n}_{k}" for k in ("z16", "g16", "sub", "mul", "add_h", "h8")})]
+    int16_gate = "sig16" in params
+    lut = z16_table(params, z8_of_pre)
+    lines = [f"/* layer {L}: int16 state tail, {'int16' if int16_gate else 'int8'} gate "
+             "(convert/state16.py) */"]
+    if int16_gate:
+        lines += [struct_decl("mg_requant_params_t", f"{n}_zq16", pick(params["zq16"],
+                                                                      REQUANT_KEYS)),
+                  struct_decl("mg_logistic16_params_t", f"{n}_sig16", params["sig16"])]
+        gate = dict(z16="NULL", zq16=f"&{n}_zq16", sig16=f"&{n}_sig16")
+    else:
+        lines.append(struct_decl("mg_requant_params_t", f"{n}_z16", pick(params["z16"],
+                                                                        REQUANT_KEYS)))
+        gate = dict(z16=f"&{n}_z16", zq16="NULL", sig16="NULL")
+    lines += ["#if MG_FAST",
+              int_array("int16_t", f"{n}_z16_lut", lut),
+              "#else",
+              f"#define {n}_z16_lut NULL",
+              "#endif",
+              struct_decl("mg_requant_params_t", f"{n}_g16", pick(params["g16"], REQUANT_KEYS)),
+              struct_decl("mg_add_params_t", f"{n}_sub", add_fields(params["sub"])),
+              struct_decl("mg_mul_params_t", f"{n}_mul", mul_fields(params["mul"])),
+              struct_decl("mg_add_params_t", f"{n}_add_h", add_fields(params["add_h"])),
+              struct_decl("mg_requant_params_t", f"{n}_h8", pick(params["h8"], REQUANT_KEYS)),
+              struct_decl("mg_state16_params_t", n, {
+                  **gate, "z16_lut": f"{n}_z16_lut",
+                  **{k: f"&{n}_{k}" for k in ("g16", "sub", "mul", "add_h", "h8")}})]
+    return lines
 
 
 def debug16_lines(P: str, layers: list[int], s16: dict) -> list[str]:

@@ -15,9 +15,9 @@ Every new int16 tensor is symmetric (zero point 0, which the int16 kernels requi
 range its int8 tensor was calibrated to; the state input h16 and output hnew16 share one scale
 (the state stays tied). The interpreters derive all multipliers from these parameters.
 
-The graph runs on LiteRT and TFLite-Micro (convert/stream.py streams int16 states). The C
-runtime in mcu/ does not implement the int16 path yet (convert/codegen refuses the graph), so
-`python -m convert` does not emit it: benchmarks/int8_attribution.py --state16-tflm measures it.
+The graph runs on LiteRT and TFLite-Micro (convert/stream.py streams int16 states) and on the
+C runtime in mcu/ with either gate width (convert/state16.py matches the tail, both C paths
+run it bit-exact). `python -m convert --state-bits 16|auto [--gate-bits 8|16]` emits it.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def _sym16(q) -> float:
 
 def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True) -> bytes:
     """The int8 step model with every minGRU state path in int16 (see the module doc).
-    gate16=False keeps LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16
-    after it: no int16 LOGISTIC needed, only QUANTIZE, SUB, MUL and ADD in int16."""
+    gate16=True runs the gate's LOGISTIC in int16 (z on a 1/32768 grid); gate16=False keeps
+    LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16 after it."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     from convert.quantize import load_flatbuffer, pack_flatbuffer

@@ -32,12 +32,18 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module", params=["tiny", pytest.param("digits", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["tiny", "tiny16",
+                                        pytest.param("digits", marks=pytest.mark.slow)])
 def model_dir(request) -> Path:
-    """The tiny random model (seconds), then the trained digits model (slow)."""
+    """The tiny random model (seconds), the same with an int16 state and int16 gate (the int16
+    tail and LOGISTIC on every target), then the trained digits model (slow)."""
     env = os.environ.get("MGRADE_TEST_MODEL")
     if env:
         return Path(env)
+    if request.param == "tiny16":
+        from tests.tiny_model import TinyConfig
+
+        return request.getfixturevalue("tiny_models")(TinyConfig(state_bits=16, seed=6))
     return request.getfixturevalue("tiny_int8" if request.param == "tiny" else "digits_int8")
 
 

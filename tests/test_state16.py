@@ -1,5 +1,6 @@
 """The int16 minGRU state path on the device: convert/state16.py's Prepare-time parameters and
-NumPy reference against TFLite-Micro on a real widened graph (convert/widen.py, gate16=False),
+NumPy reference against TFLite-Micro on a real widened graph (convert/widen.py, with the gate
+z int8 (gate16=False) and int16 (gate16=True, an int16 LOGISTIC: tests/test_logistic16.py)),
 the C tails (portable mcu/runtime/mg_state16.h, fast mg_fast.h) against the reference, and the
 generated model package (host build) against the TFLM Streamer, all bit-exact."""
 from __future__ import annotations
@@ -43,15 +44,19 @@ def _inputs(n: int, T: int, seed: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def wide_model() -> bytes:
-    """A small 2-layer model, int8, widened (gate16=False)."""
-    from convert.widen import widen_state
-
+def int8_small() -> bytes:
     net = _small_net()
     spec = extract(net)
     feeds = calibration_feeds(net, spec, _inputs(8, 60, 1), 8, 0)
-    model = finalize(convert_int8(spec, feeds), spec, {})
-    return widen_state(model, read_metadata(model)["layers"], gate16=False)
+    return finalize(convert_int8(spec, feeds), spec, {})
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["gate8", "gate16"])
+def wide_model(request, int8_small) -> bytes:
+    """A small 2-layer model, int8, widened with the gate z int8 or int16."""
+    from convert.widen import widen_state
+
+    return widen_state(int8_small, read_metadata(int8_small)["layers"], gate16=request.param)
 
 
 def _tails(model_bytes: bytes):
@@ -66,13 +71,14 @@ def _tails(model_bytes: bytes):
 
 
 def _tail_graph(model_bytes: bytes, t: dict) -> bytes:
-    """The widened graph cut down to one layer's tail: inputs z8, g8, h16; outputs h16', h8."""
+    """The widened graph cut down to one layer's tail: inputs z_in (z8 or z_pre8), g8, h16;
+    outputs h16', h8."""
     model = load_flatbuffer(model_bytes)
     g = model.subgraphs[0]
-    keep = {t["qz"].index, t["qg"].index, t["qh"].index, t["sub"].index, t["mul"].index,
-            t["add_h"].index}
+    keep = {op.index for op in t["z_ops"]} | {t["qg"].index, t["qh"].index, t["sub"].index,
+                                               t["mul"].index, t["add_h"].index}
     g.operators = [op for k, op in enumerate(g.operators) if k in keep]
-    g.inputs, g.outputs = [t["z8"], t["g8"], t["h"]], [t["hnew"], t["h8"]]
+    g.inputs, g.outputs = [t["z_in"], t["g8"], t["h"]], [t["hnew"], t["h8"]]
     model.metadata = None
     return pack_flatbuffer(model)
 
@@ -91,7 +97,7 @@ def test_reference_helpers_match_the_scalar_reference():
 
 
 def _check_tail_exhaustive(model_bytes: bytes, n_h: int = 6):
-    """Every (z8, g8) pair at n_h int16 states per layer (one at each int16 extreme):
+    """Every (z_in, g8) pair at n_h int16 states per layer (one at each int16 extreme):
     convert/state16.tail = TFLite-Micro on the cut-out tail, h16' and h8."""
     from convert.state16 import tail
     from tflite_micro.python.tflite_micro import runtime
@@ -154,9 +160,9 @@ def _c_struct(kind: str, p: dict) -> str:
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
 @pytest.mark.parametrize("fast", [0, 1])
 def test_c_tail_matches_reference(wide_model, tmp_path, fast):
-    """mg_state16_update1 (portable) and mg_fstate16_update1 (fast) = the reference on
-    20,000 random (z8, g8, h16) per layer, int16 extremes included."""
-    from convert.state16 import tail
+    """mg_state16_update1 (portable) and mg_fstate16_update1 (fast, on the z16 table) = the
+    reference on 20,000 random (z_in, g8, h16) per layer, int16 extremes included."""
+    from convert.state16 import gate16, tail
 
     _, tails = _tails(wide_model)
     rng = np.random.default_rng(2)
@@ -170,22 +176,34 @@ def test_c_tail_matches_reference(wide_model, tmp_path, fast):
                             rng.integers(-2000, 2000, n - n // 2)])
         h[:4] = [-32768, 32767, 0, -1]
         data[layer] = (z, g, h)
-        for nm, kind in (("z16", "req"), ("g16", "req"), ("h8", "req"), ("sub", "add"),
-                         ("add_h", "add"), ("mul", "mul")):
+        int16_gate = "sig16" in params
+        for nm, kind in (("zq16" if int16_gate else "z16", "req"), ("g16", "req"),
+                         ("h8", "req"), ("sub", "add"), ("add_h", "add"), ("mul", "mul")):
             ct = {"req": "mg_requant_params_t", "add": "mg_add_params_t",
                   "mul": "mg_mul_params_t"}[kind]
             src.append(f"static const {ct} l{layer}_{nm} = {_c_struct(kind, params[nm])};")
-        src.append(f"static const mg_state16_params_t l{layer} = {{&l{layer}_z16, &l{layer}_g16, "
-                   f"&l{layer}_sub, &l{layer}_mul, &l{layer}_add_h, &l{layer}_h8}};")
+        if int16_gate:
+            q = params["sig16"]
+            src.append(f"static const mg_logistic16_params_t l{layer}_sig16 = "
+                       f"{{{q['input_multiplier']}, {q['input_left_shift']}}};")
+        lut = gate16(params, np.arange(-128, 128))       # z16 of z_in, for the fast tail
+        src.append(f"static const int16_t l{layer}_lut[256] = {{"
+                   + ",".join(map(str, lut.tolist())) + "};")
+        gate = (f"NULL, &l{layer}_zq16, &l{layer}_sig16" if int16_gate
+                else f"&l{layer}_z16, NULL, NULL")
+        src.append(f"static const mg_state16_params_t l{layer} = {{{gate}, l{layer}_lut, "
+                   f"&l{layer}_g16, &l{layer}_sub, &l{layer}_mul, &l{layer}_add_h, "
+                   f"&l{layer}_h8}};")
         for nm, v in (("z", z), ("g", g), ("h", h)):
             ct = "int16_t" if nm == "h" else "int8_t"
             src.append(f"static const {ct} l{layer}_{nm}[{n}] = {{"
                        + ",".join(map(str, v.tolist())) + "};")
-    fn = "mg_fstate16_update1" if fast else "mg_state16_update1"
     src += ["int main(void)", "{", "    int i;", "    int8_t h8;", "    int16_t hn;"]
     for layer in tails:
+        z_arg = (f"l{layer}_lut[l{layer}_z[i] + 128]" if fast else f"l{layer}_z[i]")
+        fn = "mg_fstate16_update1" if fast else "mg_state16_update1"
         src += [f"    for (i = 0; i < {n}; ++i) {{",
-                f"        hn = {fn}(&l{layer}, l{layer}_z[i], l{layer}_g[i], l{layer}_h[i], "
+                f"        hn = {fn}(&l{layer}, {z_arg}, l{layer}_g[i], l{layer}_h[i], "
                 "&h8);",
                 '        printf("%d %d\\n", (int)hn, (int)h8);', "    }"]
     src += ["    return 0;", "}"]
@@ -308,18 +326,20 @@ def test_micropython_refuses_int16_state(wide_model):
         generate_module(m, from_model(m), "0" * 16)
 
 
-def test_codegen_refuses_int16_logistic(tmp_path):
-    """A graph widened with gate16=True (int16 LOGISTIC) is refused with a clear error."""
+def test_codegen_refuses_int16_logistic_off_its_grid(int8_small, tmp_path):
+    """An int16 gate LOGISTIC whose output is not on TFLite's 2^-15 grid is refused by name,
+    and no package is written."""
     from convert.codegen import CodegenError, generate
     from convert.widen import widen_state
 
-    net = _small_net(1)
-    spec = extract(net)
-    feeds = calibration_feeds(net, spec, _inputs(4, 30, 1), 4, 0)
-    model = finalize(convert_int8(spec, feeds), spec, {})
-    wide = widen_state(model, read_metadata(model)["layers"], gate16=True)
-    with pytest.raises(CodegenError, match="gate LOGISTIC is int16"):
-        generate(wide, tmp_path / "gen")
+    wide = load_flatbuffer(widen_state(int8_small, read_metadata(int8_small)["layers"],
+                                       gate16=True))
+    _, tails = _tails(pack_flatbuffer(wide))
+    t = next(iter(tails.values()))[1]
+    wide.subgraphs[0].tensors[t["z16"]].quantization.scale = [1.0 / 16384.0]
+    with pytest.raises(CodegenError, match="int16 LOGISTIC's output scale.*2\\^-15"):
+        generate(pack_flatbuffer(wide), tmp_path / "gen")
+    assert not (tmp_path / "gen" / "mg_model.c").exists()
 
 
 @pytest.mark.parametrize("n_val", [0, 6], ids=["no_val_split", "val_split"])
@@ -351,3 +371,22 @@ def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, capsys):
     m8, _ = choose_state_bits(raw, spec, {}, "8", data, val_n=5)
     xq = Streamer(m8, "tflm").quantize_input(xs.numpy())
     assert val_accuracy(m8, xq, ys.numpy(), "mean", None) == rep["val_acc_tflm_state8"]
+
+
+@pytest.mark.parametrize("gate_bits", [8, 16])
+def test_state_bits_16_honours_gate_bits(gate_bits):
+    """--state-bits 16 --gate-bits N: the gate LOGISTIC's type in the emitted graph, and the
+    report's gate_bits."""
+    from convert.__main__ import choose_state_bits
+    from convert.tflite_reader import read_tflite
+
+    net = _small_net(3)
+    spec = extract(net)
+    raw = convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
+    model, rep = choose_state_bits(raw, spec, {}, "16", None, val_n=5, gate_bits=gate_bits)
+    assert rep == {"state_bits": 16, "gate_bits": gate_bits}
+    m = read_tflite(model)
+    sig_types = {str(m.tensors[op.outputs[0]].dtype) for op in m.operators
+                 if op.op == "LOGISTIC"}
+    assert ("int16" in sig_types) == (gate_bits == 16)
+    assert read_metadata(model)["gate_bits"] == gate_bits

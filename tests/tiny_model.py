@@ -39,12 +39,15 @@ class TinyConfig:
     n_classes: int = 4
     zero_delay_layer: int = -1      # this layer's delays are all 0: no ring, constant GATHER
     seed: int = 0
+    state_bits: int = 8             # 16: the minGRU state widened to int16 (convert/widen.py)
+    gate_bits: int = 16             # with state_bits 16: the gate z's width
 
     @property
     def name(self) -> str:
         kind = "mgrade" if self.conv and self.rnn else "conv" if self.conv else "rnn"
         z = f"-zero{self.zero_delay_layer}" if self.zero_delay_layer >= 0 else ""
-        return f"{kind}-H{self.H}-L{self.L}-K{self.K}-N{self.N}-{self.readout}{z}"
+        w = f"-s16g{self.gate_bits}" if self.state_bits == 16 else ""
+        return f"{kind}-H{self.H}-L{self.L}-K{self.K}-N{self.N}-{self.readout}{z}{w}"
 
 
 # the configurations the kernel and generator tests run over (all seconds-long)
@@ -111,7 +114,13 @@ def convert_tiny(cfg: TinyConfig, out: Path, n_calib: int = 4, n_test: int = 3,
     xs = torch.randn(n_calib, min(T, 40), cfg.n_in, generator=gen)
     feeds = [f for f, _ in step_feeds(net, spec, xs)]
     raw = convert_int8(spec, feeds)
-    model = finalize(raw, spec, {"task": "tiny", "seq_len": T, "kernel_span": cfg.K})
+    model = finalize(raw, spec, {"task": "tiny", "seq_len": T, "kernel_span": cfg.K,
+                                 "state_bits": cfg.state_bits})
+    if cfg.state_bits == 16:
+        from convert.quantize import read_metadata
+        from convert.widen import widen_state
+
+        model = widen_state(model, read_metadata(model)["layers"], gate16=cfg.gate_bits == 16)
     x = torch.randn(n_test, T, cfg.n_in, generator=gen).numpy()
     x_q = Streamer(model, "tflm").quantize_input(x)
     out.mkdir(parents=True, exist_ok=True)

@@ -478,15 +478,16 @@ typedef struct {
     int32_t add_v_swap;            /* 0: ADD(u, h_new), 1: ADD(h_new, u) */
 } mg_mingru_fast_t;
 
-/* Gate z and candidate g of channel c from the dot products (dz, dp, dr: acc rows). */
+/* Candidate g of channel c from the dot products (dz, dp, dr: acc rows); *z_pre receives
+ * the gate's pre-activation (the caller applies its table: sig_z, or mg_state16's z16_lut). */
 MG_FAST_INLINE int8_t mg_mingru_fast_g1(const mg_mingru_fast_t *p, int32_t c,
                                         const int32_t *dz, const int32_t *dp,
-                                        const int32_t *dr, int separate_r, int8_t *z)
+                                        const int32_t *dr, int separate_r, int8_t *z_pre)
 {
     const mg_ffc_params_t *rfc = p->relu_fc;
     const int8_t *sig_q = (p->min_const ? p->sig_p : p->sig_min_p) + 128;
     int8_t r, q, pv;
-    *z = (p->sig_z + 128)[mg_ffc_out1(p->gate, dz[c], c)];
+    *z_pre = mg_ffc_out1(p->gate, dz[c], c);
     if (p->g_split) {
         if (dp[c] <= p->g_split[c]) {
             return (p->g_neg + 128)[mg_ffc_out1(p->cand, dp[c], c)];
@@ -538,8 +539,9 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
     const int separate_r = mg_mingru_fast_dots(p, u, xq, acc);
     int32_t c;
     for (c = 0; c < H; ++c) {
-        int8_t z;
-        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &z);
+        int8_t zp;
+        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &zp);
+        const int8_t z = (p->sig_z + 128)[zp];
         int8_t hc = h[c];
         hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
         h[c] = hc;
@@ -571,12 +573,13 @@ MG_FAST_INLINE int32_t mg_frequant1(const mg_requant_params_t *p, int32_t x)
                        + p->output_offset, p->act_min, p->act_max);
 }
 
-MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int8_t z, int8_t g,
+/* The tail for one channel on the int16 gate z16 (from s->z16_lut): returns h16', writes the
+ * int8 h' to *h8. */
+MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t z16, int8_t g,
                                            int16_t h, int8_t *h8)
 {
     const mg_add_params_t *sp = s->sub, *ap = s->add_h;
     const int ls = (int)sp->left_shift;
-    const int32_t z16 = mg_frequant1(s->z16, z);
     const int32_t g16 = mg_frequant1(s->g16, g);
     const int32_t d = mg_fadd16_out(sp, mg_fadd16_in(g16, ls, sp->input1_multiplier,
                                                      (int)sp->input1_shift)
@@ -596,7 +599,8 @@ MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int8_t 
 }
 
 /* One step with an int16 state: h [H] int16 updated in place, h8 [H] = int8 h_new, and
- * v [H] = the residual ADD(u, h8) where add_v is set.
+ * v [H] = the residual ADD(u, h8) where add_v is set. The gate z16 comes from s->z16_lut
+ * indexed by z_pre (int8 or int16 gate alike; p->sig_z unused).
  * Offsets of the int16 ops are 0 (checked by convert/state16.py). */
 MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
                                        const int8_t *u, int16_t *h, int8_t *h8, uint32_t *xq,
@@ -608,9 +612,9 @@ MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state
     const int separate_r = mg_mingru_fast_dots(p, u, xq, acc);
     int32_t c;
     for (c = 0; c < H; ++c) {
-        int8_t z, hb;
-        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &z);
-        h[c] = mg_fstate16_update1(s, z, gv, h[c], &hb);
+        int8_t zp, hb;
+        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &zp);
+        h[c] = mg_fstate16_update1(s, (s->z16_lut + 128)[zp], gv, h[c], &hb);
         h8[c] = hb;
         if (p->add_v) {
             v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hb, u[c]) : mg_fadd1(p->add_v, u[c], hb);

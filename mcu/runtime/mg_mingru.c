@@ -16,11 +16,13 @@ static int32_t fc_dot(const mg_mingru_fc_t *f, const int8_t *u, int32_t c)
     return mg_fc_dot1(f->fc, u, f->weights + c * f->fc->accum_depth);
 }
 
-/* Gate z and candidate g of channel c (int8), the part both state widths share. */
-static void zg1(const mg_mingru_params_t *p, const int8_t *u, int32_t c, int8_t *z_out,
-                int8_t *g_out)
+/* Gate z (int8; its pre-activation z_pre when gate_pre) and candidate g of channel c, the
+ * part both state widths share. */
+static void zg1(const mg_mingru_params_t *p, const int8_t *u, int32_t c, int gate_pre,
+                int8_t *z_out, int8_t *g_out)
 {
-    const int8_t z = mg_logistic1_s8(p->sig_z, fc_out(&p->gate, fc_dot(&p->gate, u, c), c));
+    const int8_t zp = fc_out(&p->gate, fc_dot(&p->gate, u, c), c);
+    const int8_t z = gate_pre ? zp : mg_logistic1_s8(p->sig_z, zp);
     const int32_t dot_p = fc_dot(&p->cand, u, c);
     const int8_t pv = fc_out(&p->cand, dot_p, c);
     const int8_t mn = p->min_const[c * p->min_stride];
@@ -45,7 +47,7 @@ void mg_mingru_step_s8(const mg_mingru_params_t *p, const int8_t *u, int8_t *h)
     for (c = 0; c < p->channels; ++c) {
         int8_t z;
         int8_t g;
-        zg1(p, u, c, &z, &g);
+        zg1(p, u, c, 0, &z, &g);
         h[c] = mg_add1_s8(p->add_h, h[c], mg_mul1_s8(p->mul, z, mg_sub1_s8(p->sub, g, h[c])));
     }
 }
@@ -57,7 +59,7 @@ void mg_mingru_step_s16(const mg_mingru_params_t *p, const mg_state16_params_t *
     for (c = 0; c < p->channels; ++c) {
         int8_t z;
         int8_t g;
-        zg1(p, u, c, &z, &g);
+        zg1(p, u, c, s->sig16 != 0, &z, &g);
         h[c] = mg_state16_update1(s, z, g, h[c], &h8[c]);
     }
 }

@@ -52,8 +52,9 @@ typedef struct {
 /* One step: u [depth] (the layer input), h [H] updated in place to h_new. u must not alias h. */
 void mg_mingru_step_s8(const mg_mingru_params_t *p, const int8_t *u, int8_t *h);
 
-/* The same step with an int16 state (convert/widen.py, gate16 = False): z and g as above,
- * then the int16 tail of mg_state16.h (p->sub, p->mul, p->add_h unused). h [H] int16 is
+/* The same step with an int16 state (convert/widen.py): z (or, with an int16 gate, s->sig16
+ * set, its pre-activation: p->sig_z unused) and g as above, then the int16 tail of
+ * mg_state16.h (p->sub, p->mul, p->add_h unused). h [H] int16 is
  * updated in place; h8 [H] receives the int8 requantized h_new (the residual's input). */
 void mg_mingru_step_s16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
                         const int8_t *u, int16_t *h, int8_t *h8);

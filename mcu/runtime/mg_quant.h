@@ -43,6 +43,9 @@ int32_t mg_mbqm_smaller_than_one(int32_t x, int32_t quantized_multiplier, int sh
 /* gemmlowp::logistic(FixedPoint<int32_t, 4>::FromRaw(x)).raw(): input Q4.27, output Q0.31. */
 int32_t mg_logistic_q4(int32_t x);
 
+/* sigmoid(i / 24), i = 0..255, unsigned 0.16: the table TFLite's int16 LOGISTIC interpolates. */
+extern const uint16_t mg_sigmoid_lut16[256];
+
 #ifdef __cplusplus
 }
 #endif
