@@ -17,34 +17,55 @@ import numpy as np
 TABLE_SPAN = 255 * 512          # |v| at and beyond which the kernel saturates
 
 
-def logistic16_model(n: int, in_scale: float) -> bytes:
-    """A one-op .tflite: int16 [1, n] (scale in_scale, zero point 0) -> LOGISTIC -> int16
-    (scale 2^-15, zero point 0)."""
+def one_op_model(op: str, inputs: list[tuple], output: tuple, n: int) -> bytes:
+    """A one-op .tflite on [1, n] tensors: op (a BuiltinOperator name) of the inputs, each
+    (dtype name "INT8" / "INT16", scale, zero point), into output (dtype, scale, zero point)."""
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
     m = schema.ModelT()
     m.version = 3
     oc = schema.OperatorCodeT()
-    oc.builtinCode = oc.deprecatedBuiltinCode = schema.BuiltinOperator.LOGISTIC
-    oc.version = 3
+    oc.builtinCode = oc.deprecatedBuiltinCode = getattr(schema.BuiltinOperator, op)
+    oc.version = 1
     m.operatorCodes = [oc]
     m.buffers = [schema.BufferT()]
     tensors = []
-    for name, s in (("x", in_scale), ("y", 1.0 / 32768.0)):
+    for k, (dtype, s, zp) in enumerate(inputs + [output]):
         t = schema.TensorT()
-        t.shape, t.type, t.buffer, t.name = [1, n], schema.TensorType.INT16, 0, name
+        t.shape, t.type, t.buffer = [1, n], getattr(schema.TensorType, dtype), 0
+        t.name = f"t{k}"
         t.quantization = schema.QuantizationParametersT()
-        t.quantization.scale, t.quantization.zeroPoint = [s], [0]
+        t.quantization.scale, t.quantization.zeroPoint = [float(s)], [int(zp)]
         tensors.append(t)
-    op = schema.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    o = schema.OperatorT()
+    o.opcodeIndex = 0
+    o.inputs, o.outputs = list(range(len(inputs))), [len(inputs)]
     sg = schema.SubGraphT()
-    sg.tensors, sg.operators, sg.inputs, sg.outputs = tensors, [op], [0], [1]
+    sg.tensors, sg.operators = tensors, [o]
+    sg.inputs, sg.outputs = list(range(len(inputs))), [len(inputs)]
     m.subgraphs = [sg]
     b = flatbuffers.Builder(1024)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def run_one_op(model: bytes, xs: list[np.ndarray], dtype) -> np.ndarray:
+    """TFLite-Micro on a one_op_model: inputs xs (each [n]) -> int64 [n]."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    n = len(xs[0])
+    it = runtime.Interpreter.from_bytes(model, arena_size=8 * n * (len(xs) + 1) + 65536)
+    for k, x in enumerate(xs):
+        it.set_input(np.asarray(x, dtype)[None], k)
+    it.invoke()
+    return it.get_output(0)[0].astype(np.int64)
+
+
+def logistic16_model(n: int, in_scale: float) -> bytes:
+    """A one-op .tflite: int16 [1, n] (scale in_scale, zero point 0) -> LOGISTIC -> int16
+    (scale 2^-15, zero point 0)."""
+    return one_op_model("LOGISTIC", [("INT16", in_scale, 0)], ("INT16", 1.0 / 32768.0, 0), n)
 
 
 def run_logistic16(in_scale: float, x: np.ndarray) -> np.ndarray:
