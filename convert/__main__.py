@@ -4,7 +4,9 @@
                       [--gate-bits 8|16] [--val-n N]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
-TFLite-Micro, LiteRT vs TFLM difference, sizes, ops) and DIR/test_data.npz (the int8 test
+TFLite-Micro, LiteRT vs TFLM difference, sizes, ops; for a train.qat_epochs run also qat_acc,
+the accuracy of what its QAT epochs trained: int8 weights, and the activation grids with
+train.qat_acts) and DIR/test_data.npz (the int8 test
 sequences and labels that the host tools stream). DIR appears only when everything succeeded.
 An existing DIR must be empty or a previous convert output; only convert's own three files
 in it are replaced (each atomically), anything else in it is left alone.
@@ -45,6 +47,7 @@ from convert.stream import Streamer, predictions, tflm_arena_bytes
 from convert.tflite_reader import model_id
 from training.checkpoint import CheckpointError, NonFiniteError, check_finite, load_model
 from training.evaluate import IGNORE, evaluate
+from training.qat import load_act_ranges
 from training.tasks import TaskError, load_task
 
 MAX_CALIB_FEEDS = 3000
@@ -177,6 +180,24 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
         "val_acc_tflm_state8": acc[8], "val_acc_tflm_state16": acc[16]}
 
 
+def qat_view_accuracy(net, cfg, ckpt: dict, x, y, lengths) -> dict:
+    """For a train.qat_epochs run, {'qat_acc', 'qat_acts'}: the accuracy of the hardened net
+    as its QAT epochs computed (the deployed int8 weights and, where the run fake-quantized
+    activations, their grids at the ranges the run ended with); {} for other runs."""
+    if cfg.train.qat_epochs <= 0:
+        return {}
+    ranges = ckpt.get("act_ranges", {})
+    acts = any(seen for *_, seen in ranges.values())
+    if acts:
+        load_act_ranges(net, ranges)
+    net.set_qat(True, acts=acts)
+    try:
+        acc = evaluate(net, x, y, lengths=lengths)["acc"]
+    finally:
+        net.set_qat(False)
+    return {"qat_acc": acc, "qat_acts": acts}
+
+
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
             state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16) -> dict:
     t0 = time.monotonic()
@@ -195,6 +216,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     float_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
     net.harden()
     hardened_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
+    qat_report = qat_view_accuracy(net, cfg, ckpt, x_test, y_test, len_test)
     with torch.no_grad():
         hard_logits = net(x_test) if len_test is None else net(x_test, len_test)
     spec = extract(net)
@@ -216,12 +238,16 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     report = {"model_id": model_id(model_bytes), "task": data.name, "readout": data.readout,
               "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
               "calib_steps": len(feeds),
-              "float_acc": float_acc, "hardened_acc": hardened_acc, **bits_report}
+              "float_acc": float_acc, "hardened_acc": hardened_acc, **qat_report,
+              **bits_report}
     lengths = None if len_test is None else len_test.numpy()
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
     report.update({
         "hardening_cost_points": 100 * (float_acc - hardened_acc),
         "int8_cost_points_tflm": 100 * (hardened_acc - report["int8_acc_tflm"]),
+        **({"int8_cost_points_tflm_vs_qat": 100 * (qat_report["qat_acc"]
+                                                   - report["int8_acc_tflm"])}
+           if qat_report else {}),
         "model_bytes": len(model_bytes), "tflm_arena_bytes": tflm_arena_bytes(model_bytes),
         "ops": op_names(model_bytes),
         "input_quant": streamers["tflm"].input_quant, "logits_quant": streamers["tflm"].output_quant,
@@ -318,6 +344,10 @@ def summary(r: dict) -> str:
         f"cost: hardening {r['hardening_cost_points']:+.2f} points, int8 "
         f"{r['int8_cost_points_tflm']:+.2f} points; int8 vs hardened argmax agreement "
         f"{pct(r['argmax_agreement_tflm_vs_hardened'])}",
+        *([f"QAT view (int8 weights{', fake-quantized activations' if r['qat_acts'] else ''},"
+           f" as the QAT epochs trained): {pct(r['qat_acc'])}; int8 "
+           f"{r['int8_cost_points_tflm_vs_qat']:+.2f} points against it"]
+          if "qat_acc" in r else []),
         f"LiteRT vs TFLite-Micro: max |diff| per step on identical inputs "
         f"{r['max_abs_diff_litert_vs_tflm_logits']} LSB on logits, states "
         + ", ".join(f"{d} {dt} LSB" for dt, d in

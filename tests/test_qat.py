@@ -354,3 +354,40 @@ def test_qat_with_activations_quantizes_every_step_graph_activation_and_trains()
         assert len(torch.unique(enc)) < enc.numel()
         net.set_qat(False)
         assert float((net._encode(x) - enc).abs().max()) > 1e-4
+
+
+def test_convert_reports_the_qat_view_accuracy():
+    """convert's qat_acc: the hardened net with the deployed int8 weights (and, where the run
+    fake-quantized activations, its saved ranges); {} for a run without QAT; the net computes
+    in float again afterwards."""
+    from types import SimpleNamespace
+    from convert.__main__ import qat_view_accuracy
+    from training.evaluate import evaluate
+    from training.qat import act_ranges
+    net = tiny_net().float()
+    x, y = torch.randn(40, 12, 3), torch.randint(0, 4, (40,))     # y: random, then argmax
+    cfg = lambda n: SimpleNamespace(train=SimpleNamespace(qat_epochs=n))  # noqa: E731
+    assert qat_view_accuracy(net, cfg(0), {}, x, y, None) == {}
+    float_logits = net(x)
+    net.set_qat(True)
+    with torch.no_grad():
+        y = net(x).argmax(-1)             # labels the int8-weight view gets all right
+    want_w = evaluate(net, x, y)["acc"]
+    net.train().set_qat(True, acts=True, momentum=0.0)    # ranges from a coarse batch
+    net(x[:2] * 0.2)
+    ranges = act_ranges(net)
+    want_wa = evaluate(net, x, y)["acc"]
+    logits_wa = net.eval()(x)
+    assert want_wa != want_w             # so the test tells which view was measured
+    net.set_qat(False)
+    assert torch.equal(net(x), float_logits)
+    assert not torch.allclose(logits_wa, float_logits, atol=1e-2)   # the grids act
+    for name in ranges:                                   # a fresh net: ranges come from ckpt
+        ranges[name] = list(ranges[name])
+    fresh = tiny_net().float()
+    got = qat_view_accuracy(fresh, cfg(1), {"act_ranges": ranges}, x, y, None)
+    assert got == {"qat_acc": want_wa, "qat_acts": True}
+    assert torch.equal(fresh(x), float_logits)
+    unseen = {n: [lo, hi, False] for n, (lo, hi, _) in ranges.items()}
+    assert qat_view_accuracy(fresh, cfg(1), {"act_ranges": unseen}, x, y, None) == \
+        {"qat_acc": want_w, "qat_acts": False}
