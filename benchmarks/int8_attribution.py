@@ -15,7 +15,9 @@ tensors of the groups kept in float. Rows:
 * `only int8: G`: group G int8, every other group float (G's cost on its own);
 * `int8 weights, float activations`: the weight quantization alone;
 * `int16: G+..`: the groups G at int16 (symmetric, over the int8 tensor's range), the rest int8:
-  what a 16-bit state path would recover.
+  what a 16-bit state path would recover;
+* `int16 path, float: G`: the state path (state, update, gate_z) at int16 as `convert
+  --state-bits 16 --gate-bits 16` deploys it, and group G in float: where what is left goes.
 
 Groups (per layer, all layers together): `input` (the frame x), `frames` (each layer's input
 frame = the encoder or the previous post-norm output, its delay ring and the gathered taps),
@@ -301,6 +303,11 @@ def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarra
     for wide in WIDE_ROWS:
         if set(wide) <= set(present):
             configs[f"int16: {'+'.join(wide)}"] = (set(GROUPS), set(wide))
+    path16 = set(WIDE_ROWS[-1])
+    if path16 <= set(present):            # what is left once the state path is 16-bit
+        for g in present:
+            if g not in path16:
+                configs[f"int16 path, float: {g}"] = (set(GROUPS) - {g}, path16)
     if only:
         configs = {k: v for k, v in configs.items() if any(k.startswith(o) for o in only)}
     at = positions(x.shape[1])
