@@ -396,6 +396,11 @@ def main(argv=None) -> int:
         ref = torch.cat([net(x_t[i:i + 250], per_step=True)
                          for i in range(0, len(x_t), 250)]).double().numpy()
     model_bytes = tfl.read_bytes()
+    from convert.quantize import read_metadata
+    from convert.raw_input import takes_codes, to_raw_units
+    if takes_codes(read_metadata(model_bytes)):   # the model reads the task's raw codes
+        to_raw_units(net, data)
+        x_t = data.x_test[sl]
     x = x_t.numpy().astype(np.float64)
 
     def show(name, r):

@@ -98,6 +98,9 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
         return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(y),
                 "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc,
                 **extra}
+    from convert.raw_input import to_raw_units
+    if to_raw_units(net, data):           # as python -m convert: the device reads raw codes
+        x = data.x_test[:n_test]
     spec = extract(net)
     feeds = batched_feeds(net, spec, data.x_train, calib, cfg.train.seed)
     model = finalize(convert_int8(spec, feeds), spec,

@@ -42,6 +42,7 @@ from convert.calibrate import step_feeds
 from convert import names
 from convert.graph import state_pairs
 from convert.quantize import convert_int8, finalize, op_names, read_metadata
+from convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units
 from convert.spec import ConvertError, extract
 from convert.stream import Streamer, predictions, tflm_arena_bytes
 from convert.tflite_reader import model_id
@@ -219,6 +220,9 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     qat_report = qat_view_accuracy(net, cfg, ckpt, x_test, y_test, len_test)
     with torch.no_grad():
         hard_logits = net(x_test) if len_test is None else net(x_test, len_test)
+    codes_in = to_raw_units(net, data)     # from here on x is in the task's raw 8-bit codes
+    if codes_in:
+        x_test = data.x_test[:n_test]
     spec = extract(net)
     feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed, data.len_train)
     print(f"converting with {len(feeds)} calibration steps ...", flush=True)
@@ -229,6 +233,8 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
         info["class_names"] = list(data.class_names)
     if data.input_mean is not None:       # folded into the encoder: x is in the data's units
         info["input_units"] = "raw (normalisation folded into the encoder)"
+    if codes_in:
+        info["input_units"] = RAW_INPUT_UNITS
     model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
                                                  gate_bits)
     streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}

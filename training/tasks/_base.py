@@ -34,6 +34,10 @@ class TaskData:
     the .tflite metadata). input_mean / input_std (optional): per-channel statistics of the
     training split's real steps, as lists of C floats; the network normalises with them
     internally, so x_* stay in the data's own (sensor) units.
+    raw_input (optional, floats (a, b)): x_* = a * raw + b where raw are 8-bit codes (the
+    integers 0..255, e.g. pixels) that the task normalised itself; the converter then feeds
+    the device the raw codes (convert.raw_input), on whose int8 grid each of the 256 values
+    is exact (the normalised values sit half a step off any int8 grid that holds 0).
 
     parts (optional, None for tasks without components): the per-step label components of a
     per-step task, so that accuracy can be reported on each part separately:
@@ -62,6 +66,7 @@ class TaskData:
     class_names: list | None = None
     input_mean: list | None = None
     input_std: list | None = None
+    raw_input: tuple | None = None      # (a, b): x_* = a * raw + b, raw the integers 0..255
 
     def split(self, which: str):
         """(x, y) of 'train', 'val' or 'test'."""
@@ -120,6 +125,11 @@ def check_params(task: str, params: dict, defaults: dict) -> dict:
 def require(cond: bool, task: str, message: str):
     if not cond:
         raise TaskError(f"task '{task}': {message}")
+
+
+def raw_affine(scale: float, mean: float, std: float) -> tuple[float, float]:
+    """(a, b) with normalised(p, scale, mean, std) = a * p + b (TaskData.raw_input)."""
+    return 1.0 / (scale * std), -mean / std
 
 
 def normalised(pixels: np.ndarray, scale: float, mean: float, std: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._base import TaskData, TaskError, check_params, limit, normalised, require
+from ._base import TaskData, TaskError, check_params, limit, normalised, raw_affine, require
 
 SEQ_LEN = 784
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -134,7 +134,8 @@ def load(name: str, params: dict, data_dir, seed: int) -> TaskData:
         x = x[:n] if perm is None else x[:n][:, perm]
         out[f"x_{split}"] = normalised(x, 255.0, 0.5, 0.5)
         out[f"y_{split}"] = torch.from_numpy(y[:n].astype(np.int64))
-    return TaskData(**out, n_in=1, n_classes=10, seq_len=SEQ_LEN, readout="mean", name=name)
+    return TaskData(**out, n_in=1, n_classes=10, seq_len=SEQ_LEN, readout="mean", name=name,
+                    raw_input=raw_affine(255.0, 0.5, 0.5))
 
 
 def shape(name: str, params: dict) -> dict:
