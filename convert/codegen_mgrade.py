@@ -95,9 +95,11 @@ def _fast_delay(P: str, T, f: DelayFusion, add=None):
     return decls, None, (0, 0)
 
 
-def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
+def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
+                 state16: bool = False):
     """Fast minGRU step declarations (None where a condition of the fast kernel fails); add =
-    (ADD op index, swap) of a residual ADD(u, h_new) fused into the same pass."""
+    (ADD op index, swap) of a residual ADD(u, h_new) fused into the same pass; state16: the
+    layer runs the int16 state tail, whose gate table is mg_state16's z16_lut (no sig_z)."""
     L = f.layer
     H = f.fc["gate"][1]["output_depth"]
     lay = {}
@@ -117,7 +119,8 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
     for role in ("gate", "cand"):
         decls += ffc_decls(P, f"l{L}_{role}_f", f.fc[role][1], lay[role])
     mc = np.asarray(T[f.min_const].data).reshape(-1)
-    decls.append(table_decl(P, f"l{L}_sig_z_lut", logistic_table(f.sig_z)))
+    if not state16:
+        decls.append(table_decl(P, f"l{L}_sig_z_lut", logistic_table(f.sig_z)))
     if mc.size == 1:
         decls.append(table_decl(P, f"l{L}_sig_min_p_lut", logistic_min_table(f.sig_p,
                                                                              int(mc[0]))))
@@ -157,7 +160,7 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None):
             report[f"l{L}_g"] = "g() computed per element (no split)"
     decls.append(struct_decl("mg_mingru_fast_t", f"{P}_l{L}_gru_f", dict(
         channels=H, gate=f"&{P}_l{L}_gate_f", cand=f"&{P}_l{L}_cand_f",
-        sig_z=f"{P}_l{L}_sig_z_lut", **sig, relu_fc=relu_fc, relu_fc_shares_dot=int(f.shares_dot),
+        sig_z="NULL" if state16 else f"{P}_l{L}_sig_z_lut", **sig, relu_fc=relu_fc, relu_fc_shares_dot=int(f.shares_dot),
         relu=relu, add_g=f"&{P}_l{L}_add_g", sub=f"&{P}_l{L}_sub", mul=f"&{P}_l{L}_mul",
         add_h=f"&{P}_l{L}_add_h", **split, add_v=f"&{P}_op{add[0]}" if add else "NULL",
         add_v_swap=int(add[1]) if add else 0)))
@@ -587,7 +590,8 @@ def model_c(pk: Package) -> list[str]:
             fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
         elif op.op == "MG_MINGRU":
             fast = _fast_mingru(P, model, T, pk.fused_at[op.index], fast_report,
-                                residual.get(op.index))
+                                residual.get(op.index),
+                                pk.fused_at[op.index].layer in pk.s16)
         if fast is None and op.index in residual:      # no fast step: the ADD stays
             absorbed.pop(residual.pop(op.index)[0])
         if op.op in ("MG_DELAY", "MG_MINGRU"):

@@ -288,6 +288,7 @@ def test_package_bit_exact_with_int16_state(wide_dir, tmp_path, fast):
     ref = info["ref"]
     text = (tmp_path / "gen" / "mg_model.c").read_text()
     assert "mg_mingru_step_s16" in text and "mg_mingru_fast_s16" in text
+    assert "_sig_z_lut" not in text     # the int16 tail reads z16_lut: no unused int8 table
     assert "#define MG_MODEL_STATE_BITS 16" in (tmp_path / "gen" / "mg_model_data.h").read_text()
     exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
     got = mc.run_host_runner(exe, ref["x"])
