@@ -35,6 +35,15 @@ def clist(v) -> str:
     return "{" + ", ".join(str(int(x)) for x in v) + "}" if len(v) else "{0}"
 
 
+def cfloat(v: float) -> str:
+    """A float32 C literal for v: 9 significant digits (round-trips float32), always with a
+    '.' or an exponent so the 'f' suffix is legal (1 -> 1.0f, not 1f)."""
+    text = f"{float(v):.9g}"
+    if not any(c in text for c in ".eEn"):       # an integer-looking value ('n': inf / nan)
+        text += ".0"
+    return text + "f"
+
+
 def int_array(ctype_: str, name: str, values, storage: str = "static const") -> str:
     """`{storage} {ctype} {name}[n] = {...};` of a flat integer array (n >= 1)."""
     v = np.asarray(values).reshape(-1)

@@ -51,7 +51,7 @@ import numpy as np
 from convert import names, rings
 from convert.arena import Plan, plan_memory
 from convert.cemit import (
-    carray, clist, const_tensor_lines, ctype, int_array, struct_decl, tensor_pointer)
+    carray, cfloat, clist, const_tensor_lines, ctype, int_array, struct_decl, tensor_pointer)
 from convert.codegen_fast import (
     add_ok, chan_decl, chan_table, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
     ffc_layout, ffc_struct, g_split_tables, logistic_min_table, logistic_table, requant_table,
@@ -719,9 +719,9 @@ def model_data_h(pk: Package) -> list[str]:
           f"#define {PU}_MODEL_N_OUT {pk.n_out}",
           f"#define {PU}_MODEL_CHANNELS {H}",
           f"#define {PU}_MODEL_NUM_LAYERS {len(layers)}",
-          f"#define {PU}_MODEL_INPUT_SCALE {float(xq.scale[0]):.9g}f   /* x = q * scale ... */",
+          f"#define {PU}_MODEL_INPUT_SCALE {cfloat(xq.scale[0])}   /* x = q * scale ... */",
           f"#define {PU}_MODEL_INPUT_ZERO_POINT {zero_point(T[pk.x_t])}",
-          f"#define {PU}_MODEL_LOGITS_SCALE {float(lq.scale[0]):.9g}f",
+          f"#define {PU}_MODEL_LOGITS_SCALE {cfloat(lq.scale[0])}",
           f"#define {PU}_MODEL_LOGITS_ZERO_POINT {zero_point(T[pk.logits_t])}",
           "/* MACs per step of the graph's FULLY_CONNECTED + DEPTHWISE_CONV_2D ops (what",
           " * mg_model_info() reports), and those the fused kernels execute (a candidate FC",
