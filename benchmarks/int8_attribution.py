@@ -17,7 +17,10 @@ tensors of the groups kept in float. Rows:
 * `int16: G+..`: the groups G at int16 (symmetric, over the int8 tensor's range), the rest int8:
   what a 16-bit state path would recover;
 * `int16 path, float: G`: the state path (state, update, gate_z) at int16 as `convert
-  --state-bits 16 --gate-bits 16` deploys it, and group G in float: where what is left goes.
+  --state-bits 16 --gate-bits 16` deploys it, and group G in float: where what is left goes;
+* `int16 path + G`: group G at int16 too (what widening it would recover), and `int16 all but
+  frames`: every activation at int16 except the input and the frames (the gathered ring
+  stays int8: TFLite-Micro has no int16 GATHER), the most a 16x8 layer could give.
 
 Groups (per layer, all layers together): `input` (the frame x), `frames` (each layer's input
 frame = the encoder or the previous post-norm output, its delay ring and the gathered taps),
@@ -96,9 +99,11 @@ def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
         if t in role or T[t].dtype != np.int8:
             continue
         consts = [i for i in op.inputs if i >= 0 and T[i].is_const and op.op in ("MUL", "ADD")]
-        if op.op == "RESHAPE" and op.inputs[0] in conv_out:
-            role[t] = "conv"
-            conv_out.add(t)
+        if op.op == "RESHAPE" and op.inputs[0] in role:     # an alias keeps its input's role
+            role[t] = role[op.inputs[0]]
+            (conv_out if role[t] == "conv" else mlp_out if role[t] == "mlp" else set()).add(t)
+        elif op.op == "DEPTHWISE_CONV_2D":                  # outside the delay conv: post-norm
+            role[t] = "postnorm"
         elif op.op == "ADD" and set(op.inputs) & conv_out:
             role[t] = "conv"                    # u = frame + conv(frame)
         elif op.op == "ADD" and set(op.inputs) & state_out:
@@ -308,6 +313,11 @@ def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarra
         for g in present:
             if g not in path16:
                 configs[f"int16 path, float: {g}"] = (set(GROUPS) - {g}, path16)
+        for g in present:                 # widening one more group on top of the path
+            if g not in path16 and g not in ("input", "frames"):
+                configs[f"int16 path + {g}"] = (set(GROUPS), path16 | {g})
+        wide_all = set(present) - {"input", "frames"}
+        configs["int16 all but frames"] = (set(GROUPS), wide_all)
     if only:
         configs = {k: v for k, v in configs.items() if any(k.startswith(o) for o in only)}
     at = positions(x.shape[1])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert.cemit import designated, struct_decl
+from convert.cemit import designated, int_array, struct_decl
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -284,6 +284,32 @@ def fc_weights(model, op) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(w.data), bias
 
 
+def _fast_scale(model, op, p: dict, ptr, P: str, head: str):
+    """mg_fscale_s8 for a 1x1 depthwise conv on one frame (the post-norm): per-channel
+    weight, bias with the input zero point folded in, FC-style requantization; None when
+    the constants are not in the file or |acc| could reach 2^30."""
+    T, n = model.tensors, op.index
+    H = p["out_c"]
+    if T[op.inputs[1]].data is None:
+        return None
+    w = np.asarray(T[op.inputs[1]].data, np.int64).reshape(H)
+    has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0
+    if has_bias and T[op.inputs[2]].data is None:
+        return None
+    bias = np.asarray(T[op.inputs[2]].data, np.int64).reshape(H) if has_bias \
+        else np.zeros(H, np.int64)
+    folded = bias + p["input_offset"] * w
+    if np.any(np.abs(folded) + 128 * np.abs(w) >= (1 << 30)):
+        return None
+    rows = chan_table(folded, p["multiplier"], p["shift"], int(p["output_offset"]))
+    decls = [int_array("int8_t", f"{P}_op{n}_sw", w),
+             chan_decl(f"{P}_op{n}_sch", rows),
+             ffc_struct(P, f"op{n}s", p, 1, 0, H, "NULL", f"{P}_op{n}_sch", rows)]
+    body = [head, f"    mg_fscale_s8(&{P}_op{n}s, {P}_op{n}_sw, {ptr(op.inputs[0], True)}, "
+                  f"{ptr(op.outputs[0], False)});"]
+    return decls, body, (0, 0)
+
+
 def emit_fast_op(model, op, p: dict, ptr, P: str):
     """(declarations, statements, scratch words) of the fast kernel for one generic operator,
     or None where the reference kernel stays (unsupported op or exactness condition)."""
@@ -309,6 +335,9 @@ def emit_fast_op(model, op, p: dict, ptr, P: str):
         body = [head, f"    {fn}(&{P}_op{n}, {cnt}, {ptr(op.inputs[0], True)}, "
                       f"{ptr(op.inputs[1], True)}, {ptr(o, False)});"]
         return None, body, (0, 0)      # None: keep the reference parameter struct
+    if op.op == "DEPTHWISE_CONV_2D" and (p["batches"], p["in_h"], p["in_w"], p["filt_h"],
+                                         p["filt_w"], p["depth_multiplier"]) == (1,) * 6:
+        return _fast_scale(model, op, p, ptr, P, head)
     if op.op in ("LOGISTIC", "RELU", "QUANTIZE"):
         tab = logistic_table(p) if op.op == "LOGISTIC" else requant_table(p)
         body = [head, f"    mg_lut_s8({P}_op{n}_lut, {p['size']}, {ptr(op.inputs[0], True)}, "

@@ -88,9 +88,11 @@ def build_step_function(spec: StepSpec):
                 out[names.hnew(i)] = h_new
                 v = u + h_new
             w = v + dense(dense(v, layer.w1, layer.b1, relu=True), layer.w2, layer.b2)
-            if layer.post_scale is not None:
-                w = w * tf.constant(layer.post_scale, tf.float32) + \
-                    tf.constant(layer.post_shift, tf.float32)
+            if layer.post_scale is not None:    # a 1x1 depthwise conv: per-channel int8 scale
+                kernel = tf.constant(layer.post_scale.reshape(1, 1, H, 1), tf.float32)
+                y = tf.nn.depthwise_conv2d(tf.reshape(w, [1, 1, 1, H]), kernel, [1, 1, 1, 1],
+                                           "VALID")
+                w = tf.reshape(y, [1, H]) + tf.constant(layer.post_shift, tf.float32)
             a = w
         out[names.LOGITS] = dense(a, spec.wr, spec.br)
         return [out[name] for name in output_names]   # a list keeps this order in the .tflite

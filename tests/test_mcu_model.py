@@ -100,13 +100,14 @@ def test_package_api_and_constants(gen, model_dir):
     assert h["MG_MODEL_ID"] == f'"{hashlib.sha256(raw).hexdigest()[:16]}"'
     assert _num(h["MG_MODEL_N_IN"]) == meta["n_in"]
     assert _num(h["MG_MODEL_N_OUT"]) == meta["n_classes"]
-    macs = 0
+    macs, post_norms = 0, 0
     for op in model.operators:
         p = op_params(model, op) if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D") else None
         if op.op == "FULLY_CONNECTED":
             macs += p["batches"] * p["accum_depth"] * p["output_depth"]
         elif op.op == "DEPTHWISE_CONV_2D":
             macs += p["out_h"] * p["out_w"] * p["out_c"] * p["filt_h"] * p["filt_w"]
+            post_norms += (p["in_h"], p["in_w"], p["filt_h"], p["filt_w"]) == (1, 1, 1, 1)
     assert _num(h["MG_MODEL_MACS_PER_STEP"]) == macs
     src = (gen["gen"] / "mg_model.c").read_text()
     mid = hashlib.sha256(raw).hexdigest()[:16]
@@ -118,8 +119,11 @@ def test_package_api_and_constants(gen, model_dir):
     bits = _num(h["MG_MODEL_STATE_BITS"])
     for fn in ("mg_delay_step_s8", f"mg_mingru_step_s{bits}"):
         assert fn in src
-    for fn in ("mg_gather", "mg_concatenation", "mg_depthwise_conv_s8", "mg_logistic_s8"):
+    for fn in ("mg_gather", "mg_concatenation", "mg_logistic_s8"):
         assert fn not in src, f"{fn} left in the fused package"
+    # the only depthwise convs left are the 1x1 post-norms: the reference kernel on the
+    # portable path, mg_fscale_s8 on the fast one
+    assert src.count("mg_depthwise_conv_s8(") == src.count("mg_fscale_s8(") == post_norms
 
 
 def test_trimmed_ring_bytes(gen, model_dir):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.delay_ops import causal_depthwise_conv, gaussian_kernel
-from training.qat import ActRange, fake_quant_rows, fake_quant_tensor
+from training.qat import ActRange, fake_quant_rows
 from training.scan import g, mingru_scan
 
 
@@ -208,8 +208,8 @@ class MGradeBlock(nn.Module):
         self.norm_post = make_norm(cfg.norm, H)
         self.qat = False
         # int8 activation tensors of the step graph (training.qat.ActRange; QAT only): conv
-        # output y, u = x + y, v = u + h, fc1 (after ReLU), fc2, w = v + fc2, post-norm MUL, ADD
-        for name in ("conv", "u", "v", "fc1", "fc2", "w", "mul", "post"):
+        # output y, u = x + y, v = u + h, fc1 (after ReLU), fc2, w = v + fc2, post-norm w s + t
+        for name in ("conv", "u", "v", "fc1", "fc2", "w", "post"):
             setattr(self, f"aq_{name}", ActRange())
 
     def set_qat(self, on: bool):
@@ -236,12 +236,13 @@ class MGradeBlock(nn.Module):
         return fake_quant_rows(w), b
 
     def qat_post(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The post-norm's (scale [H], shift [H]) as deployed MUL / ADD int8 constants (None
-        without a norm)."""
+        """The post-norm's (scale [H], shift [H]) as deployed: a 1x1 depthwise conv, the scale
+        its per-channel int8 weight (one tap per channel: exact up to float32), the shift its
+        bias (float, as every bias here). None without a norm."""
         after = norm_affine(self.norm_post)
         if after is None:
             return None
-        return fake_quant_tensor(after[0]), fake_quant_tensor(after[1])
+        return fake_quant_rows(after[0][:, None])[:, 0], after[1]
 
     def _mlp_and_norm(self, v, mask=None, post: bool = True):
         """v [.., H] -> block output; post = False (QAT only, last block: the readout folds
@@ -253,7 +254,7 @@ class MGradeBlock(nn.Module):
         f2 = self.aq_fc2(F.linear(hidden, fake_quant_rows(self.fc2.weight), self.fc2.bias))
         w = self.aq_w(v + self.drop(f2))
         after = self.qat_post() if post else None
-        return w if after is None else self.aq_post(self.aq_mul(w * after[0]) + after[1])
+        return w if after is None else self.aq_post(w * after[0] + after[1])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 post: bool = True) -> torch.Tensor:

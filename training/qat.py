@@ -19,8 +19,8 @@ Which weights are folded how (MGradeNet.set_qat switches a network to it):
 - minGRU proj [2H, H]: per row (gate and candidate are separate FCs, per-row scales agree);
 - fc1: W1 * s (the pre-norm's eval scale, columns) per row; fc2 per row;
 - readout: Wr * s (the last block's post-norm, folded) per row;
-- the other blocks' post-norm scale and shift: MUL / ADD constants, int8 per tensor
-  (`fake_quant_tensor`).
+- the other blocks' post-norm: a 1x1 depthwise conv, scale per channel (one tap: exact),
+  shift as its bias.
 Batch norms use their running statistics while QAT is on (frozen; their affine parameters
 still learn), since the deployed graph folds the running statistics.
 """
@@ -60,37 +60,6 @@ def fake_quant_rows(w: torch.Tensor) -> torch.Tensor:
     if w.ndim != 2:
         raise ValueError(f"fake_quant_rows needs a [C, K] weight, got shape {tuple(w.shape)}")
     return _FakeQuantRows.apply(w)
-
-
-def quant_tensor(v: torch.Tensor) -> tuple[torch.Tensor, float, int]:
-    """v [n] -> (q [n] float32 integers in [-128, 127], scale, zero_point): how the TFLite
-    converter quantizes a constant operand of MUL / ADD (the post-norm's scale and shift):
-    per tensor, asymmetric, range [min(v, 0), max(v, 0)] over 255 steps."""
-    v32 = v.detach().to(torch.float32)
-    zero = v32.new_zeros(())
-    lo, hi = torch.minimum(v32.min(), zero), torch.maximum(v32.max(), zero)
-    s32 = (hi - lo) / 255.0 if hi > lo else torch.ones(())   # float32 arithmetic, as TFLite
-    scale = float(s32)
-    zp = -128 - float(lo) / scale
-    zp = int(min(127, max(-128, math.floor(zp + 0.5))))
-    q = torch.clamp(torch.round(v32 / s32) + zp, -128, 127)
-    return q, scale, zp
-
-
-class _FakeQuantTensor(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v):
-        q, scale, zp = quant_tensor(v)
-        return ((q - zp) * torch.tensor(scale, dtype=torch.float32)).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
-
-def fake_quant_tensor(v: torch.Tensor) -> torch.Tensor:
-    """v [n] -> the deployed per-tensor int8 constant (q - zp) * scale; gradient: identity."""
-    return _FakeQuantTensor.apply(v)
 
 
 def deployed_weights(net) -> dict:
@@ -212,6 +181,8 @@ def act_ranges(net) -> dict:
 def load_act_ranges(net, ranges: dict):
     """Restore act_ranges(net) output; unknown or missing names are refused."""
     mods = {n: m for n, m in net.named_modules() if isinstance(m, ActRange)}
+    # checkpoints from before the post-norm became one op carry a range for its MUL
+    ranges = {n: r for n, r in ranges.items() if not n.endswith(".aq_mul")}
     if set(ranges) != set(mods):
         raise ValueError(f"activation ranges do not match the network "
                          f"({sorted(set(ranges) ^ set(mods))[:3]})")

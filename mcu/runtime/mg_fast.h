@@ -269,6 +269,19 @@ MG_FAST_INLINE void mg_ffc_s8(const mg_ffc_params_t *p, const int8_t *x, uint32_
     }
 }
 
+/* ---- DEPTHWISE_CONV_2D 1x1 on one frame (the post-norm w s + t) ------------------------ */
+
+/* out [n_out] = requant(w[c] x[c] + bias'[c]) per channel: a 1x1 depthwise conv with one
+ * input pixel and depth multiplier 1 (bias' = bias + input offset * w[c], in q->ch). */
+MG_FAST_INLINE void mg_fscale_s8(const mg_ffc_params_t *q, const int8_t *w, const int8_t *x,
+                                 int8_t *out)
+{
+    int32_t c;
+    for (c = 0; c < q->n_out; ++c) {
+        out[c] = mg_ffc_out1(q, (int32_t)w[c] * (int32_t)x[c], c);
+    }
+}
+
 /* ---- elementwise --------------------------------------------------------------------- */
 
 /* Up to 3 elementwise ops applied to each FC output in the same pass (the residual ADD and a
