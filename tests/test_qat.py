@@ -18,7 +18,7 @@ from training.checkpoint import load_raw
 from training.config import ConfigError, ModelConfig, config_from_dict
 from training.model import MGradeNet
 from training.qat import (ActRange, act_ranges, asym_params, deployed_weights, fake_quant_act,
-                          fake_quant_rows, quant_rows)
+                          fake_quant_rows, load_act_ranges, quant_rows)
 
 
 def tiny_net(norm="batch", normalize=True, seed=0):
@@ -389,3 +389,18 @@ def test_convert_reports_the_qat_view_accuracy():
     unseen = {n: [lo, hi, False] for n, (lo, hi, _) in ranges.items()}
     assert qat_view_accuracy(fresh, cfg(1), {"act_ranges": unseen}, x, y, None) == \
         {"qat_acc": want_w, "qat_acts": False}
+
+
+def test_act_ranges_round_trip_and_legacy_post_norm_mul_is_dropped():
+    """Ranges saved by a run load back; a checkpoint from before the post-norm became one op
+    carries an extra `.aq_mul` range, which is ignored; any other mismatch is refused."""
+    net = tiny_net().float().train()
+    net.set_qat(True, acts=True)
+    net(torch.randn(4, 12, 3))
+    saved = act_ranges(net)
+    other = tiny_net().float()
+    legacy = dict(saved, **{"blocks.0.aq_mul": (-1.0, 1.0, True)})
+    load_act_ranges(other, legacy)
+    assert act_ranges(other) == saved
+    with pytest.raises(ValueError, match="do not match"):
+        load_act_ranges(other, dict(saved, **{"blocks.0.aq_bogus": (-1.0, 1.0, True)}))
