@@ -101,7 +101,10 @@ def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
         consts = [i for i in op.inputs if i >= 0 and T[i].is_const and op.op in ("MUL", "ADD")]
         if op.op == "RESHAPE" and op.inputs[0] in role:     # an alias keeps its input's role
             role[t] = role[op.inputs[0]]
-            (conv_out if role[t] == "conv" else mlp_out if role[t] == "mlp" else set()).add(t)
+            if role[t] == "conv":
+                conv_out.add(t)
+            elif role[t] == "mlp":
+                mlp_out.add(t)
         elif op.op == "DEPTHWISE_CONV_2D":                  # outside the delay conv: post-norm
             role[t] = "postnorm"
         elif op.op == "ADD" and set(op.inputs) & conv_out:

@@ -284,25 +284,33 @@ def fc_weights(model, op) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(w.data), bias
 
 
+def dw_chan_rows(filt: np.ndarray, bias, p: dict):
+    """chan_table rows of a depthwise conv with int8 taps filt [N, H] and int32 bias [H] (or
+    None), its input zero point folded into the bias (bias + input_offset * sum of the taps):
+    FC-style requantization of the tap dot; None when |acc| could reach 2^30 (the short
+    requantization's bound)."""
+    filt = np.asarray(filt, np.int64)
+    H = filt.shape[1]
+    bias = np.zeros(H, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(H)
+    folded = bias + p["input_offset"] * filt.sum(0)
+    if np.any(np.abs(folded) + 128 * np.abs(filt).sum(0) >= (1 << 30)):
+        return None
+    return chan_table(folded, p["multiplier"], p["shift"], int(p["output_offset"]))
+
+
 def _fast_scale(model, op, p: dict, ptr, P: str, head: str):
-    """mg_fscale_s8 for a 1x1 depthwise conv on one frame (the post-norm): per-channel
-    weight, bias with the input zero point folded in, FC-style requantization; None when
-    the constants are not in the file or |acc| could reach 2^30."""
-    T, n = model.tensors, op.index
-    H = p["out_c"]
-    if T[op.inputs[1]].data is None:
+    """mg_fscale_s8 for a 1x1 depthwise conv on one frame (the post-norm): one tap per
+    channel, dw_chan_rows' requantization; None when the constants are not in the file or
+    |acc| could reach 2^30."""
+    n, H = op.index, p["out_c"]
+    w, bias = fc_weights(model, op)
+    if w is None:
         return None
-    w = np.asarray(T[op.inputs[1]].data, np.int64).reshape(H)
-    has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0
-    if has_bias and T[op.inputs[2]].data is None:
+    w = np.asarray(w, np.int64).reshape(1, H)
+    rows = dw_chan_rows(w, bias, p)
+    if rows is None:
         return None
-    bias = np.asarray(T[op.inputs[2]].data, np.int64).reshape(H) if has_bias \
-        else np.zeros(H, np.int64)
-    folded = bias + p["input_offset"] * w
-    if np.any(np.abs(folded) + 128 * np.abs(w) >= (1 << 30)):
-        return None
-    rows = chan_table(folded, p["multiplier"], p["shift"], int(p["output_offset"]))
-    decls = [int_array("int8_t", f"{P}_op{n}_sw", w),
+    decls = [int_array("int8_t", f"{P}_op{n}_sw", w[0]),
              chan_decl(f"{P}_op{n}_sch", rows),
              ffc_struct(P, f"op{n}s", p, 1, 0, H, "NULL", f"{P}_op{n}_sch", rows)]
     body = [head, f"    mg_fscale_s8(&{P}_op{n}s, {P}_op{n}_sw, {ptr(op.inputs[0], True)}, "

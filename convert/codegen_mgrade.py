@@ -53,7 +53,7 @@ from convert.arena import Plan, plan_memory
 from convert.cemit import (
     carray, cfloat, clist, const_tensor_lines, ctype, int_array, struct_decl, tensor_pointer)
 from convert.codegen_fast import (
-    add_ok, chan_decl, chan_table, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
+    add_ok, chan_decl, dw_chan_rows, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
     ffc_layout, ffc_struct, g_split_tables, logistic_min_table, logistic_table, requant_table,
     table_decl)
 from convert.graph_package import (
@@ -77,12 +77,9 @@ def _fast_delay(P: str, T, f: DelayFusion, add=None):
     H = p["out_c"]
     N = f.delays.shape[1]
     filt = np.asarray(T[f.filt].data, np.int64).reshape(N, H)       # [N, H]
-    bias = (np.asarray(T[f.bias].data, np.int64).reshape(-1) if f.bias >= 0
-            else np.zeros(H, np.int64))
-    folded = bias + p["input_offset"] * filt.sum(0)
-    if np.any(np.abs(folded) + 128 * np.abs(filt).sum(0) >= (1 << 30)):
+    rows = dw_chan_rows(filt, T[f.bias].data if f.bias >= 0 else None, p)
+    if rows is None:
         return None                     # the short requantization needs |acc| < 2^30
-    rows = chan_table(folded, p["multiplier"], p["shift"], int(p["output_offset"]))
     L = f.layer
     decls = [int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
              int_array("int8_t", f"{P}_l{L}_filter_cm", filt.T.reshape(-1)),
@@ -160,7 +157,8 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
             report[f"l{L}_g"] = "g() computed per element (no split)"
     decls.append(struct_decl("mg_mingru_fast_t", f"{P}_l{L}_gru_f", dict(
         channels=H, gate=f"&{P}_l{L}_gate_f", cand=f"&{P}_l{L}_cand_f",
-        sig_z="NULL" if state16 else f"{P}_l{L}_sig_z_lut", **sig, relu_fc=relu_fc, relu_fc_shares_dot=int(f.shares_dot),
+        sig_z="NULL" if state16 else f"{P}_l{L}_sig_z_lut", **sig, relu_fc=relu_fc,
+        relu_fc_shares_dot=int(f.shares_dot),
         relu=relu, add_g=f"&{P}_l{L}_add_g", sub=f"&{P}_l{L}_sub", mul=f"&{P}_l{L}_mul",
         add_h=f"&{P}_l{L}_add_h", **split, add_v=f"&{P}_op{add[0]}" if add else "NULL",
         add_v_swap=int(add[1]) if add else 0)))
