@@ -1,7 +1,7 @@
 """Convert a trained checkpoint to a hardened, int8, single-step streaming model.tflite.
 
     python -m convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
-                      [--gate-bits 8|16] [--val-n N]
+                      [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
 TFLite-Micro, LiteRT vs TFLM difference, sizes, ops; for a train.qat_epochs run also qat_acc,
@@ -22,6 +22,13 @@ scales the update z * (g - h). 16 runs TFLite's int16 LOGISTIC (z on a 1/32768 g
 the int8 LOGISTIC (z on a 1/256 grid: a slow gate below 1/512 rounds to 0 and its channel
 freezes) and requantizes z to int16. Both are bit-exact on the C runtime; 16 costs a 512-byte
 table per layer in flash on the fast path.
+
+--rounding (default auto): how the weights go onto their per-channel int8 grids. gptq rounds
+each layer's weights so that its output on the calibration inputs moves least (GPTQ,
+convert/rounding.py; same grids, so the same model size and kernels); nearest rounds each
+weight on its own; auto is gptq except for a train.qat_epochs run, whose QAT epochs trained
+the weights for nearest rounding. report.json's weight_rounding_output_error gives each
+tensor's output error both ways.
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from convert.calibrate import step_feeds
-from convert import names
+from convert import names, rounding
 from convert.graph import state_pairs
 from convert.quantize import convert_int8, finalize, op_names, read_metadata
 from convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units
@@ -55,13 +62,18 @@ MAX_CALIB_FEEDS = 3000
 OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # all that convert writes
 
 
+def calibration_pick(n_train: int, n_seq: int, seed: int) -> torch.Tensor:
+    """Indices of the n_seq training sequences calibration reads (a seeded permutation)."""
+    if n_train == 0:
+        raise ConvertError("the task has no training split to calibrate on")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_train, generator=gen)[:n_seq]
+
+
 def calibration_feeds(net, spec, x_train, n_seq: int, seed: int, lengths=None) -> list[dict]:
     """Graph inputs from n_seq training sequences (each over its own steps when `lengths` is
     given), thinned to at most MAX_CALIB_FEEDS steps."""
-    if len(x_train) == 0:
-        raise ConvertError("the task has no training split to calibrate on")
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(x_train), generator=gen)[:n_seq]
+    pick = calibration_pick(len(x_train), n_seq, seed)
     seqs = x_train[pick] if lengths is None else [x_train[i, :lengths[i]] for i in pick]
     total = sum(len(q) for q in seqs)
     stride = max(1, total // MAX_CALIB_FEEDS)
@@ -199,8 +211,33 @@ def qat_view_accuracy(net, cfg, ckpt: dict, x, y, lengths) -> dict:
     return {"qat_acc": acc, "qat_acts": acts}
 
 
+def choose_rounding(method: str, cfg) -> str:
+    """--rounding auto: GPTQ, except for a train.qat_epochs run (its weights were trained for
+    nearest rounding: that is what its QAT epochs computed with)."""
+    if method != "auto":
+        return method
+    return "nearest" if cfg.train.qat_epochs > 0 else "gptq"
+
+
+def round_weights(net, spec, data, calib: int, seed: int, method: str) -> dict:
+    """With method "gptq", put spec's weights on their int8 grids by GPTQ (convert/rounding.py)
+    from the float net's layer inputs on the calibration sequences; report fields."""
+    if method == "nearest":
+        return {"weight_rounding": "nearest"}
+    pick = calibration_pick(len(data.x_train), calib, seed)
+    lengths = None if data.len_train is None else data.len_train[pick]
+    moments = rounding.input_moments(net, data.x_train[pick], lengths)
+    per_tensor = rounding.round_spec(spec, moments)
+    print(rounding.summary(per_tensor), flush=True)
+    return {"weight_rounding": "gptq",
+            "weight_rounding_output_error": {k: {"nearest": v["nearest"], "gptq": v["gptq"],
+                                                 "kept": v["kept"]}
+                                             for k, v in per_tensor.items()}}
+
+
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
-            state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16) -> dict:
+            state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16,
+            weight_rounding: str = "auto") -> dict:
     t0 = time.monotonic()
     check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
@@ -224,6 +261,8 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     if codes_in:
         x_test = data.x_test[:n_test]
     spec = extract(net)
+    rounding_report = round_weights(net, spec, data, calib, cfg.train.seed,
+                                    choose_rounding(weight_rounding, cfg))
     feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed, data.len_train)
     print(f"converting with {len(feeds)} calibration steps ...", flush=True)
     raw = convert_int8(spec, feeds)
@@ -245,7 +284,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
               "calib_steps": len(feeds),
               "float_acc": float_acc, "hardened_acc": hardened_acc, **qat_report,
-              **bits_report}
+              **bits_report, **rounding_report}
     lengths = None if len_test is None else len_test.numpy()
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
     report.update({
@@ -387,6 +426,10 @@ def main(argv=None) -> int:
     p.add_argument("--gate-bits", type=int, choices=(8, 16), default=16,
                    help="with a 16-bit state, the gate z's width: 16 (int16 LOGISTIC, 1/32768 "
                         "grid) or 8 (int8 LOGISTIC, 1/256 grid). Default 16")
+    p.add_argument("--rounding", choices=("auto", "gptq", "nearest"), default="auto",
+                   help="how weights go onto their int8 grids: gptq (each layer's output error "
+                        "on the calibration inputs minimised, convert/rounding.py), nearest, "
+                        "or auto (gptq, but nearest for a train.qat_epochs run). Default auto")
     p.add_argument("--val-n", type=int, default=300,
                    help="validation sequences --state-bits auto evaluates (default 300)")
     args = p.parse_args(argv)
@@ -395,7 +438,7 @@ def main(argv=None) -> int:
         return 2
     try:
         report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test,
-                         args.state_bits, args.val_n, args.gate_bits)
+                         args.state_bits, args.val_n, args.gate_bits, args.rounding)
     except (ConvertError, CheckpointError, TaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -38,6 +38,13 @@ def test_report_fields_and_accuracy(digits_int8):
     assert r["argmax_agreement_tflm_vs_hardened"] >= 0.97
     assert r["model_bytes"] == (digits_int8 / "model.tflite").stat().st_size
     assert r["tflm_arena_bytes"] > 0
+    # GPTQ rounding by default (a plain run): every tensor's output error at most nearest's
+    assert r["weight_rounding"] == "gptq"
+    errs = r["weight_rounding_output_error"]
+    assert {"we", "wr", "wz0", "w11"} <= set(errs)
+    assert all(e["gptq"] <= e["nearest"] if e["kept"] == "gptq" else e["kept"] == "nearest"
+               for e in errs.values())
+    assert sum(e["kept"] == "gptq" for e in errs.values()) >= len(errs) // 2
     # a 16-bit state (--state-bits auto picks it for this model) adds the tail's QUANTIZE ops
     # (int8 z, g -> int16; int16 h -> its int8 copy), convert/widen.py
     ops = TFLM_OPS | ({"QUANTIZE"} if r["state_bits"] == 16 else set())
