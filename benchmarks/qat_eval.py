@@ -10,7 +10,8 @@ with the int8 weights (`MGradeNet.set_qat`, float activations) and, for a `train
 run, with its activations fake-quantized on the ranges its training ended with ("fake-
 quantized activations"): one calibration, TFLite-Micro only (convert also streams LiteRT
 twice per step), and the calibration's 64 sequences stepped as one batch instead of one by
-one. The calibration feeds are the converter's
+one. The weights are rounded as convert's default (--rounding auto: GPTQ, nearest for a QAT
+run). The calibration feeds are the converter's
 (`convert.calibration_feeds`: same sequences, same thinning) up to float rounding of the
 batched step, so the .tflite can differ from convert's in the last bit of a scale;
 `--check-against DIR` compares the accuracy with a convert output's report.json.
@@ -102,6 +103,9 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
     if to_raw_units(net, data):           # as python -m convert: the device reads raw codes
         x = data.x_test[:n_test]
     spec = extract(net)
+    from convert.__main__ import choose_rounding, round_weights
+    rounding = round_weights(net, spec, data, calib, cfg.train.seed,
+                             choose_rounding("auto", cfg))["weight_rounding"]
     feeds = batched_feeds(net, spec, data.x_train, calib, cfg.train.seed)
     model = finalize(convert_int8(spec, feeds), spec,
                      {"task": data.name, "seq_len": data.seq_len,
@@ -116,7 +120,7 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
             widen_state(model, read_metadata(model)["layers"], gate16=True), xs, ys)
     from convert.__main__ import model_id
     return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(ys),
-            "model_id": model_id(model),
+            "model_id": model_id(model), "weight_rounding": rounding,
             "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc, **extra,
             "int8_tflm_acc": int8, "state16_gate8_tflm_acc": int16,
             "seconds": round(time.monotonic() - t0, 1)}
