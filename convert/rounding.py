@@ -35,7 +35,9 @@ from convert.spec import StepSpec
 
 QMAX = 127
 DAMP = 0.01             # Hx += DAMP * mean(diag Hx) * I: numerically safe, the usual GPTQ value
-BATCH = 16              # calibration sequences per forward pass
+BATCH = 16              # calibration sequences per forward pass (fewer for long sequences)
+STEPS_PER_PASS = 50_000  # at most this many steps (sequences x length) per forward pass
+CHUNK_ROWS = 8192       # rows per float64 product when accumulating moments
 
 
 def row_grid(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +102,11 @@ def gptq_codes(w: np.ndarray, hx: np.ndarray, damp: float = DAMP) -> np.ndarray:
 
 def round_weight(w: np.ndarray, hx: np.ndarray) -> tuple[np.ndarray, dict]:
     """w [R, C] with one hx [C, C] (or [R, C, C]: one per row) -> (w on its int8 grid as
-    float64 codes x scales, {"nearest": err, "gptq": err, "kept": "gptq" | "nearest"})."""
+    float64 codes x scales, {"nearest": err, "gptq": err, "kept": "gptq" | "nearest"}); a
+    non-finite hx keeps nearest rounding (errors None)."""
     q0, s = row_grid(w)
+    if not np.isfinite(hx).all():           # nothing sensible to minimise: nearest
+        return q0 * s[:, None], {"nearest": None, "gptq": None, "kept": "nearest"}
     if hx.ndim == 2:
         q = gptq_codes(w, hx)
         e0, e1 = output_error(w, q0 * s[:, None], hx), output_error(w, q * s[:, None], hx)
@@ -124,12 +129,16 @@ class _Moments:
         self.sum, self.n = None, 0
 
     def add(self, x: torch.Tensor, mask: torch.Tensor | None):
-        flat = x.detach().double().reshape(-1, x.shape[-1])
+        flat = x.detach().reshape(-1, x.shape[-1])
         if mask is not None:
             flat = flat[mask.reshape(-1)]
-        s = flat.T @ flat
+        for i in range(0, len(flat), CHUNK_ROWS):
+            part = flat[i:i + CHUNK_ROWS].double()
+            self._acc(part.T @ part, len(part))
+
+    def _acc(self, s: torch.Tensor, rows: int):
         self.sum = s if self.sum is None else self.sum + s
-        self.n += len(flat)
+        self.n += rows
 
     def mean(self) -> np.ndarray:
         return (self.sum / max(self.n, 1)).numpy()
@@ -144,16 +153,18 @@ class _TapMoments(_Moments):
 
     def add(self, x: torch.Tensor, mask: torch.Tensor | None):
         B, T, H = x.shape
+        N = self.delays.shape[1]
         D = int(self.delays.max()) if self.delays.numel() else 0
-        xp = torch.cat([x.new_zeros(B, D, H), x.detach()], dim=1).double()     # [B, D + T, H]
-        t = torch.arange(T)[:, None, None] + D - self.delays[None]              # [T, H, N]
-        frames = xp[:, t, torch.arange(H)[None, :, None]]                       # [B, T, H, N]
-        if mask is not None:
-            frames = frames[mask]
-        frames = frames.reshape(-1, H, frames.shape[-1])
-        s = torch.einsum("rhk,rhl->hkl", frames, frames)
-        self.sum = s if self.sum is None else self.sum + s
-        self.n += len(frames)
+        xp = torch.cat([x.new_zeros(B, D, H), x.detach()], dim=1)               # [B, D + T, H]
+        chan = torch.arange(H)[None, :, None]
+        step = max(1, CHUNK_ROWS // max(1, B))            # time steps per chunk
+        for t0 in range(0, T, step):
+            t = torch.arange(t0, min(T, t0 + step))[:, None, None] + D - self.delays[None]
+            frames = xp[:, t, chan].double()                                    # [B, t, H, N]
+            if mask is not None:
+                frames = frames[mask[:, t0:t0 + step]]
+            frames = frames.reshape(-1, H, N)
+            self._acc(torch.einsum("rhk,rhl->hkl", frames, frames), len(frames))
 
 
 @torch.no_grad()
@@ -182,10 +193,11 @@ def input_moments(net, x: torch.Tensor, lengths: torch.Tensor | None = None) -> 
     watch(net.blocks[-1].norm_post, "wr", _Moments())
     if isinstance(net.encoder, nn.Linear):
         moments["we"] = _Moments()              # the raw input (normalisation is folded)
+    per_pass = max(1, min(BATCH, STEPS_PER_PASS // max(1, x.shape[1])))
     try:
-        for b in range(0, len(x), BATCH):
-            xb = x[b:b + BATCH]
-            lb = None if lengths is None else lengths[b:b + BATCH]
+        for b in range(0, len(x), per_pass):
+            xb = x[b:b + per_pass]
+            lb = None if lengths is None else lengths[b:b + per_pass]
             if lb is not None:
                 xb = xb[:, :int(lb.max())]
             mask = None if lb is None else net.step_mask(lb, xb.shape[1])
@@ -230,7 +242,7 @@ def summary(report: dict) -> str:
     """One line: the total output error with nearest and with GPTQ rounding, as a ratio."""
     if not report:
         return "weight rounding: nearest (nothing to round)"
-    ratios = [r["gptq"] / r["nearest"] for r in report.values() if r["nearest"] > 0]
+    ratios = [r["gptq"] / r["nearest"] for r in report.values() if r["nearest"]]
     kept = sum(r["kept"] == "gptq" for r in report.values())
     mid = float(np.median(ratios)) if ratios else 1.0
     return (f"weight rounding: GPTQ on {kept} of {len(report)} weight tensors; output error "

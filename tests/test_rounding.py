@@ -173,3 +173,26 @@ def test_cli_refuses_an_unknown_rounding(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--rounding" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_non_finite_moments_keep_nearest_rounding():
+    w = np.random.default_rng(8).normal(size=(4, 3))
+    hx = np.eye(3)
+    hx[1, 1] = np.nan
+    new, rep = rounding.round_weight(w, hx)
+    q0, s = rounding.row_grid(w)
+    assert rep == {"nearest": None, "gptq": None, "kept": "nearest"}
+    assert np.array_equal(new, q0 * s[:, None])
+    assert "GPTQ on 0 of 1" in rounding.summary({"w": rep})
+
+
+def test_moments_are_the_same_in_small_chunks(monkeypatch):
+    net = tiny_net(seed=9)
+    x = torch.randn(5, 30, 3, dtype=torch.float64)
+    lengths = torch.tensor([30, 11, 25, 3, 30])
+    whole = rounding.input_moments(net, x, lengths)
+    monkeypatch.setattr(rounding, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(rounding, "STEPS_PER_PASS", 40)       # one sequence per pass
+    parts = rounding.input_moments(net, x, lengths)
+    for k in whole:
+        np.testing.assert_allclose(parts[k], whole[k], rtol=1e-10, atol=1e-14)
