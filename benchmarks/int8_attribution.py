@@ -24,7 +24,8 @@ tensors of the groups kept in float. Rows:
 
 Groups (per layer, all layers together): `input` (the frame x), `frames` (each layer's input
 frame = the encoder or the previous post-norm output, its delay ring and the gathered taps),
-`conv` (the delay conv output and its residual sum), `gate_z` (FC_z, sigmoid z), `cand` (the
+`conv` (the delay conv output), `resid` (its residual sum u = frame + conv(frame), the
+minGRU's input), `gate_z` (FC_z, sigmoid z), `cand` (the
 candidate g(p) and its branches), `update` (g - h and z * (g - h)), `state` (h, the minGRU
 state fed back), `mix` (u + h), `mlp` (FC1, FC2, the MLP residual sum), `postnorm` (the
 post-norm scale), `readout` (the per-step logits; the time mean is an exact int32 sum).
@@ -51,8 +52,8 @@ from convert.tflite_reader import Model, read_tflite
 # rows with a group set simulated at int16 (symmetric, the int8 tensor's range): the fix
 # candidates (the minGRU state path)
 WIDE_ROWS = (("state",), ("state", "update"), ("state", "update", "gate_z"))
-GROUPS = ("input", "frames", "conv", "gate_z", "cand", "update", "state", "mix", "mlp",
-          "postnorm", "readout")
+GROUPS = ("input", "frames", "conv", "resid", "gate_z", "cand", "update", "state", "mix",
+          "mlp", "postnorm", "readout")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
         elif op.op == "DEPTHWISE_CONV_2D":                  # outside the delay conv: post-norm
             role[t] = "postnorm"
         elif op.op == "ADD" and set(op.inputs) & conv_out:
-            role[t] = "conv"                    # u = frame + conv(frame)
+            role[t] = "resid"                   # u = frame + conv(frame)
         elif op.op == "ADD" and set(op.inputs) & state_out:
             role[t] = "mix"
         elif op.op == "FULLY_CONNECTED" and op.inputs[0] == inp["x"]:
@@ -411,7 +412,18 @@ def main(argv=None) -> int:
     model_bytes = tfl.read_bytes()
     from convert.quantize import read_metadata
     from convert.raw_input import takes_codes, to_raw_units
-    if takes_codes(read_metadata(model_bytes)):   # the model reads the task's raw codes
+    try:
+        meta = read_metadata(model_bytes)
+    except ValueError as e:
+        print(f"error: {tfl}: {e}", file=sys.stderr)
+        return 2
+    if meta.get("state_bits", 8) != 8:
+        print(f"error: {tfl} has the {meta['state_bits']}-bit state path; the walk simulates "
+              f"the int8 graph (its 'int16 ...' rows simulate the 16-bit path): convert with "
+              f"--state-bits 8 for it, e.g. python -m convert RUN --out RUN/int8s8 "
+              f"--state-bits 8 --n-test 10", file=sys.stderr)
+        return 2
+    if takes_codes(meta):                         # the model reads the task's raw codes
         to_raw_units(net, data)
         x_t = data.x_test[sl]
     x = x_t.numpy().astype(np.float64)
