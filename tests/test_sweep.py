@@ -136,6 +136,7 @@ def test_sweep_trains_converts_resumes_and_reports_int8(tmp_path):
         assert row["convert_args"] == ["--n-test", "40", "--state-bits", "auto"]
         assert row["int8_acc"] == report["int8_acc_tflm"] and row["int8_n_test"] == 40
         assert row["int8_float_acc"] == report["hardened_acc"]
+        assert row["int8_model_id"] == report["model_id"]
         reports[row["name"]] = (run / "int8" / "report.json").stat().st_mtime_ns
     rnn = {x["d_model"]: x for x in rows if x["family"] == "rnn"}
     assert rnn[4]["state_values"] < rnn[6]["state_values"]
@@ -162,6 +163,22 @@ def test_sweep_trains_converts_resumes_and_reports_int8(tmp_path):
     for row in rows:                                    # not reconverted
         run = out / "runs" / row["name"]
         assert (run / "int8" / "report.json").stat().st_mtime_ns == reports[row["name"]]
+
+    # a run converted again outside the sweep (another model_id): its row is read again from
+    # the report on disk, and nothing is reconverted
+    redone = out / "runs" / rows[1]["name"] / "int8"
+    tflite_mtime = (redone / "model.tflite").stat().st_mtime_ns
+    report = json.loads((redone / "report.json").read_text())
+    report.update(model_id="0123456789abcdef", int8_acc_tflm=0.125)
+    (redone / "report.json").write_text(json.dumps(report))
+    reread = sweep_cli(sweep, "--out", out)
+    assert reread.returncode == 0, reread.stderr
+    assert "0 to train, 1 to (re)convert or read" in reread.stdout
+    now = {x["name"]: x for x in load_results(out)}
+    assert now[rows[1]["name"]]["int8_acc"] == 0.125
+    assert now[rows[1]["name"]]["int8_model_id"] == "0123456789abcdef"
+    assert (redone / "model.tflite").stat().st_mtime_ns == tflite_mtime
+    rows[1] = now[rows[1]["name"]]
 
     # a conversion that fails: the run's int8 folder holds someone else's file
     bad = rows[0]["name"]

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from training.config import ConfigError, config_from_dict
 from training.sweep_convert import (ROW_KEYS, convert_settings, int8_fields,
-                                    needs_convert, run_convert)
+                                    needs_convert, row_is_behind, run_convert)
 
 FAMILY_LABELS = {"mgrade": "mGRADE", "conv": "pure conv (learnable spacings)",
                  "dilated": "pure conv (dilated)", "rnn": "pure minGRU"}
@@ -408,9 +408,11 @@ def main(argv=None) -> int:
     rows = {r["name"]: r for r in load_results(out)}
     todo = [r for r in runs if r[1] not in rows]
     # trained runs whose conversion is missing, stale, made with other arguments, or not in
-    # their row yet (a results.jsonl from before conversions)
+    # their row yet (a results.jsonl from before conversions, or a report converted again
+    # outside the sweep: read, not reconverted)
     stale = [r for r in runs if r[1] in rows and (
         needs_convert(out / "runs" / r[1], rows[r[1]], settings)
+        or row_is_behind(out / "runs" / r[1], rows[r[1]], settings)
         or (settings["enabled"] and rows[r[1]].get("convert_args") is None))]
     busy = {name: holder(out / "runs" / name) for _, name, _ in todo + stale}
     busy = {name: pid for name, pid in busy.items() if pid}

@@ -26,7 +26,8 @@ KEYS = {"enabled", "n_test", "args"}
 RESERVED = ("--out", "--n-test")          # the sweep sets these itself
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                  "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
-ROW_KEYS = ("int8_acc", "int8_float_acc", "int8_n_test", "convert_args", "convert_error")
+ROW_KEYS = ("int8_acc", "int8_float_acc", "int8_n_test", "int8_model_id", "convert_args",
+            "convert_error")
 
 
 def convert_settings(sweep: dict) -> dict:
@@ -78,6 +79,22 @@ def is_fresh(run_dir: Path) -> bool:
         return False
 
 
+def report_model_id(run_dir: Path) -> str | None:
+    """The model_id in RUN/int8/report.json (None if there is none or it cannot be read)."""
+    try:
+        return json.loads((run_dir / "int8" / "report.json").read_text()).get("model_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def row_is_behind(run_dir: Path, row: dict, settings: dict) -> bool:
+    """Whether the results row holds other int8 figures than the fresh report on disk (the run
+    was converted again outside the sweep, or the row predates int8_model_id): the sweep then
+    reads the report again, without converting."""
+    return settings["enabled"] and is_fresh(run_dir) and \
+        row.get("int8_model_id") != report_model_id(run_dir)
+
+
 def needs_convert(run_dir: Path, row: dict | None, settings: dict) -> bool:
     """Whether the sweep must (re)convert this run: conversion is on, and there is no fresh
     report.json or it was made with other convert arguments than these."""
@@ -118,7 +135,7 @@ def int8_fields(run_dir: Path, settings: dict, code: int | None = None) -> dict:
     (None: read a previous report)."""
     stamp = command_args(settings)
     empty = {"int8_acc": None, "int8_float_acc": None, "int8_n_test": None,
-             "convert_args": stamp}
+             "int8_model_id": None, "convert_args": stamp}
     if not settings["enabled"]:
         return {**empty, "convert_args": None, "convert_error": None}
     if code not in (None, 0) or not is_fresh(run_dir):
@@ -127,7 +144,8 @@ def int8_fields(run_dir: Path, settings: dict, code: int | None = None) -> dict:
         report = json.loads((run_dir / "int8" / "report.json").read_text())
         return {"int8_acc": float(report["int8_acc_tflm"]),
                 "int8_float_acc": float(report["hardened_acc"]),
-                "int8_n_test": int(report["n_test"]), "convert_args": stamp,
+                "int8_n_test": int(report["n_test"]),
+                "int8_model_id": report.get("model_id"), "convert_args": stamp,
                 "convert_error": None}
     except (OSError, ValueError, KeyError, TypeError) as e:
         return {**empty, "convert_error": f"unreadable {run_dir / 'int8' / 'report.json'}: {e}"}
