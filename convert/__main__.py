@@ -229,10 +229,7 @@ def round_weights(net, spec, data, calib: int, seed: int, method: str) -> dict:
     moments = rounding.input_moments(net, data.x_train[pick], lengths)
     per_tensor = rounding.round_spec(spec, moments)
     print(rounding.summary(per_tensor), flush=True)
-    return {"weight_rounding": "gptq",
-            "weight_rounding_output_error": {k: {"nearest": v["nearest"], "gptq": v["gptq"],
-                                                 "kept": v["kept"]}
-                                             for k, v in per_tensor.items()}}
+    return {"weight_rounding": "gptq", "weight_rounding_output_error": per_tensor}
 
 
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,

@@ -50,9 +50,10 @@ def row_grid(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def output_error(w: np.ndarray, wq: np.ndarray, hx: np.ndarray) -> float:
-    """sum_r (wq - w)[r] hx (wq - w)[r]^T: the mean squared output error over the inputs."""
+    """sum_r (wq - w)[r] hx (wq - w)[r]^T: the mean squared output error over the inputs;
+    hx [C, C] shared by the rows, or [R, C, C] one per row."""
     d = wq - w
-    return float(np.einsum("rc,cd,rd->", d, hx, d))
+    return float(np.einsum("rc,cd,rd->" if hx.ndim == 2 else "rc,rcd,rd->", d, hx, d))
 
 
 def _inverse_cholesky(hx: np.ndarray, damp: float) -> np.ndarray | None:
@@ -107,13 +108,9 @@ def round_weight(w: np.ndarray, hx: np.ndarray) -> tuple[np.ndarray, dict]:
     q0, s = row_grid(w)
     if not np.isfinite(hx).all():           # nothing sensible to minimise: nearest
         return q0 * s[:, None], {"nearest": None, "gptq": None, "kept": "nearest"}
-    if hx.ndim == 2:
-        q = gptq_codes(w, hx)
-        e0, e1 = output_error(w, q0 * s[:, None], hx), output_error(w, q * s[:, None], hx)
-    else:
-        q = np.concatenate([gptq_codes(w[r:r + 1], hx[r]) for r in range(len(w))])
-        e0 = sum(output_error(w[r:r + 1], q0[r:r + 1] * s[r], hx[r]) for r in range(len(w)))
-        e1 = sum(output_error(w[r:r + 1], q[r:r + 1] * s[r], hx[r]) for r in range(len(w)))
+    q = gptq_codes(w, hx) if hx.ndim == 2 else \
+        np.concatenate([gptq_codes(w[r:r + 1], hx[r]) for r in range(len(w))])
+    e0, e1 = output_error(w, q0 * s[:, None], hx), output_error(w, q * s[:, None], hx)
     kept = "gptq" if e1 < e0 else "nearest"
     codes = q if kept == "gptq" else q0
     return codes * s[:, None], {"nearest": e0, "gptq": e1, "kept": kept}
