@@ -151,24 +151,26 @@ def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: st
 
 
 def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n: int,
-                      gate_bits: int = 16):
+                      gate_bits: int = 16, input_bits: int = 8):
     """(model bytes, report fields) for --state-bits 8 / 16 / auto. 16: every minGRU state
     update in int16 (convert/widen.py; the gate z int16 too, or int8 with gate_bits 8); auto:
     both, each evaluated with TFLite-Micro on the first val_n validation sequences, the 16-bit
     one kept only if strictly more accurate (a tie keeps the cheaper 8-bit state). A task
     without a validation split is judged on the last val_n training sequences instead (not
     the test split; recorded as state_bits_split = "train" and printed)."""
-    from convert.widen import widen_state
+    from convert.widen import widen_input, widen_state
 
     has_rnn = any(layer.wz is not None for layer in spec.layers)
     model8 = finalize(raw, spec, {**info, "state_bits": 8})
     if state_bits == "8" or not has_rnn:
         return model8, {"state_bits": 8}
-    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16,
-                                              "gate_bits": gate_bits}),
+    extra = {"gate_bits": gate_bits, **({"input_bits": 16} if input_bits == 16 else {})}
+    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16, **extra}),
                           read_metadata(model8)["layers"], gate16=gate_bits == 16)
+    if input_bits == 16:
+        model16 = widen_input(model16, read_metadata(model8)["layers"])
     if state_bits == "16":
-        return model16, {"state_bits": 16, "gate_bits": gate_bits}
+        return model16, {"state_bits": 16, **extra}
     split = "val"
     xv, yv, lv = data.x_val[:val_n], data.y_val[:val_n], data.len_val
     lv = None if lv is None else lv[:val_n]
@@ -187,7 +189,7 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     acc = {b: val_accuracy(m, xq, yv, data.readout, lv) for b, m in ((8, model8), (16, model16))}
     bits = 16 if acc[16] > acc[8] else 8
     return (model16 if bits == 16 else model8), {
-        "state_bits": bits, **({"gate_bits": gate_bits} if bits == 16 else {}),
+        "state_bits": bits, **(extra if bits == 16 else {}),
         "state_bits_choice": "auto", "state_bits_split": split,
         "val_n": int(len(xq)),
         "val_acc_tflm_state8": acc[8], "val_acc_tflm_state16": acc[16]}
@@ -234,7 +236,7 @@ def round_weights(net, spec, data, calib: int, seed: int, method: str) -> dict:
 
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
             state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16,
-            weight_rounding: str = "auto") -> dict:
+            weight_rounding: str = "auto", input_bits: int = 8) -> dict:
     t0 = time.monotonic()
     check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
@@ -272,7 +274,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     if codes_in:
         info["input_units"] = RAW_INPUT_UNITS
     model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
-                                                 gate_bits)
+                                                 gate_bits, input_bits)
     streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
     x_q = streamers["tflm"].quantize_input(x_test.numpy())
     y = y_test.numpy()
@@ -423,6 +425,10 @@ def main(argv=None) -> int:
     p.add_argument("--gate-bits", type=int, choices=(8, 16), default=16,
                    help="with a 16-bit state, the gate z's width: 16 (int16 LOGISTIC, 1/32768 "
                         "grid) or 8 (int8 LOGISTIC, 1/256 grid). Default 16")
+    p.add_argument("--input-bits", type=int, choices=(8, 16), default=8,
+                   help="with a 16-bit state and gate, the width of each minGRU's input u = "
+                        "frame + conv(frame) as its gate and candidate read it: 16 (16x8 "
+                        "FULLY_CONNECTED) or 8. Default 8")
     p.add_argument("--rounding", choices=("auto", "gptq", "nearest"), default="auto",
                    help="how weights go onto their int8 grids: gptq (each layer's output error "
                         "on the calibration inputs minimised, convert/rounding.py), nearest, "
@@ -435,7 +441,8 @@ def main(argv=None) -> int:
         return 2
     try:
         report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test,
-                         args.state_bits, args.val_n, args.gate_bits, args.rounding)
+                         args.state_bits, args.val_n, args.gate_bits, args.rounding,
+                         args.input_bits)
     except (ConvertError, CheckpointError, TaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,6 +61,7 @@ from convert.graph_package import (
     mult_shift_lines, pick)
 from convert.metadata import from_model as mgrade_metadata
 from convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
+from convert.input16 import emit_params as input16_params
 from convert.state16 import debug16_lines, emit_params as s16_params, int8_view
 from convert.tflite_reader import Model, Operator, read_tflite
 from convert.tflm_params import (
@@ -311,6 +312,7 @@ class Package:
     name: str                     # model name in mg_model_info_t
     state_names: list[str]        # the graph's state outputs (debug accessor order)
     s16: dict = field(default_factory=dict)     # int16-state layers: {layer: (params, tensors)}
+    in16: dict = field(default_factory=dict)    # int16-input layers: {layer: (params, tensors)}
     fast_report: dict = field(default_factory=dict)
 
     def op(self, index: int) -> Operator:
@@ -353,6 +355,10 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
     delays, grus = match(model, meta)
     fused_at = {f.anchor: f for f in delays + grus}
     replaced = {i for f in delays + grus for i in f.ops}
+    # int16 inputs (convert/input16.py): the view's ADD(frame, conv) and ADD(u, h_new) are
+    # computed by mg_input16_front and mg_mingru_step_u16, which also writes v8
+    in16 = {L: t["front"] for L, (_, t) in s16.items() if t.get("front")}
+    replaced |= {t[k].index for _, t in in16.values() for k in ("add_u", "add_v")}
 
     # --- operator list with the fused calls, and the memory plan ---------------------------
     new_ops: list[Operator] = []
@@ -361,6 +367,9 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
             f = fused_at[op.index]
             if isinstance(f, DelayFusion):
                 new_ops.append(Operator(op.index, "MG_DELAY", [f.frame], [f.out]))
+            elif f.layer in in16:
+                new_ops.append(Operator(op.index, "MG_MINGRU", [f.h],
+                                        [f.hnew, in16[f.layer][1]["v8"]]))
             else:
                 new_ops.append(Operator(op.index, "MG_MINGRU", [f.u, f.h], [f.hnew]))
         elif op.index not in replaced:
@@ -426,7 +435,7 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
         model, meta, P, g, H, n_in, n_out, x_t, logits_t, delays, grus, fused_at, new_ops, pm,
         plan, ptr, macs_graph, macs_saved, ring_info, period, used_consts,
         sum(T[i].nbytes for i in used_consts), str(meta.get("task") or "mgrade")[:31]
-        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS], s16)
+        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS], s16, in16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,14 +478,25 @@ def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body
         output_offset=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
         multiplier=f"{P}_l{L}_dw_mult", shift=f"{P}_l{L}_dw_shift")))
     ring = f"m->ring{L}" if ri["bytes"] else "NULL"
+    front = []
+    if L in pk.in16:        # int16 minGRU input: u16 from the frame and this conv output
+        fp, ft = pk.in16[L]
+        decls = input16_params(P, L, fp, lambda role: (
+            f"{P}_t{ft['fcs'][role].inputs[1]}", f"{P}_t{ft['fcs'][role].inputs[2]}"
+            if len(ft["fcs"][role].inputs) > 2 and ft["fcs"][role].inputs[2] >= 0 else "NULL"))
+        c[ref_c:ref_c] = decls          # both paths
+        ref_c += len(decls)
+        front = [f"    mg_input16_front(&{P}_l{L}_in16, {H}, {ptr(ft['frame'], True)}, "
+                 f"{ptr(ft['conv'], True)}, {P}_u16);"]
     body.append(f"    /* layer {L}: delay conv on the trimmed rings (ops {f.ops}) */")
     body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, m->step_t, "
                 f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
+    body += front
     radd = residual.get(f.anchor)
     add_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
     fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, m->step_t, "
-                               f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"],
-                     fast[2])
+                               f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"]
+                     + front, fast[2])
     if f.frame_output:
         body += ["#ifdef MG_MODEL_DEBUG",
                  f"    mg_copy(m->dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
@@ -516,21 +536,26 @@ def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body:
         relu=f"&{P}_l{L}_relu" if f.relu is not None else "NULL", add_g=f"&{P}_l{L}_add_g",
         sub=f"&{P}_l{L}_sub", mul=f"&{P}_l{L}_mul", add_h=f"&{P}_l{L}_add_h")))
     body.append(f"    /* layer {L}: minGRU step, state updated in place (ops {f.ops}) */")
-    body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {ptr(f.u, True)}, m->h{L});")
+    u = f"{P}_u16" if L in pk.in16 else ptr(f.u, True)     # int16 u: the static scratch
+    body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {u}, m->h{L});")
     if fast is not None:
         radd = residual.get(f.anchor)
         v_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
-        fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {ptr(f.u, True)}, "
+        fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {u}, "
                           f"m->h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
     if L in pk.s16:         # int16 state: the tail's structs (both paths) and the s16 calls
         decls = s16_params(P, L, pk.s16[L][0], logistic_table(f.sig_z))
         c[ref_c:ref_c] = decls
         ref_c += len(decls)
-        body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, {ptr(f.u, True)}, "
+        body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, {u}, "
                     f"m->h16_{L}, m->h{L});")
+        if L in pk.in16:
+            body[-1] = (f"    mg_mingru_step_u16(&{P}_l{L}_gru, &{P}_l{L}_s16, &{P}_l{L}_in16, "
+                        f"{P}_u16, m->h16_{L}, m->h{L}, "
+                        f"{ptr(pk.in16[L][1]['v8'], False)});")
         if fast is not None:
             fast = (fast[0], [f"    mg_mingru_fast_s16(&{P}_l{L}_gru_f, &{P}_l{L}_s16, "
-                              f"{ptr(f.u, True)}, m->h16_{L}, m->h{L}, {P}_xq, {P}_acc, "
+                              f"{u}, m->h16_{L}, m->h{L}, {P}_xq, {P}_acc, "
                               f"{v_out});"], fast[2])
     return fast, ref_c
 
@@ -557,11 +582,16 @@ def model_c(pk: Package) -> list[str]:
          " * while the main loop steps another) ---- */"]
     c.append(f"static int32_t {P}_arena_words[{max(1, (plan.arena_bytes + 3) // 4)}];"
              "   /* step scratch */")
+    if pk.in16:
+        c.append(f"static int16_t {P}_u16[{H}];   /* the minGRU input u in int16 "
+                 "(mg_input16_front) */")
     c.append("")
     c.append("/* ---- operator parameters (flash) ---- */")
 
     body: list[str] = []
     residual = _residual_adds(model, pk.new_ops, T, pk.fused_at, pk.g.graph_outputs, H)
+    for k in [k for k, f in pk.fused_at.items() if f.layer in pk.in16 and k in residual]:
+        del residual[k]         # int16 input: the conv output must exist for mg_input16_front
     absorbed = {a[0]: layer for layer, a in residual.items()}
     predeclared: set[int] = set()
     xq_words = acc_words = 0
@@ -586,6 +616,8 @@ def model_c(pk: Package) -> list[str]:
         fast = None
         if op.op == "MG_DELAY":
             fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
+        elif op.op == "MG_MINGRU" and pk.fused_at[op.index].layer in pk.in16:
+            fast_report[f"l{pk.fused_at[op.index].layer}_gru"] = "int16 input: reference kernel"
         elif op.op == "MG_MINGRU":
             fast = _fast_mingru(P, model, T, pk.fused_at[op.index], fast_report,
                                 residual.get(op.index),

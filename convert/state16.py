@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from convert import metadata, names
+from convert import input16, metadata, names
 from convert.cemit import int_array, struct_decl
 from convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
 from convert.mgrade_match import StepGraph
@@ -309,11 +309,14 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
     if sub_op.inputs[1] != h:
         raise CodegenError(f"{where}: expected SUB(g16, h{layer})")
     qg = g.prod(sub_op.inputs[0], "QUANTIZE", "g16", where)
+    gate_fc16 = False
     if gate_int16:
         sig = g.producer[z16]
-        qz = g.prod(sig.inputs[0], "QUANTIZE", "z_pre16", where)
-        zp16 = qz.outputs[0]
-        g.prod(qz.inputs[0], "FULLY_CONNECTED", "the gate pre-activation", where)
+        zp16 = sig.inputs[0]
+        qz = g.prod(zp16, ("QUANTIZE", "FULLY_CONNECTED"), "z_pre16", where)
+        gate_fc16 = qz.op == "FULLY_CONNECTED"      # a 16x8 gate FC (convert/input16.py)
+        if not gate_fc16:
+            g.prod(qz.inputs[0], "FULLY_CONNECTED", "the gate pre-activation", where)
         z_ops, mid = [qz, sig], {zp16: {sig.index}}
         if T[zp16].dtype != np.int16 or zero_point(T[zp16]) != 0:
             raise CodegenError(f"{where}: the int16 LOGISTIC's input must be int16 with zero "
@@ -326,14 +329,15 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
         qz = g.producer[z16]
         g.prod(qz.inputs[0], "LOGISTIC", "the gate z", where)
         z_ops, mid = [qz], {}
-    z_in = qz.inputs[0]
+    z_in = zp16 if gate_fc16 else qz.inputs[0]
     users = g.consumers.get(hnew, [])
-    if len(users) != 1 or users[0].op != "QUANTIZE":
+    qh = [op for op in users if op.op == "QUANTIZE"]
+    if len(qh) != 1 or len(users) != 1 + int(gate_fc16):   # + the int16 residual ADD(u16, .)
         raise CodegenError(f"{where}: hnew{layer} must feed one QUANTIZE to int8")
-    qh = users[0]
+    qh = qh[0]
     g8, g16, d, m, h8 = (qg.inputs[0], qg.outputs[0], sub_op.outputs[0], mul.outputs[0],
                          qh.outputs[0])
-    for t, want in ((z_in, np.int8), (g8, np.int8), (h8, np.int8), (z16, np.int16),
+    for t, want in ((z_in, np.int16 if gate_fc16 else np.int8), (g8, np.int8), (h8, np.int8), (z16, np.int16),
                     (g16, np.int16), (d, np.int16), (m, np.int16)):
         if T[t].dtype != want:
             raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name}")
@@ -346,14 +350,17 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
         if any(T[t].size != T[h].size for t in op.inputs + op.outputs):
             raise CodegenError(f"{where}: {op.op} (op {op.index}) broadcasts")
     for t, allowed in ((z16, {mul.index}), (g16, {sub_op.index}), (d, {mul.index}),
-                       (m, {add_h.index}), (z_in, {qz.index}), (g8, {qg.index}),
+                       (m, {add_h.index}), (z_in, {sig.index if gate_fc16 else qz.index}),
+                       (g8, {qg.index}),
                        *mid.items()):
         g.only_consumers(t, allowed, where, f"tensor {t}")
     g.only_consumers(h, {sub_op.index, add_h.index}, where, f"h{layer}")
     s_z, zp_z = _q(T, z_in)
     s_g8, zp_g8 = _q(T, g8)
     s_h, s_h8 = scale(T[h]), scale(T[h8])
-    if gate_int16:
+    if gate_fc16:
+        zq = dict(zq16=None, sig16=logistic16_params(scale(T[zp16])))
+    elif gate_int16:
         zq = dict(zq16=requant_params(s_z, zp_z, scale(T[zp16]), 0, 16, T[h].size),
                   sig16=logistic16_params(scale(T[zp16])))
     else:
@@ -373,8 +380,13 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
     # MUL is symmetric in its inputs with zero points 0 and a product multiplier
     tensors = dict(z_in=z_in, g8=g8, z16=z16, g16=g16, h=h, hnew=hnew, h8=h8, d=d, m=m,
                    z_ops=z_ops, qg=qg, qh=qh, sub=sub_op, mul=mul, add_h=add_h,
-                   gate_int16=gate_int16, ops=[qz.index, qg.index, qh.index])
+                   gate_int16=gate_int16, gate_fc16=gate_fc16,
+                   ops=[qg.index, qh.index] + ([] if gate_fc16 else [qz.index]))
     return params, tensors
+
+
+# the int8 grid an int16 tensor is given in the int8 view when its view parameters are unused
+VIEW_QUANT = Quant(np.array([1.0 / 16.0], np.float32), np.array([0], np.int64))
 
 
 def int8_view(model, meta: dict, g) -> tuple[object, dict]:
@@ -388,6 +400,9 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
     for i, lm in enumerate(meta.get("layers") or []):
         if lm.get("rnn") and is_state16(model, meta, i):
             tails[i] = match_tail(g, i)
+            t = tails[i][1]
+            if t["gate_fc16"]:
+                t["front"] = input16.match_front(g, i, t["z_ops"][0], t["hnew"])
     if not tails:
         return model, {}
     T = list(model.tensors)
@@ -400,7 +415,11 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
         drop |= set(t["ops"])
         if t["gate_int16"]:       # LOGISTIC16(QUANTIZE(z_pre8)) -> the int8 LOGISTIC(z_pre8)
             zp16 = t["z_ops"][0].outputs[0]
-            remap_in[zp16] = t["z_in"]
+            if t["gate_fc16"]:    # LOGISTIC16(FC16(u16)): the FC's output seen as int8
+                T[zp16] = dataclasses.replace(T[zp16], dtype=np.dtype(np.int8), type_name="INT8",
+                                              quant=VIEW_QUANT)
+            else:
+                remap_in[zp16] = t["z_in"]
             T[t["z16"]] = dataclasses.replace(
                 T[t["z16"]], dtype=np.dtype(np.int8), type_name="INT8",
                 quant=Quant(np.array([1.0 / 256.0], np.float32), np.array([-128], np.int64)))
@@ -410,6 +429,9 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
         remap_in[t["h8"]] = t["hnew"]
     ops = [dataclasses.replace(op, inputs=[remap_in.get(i, i) for i in op.inputs])
            for op in model.operators if op.index not in drop]
+    fronts = {L: t["front"] for L, (_, t) in tails.items() if t.get("front")}
+    if fronts:                # int16 inputs u16 (convert/input16.py): the FCs read u8
+        ops = input16.collapse(T, ops, fronts)
     outs = [remap_in.get(o, o) for o in model.outputs]
     return dataclasses.replace(model, tensors=T, operators=ops, outputs=outs), tails
 
@@ -424,10 +446,14 @@ def emit_params(P: str, L: int, params: dict, z8_of_pre=None) -> list[str]:
     gate), compiled only with MG_FAST."""
     n = f"{P}_l{L}_s16"
     int16_gate = "sig16" in params
-    lut = z16_table(params, z8_of_pre)
+    fc16 = int16_gate and params["zq16"] is None      # the gate FC is 16x8: no int8 z_pre
+    lut = None if fc16 else z16_table(params, z8_of_pre)
     lines = [f"/* layer {L}: int16 state tail, {'int16' if int16_gate else 'int8'} gate "
              "(convert/state16.py) */"]
-    if int16_gate:
+    if fc16:
+        lines.append(struct_decl("mg_logistic16_params_t", f"{n}_sig16", params["sig16"]))
+        gate = dict(z16="NULL", zq16="NULL", sig16=f"&{n}_sig16")
+    elif int16_gate:
         lines += [struct_decl("mg_requant_params_t", f"{n}_zq16", pick(params["zq16"],
                                                                       REQUANT_KEYS)),
                   struct_decl("mg_logistic16_params_t", f"{n}_sig16", params["sig16"])]
@@ -436,12 +462,10 @@ def emit_params(P: str, L: int, params: dict, z8_of_pre=None) -> list[str]:
         lines.append(struct_decl("mg_requant_params_t", f"{n}_z16", pick(params["z16"],
                                                                         REQUANT_KEYS)))
         gate = dict(z16=f"&{n}_z16", zq16="NULL", sig16="NULL")
-    lines += ["#if MG_FAST",
-              int_array("int16_t", f"{n}_z16_lut", lut),
-              "#else",
-              f"#define {n}_z16_lut NULL",
-              "#endif",
-              struct_decl("mg_requant_params_t", f"{n}_g16", pick(params["g16"], REQUANT_KEYS)),
+    lines += (["#if MG_FAST", int_array("int16_t", f"{n}_z16_lut", lut), "#else",
+               f"#define {n}_z16_lut NULL", "#endif"] if lut is not None
+              else [f"#define {n}_z16_lut NULL"])
+    lines += [struct_decl("mg_requant_params_t", f"{n}_g16", pick(params["g16"], REQUANT_KEYS)),
               struct_decl("mg_add_params_t", f"{n}_sub", add_fields(params["sub"])),
               struct_decl("mg_mul_params_t", f"{n}_mul", mul_fields(params["mul"])),
               struct_decl("mg_add_params_t", f"{n}_add_h", add_fields(params["add_h"])),

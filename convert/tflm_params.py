@@ -66,8 +66,8 @@ def _f32(x) -> np.float32:
 
 
 def activation_range(act: str, t: Tensor) -> tuple[int, int]:
-    """CalculateActivationRangeQuantized for int8 outputs."""
-    qmin, qmax = -128, 127
+    """CalculateActivationRangeQuantized for int8 or int16 outputs."""
+    qmin, qmax = (-32768, 32767) if t.dtype == np.int16 else (-128, 127)
     s, zp = scale(t), zero_point(t)
 
     def quant(f):   # zero_point + (int)TfLiteRound(f / scale), float32 division
@@ -146,7 +146,13 @@ def op_params(model: Model, op) -> dict:
         i, w = op.inputs[0], op.inputs[1]
         b = op.inputs[2] if len(op.inputs) > 2 else -1
         o = op.outputs[0]
-        _check_int8(model, i, w, o)
+        if T[i].dtype == np.int16:          # 16x8 mode (convert/widen.py widen_input)
+            _check_int8(model, w)
+            if T[o].dtype != np.int16 or zero_point(T[i]) or zero_point(T[o]):
+                raise CodegenError(f"FULLY_CONNECTED (op {op.index}) with an int16 input needs "
+                                   "an int16 output, both with zero point 0")
+        else:
+            _check_int8(model, i, w, o)
         if b >= 0 and T[b].dtype != np.int32:
             raise CodegenError("FULLY_CONNECTED bias must be int32")
         tw, to = T[w], T[o]

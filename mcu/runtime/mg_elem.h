@@ -48,6 +48,29 @@ static inline int32_t mg_fc_dot1(const mg_fc_params_t *p, const int8_t *in, cons
     return acc;
 }
 
+/* FULLY_CONNECTED in TFLite's 16x8 mode with an int32 bias (int16 input, int8 weights):
+ * TFLM accumulates in int32 exactly as for int8 input (convert/widen.py widen_input keeps the
+ * depth small enough: |acc| < depth * 2^15 * 2^7). */
+static inline int32_t mg_fc_dot1_s16(const mg_fc_params_t *p, const int16_t *in, const int8_t *w)
+{
+    int32_t acc = 0;
+    int32_t d;
+    const int32_t fo = p->per_channel ? 0 : p->filter_offset;
+    for (d = 0; d < p->accum_depth; ++d) {
+        acc += ((int32_t)w[d] + fo) * ((int32_t)in[d] + p->input_offset);
+    }
+    return acc;
+}
+
+/* FULLY_CONNECTED: the requantized, clamped accumulator of channel oc as int32 (an int16
+ * output: act_min/act_max span int16). */
+static inline int32_t mg_fc_out32(const mg_fc_params_t *p, int32_t acc, int32_t oc)
+{
+    const int32_t m = p->per_channel ? p->multiplier[oc] : p->multiplier[0];
+    const int32_t s = p->per_channel ? p->shift[oc] : p->shift[0];
+    return mg_clamp32(mg_mbqm(acc, m, (int)s) + p->output_offset, p->act_min, p->act_max);
+}
+
 /* FULLY_CONNECTED: requantize and clamp the accumulator (bias included) of channel oc. */
 static inline int8_t mg_fc_out1(const mg_fc_params_t *p, int32_t acc, int32_t oc)
 {

@@ -59,6 +59,37 @@ void mg_mingru_step_s8(const mg_mingru_params_t *p, const int8_t *u, int8_t *h);
 void mg_mingru_step_s16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
                         const int8_t *u, int16_t *h, int8_t *h8);
 
+/* The minGRU input u in int16 (convert/widen.py widen_input, `convert --input-bits 16`): u16 is
+ * the residual sum of the layer's frame and its delay conv output, each requantized to int16,
+ * and the gate and candidate FULLY_CONNECTED run in 16x8 mode on it (same int8 weights, int32
+ * biases on u16's scale, int16 outputs); the candidate's outputs are requantized to int8 and
+ * go on as in mg_mingru_step_s16, the gate's feeds the int16 LOGISTIC directly. */
+typedef struct {
+    const mg_requant_params_t *frame16;   /* f16 = QUANTIZE(frame8)       int8 -> int16 */
+    const mg_requant_params_t *conv16;    /* c16 = QUANTIZE(conv8) */
+    const mg_add_params_t *add_u;         /* u16 = ADD(f16, c16)           (left_shift 15) */
+    mg_mingru_fc_t gate;                  /* z_pre16 = FC(u16) */
+    mg_mingru_fc_t cand;                  /* p16 = FC(u16) */
+    mg_mingru_fc_t relu_fc;               /* r16 = FC(u16) + RELU; fc == NULL: r8 = p8 */
+    const mg_requant_params_t *p8;        /* p8 = QUANTIZE(p16)            int16 -> int8 */
+    const mg_requant_params_t *r8;        /* r8 = QUANTIZE(r16); NULL without relu_fc */
+    const mg_add_params_t *add_v;         /* v16 = ADD(u16, h16')          (input1 = u16) */
+    const mg_requant_params_t *v8;        /* v8 = QUANTIZE(v16): the layer's residual output */
+} mg_input16_params_t;
+
+/* u16[c] for c < n from the layer's frame and delay conv output (both int8 [n]). */
+void mg_input16_front(const mg_input16_params_t *q, int32_t n, const int8_t *frame,
+                      const int8_t *conv, int16_t *u16);
+
+/* One step with the int16 state and an int16 input u16 [H] (mg_input16_front): p gives
+ * the candidate's int8 part (MINIMUM, LOGISTIC, RELU op, ADD; its FC entries are not used),
+ * s the int16 tail (s->sig16 the gate's LOGISTIC), q the 16x8 FCs and the residual. h [H]
+ * int16 updated in place; h8 [H] receives the int8 requantized h_new, v8 [H] the layer's
+ * output QUANTIZE(ADD(u16, h_new)). */
+void mg_mingru_step_u16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
+                        const mg_input16_params_t *q, const int16_t *u16, int16_t *h, int8_t *h8,
+                        int8_t *v8);
+
 #ifdef __cplusplus
 }
 #endif

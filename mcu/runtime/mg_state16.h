@@ -100,17 +100,23 @@ static inline int16_t mg_state16_gate1(const mg_state16_params_t *s, int8_t z_in
     return (int16_t)mg_requant32(s->z16, z_in);
 }
 
-/* The whole tail for one channel: returns h16', writes the int8 h' to *h8. z_in: z8, or
- * z_pre8 with an int16 gate (s->sig16 set). */
-static inline int16_t mg_state16_update1(const mg_state16_params_t *s, int8_t z_in, int8_t g,
-                                         int16_t h, int8_t *h8)
+/* The tail from the int16 gate z16 on: returns h16', writes the int8 h' to *h8. */
+static inline int16_t mg_state16_update_z16(const mg_state16_params_t *s, int16_t z16, int8_t g,
+                                            int16_t h, int8_t *h8)
 {
-    const int16_t z16 = mg_state16_gate1(s, z_in);
     const int16_t g16 = (int16_t)mg_requant32(s->g16, g);
     const int16_t hn = mg_add1_s16(s->add_h, h, mg_mul1_s16(s->mul, z16,
                                                             mg_sub1_s16(s->sub, g16, h)));
     *h8 = (int8_t)mg_requant32(s->h8, hn);
     return hn;
+}
+
+/* The whole tail for one channel: returns h16', writes the int8 h' to *h8. z_in: z8, or
+ * z_pre8 with an int16 gate (s->sig16 set). */
+static inline int16_t mg_state16_update1(const mg_state16_params_t *s, int8_t z_in, int8_t g,
+                                         int16_t h, int8_t *h8)
+{
+    return mg_state16_update_z16(s, mg_state16_gate1(s, z_in), g, h, h8);
 }
 
 #ifdef __cplusplus

@@ -1,0 +1,171 @@
+"""The int16 minGRU input (convert/widen.py widen_input, `convert --input-bits 16`) for the C
+runtime: the graph matcher, the operator parameters as TFLite-Micro's Prepare computes them,
+the int8 view the fused-kernel matcher reads, and the C declarations.
+
+The widened front of layer l (every int16 tensor symmetric, zero point 0):
+
+    f16 = QUANTIZE(frame8);  c16 = QUANTIZE(conv8);  u16 = ADD(f16, c16)
+    z_pre16 = FC(u16)                  16x8, int32 bias: TFLM accumulates in int32 as for int8
+    p16 = FC(u16);  p8 = QUANTIZE(p16)
+    r16 = FC(u16) + RELU;  r8 = QUANTIZE(r16)          (where the graph has that FC)
+    v16 = ADD(u16, h16');  v8 = QUANTIZE(v16)          the layer's residual output
+
+In the int8 view (collapse) the QUANTIZE ops are dropped, u16 is the int8 u = ADD(frame, conv)
+the FCs read, they write p8 / r8 / z_pre (int8 in the view) and the residual ADD writes v8, so
+convert/mgrade_match.py matches the usual minGRU; the package computes u16 with
+`mg_input16_front` right after the layer's delay step and runs `mg_mingru_step_u16`
+(mcu/runtime/mg_mingru.h), which also writes v8, in place of the view's two ADDs.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from convert.cemit import struct_decl
+from convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
+from convert import state16     # (state16 imports this module: names resolved at call time)
+from convert.tflm_params import CodegenError, op_params, scale, zero_point
+
+
+def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
+    """The int16 front of layer `layer` (g: mgrade_match.StepGraph; gate_fc: the 16x8 gate FC
+    the tail matcher found; hnew: the int16 state output). Returns (params {frame16, conv16,
+    add_u, gate, cand, relu_fc?, p8, r8?, add_v?, v8?}, tensors {frame, conv, u16, add_u, fcs
+    {role: op}, out8 {FC op index: its int8 output in the view}, add_v, v8, drop: op
+    indices}). "frame" is the int16 ADD's input1 source and "conv" its input2 source (the frame
+    and the conv output in the graph's order); add_v (None where the residual is int8) is
+    ADD(u16, h16') with input1 = u16 in its params."""
+    T, where = g.T, f"layer {layer} minGRU (int16 input)"
+    u16 = gate_fc.inputs[0]
+    add16 = g.prod(u16, "ADD", "u16 = ADD(QUANTIZE(frame), QUANTIZE(conv))", where)
+    qf, qc = (g.prod(t, "QUANTIZE", "QUANTIZE(int8 -> int16)", where) for t in add16.inputs)
+    frame, conv = qf.inputs[0], qc.inputs[0]
+    fcs, out8, drop = {"gate": gate_fc}, {}, [qf.index, qc.index]
+    add_v = None
+    for op in g.consumers.get(u16, []):
+        if op is gate_fc:
+            continue
+        if op.op == "ADD" and add_v is None and hnew in op.inputs:
+            add_v = op
+            continue
+        if op.op != "FULLY_CONNECTED":
+            raise CodegenError(f"{where}: u16 feeds {op.op} (op {op.index}); only the gate and "
+                               "candidate FULLY_CONNECTED and the residual ADD may read it")
+        act = op.options.get("fused_activation_function", "NONE")
+        role = "relu_fc" if act == "RELU" else "cand"
+        if role in fcs:
+            raise CodegenError(f"{where}: two candidate FCs with activation {act}")
+        users = g.consumers.get(op.outputs[0], [])
+        if len(users) != 1 or users[0].op != "QUANTIZE":
+            raise CodegenError(f"{where}: the candidate FC (op {op.index}) must feed one "
+                               "QUANTIZE to int8")
+        fcs[role], out8[op.index] = op, users[0].outputs[0]
+        drop.append(users[0].index)
+    if "cand" not in fcs:
+        raise CodegenError(f"{where}: no candidate FC reads u16")
+    if add_v is None:
+        raise CodegenError(f"{where}: expected the residual ADD(u16, hnew{layer})")
+    users = g.consumers.get(add_v.outputs[0], [])
+    if len(users) != 1 or users[0].op != "QUANTIZE" or add_v.outputs[0] in g.graph_outputs:
+        raise CodegenError(f"{where}: the residual ADD must feed one QUANTIZE to int8")
+    v16, v8 = add_v.outputs[0], users[0].outputs[0]
+    drop.append(users[0].index)
+    for t in (frame, conv, v8):
+        if T[t].dtype != np.int8:
+            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name}")
+    for t in (qf.outputs[0], qc.outputs[0], u16, v16):
+        if T[t].dtype != np.int16 or zero_point(T[t]) != 0:
+            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) must be int16, zero point 0")
+    for op in (add16, add_v):
+        if op.options.get("fused_activation_function", "NONE") not in (None, "NONE") or \
+                any(T[t].size != T[u16].size for t in op.inputs + op.outputs):
+            raise CodegenError(f"{where}: ADD (op {op.index}) has a fused activation or "
+                               "broadcasts")
+    n = T[frame].size
+    sf, sc, su = scale(T[qf.outputs[0]]), scale(T[qc.outputs[0]]), scale(T[u16])
+    s_h = scale(T[hnew])
+    add_v_p = state16.addsub16_params(su, s_h, scale(T[v16]), sub=False)
+    if add_v.inputs[0] == hnew:         # ADD(h, u): swap so that input1 is u16
+        add_v_p = dict(add_v_p)
+        for k in ("offset", "multiplier", "shift"):
+            add_v_p[f"input1_{k}"], add_v_p[f"input2_{k}"] = (add_v_p[f"input2_{k}"],
+                                                              add_v_p[f"input1_{k}"])
+    params = dict(
+        frame16=state16.requant_params(scale(T[frame]), zero_point(T[frame]), sf, 0, 16, n),
+        conv16=state16.requant_params(scale(T[conv]), zero_point(T[conv]), sc, 0, 16, n),
+        add_u=state16.addsub16_params(sf, sc, su, sub=False),
+        add_v=add_v_p,
+        v8=state16.requant_params(scale(T[v16]), 0, scale(T[v8]), zero_point(T[v8]), 8, n))
+    for role, op in fcs.items():
+        p = op_params(g.m, op)
+        if p["accum_depth"] * 32768 * 128 >= 2 ** 31:
+            raise CodegenError(f"{where}: depth {p['accum_depth']} can overflow the int32 "
+                               "accumulator of a 16x8 FC; convert with --input-bits 8")
+        params[role] = p
+        if role != "gate":
+            t16, t8 = op.outputs[0], out8[op.index]
+            params["p8" if role == "cand" else "r8"] = state16.requant_params(
+                scale(T[t16]), 0, scale(T[t8]), zero_point(T[t8]), 8, T[t8].size)
+    tensors = dict(frame=frame, conv=conv, u16=u16, add_u=add16, fcs=fcs, out8=out8,
+                   add_v=add_v, v8=v8, drop=drop)
+    return params, tensors
+
+
+def collapse(T: list, ops: list, fronts: dict) -> list:
+    """The int8 view of the fronts: T (tensor list, edited in place) and the op list without
+    the fronts' QUANTIZE ops: u16 is the view's int8 u = ADD(frame, conv), the FCs write their
+    int8 outputs, the residual ADD(u, h_new) writes v8. (The package computes none of these
+    view ops: mg_input16_front and mg_mingru_step_u16 do, codegen_mgrade drops them.)"""
+    drop = {i for _, t in fronts.values() for i in t["drop"]}
+    fc_of = {op.index: t for _, t in fronts.values() for op in t["fcs"].values()}
+    add_u = {t["add_u"].index: t for _, t in fronts.values()}
+    add_v = {t["add_v"].index: t for _, t in fronts.values()}
+    for _, t in fronts.values():
+        T[t["u16"]] = dataclasses.replace(T[t["u16"]], dtype=np.dtype(np.int8),
+                                          type_name="INT8", quant=state16.VIEW_QUANT)
+    out = []
+    for op in ops:
+        if op.index in drop:
+            continue
+        if op.index in fc_of:
+            t = fc_of[op.index]
+            op = dataclasses.replace(op, outputs=[t["out8"].get(op.index, op.outputs[0])])
+        elif op.index in add_u:
+            t = add_u[op.index]
+            op = dataclasses.replace(op, inputs=[t["frame"], t["conv"]])
+        elif op.index in add_v:
+            op = dataclasses.replace(op, outputs=[add_v[op.index]["v8"]])
+        out.append(op)
+    return out
+
+
+def emit_params(P: str, L: int, params: dict, consts) -> list[str]:
+    """The const structs of layer L's int16 front, ending in `mg_input16_params_t
+    {P}_l{L}_in16`; consts(role) -> (weights, bias) C names of that FC's constant tensors."""
+    n = f"{P}_l{L}_in16"
+    lines = [f"/* layer {L}: int16 minGRU input (convert/input16.py) */",
+             struct_decl("mg_requant_params_t", f"{n}_frame16", pick(params["frame16"],
+                                                                     REQUANT_KEYS)),
+             struct_decl("mg_requant_params_t", f"{n}_conv16", pick(params["conv16"],
+                                                                    REQUANT_KEYS)),
+             struct_decl("mg_add_params_t", f"{n}_add_u", add_fields(params["add_u"]))]
+    fields = {}
+    for role in ("gate", "cand", "relu_fc"):
+        if role not in params:
+            fields[role] = dict(fc="NULL", weights="NULL", bias="NULL")
+            continue
+        lines += fc_struct_lines(P, f"l{L}_in16_{role}", params[role])
+        w, b = consts(role)
+        fields[role] = dict(fc=f"&{P}_l{L}_in16_{role}", weights=w, bias=b)
+    for k in ("p8", "r8"):
+        if k in params:
+            lines.append(struct_decl("mg_requant_params_t", f"{n}_{k}", pick(params[k],
+                                                                             REQUANT_KEYS)))
+    lines += [struct_decl("mg_add_params_t", f"{n}_add_v", add_fields(params["add_v"])),
+              struct_decl("mg_requant_params_t", f"{n}_v8", pick(params["v8"], REQUANT_KEYS))]
+    lines.append(struct_decl("mg_input16_params_t", n, dict(
+        frame16=f"&{n}_frame16", conv16=f"&{n}_conv16", add_u=f"&{n}_add_u", **fields,
+        p8=f"&{n}_p8", r8=f"&{n}_r8" if "r8" in params else "NULL", add_v=f"&{n}_add_v",
+        v8=f"&{n}_v8")))
+    return lines

@@ -1,0 +1,122 @@
+"""The int16 minGRU input (convert/widen.py widen_input, `convert --input-bits 16`): the graph
+runs on both interpreters, its float meaning is the int8 graph's, the generated C package is
+bit-exact with TFLite-Micro on both paths (convert/input16.py, mcu/runtime/mg_mingru.c), and
+the converter's option is reported and refused where it cannot apply."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from convert.quantize import read_metadata
+from convert.stream import Streamer
+from convert.tflite_reader import read_tflite
+from tests.test_state16 import _inputs, int8_small  # noqa: F401  (fixture)
+
+
+def _widen(model8: bytes, gate16: bool = True) -> bytes:
+    from convert.widen import widen_input, widen_state
+
+    layers = read_metadata(model8)["layers"]
+    return widen_input(widen_state(model8, layers, gate16=gate16), layers)
+
+
+@pytest.fixture(scope="module")
+def in16_model(int8_small) -> bytes:  # noqa: F811
+    return _widen(int8_small)
+
+
+def test_graph_reads_u16_in_every_minGRU_FC(in16_model):
+    """Each layer's gate and candidate FCs read an int16 tensor made by an int16 ADD of two
+    QUANTIZE ops, with int8 weights and int32 biases; the int8 residual ADD(frame, conv)
+    stays; every int16 tensor has zero point 0."""
+    m = read_tflite(in16_model)
+    T = m.tensors
+    producer = {o: op for op in m.operators for o in op.outputs}
+    fc16 = [op for op in m.operators if op.op == "FULLY_CONNECTED"
+            and T[op.inputs[0]].dtype == np.int16]
+    layers = read_metadata(in16_model)["layers"]
+    n_rnn = sum(1 for lay in layers if lay["rnn"])
+    assert n_rnn == 2 and len(fc16) >= 2 * n_rnn
+    for op in fc16:
+        assert T[op.inputs[1]].dtype == np.int8 and T[op.inputs[2]].dtype == np.int32
+        assert T[op.outputs[0]].dtype == np.int16
+        add16 = producer[op.inputs[0]]
+        assert add16.op == "ADD" and all(producer[i].op == "QUANTIZE" for i in add16.inputs)
+    for t in T:
+        if t.dtype == np.int16 and t.quant is not None:
+            assert int(t.quant.zero_point[0]) == 0
+    assert sum(1 for op in m.operators if op.op == "ADD"
+               and all(T[i].dtype == np.int8 for i in op.inputs + op.outputs)) >= n_rnn
+
+
+def test_interpreters_agree_and_follow_the_int8_graph(in16_model, int8_small):  # noqa: F811
+    """LiteRT and TFLite-Micro run the 16x8 graph within 2 LSB of each other on every logit of
+    every step (their int16 ADD rounding differs), and its logits stay within 12 LSB of the
+    16-bit-state graph without the int16 input on these 40-step random sequences: the same
+    function, on finer grids."""
+    from convert.widen import widen_state
+
+    base = widen_state(int8_small, read_metadata(int8_small)["layers"], gate16=True)
+    tflm, lite, ref = (Streamer(in16_model, "tflm"), Streamer(in16_model, "litert"),
+                       Streamer(base, "tflm"))
+    x = np.stack([tflm.quantize_input(v.numpy()) for v in _inputs(4, 40, 9)])
+    for seq in x:
+        a, b, c = (s.run(seq).astype(np.int64) for s in (tflm, lite, ref))
+        assert np.abs(a - b).max() <= 2
+        assert np.abs(a - c).max() <= 12
+        assert (a != c).any()           # it is not the int8-input graph
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
+@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
+def test_package_bit_exact_with_int16_input(in16_model, tmp_path, fast):
+    """The generated package = the TFLM Streamer on every step's logits and the int8 copies
+    of the states, 0 LSB, portable and fast; it computes u16 once per layer after the delay
+    step and runs the u16 minGRU step."""
+    from benchmarks import mcu_cost as mc
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(in16_model)
+    s = Streamer(in16_model, "tflm")
+    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
+    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
+    info = mc.generate(d, tmp_path / "gen", 5)
+    text = (tmp_path / "gen" / "mg_model.c").read_text()
+    for L in (0, 1):
+        assert f"mg_input16_front(&mg_l{L}_in16" in text
+        assert f"mg_mingru_step_u16(&mg_l{L}_gru" in text
+    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
+    got = mc.run_host_runner(exe, info["ref"]["x"])
+    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
+    np.testing.assert_array_equal(got, expect)
+
+
+def test_input16_needs_the_int16_gate(int8_small):  # noqa: F811
+    """widen_input on a graph whose gate is int8 is refused with the option to change."""
+    from convert.spec import ConvertError
+
+    with pytest.raises(ConvertError, match="--gate-bits 16"):
+        _widen(int8_small, gate16=False)
+
+
+def test_choose_state_bits_reports_input_bits():
+    """--state-bits 16 --input-bits 16: report and metadata say so; 8 leaves them out."""
+    from convert.__main__ import calibration_feeds, choose_state_bits
+    from convert.quantize import convert_int8
+    from convert.spec import extract
+    from tests.test_state16 import _small_net
+
+    net = _small_net(3)
+    spec = extract(net)
+    raw = convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
+    model, rep = choose_state_bits(raw, spec, {}, "16", None, val_n=5, input_bits=16)
+    assert rep == {"state_bits": 16, "gate_bits": 16, "input_bits": 16}
+    assert read_metadata(model)["input_bits"] == 16
+    m = read_tflite(model)
+    assert any(op.op == "FULLY_CONNECTED" and m.tensors[op.inputs[0]].dtype == np.int16
+               for op in m.operators)
+    _, rep8 = choose_state_bits(raw, spec, {}, "16", None, val_n=5, input_bits=8)
+    assert "input_bits" not in rep8
