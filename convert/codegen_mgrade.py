@@ -167,6 +167,33 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
     return decls, None, (2 * lay["gate"][2], n_acc)
 
 
+def _fast_mingru_u16(P: str, T, f: GruFusion, in16: dict, report: dict):
+    """Fast declarations of an int16-input minGRU step (mg_fast.h mg_mingru_fast_u16): the
+    candidate's int8 tables and the mg_input16_fast_t; None (reference kernel) where the fast
+    kernel's conditions fail."""
+    L = f.layer
+    params = in16[L][0]
+    fcs = [params[r] for r in ("gate", "cand", "relu_fc") if r in params]
+    biased = all(len(op.inputs) > 2 and op.inputs[2] >= 0 for op in in16[L][1]["fcs"].values())
+    if any(p["input_offset"] or (not p["per_channel"] and p["filter_offset"]) for p in fcs) \
+            or not add_ok(f.add_g) or not biased:
+        report[f"l{L}_gru"] = "int16 input: offsets, bias or ADD outside the fast kernel's range"
+        return None
+    mc = np.asarray(T[f.min_const].data).reshape(-1)
+    if mc.size == 1:
+        sig, min_const = logistic_min_table(f.sig_p, int(mc[0])), "NULL"
+    else:
+        sig, min_const = logistic_table(f.sig_p), f"{P}_t{f.min_const}"
+    decls = [table_decl(P, f"l{L}_in16_sig_q", sig)]
+    relu = "NULL"
+    if f.relu is not None:
+        decls.append(table_decl(P, f"l{L}_in16_relu", requant_table(f.relu)))
+        relu = f"{P}_l{L}_in16_relu"
+    decls.append(struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", dict(
+        q=f"&{P}_l{L}_in16", sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu)))
+    return decls, None, (2 * (params["gate"]["accum_depth"] // 4), 0)
+
+
 def _op_sequence(ops: list):
     """(the non-alias ops in order, alias output -> input, root(tensor): the tensor an alias
     chain starts from)."""
@@ -550,9 +577,14 @@ def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body:
         body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, {u}, "
                     f"m->h16_{L}, m->h{L});")
         if L in pk.in16:
+            v8 = ptr(pk.in16[L][1]["v8"], False)
             body[-1] = (f"    mg_mingru_step_u16(&{P}_l{L}_gru, &{P}_l{L}_s16, &{P}_l{L}_in16, "
-                        f"{P}_u16, m->h16_{L}, m->h{L}, "
-                        f"{ptr(pk.in16[L][1]['v8'], False)});")
+                        f"{P}_u16, m->h16_{L}, m->h{L}, {v8});")
+            if fast is not None:        # (decls, words) from _fast_mingru_u16
+                fast = (fast[0], [f"    mg_mingru_fast_u16(&{P}_l{L}_gru, &{P}_l{L}_s16, "
+                                  f"&{P}_l{L}_in16f, {P}_u16, m->h16_{L}, m->h{L}, {v8}, "
+                                  f"{P}_xq);"], fast[2])
+            return fast, len(c)         # every declaration serves both paths
         if fast is not None:
             fast = (fast[0], [f"    mg_mingru_fast_s16(&{P}_l{L}_gru_f, &{P}_l{L}_s16, "
                               f"{u}, m->h16_{L}, m->h{L}, {P}_xq, {P}_acc, "
@@ -617,7 +649,7 @@ def model_c(pk: Package) -> list[str]:
         if op.op == "MG_DELAY":
             fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
         elif op.op == "MG_MINGRU" and pk.fused_at[op.index].layer in pk.in16:
-            fast_report[f"l{pk.fused_at[op.index].layer}_gru"] = "int16 input: reference kernel"
+            fast = _fast_mingru_u16(P, T, pk.fused_at[op.index], pk.in16, fast_report)
         elif op.op == "MG_MINGRU":
             fast = _fast_mingru(P, model, T, pk.fused_at[op.index], fast_report,
                                 residual.get(op.index),

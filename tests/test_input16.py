@@ -88,6 +88,7 @@ def test_package_bit_exact_with_int16_input(in16_model, tmp_path, fast):
     for L in (0, 1):
         assert f"mg_input16_front(&mg_l{L}_in16" in text
         assert f"mg_mingru_step_u16(&mg_l{L}_gru" in text
+        assert f"mg_mingru_fast_u16(&mg_l{L}_gru" in text
     exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
     got = mc.run_host_runner(exe, info["ref"]["x"])
     expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)

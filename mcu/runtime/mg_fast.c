@@ -78,3 +78,13 @@ void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t
         d[3] = a3 >> 8;
     }
 }
+
+void mg_fpack16(const int16_t *u16, int32_t depth, uint32_t *xs)
+{
+    int32_t k;
+    for (k = 0; k + 4 <= depth; k += 4) {
+        xs[0] = (uint32_t)(uint16_t)u16[k] | ((uint32_t)(uint16_t)u16[k + 2] << 16);
+        xs[1] = (uint32_t)(uint16_t)u16[k + 1] | ((uint32_t)(uint16_t)u16[k + 3] << 16);
+        xs += 2;
+    }
+}

@@ -31,6 +31,7 @@
 
 #include "mg_delay.h"
 #include "mg_kernels.h"
+#include "mg_mingru.h"
 #include "mg_quant.h"
 #include "mg_state16.h"
 
@@ -632,6 +633,88 @@ MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state
         if (p->add_v) {
             v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hb, u[c]) : mg_fadd1(p->add_v, u[c], hb);
         }
+    }
+}
+
+/* ---- the int16 minGRU input (mg_mingru.h mg_mingru_step_u16) -------------------------- */
+
+/* Tables of the candidate's int8 part, built by the generator (convert/codegen_mgrade.py). */
+typedef struct {
+    const mg_input16_params_t *q;  /* the 16x8 FCs, their requantization and the residual */
+    const int8_t *sig_q;           /* [256] LOGISTIC(MINIMUM(p, c)) (min_const NULL) or LOGISTIC */
+    const int8_t *min_const;       /* per-channel MINIMUM constant, or NULL (in sig_q) */
+    const int8_t *relu;            /* [256] RELU op table, or NULL */
+} mg_input16_fast_t;
+
+/* u16 [depth] -> xs [2 * (depth / 4)] words: per block of 4, (u0, u2) and (u1, u3) as int16
+ * halfwords, so that SXTB16 of a weight word and of it shifted by 8 pair with them. */
+void mg_fpack16(const int16_t *u16, int32_t depth, uint32_t *xs);
+
+/* sum_d w[d] u16[d] of one int8 weight row (2 SMLAD per 4 weights; the depth % 4 tail from
+ * u16 directly). |sum| < 2^31 (generator-checked: depth * 2^15 * 2^7). */
+MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int16_t *u16,
+                                 int32_t depth)
+{
+    int32_t acc = 0;
+    int32_t k, d;
+    const int32_t blocks = depth >> 2;
+    for (k = 0; k < blocks; ++k) {
+        uint32_t wv;
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        __builtin_memcpy(&wv, w + 4 * k, 4);
+#else
+        wv = (uint32_t)(uint8_t)w[4 * k] | ((uint32_t)(uint8_t)w[4 * k + 1] << 8) |
+             ((uint32_t)(uint8_t)w[4 * k + 2] << 16) | ((uint32_t)(uint8_t)w[4 * k + 3] << 24);
+#endif
+        acc = mg_smlad(mg_sxtb16(wv), xs[2 * k], acc);
+        acc = mg_smlad(mg_sxtb16(wv >> 8), xs[2 * k + 1], acc);
+    }
+    for (d = 4 * blocks; d < depth; ++d) {
+        acc += (int32_t)w[d] * (int32_t)u16[d];
+    }
+    return acc;
+}
+
+/* mg_mingru_step_u16 with the dot products above and the candidate's tables; xs: scratch of
+ * 2 * (H / 4) words. The FCs' input and filter offsets are 0 (generator-checked). */
+MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
+                                       const mg_input16_fast_t *f, const int16_t *u16,
+                                       int16_t *h, int8_t *h8, int8_t *v8, uint32_t *xs)
+{
+    const mg_input16_params_t *q = f->q;
+    const int32_t H = p->channels, depth = q->gate.fc->accum_depth;
+    const int8_t *sig_q = f->sig_q + 128;
+    const mg_add_params_t *av = q->add_v;
+    const int ls = (int)av->left_shift;
+    int32_t c;
+    mg_fpack16(u16, depth, xs);
+    for (c = 0; c < H; ++c) {
+        const int32_t dz = mg_fdot16(q->gate.weights + c * depth, xs, u16, depth);
+        const int32_t dp = mg_fdot16(q->cand.weights + c * depth, xs, u16, depth);
+        const int16_t z16 = mg_logistic1_s16(
+            s->sig16, (int16_t)mg_fc_out32(q->gate.fc, dz + q->gate.bias[c], c));
+        const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_fc_out32(q->cand.fc, dp + q->cand.bias[c],
+                                                                  c));
+        const int8_t mn = f->min_const ? f->min_const[c] : 127;
+        int8_t r = pv;
+        int8_t hb;
+        int32_t hn;
+        if (q->relu_fc.fc != 0) {
+            const int32_t dr = p->relu_fc_shares_dot
+                                   ? dp : mg_fdot16(q->relu_fc.weights + c * depth, xs, u16, depth);
+            r = (int8_t)mg_frequant1(q->r8, mg_fc_out32(q->relu_fc.fc, dr + q->relu_fc.bias[c],
+                                                         c));
+        }
+        if (f->relu) {
+            r = (f->relu + 128)[r];
+        }
+        hn = mg_fstate16_update1(s, z16, mg_fadd1(p->add_g, r, sig_q[pv < mn ? pv : mn]), h[c],
+                                 &hb);
+        h[c] = (int16_t)hn;
+        h8[c] = hb;
+        v8[c] = (int8_t)mg_frequant1(q->v8, mg_fadd16_out(
+            av, mg_fadd16_in(u16[c], ls, av->input1_multiplier, (int)av->input1_shift)
+                    + mg_fadd16_in(hn, ls, av->input2_multiplier, (int)av->input2_shift)));
     }
 }
 
