@@ -151,9 +151,11 @@ def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: st
 
 
 def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n: int,
-                      gate_bits: int = 16, input_bits: int = 8):
+                      gate_bits: int = 16, input_bits: int = 16):
     """(model bytes, report fields) for --state-bits 8 / 16 / auto. 16: every minGRU state
-    update in int16 (convert/widen.py; the gate z int16 too, or int8 with gate_bits 8); auto:
+    update in int16 (convert/widen.py; the gate z int16 too, or int8 with gate_bits 8; with
+    input_bits 16 and an int16 gate also the minGRU's input u = frame + conv(frame) and the
+    layer's residual sum, where the layer has a delay conv: widen_input); auto:
     both, each evaluated with TFLite-Micro on the first val_n validation sequences, the 16-bit
     one kept only if strictly more accurate (a tie keeps the cheaper 8-bit state). A task
     without a validation split is judged on the last val_n training sequences instead (not
@@ -164,11 +166,14 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     model8 = finalize(raw, spec, {**info, "state_bits": 8})
     if state_bits == "8" or not has_rnn:
         return model8, {"state_bits": 8}
-    extra = {"gate_bits": gate_bits, **({"input_bits": 16} if input_bits == 16 else {})}
-    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16, **extra}),
-                          read_metadata(model8)["layers"], gate16=gate_bits == 16)
-    if input_bits == 16:
-        model16 = widen_input(model16, read_metadata(model8)["layers"])
+    layers = read_metadata(model8)["layers"]
+    input16 = input_bits == 16 and gate_bits == 16 and any(
+        lay["rnn"] and lay["conv"] for lay in layers)
+    extra = {"gate_bits": gate_bits, "input_bits": 16 if input16 else 8}
+    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16, **extra}), layers,
+                          gate16=gate_bits == 16)
+    if input16:
+        model16 = widen_input(model16, layers)
     if state_bits == "16":
         return model16, {"state_bits": 16, **extra}
     split = "val"
@@ -236,7 +241,7 @@ def round_weights(net, spec, data, calib: int, seed: int, method: str) -> dict:
 
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
             state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16,
-            weight_rounding: str = "auto", input_bits: int = 8) -> dict:
+            weight_rounding: str = "auto", input_bits: int = 16) -> dict:
     t0 = time.monotonic()
     check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
@@ -401,6 +406,8 @@ def summary(r: dict) -> str:
         f" differ)",
         f"minGRU state: {r.get('state_bits', 8)}-bit"
         + (f", gate z {r['gate_bits']}-bit" if r.get("state_bits") == 16 else "")
+        + (f", input u {r['input_bits']}-bit" if r.get("state_bits") == 16
+           and "input_bits" in r else "")
         + (f" (auto: {'validation' if r['state_bits_split'] == 'val' else 'training'} accuracy "
            f"8-bit {100 * r['val_acc_tflm_state8']:.2f}%, 16-bit "
            f"{100 * r['val_acc_tflm_state16']:.2f}% on {r['val_n']} sequences)"
@@ -425,10 +432,12 @@ def main(argv=None) -> int:
     p.add_argument("--gate-bits", type=int, choices=(8, 16), default=16,
                    help="with a 16-bit state, the gate z's width: 16 (int16 LOGISTIC, 1/32768 "
                         "grid) or 8 (int8 LOGISTIC, 1/256 grid). Default 16")
-    p.add_argument("--input-bits", type=int, choices=(8, 16), default=8,
+    p.add_argument("--input-bits", type=int, choices=(8, 16), default=None,
                    help="with a 16-bit state and gate, the width of each minGRU's input u = "
-                        "frame + conv(frame) as its gate and candidate read it: 16 (16x8 "
-                        "FULLY_CONNECTED) or 8. Default 8")
+                        "frame + conv(frame) and of the layer's residual sum u + h: 16 "
+                        "(the gate and candidate FULLY_CONNECTED in 16x8 mode; more "
+                        "accurate on long sequences, more instructions per step) or 8. "
+                        "Default 16 (8 with --gate-bits 8)")
     p.add_argument("--rounding", choices=("auto", "gptq", "nearest"), default="auto",
                    help="how weights go onto their int8 grids: gptq (each layer's output error "
                         "on the calibration inputs minimised, convert/rounding.py), nearest, "
@@ -439,6 +448,12 @@ def main(argv=None) -> int:
     if args.calib <= 0 or (args.n_test is not None and args.n_test <= 0) or args.val_n <= 0:
         print("error: --calib, --n-test and --val-n must be > 0", file=sys.stderr)
         return 2
+    if args.input_bits == 16 and (args.state_bits == "8" or args.gate_bits == 8):
+        print("error: --input-bits 16 needs the int16 state and gate (--state-bits 16 or auto, "
+              "--gate-bits 16); drop --input-bits or pass --input-bits 8", file=sys.stderr)
+        return 2
+    if args.input_bits is None:
+        args.input_bits = 16 if args.gate_bits == 16 else 8
     try:
         report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test,
                          args.state_bits, args.val_n, args.gate_bits, args.rounding,

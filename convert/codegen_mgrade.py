@@ -523,7 +523,8 @@ def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body
     add_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
     fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, m->step_t, "
                                f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"]
-                     + front, fast[2])
+                     + [ln.replace("mg_input16_front(", "mg_input16_front_fast(")
+                        for ln in front], fast[2])
     if f.frame_output:
         body += ["#ifdef MG_MODEL_DEBUG",
                  f"    mg_copy(m->dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
@@ -809,6 +810,8 @@ def model_data_h(pk: Package) -> list[str]:
            f"{int(tot['spans_known'] and bool(pk.ring_info))}",
            f"#define {PU}_MODEL_H_BYTES {tot['h']}",
            f"#define {PU}_MODEL_STATE_BITS {16 if pk.s16 else 8}   /* minGRU state width */",
+           f"#define {PU}_MODEL_INPUT_BITS {16 if pk.in16 else 8}   /* minGRU input u width "
+           "(convert --input-bits) */",
            f"#define {PU}_MODEL_H8_COPY_BYTES {H * len(pk.s16)}   /* int8 copies of int16 "
            "states (written each step, read by the residual) */",
            f"#define {PU}_MODEL_STATE_BYTES {tot['state']}   /* + the step counter */",

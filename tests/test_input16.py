@@ -104,7 +104,7 @@ def test_input16_needs_the_int16_gate(int8_small):  # noqa: F811
 
 
 def test_choose_state_bits_reports_input_bits():
-    """--state-bits 16 --input-bits 16: report and metadata say so; 8 leaves them out."""
+    """--state-bits 16 --input-bits 16 / 8: the graph, the report and the metadata agree."""
     from convert.__main__ import calibration_feeds, choose_state_bits
     from convert.quantize import convert_int8
     from convert.spec import extract
@@ -119,5 +119,22 @@ def test_choose_state_bits_reports_input_bits():
     m = read_tflite(model)
     assert any(op.op == "FULLY_CONNECTED" and m.tensors[op.inputs[0]].dtype == np.int16
                for op in m.operators)
-    _, rep8 = choose_state_bits(raw, spec, {}, "16", None, val_n=5, input_bits=8)
-    assert "input_bits" not in rep8
+    model8, rep8 = choose_state_bits(raw, spec, {}, "16", None, val_n=5, input_bits=8)
+    assert rep8["input_bits"] == 8 and read_metadata(model8)["input_bits"] == 8
+    m8 = read_tflite(model8)
+    assert not any(op.op == "FULLY_CONNECTED" and m8.tensors[op.inputs[0]].dtype == np.int16
+                   for op in m8.operators)
+
+
+def test_cli_refuses_input16_without_the_int16_state(tmp_path, capsys):
+    """--input-bits 16 with --state-bits 8 or --gate-bits 8 is a one-line error before any
+    work (no output folder)."""
+    from convert.__main__ import main
+
+    for extra in (["--state-bits", "8"], ["--gate-bits", "8"]):
+        rc = main([str(tmp_path / "no_run"), "--out", str(tmp_path / "out"), "--input-bits",
+                   "16", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: --input-bits 16 needs") and \
+            err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -32,18 +32,20 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny16",
+@pytest.fixture(scope="module", params=["tiny", "tiny16", "tiny16u",
                                         pytest.param("digits", marks=pytest.mark.slow)])
 def model_dir(request) -> Path:
     """The tiny random model (seconds), the same with an int16 state and int16 gate (the int16
-    tail and LOGISTIC on every target), then the trained digits model (slow)."""
+    tail and LOGISTIC on every target), with the int16 minGRU input as well (the 16x8 FCs),
+    then the trained digits model (slow; convert's default: all three in int16)."""
     env = os.environ.get("MGRADE_TEST_MODEL")
     if env:
         return Path(env)
-    if request.param == "tiny16":
+    if request.param in ("tiny16", "tiny16u"):
         from tests.tiny_model import TinyConfig
 
-        return request.getfixturevalue("tiny_models")(TinyConfig(state_bits=16, seed=6))
+        return request.getfixturevalue("tiny_models")(TinyConfig(
+            state_bits=16, seed=6, input_bits=16 if request.param == "tiny16u" else 8))
     return request.getfixturevalue("tiny_int8" if request.param == "tiny" else "digits_int8")
 
 
@@ -117,7 +119,10 @@ def test_package_api_and_constants(gen, model_dir):
     # the fused kernels replaced the interpreter-only ops (the minGRU step of the package's
     # state width, convert --state-bits)
     bits = _num(h["MG_MODEL_STATE_BITS"])
-    for fn in ("mg_delay_step_s8", f"mg_mingru_step_s{bits}"):
+    fc16 = any(op.op == "FULLY_CONNECTED" and model.tensors[op.inputs[0]].dtype == np.int16
+               for op in model.operators)         # convert --input-bits 16
+    assert _num(h["MG_MODEL_INPUT_BITS"]) == (16 if fc16 else 8)
+    for fn in ("mg_delay_step_s8", "mg_mingru_step_u16" if fc16 else f"mg_mingru_step_s{bits}"):
         assert fn in src
     for fn in ("mg_gather", "mg_concatenation", "mg_logistic_s8"):
         assert fn not in src, f"{fn} left in the fused package"
@@ -231,14 +236,18 @@ def test_fast_package_uses_fast_kernels(gen):
     """The generated step has a fast variant of every fused layer and FC (no silent
     fallback to the reference kernels on the demo model)."""
     src = (gen["gen"] / "mg_model.c").read_text()
-    bits = _num(_header_defines(gen["gen"] / "mg_model_data.h")["MG_MODEL_STATE_BITS"])
+    h = _header_defines(gen["gen"] / "mg_model_data.h")
+    bits, in16 = _num(h["MG_MODEL_STATE_BITS"]), _num(h["MG_MODEL_INPUT_BITS"]) == 16
     assert "#if MG_FAST" in src
-    for fn in ("mg_delay_fast_s8", f"mg_mingru_fast_s{bits}", "mg_ffc_s8"):
+    gru = ("mg_mingru_fast_u16", "mg_input16_front_fast") if in16 else (f"mg_mingru_fast_s{bits}",)
+    for fn in ("mg_delay_fast_s8", *gru, "mg_ffc_s8"):
         assert fn in src, fn
     fast_part = "\n".join(seg.split("#else")[0] for seg in src.split("#if MG_FAST")[1:])
-    for fn in ("mg_fully_connected_s8", "mg_add_s8", "mg_mul_s8", "mg_logistic_s8"):
+    for fn in ("mg_fully_connected_s8", "mg_add_s8", "mg_mul_s8", "mg_logistic_s8",
+               "mg_mingru_step_u16", "mg_input16_front("):
         assert fn not in fast_part, fn
-    assert "g_split" in src, "minGRU g() tables not used"
+    # g() from two tables on the int8 path; the int16 input's candidate reads its own tables
+    assert "g_split" in src or in16, "minGRU g() tables not used"
 
 
 def test_refuses_unexpected_graph(model_dir, tmp_path):

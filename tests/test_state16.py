@@ -385,7 +385,8 @@ def test_state_bits_16_honours_gate_bits(gate_bits):
     spec = extract(net)
     raw = convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
     model, rep = choose_state_bits(raw, spec, {}, "16", None, val_n=5, gate_bits=gate_bits)
-    assert rep == {"state_bits": 16, "gate_bits": gate_bits}
+    assert rep == {"state_bits": 16, "gate_bits": gate_bits,
+                   "input_bits": 16 if gate_bits == 16 else 8}
     m = read_tflite(model)
     sig_types = {str(m.tensors[op.outputs[0]].dtype) for op in m.operators
                  if op.op == "LOGISTIC"}

@@ -41,12 +41,14 @@ class TinyConfig:
     seed: int = 0
     state_bits: int = 8             # 16: the minGRU state widened to int16 (convert/widen.py)
     gate_bits: int = 16             # with state_bits 16: the gate z's width
+    input_bits: int = 8             # 16 (with an int16 state and gate): the minGRU input u too
 
     @property
     def name(self) -> str:
         kind = "mgrade" if self.conv and self.rnn else "conv" if self.conv else "rnn"
         z = f"-zero{self.zero_delay_layer}" if self.zero_delay_layer >= 0 else ""
         w = f"-s16g{self.gate_bits}" if self.state_bits == 16 else ""
+        w += "u16" if self.state_bits == 16 and self.input_bits == 16 else ""
         return f"{kind}-H{self.H}-L{self.L}-K{self.K}-N{self.N}-{self.readout}{z}{w}"
 
 
@@ -118,9 +120,12 @@ def convert_tiny(cfg: TinyConfig, out: Path, n_calib: int = 4, n_test: int = 3,
                                  "state_bits": cfg.state_bits})
     if cfg.state_bits == 16:
         from convert.quantize import read_metadata
-        from convert.widen import widen_state
+        from convert.widen import widen_input, widen_state
 
-        model = widen_state(model, read_metadata(model)["layers"], gate16=cfg.gate_bits == 16)
+        layers = read_metadata(model)["layers"]
+        model = widen_state(model, layers, gate16=cfg.gate_bits == 16)
+        if cfg.input_bits == 16:
+            model = widen_input(model, layers)
     x = torch.randn(n_test, T, cfg.n_in, generator=gen).numpy()
     x_q = Streamer(model, "tflm").quantize_input(x)
     out.mkdir(parents=True, exist_ok=True)

@@ -675,6 +675,34 @@ MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int1
     return acc;
 }
 
+/* A 16x8 FC output channel c from its accumulator (bias included): mg_fc_out32 with the
+ * 32-bit-exact rounding helpers. */
+MG_FAST_INLINE int32_t mg_ffc16_out1(const mg_fc_params_t *p, int32_t acc, int32_t c)
+{
+    const int32_t k = p->per_channel ? c : 0;
+    return mg_fq_clamp(mg_fq_mbqm(acc, p->multiplier[k], (int)p->shift[k]) + p->output_offset,
+                       p->act_min, p->act_max);
+}
+
+/* int16 ADD of two int16 values (zero points 0, left shift 15): mg_add1_s16. */
+MG_FAST_INLINE int32_t mg_fadd16(const mg_add_params_t *p, int32_t a, int32_t b)
+{
+    const int ls = (int)p->left_shift;
+    return mg_fadd16_out(p, mg_fadd16_in(a, ls, p->input1_multiplier, (int)p->input1_shift)
+                                + mg_fadd16_in(b, ls, p->input2_multiplier, (int)p->input2_shift));
+}
+
+/* mg_input16_front on the fast helpers (the requantizations' zero points are in the params). */
+MG_FAST_INLINE void mg_input16_front_fast(const mg_input16_params_t *q, int32_t n,
+                                          const int8_t *frame, const int8_t *conv, int16_t *u16)
+{
+    int32_t c;
+    for (c = 0; c < n; ++c) {
+        u16[c] = (int16_t)mg_fadd16(q->add_u, mg_frequant1(q->frame16, frame[c]),
+                                    mg_frequant1(q->conv16, conv[c]));
+    }
+}
+
 /* mg_mingru_step_u16 with the dot products above and the candidate's tables; xs: scratch of
  * 2 * (H / 4) words. The FCs' input and filter offsets are 0 (generator-checked). */
 MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
@@ -684,17 +712,15 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
     const mg_input16_params_t *q = f->q;
     const int32_t H = p->channels, depth = q->gate.fc->accum_depth;
     const int8_t *sig_q = f->sig_q + 128;
-    const mg_add_params_t *av = q->add_v;
-    const int ls = (int)av->left_shift;
     int32_t c;
     mg_fpack16(u16, depth, xs);
     for (c = 0; c < H; ++c) {
         const int32_t dz = mg_fdot16(q->gate.weights + c * depth, xs, u16, depth);
         const int32_t dp = mg_fdot16(q->cand.weights + c * depth, xs, u16, depth);
         const int16_t z16 = mg_logistic1_s16(
-            s->sig16, (int16_t)mg_fc_out32(q->gate.fc, dz + q->gate.bias[c], c));
-        const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_fc_out32(q->cand.fc, dp + q->cand.bias[c],
-                                                                  c));
+            s->sig16, (int16_t)mg_ffc16_out1(q->gate.fc, dz + q->gate.bias[c], c));
+        const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_ffc16_out1(q->cand.fc,
+                                                                    dp + q->cand.bias[c], c));
         const int8_t mn = f->min_const ? f->min_const[c] : 127;
         int8_t r = pv;
         int8_t hb;
@@ -702,8 +728,8 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
         if (q->relu_fc.fc != 0) {
             const int32_t dr = p->relu_fc_shares_dot
                                    ? dp : mg_fdot16(q->relu_fc.weights + c * depth, xs, u16, depth);
-            r = (int8_t)mg_frequant1(q->r8, mg_fc_out32(q->relu_fc.fc, dr + q->relu_fc.bias[c],
-                                                         c));
+            r = (int8_t)mg_frequant1(q->r8, mg_ffc16_out1(q->relu_fc.fc,
+                                                           dr + q->relu_fc.bias[c], c));
         }
         if (f->relu) {
             r = (f->relu + 128)[r];
@@ -712,9 +738,7 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
                                  &hb);
         h[c] = (int16_t)hn;
         h8[c] = hb;
-        v8[c] = (int8_t)mg_frequant1(q->v8, mg_fadd16_out(
-            av, mg_fadd16_in(u16[c], ls, av->input1_multiplier, (int)av->input1_shift)
-                    + mg_fadd16_in(hn, ls, av->input2_multiplier, (int)av->input2_shift)));
+        v8[c] = (int8_t)mg_frequant1(q->v8, mg_fadd16(q->add_v, u16[c], hn));
     }
 }
 
