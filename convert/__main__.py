@@ -169,9 +169,24 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     layers = read_metadata(model8)["layers"]
     input16 = input_bits == 16 and gate_bits == 16 and any(
         lay["rnn"] and lay["conv"] for lay in layers)
-    extra = {"gate_bits": gate_bits, "input_bits": 16 if input16 else 8}
-    model16 = widen_state(finalize(raw, spec, {**info, "state_bits": 16, **extra}), layers,
-                          gate16=gate_bits == 16)
+
+    def state16_model(extra: dict) -> bytes:
+        return widen_state(finalize(raw, spec, {**info, "state_bits": 16, **extra}), layers,
+                           gate16=gate_bits == 16)
+
+    extra = {"gate_bits": gate_bits, "input_bits": 8}
+    if input16:             # which layers can take an int16 input (a dry run), then the model
+        skipped: list[int] = []
+        widen_input(state16_model(extra), layers, skipped=skipped)
+        eligible = [i for i, lay in enumerate(layers) if lay["rnn"] and lay["conv"]]
+        if skipped:
+            print(f"note: --input-bits 16: minGRU layer(s) {skipped} keep an int8 input (their "
+                  f"FC biases would overflow the 16x8 int32 accumulator)", flush=True)
+        input16 = len(skipped) < len(eligible)
+        if input16:
+            extra = {"gate_bits": gate_bits, "input_bits": 16,
+                     **({"input8_layers": skipped} if skipped else {})}
+    model16 = state16_model(extra)
     if input16:
         model16 = widen_input(model16, layers)
     if state_bits == "16":

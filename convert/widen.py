@@ -133,7 +133,8 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True
     return pack_flatbuffer(model)
 
 
-def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = True) -> bytes:
+def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = True,
+                skipped: list | None = None) -> bytes:
     """The 16-bit-state step model (widen_state, gate16=True) with each minGRU's input u in
     int16 as well, where u is the residual sum u = ADD(frame, conv) of a delay layer:
 
@@ -152,7 +153,9 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
     and u8 = ADD(frame8, conv8) goes (nothing reads it); h8' = QUANTIZE(h16') stays as the
     state's int8 view (the package's debug copy). Why: on psMNIST the rounding of u to its
     int8 grid is the largest error left (benchmarks/int8_attribution.py, group `resid`).
-    Layers whose u is not a residual sum (no delay conv) are left as they are."""
+    Layers whose u is not a residual sum (no delay conv) are left as they are, and so is a
+    layer whose FC biases on u16's scale would not leave the int32 accumulator room for the
+    dot product (a bias far larger than the input's range: its index goes to `skipped`)."""
     import numpy as np
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -200,13 +203,14 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
             op.builtinOptionsType, op.builtinOptions = options
         return op
 
+    def rescaled_bias(b: int, s_u8: float, s_u16: float) -> np.ndarray:
+        """The int32 bias tensor b's values on the scale s_u16 * s_w (float64, rounded)."""
+        old = np.frombuffer(bytes(bytearray(model.buffers[T[b].buffer].data)), np.int32)
+        return np.rint(old.astype(np.float64) * (s_u8 / s_u16))
+
     def bias16(b: int, s_u8: float, s_u16: float) -> int:
         """A copy of the int32 bias tensor b on the scale s_u16 * s_w."""
-        old = np.frombuffer(bytes(bytearray(model.buffers[T[b].buffer].data)), np.int32)
-        new = np.rint(old.astype(np.float64) * (s_u8 / s_u16))
-        if np.abs(new).max(initial=0) >= 2 ** 31:
-            raise ConvertError(f"the bias of {tname(b)} does not fit int32 on the int16 input's "
-                               f"scale; convert with --input-bits 8")
+        new = rescaled_bias(b, s_u8, s_u16)
         buf = schema.BufferT()
         buf.data = np.frombuffer(new.astype("<i4").tobytes(), np.uint8).copy()
         model.buffers.append(buf)
@@ -246,6 +250,17 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
         fcs = [op for op in g.operators if kind(op) == "FULLY_CONNECTED" and op.inputs[0] == u8]
         frame8, conv8 = add_u.inputs
         s = {t: _sym16(T[t].quantization) for t in (frame8, conv8, u8)}
+        s_u8 = float(T[u8].quantization.scale[0])
+        # TFLite-Micro accumulates a 16x8 FC with an int32 bias in int32: the bias plus the
+        # largest dot product must fit, else this layer keeps its int8 input
+        depth = int(T[fcs[0].inputs[1]].shape[-1])
+        room = 2 ** 31 - 1 - depth * 32768 * 128
+        if any(len(fc.inputs) > 2 and fc.inputs[2] >= 0 and
+               np.abs(rescaled_bias(fc.inputs[2], s_u8, s[u8])).max(initial=0) > room
+               for fc in fcs):
+            if skipped is not None:
+                skipped.append(i)
+            continue
         f16, c16, u16 = new16(frame8, "_int16", s[frame8]), new16(conv8, "_int16", s[conv8]), \
             new16(u8, "_int16", s[u8])
         ops = g.operators
@@ -253,7 +268,6 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
         add_opts = (add_u.builtinOptionsType, copy.deepcopy(add_u.builtinOptions))
         ops[at:at] = [new_op("QUANTIZE", [frame8], [f16]), new_op("QUANTIZE", [conv8], [c16]),
                       new_op("ADD", [f16, c16], [u16], add_opts)]
-        s_u8 = float(T[u8].quantization.scale[0])
         for fc in fcs:
             out8 = fc.outputs[0]
             fc.inputs = [u16, fc.inputs[1]] + (

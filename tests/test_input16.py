@@ -69,30 +69,38 @@ def test_interpreters_agree_and_follow_the_int8_graph(in16_model, int8_small):  
         assert (a != c).any()           # it is not the int8-input graph
 
 
+def _package_bit_exact(model: bytes, tmp_path, fast: bool, layers16: list[int]):
+    """Generate the C package of `model`, check which layers run the u16 kernels and that the
+    host build reproduces the TFLM Streamer's logits and int8 states on 5 sequences."""
+    from benchmarks import mcu_cost as mc
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(model)
+    s = Streamer(model, "tflm")
+    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
+    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
+    info = mc.generate(d, tmp_path / "gen", 5)
+    text = (tmp_path / "gen" / "mg_model.c").read_text()
+    for L in (0, 1):
+        u16 = L in layers16
+        assert (f"mg_input16_front(&mg_l{L}_in16" in text) == u16
+        assert (f"mg_mingru_step_u16(&mg_l{L}_gru" in text) == u16
+        assert (f"mg_mingru_fast_u16(&mg_l{L}_gru" in text) == u16
+        assert (f"mg_mingru_step_s16(&mg_l{L}_gru" in text) != u16
+    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
+    got = mc.run_host_runner(exe, info["ref"]["x"])
+    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
+    np.testing.assert_array_equal(got, expect)
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
 @pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
 def test_package_bit_exact_with_int16_input(in16_model, tmp_path, fast):
     """The generated package = the TFLM Streamer on every step's logits and the int8 copies
     of the states, 0 LSB, portable and fast; it computes u16 once per layer after the delay
     step and runs the u16 minGRU step."""
-    from benchmarks import mcu_cost as mc
-
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "model.tflite").write_bytes(in16_model)
-    s = Streamer(in16_model, "tflm")
-    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
-    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
-    info = mc.generate(d, tmp_path / "gen", 5)
-    text = (tmp_path / "gen" / "mg_model.c").read_text()
-    for L in (0, 1):
-        assert f"mg_input16_front(&mg_l{L}_in16" in text
-        assert f"mg_mingru_step_u16(&mg_l{L}_gru" in text
-        assert f"mg_mingru_fast_u16(&mg_l{L}_gru" in text
-    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
-    got = mc.run_host_runner(exe, info["ref"]["x"])
-    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
-    np.testing.assert_array_equal(got, expect)
+    _package_bit_exact(in16_model, tmp_path, fast, [0, 1])
 
 
 def test_input16_needs_the_int16_gate(int8_small):  # noqa: F811
@@ -138,3 +146,31 @@ def test_cli_refuses_input16_without_the_int16_state(tmp_path, capsys):
         assert rc == 2 and err.startswith("error: --input-bits 16 needs") and \
             err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_layer_whose_bias_would_overflow_keeps_int8_input(capsys, tmp_path):
+    """A minGRU whose FC biases on u16's scale leave the 16x8 int32 accumulator no room for
+    the dot product keeps its int8 input; the other layer is widened; convert says so on
+    stdout and records input8_layers in the report and the metadata."""
+    import torch
+
+    from convert.__main__ import calibration_feeds, choose_state_bits
+    from convert.quantize import convert_int8
+    from convert.spec import extract
+    from tests.test_state16 import _small_net
+
+    net = _small_net(4)
+    with torch.no_grad():
+        net.blocks[0].rnn.proj.bias.add_(4000.0)    # far beyond what u can move
+    spec = extract(net)
+    raw = convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
+    model, rep = choose_state_bits(raw, spec, {}, "16", None, val_n=5, input_bits=16)
+    assert rep["input_bits"] == 16 and rep["input8_layers"] == [0]
+    assert read_metadata(model)["input8_layers"] == [0]
+    assert "layer(s) [0] keep an int8 input" in capsys.readouterr().out
+    m = read_tflite(model)
+    fc16 = [op for op in m.operators if op.op == "FULLY_CONNECTED"
+            and m.tensors[op.inputs[0]].dtype == np.int16]
+    assert 2 <= len(fc16) <= 3                       # layer 1's gate and candidate only
+    if shutil.which("gcc"):                         # the package mixes both layer kinds
+        _package_bit_exact(model, tmp_path, True, [1])
