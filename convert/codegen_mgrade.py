@@ -31,6 +31,11 @@ What the package does per step, compared with the interpreter graph:
   widened tail is collapsed to the int8 shape above (`state16.int8_view` in `analyse`), the
   step becomes `mg_mingru_step_s16` / `mg_mingru_fast_s16` on the instance's int16 state
   `m->h16_<l>` whose int8 copy `m->h<l>` the residual reads (convert/state16.py).
+* int16 minGRU input (`python -m convert --input-bits 16`, the default with an int16 gate;
+  convert/widen.py widen_input): `mg_input16_front` (fast: `mg_input16_front_fast`) computes
+  u16 from the frame and the conv output right after the delay step into the shared scratch
+  `<P>_u16`, and `mg_mingru_step_u16` / `mg_mingru_fast_u16` run the 16x8 FCs on it and write
+  the layer's residual output v8 as well (convert/input16.py; the view's two ADDs are dropped).
 * Everything else: the generic kernels, as convert/graph_package.py emits them, on a static
   arena planned offline (convert/arena.py).
 
@@ -61,8 +66,8 @@ from convert.graph_package import (
     mult_shift_lines, pick)
 from convert.metadata import from_model as mgrade_metadata
 from convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
-from convert.input16 import emit_params as input16_params
-from convert.state16 import debug16_lines, emit_params as s16_params, int8_view
+from convert.input16 import emit_params as input16_params, int8_view
+from convert.state16 import debug16_lines, emit_params as s16_params
 from convert.tflite_reader import Model, Operator, read_tflite
 from convert.tflm_params import (
     ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
@@ -366,7 +371,7 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
     g = StepGraph(model, meta)
     # int16 state tails (convert/widen.py, convert/state16.py) collapsed to the int8 graph
     # shape the matcher knows; s16: {layer: (params, tensors)}, the tails' own C calls
-    model, s16 = int8_view(model, meta, g)
+    model, s16, in16 = int8_view(model, meta, g)
     if s16:
         g = StepGraph(model, meta)
     T = model.tensors
@@ -384,7 +389,6 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
     replaced = {i for f in delays + grus for i in f.ops}
     # int16 inputs (convert/input16.py): the view's ADD(frame, conv) and ADD(u, h_new) are
     # computed by mg_input16_front and mg_mingru_step_u16, which also writes v8
-    in16 = {L: t["front"] for L, (_, t) in s16.items() if t.get("front")}
     replaced |= {t[k].index for _, t in in16.values() for k in ("add_u", "add_v")}
 
     # --- operator list with the fused calls, and the memory plan ---------------------------

@@ -24,7 +24,7 @@ import numpy as np
 
 from convert.cemit import struct_decl
 from convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
-from convert import state16     # (state16 imports this module: names resolved at call time)
+from convert import state16
 from convert.tflm_params import CodegenError, op_params, scale, zero_point
 
 
@@ -138,6 +138,19 @@ def collapse(T: list, ops: list, fronts: dict) -> list:
             op = dataclasses.replace(op, outputs=[add_v[op.index]["v8"]])
         out.append(op)
     return out
+
+
+def int8_view(model, meta: dict, g) -> tuple[object, dict, dict]:
+    """state16.int8_view, then each int16 front collapsed (collapse). Returns (view model,
+    {layer: (tail params, tail tensors)}, {layer: (front params, front tensors)})."""
+    view, tails = state16.int8_view(model, meta, g)
+    fronts = {L: match_front(g, L, t["z_ops"][0], t["hnew"])
+              for L, (_, t) in tails.items() if t["gate_fc16"]}
+    if not fronts:
+        return view, tails, {}
+    T = list(view.tensors)
+    ops = collapse(T, view.operators, fronts)
+    return dataclasses.replace(view, tensors=T, operators=ops), tails, fronts
 
 
 def emit_params(P: str, L: int, params: dict, consts) -> list[str]:

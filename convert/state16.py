@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from convert import input16, metadata, names
+from convert import metadata, names
 from convert.cemit import int_array, struct_decl
 from convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
 from convert.mgrade_match import StepGraph
@@ -400,9 +400,6 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
     for i, lm in enumerate(meta.get("layers") or []):
         if lm.get("rnn") and is_state16(model, meta, i):
             tails[i] = match_tail(g, i)
-            t = tails[i][1]
-            if t["gate_fc16"]:
-                t["front"] = input16.match_front(g, i, t["z_ops"][0], t["hnew"])
     if not tails:
         return model, {}
     T = list(model.tensors)
@@ -429,9 +426,6 @@ def int8_view(model, meta: dict, g) -> tuple[object, dict]:
         remap_in[t["h8"]] = t["hnew"]
     ops = [dataclasses.replace(op, inputs=[remap_in.get(i, i) for i in op.inputs])
            for op in model.operators if op.index not in drop]
-    fronts = {L: t["front"] for L, (_, t) in tails.items() if t.get("front")}
-    if fronts:                # int16 inputs u16 (convert/input16.py): the FCs read u8
-        ops = input16.collapse(T, ops, fronts)
     outs = [remap_in.get(o, o) for o in model.outputs]
     return dataclasses.replace(model, tensors=T, operators=ops, outputs=outs), tails
 

@@ -24,6 +24,7 @@ LAYERS = [
     ["codegen_fast"],                         # fast-path arithmetic, tables, layouts
     ["graph_package", "mgrade_match"],        # generic package writer; fusion matcher
     ["state16"],                              # int16 minGRU state tail: params, match, C
+    ["input16"],                              # int16 minGRU input front: params, match, C
     ["codegen_mgrade"],                       # mGRADE package writer
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
     ["__main__"],                             # python -m convert
