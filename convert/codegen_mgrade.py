@@ -58,7 +58,7 @@ from convert.arena import Plan, plan_memory
 from convert.cemit import (
     carray, cfloat, clist, const_tensor_lines, ctype, int_array, struct_decl, tensor_pointer)
 from convert.codegen_fast import (
-    add_ok, chan_decl, dw_chan_rows, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
+    add_ok, chan_decl, chan_table, dw_chan_rows, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
     ffc_layout, ffc_struct, g_split_tables, logistic_min_table, logistic_table, requant_table,
     table_decl)
 from convert.graph_package import (
@@ -172,30 +172,47 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
     return decls, None, (2 * lay["gate"][2], n_acc)
 
 
-def _fast_mingru_u16(P: str, T, f: GruFusion, in16: dict, report: dict):
+def _fast_mingru_u16(P: str, model: Model, f: GruFusion, in16: dict, report: dict):
     """Fast declarations of an int16-input minGRU step (mg_fast.h mg_mingru_fast_u16): the
     candidate's int8 tables and the mg_input16_fast_t; None (reference kernel) where the fast
     kernel's conditions fail."""
     L = f.layer
     params = in16[L][0]
-    fcs = [params[r] for r in ("gate", "cand", "relu_fc") if r in params]
-    biased = all(len(op.inputs) > 2 and op.inputs[2] >= 0 for op in in16[L][1]["fcs"].values())
+    roles = [r for r in ("gate", "cand", "relu_fc") if r in params]
+    fcs = [params[r] for r in roles]
     if any(p["input_offset"] or (not p["per_channel"] and p["filter_offset"]) for p in fcs) \
-            or not add_ok(f.add_g) or not biased:
-        report[f"l{L}_gru"] = "int16 input: offsets, bias or ADD outside the fast kernel's range"
+            or not add_ok(f.add_g):
+        report[f"l{L}_gru"] = "int16 input: offsets or ADD outside the fast kernel's range"
         return None
-    mc = np.asarray(T[f.min_const].data).reshape(-1)
+    decls, rows = [], {}
+    for role in roles:          # FC16 outputs from their dots: bias and rounding in the rows
+        op, p = in16[L][1]["fcs"][role], params[role]
+        w, bias = fc_weights(model, op)
+        bias = np.zeros(p["output_depth"], np.int64) if bias is None else bias.astype(np.int64)
+        if w is None or np.any(np.abs(bias) + 32768 * np.abs(w.astype(np.int64)).sum(1)
+                               >= (1 << 30)):
+            report[f"l{L}_gru"] = "int16 input: |acc| could reach 2^30 (reference kernel)"
+            return None
+        mults = p["multiplier"] * (p["output_depth"] if not p["per_channel"] else 1)
+        shifts = p["shift"] * (p["output_depth"] if not p["per_channel"] else 1)
+        rows[role] = chan_table(bias, mults, shifts, 0)
+        decls += [chan_decl(f"{P}_l{L}_in16_{role}_ch", rows[role]),
+                  ffc_struct(P, f"l{L}_in16_{role}_f", p, p["accum_depth"], 0,
+                             p["output_depth"], "NULL", f"{P}_l{L}_in16_{role}_ch", rows[role])]
+    mc = np.asarray(model.tensors[f.min_const].data).reshape(-1)
     if mc.size == 1:
         sig, min_const = logistic_min_table(f.sig_p, int(mc[0])), "NULL"
     else:
         sig, min_const = logistic_table(f.sig_p), f"{P}_t{f.min_const}"
-    decls = [table_decl(P, f"l{L}_in16_sig_q", sig)]
+    decls.append(table_decl(P, f"l{L}_in16_sig_q", sig))
     relu = "NULL"
     if f.relu is not None:
         decls.append(table_decl(P, f"l{L}_in16_relu", requant_table(f.relu)))
         relu = f"{P}_l{L}_in16_relu"
     decls.append(struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", dict(
-        q=f"&{P}_l{L}_in16", sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu)))
+        q=f"&{P}_l{L}_in16", **{r: f"&{P}_l{L}_in16_{r}_f" if r in rows else "NULL"
+                                 for r in ("gate", "cand", "relu_fc")},
+        sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu)))
     return decls, None, (2 * (params["gate"]["accum_depth"] // 4), 0)
 
 
@@ -654,7 +671,7 @@ def model_c(pk: Package) -> list[str]:
         if op.op == "MG_DELAY":
             fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
         elif op.op == "MG_MINGRU" and pk.fused_at[op.index].layer in pk.in16:
-            fast = _fast_mingru_u16(P, T, pk.fused_at[op.index], pk.in16, fast_report)
+            fast = _fast_mingru_u16(P, model, pk.fused_at[op.index], pk.in16, fast_report)
         elif op.op == "MG_MINGRU":
             fast = _fast_mingru(P, model, T, pk.fused_at[op.index], fast_report,
                                 residual.get(op.index),

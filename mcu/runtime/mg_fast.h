@@ -230,16 +230,16 @@ void mg_ffc_dot(const uint32_t *xq, const uint32_t *w, int32_t blocks, int32_t g
  * pointers to its `static const` parameter structs, so the compiler folds every scalar
  * parameter (offsets, multipliers, shifts, clamps, sizes) into the code at each call site. */
 
-/* Requantized output of channel c from its dot d (|d + bias| < 2^30, generator-checked). */
-MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c)
+/* Requantized output of channel c from its dot d (|d + bias| < 2^30, generator-checked),
+ * clamped to the activation range (int8, or int16 for a 16x8 FC). */
+MG_FAST_INLINE int32_t mg_ffc_out32(const mg_ffc_params_t *p, int32_t d, int32_t c)
 {
     const mg_fq_chan_t *ch = &p->ch[c];
     const int32_t x = d + ch->bias;
     int32_t y;
     if (p->right_shifts == 2) {         /* rnd = 2^(e-1) + zero point * 2^e */
         y = mg_fq_srdhm_b(x, ch->mult);
-        return (int8_t)mg_fq_clamp((y + ch->rnd + (y >> 31)) >> ch->shift, p->act_min,
-                                   p->act_max);
+        return mg_fq_clamp((y + ch->rnd + (y >> 31)) >> ch->shift, p->act_min, p->act_max);
     }
     if (p->right_shifts) {
         y = mg_fq_srdhm_b(x, ch->mult);
@@ -247,7 +247,12 @@ MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c
     } else {
         y = mg_fq_mbqm_b(x, ch->mult, (int)ch->shift);
     }
-    return (int8_t)mg_fq_clamp(y + p->output_offset, p->act_min, p->act_max);
+    return mg_fq_clamp(y + p->output_offset, p->act_min, p->act_max);
+}
+
+MG_FAST_INLINE int8_t mg_ffc_out1(const mg_ffc_params_t *p, int32_t d, int32_t c)
+{
+    return (int8_t)mg_ffc_out32(p, d, c);
 }
 
 /* out [n_out] = FC(x [depth]); xq: scratch of 2 * blocks words, acc: of n_out rounded up
@@ -640,7 +645,10 @@ MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state
 
 /* Tables of the candidate's int8 part, built by the generator (convert/codegen_mgrade.py). */
 typedef struct {
-    const mg_input16_params_t *q;  /* the 16x8 FCs, their requantization and the residual */
+    const mg_input16_params_t *q;  /* the 16x8 FCs' weights, p8 / r8 and the residual */
+    const mg_ffc_params_t *gate;   /* the FCs' outputs from their dots (bias in the rows) */
+    const mg_ffc_params_t *cand;
+    const mg_ffc_params_t *relu_fc;  /* NULL without a RELU FC */
     const int8_t *sig_q;           /* [256] LOGISTIC(MINIMUM(p, c)) (min_const NULL) or LOGISTIC */
     const int8_t *min_const;       /* per-channel MINIMUM constant, or NULL (in sig_q) */
     const int8_t *relu;            /* [256] RELU op table, or NULL */
@@ -673,15 +681,6 @@ MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int1
         acc += (int32_t)w[d] * (int32_t)u16[d];
     }
     return acc;
-}
-
-/* A 16x8 FC output channel c from its accumulator (bias included): mg_fc_out32 with the
- * 32-bit-exact rounding helpers. */
-MG_FAST_INLINE int32_t mg_ffc16_out1(const mg_fc_params_t *p, int32_t acc, int32_t c)
-{
-    const int32_t k = p->per_channel ? c : 0;
-    return mg_fq_clamp(mg_fq_mbqm(acc, p->multiplier[k], (int)p->shift[k]) + p->output_offset,
-                       p->act_min, p->act_max);
 }
 
 /* int16 ADD of two int16 values (zero points 0, left shift 15): mg_add1_s16. */
@@ -717,10 +716,8 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
     for (c = 0; c < H; ++c) {
         const int32_t dz = mg_fdot16(q->gate.weights + c * depth, xs, u16, depth);
         const int32_t dp = mg_fdot16(q->cand.weights + c * depth, xs, u16, depth);
-        const int16_t z16 = mg_logistic1_s16(
-            s->sig16, (int16_t)mg_ffc16_out1(q->gate.fc, dz + q->gate.bias[c], c));
-        const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_ffc16_out1(q->cand.fc,
-                                                                    dp + q->cand.bias[c], c));
+        const int16_t z16 = mg_logistic1_s16(s->sig16, (int16_t)mg_ffc_out32(f->gate, dz, c));
+        const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_ffc_out32(f->cand, dp, c));
         const int8_t mn = f->min_const ? f->min_const[c] : 127;
         int8_t r = pv;
         int8_t hb;
@@ -728,8 +725,7 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
         if (q->relu_fc.fc != 0) {
             const int32_t dr = p->relu_fc_shares_dot
                                    ? dp : mg_fdot16(q->relu_fc.weights + c * depth, xs, u16, depth);
-            r = (int8_t)mg_frequant1(q->r8, mg_ffc16_out1(q->relu_fc.fc,
-                                                           dr + q->relu_fc.bias[c], c));
+            r = (int8_t)mg_frequant1(q->r8, mg_ffc_out32(f->relu_fc, dr, c));
         }
         if (f->relu) {
             r = (f->relu + 128)[r];
