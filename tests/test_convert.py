@@ -22,6 +22,12 @@ TFLM_OPS = {"FULLY_CONNECTED", "GATHER", "RESHAPE", "CONCATENATION", "DEPTHWISE_
 # after it (measured: up to 13 LSB over the digits test set, 6-7 on random states).
 # Bound on any output of one step, both fed identical inputs:
 STEP_LSB_BOUND = 16
+# With the int16 minGRU input (convert --input-bits 16, the default) the residual sum takes
+# the int16 state h' directly, where the two interpreters already differ by up to ~1,600
+# int16 LSB (their int16 ADD/SUB multipliers differ: convert/state16.addsub16_params), instead
+# of through its int8 copy; measured up to 20 LSB on a digits model (7 on another, 6-7 on the
+# sMNIST / psMNIST models):
+STEP_LSB_BOUND_INPUT16 = 32
 
 
 def report(digits_int8):
@@ -57,6 +63,8 @@ def test_litert_vs_tflm_on_identical_inputs(digits_int8):
     QUANTIZE, what the residual reads), so the same bound holds at the same range."""
     from convert.state16 import debug_int8
     model = (digits_int8 / "model.tflite").read_bytes()
+    bound = STEP_LSB_BOUND_INPUT16 if report(digits_int8).get("input_bits") == 16 and \
+        report(digits_int8).get("state_bits") == 16 else STEP_LSB_BOUND
     data = np.load(digits_int8 / "test_data.npz")
     tflm, litert = Streamer(model, "tflm"), Streamer(model, "litert")
     to8 = debug_int8(model)
@@ -71,12 +79,12 @@ def test_litert_vs_tflm_on_identical_inputs(digits_int8):
                     worst16 = max(worst16, int(np.abs(a.astype(int) - b.astype(int)).max()))
                     a, b = to8[k](a), to8[k](b)
                 worst = max(worst, int(np.abs(a.astype(int) - b.astype(int)).max()))
-    assert worst <= STEP_LSB_BOUND
+    assert worst <= bound
     r = report(digits_int8)
-    assert r["max_abs_diff_litert_vs_tflm"] <= STEP_LSB_BOUND
-    assert r["max_abs_diff_litert_vs_tflm_logits"] <= STEP_LSB_BOUND
+    assert r["max_abs_diff_litert_vs_tflm"] <= bound
+    assert r["max_abs_diff_litert_vs_tflm_logits"] <= bound
     states = r["max_abs_diff_litert_vs_tflm_states"]
-    assert states.get("int8", 0) <= STEP_LSB_BOUND
+    assert states.get("int8", 0) <= bound
     assert set(states) == ({"int8", "int16"} if to8 else {"int8"})
     if to8:     # int16 LSB: about 256 per int8 LSB of the same range
         assert states["int16"] <= 256 * STEP_LSB_BOUND and worst16 <= 256 * STEP_LSB_BOUND
