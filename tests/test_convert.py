@@ -178,3 +178,25 @@ def test_bad_inputs_leave_no_output(tmp_path, digits_run):
     assert res.returncode == 2 and "another architecture" in res.stderr
     assert not (tmp_path / "o3").exists()
     assert not list(tmp_path.glob(".o*"))      # no temporary folder left behind
+
+
+def test_tflm_accuracy_shards_reproduce_the_report(digits_run, digits_int8, tmp_path, capsys):
+    """benchmarks.tflm_accuracy prepares inputs and float predictions as convert does: two
+    shards of the digits test split, merged, give the report's TFLite-Micro accuracy and
+    agreement exactly."""
+    from benchmarks.tflm_accuracy import main
+
+    r = report(digits_int8)
+    n, half = r["n_test"], r["n_test"] // 2
+    model = str(digits_int8 / "model.tflite")
+    assert main([str(digits_run), model, "--stop", str(half), "--out",
+                 str(tmp_path / "a.npz")]) == 0
+    assert main([str(digits_run), model, "--start", str(half), "--stop", str(n), "--out",
+                 str(tmp_path / "b.npz")]) == 0
+    capsys.readouterr()
+    assert main(["--merge", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{n} test sequences:")
+    assert f"int8 TFLM {100 * r['int8_acc_tflm']:.2f}%" in out
+    assert f"agreement {100 * r['argmax_agreement_tflm_vs_hardened']:.2f}%" in out
+    assert main(["--merge", str(tmp_path / "missing.npz")]) == 2
