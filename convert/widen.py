@@ -34,21 +34,15 @@ def _sym16(q) -> float:
     return r / 32767.0
 
 
-def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True) -> bytes:
-    """The int8 step model with every minGRU state path in int16 (see the module doc).
-    gate16=True runs the gate's LOGISTIC in int16 (z on a 1/32768 grid); gate16=False keeps
-    LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16 after it."""
+def _op_codes(model):
+    """(kind(op) -> builtin operator name, opcode(name) -> index in model.operatorCodes,
+    appending the code when the model has none yet) for a flatbuffer ModelT."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from convert.quantize import load_flatbuffer, pack_flatbuffer
-
-    model = load_flatbuffer(model_bytes)
-    g = model.subgraphs[0]
-    T = g.tensors
     codes = model.operatorCodes
     op_name = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
-    def kind(op):
+    def kind(op) -> str:
         c = codes[op.opcodeIndex]
         return op_name[max(c.builtinCode, c.deprecatedBuiltinCode)]
 
@@ -61,6 +55,22 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True
         oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
         codes.append(oc)
         return len(codes) - 1
+
+    return kind, opcode
+
+
+def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True) -> bytes:
+    """The int8 step model with every minGRU state path in int16 (see the module doc).
+    gate16=True runs the gate's LOGISTIC in int16 (z on a 1/32768 grid); gate16=False keeps
+    LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16 after it."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from convert.quantize import load_flatbuffer, pack_flatbuffer
+
+    model = load_flatbuffer(model_bytes)
+    g = model.subgraphs[0]
+    T = g.tensors
+    kind, opcode = _op_codes(model)
 
     def new_tensor(like: int, name: str, dtype, scale: float, zp: int) -> int:
         t = copy.deepcopy(T[like])
@@ -164,23 +174,8 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
     model = load_flatbuffer(model_bytes)
     g = model.subgraphs[0]
     T = g.tensors
-    codes = model.operatorCodes
-    op_name = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    kind, opcode = _op_codes(model)
     I16 = schema.TensorType.INT16
-
-    def kind(op):
-        c = codes[op.opcodeIndex]
-        return op_name[max(c.builtinCode, c.deprecatedBuiltinCode)]
-
-    def opcode(name: str) -> int:
-        code = getattr(schema.BuiltinOperator, name)
-        for i, c in enumerate(codes):
-            if max(c.builtinCode, c.deprecatedBuiltinCode) == code:
-                return i
-        oc = schema.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
-        codes.append(oc)
-        return len(codes) - 1
 
     def tname(t: int) -> str:
         n = T[t].name
