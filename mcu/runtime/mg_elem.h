@@ -74,9 +74,7 @@ static inline int32_t mg_fc_out32(const mg_fc_params_t *p, int32_t acc, int32_t 
 /* FULLY_CONNECTED: requantize and clamp the accumulator (bias included) of channel oc. */
 static inline int8_t mg_fc_out1(const mg_fc_params_t *p, int32_t acc, int32_t oc)
 {
-    const int32_t m = p->per_channel ? p->multiplier[oc] : p->multiplier[0];
-    const int32_t s = p->per_channel ? p->shift[oc] : p->shift[0];
-    return mg_requant_clamp1(acc, m, s, p->output_offset, p->act_min, p->act_max);
+    return (int8_t)mg_fc_out32(p, acc, oc);
 }
 
 /* ADD / SUB: one input rescaled to the common left-shifted scale. */

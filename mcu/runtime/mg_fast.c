@@ -2,24 +2,11 @@
  * reference kernels (tests/test_fast_kernels.py) and, in whole models, against TFLite-Micro. */
 #include "mg_fast.h"
 
-/* 4 input bytes as one word, bits 0-7 = x[0] (any alignment). */
-static inline uint32_t load4(const int8_t *x)
-{
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint32_t w;
-    __builtin_memcpy(&w, x, 4);
-    return w;
-#else
-    return (uint32_t)(uint8_t)x[0] | ((uint32_t)(uint8_t)x[1] << 8) |
-           ((uint32_t)(uint8_t)x[2] << 16) | ((uint32_t)(uint8_t)x[3] << 24);
-#endif
-}
-
 void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
 {
     int32_t k = 0;
     for (; k + 4 <= depth; k += 4) {
-        const uint32_t xw = load4(x + k);
+        const uint32_t xw = mg_fload4(x + k);
         const uint32_t p = mg_ssub16(mg_sxtb16(xw >> 8), 0x007F007Fu);  /* x1-127, x3-127 */
         xq[0] = mg_ssub16(mg_uxtb16(xw) << 8, p);                        /* 256 x0 - p0 ... */
         xq[1] = p;

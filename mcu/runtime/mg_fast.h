@@ -199,6 +199,19 @@ static inline int32_t mg_fq_clamp(int32_t v, int32_t lo, int32_t hi)
 #define MG_UNROLL
 #endif
 
+/* 4 bytes as one word, bits 0-7 = x[0] (any alignment). */
+MG_FAST_INLINE uint32_t mg_fload4(const int8_t *x)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t w;
+    __builtin_memcpy(&w, x, 4);
+    return w;
+#else
+    return (uint32_t)(uint8_t)x[0] | ((uint32_t)(uint8_t)x[1] << 8) |
+           ((uint32_t)(uint8_t)x[2] << 16) | ((uint32_t)(uint8_t)x[3] << 24);
+#endif
+}
+
 /* ---- FULLY_CONNECTED on re-laid weights ------------------------------------------------- */
 
 typedef struct {
@@ -667,13 +680,7 @@ MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int1
     int32_t k, d;
     const int32_t blocks = depth >> 2;
     for (k = 0; k < blocks; ++k) {
-        uint32_t wv;
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        __builtin_memcpy(&wv, w + 4 * k, 4);
-#else
-        wv = (uint32_t)(uint8_t)w[4 * k] | ((uint32_t)(uint8_t)w[4 * k + 1] << 8) |
-             ((uint32_t)(uint8_t)w[4 * k + 2] << 16) | ((uint32_t)(uint8_t)w[4 * k + 3] << 24);
-#endif
+        const uint32_t wv = mg_fload4(w + 4 * k);
         acc = mg_smlad(mg_sxtb16(wv), xs[2 * k], acc);
         acc = mg_smlad(mg_sxtb16(wv >> 8), xs[2 * k + 1], acc);
     }
