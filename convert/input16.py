@@ -24,6 +24,7 @@ import numpy as np
 
 from convert.cemit import struct_decl
 from convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
+from convert.mgrade_match import swap_add
 from convert import state16
 from convert.tflm_params import CodegenError, op_params, scale, zero_point
 
@@ -87,10 +88,7 @@ def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
     s_h = scale(T[hnew])
     add_v_p = state16.addsub16_params(su, s_h, scale(T[v16]), sub=False)
     if add_v.inputs[0] == hnew:         # ADD(h, u): swap so that input1 is u16
-        add_v_p = dict(add_v_p)
-        for k in ("offset", "multiplier", "shift"):
-            add_v_p[f"input1_{k}"], add_v_p[f"input2_{k}"] = (add_v_p[f"input2_{k}"],
-                                                              add_v_p[f"input1_{k}"])
+        add_v_p = swap_add(add_v_p)
     params = dict(
         frame16=state16.requant_params(scale(T[frame]), zero_point(T[frame]), sf, 0, 16, n),
         conv16=state16.requant_params(scale(T[conv]), zero_point(T[conv]), sc, 0, 16, n),

@@ -189,7 +189,8 @@ def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> Dela
                        zero_point(T[frame]), R > 0)
 
 
-def _swap_add(p: dict) -> dict:
+def swap_add(p: dict) -> dict:
+    """ADD/SUB parameters with input1 and input2 exchanged (a copy)."""
     q = dict(p)
     for k in ("offset", "multiplier", "shift"):
         q[f"input1_{k}"], q[f"input2_{k}"] = p[f"input2_{k}"], p[f"input1_{k}"]
@@ -280,9 +281,9 @@ def _match_mingru(g: StepGraph, layer: int) -> GruFusion:
             raise CodegenError(f"{where}: {op.op} (op {op.index}) broadcasts; expected [1, {H}]")
         elem[name] = p
     if k_q == 0:                        # canonical ADD(r, q)
-        elem["add_g"] = _swap_add(elem["add_g"])
+        elem["add_g"] = swap_add(elem["add_g"])
     if k_h == 1:                        # canonical ADD(h, m)
-        elem["add_h"] = _swap_add(elem["add_h"])
+        elem["add_h"] = swap_add(elem["add_h"])
     if k_z == 1:                        # canonical MUL(z, d)
         elem["mul"] = _swap_mul(elem["mul"])
     shares = False

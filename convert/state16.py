@@ -41,7 +41,7 @@ import numpy as np
 from convert import metadata, names
 from convert.cemit import int_array, struct_decl
 from convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
-from convert.mgrade_match import StepGraph
+from convert.mgrade_match import StepGraph, swap_add
 from convert.tflite_reader import Quant, read_tflite
 from convert.tflm_params import (
     CodegenError, quantize_multiplier, quantize_multiplier_smaller_than_one_exp, scale,
@@ -373,10 +373,7 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
         add_h=addsub16_params(s_h, scale(T[m]), scale(T[hnew]), sub=False),
         h8=requant_params(s_h, 0, s_h8, zero_point(T[h8]), 8, T[h].size))
     if k_h == 1:        # ADD(m, h): swap so that input1 is h
-        p = dict(params["add_h"])
-        for k in ("offset", "multiplier", "shift"):
-            p[f"input1_{k}"], p[f"input2_{k}"] = p[f"input2_{k}"], p[f"input1_{k}"]
-        params["add_h"] = p
+        params["add_h"] = swap_add(params["add_h"])
     # MUL is symmetric in its inputs with zero points 0 and a product multiplier
     tensors = dict(z_in=z_in, g8=g8, z16=z16, g16=g16, h=h, hnew=hnew, h8=h8, d=d, m=m,
                    z_ops=z_ops, qg=qg, qh=qh, sub=sub_op, mul=mul, add_h=add_h,
