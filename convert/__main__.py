@@ -9,7 +9,9 @@ the accuracy of what its QAT epochs trained: int8 weights, and the activation gr
 train.qat_acts) and DIR/test_data.npz (the int8 test
 sequences and labels that the host tools stream). DIR appears only when everything succeeded.
 An existing DIR must be empty or a previous convert output; only convert's own three files
-in it are replaced (each atomically), anything else in it is left alone.
+in it are replaced (each atomically), anything else in it is left alone. What TensorFlow, absl
+and the converter write to stderr goes to DIR/convert.log, not the terminal; progress bars are
+drawn only on a terminal, and --quiet prints only the final summary.
 
 --state-bits (default auto): the minGRU state width on the device. auto converts both an
 8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one only where it is
@@ -41,25 +43,67 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
+from training.console import native_stderr_to, progress, say, set_quiet
 
-from convert.calibrate import step_feeds
-from convert import names, rounding
-from convert.graph import state_pairs
-from convert.quantize import convert_int8, finalize, op_names, read_metadata
-from convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units
-from convert.spec import ConvertError, extract
-from convert.stream import Streamer, predictions, tflm_arena_bytes
-from convert.tflite_reader import model_id
-from training.checkpoint import CheckpointError, NonFiniteError, check_finite, load_model
-from training.evaluate import IGNORE, evaluate
-from training.qat import load_act_ranges
-from training.tasks import TaskError, load_task
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("--out", required=True, help="output folder (replaced when done)")
+    p.add_argument("--calib", type=int, default=64, help="calibration sequences (default 64)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="evaluate on the first N test sequences (default: all)")
+    p.add_argument("--state-bits", choices=("8", "16", "auto"), default="auto",
+                   help="minGRU state width on the device: 8, 16 (int16 state update, 2 B per "
+                        "channel; fixes long sequences), auto (the more accurate with "
+                        "TFLite-Micro on the validation split, or the last --val-n training "
+                        "sequences for a task without one; ties -> 8). Default auto")
+    p.add_argument("--gate-bits", type=int, choices=(8, 16), default=16,
+                   help="with a 16-bit state, the gate z's width: 16 (int16 LOGISTIC, 1/32768 "
+                        "grid) or 8 (int8 LOGISTIC, 1/256 grid). Default 16")
+    p.add_argument("--input-bits", type=int, choices=(8, 16), default=None,
+                   help="with a 16-bit state and gate, the width of each minGRU's input u = "
+                        "frame + conv(frame) and of the layer's residual sum u + h: 16 "
+                        "(the gate and candidate FULLY_CONNECTED in 16x8 mode; more "
+                        "accurate on long sequences, more instructions per step) or 8. "
+                        "Default 16 (8 with --gate-bits 8)")
+    p.add_argument("--rounding", choices=("auto", "gptq", "nearest"), default="auto",
+                   help="how weights go onto their int8 grids: gptq (each layer's output error "
+                        "on the calibration inputs minimised, convert/rounding.py), nearest, "
+                        "or auto (gptq, but nearest for a train.qat_epochs run). Default auto")
+    p.add_argument("--val-n", type=int, default=300,
+                   help="validation sequences --state-bits auto evaluates (default 300)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the final summary (and errors); TensorFlow's own log "
+                        "lines always go to DIR/convert.log")
+    return p
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()   # --help and usage errors answer before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from convert.calibrate import step_feeds  # noqa: E402
+from convert import names, rounding  # noqa: E402
+from convert.graph import state_pairs  # noqa: E402
+from convert.quantize import convert_int8, finalize, op_names, read_metadata  # noqa: E402
+from convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units  # noqa: E402
+from convert.spec import ConvertError, extract  # noqa: E402
+from convert.stream import (STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16,  # noqa: E402
+                            Streamer, predictions, tflm_arena_bytes)
+from convert.tflite_reader import model_id  # noqa: E402
+from training.checkpoint import (CheckpointError, NonFiniteError,  # noqa: E402
+                                 check_finite, load_model)
+from training.evaluate import IGNORE, evaluate  # noqa: E402
+from training.qat import load_act_ranges  # noqa: E402
+from training.tasks import TaskError, load_task  # noqa: E402
 
 MAX_CALIB_FEEDS = 3000
-OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # all that convert writes
+OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # written together, atomically
+LOG_FILE = "convert.log"   # what TensorFlow, absl and the converter write on fd 2
 
 
 def calibration_pick(n_train: int, n_seq: int, seed: int) -> torch.Tensor:
@@ -77,8 +121,8 @@ def calibration_feeds(net, spec, x_train, n_seq: int, seed: int, lengths=None) -
     seqs = x_train[pick] if lengths is None else [x_train[i, :lengths[i]] for i in pick]
     total = sum(len(q) for q in seqs)
     stride = max(1, total // MAX_CALIB_FEEDS)
-    feeds = [f for k, (f, _) in enumerate(tqdm(step_feeds(net, spec, seqs), total=total,
-                                                 desc="calibrate", unit="step", leave=False))
+    feeds = [f for k, (f, _) in enumerate(progress(step_feeds(net, spec, seqs), total=total,
+                                                     desc="calibrate", unit="step", leave=False))
              if k % stride == 0]
     return feeds
 
@@ -91,7 +135,7 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
     logits = {name: [] for name in streamers}
     step_diff: dict[str, tuple[int, str]] = {}    # output -> (max |diff| in its LSB, dtype)
     T = x_q.shape[1]
-    for i in tqdm(range(len(x_q)), desc="int8 eval", unit="seq", leave=False):
+    for i in progress(range(len(x_q)), desc="int8 eval", unit="seq", leave=False):
         L = T if lengths is None else int(lengths[i])
         for name, s in streamers.items():
             out, steps = s.run(x_q[i, :L], return_states=True)
@@ -134,13 +178,25 @@ def step_diff_fields(step_diff: dict) -> dict:
             "max_abs_diff_litert_vs_tflm_states": by_dtype}
 
 
+def litert_vs_tflm_bound(r: dict) -> dict:
+    """report.json's verdict on the LiteRT-vs-TFLite-Micro step figures: the bound one step's
+    outputs may differ by on identical inputs (int8 LSB; an int16 state 256 times that in its
+    own LSB) and whether every figure is within it."""
+    bound = (STEP_LSB_BOUND_INPUT16 if r.get("state_bits") == 16 and r.get("input_bits") == 16
+             else STEP_LSB_BOUND)
+    states = r["max_abs_diff_litert_vs_tflm_states"]
+    ok = (max(r["max_abs_diff_litert_vs_tflm"], r["max_abs_diff_litert_vs_tflm_logits"],
+              states.get("int8", 0)) <= bound and states.get("int16", 0) <= 256 * bound)
+    return {"litert_vs_tflm_step_lsb_bound": bound, "litert_vs_tflm_within_bound": bool(ok)}
+
+
 def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: str,
                  lengths: np.ndarray | None) -> float:
     """Accuracy of a step model streamed through TFLite-Micro on int8 sequences x_q [N, T, n_in]
     (each over its own steps with `lengths`; per-step labels -100 are ignored)."""
     s = Streamer(model_bytes, "tflm")
     T, preds = x_q.shape[1], []
-    for i in tqdm(range(len(x_q)), desc="validate", unit="seq", leave=False):
+    for i in progress(range(len(x_q)), desc="validate", unit="seq", leave=False):
         L = T if lengths is None else int(lengths[i])
         out = s.run(x_q[i, :L])
         if readout == "per_step" and L < T:
@@ -180,8 +236,8 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
         widen_input(state16_model(extra), layers, skipped=skipped)
         eligible = [i for i, lay in enumerate(layers) if lay["rnn"] and lay["conv"]]
         if skipped:
-            print(f"note: --input-bits 16: minGRU layer(s) {skipped} keep an int8 input (their "
-                  f"FC biases would overflow the 16x8 int32 accumulator)", flush=True)
+            say(f"note: --input-bits 16: minGRU layer(s) {skipped} keep an int8 input (their "
+                f"FC biases would overflow the 16x8 int32 accumulator)")
         input16 = len(skipped) < len(eligible)
         if input16:
             extra = {"gate_bits": gate_bits, "input_bits": 16,
@@ -196,9 +252,9 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     lv = None if lv is None else lv[:val_n]
     if len(xv) == 0:
         split = "train"
-        print(f"note: --state-bits auto: the task has no validation split; choosing on the "
-              f"last {min(val_n, len(data.x_train))} training sequences (--state-bits 8|16 "
-              f"to choose yourself)", flush=True)
+        say(f"note: --state-bits auto: the task has no validation split; choosing on the "
+            f"last {min(val_n, len(data.x_train))} training sequences (--state-bits 8|16 "
+            f"to choose yourself)")
         xv, yv, lv = data.x_train[-val_n:], data.y_train[-val_n:], data.len_train
         lv = None if lv is None else lv[-val_n:]
     if len(xv) == 0:
@@ -250,7 +306,7 @@ def round_weights(net, spec, data, calib: int, seed: int, method: str) -> dict:
     lengths = None if data.len_train is None else data.len_train[pick]
     moments = rounding.input_moments(net, data.x_train[pick], lengths)
     per_tensor = rounding.round_spec(spec, moments)
-    print(rounding.summary(per_tensor), flush=True)
+    say(rounding.summary(per_tensor))
     return {"weight_rounding": "gptq", "weight_rounding_output_error": per_tensor}
 
 
@@ -283,7 +339,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     rounding_report = round_weights(net, spec, data, calib, cfg.train.seed,
                                     choose_rounding(weight_rounding, cfg))
     feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed, data.len_train)
-    print(f"converting with {len(feeds)} calibration steps ...", flush=True)
+    say(f"converting with {len(feeds)} calibration steps ...")
     raw = convert_int8(spec, feeds)
     info = {"task": data.name, "seq_len": data.seq_len, "kernel_span": cfg.model.span,
             "checkpoint_epoch": int(ckpt.get("epoch", 0))}
@@ -306,6 +362,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               **bits_report, **rounding_report}
     lengths = None if len_test is None else len_test.numpy()
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
+    report.update(litert_vs_tflm_bound(report))
     report.update({
         "hardening_cost_points": 100 * (float_acc - hardened_acc),
         "int8_cost_points_tflm": 100 * (hardened_acc - report["int8_acc_tflm"]),
@@ -412,13 +469,7 @@ def summary(r: dict) -> str:
            f" as the QAT epochs trained): {pct(r['qat_acc'])}; int8 "
            f"{r['int8_cost_points_tflm_vs_qat']:+.2f} points against it"]
           if "qat_acc" in r else []),
-        f"LiteRT vs TFLite-Micro: max |diff| per step on identical inputs "
-        f"{r['max_abs_diff_litert_vs_tflm_logits']} LSB on logits, states "
-        + ", ".join(f"{d} {dt} LSB" for dt, d in
-                    sorted(r["max_abs_diff_litert_vs_tflm_states"].items()))
-        + f"; {r['streamed_max_abs_diff_litert_vs_tflm']} LSB on logits when each "
-        f"streams its own state ({100 * r['streamed_frac_logits_differing_litert_vs_tflm']:.1f}%"
-        f" differ)",
+        *litert_vs_tflm_lines(r),
         f"minGRU state: {r.get('state_bits', 8)}-bit"
         + (f", gate z {r['gate_bits']}-bit" if r.get("state_bits") == 16 else "")
         + (f", input u {r['input_bits']}-bit" if r.get("state_bits") == 16
@@ -431,35 +482,27 @@ def summary(r: dict) -> str:
         f"ops: {', '.join(r['ops'])}"])
 
 
+def litert_vs_tflm_lines(r: dict) -> list[str]:
+    """The summary's two lines on LiteRT vs TFLite-Micro: what the figures mean and whether
+    they are within the expected bound (report.json litert_vs_tflm_*)."""
+    bound = r.get("litert_vs_tflm_step_lsb_bound", STEP_LSB_BOUND)
+    states = ", ".join(f"{d} {dt} LSB" for dt, d in
+                       sorted(r["max_abs_diff_litert_vs_tflm_states"].items()))
+    verdict = (f"within the expected {bound} LSB (their LOGISTIC rounds differently; the device "
+               f"is checked bit for bit against TFLite-Micro)"
+               if r.get("litert_vs_tflm_within_bound", True) else
+               f"OUTSIDE the expected {bound} LSB: more than their LOGISTIC rounding explains; "
+               f"the device is still checked against TFLite-Micro, but please report this model")
+    return [f"LiteRT vs TFLite-Micro, one step on identical inputs: logits at most "
+            f"{r['max_abs_diff_litert_vs_tflm_logits']} LSB apart, states {states}; {verdict}",
+            f"  each streaming its own state, {r['streamed_max_abs_diff_litert_vs_tflm']} LSB at "
+            f"most on {100 * r['streamed_frac_logits_differing_litert_vs_tflm']:.1f}% of the "
+            f"logits (step differences carried on by the state; for information)"]
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="checkpoint file or run folder")
-    p.add_argument("--out", required=True, help="output folder (replaced when done)")
-    p.add_argument("--calib", type=int, default=64, help="calibration sequences (default 64)")
-    p.add_argument("--n-test", type=int, default=None,
-                   help="evaluate on the first N test sequences (default: all)")
-    p.add_argument("--state-bits", choices=("8", "16", "auto"), default="auto",
-                   help="minGRU state width on the device: 8, 16 (int16 state update, 2 B per "
-                        "channel; fixes long sequences), auto (the more accurate with "
-                        "TFLite-Micro on the validation split, or the last --val-n training "
-                        "sequences for a task without one; ties -> 8). Default auto")
-    p.add_argument("--gate-bits", type=int, choices=(8, 16), default=16,
-                   help="with a 16-bit state, the gate z's width: 16 (int16 LOGISTIC, 1/32768 "
-                        "grid) or 8 (int8 LOGISTIC, 1/256 grid). Default 16")
-    p.add_argument("--input-bits", type=int, choices=(8, 16), default=None,
-                   help="with a 16-bit state and gate, the width of each minGRU's input u = "
-                        "frame + conv(frame) and of the layer's residual sum u + h: 16 "
-                        "(the gate and candidate FULLY_CONNECTED in 16x8 mode; more "
-                        "accurate on long sequences, more instructions per step) or 8. "
-                        "Default 16 (8 with --gate-bits 8)")
-    p.add_argument("--rounding", choices=("auto", "gptq", "nearest"), default="auto",
-                   help="how weights go onto their int8 grids: gptq (each layer's output error "
-                        "on the calibration inputs minimised, convert/rounding.py), nearest, "
-                        "or auto (gptq, but nearest for a train.qat_epochs run). Default auto")
-    p.add_argument("--val-n", type=int, default=300,
-                   help="validation sequences --state-bits auto evaluates (default 300)")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     if args.calib <= 0 or (args.n_test is not None and args.n_test <= 0) or args.val_n <= 0:
         print("error: --calib, --n-test and --val-n must be > 0", file=sys.stderr)
         return 2
@@ -469,15 +512,26 @@ def main(argv=None) -> int:
         return 2
     if args.input_bits is None:
         args.input_bits = 16 if args.gate_bits == 16 else 8
+    out = Path(args.out)
+    fd, log = tempfile.mkstemp(prefix="mgrade-convert.", suffix=".log")
+    os.close(fd)
     try:
-        report = convert(args.checkpoint, Path(args.out), args.calib, args.n_test,
-                         args.state_bits, args.val_n, args.gate_bits, args.rounding,
-                         args.input_bits)
+        with native_stderr_to(log):       # TensorFlow / absl / converter lines: the log
+            report = convert(args.checkpoint, out, args.calib, args.n_test,
+                             args.state_bits, args.val_n, args.gate_bits, args.rounding,
+                             args.input_bits)
     except (ConvertError, CheckpointError, TaskError) as e:
+        os.unlink(log)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception:
+        print(f"note: TensorFlow's log of this run is in {log}", file=sys.stderr)
+        raise
+    shutil.move(log, out / LOG_FILE)
+    os.chmod(out / LOG_FILE, _normal_mode() & 0o666)     # mkstemp made it 0600
     print(summary(report))
-    print(f"wrote {args.out}/model.tflite, report.json, test_data.npz")
+    print(f"wrote {args.out}/model.tflite, report.json, test_data.npz ({LOG_FILE}: "
+          f"TensorFlow's log)")
     return 0
 
 

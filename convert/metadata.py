@@ -98,7 +98,7 @@ def from_model(model) -> dict | None:
 def read(model_bytes: bytes) -> dict:
     """The metadata dict of .tflite bytes made by `python -m convert` (ConvertError if the
     bytes are no .tflite or carry no mGRADE metadata)."""
-    from convert.spec import ConvertError   # lazy: spec pulls in torch
+    from convert.errors import ConvertError
 
     try:
         meta = parse(entries(model_bytes).get(NAME, b""))
@@ -112,7 +112,7 @@ def read(model_bytes: bytes) -> dict:
 
 def entries(model_bytes: bytes) -> dict[str, bytes]:
     """name -> raw bytes of every metadata entry of a .tflite (ValueError if unreadable)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from convert.tflite_reader import SCHEMA as schema     # no TensorFlow needed
 
     try:
         model = schema.Model.GetRootAsModel(model_bytes, 0)

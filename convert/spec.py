@@ -13,13 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch.nn as nn
 
+from convert.errors import ConvertError  # noqa: F401 - defined there, re-exported here
 from convert.rings import graph_ring_frames
 from training.layers import BatchNormChannels
 from training.model import MGradeNet
-
-
-class ConvertError(ValueError):
-    """A model or input the converter cannot handle (clear message, exit code != 0)."""
 
 
 @dataclass

@@ -6,8 +6,8 @@
     model.inputs / model.outputs (tensor indices, subgraph order), model.input_names
     model.metadata["mgrade"] -> bytes
 
-Uses the flatbuffers schema module shipped with ai-edge-litert (falls back to the one in
-tensorflow); importing it does not import TensorFlow. Only the first subgraph is read as the
+Uses the flatbuffers schema module shipped with ai-edge-litert, else the one in tflite-micro
+(all the host tools have), else the one in tensorflow; the first two do not import TensorFlow. Only the first subgraph is read as the
 graph (`model.num_subgraphs` tells whether there are more).
 """
 from __future__ import annotations
@@ -21,8 +21,13 @@ import numpy as np
 
 try:  # fast: does not import tensorflow
     from ai_edge_litert import schema_py_generated as _fb
-except ImportError:  # pragma: no cover - fallback
-    from tensorflow.lite.python import schema_py_generated as _fb
+except ImportError:  # pragma: no cover - a host-only install (numpy, pyserial, tflite-micro)
+    try:
+        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as _fb
+    except ImportError:
+        from tensorflow.lite.python import schema_py_generated as _fb
+
+SCHEMA = _fb    # the generated TFLite flatbuffer schema module (Model, TensorType, ...)
 
 # TensorType enum -> numpy dtype (None = not representable here)
 _DTYPES = {

@@ -13,7 +13,8 @@ the accuracy of each class by name.
 The host reference is pluggable: a factory called as factory(DIR) that returns an object with
 .run(x_int8 [T, n_in]) -> int8 logits [T, n_out] (or such a callable). `auto` (the default)
 uses convert.stream.Streamer(model bytes, backend="tflm") (TFLite-Micro, step by step). In
-Python: evaluate(..., reference=obj).
+Python: evaluate(..., reference=obj). This tool, the emulator launchers and the default
+reference need only numpy, pyserial and tflite-micro (no torch, no TensorFlow).
 
 Exit status: 0 all logits equal, 1 a mismatch between device and host logits (and nothing
 else), 2 a user error with one line saying what to do (arguments, DIR, port, no reply to
@@ -95,7 +96,7 @@ def load_lengths(model_dir, x: np.ndarray) -> np.ndarray:
 def class_names(model_dir) -> list[str] | None:
     """The class names in the model's metadata (user-data tasks), or None."""
     try:
-        from convert.quantize import read_metadata
+        from convert.metadata import read as read_metadata    # flatbuffers only: no TensorFlow
         names = read_metadata((Path(model_dir) / "model.tflite").read_bytes()).get("class_names")
     except Exception:   # noqa: BLE001 - names are optional; a bad model fails elsewhere
         return None
@@ -120,11 +121,14 @@ def _as_reference(obj):
 
 
 def _auto_reference(model_dir: Path):
+    """TFLite-Micro step by step (convert.stream: numpy, flatbuffers and tflite-micro only)."""
     try:
         stream = importlib.import_module("convert.stream")
+        importlib.import_module("tflite_micro")
     except ImportError as e:
-        raise UserError(f"the default reference needs convert.stream (run from the repo root "
-                        f"in .venv): {e}") from None
+        raise UserError(f"the default reference runs TFLite-Micro, which is not importable "
+                        f"here ({e}): pip install tflite-micro (the host extra), or run in the "
+                        f"project's .venv") from None
     return stream.Streamer((Path(model_dir) / "model.tflite").read_bytes(), backend="tflm")
 
 

@@ -10,24 +10,15 @@ import torch
 from convert.rings import gather_indices
 from convert.quantize import read_metadata
 from convert.spec import ConvertError, extract
-from convert.stream import Streamer
+from convert.stream import STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16, Streamer
 from tests.conftest import ROOT
 from training.config import ModelConfig
 from training.model import MGradeNet
 
 TFLM_OPS = {"FULLY_CONNECTED", "GATHER", "RESHAPE", "CONCATENATION", "DEPTHWISE_CONV_2D",
             "ADD", "SUB", "MUL", "LOGISTIC", "MINIMUM", "RELU"}
-# LiteRT's int8 LOGISTIC computes in float, TFLM's in fixed point: they differ by 1 LSB at
-# some inputs, and the gate error is amplified within one step by z * (g - h) and the layers
-# after it (measured: up to 13 LSB over the digits test set, 6-7 on random states).
-# Bound on any output of one step, both fed identical inputs:
-STEP_LSB_BOUND = 16
-# With the int16 minGRU input (convert --input-bits 16, the default) the residual sum takes
-# the int16 state h' directly, where the two interpreters already differ by up to ~1,600
-# int16 LSB (their int16 ADD/SUB multipliers differ: convert/state16.addsub16_params), instead
-# of through its int8 copy; measured up to 20 LSB on a digits model (7 on another, 6-7 on the
-# sMNIST / psMNIST models):
-STEP_LSB_BOUND_INPUT16 = 32
+# STEP_LSB_BOUND(_INPUT16): how far LiteRT and TFLM may differ on one step's outputs fed
+# identical inputs (the measurements behind them: convert/stream.py)
 
 
 def report(digits_int8):

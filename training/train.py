@@ -32,19 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-from tqdm import tqdm
-
-from training.checkpoint import (FORMAT, CheckpointError, NonFiniteError, build_model,
-                                 check_architecture, load_raw, save_atomic)
-from training.config import Config, ConfigError, config_from_dict, load_config
-from training.evaluate import evaluate, loss_and_correct
-from training.model import sigma_at
-from training.plots import plot_curves
-from training.qat import act_ranges, load_act_ranges
-from training.runlock import LockedError, RunLock
-from training.tasks import TaskError, load_task
+from training.console import progress, say, set_quiet
 
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 MAX_WEIGHT = 1e6            # a parameter beyond this magnitude means the run has diverged
@@ -58,6 +46,42 @@ CHANGEABLE = ("train.epochs", "train.batch_size", "train.lr", "train.weight_deca
               "model.dropout", "model.sigma_start", "model.sigma_end",
               "model.sigma_anneal_frac", "model.harden_at", "train.qat_epochs",
               "train.qat_acts", "train.qat_act_momentum")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="TOML config file")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept that KEY (e.g. train.lr) differs from the "
+                        "stored config; repeatable. Allowed: " + ", ".join(CHANGEABLE))
+    p.add_argument("--epochs", type=int, help="total epochs (overrides train.epochs)")
+    p.add_argument("--ckpt-every", type=float, default=120.0,
+                   help="also checkpoint within an epoch every this many seconds (default 120)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the final summary (and errors); progress bars are drawn "
+                        "only on a terminal anyway")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args(sys.argv[1:])    # --help and usage errors answer before torch loads
+
+# noqa: E402 below: the imports that load torch come after the early parse
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from training.checkpoint import (FORMAT, CheckpointError, NonFiniteError,  # noqa: E402
+                                 build_model, check_architecture, load_raw, save_atomic)
+from training.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
+from training.evaluate import evaluate, loss_and_correct  # noqa: E402
+from training.model import sigma_at  # noqa: E402
+from training.plots import plot_curves  # noqa: E402
+from training.qat import act_ranges, load_act_ranges  # noqa: E402
+from training.runlock import LockedError, RunLock  # noqa: E402
+from training.tasks import TaskError, load_task  # noqa: E402
 
 
 class TrainingStopped(Exception):
@@ -176,8 +200,8 @@ class Trainer:
         if self.net.delay_convs() and self.net.hardened:
             self.harden()                      # hardened before the checkpoint was taken
         if ckpt["epochs"] != self.epochs and self.rank == 0:
-            print(f"note: epochs changed from {ckpt['epochs']} to {self.epochs}; the learning "
-                  f"rate and sigma schedules follow the new length")
+            say(f"note: epochs changed from {ckpt['epochs']} to {self.epochs}; the learning "
+                f"rate and sigma schedules follow the new length")
 
     # -- one step -----------------------------------------------------------------------------
     def set_schedules(self):
@@ -245,9 +269,9 @@ class Trainer:
         while self.epoch < self.epochs:
             self.shuffle.set_state(self.epoch_shuffle_state)
             perm = torch.randperm(len(self.data.x_train), generator=self.shuffle)
-            bar = tqdm(total=self.n_batches, initial=self.batch, unit="batch", leave=False,
-                       desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=self.rank != 0,
-                       mininterval=0.5, dynamic_ncols=True)
+            bar = progress(total=self.n_batches, initial=self.batch, unit="batch", leave=False,
+                           desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                           disable=self.rank != 0, mininterval=0.5)
             start, seqs = time.monotonic(), 0
             while self.batch < self.n_batches:
                 idx = perm[self.batch * t.batch_size:(self.batch + 1) * t.batch_size]
@@ -287,10 +311,10 @@ class Trainer:
         self.save()   # checkpoint first: metrics.jsonl is rewritten from its history
         if self.rank == 0:
             self.write_outputs()
-            print(f"epoch {row['epoch']:3d}/{self.epochs}  loss {row['train_loss']:.4f}  "
+            say(f"epoch {row['epoch']:3d}/{self.epochs}  loss {row['train_loss']:.4f}  "
                   f"train {100 * row['train_acc']:.2f}%  val {100 * row['val_acc']:.2f}%  "
                   f"test {100 * row['test_acc']:.2f}%  ({row['epoch_s']:.1f} s, "
-                  f"{row['seq_per_s']:.0f} seq/s)", flush=True)
+                f"{row['seq_per_s']:.0f} seq/s)")
             best = max(r["val_acc"] for r in self.history)
             chance = self.chance()
             if row["val_acc"] <= chance and best > 2 * chance:
@@ -396,21 +420,6 @@ def init_distributed():
         dist.init_process_group("gloo")
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="TOML config file")
-    p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
-                   help="with --resume: accept that KEY (e.g. train.lr) differs from the "
-                        "stored config; repeatable. Allowed: " + ", ".join(CHANGEABLE))
-    p.add_argument("--epochs", type=int, help="total epochs (overrides train.epochs)")
-    p.add_argument("--ckpt-every", type=float, default=120.0,
-                   help="also checkpoint within an epoch every this many seconds (default 120)")
-    return p.parse_args(argv)
-
-
 def set_threads(wanted: int, rank: int):
     """torch threads: train.threads, at most the machine's cores (0 = torch's default)."""
     if wanted <= 0:
@@ -441,8 +450,17 @@ def prepare_out(out: Path, rank: int) -> RunLock | None:
                               f"writable folder") from None
 
 
+def step_range(lengths, seq_len: int) -> str:
+    """'120', or '40-120' for variable-length sequences (lengths: their own step counts)."""
+    if lengths is None or len(lengths) == 0:
+        return str(seq_len)
+    lo, hi = int(lengths.min()), int(lengths.max())
+    return str(hi) if lo == hi else f"{lo}-{hi}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    set_quiet(args.quiet)
     out = Path(args.out)
     trainer, lock = None, None
     try:
@@ -474,17 +492,17 @@ def main(argv=None) -> int:
                                         bool(ckpt["batch"]), out)
             if rank == 0:
                 for note in notes:
-                    print(f"note: {note} (allowed)")
+                    say(f"note: {note} (allowed)")
         set_threads(cfg.train.threads, rank)
         trainer = Trainer(cfg, out, cfg.train.epochs, args.ckpt_every)
         if ckpt is not None:
             trainer.restore(ckpt)
             if trainer.rank == 0:
-                print(f"resuming {out} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+                say(f"resuming {out} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
         if trainer.rank == 0:
-            print(f"task {cfg.task.name}: {len(trainer.data.x_train)} train sequences of "
-                  f"{trainer.data.seq_len} steps; model {trainer.net.n_params()} parameters; "
-                  f"{trainer.world} process(es)", flush=True)
+            say(f"task {cfg.task.name}: {len(trainer.data.x_train)} train sequences of "
+                f"{step_range(trainer.data.len_train, trainer.data.seq_len)} steps; model "
+                f"{trainer.net.n_params()} parameters; {trainer.world} process(es)")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: setattr(trainer, "stop_requested", True))
         trainer.run()

@@ -1,0 +1,86 @@
+"""What the command-line tools show the user: results and actionable messages only.
+
+    set_quiet(args.quiet)                 # --quiet: only the final summary (and errors)
+    say("converting ...")                 # progress notes on stdout, dropped under --quiet
+    for b in progress(batches, desc="epoch 1/8", unit="batch"): ...   # bar only on a TTY
+    with native_stderr_to(DIR / "convert.log"): import tensorflow ...  # C++/absl noise -> log
+
+Progress bars (tqdm) are drawn only when the terminal they go to is a TTY and --quiet is off:
+redirected to a file they would write carriage-return frames. Imports nothing heavy.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+_state = {"quiet": False, "terminal": None}   # terminal: the user's stderr while fd 2 is a log
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = bool(quiet)
+
+
+def quiet() -> bool:
+    return _state["quiet"]
+
+
+def terminal():
+    """The stream the user sees for progress and notes on stderr (sys.stderr, or the saved
+    one while `native_stderr_to` sends fd 2 to a log)."""
+    return _state["terminal"] or sys.stderr
+
+
+def say(*parts, file=None) -> None:
+    """print() a progress note unless --quiet (stdout by default; file=sys.stderr for
+    notes on stderr, which go to the terminal even while fd 2 is a log)."""
+    if _state["quiet"]:
+        return
+    print(*parts, file=terminal() if file is sys.stderr else (file or sys.stdout), flush=True)
+
+
+def bars_enabled() -> bool:
+    """Whether progress bars are drawn: not --quiet and the terminal is a TTY."""
+    stream = terminal()
+    try:
+        return not _state["quiet"] and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm(iterable, **kwargs) on the terminal, disabled (no output at all) when
+    `bars_enabled()` is false or kwargs['disable'] is true."""
+    from tqdm import tqdm
+
+    kwargs["disable"] = kwargs.get("disable", False) or not bars_enabled()
+    kwargs.setdefault("file", terminal())
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
+
+
+@contextlib.contextmanager
+def native_stderr_to(log_path):
+    """Send the process's file descriptor 2 (TensorFlow's C++ logs, absl, Python warnings,
+    the converter's own prints) to `log_path` (appended) for the duration; `terminal()`
+    keeps writing to the user's stderr. Yields the log path."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    user = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    previous = _state["terminal"]
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        _state["terminal"] = user
+        try:
+            yield log_path
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            _state["terminal"] = previous
+            user.close()
