@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prefix", default="mg", help="C symbol/file prefix (default mg)")
     ap.add_argument("--generic", action="store_true",
                     help="emit the stateless graph (mg_graph_invoke) even for an mGRADE model")
+    ap.add_argument("--quiet", action="store_true",
+                    help="accepted like every CLI's; codegen prints only its summary anyway")
     a = ap.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a.prefix):
         print(f"codegen: error: --prefix {a.prefix!r} is not a C identifier (letters, digits, "

@@ -598,6 +598,8 @@ def main(argv=None) -> int:
                     help="stateless Graph module (any supported int8 .tflite; no app)")
     ap.add_argument("--mpy", metavar="ARCH", default=None,
                     help=f"also compile .mpy files for ARCH ({', '.join(MPY_ARCHS)})")
+    ap.add_argument("--quiet", action="store_true",
+                    help="accepted like every CLI's; this prints only its summary line anyway")
     a = ap.parse_args(argv)
     try:
         s = generate(a.model, a.out, a.mpy, generic=a.generic)

@@ -21,14 +21,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("firmware")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only stream_eval's final report (and errors)")
     args, rest = p.parse_known_args(argv)
     if not Path(args.firmware).is_file():
         print(f"error: firmware not found: {args.firmware} (run make firmware)", file=sys.stderr)
         return 2
     try:
         with Emulator(args.firmware) as emu:
-            print(f"emulator: {emu.url}", flush=True)
-            return stream_eval.main(["--port", emu.url, *rest])
+            if not args.quiet:
+                print(f"emulator: {emu.url}", flush=True)
+            quiet = ["--quiet"] if args.quiet else []
+            return stream_eval.main(["--port", emu.url, *rest, *quiet])
     except EmulatorError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--qemu", default=DEFAULT_QEMU)
     ap.add_argument("--machine", default=DEFAULT_MACHINE)
     ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    ap.add_argument("--quiet", action="store_true", help="print only the URL (and errors)")
     args = ap.parse_args(argv)
 
     def interrupt(signum, frame):
@@ -197,9 +198,10 @@ def main(argv=None) -> int:
         return 2
     try:
         print(url, flush=True)
-        print(f"QEMU pid {emu.pid} running {args.firmware}; connect a host tool to the URL above "
-              f"(e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C stops it",
-              file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"QEMU pid {emu.pid} running {args.firmware}; connect a host tool to the URL "
+                  f"above (e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C stops "
+                  f"it", file=sys.stderr, flush=True)
         proc = emu.proc
         while proc.poll() is None:
             time.sleep(0.2)

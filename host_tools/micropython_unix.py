@@ -247,6 +247,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", action="store_true",
                     help="run host_tools/stream_eval.py against it; the remaining options "
                          "(--model DIR, --n N, --fast, ...) go to stream_eval")
+    ap.add_argument("--quiet", action="store_true",
+                    help="print only the final result (the URL, or with --eval stream_eval's "
+                         "report) and errors")
     args, rest = ap.parse_known_args(argv)
     if rest and not args.eval:
         ap.error(f"unrecognized arguments: {' '.join(rest)} (stream_eval options need --eval)")
@@ -274,17 +277,19 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        print(url, flush=True)
+        if not (args.quiet and args.eval):
+            print(url, flush=True)
         if args.eval:
             from host_tools import stream_eval
-            rc = stream_eval.main(["--port", url, *rest])
+            rc = stream_eval.main(["--port", url, *rest, *(["--quiet"] if args.quiet else [])])
             log = mp.log_text().strip()
             if log:
                 print(f"micropython stderr:\n{log}", file=sys.stderr)
             return rc
-        print(f"micropython pid {mp.pid} running {mp.run_dir()}; connect a host tool to the URL "
-              f"above (e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C stops it",
-              file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"micropython pid {mp.pid} running {mp.run_dir()}; connect a host tool to the "
+                  f"URL above (e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C "
+                  f"stops it", file=sys.stderr, flush=True)
         proc = mp.proc
         while proc.poll() is None:
             time.sleep(0.2)

@@ -168,7 +168,9 @@ def load_reference(spec: str, model_dir: Path):
 
 # ----------------------------------------------------------------------------- evaluation
 def _progress(total, enabled):
-    if not enabled:
+    """A tqdm bar on stderr, only when enabled and stderr is a terminal (redirected to a file
+    a bar would write carriage-return frames)."""
+    if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
         return None
     try:
         from tqdm import tqdm
@@ -365,7 +367,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fast", action="store_true",
                     help="mean readout: compare the sums and last-step logits only, do not "
                          "transfer every step's logits")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (there is none anyway when stderr is not a terminal)")
+    ap.add_argument("--quiet", action="store_true",
+                    help="print only the final report (and errors)")
     args = ap.parse_args(argv)
 
     try:
@@ -387,7 +392,8 @@ def main(argv=None) -> int:
         with device:
             hello_with_hint(device, args.port)
             m = evaluate(device, args.model, reference=reference, n=args.n,
-                         step_logits=not args.fast, progress=not args.no_progress)
+                         step_logits=not args.fast,
+                         progress=not (args.no_progress or args.quiet))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER

@@ -22,13 +22,29 @@ import argparse
 import json
 import sys
 
-import torch.nn as nn
 
-from training.config import ConfigError, load_config
-from training.layers import BatchNormChannels, MGradeBlock
-from training.model import MGradeNet
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.memory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="a TOML config or a checkpoint (file or run folder)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--harden", action="store_true",
+                   help="round a checkpoint's positions first (report trimmed buffers)")
+    p.add_argument("--quiet", action="store_true",
+                   help="accepted like every CLI's; this one prints only its report anyway")
+    return p
 
-from convert import rings
+
+if __name__ == "__main__":
+    build_parser().parse_args()   # --help and usage errors answer before torch loads
+
+import torch.nn as nn  # noqa: E402
+
+from training.config import ConfigError, load_config  # noqa: E402
+from training.layers import BatchNormChannels, MGradeBlock  # noqa: E402
+from training.model import MGradeNet  # noqa: E402
+
+from convert import rings  # noqa: E402
 
 DELAY_BYTES = rings.DELAY_BYTES      # the C package stores every delay as uint16_t
 
@@ -156,13 +172,7 @@ def load_net(path: str) -> MGradeNet:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="a TOML config or a checkpoint (file or run folder)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--harden", action="store_true",
-                   help="round a checkpoint's positions first (report trimmed buffers)")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     from training.checkpoint import CheckpointError
     from training.tasks import TaskError
 

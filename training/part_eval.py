@@ -7,19 +7,30 @@ long-range "memory" part and the precise-delay "delay" part) and the parameter c
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
-import torch
 
-from training.checkpoint import CheckpointError, load_model
-from training.tasks import TaskError, load_task, part_accuracy
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.part_eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained run folders")
+    p.add_argument("--quiet", action="store_true",
+                   help="accepted like every CLI's; this prints only its table anyway")
+    return p
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()   # --help and usage errors answer before torch loads
+
+import torch  # noqa: E402
+
+from training.checkpoint import CheckpointError, load_model  # noqa: E402
+from training.tasks import TaskError, load_task, part_accuracy  # noqa: E402
 
 
 def main(argv=None) -> int:
-    runs = sys.argv[1:] if argv is None else argv
-    if not runs:
-        print(__doc__)
-        return 2
+    runs = build_parser().parse_args(argv).runs
     header = False
     for run in runs:
         try:

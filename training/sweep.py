@@ -51,6 +51,7 @@ import tomllib
 from pathlib import Path
 
 from training.config import ConfigError, config_from_dict
+from training.console import progress, say, set_quiet
 from training.sweep_convert import (ROW_KEYS, convert_settings, int8_fields,
                                     needs_convert, row_is_behind, run_convert)
 
@@ -386,7 +387,11 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs trained and converted at once (default 1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     p.add_argument("--report", action="store_true", help="only redraw the report")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the final table (and errors); each run's training output "
+                        "goes to RUN/train.log")
     args = p.parse_args(argv)
+    set_quiet(args.quiet)
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     out = Path(args.out)
@@ -421,7 +426,7 @@ def main(argv=None) -> int:
               f"rerun the sweep when it has finished (or stop it: kill {pid})", file=sys.stderr)
     todo = [r for r in todo if r[1] not in busy]
     stale = [r for r in stale if r[1] not in busy]
-    print(f"{len(runs)} runs, {len(runs) - len(todo)} trained, {len(todo)} to train"
+    say(f"{len(runs)} runs, {len(runs) - len(todo)} trained, {len(todo)} to train"
           + (f", {len(stale)} to (re)convert or read" if settings["enabled"] else
              " (conversion off)"))
     if args.dry_run:
@@ -434,7 +439,6 @@ def main(argv=None) -> int:
     order = {name: i for i, (_, name, _) in enumerate(runs)}
     extra = [r for r in rows.values() if r["name"] not in order]   # rows of an older grid
     from concurrent.futures import ThreadPoolExecutor
-    from tqdm import tqdm
     failed, convert_failed = [], []
     jobs = [(family, name, cfg, True, settings["enabled"]) for family, name, cfg in todo]
     jobs += [(family, name, cfg, False, needs_convert(out / "runs" / name, rows[name], settings))
@@ -442,10 +446,9 @@ def main(argv=None) -> int:
     seeds = {s: i for i, s in enumerate(sweep.get("seeds", [0]))}
     # seed-major: an interrupted sweep has the whole grid for its first seeds
     jobs.sort(key=lambda j: (seeds.get(j[2]["train"]["seed"], 0), order[j[1]]))
-    bar = tqdm(total=len(jobs), unit="run", desc="sweep", file=sys.stderr, leave=False,
-               dynamic_ncols=True, disable=None)
+    bar = progress(total=len(jobs), unit="run", desc="sweep", leave=False)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(sweep_job, name, cfg, out, args.jobs > 1, train, conv,
+        futures = {pool.submit(sweep_job, name, cfg, out, args.jobs > 1 or args.quiet, train, conv,
                                settings): (family, name, train)
                    for family, name, cfg, train, conv in jobs}
         for i, fut in enumerate(futures):          # in submission order
@@ -462,8 +465,8 @@ def main(argv=None) -> int:
             head = f"[{i + 1}/{len(jobs)}] {name}:"
             if code != 0:
                 failed.append(name)
-                tqdm.write(f"{head} training failed (exit {code}); see "
-                           f"{out / 'runs' / name / 'train.log'}", file=sys.stderr)
+                bar.write(f"{head} training failed (exit {code}); see "
+                          f"{out / 'runs' / name / 'train.log'}", file=sys.stderr)
                 continue
             row = measure_run(family, name, out) if train else \
                 {k: v for k, v in rows[name].items() if k not in ROW_KEYS}
@@ -479,9 +482,11 @@ def main(argv=None) -> int:
                         f"test sequences")
             else:
                 int8 = "not converted"
-            tqdm.write(f"{head} hardened float test acc {100 * row['hardened_test_acc']:.2f}%, "
-                       f"{int8}, int8 {row['int8_bytes']} B", file=sys.stdout)
-            sys.stdout.flush()
+            if not args.quiet:
+                bar.write(f"{head} hardened float test acc "
+                          f"{100 * row['hardened_test_acc']:.2f}%, {int8}, int8 "
+                          f"{row['int8_bytes']} B", file=sys.stdout)
+                sys.stdout.flush()
     bar.close()
     write_report(out, sweep.get("title", ""))
     failed += sorted(busy)

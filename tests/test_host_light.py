@@ -1,0 +1,95 @@
+"""A light host: every CLI answers --help, and stream_eval (with its emulator launcher and the
+default TFLite-Micro reference) streams a converted model, with torch, TensorFlow and LiteRT
+unimportable (tests/without_heavy.py), as in a venv with only numpy, pyserial and tflite-micro.
+"""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIGHT = [sys.executable, str(ROOT / "tests" / "without_heavy.py")]
+
+# every command-line tool of the project (python -m MODULE or a host_tools script)
+CLIS = ["-m training.train", "-m training.memory", "-m training.sweep", "-m training.part_eval",
+        "-m convert", "-m convert.codegen", "-m convert.codegen_micropython",
+        "host_tools/stream_eval.py", "host_tools/emulated_eval.py", "host_tools/emulator.py",
+        "host_tools/micropython_unix.py"]
+
+
+def run_light(*args, timeout=120):
+    return subprocess.run([*LIGHT, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_help_needs_neither_torch_nor_tensorflow(cli):
+    res = run_light(*cli.split(), "--help")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("usage:") and "--quiet" in res.stdout
+
+
+def test_reference_and_metadata_without_torch_or_tensorflow(tiny_int8, tmp_path):
+    """The default host reference (TFLite-Micro via convert.stream) and the model metadata
+    read in a host-only process equal what the full install computes."""
+    from convert.metadata import read
+    from convert.stream import Streamer
+
+    script = tmp_path / "ref.py"
+    script.write_text(
+        "import json, sys\nfrom pathlib import Path\nimport numpy as np\n"
+        "from host_tools import stream_eval\nfrom convert.metadata import read\n"
+        "d = Path(sys.argv[1])\nref = stream_eval.load_reference('auto', d)\n"
+        "x = np.load(d / 'test_data.npz')['x'][:2]\n"
+        "np.save(sys.argv[2], np.stack([ref.run(s) for s in x]))\n"
+        "print(json.dumps(read((d / 'model.tflite').read_bytes())))\n")
+    out = tmp_path / "logits.npy"
+    res = run_light(str(script), str(tiny_int8), str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    model = (tiny_int8 / "model.tflite").read_bytes()
+    assert json.loads(res.stdout) == json.loads(json.dumps(read(model)))
+    x = np.load(tiny_int8 / "test_data.npz")["x"][:2]
+    want = np.stack([Streamer(model, "tflm").run(s) for s in x])
+    np.testing.assert_array_equal(np.load(out), want)
+
+
+def test_missing_tflite_micro_is_one_line(tiny_int8, tmp_path):
+    """Without tflite-micro either, the default reference says what to install."""
+    script = tmp_path / "no_tflm.py"
+    script.write_text(
+        "import sys, runpy\nimport tests.without_heavy as w\n"
+        "w.BLOCKED = w.BLOCKED + ('tflite_micro',)\n"
+        "sys.argv = ['w', 'host_tools/stream_eval.py', '--port', 'socket://127.0.0.1:9', "
+        "'--model', sys.argv[1]]\nw.main()\n")
+    res = subprocess.run([sys.executable, str(script), str(tiny_int8)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "pip install tflite-micro" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_stream_eval_on_the_emulated_board_without_torch_or_tensorflow(tiny_int8, tmp_path):
+    """The tiny model's firmware in QEMU, streamed by emulated_eval.py -> stream_eval with the
+    default reference in a host-only process: every step's logits equal, exit 0."""
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
+        pytest.skip("arm-none-eabi-gcc / qemu-system-arm not installed (make toolchain)")
+    from convert.codegen import generate
+
+    generate((tiny_int8 / "model.tflite").read_bytes(), tmp_path / "pkg")
+    res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "firmware", "BOARD=qemu-cm4",
+                          f"MODEL_SRC={tmp_path / 'pkg'}", f"BUILD_DIR={tmp_path / 'fw'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    res = run_light("host_tools/emulated_eval.py", str(tmp_path / "fw" / "firmware.elf"),
+                    "--model", str(tiny_int8), "--json", str(tmp_path / "m.json"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"^max \|diff\| : 0 int8 logits \(every step\)", res.stdout, re.M)
+    m = json.loads((tmp_path / "m.json").read_text())
+    n = np.load(tiny_int8 / "test_data.npz")["x"].shape[0]
+    assert m["n_sequences"] == n and m["max_abs_logit_diff"] == 0 and m["argmax_agreement"] == 1
