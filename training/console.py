@@ -40,9 +40,10 @@ def say(*parts, file=None) -> None:
     print(*parts, file=terminal() if file is sys.stderr else (file or sys.stdout), flush=True)
 
 
-def bars_enabled() -> bool:
-    """Whether progress bars are drawn: not --quiet and the terminal is a TTY."""
-    stream = terminal()
+def bars_enabled(stream=None) -> bool:
+    """Whether a progress bar is drawn on `stream` (default: the terminal): not --quiet and
+    the stream is a TTY."""
+    stream = stream or terminal()
     try:
         return not _state["quiet"] and stream.isatty()
     except (AttributeError, ValueError):
@@ -50,12 +51,12 @@ def bars_enabled() -> bool:
 
 
 def progress(iterable=None, **kwargs):
-    """tqdm(iterable, **kwargs) on the terminal, disabled (no output at all) when
-    `bars_enabled()` is false or kwargs['disable'] is true."""
+    """tqdm(iterable, **kwargs) on kwargs['file'] (default: the terminal), disabled (writes
+    nothing) when `bars_enabled(file)` is false or kwargs['disable'] is true."""
     from tqdm import tqdm
 
-    kwargs["disable"] = kwargs.get("disable", False) or not bars_enabled()
     kwargs.setdefault("file", terminal())
+    kwargs["disable"] = kwargs.get("disable", False) or not bars_enabled(kwargs["file"])
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
 
