@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.console import native_stderr_to, progress, say, set_quiet
+from training.console import native_stderr_to, progress, require, say, set_quiet
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     build_parser().parse_args()   # --help and usage errors answer before torch loads
+    require("torch", "numpy", "tqdm", "tensorflow", "ai_edge_litert", "tflite_micro",
+            command="-m convert")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

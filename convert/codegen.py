@@ -32,6 +32,10 @@ import argparse
 import re
 import sys
 
+if __name__ == "__main__":    # outside the project's venv: one line, not a traceback
+    from training.console import require
+    require("numpy", "flatbuffers", command="-m convert.codegen")
+
 from convert.codegen_mgrade import generate_package
 from convert.graph_package import generate_graph_package
 from convert.metadata import from_model

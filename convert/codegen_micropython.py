@@ -34,6 +34,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":    # outside the project's venv: one line, not a traceback
+    from training.console import require
+    require("numpy", "flatbuffers", command="-m convert.codegen_micropython")
+
 import numpy as np
 
 from convert import names

@@ -372,6 +372,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true",
                     help="print only the final report (and errors)")
     args = ap.parse_args(argv)
+    from training.console import require
+    require("serial", command="host_tools/stream_eval.py")   # pyserial
 
     try:
         if args.n is not None and args.n < 1:

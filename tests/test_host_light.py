@@ -34,6 +34,17 @@ def test_help_needs_neither_torch_nor_tensorflow(cli):
     assert res.stdout.startswith("usage:") and "--quiet" in res.stdout
 
 
+@pytest.mark.parametrize("cli", ["-m training.train", "-m convert", "-m training.memory"])
+def test_outside_the_venv_is_one_line(cli, tmp_path):
+    """A Python without torch (say the system python3) running a training or convert command
+    gets one line naming the venv's python, not a traceback."""
+    res = run_light(*cli.split(), str(ROOT / "configs" / "digits_mgrade.toml"),
+                    *(["--out", str(tmp_path / "out")] if "memory" not in cli else []))
+    assert res.returncode == 2 and res.stdout == "", res.stdout + res.stderr
+    assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "cannot import torch" in res.stderr and f".venv/bin/python {cli} " in res.stderr
+
+
 def test_reference_and_metadata_without_torch_or_tensorflow(tiny_int8, tmp_path):
     """The default host reference (TFLite-Micro via convert.stream) and the model metadata
     read in a host-only process equal what the full install computes."""

@@ -11,11 +11,30 @@ redirected to a file they would write carriage-return frames. Imports nothing he
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 _state = {"quiet": False, "terminal": None}   # terminal: the user's stderr while fd 2 is a log
+
+
+def require(*modules: str, command: str) -> None:
+    """Exit 2 with one line (no traceback) when this Python cannot import one of `modules`
+    (top-level names): typically `python3 -m ...` run outside the project's venv.
+    command: how the user ran the tool, e.g. "-m training.train"."""
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in modules if absent(m)]
+    if missing:
+        print(f"error: {sys.executable} cannot import {', '.join(missing)}: run the project's "
+              f"commands with its virtual environment, `.venv/bin/python {command} ...` (or "
+              f"`. .venv/bin/activate` first; `make venv` creates it)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def set_quiet(quiet: bool) -> None:

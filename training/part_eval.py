@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     build_parser().parse_args()   # --help and usage errors answer before torch loads
+    from training.console import require
+    require("torch", "numpy", command="-m training.part_eval")
 
 import torch  # noqa: E402
 

@@ -51,7 +51,7 @@ import tomllib
 from pathlib import Path
 
 from training.config import ConfigError, config_from_dict
-from training.console import progress, say, set_quiet
+from training.console import progress, require, say, set_quiet
 from training.sweep_convert import (ROW_KEYS, convert_settings, int8_fields,
                                     needs_convert, row_is_behind, run_convert)
 
@@ -392,6 +392,7 @@ def main(argv=None) -> int:
                         "goes to RUN/train.log")
     args = p.parse_args(argv)
     set_quiet(args.quiet)
+    require("torch", "numpy", "tqdm", "matplotlib", command="-m training.sweep")
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     out = Path(args.out)

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.console import progress, say, set_quiet
+from training.console import progress, require, say, set_quiet
 
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 MAX_WEIGHT = 1e6            # a parameter beyond this magnitude means the run has diverged
@@ -68,6 +68,7 @@ def parse_args(argv):
 
 if __name__ == "__main__":
     parse_args(sys.argv[1:])    # --help and usage errors answer before torch loads
+    require("torch", "numpy", "tqdm", "matplotlib", command="-m training.train")
 
 # noqa: E402 below: the imports that load torch come after the early parse
 import torch  # noqa: E402
