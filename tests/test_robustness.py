@@ -200,7 +200,7 @@ def test_convert_replaces_only_its_own_files_and_uses_normal_modes(tiny_run, tmp
     assert (out / "c" / "mg_model.c").read_text() == "/* codegen output */"
     assert "stale" not in json.loads((out / "report.json").read_text())
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["c", "notes.txt", "model.tflite", "report.json", "test_data.npz"])
+        ["c", "notes.txt", "model.tflite", "report.json", "test_data.npz", "convert.log"])
 
 
 # -- item 5: one writer per run folder; the sweep's children die with it ----------------------
