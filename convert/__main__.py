@@ -529,6 +529,9 @@ def main(argv=None) -> int:
     except Exception:
         print(f"note: TensorFlow's log of this run is in {log}", file=sys.stderr)
         raise
+    except BaseException:                 # Ctrl-C: nothing to keep
+        os.unlink(log)
+        raise
     shutil.move(log, out / LOG_FILE)
     os.chmod(out / LOG_FILE, _normal_mode() & 0o666)     # mkstemp made it 0600
     print(summary(report))

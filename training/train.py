@@ -70,7 +70,7 @@ if __name__ == "__main__":
     parse_args(sys.argv[1:])    # --help and usage errors answer before torch loads
     require("torch", "numpy", "tqdm", "matplotlib", command="-m training.train")
 
-# noqa: E402 below: the imports that load torch come after the early parse
+# the imports below load torch: after the early parse (hence noqa: E402)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
@@ -313,8 +313,8 @@ class Trainer:
         if self.rank == 0:
             self.write_outputs()
             say(f"epoch {row['epoch']:3d}/{self.epochs}  loss {row['train_loss']:.4f}  "
-                  f"train {100 * row['train_acc']:.2f}%  val {100 * row['val_acc']:.2f}%  "
-                  f"test {100 * row['test_acc']:.2f}%  ({row['epoch_s']:.1f} s, "
+                f"train {100 * row['train_acc']:.2f}%  val {100 * row['val_acc']:.2f}%  "
+                f"test {100 * row['test_acc']:.2f}%  ({row['epoch_s']:.1f} s, "
                 f"{row['seq_per_s']:.0f} seq/s)")
             best = max(r["val_acc"] for r in self.history)
             chance = self.chance()
