@@ -104,3 +104,22 @@ def test_stream_eval_on_the_emulated_board_without_torch_or_tensorflow(tiny_int8
     m = json.loads((tmp_path / "m.json").read_text())
     n = np.load(tiny_int8 / "test_data.npz")["x"].shape[0]
     assert m["n_sequences"] == n and m["max_abs_logit_diff"] == 0 and m["argmax_agreement"] == 1
+
+
+@pytest.mark.slow
+def test_micropython_launcher_without_torch_or_tensorflow(tiny_int8, tmp_path):
+    """host_tools/micropython_unix.py --eval (the MicroPython target's compare) in a host-only
+    process: the unix port runs the generated package, stream_eval compares, exit 0, and
+    --quiet prints only the report."""
+    from host_tools.micropython_unix import find_micropython
+
+    if find_micropython() is None:
+        pytest.skip("the MicroPython unix port is not installed (make toolchain)")
+    from convert.codegen_micropython import generate
+
+    generate(str(tiny_int8 / "model.tflite"), tmp_path / "mp", "x64")
+    res = run_light("host_tools/micropython_unix.py", str(tmp_path / "mp"), "--mpy", "--eval",
+                    "--model", str(tiny_int8), "--fast", "--quiet")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("device     : micropython")
+    assert "max |diff| : 0 int8 logits (last step)" in res.stdout
