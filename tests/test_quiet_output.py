@@ -148,3 +148,14 @@ def test_train_convert_compare_redirected_and_quiet(tmp_path):
     assert rc == 0 and qerr == "", qout + qerr
     assert qout.startswith("device     : ")
     assert strip(qout) == strip(out[out.index("device "):]), (qout, out)
+
+
+def test_training_reports_the_length_range():
+    """Variable-length data: 'N train sequences of 40-120 steps', not the padded length."""
+    import torch
+
+    from training.train import step_range
+
+    assert step_range(torch.tensor([57, 40, 120, 88]), 120) == "40-120"
+    assert step_range(torch.tensor([64, 64]), 64) == "64"
+    assert step_range(None, 784) == "784"
