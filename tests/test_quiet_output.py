@@ -117,8 +117,9 @@ def test_train_convert_compare_redirected_and_quiet(tmp_path):
     assert qout.startswith("done: final test acc")
 
     int8 = run_dir / "int8"
-    rc, out, err = run(["-m", "convert", run_dir, "--out", int8, "--state-bits", "8"], logs,
-                       "convert")
+    conv = ["-m", "convert", run_dir, "--out", int8, "--state-bits", "8", "--calib", "8",
+            "--n-test", "10"]
+    rc, out, err = run(conv, logs, "convert")
     assert rc == 0, out + err
     clean(out + err, "convert")
     log = (int8 / "convert.log").read_text()
@@ -126,8 +127,7 @@ def test_train_convert_compare_redirected_and_quiet(tmp_path):
     assert re.search(r"^LiteRT vs TFLite-Micro, one step on identical inputs: .*; within the "
                      r"expected 16 LSB", out, re.M), out
     summary = out[out.index("model id "):]
-    rc, qout, qerr = run(["-m", "convert", run_dir, "--out", int8, "--state-bits", "8",
-                          "--quiet"], logs, "convert_q")
+    rc, qout, qerr = run([*conv, "--quiet"], logs, "convert_q")
     assert rc == 0 and qerr == "", qout + qerr
     strip = lambda s: re.sub(r"model id \w+|\d+(\.\d+)?", "#", s)   # noqa: E731
     assert strip(qout) == strip(summary), (qout, summary)
