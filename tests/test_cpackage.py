@@ -178,3 +178,27 @@ def test_mismatch_names_the_make_command():
         "make firmware flash BOARD=qemu-cm4 RUN=runs/x"
     assert reflash_command("my custom board", Path("out/m")) == \
         "make firmware flash BOARD=<your board> MODEL=out/m"
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed")
+def test_codegen_prints_the_table_and_names_the_model_after_its_folder(tiny_int8, tmp_path):
+    d = tmp_path / "walk-7" / "int8"
+    shutil.copytree(tiny_int8, d)
+    r = subprocess.run([sys.executable, "-m", "convert.codegen", str(d / "model.tflite"),
+                        "--out", str(tmp_path / "pkg")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("walk-7: model ") and "flash: code" in r.stdout
+    assert "instructions/step (M4)   not measured (python -m convert.codegen" in r.stdout
+    assert '#define MG_MODEL_NAME "walk-7"' in (tmp_path / "pkg" / "mg_model_data.h").read_text()
+
+
+def test_convert_stores_the_resource_table(digits_int8):
+    """The session's digits conversion (python -m convert): report.json carries the table,
+    measured, both paths bit-exact with TFLite-Micro on the emulated M4."""
+    res = json.loads((digits_int8 / "report.json").read_text())["resources"]
+    if res["missing"]:
+        pytest.skip(res["missing"])
+    for p in res["paths"].values():
+        assert p["logits_mismatched_bytes"] == 0 and p["instructions_per_step"]["mean"] > 0
+        assert p["flash"]["total"] > p["flash"]["weights"] > 0
