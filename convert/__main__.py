@@ -496,7 +496,10 @@ def main(argv=None) -> int:
     print(summary(report))
     if report.get("resources"):
         from convert.resources import table
-        print(table(report["resources"]))
+        out = Path(args.out)
+        run = f"RUN={out.parent}" if out.name == "int8" else f"MODEL={out}"
+        print(table(report["resources"], {"run": f"make package {run}",
+                                          "stack": f"make resources {run}"}))
     print(f"wrote {args.out}/model.tflite, report.json, test_data.npz")
     return 0
 
