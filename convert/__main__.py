@@ -328,12 +328,14 @@ def device_resources(model_bytes: bytes, x_q: np.ndarray, lengths=None) -> dict 
     """The resource table (convert/resources.py: flash, RAM and instructions per step of
     the C package on the emulated Cortex-M4, streaming the first test sequence); None, with
     a note, if a cross build or QEMU run fails (the model itself is still written)."""
+    import subprocess
+
     from convert.codegen import resource_table
 
     x = x_q[:1] if lengths is None else x_q[:1, :int(lengths[0])]
     try:
         return resource_table(model_bytes, x)
-    except RuntimeError as e:
+    except (RuntimeError, subprocess.SubprocessError) as e:
         print(f"note: no resource table (the Cortex-M4 build or run failed: "
               f"{str(e).splitlines()[0]})", flush=True)
         return None

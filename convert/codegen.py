@@ -13,11 +13,11 @@ stateless graph package (<prefix>_model_data.{h,c}, <prefix>_graph_invoke).
 --name names the model (mg_model_info_t.name, <PREFIX>_MODEL_NAME, what the device reports
 and the messages); the default is the run folder's name (RUN for RUN/int8/model.tflite,
 convert's layout; otherwise the model's folder). For an mGRADE model the resource table
-(convert/resources.py: flash, RAM of a Cortex-M4 build) is printed at the end; --measure adds
-instructions per step under QEMU (the first sequence of test_data.npz beside the model) and
-the microsecond estimates, --stack the firmware's stack high-water mark. For a whole
-self-contained C folder (runtime, model, example main, Makefile, README) see
-`python -m convert.cpackage` (make package).
+(convert/resources.py: flash, RAM of a Cortex-M4 build) is printed at the end; --measure
+adds instructions per step under QEMU (the first sequence of test_data.npz beside the model;
+8 zero frames without one) and the microsecond estimates, --stack the firmware's stack
+high-water mark. For a whole self-contained C folder (runtime, model, example main,
+Makefile, README) see `python -m convert.cpackage` (make package).
 
 Layers of convert/ code generation (each imports only from the layers above it):
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--prefix", default="mg", help="C symbol/file prefix (default mg)")
     ap.add_argument("--name", default=None,
-                    help="model name (default: the run folder's name, see above)")
+                    help="model name (default: the run folder's name, see below)")
     ap.add_argument("--generic", action="store_true",
                     help="emit the stateless graph (mg_graph_invoke) even for an mGRADE model")
     ap.add_argument("--measure", action="store_true",
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
             try:
                 res = resource_table(Path(a.model).read_bytes(), x, run=a.measure,
                                      stack=a.stack)
-            except RuntimeError as e:    # a cross build or QEMU run failed: a bug to report
+            except (RuntimeError, subprocess.SubprocessError) as e:   # a failed build or run
                 print(f"codegen: error: resource table: {e}", file=sys.stderr)
                 return 1
             cmd = f"python -m convert.codegen {a.model} --out {a.out}"

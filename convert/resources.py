@@ -88,9 +88,9 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
         if not mc.have("arm-none-eabi-gcc", "arm-none-eabi-nm", "arm-none-eabi-size"):
             res["missing"] = "arm-none-eabi-gcc not found (make toolchain)"
             return res
-        if run and not mc.have("qemu-system-arm"):
+        if (run or stack) and not mc.have("qemu-system-arm"):
             res["missing"] = "qemu-system-arm not found (make toolchain): no instruction counts"
-            run = False
+            run = stack = False
         logits, states = reference_steps(model_bytes, seq)
         write_test_vectors(gen, seq, logits, states)
         for name, fast in PATHS.items():
