@@ -8,6 +8,7 @@ firmware; a model-id mismatch names the command that fixes it."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -193,10 +194,13 @@ def test_codegen_prints_the_table_and_names_the_model_after_its_folder(tiny_int8
     assert '#define MG_MODEL_NAME "walk-7"' in (tmp_path / "pkg" / "mg_model_data.h").read_text()
 
 
-def test_convert_stores_the_resource_table(digits_int8):
-    """The session's digits conversion (python -m convert): report.json carries the table,
-    measured, both paths bit-exact with TFLite-Micro on the emulated M4."""
-    res = json.loads((digits_int8 / "report.json").read_text())["resources"]
+@pytest.mark.slow          # the session's trained digits model (or MGRADE_TEST_MODEL)
+def test_convert_stores_the_resource_table(request):
+    """A conversion by python -m convert: report.json carries the table, measured, both
+    paths bit-exact with TFLite-Micro on the emulated M4."""
+    env = os.environ.get("MGRADE_TEST_MODEL")
+    model_dir = Path(env) if env else request.getfixturevalue("digits_int8")
+    res = json.loads((model_dir / "report.json").read_text())["resources"]
     if res["missing"]:
         pytest.skip(res["missing"])
     for p in res["paths"].values():
