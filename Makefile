@@ -1,9 +1,11 @@
 # mgrade-edge: the whole flow.  `make demo` and `make test` set up everything they need.
 #   make train    CONFIG=configs/digits_mgrade.toml RUN=runs/demo
 #   make convert  RUN=runs/demo [STATE_BITS=8|16|auto] -> runs/demo/int8/model.tflite, report.json
-#   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/qemu-cm4/firmware.elf
+#   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/demo/qemu-cm4/firmware.elf
 #   make flash    BOARD=qemu-cm4|generic-cm|esp32s3 RUN=runs/demo
-#   make compare  RUN=runs/demo [N=50]            (emulated board: stream and compare)
+#   make compare  RUN=runs/demo [N=50]            (builds the firmware, streams, compares)
+#   make package  RUN=runs/demo [NAME=demo]       -> runs/demo/int8/c/ (self-contained C)
+#   make resources RUN=runs/demo                  (resource table + stack high-water)
 #   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
 VENV    := .venv
@@ -18,13 +20,20 @@ EPOCHS  ?=
 STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
 
-PKG     := build/$(BOARD)/model
 N       ?=
+# the model's name (device HELLO, C folder prefix): the run folder's name unless NAME=... is
+# given on the command line (an environment NAME, e.g. WSL's host name, is ignored)
+RUN_NAME := $(notdir $(abspath $(RUN)))
+MODEL_NAME := $(if $(filter command line,$(origin NAME)),$(NAME),$(RUN_NAME))
+# build outputs per run and board: two runs never overwrite each other's firmware
+BUILD   := build/$(RUN_NAME)/$(BOARD)
+PKG     := $(BUILD)/model
 
-.PHONY: venv toolchain train convert codegen firmware flash compare demo test test-fast clean help
+.PHONY: venv toolchain train convert codegen firmware flash compare package resources demo \
+        test test-fast clean help
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,9p' Makefile
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -56,7 +65,7 @@ convert: venv
 ifeq ($(BOARD),micropython)
 # BOARD=micropython (docs/micropython.md): the model as a MicroPython package; flash copies it to
 # the board on PORT with mpremote; without PORT, and in compare, it runs on the unix port.
-MP_PKG  ?= build/micropython/pkg
+MP_PKG  ?= $(BUILD)/pkg
 codegen: venv
 	$(PY) -m convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
 firmware: codegen
@@ -66,19 +75,29 @@ compare: codegen
 	$(PY) host_tools/micropython_unix.py $(MP_PKG) --mpy --eval --model $(MODEL) $(if $(N),--n $(N)) --fast
 else
 # the C model package generated from model.tflite (the one source of truth)
+# (its resource table: convert printed it; make package / make resources)
 codegen: venv
-	$(PY) -m convert.codegen $(MODEL)/model.tflite --out $(PKG)
+	$(PY) -m convert.codegen $(MODEL)/model.tflite --out $(PKG) --name $(MODEL_NAME) --no-resources
 
 firmware: venv toolchain codegen
-	$(MAKE) -C mcu firmware BOARD=$(BOARD) MODEL_SRC=$(PKG)
+	$(MAKE) -C mcu firmware BOARD=$(BOARD) MODEL_SRC=$(PKG) BUILD_DIR=$(BUILD)
 
 flash: firmware
-	$(MAKE) -C mcu flash BOARD=$(BOARD) MODEL_SRC=$(PKG)
+	$(MAKE) -C mcu flash BOARD=$(BOARD) MODEL_SRC=$(PKG) BUILD_DIR=$(BUILD)
 
-# emulated board: start QEMU, stream the test set, compare with the host, stop QEMU
-compare: venv
-	$(PY) host_tools/emulated_eval.py build/$(BOARD)/firmware.elf --model $(MODEL) $(if $(N),--n $(N)) --fast
+# emulated board: build this run's firmware, start QEMU, stream the test set, compare with
+# the host, stop QEMU
+compare: firmware
+	$(PY) host_tools/emulated_eval.py $(BUILD)/firmware.elf --model $(MODEL) $(if $(N),--n $(N)) --fast
 endif
+
+# the self-contained C folder of a run (convert/cpackage.py): runtime + model + example main +
+# Makefile + README with the resource table; resources also measures the stack high-water
+package: venv toolchain
+	$(PY) -m convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME)
+
+resources: venv toolchain
+	$(PY) -m convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
 
 test: venv toolchain
 	$(PY) -m pytest -q tests
@@ -91,7 +110,6 @@ demo: venv toolchain
 	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
 	$(PY) -m training.memory $(RUN) --harden
 	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
-	$(MAKE) --no-print-directory firmware BOARD=qemu-cm4 RUN=$(RUN)
 	$(MAKE) --no-print-directory compare BOARD=qemu-cm4 RUN=$(RUN)
 
 clean:

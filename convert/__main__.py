@@ -4,7 +4,8 @@
                       [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
-TFLite-Micro, LiteRT vs TFLM difference, sizes, ops; for a train.qat_epochs run also qat_acc,
+TFLite-Micro, LiteRT vs TFLM difference, sizes, ops, the device resource table "resources" of
+convert/resources.py: flash, RAM, instructions per step on the emulated Cortex-M4; for a train.qat_epochs run also qat_acc,
 the accuracy of what its QAT epochs trained: int8 weights, and the activation grids with
 train.qat_acts) and DIR/test_data.npz (the int8 test
 sequences and labels that the host tools stream). DIR appears only when everything succeeded.
@@ -377,8 +378,26 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
         "state_pairs": state_pairs(spec),
         "delays": [None if layer.delays is None else layer.delays.tolist() for layer in spec.layers],
         "convert_s": round(time.monotonic() - t0, 1)})
+    report["resources"] = device_resources(model_bytes, x_q, lengths)
     write_dir(out, model_bytes, report, x_q, y, lengths)
     return report
+
+
+def device_resources(model_bytes: bytes, x_q: np.ndarray, lengths=None) -> dict | None:
+    """The resource table (convert/resources.py: flash, RAM and instructions per step of
+    the C package on the emulated Cortex-M4, streaming the first test sequence); None, with
+    a note, if a cross build or QEMU run fails (the model itself is still written)."""
+    import subprocess
+
+    from convert.codegen import resource_table
+
+    x = x_q[:1] if lengths is None else x_q[:1, :int(lengths[0])]
+    try:
+        return resource_table(model_bytes, x)
+    except (RuntimeError, subprocess.SubprocessError) as e:
+        print(f"note: no resource table (the Cortex-M4 build or run failed: "
+              f"{str(e).splitlines()[0]})", flush=True)
+        return None
 
 
 def is_convert_output(folder: Path) -> bool:
@@ -535,6 +554,11 @@ def main(argv=None) -> int:
     shutil.move(log, out / LOG_FILE)
     os.chmod(out / LOG_FILE, _normal_mode() & 0o666)     # mkstemp made it 0600
     print(summary(report))
+    if report.get("resources"):
+        from convert.resources import table
+        run = f"RUN={out.parent}" if out.name == "int8" else f"MODEL={out}"
+        print(table(report["resources"], {"run": f"make package {run}",
+                                          "stack": f"make resources {run}"}))
     print(f"wrote {args.out}/model.tflite, report.json, test_data.npz ({LOG_FILE}: "
           f"TensorFlow's log)")
     return 0

@@ -48,6 +48,7 @@ layer and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,7 +382,7 @@ class Package:
         return self.model.tensors
 
 
-def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
+def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = None) -> Package:
     """Match the fused subgraphs, plan memory, lay out the rings and collect the constants."""
     check_supported(model)
     P = prefix
@@ -482,8 +483,7 @@ def analyse(model: Model, meta: dict, prefix: str = "mg") -> Package:
     return Package(
         model, meta, P, g, H, n_in, n_out, x_t, logits_t, delays, grus, fused_at, new_ops, pm,
         plan, ptr, macs_graph, macs_saved, ring_info, period, used_consts,
-        sum(T[i].nbytes for i in used_consts), str(meta.get("task") or "mgrade")[:31]
-        .replace('"', ""), [n for n in meta["outputs"] if n != names.LOGITS], s16, in16)
+        sum(T[i].nbytes for i in used_consts), model_name(name or meta.get("task") or "mgrade"), [n for n in meta["outputs"] if n != names.LOGITS], s16, in16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -900,9 +900,11 @@ def instance_decl(pk: Package) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # The package
 
-def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg") -> dict:
-    """Write mg_model.c and mg_model_data.{h,c} for an mGRADE step graph; return a summary."""
-    pk = analyse(model, meta, prefix)
+def generate_package(model: Model, meta: dict, out_dir, prefix: str = "mg",
+                     name: str | None = None) -> dict:
+    """Write mg_model.c and mg_model_data.{h,c} for an mGRADE step graph; return a summary.
+    name: the model's name in mg_model_info_t / MODEL_NAME (default: the metadata's task)."""
+    pk = analyse(model, meta, prefix, name)
     P = pk.P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -973,6 +975,12 @@ def frame_quantizer(P: str, PU: str) -> list[str]:
         "    }",
         "}",
         ""]
+
+
+def model_name(name: str) -> str:
+    """The model name as the package stores it (mg_model_info_t.name, <P>_MODEL_NAME, C
+    comments): at most 31 characters of letters, digits and ' _.+-' (others become '_')."""
+    return re.sub(r"[^A-Za-z0-9 _.+-]", "_", str(name))[:31]
 
 
 def load(model_src) -> tuple[Model, dict]:

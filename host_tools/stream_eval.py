@@ -179,6 +179,19 @@ def _progress(total, enabled):
     return tqdm(total=total, unit="seq", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
+def reflash_command(board: str, model_dir: Path) -> str:
+    """The make command that builds and flashes the firmware of `model_dir` for the board a
+    HELLO named ("qemu-cm4 (mps2-an386, ...)" -> BOARD=qemu-cm4): RUN=<run> for convert's
+    layout RUN/int8, else MODEL=<folder>."""
+    name = board.split()[0] if board.split() else ""
+    boards = Path(__file__).resolve().parents[1] / "mcu" / "boards"
+    if not name or not (boards / name).is_dir() or name == "host":
+        name = "<your board>"
+    d = Path(model_dir)
+    where = f"RUN={d.parent}" if d.name == "int8" else f"MODEL={d}"
+    return f"make firmware flash BOARD={name} {where}"
+
+
 def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
              step_logits: bool = True, progress: bool = False) -> dict:
     """Stream the first n test sequences through `device` and `reference`; returns the
@@ -188,8 +201,8 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
     info = device.hello()
     if info.model_id != expected_id:
         raise UserError(f"the device runs model id {info.model_id.hex()} ({info.model_name!r}), "
-                        f"but {model_dir / 'model.tflite'} has id {expected_id.hex()}: flash the "
-                        f"firmware built from this model")
+                        f"but {model_dir / 'model.tflite'} has id {expected_id.hex()}: build and "
+                        f"flash this model's firmware: {reflash_command(info.board, model_dir)}")
     if info.n_in != x.shape[2]:
         raise UserError(f"the device model takes n_in={info.n_in}, test_data.npz has "
                         f"{x.shape[2]} channels")

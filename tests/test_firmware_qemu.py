@@ -309,6 +309,7 @@ def test_stream_eval_cli(emu, dev, tmp_path):
     other = _toy_model_dir(wrong, n=2, model_bytes=b"some other model")
     res = _stream_eval(emu, other)
     assert res.returncode == 2 and "error: the device runs model id" in res.stderr
+    assert f"make firmware flash BOARD=qemu-cm4 MODEL={other}" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
 
     res = _stream_eval(emu, tmp_path / "missing")

@@ -26,7 +26,9 @@ LAYERS = [
     ["state16"],                              # int16 minGRU state tail: params, match, C
     ["input16"],                              # int16 minGRU input front: params, match, C
     ["codegen_mgrade"],                       # mGRADE package writer
+    ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
+    ["cpackage"],                             # the self-contained per-run C folder
     ["__main__"],                             # python -m convert
 ]
 
