@@ -13,7 +13,7 @@ CONVERT = Path(__file__).resolve().parents[1] / "convert"
 
 # lowest first; see `python -m convert.codegen --help` and docs/design.md
 LAYERS = [
-    ["tflite_reader", "names", "rings"],      # the .tflite, tensor names, the ring layout
+    ["errors", "tflite_reader", "names", "rings"],  # ConvertError; the .tflite; tensor names; rings
     ["spec", "raw_input"],                    # StepSpec from the network, ConvertError; raw codes
     ["metadata", "graph"],                    # the metadata schema; the TF step graph
     ["calibrate", "quantize", "rounding"],    # calibration feeds; int8 conversion; GPTQ
