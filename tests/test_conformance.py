@@ -10,7 +10,7 @@ twin ToyModel, the reference), so a target that breaks a rule fails here under i
 Adding a target is adding one entry to TARGETS: a name, a launcher (a context manager factory
 `launch(request, tmp_path) -> socket://HOST:PORT URL` of a device running the toy model; a new
 QEMU board can use `qemu_firmware(board, machine=..., qemu=...)`), the board name its HELLO
-starts with, its tick kind and the executables it needs. Under CI a missing executable fails
+starts with, its tick kind and units per tick, and the executables it needs. Under CI a missing executable fails
 the run (tests/conftest.py); elsewhere the target is skipped.
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Target:
     board: str                # HELLO board_name starts with this
     tick_kind: str            # HELLO tick kind
     needs: tuple = ()         # executables that must be installed
+    units_per_tick: int = 1   # HELLO units_per_tick
 
 
 @contextlib.contextmanager
@@ -98,7 +99,7 @@ def _micropython() -> str:
 TARGETS = [
     Target("host-c", host_c, "host (stdio)", "microseconds", ("gcc", "make")),
     Target("qemu-cm4", qemu_firmware("qemu-cm4"), "qemu-cm4", "instructions",
-           ("arm-none-eabi-gcc", "qemu-system-arm")),
+           ("arm-none-eabi-gcc", "qemu-system-arm"), units_per_tick=40),
     Target("micropython-unix", micropython_unix, "micropython", "microseconds",
            (_micropython(),)),
 ]
@@ -180,7 +181,8 @@ def test_hello(target, link):
     assert (info.model_id, info.n_in, info.n_out, info.n_macs_per_step) == \
         (MODEL_ID, N_IN, N_OUT, N_IN * N_OUT)
     assert info.board.startswith(target.spec.board) and info.model_name == NAME
-    assert info.tick_kind == target.spec.tick_kind and info.units_per_tick >= 1
+    assert (info.tick_kind, info.units_per_tick) == (target.spec.tick_kind,
+                                                     target.spec.units_per_tick)
     n_board = p.body[26]
     assert 26 + 1 + n_board + 1 + len(NAME) == len(p.body) and n_board <= 64
     assert error(link.ask(P.HELLO, 3, b"\x00")) == ("BAD_LENGTH", P.HELLO, 0)
