@@ -269,7 +269,7 @@ def test_device_client_runs_match_the_twin(target):
     readout, chunked as the host picks) and step."""
     with P.Device.open(target.url, timeout=10.0) as dev:
         assert dev.hello().model_id == MODEL_ID
-        for T in (1, 29, 300):
+        for T in (1, 23, 24, 29, 300):         # around the chunk sizes 23 (logits) and 29
             x = _seq(T, T)
             ref = ToyModel.run(x)
             res = dev.run(x, step_logits=True)
