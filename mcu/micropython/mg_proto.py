@@ -81,10 +81,49 @@ def cobs_encode(src, n, dst):
     return pos
 
 
+@micropython.viper
+def same(a: ptr8, b: ptr8, n: int) -> bool:
+    """a[0..n) == b[0..n), byte by byte, without allocating."""
+    i = 0
+    while i < n:
+        if a[i] != b[i]:
+            return False
+        i += 1
+    return True
+
+
+def peek_header(frame, n):
+    """(seq, type) read from the intact start of a COBS frame frame[0..n) that may be damaged
+    further on (mg_proto.c peek_header), or (0, 0) if its first 3 packet bytes are not there."""
+    head = [0, 0, 0]
+    i = j = 0
+    while i < n and j < 3:
+        code = frame[i]
+        i += 1
+        if code == 0:
+            return 0, 0
+        k = 1
+        while k < code and j < 3:
+            if i >= n or frame[i] == 0:
+                return 0, 0
+            head[j] = frame[i]
+            j += 1
+            i += 1
+            k += 1
+        if j < 3 and code != 0xFF:
+            if i >= n:
+                return 0, 0         # the last block: no implicit zero follows it
+            head[j] = 0
+            j += 1
+    return (head[2], head[1]) if j == 3 else (0, 0)
+
+
 class Receiver:
     """Byte-wise frame receiver: feed() returns None, ('packet', version, type, seq, body
     memoryview) or ('error', code, seq, type). Same rules as mg_rx_feed: frames over RX_BUF
-    bytes are dropped until the next delimiter and reported as OVERSIZE."""
+    bytes are dropped until the next delimiter and reported as OVERSIZE, an intact packet
+    with a body over MAX_BODY bytes too; an error names the frame's seq and type when its
+    intact start holds them (else 0)."""
 
     def __init__(self):
         self.buf = bytearray(RX_BUF)
@@ -105,17 +144,18 @@ class Receiver:
         n, self.n = self.n, 0
         if self.overflow:
             self.overflow = False
-            return ("error", E_OVERSIZE, 0, 0)
+            seq, typ = peek_header(self.buf, n)      # the first RX_BUF bytes are kept
+            return ("error", E_OVERSIZE, seq, typ)
         if n == 0:
             return None
         return self.parse(n)
 
     def parse(self, n):
+        seq, typ = peek_header(self.buf, n)
         d = self.dec
         ln = cobs_decode(self.buf, n, d)
         if ln < 0:
-            return ("error", E_COBS, 0, 0)
-        typ, seq = (d[1], d[2]) if ln >= 3 else (0, 0)
+            return ("error", E_COBS, seq, typ)
         if ln < HEADER + 2:
             return ("error", E_TRUNCATED, seq, typ)
         blen = d[3] | (d[4] << 8)
@@ -123,7 +163,10 @@ class Receiver:
             return ("error", E_TRUNCATED, seq, typ)
         if crc16(d, ln - 2, 0xFFFF) != d[ln - 2] | (d[ln - 1] << 8):
             return ("error", E_CRC, seq, typ)
-        return ("packet", d[0], typ, seq, memoryview(d)[HEADER:HEADER + blen])
+        if blen > MAX_BODY:
+            # intact, but longer than the protocol allows (241..248 bytes fit RX_BUF)
+            return ("error", E_OVERSIZE, seq, typ)
+        return ("packet", d[0], d[1], d[2], memoryview(d)[HEADER:HEADER + blen])
 
 
 class Encoder:
