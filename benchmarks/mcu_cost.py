@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +42,61 @@ HARNESS = RUNTIME / "tests"
 RUNTIME_SRCS = ["mg_kernels.c", "mg_quant.c", "mg_delay.c", "mg_mingru.c", "mg_fast.c"]
 PACKAGE_SRCS = ["mg_model.c", "mg_model_data.c"]
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
-ARM_CPU = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+
+BOARDS_DIR = ROOT / "mcu" / "boards"
+HARNESS_STACK = "4K"      # the harness's stack region (the firmware's is 2 KiB; see link scripts)
+
+# The emulated cores: harness target = firmware board (mcu/boards/<name>/: its board.mk's
+# CPU_FLAGS, its memory map; host_tools/emulator.py BOARDS: its QEMU machine).
+CORES = {
+    "qemu-cm0": "Cortex-M0", "qemu-cm3": "Cortex-M3", "qemu-cm4": "Cortex-M4F",
+    "qemu-cm7": "Cortex-M7", "qemu-cm33": "Cortex-M33", "qemu-cm55": "Cortex-M55",
+    "qemu-rv32": "RV32IMC",
+}
+# Cores with the Arm DSP extension (SMLAD & co.: the fast path's native form).
+DSP_CORES = ("qemu-cm4", "qemu-cm7", "qemu-cm33", "qemu-cm55")
+
+
+def board_cpu_flags(board: str) -> list[str]:
+    """The `CPU_FLAGS := ...` line of mcu/boards/<board>/board.mk (one source for both the
+    firmware and the harness)."""
+    m = re.search(r"^CPU_FLAGS\s*:=\s*(.+)$", (BOARDS_DIR / board / "board.mk").read_text(), re.M)
+    if not m:
+        raise RuntimeError(f"no CPU_FLAGS := line in mcu/boards/{board}/board.mk")
+    return m.group(1).split()
+
+
+ARM_CPU = board_cpu_flags("qemu-cm4")
+
+
+def _core_target(board: str) -> dict:
+    from host_tools.emulator import BOARDS
+
+    qemu, machine, qemu_args = BOARDS[board]
+    cpu = board_cpu_flags(board)
+    common = ["-nostdlib", "-nostartfiles", "-L", str(BOARDS_DIR / board), "-Wl,--gc-sections",
+              f"-Wl,--defsym=STACK_SIZE={int(HARNESS_STACK[:-1]) * 1024}"]
+    if board == "qemu-rv32":
+        t = {"cc": "riscv64-unknown-elf-gcc", "size": "riscv64-unknown-elf-size",
+             "nm": "riscv64-unknown-elf-nm",
+             "platform": [BOARDS_DIR / board / "startup.S", HARNESS / "rv32" / "platform.c"],
+             "ldflags": [*common, "-T", str(BOARDS_DIR / board / "link.ld")],
+             "compiler": "riscv64-unknown-elf-gcc"}
+    else:
+        t = {"cc": "arm-none-eabi-gcc", "size": "arm-none-eabi-size", "nm": "arm-none-eabi-nm",
+             "platform": [HARNESS / "qemu" / "platform.c"],
+             "ldflags": [*common, "-T", str(BOARDS_DIR / "qemu-shared" / "sections.ld")],
+             "compiler": "arm-none-eabi-gcc"}
+    libc = ["--specs=picolibc.specs"] if board == "qemu-rv32" else []   # its headers
+    t.update(flags=["-O2", *cpu, *libc, "-ffunction-sections", "-fdata-sections"],
+             qemu=[qemu, "-M", machine, *qemu_args], core=CORES[board], dsp=board in DSP_CORES,
+             label=f"QEMU {machine} ({CORES[board]}), {t.pop('compiler')} -O2")
+    return t
+
 
 TARGETS = {
     "host": {"cc": "gcc", "flags": ["-O2"]},
-    "qemu-cm4": {
-        "cc": "arm-none-eabi-gcc", "size": "arm-none-eabi-size", "nm": "arm-none-eabi-nm",
-        "flags": ["-O2", *ARM_CPU, "-ffunction-sections", "-fdata-sections"],
-        "platform": [HARNESS / "qemu" / "platform.c"],
-        "ldflags": ["-nostdlib", "-nostartfiles", "-T", str(HARNESS / "qemu" / "link.ld"),
-                    "-Wl,--gc-sections"],
-        "qemu": ["qemu-system-arm", "-M", "mps2-an386"],
-        "label": "QEMU mps2-an386 (Cortex-M4F), arm-none-eabi-gcc -O2",
-    },
+    **{board: _core_target(board) for board in CORES},
     "xtensa-lx106": {
         "cc": "xtensa-lx106-elf-gcc", "size": "xtensa-lx106-elf-size",
         "nm": "xtensa-lx106-elf-nm",
@@ -64,6 +108,7 @@ TARGETS = {
                     "-Wl,--gc-sections"],
         "qemu": ["qemu-system-xtensa", "-M", "sim", "-cpu", "lx106"],
         "label": "QEMU xtensa sim (lx106), xtensa-lx106-elf-gcc -O2",
+        "core": "Xtensa lx106", "dsp": False,
     },
 }
 
@@ -141,13 +186,11 @@ def build_check(target: str, gen_dir, out_dir, debug: bool = True, fast: bool | 
         "harness": [HARNESS / "model_check.c", HARNESS / "mg_test_libc.c", gen_dir / "mg_tv.c",
                     *t["platform"]],
     }
-    objs: dict[str, list[Path]] = {}
-    for group, srcs in groups.items():
-        objs[group] = []
-        for src in srcs:
-            o = out_dir / f"{group}_{Path(src).stem}.o"
-            _run([t["cc"], *flags, "-c", src, "-o", o])
-            objs[group].append(o)
+    objs = {group: [out_dir / f"{group}_{Path(src).stem}.o" for src in srcs]
+            for group, srcs in groups.items()}
+    jobs = [(src, o) for group in groups for src, o in zip(groups[group], objs[group])]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:   # compile in parallel
+        list(pool.map(lambda so: _run([t["cc"], *flags, "-c", so[0], "-o", so[1]]), jobs))
     elf = out_dir / f"check_{target}{'_debug' if debug else ''}{tag}.elf"
     _run([t["cc"], *flags, *[o for g in objs.values() for o in g], *t["ldflags"], "-lgcc",
           "-o", elf])
