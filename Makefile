@@ -4,6 +4,8 @@
 #   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/qemu-cm4/firmware.elf
 #   make flash    BOARD=qemu-cm4|generic-cm|esp32s3 RUN=runs/demo
 #   make compare  RUN=runs/demo [N=50]            (emulated board: stream and compare)
+#   emulated boards: qemu-cm0|cm3|cm4|cm7|cm33|cm55 (Cortex-M), qemu-rv32 (RV32IMC), e.g.
+#   make demo BOARD=qemu-rv32
 #   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
 VENV    := .venv
@@ -17,6 +19,8 @@ EPOCHS  ?=
 # split; BOARD=micropython implements only the 8-bit state, so it converts with 8
 STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
+# BOARD=qemu-rv32 (RV32IMC; qemu-system-riscv32 comes with qemu-system-misc)
+APT_PKGS += gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
 
 PKG     := build/$(BOARD)/model
 N       ?=
@@ -24,7 +28,7 @@ N       ?=
 .PHONY: venv toolchain train convert codegen firmware flash compare demo test test-fast clean help
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,9p' Makefile
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -77,7 +81,7 @@ flash: firmware
 
 # emulated board: start QEMU, stream the test set, compare with the host, stop QEMU
 compare: venv
-	$(PY) host_tools/emulated_eval.py build/$(BOARD)/firmware.elf --model $(MODEL) $(if $(N),--n $(N)) --fast
+	$(PY) host_tools/emulated_eval.py build/$(BOARD)/firmware.elf --board $(BOARD) --model $(MODEL) $(if $(N),--n $(N)) --fast
 endif
 
 test: venv toolchain
@@ -91,8 +95,8 @@ demo: venv toolchain
 	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
 	$(PY) -m training.memory $(RUN) --harden
 	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
-	$(MAKE) --no-print-directory firmware BOARD=qemu-cm4 RUN=$(RUN)
-	$(MAKE) --no-print-directory compare BOARD=qemu-cm4 RUN=$(RUN)
+	$(MAKE) --no-print-directory firmware BOARD=$(BOARD) RUN=$(RUN)
+	$(MAKE) --no-print-directory compare BOARD=$(BOARD) RUN=$(RUN)
 
 clean:
 	rm -rf runs build
