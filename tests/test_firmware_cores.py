@@ -79,8 +79,9 @@ def test_generated_model_streams_bit_exact(board, tiny_int8, tmp_path):
     pkg = tmp_path / "pkg"
     generate((tiny_int8 / "model.tflite").read_bytes(), pkg)
     elf, out = _firmware(board, pkg, tmp_path / "build")
-    ram = re.search(r"RAM:\s+(\d+) B\s+(\d+) KB", out)
-    assert ram and int(ram.group(1)) <= int(ram.group(2)) * 1024, out
+    ram = re.search(r"RAM:\s+(\d+) B\s+(\d+) (KB|MB)", out)
+    assert ram and int(ram.group(1)) <= int(ram.group(2)) * {"KB": 1 << 10, "MB": 1 << 20}[
+        ram.group(3)], out
     r = subprocess.run([PY, str(ROOT / "host_tools" / "emulated_eval.py"), str(elf), "--board",
                         board, "--model", str(tiny_int8), "--json", str(tmp_path / "m.json"),
                         "--no-progress"], capture_output=True, text=True, timeout=300, cwd=ROOT)
