@@ -102,3 +102,10 @@ def test_unknown_emulated_board_is_one_clear_line(tmp_path):
                        cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "no emulator for board 'qemu-z80'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_mcu_cost_unknown_core_is_one_clear_line(tmp_path):
+    r = subprocess.run([PY, "-m", "benchmarks.mcu_cost", str(tmp_path), "--cores", "qemu-z80"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "unknown core 'qemu-z80'" in r.stderr
+    assert "Traceback" not in r.stderr
