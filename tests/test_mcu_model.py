@@ -198,7 +198,14 @@ def _run_target(gen, target, fast=None):
     if not mc.have(t["cc"], t["qemu"][0]):
         pytest.skip(f"{t['cc']} / {t['qemu'][0]} not installed")
     t0 = time.perf_counter()
-    b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True, fast=fast)
+    try:
+        b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True, fast=fast)
+    except RuntimeError as e:
+        # a model whose test vectors exceed the micro:bit's flash: the same M0 code on the an385
+        if target != "qemu-cm0" or "overflowed" not in str(e):
+            raise
+        target, t = "qemu-cm0-an385", mc.TARGETS["qemu-cm0-an385"]
+        b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True, fast=fast)
     t1 = time.perf_counter()
     res = mc.run_check(b, timeout=120)
     t2 = time.perf_counter()
@@ -218,6 +225,7 @@ def _run_target(gen, target, fast=None):
           f"{ips['mean'] / gen['macs_per_step']:.2f} per graph MAC "
           f"({res['instructions_per_tick']:.2f} instructions/tick); "
           f"build {t1 - t0:.1f} s, run {t2 - t1:.1f} s")
+    res["target"] = target
     return res, t2 - t0
 
 
@@ -255,7 +263,7 @@ def test_core_bit_exact(gen, target, request):
     res, seconds = _run_target(gen, target, None)
     assert seconds < 60
     ipt = {"qemu-cm0": 62.5, "qemu-cm33": 50.0, "qemu-cm55": 31.25, "qemu-rv32": 1.0}
-    assert res["instructions_per_tick"] == pytest.approx(ipt.get(target, 40.0), rel=1e-3)
+    assert res["instructions_per_tick"] == pytest.approx(ipt.get(res["target"], 40.0), rel=1e-3)
     if mc.TARGETS[target]["dsp"] or model != "tiny":
         return
     ref, _ = _run_target(gen, target, False)
