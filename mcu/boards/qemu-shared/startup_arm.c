@@ -39,6 +39,11 @@ void Fault_Handler(void)
 void Reset_Handler(void)
 {
     uint32_t *src = &_sidata, *dst = &_sdata;
+#if defined(__ARM_FP)
+    /* first: the compiler may vectorize the loops below (Helium/MVE on the M55 at -O3) */
+    CPACR |= 0xFu << 20;
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     mg_stack_paint();
     while (dst < &_edata) {
         *dst++ = *src++;
@@ -46,10 +51,6 @@ void Reset_Handler(void)
     for (dst = &_sbss; dst < &_ebss; ++dst) {
         *dst = 0u;
     }
-#if defined(__ARM_FP)
-    CPACR |= 0xFu << 20;
-    __asm__ volatile("dsb\n\tisb" ::: "memory");
-#endif
     (void)main();
     qemu_semihost_exit(0);
 }

@@ -99,6 +99,10 @@ void Default_Handler(void);
 void Reset_Handler(void)
 {
     uint32_t *src = &_sidata, *dst = &_sdata;
+#if defined(__ARM_FP)
+    CPACR |= 0xFu << 20;                      /* CP10/CP11 full access (FPU, MVE), first: the */
+    __asm__ volatile("dsb\n\tisb");           /* loops below may be vectorized (M55 -O3) */
+#endif
     while (dst < &_edata) {
         *dst++ = *src++;
     }
@@ -106,10 +110,6 @@ void Reset_Handler(void)
         *dst = 0u;
     }
     stack_paint();
-#if defined(__ARM_FP)
-    CPACR |= 0xFu << 20;                      /* CP10/CP11 full access (FPU) */
-    __asm__ volatile("dsb\n\tisb");
-#endif
     mg_test_exit(main());
 }
 
