@@ -6,6 +6,8 @@
 #   make compare  RUN=runs/demo [N=50]            (builds the firmware, streams, compares)
 #   make package  RUN=runs/demo [NAME=demo]       -> runs/demo/int8/c/ (self-contained C)
 #   make resources RUN=runs/demo                  (resource table + stack high-water)
+#   emulated boards: qemu-cm0|cm3|cm4|cm7|cm33|cm55 (Cortex-M), qemu-rv32 (RV32IMC), e.g.
+#   make demo BOARD=qemu-rv32
 #   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
 VENV    := .venv
@@ -19,6 +21,8 @@ EPOCHS  ?=
 # split; BOARD=micropython implements only the 8-bit state, so it converts with 8
 STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
+# BOARD=qemu-rv32 (RV32IMC; qemu-system-riscv32 comes with qemu-system-misc)
+APT_PKGS += gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
 
 N       ?=
 # the model's name (device HELLO, C folder prefix): the run folder's name unless NAME=... is
@@ -33,7 +37,7 @@ PKG     := $(BUILD)/model
         test test-fast clean help
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,12p' Makefile
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -88,7 +92,7 @@ flash: firmware
 # emulated board: build this run's firmware, start QEMU, stream the test set, compare with
 # the host, stop QEMU
 compare: firmware
-	$(PY) host_tools/emulated_eval.py $(BUILD)/firmware.elf --model $(MODEL) $(if $(N),--n $(N)) --fast
+	$(PY) host_tools/emulated_eval.py $(BUILD)/firmware.elf --board $(BOARD) --model $(MODEL) $(if $(N),--n $(N)) --fast
 endif
 
 # the self-contained C folder of a run (convert/cpackage.py): runtime + model + example main +
@@ -110,7 +114,7 @@ demo: venv toolchain
 	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
 	$(PY) -m training.memory $(RUN) --harden
 	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
-	$(MAKE) --no-print-directory compare BOARD=qemu-cm4 RUN=$(RUN)
+	$(MAKE) --no-print-directory compare BOARD=$(BOARD) RUN=$(RUN)
 
 clean:
 	rm -rf runs build

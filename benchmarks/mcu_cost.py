@@ -1,6 +1,12 @@
-"""Cost of a generated mGRADE model package on the emulated Cortex-M4 (and its build helpers).
+"""Cost of a generated mGRADE model package on the emulated cores (and their build helpers).
 
     python -m benchmarks.mcu_cost MODEL_DIR [--seqs 20] [--json OUT.json] [--xtensa]
+    python -m benchmarks.mcu_cost MODEL_DIR --cores [CORE ...]     (every core, both paths)
+
+--cores: instructions/step on Cortex-M0 (QEMU microbit), M3 (mps2-an385), M4 (mps2-an386), M7
+(mps2-an500), M33 (mps2-an505), M55 (mps3-an547), RV32IMC (virt) and Xtensa lx106, the fast
+and the portable kernel path each, logits checked against TFLite-Micro, and whether the
+protocol firmware with the model fits the micro:bit's 16 KiB of RAM. Without --cores:
 
 MODEL_DIR is a converted model folder (model.tflite, test_data.npz, report.json). The script
 generates the C package (`convert.codegen`) and TFLM reference vectors for the first --seqs
@@ -25,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +48,68 @@ HARNESS = RUNTIME / "tests"
 RUNTIME_SRCS = ["mg_kernels.c", "mg_quant.c", "mg_delay.c", "mg_mingru.c", "mg_fast.c"]
 PACKAGE_SRCS = ["mg_model.c", "mg_model_data.c"]
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
-ARM_CPU = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+
+BOARDS_DIR = ROOT / "mcu" / "boards"
+HARNESS_STACK = "4K"      # the harness's stack region (the firmware's is 2 KiB; see link scripts)
+
+# The emulated cores: harness target = firmware board (mcu/boards/<name>/: its board.mk's
+# CPU_FLAGS, its memory map; host_tools/emulator.py BOARDS: its QEMU machine).
+CORES = {
+    "qemu-cm0": "Cortex-M0", "qemu-cm3": "Cortex-M3", "qemu-cm4": "Cortex-M4F",
+    "qemu-cm7": "Cortex-M7", "qemu-cm33": "Cortex-M33", "qemu-cm55": "Cortex-M55",
+    "qemu-rv32": "RV32IMC",
+}
+# Cores with the Arm DSP extension (SMLAD & co.: the fast path's native form).
+DSP_CORES = ("qemu-cm4", "qemu-cm7", "qemu-cm33", "qemu-cm55")
+
+
+def board_cpu_flags(board: str) -> list[str]:
+    """The `CPU_FLAGS := ...` line of mcu/boards/<board>/board.mk (one source for both the
+    firmware and the harness)."""
+    m = re.search(r"^CPU_FLAGS\s*:=\s*(.+)$", (BOARDS_DIR / board / "board.mk").read_text(), re.M)
+    if not m:
+        raise RuntimeError(f"no CPU_FLAGS := line in mcu/boards/{board}/board.mk")
+    return m.group(1).split()
+
+
+ARM_CPU = board_cpu_flags("qemu-cm4")
+
+
+def _core_target(board: str, machine_board: str | None = None) -> dict:
+    """board's CPU flags; the memory map and QEMU machine of machine_board (default: board)."""
+    from host_tools.emulator import BOARDS
+
+    machine_board = machine_board or board
+    qemu, machine, qemu_args = BOARDS[machine_board]
+    cpu = board_cpu_flags(board)
+    common = ["-nostdlib", "-nostartfiles", "-L", str(BOARDS_DIR / machine_board),
+              "-Wl,--gc-sections",
+              f"-Wl,--defsym=STACK_SIZE={int(HARNESS_STACK[:-1]) * 1024}"]
+    if board == "qemu-rv32":
+        t = {"cc": "riscv64-unknown-elf-gcc", "size": "riscv64-unknown-elf-size",
+             "nm": "riscv64-unknown-elf-nm",
+             "platform": [BOARDS_DIR / board / "startup.S", HARNESS / "rv32" / "platform.c"],
+             "ldflags": [*common, "-T", str(BOARDS_DIR / board / "link.ld")],
+             "compiler": "riscv64-unknown-elf-gcc"}
+    else:
+        t = {"cc": "arm-none-eabi-gcc", "size": "arm-none-eabi-size", "nm": "arm-none-eabi-nm",
+             "platform": [HARNESS / "qemu" / "platform.c"],
+             "ldflags": [*common, "-T", str(BOARDS_DIR / "qemu-shared" / "sections.ld")],
+             "compiler": "arm-none-eabi-gcc"}
+    libc = ["--specs=picolibc.specs"] if board == "qemu-rv32" else []   # its headers
+    t.update(flags=["-O2", *cpu, *libc, "-ffunction-sections", "-fdata-sections"],
+             qemu=[qemu, "-M", machine, *qemu_args], core=CORES[board], dsp=board in DSP_CORES,
+             label=f"QEMU {machine} ({CORES[board]}), {t.pop('compiler')} -O2")
+    return t
+
 
 TARGETS = {
     "host": {"cc": "gcc", "flags": ["-O2"]},
-    "qemu-cm4": {
-        "cc": "arm-none-eabi-gcc", "size": "arm-none-eabi-size", "nm": "arm-none-eabi-nm",
-        "flags": ["-O2", *ARM_CPU, "-ffunction-sections", "-fdata-sections"],
-        "platform": [HARNESS / "qemu" / "platform.c"],
-        "ldflags": ["-nostdlib", "-nostartfiles", "-T", str(HARNESS / "qemu" / "link.ld"),
-                    "-Wl,--gc-sections"],
-        "qemu": ["qemu-system-arm", "-M", "mps2-an386"],
-        "label": "QEMU mps2-an386 (Cortex-M4F), arm-none-eabi-gcc -O2",
-    },
+    **{board: _core_target(board) for board in CORES},
+    # Cortex-M0 code (-mcpu=cortex-m0) on the an385's 4 MiB: for models whose harness (with
+    # its test vectors) exceeds the micro:bit's 256 KiB flash / 16 KiB RAM; the M3 executes
+    # the same Thumb instructions, so the instruction count is the M0 build's
+    "qemu-cm0-an385": _core_target("qemu-cm0", "qemu-cm3"),
     "xtensa-lx106": {
         "cc": "xtensa-lx106-elf-gcc", "size": "xtensa-lx106-elf-size",
         "nm": "xtensa-lx106-elf-nm",
@@ -64,6 +121,7 @@ TARGETS = {
                     "-Wl,--gc-sections"],
         "qemu": ["qemu-system-xtensa", "-M", "sim", "-cpu", "lx106"],
         "label": "QEMU xtensa sim (lx106), xtensa-lx106-elf-gcc -O2",
+        "core": "Xtensa lx106", "dsp": False,
     },
 }
 
@@ -141,13 +199,11 @@ def build_check(target: str, gen_dir, out_dir, debug: bool = True, fast: bool | 
         "harness": [HARNESS / "model_check.c", HARNESS / "mg_test_libc.c", gen_dir / "mg_tv.c",
                     *t["platform"]],
     }
-    objs: dict[str, list[Path]] = {}
-    for group, srcs in groups.items():
-        objs[group] = []
-        for src in srcs:
-            o = out_dir / f"{group}_{Path(src).stem}.o"
-            _run([t["cc"], *flags, "-c", src, "-o", o])
-            objs[group].append(o)
+    objs = {group: [out_dir / f"{group}_{Path(src).stem}.o" for src in srcs]
+            for group, srcs in groups.items()}
+    jobs = [(src, o) for group in groups for src, o in zip(groups[group], objs[group])]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:   # compile in parallel
+        list(pool.map(lambda so: _run([t["cc"], *flags, "-c", so[0], "-o", so[1]]), jobs))
     elf = out_dir / f"check_{target}{'_debug' if debug else ''}{tag}.elf"
     _run([t["cc"], *flags, *[o for g in objs.values() for o in g], *t["ldflags"], "-lgcc",
           "-o", elf])
@@ -357,6 +413,108 @@ def cost(model_dir, n_seq: int = 20, work=None, xtensa: bool = False) -> dict:
             tmp.cleanup()
 
 
+def firmware_fit(gen_dir, board: str, out_dir) -> dict:
+    """Link the protocol firmware (mcu/Makefile) with the package for `board`: whether it
+    fits the board's memory regions, and the used / available bytes the linker reports."""
+    r = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "firmware", f"BOARD={board}",
+                        f"MODEL_SRC={gen_dir}", f"BUILD_DIR={out_dir}"],
+                       capture_output=True, text=True)
+    res = {"board": board, "fits": r.returncode == 0}
+    unit = {"B": 1, "KB": 1024, "MB": 1 << 20}
+    for region, used, u1, size, u2 in re.findall(r"(FLASH|RAM):\s+(\d+) (B|KB|MB)\s+(\d+) "
+                                                 r"(B|KB|MB)", r.stdout + r.stderr):
+        res[region.lower()] = {"used": int(used) * unit[u1], "size": int(size) * unit[u2]}
+    if not res["fits"]:
+        overflow = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", r.stderr)
+        res["overflow"] = {k: int(v) for k, v in overflow}
+        if not overflow:
+            res["error"] = r.stderr[-1500:]
+    return res
+
+
+def cores_cost(model_dir, n_seq: int = 20, work=None, cores=None) -> dict:
+    """Instructions/step of the package on every emulated core, both kernel paths (fast: the
+    DSP instructions where the core has the Arm DSP extension, their plain-C form elsewhere;
+    portable: the reference kernels), logits checked against TFLite-Micro; and whether the
+    protocol firmware with this model fits the micro:bit (qemu-cm0: 16 KiB RAM)."""
+    model_dir = Path(model_dir)
+    tmp = None
+    if work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mcu_cores_")
+        work = tmp.name
+    work = Path(work)
+    try:
+        info = generate(model_dir, work / "gen", n_seq)
+        macs = info["macs_per_step"]
+        rows = {}
+        for core in cores or [*CORES, "xtensa-lx106"]:
+            t = TARGETS[core]
+            if not have(t["cc"], t["qemu"][0]):
+                rows[core] = {"skipped": f"{t['cc']} / {t['qemu'][0]} not installed"}
+                continue
+            row = {"label": t["label"], "core": t["core"], "dsp": t["dsp"],
+                   "default_path": "fast"}           # mg_fast.h: MG_FAST 1 on every target
+            for name, fast in (("fast", True), ("portable", False)):
+                try:
+                    b = build_check(core, work / "gen", work / core, debug=False, fast=fast)
+                except RuntimeError as e:
+                    if core != "qemu-cm0" or "overflowed" not in str(e):
+                        raise
+                    row["machine"] = "mps2-an385 (does not fit the micro:bit)"
+                    b = build_check("qemu-cm0-an385", work / "gen", work / core, debug=False,
+                                    fast=fast)
+                r = run_check(b)
+                row[name] = {"instructions_per_step": r["instructions_per_step"],
+                             "instructions_per_mac": r["instructions_per_step"]["mean"] / macs,
+                             "logits_mismatched_bytes": r["mismatched_bytes"],
+                             "steps": r["steps"], "exit_code": r["exit_code"]}
+            row["portable_over_fast"] = (row["portable"]["instructions_per_step"]["mean"] /
+                                         row["fast"]["instructions_per_step"]["mean"])
+            rows[core] = row
+        res = {"model_dir": str(model_dir), "model_id": info["model_id"],
+               "macs_per_step": macs, "sequences": n_seq, "cores": rows,
+               "timing": "emulated instructions (QEMU -icount shift=0), not cycles",
+               "logits_mismatched_bytes": sum(r[p]["logits_mismatched_bytes"]
+                                              for r in rows.values() if "fast" in r
+                                              for p in ("fast", "portable"))}
+        if "qemu-cm0" in rows and "fast" in rows["qemu-cm0"]:
+            res["microbit_firmware"] = firmware_fit(work / "gen", "qemu-cm0", work / "fw-cm0")
+        return res
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def cores_table(res: dict) -> str:
+    lines = [f"model {res['model_id']}: {res['macs_per_step']} MACs/step, "
+             f"{res['sequences']} test sequences, logits vs TFLite-Micro: "
+             f"{res['logits_mismatched_bytes']} mismatched bytes (every core, both paths)",
+             f"{'core':<28} {'DSP':<4} {'fast instr/step':>16} {'/MAC':>6} "
+             f"{'portable':>10} {'/MAC':>6} {'portable/fast':>13}  default"]
+    for core, r in res["cores"].items():
+        if "skipped" in r:
+            lines.append(f"{core:<28} skipped: {r['skipped']}")
+            continue
+        f, p = r["fast"], r["portable"]
+        lines.append(f"{core + ' (' + r['core'] + ')':<28} {'yes' if r['dsp'] else 'no':<4} "
+                     f"{f['instructions_per_step']['mean']:>16,.0f} "
+                     f"{f['instructions_per_mac']:>6.2f} "
+                     f"{p['instructions_per_step']['mean']:>10,.0f} "
+                     f"{p['instructions_per_mac']:>6.2f} {r['portable_over_fast']:>12.2f}x  "
+                     f"{r['default_path']}{'' if r['dsp'] else ' (plain C)'}"
+                     + (f"  [on {r['machine']}]" if "machine" in r else ""))
+    fit = res.get("microbit_firmware")
+    if fit:
+        if fit["fits"]:
+            lines.append(f"micro:bit (qemu-cm0) firmware: fits, RAM {fit['ram']['used']} / "
+                         f"{fit['ram']['size']} B, flash {fit['flash']['used']} / "
+                         f"{fit['flash']['size']} B")
+        else:
+            lines.append(f"micro:bit (qemu-cm0) firmware: does not fit "
+                         f"({fit.get('overflow') or fit.get('error')})")
+    return "\n".join(lines)
+
+
 def table(res: dict) -> str:
     ips, mem, rings = res["instructions_per_step"], res["memory"], res["rings"]
     rows = [
@@ -406,7 +564,21 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--work", help="keep the generated sources and builds here")
     ap.add_argument("--xtensa", action="store_true", help="also run the lx106 build")
+    ap.add_argument("--cores", nargs="*", metavar="CORE", default=None,
+                    help="instructions/step on every emulated core (or those named: "
+                         f"{', '.join([*CORES, 'xtensa-lx106'])}), both kernel paths")
     a = ap.parse_args(argv)
+    if a.cores is not None:
+        unknown = [c for c in a.cores if c not in CORES and c != "xtensa-lx106"]
+        if unknown:
+            print(f"mcu_cost: unknown core {unknown[0]!r} (expected one of "
+                  f"{', '.join([*CORES, 'xtensa-lx106'])})", file=sys.stderr)
+            return 2
+        res = cores_cost(a.model_dir, a.seqs, a.work, a.cores or None)
+        print(cores_table(res))
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+        return 0 if res["logits_mismatched_bytes"] == 0 else 1
     if not have("arm-none-eabi-gcc", "qemu-system-arm"):
         print("mcu_cost: arm-none-eabi-gcc and qemu-system-arm are needed (make toolchain)",
               file=sys.stderr)

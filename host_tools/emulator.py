@@ -1,15 +1,17 @@
-"""Run a firmware ELF in QEMU (mps2-an386, Cortex-M4F) with its UART0 on a local TCP port.
+"""Run a firmware ELF in QEMU (the board's machine, BOARDS) with its UART0 on a local TCP port.
 
-    with Emulator("build/qemu-cm4/firmware.elf") as emu:
+    with Emulator("build/qemu-cm4/firmware.elf") as emu:          # mps2-an386, Cortex-M4F
+    with Emulator("build/qemu-rv32/firmware.elf", board="qemu-rv32") as emu:
         dev = protocol.Device.open(emu.url)          # socket://127.0.0.1:PORT
         ...
     # QEMU is stopped here, also on exceptions and KeyboardInterrupt
 
-    python host_tools/emulator.py build/qemu-cm4/firmware.elf
+    python host_tools/emulator.py [--board qemu-cm4] build/qemu-cm4/firmware.elf
         prints socket://127.0.0.1:PORT on a line of its own and runs until Ctrl-C.
 
-QEMU runs with `-icount shift=0` (one instruction per virtual ns), so the SysTick-based tick
-counter of the qemu-cm4 board counts instructions deterministically (40 per tick). The UART
+QEMU runs with `-icount shift=0` (one instruction per virtual ns), so the boards' tick
+counters count instructions deterministically (SysTick: 40 per tick at 25 MHz on qemu-cm4;
+instret on qemu-rv32). The UART
 is a TCP server that waits for the first client before the guest starts; after a client
 disconnects QEMU listens again, so several host tools can connect one after another.
 """
@@ -29,6 +31,26 @@ from pathlib import Path
 
 DEFAULT_QEMU = "qemu-system-arm"
 DEFAULT_MACHINE = "mps2-an386"
+
+# The emulated boards (mcu/boards/<name>/): QEMU binary, machine and its extra arguments.
+BOARDS = {
+    "qemu-cm0": ("qemu-system-arm", "microbit", ()),           # nRF51822, Cortex-M0
+    "qemu-cm3": ("qemu-system-arm", "mps2-an385", ()),
+    "qemu-cm4": ("qemu-system-arm", "mps2-an386", ()),
+    "qemu-cm7": ("qemu-system-arm", "mps2-an500", ()),
+    "qemu-cm33": ("qemu-system-arm", "mps2-an505", ()),
+    "qemu-cm55": ("qemu-system-arm", "mps3-an547", ()),
+    "qemu-rv32": ("qemu-system-riscv32", "virt", ("-bios", "none")),   # RV32IMC
+}
+
+
+def board_qemu(board: str) -> tuple[str, str, tuple[str, ...]]:
+    """(qemu binary, machine, extra args) of an emulated board; EmulatorError if unknown."""
+    try:
+        return BOARDS[board]
+    except KeyError:
+        raise EmulatorError(f"no emulator for board {board!r}: expected one of "
+                            f"{', '.join(BOARDS)}") from None
 
 
 class EmulatorError(RuntimeError):
@@ -116,8 +138,12 @@ class Emulator(LoggedProcess):
 
     def __init__(self, firmware, qemu: str = DEFAULT_QEMU, machine: str = DEFAULT_MACHINE,
                  icount: int | None = 0, extra_args=(), startup_timeout: float = 15.0,
-                 port: int | None = None):
+                 port: int | None = None, board: str | None = None):
+        """board: one of BOARDS (sets qemu, machine and the machine's extra arguments)."""
         super().__init__()
+        if board is not None:
+            qemu, machine, board_args = board_qemu(board)
+            extra_args = [*board_args, *extra_args]
         self.firmware = Path(firmware)
         self.qemu = qemu
         self.machine = machine
@@ -138,7 +164,7 @@ class Emulator(LoggedProcess):
         if not self.firmware.is_file():
             raise EmulatorError(f"firmware not found: {self.firmware}")
         if shutil.which(self.qemu) is None:
-            raise EmulatorError(f"{self.qemu} not found (install qemu-system-arm)")
+            raise EmulatorError(f"{self.qemu} not found (install it: make toolchain)")
         for _ in range(5):
             port = self.requested_port or free_port()
             self.proc = subprocess.Popen(self.command(port), stdin=subprocess.DEVNULL,
@@ -177,6 +203,8 @@ class Emulator(LoggedProcess):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run firmware in QEMU with UART0 on a local TCP port.")
     ap.add_argument("firmware", help="firmware ELF (e.g. build/qemu-cm4/firmware.elf)")
+    ap.add_argument("--board", choices=sorted(BOARDS), default=None,
+                    help="emulated board (sets --qemu and --machine; default qemu-cm4's)")
     ap.add_argument("--qemu", default=DEFAULT_QEMU)
     ap.add_argument("--machine", default=DEFAULT_MACHINE)
     ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
@@ -190,7 +218,8 @@ def main(argv=None) -> int:
     # unless installed explicitly)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
-    emu = Emulator(args.firmware, qemu=args.qemu, machine=args.machine, port=args.port)
+    emu = Emulator(args.firmware, qemu=args.qemu, machine=args.machine, port=args.port,
+                   board=args.board)
     try:
         url = emu.start()
     except EmulatorError as e:

@@ -1,4 +1,4 @@
-/* mg_stack.h - stack high-water mark for the Cortex-M board ports.
+/* mg_stack.h - stack high-water mark for the Cortex-M and RISC-V board ports.
  *
  * Reset_Handler calls mg_stack_paint() first: every word of the board's stack region
  * [_sstack, _estack) below the current stack pointer (less a 64-byte guard) is set to
@@ -20,7 +20,11 @@ static inline __attribute__((always_inline)) void mg_stack_paint(void)
 {
     uint32_t *p = &_sstack;
     uint32_t *sp;
+#if defined(__riscv)
+    __asm__ volatile("mv %0, sp" : "=r"(sp));
+#else
     __asm__ volatile("mov %0, sp" : "=r"(sp));
+#endif
     while (p < sp - 16) {
         *p++ = MG_STACK_PAINT;
     }

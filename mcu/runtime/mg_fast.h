@@ -4,10 +4,13 @@
  *   MG_FAST = 1  the generated package calls these kernels (re-laid weights, folded biases,
  *                256-entry tables, exact 32-bit arithmetic where provably identical);
  *   MG_FAST = 0  the portable reference kernels (mg_kernels.h, mg_delay.h, mg_mingru.h).
- * Default: 1 where the compiler has the Arm DSP extension (__ARM_FEATURE_DSP: Cortex-M4/M7/
- * M33...), 0 elsewhere. -DMG_FAST=1 on any other target (host, Xtensa) runs the same fast
- * kernels with the DSP instructions written in plain C (bit-identical definitions), which is
- * how the two paths are compared byte for byte on every target.
+ * Default: 1 on every target (0 with MG_SINGLE_ROUNDING, which only the portable kernels
+ * implement). With the Arm DSP extension (__ARM_FEATURE_DSP: Cortex-M4/M7/M33/M55) the fast
+ * kernels use the DSP instructions; elsewhere (Cortex-M0/M3, RISC-V, Xtensa, the host) the
+ * same kernels run with the DSP instructions written in plain C (bit-identical definitions),
+ * which was measured faster than the portable path on every core family (instructions/step
+ * under QEMU -icount, benchmarks/mcu_cost.py --cores, docs/speed.md "Every core"). -DMG_FAST=0
+ * selects the portable kernels; both paths are compared byte for byte on every target.
  *
  * The DSP primitives come from arm_acle.h (SXTB16, UXTB16, SMLAD, SSUB16, SSAT) when
  * __ARM_FEATURE_DSP is set and MG_DSP_EMULATE is not defined.
@@ -36,7 +39,7 @@
 #include "mg_state16.h"
 
 #ifndef MG_FAST
-#if defined(__ARM_FEATURE_DSP) && !MG_SINGLE_ROUNDING
+#if !MG_SINGLE_ROUNDING
 #define MG_FAST 1
 #else
 #define MG_FAST 0

@@ -1,14 +1,16 @@
-/* Minimal bare-metal test platform for the harness on QEMU mps2-an386 (Cortex-M4F):
- * vector table, reset handler (.data copy, .bss clear, FPU enable), SysTick as a tick
- * counter, ARM semihosting for output and exit. Only for mcu/runtime/tests/model_check.c;
- * the firmware uses the board port under mcu/boards/. */
+/* Minimal bare-metal test platform for the harness on the QEMU Cortex-M boards (M0 to M55):
+ * vector table, reset handler (.data copy, .bss clear, FPU enable where the core has one),
+ * SysTick as a tick counter, ARM semihosting for output and exit. Only for
+ * mcu/runtime/tests/model_check.c; the firmware uses the board port under mcu/boards/. It
+ * links with the boards' sections (mcu/boards/qemu-shared/sections.ld + the board's
+ * memory.ld), which define the stack region [_sstack, _estack). */
 #include <stdint.h>
 
 #include "../mg_test_platform.h"
 
 int main(void);
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
 
 #define REG(a) (*(volatile uint32_t *)(a))
 #define SYST_CSR REG(0xE000E010u)
@@ -59,19 +61,22 @@ uint32_t mg_test_calibrate(uint32_t *instructions)
     const uint32_t n = 1000000u;
     uint32_t t0, r = n;
     t0 = mg_test_ticks();
+#if __ARM_ARCH_ISA_THUMB == 1      /* Armv6-M: GCC passes Thumb-1 inline asm in divided syntax */
+    __asm__ volatile("1: sub %0, #1\n\tbne 1b" : "+r"(r) : : "cc");
+#else
     __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(r) : : "cc");
+#endif
     *instructions = 2u * n;
     return mg_test_ticks_since(t0);
 }
 
-/* Stack high-water mark: the 64 KiB below the initial stack pointer are painted at reset;
- * the deepest word no longer holding the pattern gives the bytes ever used. */
+/* Stack high-water mark: the stack region below the initial stack pointer is painted at
+ * reset; the deepest word no longer holding the pattern gives the bytes ever used. */
 #define STACK_PAINT 0xC5C5C5C5u
-#define STACK_PAINT_BYTES 65536u
 
 static void stack_paint(void)
 {
-    uint32_t *p = (uint32_t *)((uintptr_t)&_estack - STACK_PAINT_BYTES);
+    uint32_t *p = &_sstack;
     uint32_t *sp;
     __asm__ volatile("mov %0, sp" : "=r"(sp));
     while (p < sp - 16) {
@@ -81,7 +86,7 @@ static void stack_paint(void)
 
 uint32_t mg_test_stack_used(void)
 {
-    const uint32_t *p = (const uint32_t *)((uintptr_t)&_estack - STACK_PAINT_BYTES);
+    const uint32_t *p = &_sstack;
     while (p < &_estack && *p == STACK_PAINT) {
         ++p;
     }
@@ -94,6 +99,10 @@ void Default_Handler(void);
 void Reset_Handler(void)
 {
     uint32_t *src = &_sidata, *dst = &_sdata;
+#if defined(__ARM_FP)
+    CPACR |= 0xFu << 20;                      /* CP10/CP11 full access (FPU, MVE), first: the */
+    __asm__ volatile("dsb\n\tisb");           /* loops below may be vectorized (M55 -O3) */
+#endif
     while (dst < &_edata) {
         *dst++ = *src++;
     }
@@ -101,8 +110,6 @@ void Reset_Handler(void)
         *dst = 0u;
     }
     stack_paint();
-    CPACR |= 0xFu << 20;                      /* CP10/CP11 full access (FPU) */
-    __asm__ volatile("dsb\n\tisb");
     mg_test_exit(main());
 }
 

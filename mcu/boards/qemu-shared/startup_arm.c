@@ -1,6 +1,7 @@
-/* startup.c - QEMU mps2-an386 (Cortex-M4F) reset and exception vectors.
- * Reset: copy .data, clear .bss, enable the FPU (CP10/CP11), call main. Faults report
- * through ARM semihosting and exit QEMU with a failure status. */
+/* startup_arm.c - reset and exception vectors of the QEMU Cortex-M boards (M0 to M55).
+ * Reset: copy .data, clear .bss, enable the FPU (CP10/CP11) where the core has one, call
+ * main. Faults report through ARM semihosting and exit QEMU with a failure status. The
+ * Armv8-M boards (cm33, cm55) run in the secure state, where QEMU starts them. */
 #include <stdint.h>
 
 #include "mg_stack.h"
@@ -38,6 +39,11 @@ void Fault_Handler(void)
 void Reset_Handler(void)
 {
     uint32_t *src = &_sidata, *dst = &_sdata;
+#if defined(__ARM_FP)
+    /* first: the compiler may vectorize the loops below (Helium/MVE on the M55 at -O3) */
+    CPACR |= 0xFu << 20;
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     mg_stack_paint();
     while (dst < &_edata) {
         *dst++ = *src++;
@@ -45,8 +51,6 @@ void Reset_Handler(void)
     for (dst = &_sbss; dst < &_ebss; ++dst) {
         *dst = 0u;
     }
-    CPACR |= 0xFu << 20;
-    __asm__ volatile("dsb\n\tisb" ::: "memory");
     (void)main();
     qemu_semihost_exit(0);
 }
