@@ -102,6 +102,11 @@ TARGETS = [
            ("arm-none-eabi-gcc", "qemu-system-arm"), units_per_tick=40),
     Target("micropython-unix", micropython_unix, "micropython", "microseconds",
            (_micropython(),)),
+    # the other UART drivers: the micro:bit's nRF51 UART (Cortex-M0) and the RISC-V 16550
+    Target("qemu-cm0", qemu_firmware("qemu-cm0", board="qemu-cm0"), "qemu-cm0", "instructions",
+           ("arm-none-eabi-gcc", "qemu-system-arm"), units_per_tick=1),
+    Target("qemu-rv32", qemu_firmware("qemu-rv32", board="qemu-rv32"), "qemu-rv32",
+           "instructions", ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"), units_per_tick=1),
 ]
 
 
