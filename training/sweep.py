@@ -110,6 +110,18 @@ def expand(sweep: dict) -> list[tuple[str, str, dict]]:
     return runs
 
 
+def check_task(cfg: dict):
+    """Load the sweep's task once (every run shares it) before anything trains: bad data is
+    one error line instead of a failed run per grid point. A test split without a labelled
+    step is refused too: a sweep compares test accuracies."""
+    from training.tasks import IGNORE, TaskError, load_task
+    task = config_from_dict(json.loads(json.dumps(cfg))).task
+    data = load_task(task.name, task.params, task.data_dir or None, task.seed)
+    if not bool((data.y_test != IGNORE).any()):
+        raise TaskError(f"task '{task.name}': the test split has no labelled step (all "
+                        f"{IGNORE}); a sweep compares test accuracies: give test labels")
+
+
 def train_run(name: str, cfg: dict, out: Path, log: bool) -> int:
     """Train (or resume) one run in its own process; returns its exit code."""
     import subprocess
@@ -430,6 +442,12 @@ def main(argv=None) -> int:
         for family, name, _ in stale:
             print(f"  {name} (convert)")
         return 0
+    if todo:
+        try:
+            check_task(todo[0][2])
+        except ValueError as e:           # TaskError, ConfigError
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     out.mkdir(parents=True, exist_ok=True)
     order = {name: i for i, (_, name, _) in enumerate(runs)}
     extra = [r for r in rows.values() if r["name"] not in order]   # rows of an older grid
