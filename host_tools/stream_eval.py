@@ -18,8 +18,11 @@ Python: evaluate(..., reference=obj).
 Exit status: 0 all logits equal, 1 a mismatch between device and host logits (and nothing
 else), 2 a user error with one line saying what to do (arguments, DIR, port, no reply to
 HELLO, wrong model on the device, a reference that fails, a model whose per-step logits do
-not fit the link without --fast), 3 a protocol error or timeout mid-run, 4 an internal error
-(a bug: the traceback is printed).
+not fit the link without --fast, a label that is not a class of the model), 3 a protocol
+error or timeout mid-run, 4 an internal error (a bug: the traceback is printed), 130 Ctrl-C
+(one line; no --json file). Labels -100 are not counted (a step, or a whole sequence for the
+mean readout, as convert counts them); with no labelled step at all the accuracies are
+"n/a" (null in --json) and the exit status depends on the logits alone.
 """
 from __future__ import annotations
 

@@ -464,3 +464,82 @@ def test_ctrl_c_in_stream_eval_exits_130_without_a_report(device_exe, tmp_path, 
     clean_interrupt(code, err)
     assert not (tmp_path / "m.json").exists()
     assert not list(tmp_path.glob("m.json*"))
+
+
+# -- next to them: the log_to_npz CLI that writes npz task files ------------------------------
+def test_log_to_npz_refuses_what_the_npz_task_would_and_writes_nothing(tmp_path, capsys):
+    """Zero channels, a non-integer or non-finite label, a missing value, duplicate --names
+    or too few of them, an unlabelled validation part: one line, exit 2, no file (these were
+    written, then refused later by train, or silently truncated: label 1.5 became 1)."""
+    from training.tasks import log_to_npz
+    T = 200
+    label = (np.arange(T) // 20) % 2
+
+    def log(name, header, row):
+        path = tmp_path / name
+        path.write_text(header + "\n" + "".join(row(k) + "\n" for k in range(T)))
+        return path
+
+    good = lambda k: f"{k},{np.sin(k / 3):.4f},{label[k]}"  # noqa: E731
+    cases = [
+        (log("nochan.csv", "t,label", lambda k: f"{k},{label[k]}"), ["--drop", "t"],
+         "no channel columns left"),
+        (log("half.csv", "t,ax,label", lambda k: good(k) if k != 50 else f"{k},0.1,1.5"), [],
+         "row 52: label '1.5' is not an integer class"),
+        (log("nan.csv", "t,ax,label", lambda k: good(k) if k != 7 else f"{k},nan,0"), [],
+         "row 9, column 'ax': a missing or non-finite value"),
+        (log("ok.csv", "t,ax,label", good), ["--names", "a", "a"], "'a' twice"),
+        (log("ok2.csv", "t,ax,label", good), ["--names", "a"], "--names gives 1 names"),
+        (log("noval.csv", "t,ax,label", lambda k: good(k) if not 120 <= k < 160
+             else f"{k},0,-100"), [], "the validation part (steps 120..160) has no labelled"),
+    ]
+    for path, extra, needle in cases:
+        out = tmp_path / (path.stem + ".npz")
+        capsys.readouterr()
+        code = log_to_npz.main([str(path), "--label", "label", "--out", str(out), "--window",
+                                "32", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (needle, err)
+        assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+    out = tmp_path / "good.npz"
+    assert log_to_npz.main([str(tmp_path / "ok.csv"), "--label", "label", "--out", str(out),
+                            "--window", "32", "--names", "still", "moving"]) == 0
+    assert load_task("npz", {"path": str(out)}, None, 0).class_names == ["still", "moving"]
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+# -- next to them: the sweep --------------------------------------------------------------------
+def write_sweep(tmp_path, task: str) -> Path:
+    base = tmp_path / "base.toml"
+    base.write_text(f"[task]\n{task}\n[model]" + TINY_DIGITS.split("[model]", 1)[1])
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'base = "{base}"\nseeds = [0, 1]\n[grid]\nd_model = [4, 8]\n'
+                     f'[convert]\nenabled = false\n')
+    return sweep
+
+
+def test_sweep_checks_its_data_once_before_any_run(tmp_path):
+    """Bad data: one line and exit 2 before anything trains (was: every grid point trained
+    into a failed run, exit 1); a test split without labels too (a sweep compares them)."""
+    p = npz(tmp_path / "ch.npz", x_train=X3, y_train=Y, x_test=X3[:4, :, :2], y_test=Y[:4])
+    res = run(["-m", "training.sweep", write_sweep(tmp_path, f'name = "npz"\npath = '
+                                                             f'"{p["path"]}"'),
+               "--out", tmp_path / "out"], timeout=300)
+    one_error_line(res, 2, "ch.npz", "test split has 2 channels")
+    assert not (tmp_path / "out").exists()
+    ys = rng.integers(0, 2, (20, 10))
+    p = npz(tmp_path / "u.npz", x_train=X3, y_train=ys, x_test=X3[:3],
+            y_test=np.full((3, 10), -100))
+    res = run(["-m", "training.sweep", write_sweep(tmp_path, f'name = "npz"\npath = '
+                                                             f'"{p["path"]}"'),
+               "--out", tmp_path / "out"], timeout=300)
+    one_error_line(res, 2, "the test split has no labelled step")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_in_sweep_start_up_exits_130(tmp_path):
+    sweep = write_sweep(tmp_path, 'name = "digits"')
+    code, _, err = interrupt(["-m", "training.sweep", sweep, "--out", tmp_path / "out"],
+                             loading("libtorch_cpu"))
+    clean_interrupt(code, err)
+    assert not (tmp_path / "out").exists()

@@ -8,8 +8,9 @@ the imports are done it installs `exit_on_interrupt(what)`: SIGINT then raises
 SystemExit(130), so every `finally` / `except BaseException` on the way out runs (run locks
 released, temporary files and folders removed); should something swallow that exception, the
 process still ends with 130 after GRACE_S. No traceback either way. `training.train` replaces
-it with its own checkpoint-and-stop handler once training starts. Standard library only, so
-installing it is instant.
+it with its own checkpoint-and-stop handler once training starts. `deferred_interrupt()` holds a SIGINT
+back until a block that must not be cut in two (a lock file taken and noted) has ended.
+Standard library only, so installing it is instant.
 """
 from __future__ import annotations
 

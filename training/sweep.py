@@ -42,6 +42,10 @@ sweep process exits, however it exits), and a run whose folder is locked by a li
 """
 from __future__ import annotations
 
+if __name__ == "__main__":        # Ctrl-C before the first run starts: one line, exit 130
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("nothing was trained", hard=True)
+
 import argparse
 import itertools
 import json
@@ -448,6 +452,9 @@ def main(argv=None) -> int:
         except ValueError as e:           # TaskError, ConfigError
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if __name__ == "__main__":        # from here on Ctrl-C stops the runs (see below)
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     out.mkdir(parents=True, exist_ok=True)
     order = {name: i for i, (_, name, _) in enumerate(runs)}
     extra = [r for r in rows.values() if r["name"] not in order]   # rows of an older grid
