@@ -337,8 +337,11 @@ def write_json(path: Path, m: dict):
     """The metrics as strict JSON (NaN -> null), written atomically."""
     clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in m.items()}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean, indent=2, allow_nan=False))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(clean, indent=2, allow_nan=False))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def hello_with_hint(device: Device, port: str):

@@ -13,7 +13,6 @@ nothing trained or written, or gives a correct result:
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
