@@ -542,3 +542,11 @@ def test_ctrl_c_in_sweep_start_up_exits_130(tmp_path):
                              loading("libtorch_cpu"))
     clean_interrupt(code, err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cli", ["training.memory", "training.part_eval"])
+def test_ctrl_c_in_the_read_only_clis_exits_130(tmp_path, cli):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TINY_DIGITS)
+    code, _, err = interrupt(["-m", cli, cfg], loading("libtorch_cpu"))
+    clean_interrupt(code, err)
