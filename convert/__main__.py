@@ -35,6 +35,10 @@ tensor's output error both ways.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":        # Ctrl-C while TFLite and torch load: one line, exit 130
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("nothing was written", hard=True)
+
 import argparse
 import json
 import os
@@ -99,8 +103,8 @@ from convert.stream import (STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16,  # noqa: E40
                             Streamer, predictions, tflm_arena_bytes)
 from convert.tflite_reader import model_id  # noqa: E402
 from training.checkpoint import (CheckpointError, NonFiniteError,  # noqa: E402
-                                 check_finite, load_model)
-from training.evaluate import IGNORE, evaluate  # noqa: E402
+                                 check_finite, check_task_data, load_model)
+from training.evaluate import IGNORE, accuracy, evaluate, percent  # noqa: E402
 from training.qat import load_act_ranges  # noqa: E402
 from training.tasks import TaskError, load_task  # noqa: E402
 
@@ -154,16 +158,22 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
                         step_diff[k] = (max(d, step_diff.get(k, (0,))[0]), str(v.dtype))
     mask = y != IGNORE
     res = {}
-    for name in streamers:
+    for name in streamers:      # None: the test split has no labelled step
         p = np.asarray(preds[name])
-        res[f"int8_acc_{name}"] = float((p[mask] == y[mask]).mean())
-        res[f"argmax_agreement_{name}_vs_hardened"] = float((p[mask] == float_pred[mask]).mean())
+        res[f"int8_acc_{name}"] = accuracy(int((p[mask] == y[mask]).sum()), int(mask.sum()))
+        res[f"argmax_agreement_{name}_vs_hardened"] = accuracy(
+            int((p[mask] == float_pred[mask]).sum()), int(mask.sum()))
     a = np.concatenate(logits["tflm"]).astype(np.int32)
     b = np.concatenate(logits["litert"]).astype(np.int32)
     res.update(step_diff_fields(step_diff))
     res["streamed_max_abs_diff_litert_vs_tflm"] = int(np.abs(a - b).max())
     res["streamed_frac_logits_differing_litert_vs_tflm"] = float((a != b).mean())
     return res
+
+
+def points(before: float | None, after: float | None) -> float | None:
+    """Accuracy points lost from `before` to `after`; None without labelled test steps."""
+    return None if before is None or after is None else 100 * (before - after)
 
 
 def step_diff_fields(step_diff: dict) -> dict:
@@ -206,7 +216,7 @@ def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: st
             out = np.concatenate([out, np.zeros((T - L, out.shape[1]), out.dtype)])
         preds.append(predictions(out, readout))
     p, mask = np.asarray(preds), y != IGNORE
-    return float((p[mask] == y[mask]).mean())
+    return accuracy(int((p[mask] == y[mask]).sum()), int(mask.sum()))
 
 
 def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n: int,
@@ -266,7 +276,7 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     yv, lv = yv.numpy(), None if lv is None else lv.numpy()
     xq = Streamer(model8, "tflm").quantize_input(xv.numpy())
     acc = {b: val_accuracy(m, xq, yv, data.readout, lv) for b, m in ((8, model8), (16, model16))}
-    bits = 16 if acc[16] > acc[8] else 8
+    bits = 16 if None not in acc.values() and acc[16] > acc[8] else 8
     return (model16 if bits == 16 else model8), {
         "state_bits": bits, **(extra if bits == 16 else {}),
         "state_bits_choice": "auto", "state_bits_split": split,
@@ -325,6 +335,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
         raise ConvertError(f"{e}: the run diverged; convert a checkpoint from before the "
                            f"divergence or retrain with a lower train.lr") from None
     data = load_task(cfg.task.name, cfg.task.params, cfg.task.data_dir or None, cfg.task.seed)
+    check_task_data(ckpt["task_info"], data, checkpoint)
     if len(data.x_test) == 0:
         raise ConvertError("the task's test split is empty")
     x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
@@ -367,10 +378,10 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
     report.update(litert_vs_tflm_bound(report))
     report.update({
-        "hardening_cost_points": 100 * (float_acc - hardened_acc),
-        "int8_cost_points_tflm": 100 * (hardened_acc - report["int8_acc_tflm"]),
-        **({"int8_cost_points_tflm_vs_qat": 100 * (qat_report["qat_acc"]
-                                                   - report["int8_acc_tflm"])}
+        "hardening_cost_points": points(float_acc, hardened_acc),
+        "int8_cost_points_tflm": points(hardened_acc, report["int8_acc_tflm"]),
+        **({"int8_cost_points_tflm_vs_qat": points(qat_report["qat_acc"],
+                                                   report["int8_acc_tflm"])}
            if qat_report else {}),
         "model_bytes": len(model_bytes), "tflm_arena_bytes": tflm_arena_bytes(model_bytes),
         "ops": op_names(model_bytes),
@@ -478,17 +489,18 @@ def write_dir(out: Path, model_bytes: bytes, report: dict, x_q: np.ndarray, y: n
 
 
 def summary(r: dict) -> str:
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    pct = percent
+    pts = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
     return "\n".join([
         f"model id {r['model_id']}  ({r['task']}, {r['n_test']} test sequences)",
         f"accuracy: float {pct(r['float_acc'])}  hardened {pct(r['hardened_acc'])}  "
         f"int8 TFLM {pct(r['int8_acc_tflm'])}  int8 LiteRT {pct(r['int8_acc_litert'])}",
-        f"cost: hardening {r['hardening_cost_points']:+.2f} points, int8 "
-        f"{r['int8_cost_points_tflm']:+.2f} points; int8 vs hardened argmax agreement "
+        f"cost: hardening {pts(r['hardening_cost_points'])} points, int8 "
+        f"{pts(r['int8_cost_points_tflm'])} points; int8 vs hardened argmax agreement "
         f"{pct(r['argmax_agreement_tflm_vs_hardened'])}",
         *([f"QAT view (int8 weights{', fake-quantized activations' if r['qat_acts'] else ''},"
            f" as the QAT epochs trained): {pct(r['qat_acc'])}; int8 "
-           f"{r['int8_cost_points_tflm_vs_qat']:+.2f} points against it"]
+           f"{pts(r['int8_cost_points_tflm_vs_qat'])} points against it"]
           if "qat_acc" in r else []),
         *litert_vs_tflm_lines(r),
         f"minGRU state: {r.get('state_bits', 8)}-bit"
@@ -496,8 +508,8 @@ def summary(r: dict) -> str:
         + (f", input u {r['input_bits']}-bit" if r.get("state_bits") == 16
            and "input_bits" in r else "")
         + (f" (auto: {'validation' if r['state_bits_split'] == 'val' else 'training'} accuracy "
-           f"8-bit {100 * r['val_acc_tflm_state8']:.2f}%, 16-bit "
-           f"{100 * r['val_acc_tflm_state16']:.2f}% on {r['val_n']} sequences)"
+           f"8-bit {pct(r['val_acc_tflm_state8'])}, 16-bit "
+           f"{pct(r['val_acc_tflm_state16'])} on {r['val_n']} sequences)"
            if r.get("state_bits_choice") == "auto" else ""),
         f"model.tflite {r['model_bytes']} B, TFLM arena {r['tflm_arena_bytes']} B; "
         f"ops: {', '.join(r['ops'])}"])
@@ -565,4 +577,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_interrupt("nothing was written (DIR appears only when convert has finished)")
     sys.exit(main())

@@ -19,8 +19,11 @@ reference need only numpy, pyserial and tflite-micro (no torch, no TensorFlow).
 Exit status: 0 all logits equal, 1 a mismatch between device and host logits (and nothing
 else), 2 a user error with one line saying what to do (arguments, DIR, port, no reply to
 HELLO, wrong model on the device, a reference that fails, a model whose per-step logits do
-not fit the link without --fast), 3 a protocol error or timeout mid-run, 4 an internal error
-(a bug: the traceback is printed).
+not fit the link without --fast, a label that is not a class of the model), 3 a protocol
+error or timeout mid-run, 4 an internal error (a bug: the traceback is printed), 130 Ctrl-C
+(one line; no --json file). Labels -100 are not counted (a step, or a whole sequence for the
+mean readout, as convert counts them); with no labelled step at all the accuracies are
+"n/a" (null in --json) and the exit status depends on the logits alone.
 """
 from __future__ import annotations
 
@@ -33,6 +36,11 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+if __name__ == "__main__":        # Ctrl-C while the imports load: one line, exit 130
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("nothing was compared", hard=True)
 
 import numpy as np
 
@@ -206,6 +214,10 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
     if info.n_in != x.shape[2]:
         raise UserError(f"the device model takes n_in={info.n_in}, test_data.npz has "
                         f"{x.shape[2]} channels")
+    wrong = (y != -100) & ((y < 0) | (y >= info.n_out))
+    if wrong.any():
+        raise UserError(f"{model_dir / 'test_data.npz'}: label {int(y[wrong][0])} is not a "
+                        f"class of the model (0 .. {info.n_out - 1}, or -100 = unlabelled)")
     ref = _as_reference(reference) if reference is not None else load_reference("auto", model_dir)
     N = x.shape[0] if n is None else max(0, min(int(n), x.shape[0]))
     lengths = load_lengths(model_dir, x)
@@ -262,7 +274,7 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
                 labelled += int(mask.sum())
                 np.add.at(class_total, yi[mask], 1)
                 np.add.at(class_correct, yi[mask], (d_pred == yi[mask]).astype(np.int64))
-            else:
+            elif yi != -100:            # an unlabelled sequence is not counted (as convert)
                 d_pred, h_pred = int(np.argmax(res.sums)), int(np.argmax(host_sums))
                 dev_correct += int(d_pred == yi)
                 host_correct += int(h_pred == yi)
@@ -290,9 +302,9 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
         "n_sequences": N,
         "steps": steps_total,
         "labelled": labelled,
-        "device_accuracy": dev_correct / labelled if labelled else float("nan"),
-        "host_accuracy": host_correct / labelled if labelled else float("nan"),
-        "argmax_agreement": agree / labelled if labelled else float("nan"),
+        "device_accuracy": dev_correct / labelled if labelled else None,   # None: no labels
+        "host_accuracy": host_correct / labelled if labelled else None,
+        "argmax_agreement": agree / labelled if labelled else None,
         "max_abs_logit_diff": max_diff,
         "logits_compared": "every step" if step_logits else "last step",
         "max_abs_sum_diff": max_sum_diff,
@@ -314,7 +326,7 @@ def evaluate(device: Device, model_dir, reference=None, n: int | None = None,
 
 
 def format_report(m: dict) -> str:
-    pct = lambda v: f"{100 * v:.2f}%"   # noqa: E731
+    pct = lambda v: "n/a (no labelled steps)" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     d = m["device"]
     lines = [
         f"device     : {d['board']}, model {d['model_name']!r} id {m['model_id']} "
@@ -338,6 +350,17 @@ def format_report(m: dict) -> str:
         lines.append(f"MISMATCH   : {m['n_mismatched']} sequence(s) differ, first "
                      f"{m['mismatched_sequences'][:10]}")
     return "\n".join(lines)
+
+
+def write_json(path: Path, m: dict):
+    """The metrics as strict JSON (NaN -> null), written atomically."""
+    clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in m.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(clean, indent=2, allow_nan=False))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def hello_with_hint(device: Device, port: str):
@@ -425,8 +448,10 @@ def main(argv=None) -> int:
         return EXIT_INTERNAL
     print(format_report(m))
     if args.json:
-        Path(args.json).write_text(json.dumps(m, indent=2))
-    ok = m["max_abs_logit_diff"] == 0 and m["max_abs_sum_diff"] == 0 and m["argmax_agreement"] == 1.0
+        write_json(Path(args.json), m)
+    # decided by the logits (equal logits give equal argmaxes; with no labels there is no
+    # agreement figure to check)
+    ok = m["max_abs_logit_diff"] == 0 and m["max_abs_sum_diff"] == 0 and not m["n_mismatched"]
     if not ok:
         print("error: device and host logits differ", file=sys.stderr)
         return EXIT_MISMATCH
@@ -434,4 +459,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_interrupt("stopped before the comparison ended; no report written")
     sys.exit(main())

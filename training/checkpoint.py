@@ -136,6 +136,17 @@ def load_raw(path, resume: bool = False) -> dict:
     return ckpt
 
 
+def check_task_data(task_info: dict, data, checkpoint) -> None:
+    """Refuse task data (a TaskData) whose shape is not the one the checkpoint's network was
+    built for: its data file changed since training (channels, classes, readout)."""
+    for key, what in (("n_in", "channels"), ("n_classes", "classes"), ("readout", "readout")):
+        have, want = getattr(data, key), task_info.get(key)
+        if have != want:
+            raise CheckpointError(f"{checkpoint} was trained on data with {what} {want}, but "
+                                  f"the task's data now have {have}: its data file changed "
+                                  f"since training; restore it or train again")
+
+
 def build_model(cfg: Config, task_info: dict) -> MGradeNet:
     return MGradeNet(cfg.model, n_in=task_info["n_in"], n_classes=task_info["n_classes"],
                      readout=task_info["readout"], input_mean=task_info.get("input_mean"),

@@ -21,7 +21,8 @@ def loss_and_correct(logits: torch.Tensor, y: torch.Tensor):
 def evaluate(net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
              lengths: torch.Tensor | None = None) -> dict:
     """{'loss': mean loss over labels, 'acc': accuracy in [0, 1], 'n': labels counted}.
-    lengths (int [N], optional): each sequence's own steps (variable-length tasks)."""
+    lengths (int [N], optional): each sequence's own steps (variable-length tasks). A split
+    without a labelled step (per-step labels all -100) has no accuracy: 'acc' is None."""
     was_training = net.training
     net.eval()
     total_loss, correct, count = 0.0, 0, 0
@@ -38,4 +39,14 @@ def evaluate(net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
         total_loss += float(loss) * n
         correct, count = correct + c, count + n
     net.train(was_training)
-    return {"loss": total_loss / max(count, 1), "acc": correct / max(count, 1), "n": count}
+    return {"loss": total_loss / max(count, 1), "acc": accuracy(correct, count), "n": count}
+
+
+def accuracy(correct: int, labelled: int) -> float | None:
+    """correct / labelled, or None when nothing was labelled (no accuracy to report)."""
+    return correct / labelled if labelled else None
+
+
+def percent(acc: float | None, digits: int = 2) -> str:
+    """An accuracy as text: '93.33%', or 'n/a (no labelled steps)' for None."""
+    return "n/a (no labelled steps)" if acc is None else f"{100 * acc:.{digits}f}%"

@@ -18,6 +18,10 @@ layout tables (R_c and offsets) and its step counter.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":        # Ctrl-C (it only reads): one line, exit 130
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("no report", hard=True)
+
 import argparse
 import json
 import sys

@@ -7,6 +7,10 @@ long-range "memory" part and the precise-delay "delay" part) and the parameter c
 """
 from __future__ import annotations
 
+if __name__ == "__main__":        # Ctrl-C (it only reads): one line, exit 130
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("no table", hard=True)
+
 import argparse
 import sys
 

@@ -17,7 +17,10 @@ def plot_curves(history: list[dict], path: Path, title: str = ""):
     ax_loss.plot(epochs, [r["val_loss"] for r in history], label="val")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     for key in ("train_acc", "val_acc", "test_acc"):
-        ax_acc.plot(epochs, [100 * r[key] for r in history], label=key.replace("_acc", ""))
+        if all(r[key] is None for r in history):     # a split without labelled steps
+            continue
+        ax_acc.plot(epochs, [float("nan") if r[key] is None else 100 * r[key]
+                             for r in history], label=key.replace("_acc", ""))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

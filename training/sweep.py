@@ -42,6 +42,10 @@ sweep process exits, however it exits), and a run whose folder is locked by a li
 """
 from __future__ import annotations
 
+if __name__ == "__main__":        # Ctrl-C before the first run starts: one line, exit 130
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("nothing was trained", hard=True)
+
 import argparse
 import itertools
 import json
@@ -109,6 +113,18 @@ def expand(sweep: dict) -> list[tuple[str, str, dict]]:
                            if model.get("use_conv", True) else "") + f"-s{seed}")
                 runs.append((family, name, cfg))
     return runs
+
+
+def check_task(cfg: dict):
+    """Load the sweep's task once (every run shares it) before anything trains: bad data is
+    one error line instead of a failed run per grid point. A test split without a labelled
+    step is refused too: a sweep compares test accuracies."""
+    from training.tasks import IGNORE, TaskError, load_task
+    task = config_from_dict(json.loads(json.dumps(cfg))).task
+    data = load_task(task.name, task.params, task.data_dir or None, task.seed)
+    if not bool((data.y_test != IGNORE).any()):
+        raise TaskError(f"task '{task.name}': the test split has no labelled step (all "
+                        f"{IGNORE}); a sweep compares test accuracies: give test labels")
 
 
 def train_run(name: str, cfg: dict, out: Path, log: bool) -> int:
@@ -436,6 +452,15 @@ def main(argv=None) -> int:
         for family, name, _ in stale:
             print(f"  {name} (convert)")
         return 0
+    if todo:
+        try:
+            check_task(todo[0][2])
+        except ValueError as e:           # TaskError, ConfigError
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if __name__ == "__main__":        # from here on Ctrl-C stops the runs (see below)
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     out.mkdir(parents=True, exist_ok=True)
     order = {name: i for i, (_, name, _) in enumerate(runs)}
     extra = [r for r in rows.values() if r["name"] not in order]   # rows of an older grid

@@ -22,6 +22,10 @@ run of E epochs is fine-tuned with `--resume --epochs E+N --allow-change train.q
 """
 from __future__ import annotations
 
+if __name__ == "__main__":        # Ctrl-C while torch loads: one line, exit 130
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("nothing was trained or written", hard=True)
+
 import argparse
 import ctypes
 import json
@@ -77,7 +81,8 @@ import torch.distributed as dist  # noqa: E402
 from training.checkpoint import (FORMAT, CheckpointError, NonFiniteError,  # noqa: E402
                                  build_model, check_architecture, load_raw, save_atomic)
 from training.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
-from training.evaluate import evaluate, loss_and_correct  # noqa: E402
+from training.evaluate import evaluate, loss_and_correct, percent  # noqa: E402
+from training.interrupt import deferred_interrupt, exit_on_interrupt  # noqa: E402
 from training.model import sigma_at  # noqa: E402
 from training.plots import plot_curves  # noqa: E402
 from training.qat import act_ranges, load_act_ranges  # noqa: E402
@@ -313,8 +318,8 @@ class Trainer:
         if self.rank == 0:
             self.write_outputs()
             say(f"epoch {row['epoch']:3d}/{self.epochs}  loss {row['train_loss']:.4f}  "
-                f"train {100 * row['train_acc']:.2f}%  val {100 * row['val_acc']:.2f}%  "
-                f"test {100 * row['test_acc']:.2f}%  ({row['epoch_s']:.1f} s, "
+                f"train {100 * row['train_acc']:.2f}%  val {percent(row['val_acc'])}  "
+                f"test {percent(row['test_acc'])}  ({row['epoch_s']:.1f} s, "
                 f"{row['seq_per_s']:.0f} seq/s)")
             best = max(r["val_acc"] for r in self.history)
             chance = self.chance()
@@ -464,6 +469,7 @@ def main(argv=None) -> int:
     set_quiet(args.quiet)
     out = Path(args.out)
     trainer, lock = None, None
+    created = not out.exists()        # removed again if nothing gets written into it
     try:
         die_with_parent()
         init_distributed()
@@ -484,7 +490,8 @@ def main(argv=None) -> int:
         if ckpt_path.exists() and not args.resume:
             raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to "
                                   f"continue it, or choose another --out")
-        lock = prepare_out(out, rank)
+        with deferred_interrupt():        # a Ctrl-C here still releases the lock
+            lock = prepare_out(out, rank)
         ckpt = None
         if args.resume and ckpt_path.exists():
             ckpt = load_raw(ckpt_path, resume=True)
@@ -521,12 +528,14 @@ def main(argv=None) -> int:
     finally:
         if lock is not None:
             lock.release()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()               # stopped (bad data, Ctrl-C) before anything was saved
         if dist.is_initialized():
             dist.destroy_process_group()
     if trainer.rank == 0 and trainer.history:
         best = max(trainer.history, key=lambda r: r["val_acc"])
         last = trainer.history[-1]
-        print(f"done: final test acc {100 * last['test_acc']:.2f}% "
+        print(f"done: final test acc {percent(last['test_acc'])} "
               f"(val {100 * last['val_acc']:.2f}%;"
               f" best val {100 * best['val_acc']:.2f}% at epoch {best['epoch']}); "
               f"checkpoint {out / 'checkpoint.pt'}")
@@ -534,4 +543,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_interrupt("nothing was trained or written")   # until training installs its own
     sys.exit(main())

@@ -46,9 +46,11 @@ def resolve(task: str, key: str, value: str, data_dir) -> Path:
     return path
 
 
-def check_sequences(seqs: list, where: str, split: str) -> list[np.ndarray]:
-    """Each item -> float32 [T_i, C]: at least one sequence, T_i >= 1, the same C for all,
-    finite values. Errors name `where` (the file) and the sequence index."""
+def check_sequences(seqs: list, where: str, split: str,
+                    train: tuple[int, str] | None = None) -> list[np.ndarray]:
+    """Each item -> float32 [T_i, C]: at least one sequence, T_i >= 1, C >= 1 and the same C
+    for all, finite values. With `train` = (C of the training split, its file), a val or test
+    split must have that C too. Errors name `where` (the file) and the sequence index."""
     if len(seqs) == 0:
         raise TaskError(f"{where}: the {split} split is empty (no sequences)")
     out, channels = [], None
@@ -65,8 +67,16 @@ def check_sequences(seqs: list, where: str, split: str) -> list[np.ndarray]:
                             f"{list(a.shape)}")
         if a.shape[0] == 0:
             raise TaskError(f"{where}: {split} sequence {i} has no steps")
+        if a.shape[1] == 0:
+            raise TaskError(f"{where}: {split} sequence {i} has no channels (shape "
+                            f"{list(a.shape)}); every step needs at least one value")
         if channels is None:
             channels = a.shape[1]
+            if train is not None and channels != train[0]:
+                here = "" if train[1] == where else f" ({train[1]})"
+                raise TaskError(f"{where}: the {split} split has {channels} channels but the "
+                                f"training split{here} has {train[0]}; every split must have "
+                                f"the channels the model is built for")
         elif a.shape[1] != channels:
             raise TaskError(f"{where}: ragged channels: {split} sequence {i} has {a.shape[1]} "
                             f"channels, sequence 0 has {channels}")
@@ -79,18 +89,61 @@ def check_sequences(seqs: list, where: str, split: str) -> list[np.ndarray]:
     return out
 
 
-def label_map(train_labels: np.ndarray, names=None) -> tuple[dict, list[str]]:
+def unique_names(names: list[str], where: str, what: str) -> list[str]:
+    """`names` unchanged; TaskError naming `where` when two classes share a name."""
+    seen: dict[str, int] = {}
+    for k, n in enumerate(names):
+        if n in seen:
+            raise TaskError(f"{where}: {what} lists the class {n!r} twice (classes {seen[n]} "
+                            f"and {k}); every class needs its own name")
+        seen[n] = k
+    return names
+
+
+def label_map(train_labels: np.ndarray, names=None, where: str = "the data"
+              ) -> tuple[dict, list[str]]:
     """Class labels of the training split -> ({label: index}, class names).
 
-    With `names` (integer labels only): index = label, names as given. Otherwise the sorted
-    distinct labels (strings or integers, -100 excluded) get indices 0, 1, ... and their text
-    as names."""
+    With `names` (integer labels only): index = label, names as given (no duplicates).
+    Otherwise the sorted distinct labels (strings or integers, -100 excluded) get indices
+    0, 1, ... and their text as names; two distinct labels with the same text (1 and "1",
+    NaN) are refused."""
     values = [v for v in np.asarray(train_labels).reshape(-1).tolist() if v != IGNORE]
     if names is not None:
-        names = [str(n) for n in names]
+        names = unique_names([str(n) for n in names], where, "class_names")
         return {k: k for k in range(len(names))}, names
+    odd = [v for v in values if isinstance(v, float) and not np.isfinite(v)]
+    if odd:
+        raise TaskError(f"{where}: a training label is {odd[0]}; every label must be a class "
+                        f"(or {IGNORE} for an unlabelled step of per-step labels)")
     distinct = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+    by_text: dict[str, object] = {}
+    for v in distinct:
+        if str(v) in by_text:
+            raise TaskError(f"{where}: the training labels hold both {by_text[str(v)]!r} and "
+                            f"{v!r}, two classes that would both be named {str(v)!r}; give "
+                            f"every label the same type (all integers or all strings)")
+        by_text[str(v)] = v
     return {v: k for k, v in enumerate(distinct)}, [str(v) for v in distinct]
+
+
+def refuse_unlabelled_sequences(labels: np.ndarray, where: str, split: str):
+    """Per-sequence labels: -100 marks an unlabelled *step* of per-step labels only; a
+    sequence without a class is refused here (train, convert and stream_eval then never
+    have to agree on how to count it)."""
+    for i, v in enumerate(np.asarray(labels, dtype=object).reshape(-1).tolist()):
+        if not isinstance(v, str) and v == IGNORE:
+            raise TaskError(f"{where}: {split} sequence {i} has the label {IGNORE}, which "
+                            f"marks an unlabelled step of per-step labels; one label per "
+                            f"sequence must be a class: drop the sequence or give it one")
+
+
+def require_labelled_steps(labels: list, where: str, split: str):
+    """Per-step labels: the split must have at least one labelled step (train: it learns from
+    them; val: training and convert judge by it)."""
+    if not any((np.asarray(lab) != IGNORE).any() for lab in labels):
+        raise TaskError(f"{where}: every {split} step is unlabelled ({IGNORE}); the {split} "
+                        f"split needs labelled steps")
 
 
 def encode(labels, mapping: dict, where: str, split: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._base import IGNORE, TaskError
-from ._seq import resolve
+from ._seq import resolve, unique_names
 
 
 def read_log(path: Path, label: str, drop: list[str]) -> tuple[np.ndarray, np.ndarray, list]:
@@ -37,6 +37,13 @@ def read_log(path: Path, label: str, drop: list[str]) -> tuple[np.ndarray, np.nd
     if unknown:
         raise TaskError(f"{path}: --drop names unknown column(s) {', '.join(unknown)}")
     keep = [i for i, h in enumerate(header) if h != label and h not in drop]
+    if not keep:
+        raise TaskError(f"{path}: no channel columns left besides the label {label!r}"
+                        + (" and --drop" if drop else "") + "; a detector needs at least one")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise TaskError(f"{path}: column name(s) {', '.join(map(repr, dup))} appear twice in "
+                        f"the header")
     li = header.index(label)
     x = np.empty((len(body), len(keep)))
     y = np.empty(len(body), np.int64)
@@ -45,9 +52,17 @@ def read_log(path: Path, label: str, drop: list[str]) -> tuple[np.ndarray, np.nd
             raise TaskError(f"{path}: row {r + 2} has {len(row)} fields, the header {len(header)}")
         try:
             x[r] = [float(row[i]) for i in keep]
-            y[r] = int(float(row[li]))
+            lab = float(row[li])
         except ValueError as e:
             raise TaskError(f"{path}: row {r + 2}: {e}") from None
+        if not np.isfinite(x[r]).all():
+            c = keep[int(np.flatnonzero(~np.isfinite(x[r]))[0])]
+            raise TaskError(f"{path}: row {r + 2}, column {header[c]!r}: a missing or "
+                            f"non-finite value ({row[c]}); fill or drop it first")
+        if not (np.isfinite(lab) and lab == int(lab)):
+            raise TaskError(f"{path}: row {r + 2}: label {row[li]!r} is not an integer class "
+                            f"({IGNORE} = unlabelled)")
+        y[r] = int(lab)
     return x, y, [header[i] for i in keep]
 
 
@@ -61,6 +76,9 @@ def split_in_time(x, y, train: float, val: float, window: int, stride: int, wher
     starts = range(0, a - window + 1, stride)
     xw = [x[s:s + window] for s in starts]
     yw = [y[s:s + window] for s in starts]
+    if not (y[a:b] != IGNORE).any():
+        raise TaskError(f"{where}: the validation part (steps {a}..{b}) has no labelled step "
+                        f"(all {IGNORE}); choose another --split")
     for part, lab in (("train", y[:a]), ("test", y[b:])):
         values = np.unique(lab[lab != IGNORE])
         if len(values) < 2:
@@ -68,6 +86,17 @@ def split_in_time(x, y, train: float, val: float, window: int, stride: int, wher
                             f"{a if part == 'train' else T}) has a single label "
                             f"({values.tolist()}): nothing to detect")
     return (xw, yw), ([x[a:b]], [y[a:b]]), ([x[b:]], [y[b:]])
+
+
+def check_names(names: list[str] | None, y: np.ndarray):
+    """--names: distinct, one for every integer label 0 .. max(y)."""
+    if names is None:
+        return
+    unique_names(names, "log_to_npz", "--names")
+    labelled = y[y != IGNORE]
+    if labelled.min() < 0 or labelled.max() >= len(names):
+        raise TaskError(f"--names gives {len(names)} names (classes 0..{len(names) - 1}) but "
+                        f"the labels run from {labelled.min()} to {labelled.max()}")
 
 
 def _obj(items):
@@ -96,16 +125,25 @@ def main(argv=None) -> int:
         path = resolve("log_to_npz", "log", args.log, None)
         x, y, names = read_log(path, args.label, args.drop)
         tr, va, te = split_in_time(x, y, train, val, args.window, args.stride, str(path))
+        check_names(args.names, y)
     except (TaskError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     extra = {} if args.names is None else {"class_names": np.array(args.names)}
-    np.savez(args.out, x_train=_obj(tr[0]), y_train=_obj(tr[1]), x_val=_obj(va[0]),
-             y_val=_obj(va[1]), x_test=_obj(te[0]), y_test=_obj(te[1]), **extra)
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp.npz")      # a Ctrl-C never leaves half a file
+    try:
+        np.savez(tmp, x_train=_obj(tr[0]), y_train=_obj(tr[1]), x_val=_obj(va[0]),
+                 y_val=_obj(va[1]), x_test=_obj(te[0]), y_test=_obj(te[1]), **extra)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {args.out}: {len(tr[0])} training windows of {args.window} steps, val "
           f"{len(va[0][0])} steps, test {len(te[0][0])} steps; channels {', '.join(names)}")
     return 0
 
 
 if __name__ == "__main__":
+    from training.interrupt import exit_on_interrupt
+    exit_on_interrupt("nothing was written")
     sys.exit(main())

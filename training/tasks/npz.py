@@ -26,7 +26,8 @@ import zipfile
 import numpy as np
 
 from ._base import IGNORE, TaskData, TaskError, _ArrayUnpickler, check_params, require
-from ._seq import (check_sequences, encode, label_map, pack, random_holdout, resolve,
+from ._seq import (check_sequences, encode, label_map, pack, random_holdout,
+                   refuse_unlabelled_sequences, require_labelled_steps, resolve,
                    stratified_holdout)
 
 DEFAULTS = {"path": "", "val_fraction": 0.2, "test_fraction": 0.2, "normalize": True}
@@ -63,6 +64,8 @@ def read_npz(path) -> dict[str, np.ndarray]:
 
 
 def _sequences(x: np.ndarray) -> list:
+    if x.ndim == 0:
+        raise ValueError(f"must be an array of sequences, got a single value ({x.dtype})")
     if x.dtype == object:
         return list(x.reshape(-1)) if x.ndim == 1 else [x[i] for i in range(len(x))]
     if x.ndim != 3:
@@ -76,7 +79,28 @@ def _is_per_step(y: np.ndarray) -> bool:
     return y.ndim == 2
 
 
+def _check_label_shape(y: np.ndarray, seqs: list, where: str, split: str):
+    """Refuse label arrays that are neither [N] nor [N, T] (or an object array of [T_i]),
+    and say which form a column [N, 1] should take."""
+    T = max(len(s) for s in seqs)
+    if y.ndim == 2 and y.dtype != object and y.shape[1] == 1 and T > 1:
+        raise TaskError(f"{where}: y_{split} has shape {list(y.shape)}: one label per sequence "
+                        f"is [N] (y.reshape(-1)); one label per step is [N, T] = "
+                        f"[{len(seqs)}, {T}]")
+    if y.ndim not in (1, 2) or (y.dtype == object and y.ndim != 1):
+        raise TaskError(f"{where}: y_{split} must be [N] (one label per sequence) or [N, T] "
+                        f"(one per step), got shape {list(y.shape)}")
+
+
 def _per_step_labels(y: np.ndarray, seqs: list, where: str, split: str) -> list[np.ndarray]:
+    """[T_i] int64 labels per sequence. Dense y [N, T'] must span the split's longest
+    sequence exactly (T' = T), and labels past a shorter sequence's end must be -100."""
+    if y.dtype != object:
+        T = max(len(s) for s in seqs)
+        if y.shape[1] != T:
+            raise TaskError(f"{where}: y_{split} has per-step labels for {y.shape[1]} steps "
+                            f"but the x_{split} sequences have {T} steps; give exactly one "
+                            f"label per step ({IGNORE} = unlabelled)")
     out = []
     for i, s in enumerate(seqs):
         lab = np.asarray(y[i])
@@ -85,6 +109,11 @@ def _per_step_labels(y: np.ndarray, seqs: list, where: str, split: str) -> list[
                             f"integer array [T] (-100 = unlabelled), got {lab.dtype} "
                             f"{list(lab.shape)}")
         if y.dtype != object:
+            past = np.flatnonzero(lab[len(s):] != IGNORE)
+            if len(past):
+                raise TaskError(f"{where}: {split} sequence {i} has {len(s)} steps but a "
+                                f"label at step {len(s) + int(past[0])}; labels past a "
+                                f"sequence's end must be {IGNORE}")
             lab = lab[:len(s)]
         if len(lab) != len(s):
             raise TaskError(f"{where}: {split} sequence {i} has {len(s)} steps but "
@@ -114,12 +143,19 @@ def load(name: str, params: dict, data_dir, seed: int) -> TaskData:
             seqs = _sequences(x)
         except ValueError as e:
             raise TaskError(f"{where}: x_{split}: {e}") from None
-        seqs = check_sequences(seqs, where, split)
+        train = None if split == "train" else (raw["train"][0][0].shape[1], where)
+        seqs = check_sequences(seqs, where, split, train)
+        if y.ndim == 0:
+            raise TaskError(f"{where}: y_{split} must be [N] (one label per sequence) or "
+                            f"[N, T] (one per step), got a single value")
         if len(y) != len(seqs):
             raise TaskError(f"{where}: y_{split} has {len(y)} labels for {len(seqs)} sequences")
+        _check_label_shape(y, seqs, where, split)
         if _is_per_step(y) != per_step:
             raise TaskError(f"{where}: y_{split} and y_train disagree on per-sequence vs "
                             f"per-step labels")
+        if not per_step:
+            refuse_unlabelled_sequences(y, where, split)
         raw[split] = (seqs, _per_step_labels(y, seqs, where, split) if per_step
                       else np.asarray(y).reshape(-1))
     names = arrays.get("class_names")
@@ -127,7 +163,8 @@ def load(name: str, params: dict, data_dir, seed: int) -> TaskData:
     if names is not None and train_flat.dtype.kind not in "iu":
         raise TaskError(f"{where}: class_names is for integer labels 0 .. n-1; the labels "
                         f"are {train_flat.dtype}")
-    mapping, class_names = label_map(train_flat, None if names is None else names.tolist())
+    mapping, class_names = label_map(train_flat, None if names is None else names.tolist(),
+                                     where)
     require(len(class_names) >= 1, name, f"{where}: y_train has no labels")
     splits = {}
     for split, (seqs, y) in raw.items():
@@ -150,8 +187,9 @@ def load(name: str, params: dict, data_dir, seed: int) -> TaskData:
         pick = lambda idx: [seqs[i] for i in idx]  # noqa: E731
         splits["train"] = (pick(keep), [y[i] for i in keep] if per_step else y[keep])
         splits[split] = (pick(held), [y[i] for i in held] if per_step else y[held])
-    if per_step and not any((lab != IGNORE).any() for lab in splits["train"][1]):
-        raise TaskError(f"{where}: every training step is unlabelled (-100)")
+    if per_step:      # the test split may be unlabelled: its accuracy is then "n/a"
+        for split in ("train", "val"):
+            require_labelled_steps(splits[split][1], where, split)
     return pack(name, {s: splits[s] for s in ("train", "val", "test")}, per_step,
                 class_names, p["normalize"])
 

@@ -21,7 +21,8 @@ import re
 import numpy as np
 
 from ._base import TaskData, TaskError, check_params, require
-from ._seq import check_sequences, encode, pack, resolve, stratified_holdout
+from ._seq import (check_sequences, encode, pack, resolve, stratified_holdout,
+                   unique_names)
 
 DEFAULTS = {"train": "", "test": "", "val": "", "val_fraction": 0.2, "normalize": True}
 
@@ -47,7 +48,26 @@ def read_ts(path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
         seqs = [np.asarray(X[i], np.float64).T for i in range(X.shape[0])]
     else:
         seqs = [np.asarray(s, np.float64).T for s in X]
-    return seqs, np.asarray(y).astype(str), [str(v) for v in meta.get("class_values", [])]
+    classes = unique_names([str(v) for v in meta.get("class_values", [])], str(path),
+                           "the header's '@classLabel true ...' line")
+    claimed = header_channels(path)
+    if claimed is not None and seqs and seqs[0].shape[1] != claimed:
+        raise TaskError(f"{path}: the header claims {claimed} channel(s) but the data have "
+                        f"{seqs[0].shape[1]}; fix @dimensions")
+    return seqs, np.asarray(y).astype(str), classes
+
+
+def header_channels(path) -> int | None:
+    """The channel count the header claims (`@dimensions N`), or None. aeon's reader does
+    not check it against the data."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            words = line.split()
+            if words and words[0].lower() == "@data":
+                break
+            if len(words) > 1 and words[0].lower() == "@dimensions" and words[1].isdigit():
+                return int(words[1])
+    return None
 
 
 def load(name: str, params: dict, data_dir, seed: int) -> TaskData:
@@ -62,8 +82,10 @@ def load(name: str, params: dict, data_dir, seed: int) -> TaskData:
     classes = raw["train"][2]
     mapping = {c: k for k, c in enumerate(classes)}
     splits = {}
-    for split, (seqs, labels, _) in raw.items():
-        seqs = check_sequences(seqs, str(files[split]), split)
+    for split, (seqs, labels, _) in raw.items():       # train first
+        train = None if split == "train" else (splits["train"][0][0].shape[1],
+                                               str(files["train"]))
+        seqs = check_sequences(seqs, str(files[split]), split, train)
         splits[split] = (seqs, encode(labels, mapping, str(files[split]), split))
     if "val" not in splits:
         seqs, y = splits["train"]
