@@ -46,6 +46,8 @@ import torch
 from tqdm import tqdm
 
 from convert.calibrate import step_feeds
+from convert.input_norm import frame_constants, grid_steps, resolution_warnings
+from convert.metadata import input_norm
 from convert import names, rounding
 from convert.graph import state_pairs
 from convert.quantize import convert_int8, finalize, op_names, read_metadata
@@ -59,6 +61,8 @@ from training.qat import load_act_ranges
 from training.tasks import TaskError, load_task
 
 MAX_CALIB_FEEDS = 3000
+INPUT_UNITS_NORMALISED = ("raw (the device normalises each frame per channel, (x - mean) / std "
+                          "of the training split, before quantising it: metadata input_norm)")
 OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # all that convert writes
 
 
@@ -215,6 +219,22 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
         "val_acc_tflm_state8": acc[8], "val_acc_tflm_state16": acc[16]}
 
 
+def input_grid_report(s: Streamer, data, calib: int, seed: int) -> dict:
+    """Warn (one line per channel) where the int8 input grid resolves a channel's spread on
+    the calibration sequences of the training split with fewer than MIN_GRID_STEPS steps;
+    report.json's input_grid_steps: per channel, int8 steps per std (null: constant)."""
+    pick = calibration_pick(len(data.x_train), calib, seed)
+    seqs = data.x_train[pick].numpy()
+    if data.len_train is not None:
+        seqs = [q[:int(n)] for q, n in zip(seqs, data.len_train[pick])]
+    frames = np.concatenate(list(seqs), axis=0) if len(seqs) else np.zeros((0, data.n_in))
+    _, step = frame_constants(s.meta, s.input_quant[0])
+    for line in resolution_warnings(frames, step, input_norm(s.meta) is not None):
+        print(line, flush=True)
+    return {"input_grid_steps": [None if not np.isfinite(k) else round(float(k), 1)
+                                 for k in grid_steps(frames, step)]}
+
+
 def qat_view_accuracy(net, cfg, ckpt: dict, x, y, lengths) -> dict:
     """For a train.qat_epochs run, {'qat_acc', 'qat_acts'}: the accuracy of the hardened net
     as its QAT epochs computed (the deployed int8 weights and, where the run fake-quantized
@@ -289,13 +309,14 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
             "checkpoint_epoch": int(ckpt.get("epoch", 0))}
     if data.class_names is not None:
         info["class_names"] = list(data.class_names)
-    if data.input_mean is not None:       # folded into the encoder: x is in the data's units
-        info["input_units"] = "raw (normalisation folded into the encoder)"
+    if data.input_mean is not None:       # x in the data's units, normalised before quantising
+        info["input_units"] = INPUT_UNITS_NORMALISED
     if codes_in:
         info["input_units"] = RAW_INPUT_UNITS
     model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
                                                  gate_bits, input_bits)
     streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
+    grid_report = input_grid_report(streamers["tflm"], data, calib, cfg.train.seed)
     x_q = streamers["tflm"].quantize_input(x_test.numpy())
     y = y_test.numpy()
     float_pred = hard_logits.argmax(-1).numpy()
@@ -303,7 +324,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
               "calib_steps": len(feeds),
               "float_acc": float_acc, "hardened_acc": hardened_acc, **qat_report,
-              **bits_report, **rounding_report}
+              **bits_report, **rounding_report, **grid_report}
     lengths = None if len_test is None else len_test.numpy()
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
     report.update({

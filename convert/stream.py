@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from convert import names
+from convert.input_norm import frame_constants, quantize_frames
 from convert.quantize import read_metadata
 from convert.rings import gather_indices, write_slot
 from convert.spec import ConvertError
@@ -69,8 +70,10 @@ class Streamer:
         return self.out_quant[self.outputs["logits"]]
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float frames x [..., n_in] in the data's units -> the int8 model input (normalised
+        first where the model carries input_norm), as the device does it (convert/input_norm.py)."""
         scale, zp = self.input_quant
-        return np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8)
+        return quantize_frames(x, *frame_constants(self.meta, scale), zp)
 
     def _initial_state(self) -> dict:
         H, state = self.meta["channels"], {}
