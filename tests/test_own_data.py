@@ -1,7 +1,7 @@
 """The user's own data: the `ts` (UEA/UCR .ts, aeon's reader) and `npz` loaders on small files
 written here, their error messages, exact variable length (padding never influences a result;
-parallel forward == streaming step on every real step), and the normalisation folded into the
-encoder: the host-built C runtime fed raw sensor frames through the package's frame quantizer
+parallel forward == streaming step on every real step), and the normalisation applied before
+quantisation: the host-built C runtime fed raw sensor frames through the package's frame quantizer
 equals the TFLite-Micro host reference to 0 LSB, on BasicMotions (shipped with aeon) after a
 tiny training run, convert and codegen.
 """
