@@ -315,8 +315,9 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
         info["input_units"] = RAW_INPUT_UNITS
     model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
                                                  gate_bits, input_bits)
-    streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
-    grid_report = input_grid_report(streamers["tflm"], data, calib, cfg.train.seed)
+    tflm = Streamer(model_bytes, "tflm")
+    grid_report = input_grid_report(tflm, data, calib, cfg.train.seed)    # warns first
+    streamers = {"tflm": tflm, "litert": Streamer(model_bytes, "litert")}
     x_q = streamers["tflm"].quantize_input(x_test.numpy())
     y = y_test.numpy()
     float_pred = hard_logits.argmax(-1).numpy()

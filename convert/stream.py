@@ -44,7 +44,14 @@ class Streamer:
         else:
             from ai_edge_litert.interpreter import Interpreter
             self.interp = Interpreter(model_content=model_bytes, num_threads=1)
-            self.interp.allocate_tensors()
+            try:
+                self.interp.allocate_tensors()
+            except RuntimeError as e:       # XNNPACK refuses out-of-range requantization scales
+                scale = self.interp.get_input_details()[self.inputs_index("x")]["quantization"][0]
+                raise ConvertError(
+                    f"LiteRT cannot prepare this int8 model ({str(e).strip().splitlines()[0]}); "
+                    f"its input scale {scale:.3g} is extreme: train on normalised inputs "
+                    f"(task normalize = true) or rescale the data's units") from None
             self.in_details = self.interp.get_input_details()
             self.out_details = self.interp.get_output_details()
             self.in_quant = [d["quantization"] for d in self.in_details]
@@ -52,6 +59,10 @@ class Streamer:
             self.out_quant = [d["quantization"] for d in self.out_details]
         self.inputs = {n: i for i, n in enumerate(self.meta["inputs"])}
         self.outputs = {n: i for i, n in enumerate(self.meta["outputs"])}
+
+    def inputs_index(self, name: str) -> int:
+        """Position of a named graph input (metadata order)."""
+        return list(self.meta["inputs"]).index(name)
 
     @staticmethod
     def _tflm_quant(d):

@@ -291,3 +291,16 @@ def test_unnormalised_offset_is_warned_at_convert(tmp_path, capsys):
     assert all(k < 16 for k in report["input_grid_steps"])
     saved = json.loads((run / "int8" / "report.json").read_text())
     assert saved["input_grid_steps"] == report["input_grid_steps"]
+
+
+@pytest.mark.slow
+def test_extreme_unnormalised_units_fail_in_one_line(tmp_path):
+    """Units of 1e14 with normalize = false: the int8 model's scales are out of XNNPACK's
+    range; convert stops with one line (ConvertError, no LiteRT traceback) that names the fix.
+    (With normalize = true the same units convert: the first test.)"""
+    from convert.spec import ConvertError
+
+    with pytest.raises(ConvertError) as err:
+        _train_convert(tmp_path, 1e14, 1000.0, normalize=False, epochs=2)
+    msg = str(err.value)
+    assert "\n" not in msg and "normalize = true" in msg and "LiteRT" in msg
