@@ -11,6 +11,12 @@ sequences and labels that the host tools stream). DIR appears only when everythi
 An existing DIR must be empty or a previous convert output; only convert's own three files
 in it are replaced (each atomically), anything else in it is left alone.
 
+A task with input statistics (normalize = true) keeps its normalisation outside the int8
+graph: the device normalises each float frame before quantising it (convert/input_norm.py,
+metadata input_norm), so any units work. One warning line per input channel whose
+training-split std the int8 input grid resolves with fewer than 16 steps; report.json's
+input_grid_steps gives the steps per std of every channel.
+
 --state-bits (default auto): the minGRU state width on the device. auto converts both an
 8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one only where it is
 strictly more accurate on the validation split with TFLite-Micro (the last --val-n training
