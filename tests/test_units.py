@@ -53,24 +53,44 @@ def test_constant_channel_rule_is_relative_to_the_channel_scale(a, b):
 
 
 # -- one arithmetic: host, C package, MicroPython -------------------------------------------------
-def _norm_model(mean, std, n_in=2, seed=0) -> bytes:
-    """A tiny random hardened net normalising with (mean, std), converted to int8 on inputs in
-    those units."""
-    from convert.calibrate import step_feeds
-    from convert.quantize import convert_int8, finalize
+def _with_input_norm(model_bytes: bytes, mean, std) -> bytes:
+    """The .tflite with metadata input_norm = (mean, std) (float32), the graph unchanged: what
+    convert writes for a task with those statistics, without a TF conversion."""
+    from convert import metadata
+    from convert.quantize import load_flatbuffer, pack_flatbuffer
+
+    meta = metadata.StepMetadata.from_dict(metadata.read(model_bytes))
+    meta.input_norm = {"mean": [float(v) for v in np.float32(mean)],
+                       "std": [float(v) for v in np.float32(std)]}
+    model = load_flatbuffer(model_bytes)
+    entry = next(e for e in model.metadata
+                 if (e.name.decode() if isinstance(e.name, bytes) else e.name) == metadata.NAME)
+    model.buffers[entry.buffer].data = np.frombuffer(meta.to_json(), np.uint8)
+    return pack_flatbuffer(model)
+
+
+def test_the_spec_and_metadata_carry_the_statistics_and_the_encoder_is_not_folded():
+    """convert.spec.extract keeps the encoder's own weights and hands mean / std (float32) to
+    the metadata (input_norm); a raw-codes net (fold_norm) still folds and carries none."""
+    from convert.metadata import StepMetadata, input_norm
     from convert.spec import extract
     from training.config import ModelConfig
     from training.model import MGradeNet
 
-    torch.manual_seed(seed)
+    mean, std = [1e12, 1e-6], [1e9, 1e-9]
+    torch.manual_seed(0)
     net = MGradeNet(ModelConfig(d_model=8, n_layers=1, kernel_span=5, n_taps=2, norm="none"),
-                    n_in=n_in, n_classes=3, input_mean=mean, input_std=std).harden().eval()
-    m64, s64 = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
-    xs = (torch.randn(3, 12, n_in, dtype=torch.float64) * s64 + m64).float()
+                    n_in=2, n_classes=3, input_mean=mean, input_std=std).harden().eval()
     spec = extract(net)
-    feeds = [f for f, _ in step_feeds(net, spec, xs)]
-    return finalize(convert_int8(spec, feeds), spec, {"task": "units", "seq_len": 12,
-                                                      "kernel_span": 5})
+    np.testing.assert_array_equal(spec.we, net.encoder.weight.detach().double().numpy())
+    got = input_norm(StepMetadata.from_spec(spec, {}).to_dict())
+    np.testing.assert_array_equal(got[0], np.float32(mean))
+    np.testing.assert_array_equal(got[1], np.float32(std))
+    x = torch.tensor([[1e12 + 3e9, 1e-6 - 2e-9]])
+    torch.testing.assert_close(net.graph_input(x), torch.tensor([[3.0, -2.0]]), rtol=1e-4, atol=0)
+    net.fold_norm = True
+    folded = extract(net)
+    assert folded.input_mean is None and not np.allclose(folded.we, spec.we)
 
 
 def _probe_frames(mean, std, scale, zp, rng) -> np.ndarray:
@@ -143,22 +163,18 @@ def _micropython_quantize(model: bytes, frames: np.ndarray, tmp: Path) -> np.nda
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
-def test_device_and_micropython_quantize_raw_frames_as_the_host(tmp_path):
-    """A model normalising with extreme statistics (channels in units 1e9 on an offset of 1000
-    std, 1e-9, 1e14 on an offset of 1000 std, 1e-12 at 0, and plain): the metadata and the C
-    header carry them;
+def test_device_and_micropython_quantize_raw_frames_as_the_host(tiny_int8, tmp_path):
+    """The tiny model given extreme statistics (channels in units of 1e9 on an offset of 1000
+    std, 1e-12 near 1e-6, 1e14 on an offset of 1000 std): the C header says it normalises;
     the C package's frame quantizer and the MicroPython package's quantize() equal the host's
-    Streamer.quantize_input on raw frames (their own spread, every rounding half-way point of
-    the grid, NaN / inf / 3e38) to 0 LSB, and the C logits equal TFLite-Micro's."""
-    from convert.metadata import input_norm
+    Streamer.quantize_input on raw frames (their own spread, both sides of every rounding
+    half-way point of the grid, NaN / inf / 3e38) to 0 LSB, and the C logits equal
+    TFLite-Micro's."""
     from convert.stream import Streamer
 
-    mean, std = [1e12, 1e-6, 1e17, 0.0, -3e3], [1e9, 1e-9, 1e14, 1e-12, 2.0]
-    model = _norm_model(mean, std, n_in=len(mean))
+    mean, std = [1e12, 1e-6, 1e17], [1e9, 1e-12, 1e14]
+    model = _with_input_norm((tiny_int8 / "model.tflite").read_bytes(), mean, std)
     s = Streamer(model, "tflm")
-    got_mean, got_std = input_norm(s.meta)
-    np.testing.assert_array_equal(got_mean, np.float32(mean))
-    np.testing.assert_array_equal(got_std, np.float32(std))
     scale, zp = s.input_quant
     frames = _probe_frames(mean, std, scale, zp, np.random.default_rng(1))
     q_host = s.quantize_input(frames)
