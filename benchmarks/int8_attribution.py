@@ -427,6 +427,10 @@ def main(argv=None) -> int:
         to_raw_units(net, data)
         x_t = data.x_test[sl]
     x = x_t.numpy().astype(np.float64)
+    from convert.metadata import input_norm
+    norm = input_norm(meta)
+    if norm is not None:                          # the device normalises before quantising
+        x = (x - norm[0].astype(np.float64)) / norm[1].astype(np.float64)
 
     def show(name, r):
         print(f"{name:36s} acc {100 * r['acc']:6.2f}%  agree {100 * r['agree']:5.1f}%  drift "

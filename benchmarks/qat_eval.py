@@ -47,7 +47,7 @@ def batched_feeds(net, spec, x_train, n_seq: int, seed: int) -> list[dict]:
         for t in range(T):
             wanted = [s for s in range(S) if s * T + t in keep]
             for s in wanted:
-                feed = {"x": xs[s, t:t + 1].numpy().astype(np.float32)}
+                feed = {"x": net.graph_input(xs[s, t:t + 1]).numpy().astype(np.float32)}
                 for i, (layer, ls) in enumerate(zip(spec.layers, state["layers"])):
                     if layer.ring_frames > 0:
                         past = ls["past"][s].numpy().astype(np.float32)

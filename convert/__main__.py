@@ -14,6 +14,12 @@ in it are replaced (each atomically), anything else in it is left alone. What Te
 and the converter write to stderr goes to DIR/convert.log, not the terminal; progress bars are
 drawn only on a terminal, and --quiet prints only the final summary.
 
+A task with input statistics (normalize = true) keeps its normalisation outside the int8
+graph: the device normalises each float frame before quantising it (convert/input_norm.py,
+metadata input_norm), so any units work. One warning line per input channel whose
+training-split std the int8 input grid resolves with fewer than 16 steps; report.json's
+input_grid_steps gives the steps per std of every channel.
+
 --state-bits (default auto): the minGRU state width on the device. auto converts both an
 8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one only where it is
 strictly more accurate on the validation split with TFLite-Micro (the last --val-n training
@@ -94,6 +100,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from convert.calibrate import step_feeds  # noqa: E402
+from convert.input_norm import frame_constants, grid_steps, resolution_warnings  # noqa: E402
+from convert.metadata import input_norm  # noqa: E402
 from convert import names, rounding  # noqa: E402
 from convert.graph import state_pairs  # noqa: E402
 from convert.quantize import convert_int8, finalize, op_names, read_metadata  # noqa: E402
@@ -109,6 +117,8 @@ from training.qat import load_act_ranges  # noqa: E402
 from training.tasks import TaskError, load_task  # noqa: E402
 
 MAX_CALIB_FEEDS = 3000
+INPUT_UNITS_NORMALISED = ("raw (the device normalises each frame per channel, (x - mean) / std "
+                          "of the training split, before quantising it: metadata input_norm)")
 OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # written together, atomically
 LOG_FILE = "convert.log"   # what TensorFlow, absl and the converter write on fd 2
 
@@ -284,6 +294,22 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
         "val_acc_tflm_state8": acc[8], "val_acc_tflm_state16": acc[16]}
 
 
+def input_grid_report(s: Streamer, data, calib: int, seed: int) -> dict:
+    """Warn (one line per channel) where the int8 input grid resolves a channel's spread on
+    the calibration sequences of the training split with fewer than MIN_GRID_STEPS steps;
+    report.json's input_grid_steps: per channel, int8 steps per std (null: constant)."""
+    pick = calibration_pick(len(data.x_train), calib, seed)
+    seqs = data.x_train[pick].numpy()
+    if data.len_train is not None:
+        seqs = [q[:int(n)] for q, n in zip(seqs, data.len_train[pick])]
+    frames = np.concatenate(list(seqs), axis=0) if len(seqs) else np.zeros((0, data.n_in))
+    _, step = frame_constants(s.meta, s.input_quant[0])
+    for line in resolution_warnings(frames, step, input_norm(s.meta) is not None):
+        print(line, flush=True)
+    return {"input_grid_steps": [None if not np.isfinite(k) else round(float(k), 1)
+                                 for k in grid_steps(frames, step)]}
+
+
 def qat_view_accuracy(net, cfg, ckpt: dict, x, y, lengths) -> dict:
     """For a train.qat_epochs run, {'qat_acc', 'qat_acts'}: the accuracy of the hardened net
     as its QAT epochs computed (the deployed int8 weights and, where the run fake-quantized
@@ -359,13 +385,15 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
             "checkpoint_epoch": int(ckpt.get("epoch", 0))}
     if data.class_names is not None:
         info["class_names"] = list(data.class_names)
-    if data.input_mean is not None:       # folded into the encoder: x is in the data's units
-        info["input_units"] = "raw (normalisation folded into the encoder)"
+    if data.input_mean is not None:       # x in the data's units, normalised before quantising
+        info["input_units"] = INPUT_UNITS_NORMALISED
     if codes_in:
         info["input_units"] = RAW_INPUT_UNITS
     model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
                                                  gate_bits, input_bits)
-    streamers = {"tflm": Streamer(model_bytes, "tflm"), "litert": Streamer(model_bytes, "litert")}
+    tflm = Streamer(model_bytes, "tflm")
+    grid_report = input_grid_report(tflm, data, calib, cfg.train.seed)    # warns first
+    streamers = {"tflm": tflm, "litert": Streamer(model_bytes, "litert")}
     x_q = streamers["tflm"].quantize_input(x_test.numpy())
     y = y_test.numpy()
     float_pred = hard_logits.argmax(-1).numpy()
@@ -373,7 +401,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
               "calib_steps": len(feeds),
               "float_acc": float_acc, "hardened_acc": hardened_acc, **qat_report,
-              **bits_report, **rounding_report}
+              **bits_report, **rounding_report, **grid_report}
     lengths = None if len_test is None else len_test.numpy()
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
     report.update(litert_vs_tflm_bound(report))

@@ -1,6 +1,7 @@
 """Step-by-step graph inputs from real sequences, produced by the hardened float network.
 
-Each yielded feed holds what the streaming graph sees at step t: the frame, each layer's ring
+Each yielded feed holds what the streaming graph sees at step t: the frame (normalised where
+the net normalises outside the graph, MGradeNet.graph_input), each layer's ring
 (past frames at slots (t-d) mod R), its gather indices and its minGRU state.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ def step_feeds(net, spec: StepSpec, xs: torch.Tensor):
     for x in xs:
         state = net.init_state(1)
         for t in range(x.shape[0]):
-            feed = {names.X: x[t:t + 1].numpy().astype(np.float32)}
+            feed = {names.X: net.graph_input(x[t:t + 1]).numpy().astype(np.float32)}
             for i, (layer, ls) in enumerate(zip(spec.layers, state["layers"])):
                 if layer.ring_frames > 0:
                     past = ls["past"][0].numpy().astype(np.float32)

@@ -65,7 +65,8 @@ from convert.codegen_fast import (
 from convert.graph_package import (
     LOGISTIC_KEYS, REQUANT_KEYS, add_fields, emit_op, fc_struct_lines, mul_fields,
     mult_shift_lines, pick)
-from convert.metadata import from_model as mgrade_metadata
+from convert.input_norm import frame_constants
+from convert.metadata import from_model as mgrade_metadata, input_norm
 from convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
 from convert.input16 import emit_params as input16_params, int8_view
 from convert.state16 import debug16_lines, emit_params as s16_params
@@ -805,6 +806,9 @@ def model_data_h(pk: Package) -> list[str]:
           f"#define {PU}_MODEL_NUM_LAYERS {len(layers)}",
           f"#define {PU}_MODEL_INPUT_SCALE {cfloat(xq.scale[0])}   /* x = q * scale ... */",
           f"#define {PU}_MODEL_INPUT_ZERO_POINT {zero_point(T[pk.x_t])}",
+          "/* 1: the frame quantizer normalises (x - mean) / std per channel first (the",
+          " * training split's statistics, metadata input_norm): the int8 input is normalised */",
+          f"#define {PU}_MODEL_INPUT_NORMALISED {int(input_norm(pk.meta) is not None)}",
           f"#define {PU}_MODEL_LOGITS_SCALE {cfloat(lq.scale[0])}",
           f"#define {PU}_MODEL_LOGITS_ZERO_POINT {zero_point(T[pk.logits_t])}",
           "/* MACs per step of the graph's FULLY_CONNECTED + DEPTHWISE_CONV_2D ops (what",
@@ -853,7 +857,7 @@ def model_data_h(pk: Package) -> list[str]:
            "/* the int16 state of minGRU layer l (NULL for an int8 state), convert/state16.py */",
            f"const int16_t *{P}_model_debug_state16(const {P}_model_t *m, int layer);",
            f"uint32_t {P}_model_debug_step_counter(const {P}_model_t *m);",
-           "#endif", ""] + frame_quantizer(P, PU) + [
+           "#endif", ""] + frame_quantizer(P, PU, *frame_constants(pk.meta, xq.scale[0])) + [
            "/* constant tensors (mg_model_data.c), package-internal */"]
     hh += [f"extern const {ctype(T[ti])} {P}_t{ti}[{max(T[ti].size, 1)}];"
            for ti in sorted(pk.used_consts)]
@@ -941,22 +945,28 @@ def package_summary(pk: Package, files: list[Path]) -> dict:
     return summary
 
 
-def frame_quantizer(P: str, PU: str) -> list[str]:
+def frame_quantizer(P: str, PU: str, mean, step) -> list[str]:
     """C source of <P>_model_quantize_frame(): one float frame -> the int8 model input, with
-    the host's arithmetic (convert.stream.Streamer.quantize_input: float32 division, round
-    half to even, clamp), so a frame quantized on the device equals the host's to 0 LSB."""
+    the host's arithmetic (convert/input_norm.quantize_frames: float32 subtraction and
+    division by the per-channel constants mean / step of input_norm.frame_constants, round half
+    to even, clamp), so a frame quantized on the device equals the host's to 0 LSB."""
+    def arr(v):
+        return ", ".join(cfloat(float(e)) for e in v)
     return [
         "/* Quantize one input frame x[MODEL_N_IN] (floats, in the units the training data",
-        " * had: a model trained with normalisation has it folded into its encoder, so these",
-        " * are the sensor's own units) to the int8 frame that model_step() takes:",
-        " *   q = clamp(round_half_even(x / INPUT_SCALE) + INPUT_ZERO_POINT, -128, 127)",
-        " * in float32, as the host does (bit-identical). NaN maps to the zero point (x = 0).",
-        " * No libm; the only floating point of the package. */",
+        " * had: the sensor's own units) to the int8 frame that model_step() takes, per channel",
+        " *   q = clamp(round_half_even((x - mean) / step) + INPUT_ZERO_POINT, -128, 127)",
+        " * with step = std * INPUT_SCALE: a model trained with normalisation (mean / std of the",
+        " * training split) normalises the frame here, before quantizing; without it mean = 0,",
+        " * step = INPUT_SCALE. In float32, as the host does (bit-identical). NaN maps to the",
+        " * zero point. No libm; the only floating point of the package. */",
         f"static inline void {P}_model_quantize_frame(const float *x, int8_t *q)",
         "{",
+        f"    static const float mean[{PU}_MODEL_N_IN] = {{{arr(mean)}}};",
+        f"    static const float step[{PU}_MODEL_N_IN] = {{{arr(step)}}};",
         "    int i;",
         f"    for (i = 0; i < {PU}_MODEL_N_IN; ++i) {{",
-        f"        float s = x[i] / {PU}_MODEL_INPUT_SCALE;",
+        "        float s = (x[i] - mean[i]) / step[i];",
         "        float frac;",
         "        int32_t r;",
         "        if (s != s) {",

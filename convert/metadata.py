@@ -5,7 +5,10 @@ one schema, one writer (`embed`), one reader (`parse`, with `read` / `from_model
 The JSON keys (format "mgrade-edge/step/v1"): n_in, n_classes, channels (H), readout ("mean" |
 "last" ...), inputs / outputs (signature names in graph order, convert/names.py), state_pairs
 ([input, output] fed back each step), layers (per layer: ring_frames R, delays [H][N] or null,
-conv, rnn), plus what the converter adds (task, seq_len, kernel_span, class_names, ...).
+conv, rnn), input_norm (only for a model whose device normalises each float frame before
+quantising it: {"mean": [n_in], "std": [n_in]}, float32 values; absent: the graph takes the
+frame as it is, convert/input_norm.py), plus what the converter adds (task, seq_len,
+kernel_span, class_names, ...).
 Readers get the JSON dict (`StepMetadata.to_dict()`), which every consumer indexes.
 """
 from __future__ import annotations
@@ -41,6 +44,7 @@ class StepMetadata:
     state_pairs: list[tuple[str, str]]
     layers: list[LayerMeta]
     extra: dict = field(default_factory=dict)    # task, seq_len, kernel_span, class_names, ...
+    input_norm: dict | None = None   # {"mean": [n_in], "std": [n_in]} (float32 values) or None
 
     @classmethod
     def from_spec(cls, spec, info: dict) -> StepMetadata:
@@ -52,8 +56,12 @@ class StepMetadata:
                             None if layer.delays is None else np.asarray(layer.delays).tolist(),
                             layer.delays is not None, layer.wz is not None)
                   for layer in spec.layers]
+        norm = None
+        if spec.input_mean is not None:
+            norm = {"mean": [float(v) for v in np.asarray(spec.input_mean, np.float32)],
+                    "std": [float(v) for v in np.asarray(spec.input_std, np.float32)]}
         return cls(spec.n_in, spec.n_classes, spec.channels, spec.readout, inputs, outputs,
-                   pairs, layers, dict(info))
+                   pairs, layers, dict(info), norm)
 
     def to_dict(self) -> dict:
         """The JSON object (key order as written since v1)."""
@@ -61,7 +69,8 @@ class StepMetadata:
                 "channels": self.channels, "readout": self.readout,
                 "inputs": list(self.inputs), "outputs": list(self.outputs),
                 "state_pairs": [tuple(p) for p in self.state_pairs],
-                "layers": [dataclasses.asdict(lm) for lm in self.layers], **self.extra}
+                "layers": [dataclasses.asdict(lm) for lm in self.layers],
+                **({"input_norm": self.input_norm} if self.input_norm else {}), **self.extra}
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict()).encode()
@@ -69,12 +78,21 @@ class StepMetadata:
     @classmethod
     def from_dict(cls, d: dict) -> StepMetadata:
         known = {"format", "n_in", "n_classes", "channels", "readout", "inputs", "outputs",
-                 "state_pairs", "layers"}
+                 "state_pairs", "layers", "input_norm"}
         return cls(d["n_in"], d["n_classes"], d["channels"], d["readout"], list(d["inputs"]),
                    list(d["outputs"]), [tuple(p) for p in d.get("state_pairs", [])],
                    [LayerMeta(lm["ring_frames"], lm.get("delays"), bool(lm.get("conv")),
                               bool(lm.get("rnn"))) for lm in d["layers"]],
-                   {k: v for k, v in d.items() if k not in known})
+                   {k: v for k, v in d.items() if k not in known}, d.get("input_norm"))
+
+
+def input_norm(meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) float32 [n_in] that the device applies to each float frame before
+    quantising it, or None (the graph takes the frame as it is) -- of a metadata dict."""
+    norm = meta.get("input_norm")
+    if not norm:
+        return None
+    return np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
 
 
 def parse(raw) -> dict | None:

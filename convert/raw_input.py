@@ -8,9 +8,14 @@ of them. The raw codes 0..255 calibrate to scale 1, zero point -128: every code 
 the int8 input is simply p - 128, what a sensor or camera hands the MCU anyway.
 
 to_raw_units(net, data) folds x = a * p + b into the network as its input normalisation,
-(p - mean) / std with std = 1 / a, mean = -b / a, so the converter folds it into the encoder
-(convert/spec.py) as it does for tasks with input statistics, and maps the data's splits to
-the codes. The network computes the same function of the same inputs.
+(p - mean) / std with std = 1 / a, mean = -b / a, marked fold_norm, so the converter folds it
+into the encoder (convert/spec.py), and maps the data's splits to the codes. The network
+computes the same function of the same inputs.
+
+Why folded here, while tasks with input statistics normalise on the device before quantising
+(convert/input_norm.py): normalising first would give the graph the normalised values back,
+half a step off the grid again. The codes are exact integers with no offset to hide a signal
+under and a = 1 / 127.5 is a benign scale for the encoder rows, so folding loses nothing here.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ def to_raw_units(net, data) -> bool:
     net.register_buffer("input_std", torch.full((C,), 1.0 / a, dtype=ref.dtype),
                         persistent=False)
     net.normalizes = True
+    net.fold_norm = True
     for split in ("train", "val", "test"):
         x = getattr(data, f"x_{split}")
         codes = torch.round((x.double() - b) / a).clamp_(0, 255).float()

@@ -189,7 +189,7 @@ def input_moments(net, x: torch.Tensor, lengths: torch.Tensor | None = None) -> 
         watch(block.fc2, f"w2{i}", _Moments())
     watch(net.blocks[-1].norm_post, "wr", _Moments())
     if isinstance(net.encoder, nn.Linear):
-        moments["we"] = _Moments()              # the raw input (normalisation is folded)
+        moments["we"] = _Moments()              # the graph's input (MGradeNet.graph_input)
     per_pass = max(1, min(BATCH, STEPS_PER_PASS // max(1, x.shape[1])))
     try:
         for b in range(0, len(x), per_pass):
@@ -200,7 +200,7 @@ def input_moments(net, x: torch.Tensor, lengths: torch.Tensor | None = None) -> 
             mask = None if lb is None else net.step_mask(lb, xb.shape[1])
             mask_now[0] = mask
             if "we" in moments:
-                moments["we"].add(xb, mask)
+                moments["we"].add(net.graph_input(xb), mask)
             net(xb, lb)
     finally:
         for h in hooks:

@@ -3,8 +3,11 @@
 BatchNorm before a Dense (the MLP's pre-norm) is folded into that Dense; the post-norm becomes
 a per-channel scale and shift; the last post-norm is folded into the readout. Integer delays
 come from the hardened DelayConv. The network's input normalisation (per-channel mean / std of
-the training split, user-data tasks) is folded into the encoder, so the step takes the data's
-own units: W ((x - m) / s) + b = (W / s) x + (b - W (m / s)).
+the training split, user-data tasks) stays outside the graph: StepSpec.input_mean / input_std
+(float32) travel in the metadata and the device applies them to each float frame before
+quantising it (convert/input_norm.py), so the graph's int8 input spans normalised values
+whatever the data's units. Only a net with fold_norm (convert/raw_input.py: raw 8-bit codes)
+has it folded into the encoder: W ((x - m) / s) + b = (W / s) x + (b - W (m / s)).
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ class StepSpec:
     layers: list[LayerSpec] = field(default_factory=list)
     wr: np.ndarray = None            # [n, H] readout
     br: np.ndarray = None
+    input_mean: np.ndarray | None = None   # [n_in] float32: x_graph = (x - mean) / std,
+    input_std: np.ndarray | None = None    # applied before quantisation (None: x_graph = x)
 
 
 def _np(t):
@@ -90,10 +95,15 @@ def extract(net: MGradeNet) -> StepSpec:
         we, be = _np(net.encoder.weight), _np(net.encoder.bias)
     else:
         we, be = np.eye(H), np.zeros(H)
+    norm = {}
     if getattr(net, "normalizes", False):
-        we, be = fold_normalization(we, be, _np(net.input_mean), _np(net.input_std))
+        if getattr(net, "fold_norm", False):
+            we, be = fold_normalization(we, be, _np(net.input_mean), _np(net.input_std))
+        else:
+            norm = {"input_mean": _np(net.input_mean).astype(np.float32),
+                    "input_std": _np(net.input_std).astype(np.float32)}
     spec = StepSpec(n_in=net.n_in, n_classes=net.n_classes, channels=H,
-                    readout=net.readout_mode, we=we, be=be)
+                    readout=net.readout_mode, we=we, be=be, **norm)
     for block in net.blocks:
         layer = LayerSpec(delays=None, taps=None)
         if block.conv is not None:

@@ -19,6 +19,7 @@ import numpy as np
 from convert import names
 from convert.errors import ConvertError
 from convert.metadata import read as read_metadata
+from convert.input_norm import frame_constants, quantize_frames
 from convert.rings import gather_indices, write_slot
 
 BACKENDS = ("tflm", "litert")
@@ -52,7 +53,14 @@ class Streamer:
         else:
             from ai_edge_litert.interpreter import Interpreter
             self.interp = Interpreter(model_content=model_bytes, num_threads=1)
-            self.interp.allocate_tensors()
+            try:
+                self.interp.allocate_tensors()
+            except RuntimeError as e:       # XNNPACK refuses out-of-range requantization scales
+                scale = self.interp.get_input_details()[self.inputs_index("x")]["quantization"][0]
+                raise ConvertError(
+                    f"LiteRT cannot prepare this int8 model ({str(e).strip().splitlines()[0]}); "
+                    f"its input scale {scale:.3g} is extreme: train on normalised inputs "
+                    f"(task normalize = true) or rescale the data's units") from None
             self.in_details = self.interp.get_input_details()
             self.out_details = self.interp.get_output_details()
             self.in_quant = [d["quantization"] for d in self.in_details]
@@ -60,6 +68,10 @@ class Streamer:
             self.out_quant = [d["quantization"] for d in self.out_details]
         self.inputs = {n: i for i, n in enumerate(self.meta["inputs"])}
         self.outputs = {n: i for i, n in enumerate(self.meta["outputs"])}
+
+    def inputs_index(self, name: str) -> int:
+        """Position of a named graph input (metadata order)."""
+        return list(self.meta["inputs"]).index(name)
 
     @staticmethod
     def _tflm_quant(d):
@@ -78,8 +90,10 @@ class Streamer:
         return self.out_quant[self.outputs["logits"]]
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float frames x [..., n_in] in the data's units -> the int8 model input (normalised
+        first where the model carries input_norm), as the device does it (convert/input_norm.py)."""
         scale, zp = self.input_quant
-        return np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8)
+        return quantize_frames(x, *frame_constants(self.meta, scale), zp)
 
     def _initial_state(self) -> dict:
         H, state = self.meta["channels"], {}

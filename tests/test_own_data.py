@@ -1,7 +1,7 @@
 """The user's own data: the `ts` (UEA/UCR .ts, aeon's reader) and `npz` loaders on small files
 written here, their error messages, exact variable length (padding never influences a result;
-parallel forward == streaming step on every real step), and the normalisation folded into the
-encoder: the host-built C runtime fed raw sensor frames through the package's frame quantizer
+parallel forward == streaming step on every real step), and the normalisation applied before
+quantisation: the host-built C runtime fed raw sensor frames through the package's frame quantizer
 equals the TFLite-Micro host reference to 0 LSB, on BasicMotions (shipped with aeon) after a
 tiny training run, convert and codegen.
 """
@@ -313,10 +313,12 @@ def net_mask(lengths, T):
     return torch.arange(T)[None, :] < lengths[:, None]
 
 
-# -- normalisation folded into the encoder ----------------------------------------------------
-def test_folded_encoder_step_graph_on_raw_units_equals_network():
-    """The TF step graph built from the folded spec, fed raw units, gives the network's
-    per-step logits (float, before quantization)."""
+# -- normalisation before quantisation ----------------------------------------------------------
+def test_step_graph_on_normalised_frames_equals_network_on_raw_units():
+    """The normalisation stays outside the graph (the device normalises before quantising):
+    the spec's encoder is the network's, the spec carries mean / std, the calibration feeds
+    hold the normalised frames, and the TF step graph on them gives the network's per-step
+    logits on raw units (float, before quantization)."""
     pytest.importorskip("tensorflow")
     from convert.calibrate import step_feeds
     from convert.graph import build_step_function, io_names
@@ -325,12 +327,15 @@ def test_folded_encoder_step_graph_on_raw_units_equals_network():
     net = small_net("mean", 8, seed=3).eval().harden()
     x = padded_batch([16], 16, seed=4)                         # raw: mean ~5, std ~2
     spec = extract(net)
-    assert not np.allclose(spec.we, net.encoder.weight.detach().numpy())   # folded
+    np.testing.assert_array_equal(spec.we, net.encoder.weight.detach().double().numpy())
+    np.testing.assert_array_equal(spec.input_std, np.float32([2.0, 0.5, 3.0]))
     fn = build_step_function(spec)
     names_in, names_out = io_names(spec)
     with torch.no_grad():
         expect = net(x, per_step=True)[0].numpy()
     for t, (feed, _) in enumerate(step_feeds(net, spec, x)):
+        want_x = (x[0, t].numpy() - spec.input_mean) / spec.input_std
+        np.testing.assert_allclose(feed["x"][0], want_x, rtol=1e-6, atol=1e-6)
         out = fn(*[feed[n] for n in names_in])
         logits = out[names_out.index("logits")].numpy()[0]
         np.testing.assert_allclose(logits, expect[t], atol=1e-4, rtol=1e-4)

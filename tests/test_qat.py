@@ -133,7 +133,10 @@ def test_qat_forward_and_step_compute_with_the_deployed_weights(converted):
             mean = net(x).numpy()
     finally:
         net.set_qat(False)
-    want = np.stack([numpy_step_logits(spec, w, xb) for xb in x.numpy()])
+    # the graph takes the frame normalised by the spec's statistics (before quantisation)
+    assert spec.input_mean is not None
+    xn = (x.numpy() - spec.input_mean.astype(np.float64)) / spec.input_std.astype(np.float64)
+    want = np.stack([numpy_step_logits(spec, w, xb) for xb in xn])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
     np.testing.assert_allclose(stepped[-1].numpy(), mean, rtol=0, atol=1e-10)
     np.testing.assert_allclose(mean, want.mean(axis=1), rtol=0, atol=1e-10)
@@ -269,8 +272,9 @@ def test_activation_ranges_and_grids_are_the_converters(tmp_path):
     xs = torch.randn(3, 12, 3) * 2 + 0.5
     feeds = [f for f, _ in step_feeds(net, spec, xs)]
     model = read_tflite(convert_int8(spec, feeds))
+    xg = net.graph_input(xs).detach()               # the graph's input: normalised frames
     got = {}
-    for name, x in (("x", xs), ("logits", net(xs, per_step=True).detach())):
+    for name, x in (("x", xg), ("logits", net(xs, per_step=True).detach())):
         obs = ActRange().train()
         obs.active, obs.momentum = True, 1.0
         obs(x.reshape(-1))                          # one batch: the calibration's min / max
@@ -283,11 +287,11 @@ def test_activation_ranges_and_grids_are_the_converters(tmp_path):
     assert got["logits"][0] == pytest.approx(float(tl.scale[0]), rel=1e-5)
     # the int8 round trip with the .tflite's own parameters
     s, zp = float(tx.scale[0]), int(tx.zero_point[0])
-    v = xs.reshape(-1).numpy().astype(np.float32)
+    v = xg.reshape(-1).numpy().astype(np.float32)
     q = np.clip(np.sign(v / s) * np.floor(np.abs(v / s) + 0.5) + zp, -128, 127)
     want = ((q - zp) * np.float32(s)).astype(np.float32)
-    fq = fake_quant_act(xs.reshape(-1), float(xs.min()), float(xs.max())).numpy()
-    assert float(xs.min()) < 0 and np.array_equal(fq, want)
+    fq = fake_quant_act(xg.reshape(-1), float(xg.min()), float(xg.max())).numpy()
+    assert float(xg.min()) < 0 and np.array_equal(fq, want)
     assert len(np.unique(fq)) > 50 and not np.array_equal(fq, v)   # on the grid, moved
 
 

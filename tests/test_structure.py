@@ -16,7 +16,8 @@ LAYERS = [
     ["errors", "tflite_reader", "names", "rings"],  # ConvertError; the .tflite; tensor names; rings
     ["spec", "raw_input"],                    # StepSpec from the network, ConvertError; raw codes
     ["metadata", "graph"],                    # the metadata schema; the TF step graph
-    ["calibrate", "quantize", "rounding"],    # calibration feeds; int8 conversion; GPTQ
+    ["calibrate", "quantize", "rounding", "input_norm"],   # calibration feeds; int8
+    #   conversion; GPTQ; float frame -> int8 input (normalisation before quantisation)
     ["stream", "widen"],                      # the Python streamer; int16 state variant
     ["tflm_params"],                          # TFLM Prepare-time parameters
     ["arena"],                                # static memory plan

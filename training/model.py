@@ -12,7 +12,10 @@ with learnable spacings or a plain dilated conv) and `use_conv = false` (pure re
 
 With input_mean / input_std (per-channel statistics of the training split, kept in the
 checkpoint's task_info) the network first normalises its input, (x - mean) / std, so it takes
-the data's own units; the converter folds this into the encoder.
+the data's own units. The int8 model keeps that normalisation outside its graph: the device
+normalises each float frame before quantising it (convert/input_norm.py), so the graph's input
+x is the normalised value (`graph_input`). Only `fold_norm` (convert/raw_input.py: raw 8-bit
+codes) folds it into the encoder instead.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ class MGradeNet(nn.Module):
         self.blocks = nn.ModuleList(MGradeBlock(cfg, sigma) for _ in range(cfg.n_layers))
         self.readout = nn.Linear(cfg.d_model, n_classes)
         self.normalizes = input_mean is not None
+        self.fold_norm = False     # True: the graph takes x itself, the encoder folds 1 / std
         if self.normalizes:    # not in state_dict: the stats live in the checkpoint's task_info
             mean = torch.as_tensor(input_mean, dtype=torch.float32)
             std = torch.as_tensor(input_std, dtype=torch.float32)
@@ -76,10 +80,11 @@ class MGradeNet(nn.Module):
         return self
 
     def qat_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder on raw input as the converter folds it, (W / std, b - W (mean / std))
-        ([H, n_in], [H]), the weight fake-quantized. Needs an encoder."""
+        """The encoder on the graph's input (`graph_input`) as the converter writes it
+        ([H, n_in], [H]), the weight fake-quantized: W, b; with fold_norm
+        (W / std, b - W (mean / std)). Needs an encoder."""
         w, b = self.encoder.weight, self.encoder.bias
-        if self.normalizes:                   # W ((x - m) / s) + b = (W / s) x + (b - W (m / s))
+        if self.normalizes and self.fold_norm:    # W ((x - m) / s) + b = (W / s) x + (b - W m / s)
             w, b = w / self.input_std[None, :], b - w @ (self.input_mean / self.input_std)
         return fake_quant_rows(w), b
 
@@ -97,7 +102,7 @@ class MGradeNet(nn.Module):
         """x [..., n_in] in the data's units -> encoder output [..., H]."""
         if not (self.qat and isinstance(self.encoder, nn.Linear)):
             return self.encoder(self.normalize(x))
-        return self.aq_enc(F.linear(x, *self.qat_encoder()))
+        return self.aq_enc(F.linear(self.graph_input(x), *self.qat_encoder()))
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
         """h [..., H] -> logits. Under QAT h is the last block's output before its post-norm,
@@ -107,6 +112,11 @@ class MGradeNet(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., n_in] in the data's units -> (x - mean) / std (identity without stats)."""
         return (x - self.input_mean) / self.input_std if self.normalizes else x
+
+    def graph_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., n_in] in the data's units -> what the int8 step graph's input x holds: the
+        normalised value, or x itself with fold_norm (or without statistics)."""
+        return x if self.fold_norm else self.normalize(x)
 
     # -- delays --------------------------------------------------------------------------
     def delay_convs(self) -> list[DelayConv]:

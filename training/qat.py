@@ -14,7 +14,8 @@ weight (a net in double precision, as the tests use) is rounded to float32 first
 their scales bit for bit.
 
 Which weights are folded how (MGradeNet.set_qat switches a network to it):
-- encoder: W / std (input normalisation) per row [H, n_in];
+- encoder: per row [H, n_in], on the normalised input (the device normalises before
+  quantising; W / std only for a net with fold_norm, convert/raw_input.py);
 - delay conv taps [H, N]: per channel (row);
 - minGRU proj [2H, H]: per row (gate and candidate are separate FCs, per-row scales agree);
 - fc1: W1 * s (the pre-norm's eval scale, columns) per row; fc2 per row;

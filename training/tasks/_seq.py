@@ -188,12 +188,23 @@ def random_holdout(n: int, fraction: float, seed: int):
     return np.sort(idx[k:]), np.sort(idx[:k])
 
 
+CONSTANT_REL_STD = 1e-6   # std <= this * the channel's largest |value|: a constant channel
+
+
 def channel_stats(seqs: list[np.ndarray]) -> tuple[list, list]:
-    """Per-channel mean and std over every real step (a constant channel gets std 1)."""
+    """Per-channel mean and std over every real step, as float32 values. The one rule for a
+    constant channel, relative to the channel's own scale (whatever its units: 1e-9 A or
+    1e9 Pa): its std is at most CONSTANT_REL_STD times its largest |value| (float32 rounding
+    noise at most); it gets std = that largest |value| (1 for an all-zero channel), so it
+    normalises to ~0 and a later change is measured against its own level."""
     allx = np.concatenate(seqs, axis=0).astype(np.float64)
     mean, std = allx.mean(0), allx.std(0)
-    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
-    return [float(np.float32(v)) for v in mean], [float(np.float32(v)) for v in std]
+    mag = np.abs(allx).max(0) if len(allx) else np.zeros_like(mean)
+    constant = std <= CONSTANT_REL_STD * mag
+    std = np.where(constant, np.where(mag > 0, mag, 1.0), std)
+    mean32 = [float(np.float32(v)) for v in mean]
+    std32 = [float(max(np.float32(v), np.finfo(np.float32).tiny)) for v in std]
+    return mean32, std32
 
 
 def _pad(seqs, labels, per_step: bool, T: int):
