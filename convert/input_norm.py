@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert import metadata
+from mgrade_edge.convert import metadata
 
 MIN_GRID_STEPS = 16     # a channel's training-split std resolved by fewer int8 steps: warned
 

@@ -33,7 +33,7 @@ TOY = ROOT / "tests" / "fixtures" / "toy_model"
 sys.path.insert(0, str(TOY))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from host_tools import protocol as P  # noqa: E402
+from mgrade_edge.host_tools import protocol as P  # noqa: E402
 from raw_link import RawLink, drop_a_byte, error, raw_packet  # noqa: E402
 from toy_model import MODEL_ID, N_IN, N_OUT, NAME, ToyModel  # noqa: E402
 
@@ -54,7 +54,7 @@ class Target:
 @contextlib.contextmanager
 def host_c(request, tmp):
     """The C app (mcu/app + mcu/boards/host) over its stdio, served on TCP."""
-    from host_tools.stdio_device import StdioDevice
+    from mgrade_edge.host_tools.stdio_device import StdioDevice
 
     res, out = request.getfixturevalue("host_build")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -64,16 +64,16 @@ def host_c(request, tmp):
 
 def qemu_firmware(board: str, **emulator_kw):
     """Launcher of `make -C mcu firmware BOARD=board` with the toy model, run by
-    host_tools/emulator.Emulator(elf, **emulator_kw)."""
+    host_tools/emulator.Emulator(elf, board=board, **emulator_kw) (BOARDS names its QEMU)."""
     @contextlib.contextmanager
     def launch(request, tmp):
-        from host_tools.emulator import Emulator
+        from mgrade_edge.host_tools.emulator import Emulator
 
         res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "firmware", f"BOARD={board}",
                               "MODEL_SRC=tests/fixtures/toy_model", f"BUILD_DIR={tmp}"],
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stdout + res.stderr
-        with Emulator(tmp / "firmware.elf", **emulator_kw) as e:
+        with Emulator(tmp / "firmware.elf", board=board, **emulator_kw) as e:
             yield e.url
     return launch
 
@@ -81,7 +81,7 @@ def qemu_firmware(board: str, **emulator_kw):
 @contextlib.contextmanager
 def micropython_unix(request, tmp):
     """mcu/micropython's app and framing with the toy model's mg_model.py, on the unix port."""
-    from host_tools.micropython_unix import MicroPythonUnix
+    from mgrade_edge.host_tools.micropython_unix import MicroPythonUnix
 
     for f in ("mg_app.py", "mg_proto.py"):
         shutil.copyfile(ROOT / "mcu" / "micropython" / f, tmp / f)
@@ -92,7 +92,7 @@ def micropython_unix(request, tmp):
 
 
 def _micropython() -> str:
-    from host_tools.micropython_unix import find_micropython
+    from mgrade_edge.host_tools.micropython_unix import find_micropython
     return find_micropython() or "micropython"
 
 
@@ -103,9 +103,9 @@ TARGETS = [
     Target("micropython-unix", micropython_unix, "micropython", "microseconds",
            (_micropython(),)),
     # the other UART drivers: the micro:bit's nRF51 UART (Cortex-M0) and the RISC-V 16550
-    Target("qemu-cm0", qemu_firmware("qemu-cm0", board="qemu-cm0"), "qemu-cm0", "instructions",
+    Target("qemu-cm0", qemu_firmware("qemu-cm0"), "qemu-cm0", "instructions",
            ("arm-none-eabi-gcc", "qemu-system-arm"), units_per_tick=1),
-    Target("qemu-rv32", qemu_firmware("qemu-rv32", board="qemu-rv32"), "qemu-rv32",
+    Target("qemu-rv32", qemu_firmware("qemu-rv32"), "qemu-rv32",
            "instructions", ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"), units_per_tick=1),
 ]
 

@@ -11,7 +11,7 @@ import pytest
 
 CONVERT = Path(__file__).resolve().parents[1] / "convert"
 
-# lowest first; see `python -m convert.codegen --help` and docs/design.md
+# lowest first; see `python -m mgrade_edge.convert.codegen --help` and docs/design.md
 LAYERS = [
     ["errors", "tflite_reader", "names", "rings"],  # ConvertError; the .tflite; tensor names; rings
     ["spec", "raw_input"],                    # StepSpec from the network, ConvertError; raw codes
@@ -30,8 +30,14 @@ LAYERS = [
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
     ["cpackage"],                             # the self-contained per-run C folder
-    ["__main__"],                             # python -m convert
+    ["__main__"],                             # python -m mgrade_edge.convert
 ]
+
+
+def _in_package(module: str) -> str:
+    """A module path as seen from the repo: 'mgrade_edge.convert.x' -> 'convert.x' (the
+    installed, namespaced name and the folder name are the same module)."""
+    return module.removeprefix("mgrade_edge.")
 
 
 def convert_imports(path: Path) -> list[tuple[str, list[str], int]]:
@@ -39,14 +45,15 @@ def convert_imports(path: Path) -> list[tuple[str, list[str], int]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "convert":
+            module = _in_package(node.module)
+            if module == "convert":
                 out += [(a.name, [], node.lineno) for a in node.names]
-            elif node.module.startswith("convert."):
-                out.append((node.module.split(".")[1], [a.name for a in node.names],
+            elif module.startswith("convert."):
+                out.append((module.split(".")[1], [a.name for a in node.names],
                             node.lineno))
         elif isinstance(node, ast.Import):
-            out += [(a.name.split(".")[1], [], node.lineno) for a in node.names
-                    if a.name.startswith("convert.")]
+            out += [(_in_package(a.name).split(".")[1], [], node.lineno) for a in node.names
+                    if _in_package(a.name).startswith("convert.")]
     return out
 
 
@@ -95,6 +102,13 @@ def test_convert_imports_follow_the_layers():
     assert not bad, "\n".join(bad)
 
 
+def test_the_check_sees_the_namespaced_imports():
+    """The real modules import each other as mgrade_edge.convert.*: the checker must see them
+    (an import spelling it missed would make every layer check pass vacuously)."""
+    deps = {dep for dep, _, _ in convert_imports(CONVERT / "__main__.py")}
+    assert {"spec", "stream", "quantize"} <= deps, deps
+
+
 def test_every_layer_module_exists():
     missing = [m for names in LAYERS for m in names if not (CONVERT / f"{m}.py").is_file()]
     assert not missing, missing
@@ -105,7 +119,7 @@ def test_the_check_catches_a_cycle_an_upward_import_and_a_private_name(tmp_path)
     codegen_mgrade importing each other, one taking private helpers)."""
     (tmp_path / "low.py").write_text("x = 1\n")
     (tmp_path / "codegen.py").write_text(
-        "from convert.low import x\n\ndef f():\n    from convert import codegen_mgrade\n")
+        "from convert.low import x\n\ndef f():\n    from mgrade_edge.convert import codegen_mgrade\n")
     (tmp_path / "codegen_mgrade.py").write_text("from convert.codegen import _carray, f\n")
     bad = layer_violations(tmp_path, [["low"], ["codegen"], ["codegen_mgrade"]])
     assert any("codegen.py:4 imports convert.codegen_mgrade" in b for b in bad), bad

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from tests.test_own_data import FRAME_RUNNER
-from training.tasks._seq import channel_stats
+from mgrade_edge.training.tasks._seq import channel_stats
 
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
 
@@ -56,8 +56,8 @@ def test_constant_channel_rule_is_relative_to_the_channel_scale(a, b):
 def _with_input_norm(model_bytes: bytes, mean, std) -> bytes:
     """The .tflite with metadata input_norm = (mean, std) (float32), the graph unchanged: what
     convert writes for a task with those statistics, without a TF conversion."""
-    from convert import metadata
-    from convert.quantize import load_flatbuffer, pack_flatbuffer
+    from mgrade_edge.convert import metadata
+    from mgrade_edge.convert.quantize import load_flatbuffer, pack_flatbuffer
 
     meta = metadata.StepMetadata.from_dict(metadata.read(model_bytes))
     meta.input_norm = {"mean": [float(v) for v in np.float32(mean)],
@@ -70,12 +70,12 @@ def _with_input_norm(model_bytes: bytes, mean, std) -> bytes:
 
 
 def test_the_spec_and_metadata_carry_the_statistics_and_the_encoder_is_not_folded():
-    """convert.spec.extract keeps the encoder's own weights and hands mean / std (float32) to
+    """mgrade_edge.convert.spec.extract keeps the encoder's own weights and hands mean / std (float32) to
     the metadata (input_norm); a raw-codes net (fold_norm) still folds and carries none."""
-    from convert.metadata import StepMetadata, input_norm
-    from convert.spec import extract
-    from training.config import ModelConfig
-    from training.model import MGradeNet
+    from mgrade_edge.convert.metadata import StepMetadata, input_norm
+    from mgrade_edge.convert.spec import extract
+    from mgrade_edge.training.config import ModelConfig
+    from mgrade_edge.training.model import MGradeNet
 
     mean, std = [1e12, 1e-6], [1e9, 1e-9]
     torch.manual_seed(0)
@@ -113,7 +113,7 @@ def _c_frames(model: bytes, frames: np.ndarray, tmp: Path) -> np.ndarray:
     """The generated C package built for the host: frames float32 [S, T, C] through
     mg_model_quantize_frame + mg_model_step -> int8 [S, T, C + n_out] (q, then logits)."""
     from benchmarks import mcu_cost as mc
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     gen = tmp / "gen"
     generate(model, gen)
@@ -134,12 +134,12 @@ def _c_frames(model: bytes, frames: np.ndarray, tmp: Path) -> np.ndarray:
 def _micropython_quantize(model: bytes, frames: np.ndarray, tmp: Path) -> np.ndarray | None:
     """mg_model.quantize of the generated MicroPython package on the unix port (None if the
     port is not installed): frames float32 [N, C] -> int8 [N, C]."""
-    from host_tools.micropython_unix import find_micropython
+    from mgrade_edge.host_tools.micropython_unix import find_micropython
 
     upy = find_micropython()
     if upy is None:
         return None
-    from convert.codegen_micropython import generate
+    from mgrade_edge.convert.codegen_micropython import generate
 
     pkg = tmp / "mpy"
     generate(model, pkg)
@@ -170,7 +170,7 @@ def test_device_and_micropython_quantize_raw_frames_as_the_host(tiny_int8, tmp_p
     Streamer.quantize_input on raw frames (their own spread, both sides of every rounding
     half-way point of the grid, NaN / inf / 3e38) to 0 LSB, and the C logits equal
     TFLite-Micro's."""
-    from convert.stream import Streamer
+    from mgrade_edge.convert.stream import Streamer
 
     mean, std = [1e12, 1e-6, 1e17], [1e9, 1e-12, 1e14]
     model = _with_input_norm((tiny_int8 / "model.tflite").read_bytes(), mean, std)
@@ -196,7 +196,7 @@ def test_device_and_micropython_quantize_raw_frames_as_the_host(tiny_int8, tmp_p
 def test_convert_warns_naming_the_channel_the_input_grid_cannot_resolve(capsys):
     """Without normalisation an offset of 1000 std leaves the channel a fraction of one int8
     step: one warning line naming channel 1 (not channel 0, whose spread fills the grid)."""
-    from convert.input_norm import MIN_GRID_STEPS, resolution_warnings
+    from mgrade_edge.convert.input_norm import MIN_GRID_STEPS, resolution_warnings
 
     rng = np.random.default_rng(0)
     x = np.stack([rng.normal(size=500) * 300, 1000 + rng.normal(size=500)], axis=1)
@@ -247,8 +247,8 @@ def _base_task(seed=0, n_train=150, n_test=150, T=24, noise=NOISE):
 def _train_convert(tmp: Path, a: float, b: float, normalize: bool = True, epochs: int = 12):
     """The base task in units x -> a x + b std: train (in process), convert (--state-bits 8);
     (report, run folder, raw test frames float32 [N, T, 2])."""
-    from convert.__main__ import convert
-    from training.train import main as train_main
+    from mgrade_edge.convert.__main__ import convert
+    from mgrade_edge.training.train import main as train_main
 
     (xtr, ytr), (xte, yte) = _base_task()
     std = float(xtr.std())
@@ -270,7 +270,7 @@ def test_unit_changes_keep_int8_at_float_and_device_at_host(tmp_path, capsys):
     model's int8 accuracy (TFLite-Micro) is within 1 point of the float network's, no input
     grid warning, and the C package fed the raw test frames gives the host reference's int8
     frames and logits to 0 LSB (100 sequences per case)."""
-    from convert.stream import Streamer
+    from mgrade_edge.convert.stream import Streamer
 
     rows = []
     for b in OFFSETS:
@@ -316,7 +316,7 @@ def test_extreme_unnormalised_units_fail_in_one_line(tmp_path):
     """Units of 1e14 with normalize = false: the int8 model's scales are out of XNNPACK's
     range; convert stops with one line (ConvertError, no LiteRT traceback) that names the fix.
     (With normalize = true the same units convert: the first test.)"""
-    from convert.spec import ConvertError
+    from mgrade_edge.convert.spec import ConvertError
 
     with pytest.raises(ConvertError) as err:
         _train_convert(tmp_path, 1e14, 1000.0, normalize=False, epochs=2)

@@ -22,7 +22,7 @@ _state = {"quiet": False, "terminal": None}   # terminal: the user's stderr whil
 def require(*modules: str, command: str) -> None:
     """Exit 2 with one line (no traceback) when this Python cannot import one of `modules`
     (top-level names): typically `python3 -m ...` run outside the project's venv.
-    command: how the user ran the tool, e.g. "-m training.train"."""
+    command: how the user ran the tool, e.g. "-m mgrade_edge.training.train"."""
     def absent(name: str) -> bool:
         try:
             return importlib.util.find_spec(name) is None
@@ -104,3 +104,29 @@ def native_stderr_to(log_path):
             os.close(saved)
             _state["terminal"] = previous
             user.close()
+
+
+def _script(module: str):
+    """A console-script entry point (pyproject [project.scripts]) that runs `module` exactly as
+    `python -m module` does, so each tool's early --help / dependency check (under its
+    `if __name__ == "__main__"`) answers before torch or TensorFlow load."""
+    def run() -> None:
+        import runpy
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    run.__doc__ = f"python -m {module}"
+    return run
+
+
+train = _script("mgrade_edge.training.train")
+memory = _script("mgrade_edge.training.memory")
+sweep = _script("mgrade_edge.training.sweep")
+mnist_to_idx = _script("mgrade_edge.training.tasks.mnist_to_idx")
+log_to_npz = _script("mgrade_edge.training.tasks.log_to_npz")
+convert = _script("mgrade_edge.convert")
+codegen = _script("mgrade_edge.convert.codegen")
+codegen_micropython = _script("mgrade_edge.convert.codegen_micropython")
+cpackage = _script("mgrade_edge.convert.cpackage")
+stream_eval = _script("mgrade_edge.host_tools.stream_eval")
+emulated_eval = _script("mgrade_edge.host_tools.emulated_eval")
+emulator = _script("mgrade_edge.host_tools.emulator")
+micropython_unix = _script("mgrade_edge.host_tools.micropython_unix")
