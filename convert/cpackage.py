@@ -33,6 +33,7 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -219,9 +220,9 @@ For your board, compile the sources below with its startup file and linker scrip
 
 Sources: `{srcs}` (all in this folder; add it to the include path).
 Flags: `-std=c99 -O2` plus your core's flags, e.g. `{CPU_FLAGS['cortex-m4']}`.
-On a core with the DSP extension (Cortex-M4/M7/M33/M55) the fast kernels (`MG_FAST=1`) are
-the default; elsewhere the portable reference kernels (`MG_FAST=0`); both give the same
-logits bit for bit. `-DMG_FAST=1` runs the fast path in plain C on any core.
+The fast kernels (`MG_FAST=1`) are the default on every core: with the DSP instructions on a
+Cortex-M4/M7/M33/M55, in plain C elsewhere; `-DMG_FAST=0` selects the portable reference
+kernels. Both give the same logits bit for bit.
 
     #include "{P}_model_data.h"
     static {P}_model_t m;                     /* one per stream */
@@ -234,7 +235,7 @@ Steps of different instances must not run concurrently (one shared step scratch)
 
 ## Resources
 
-{resources.markdown(res, hints)}
+{resources.markdown(res, hints) if res else "Not measured where this folder was written."}
 
 Weights: the int8 filters (re-laid for the fast kernels); parameters: int32 biases,
 requantization multipliers/shifts, lookup tables and operator parameters; code: the model's
@@ -289,7 +290,11 @@ def write_package(model_dir, out, name: str | None = None, prefix: str | None = 
         if res is None or (run and not res["paths"]) or \
                 (run and res["paths"]["fast"]["instructions_per_step"] is None) or \
                 (stack and not res.get("stack")):
-            res = resource_table(model_bytes, x[None], run=run, stack=stack)
+            try:
+                res = resource_table(model_bytes, x[None], run=run, stack=stack)
+            except (RuntimeError, subprocess.SubprocessError) as e:
+                res = None
+                print(f"note: no resource table ({str(e).splitlines()[0]})", flush=True)
         hints = {"run": f"make package RUN={model_dir.parent}"
                  if model_dir.name.startswith("int8") else
                  f"python -m mgrade_edge.convert.cpackage {model_dir}",
@@ -304,7 +309,7 @@ def write_package(model_dir, out, name: str | None = None, prefix: str | None = 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if (model_dir / "report.json").is_file():
+    if res and (model_dir / "report.json").is_file():
         resources.store(model_dir, res)
     return {"out": out, "name": name, "prefix": P, "model_id": mid, "resources": res,
             "hints": hints}
@@ -343,7 +348,8 @@ def main(argv=None) -> int:
         print(f"cpackage: error: {e}", file=sys.stderr)
         return 2
     if not a.quiet:
-        print(resources.table(r["resources"], r["hints"]))
+        if r["resources"]:
+            print(resources.table(r["resources"], r["hints"]))
     print(f"model '{r['name']}' ({r['model_id']}): C folder {r['out']} (prefix {r['prefix']}_;"
           f" make -C {r['out']} && {r['out']}/example)")
     return 0

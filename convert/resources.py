@@ -62,7 +62,12 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
     x: int8 test sequences [S, T, n_in] (the first one, up to `steps` steps, is streamed);
     run: count instructions under QEMU; stack: also build the qemu-cm4 firmware and measure
     its stack high-water mark over a protocol session of that sequence."""
-    from benchmarks import mcu_cost as mc
+    try:
+        from benchmarks import mcu_cost as mc
+    except ImportError:
+        raise RuntimeError("the resource table is measured with the Cortex-M4 harness of a "
+                           "checkout of mgrade-edge (its benchmarks/ and mcu/runtime/tests/): "
+                           "run this from the repo's folder") from None
     from mgrade_edge.convert.tflite_reader import model_id
     from mgrade_edge.host_tools.vectors import reference_steps, write_test_vectors
 
