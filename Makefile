@@ -2,7 +2,7 @@
 #   make train    CONFIG=configs/digits_mgrade.toml RUN=runs/demo
 #   make convert  RUN=runs/demo [STATE_BITS=8|16|auto] -> runs/demo/int8/model.tflite, report.json
 #   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/qemu-cm4/firmware.elf
-#   make flash    BOARD=qemu-cm4|generic-cm|esp32s3 RUN=runs/demo
+#   make flash    BOARD=qemu-cm4|generic-cm|esp32s3|arduino-mega RUN=runs/demo
 #   make compare  RUN=runs/demo [N=50]            (emulated board: stream and compare)
 #   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
@@ -17,6 +17,8 @@ EPOCHS  ?=
 # split; BOARD=micropython implements only the 8-bit state, so it converts with 8
 STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
+# BOARD=arduino-mega: the Debian AVR core and arduino-builder (sketch builds), simavr (cycle counts)
+APT_PKGS += gcc-avr avr-libc arduino-core-avr arduino-builder simavr
 
 PKG     := build/$(BOARD)/model
 N       ?=
@@ -64,6 +66,27 @@ flash: codegen
 	$(PY) host_tools/micropython_unix.py $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
 compare: codegen
 	$(PY) host_tools/micropython_unix.py $(MP_PKG) --mpy --eval --model $(MODEL) $(if $(N),--n $(N)) --fast
+else ifeq ($(BOARD),arduino-mega)
+# BOARD=arduino-mega (mcu/README.md "Arduino"): the model as an Arduino library (+ .zip for the
+# IDE), its protocol sketch built with arduino-builder and the Debian AVR core; flash runs it
+# in qemu-system-avr -M mega2560 (Serial on a local TCP port), or with PORT=/dev/ttyACM0
+# uploads it with avrdude (not run here: no board attached); compare streams the test set.
+ARDUINO_OUT ?= build/arduino-mega
+LIB     ?= mgrade_model
+codegen: venv
+	$(PY) -m convert.arduino $(MODEL) --out $(ARDUINO_OUT)/library --name $(LIB)
+firmware: venv toolchain codegen
+	$(PY) host_tools/arduino_build.py $(ARDUINO_OUT)/library/$(LIB) mg_protocol --board mega \
+	    --out $(ARDUINO_OUT)/sketch --elf $(ARDUINO_OUT)/firmware.elf
+flash: firmware
+ifneq ($(PORT),)
+	avrdude -p atmega2560 -c wiring -P $(PORT) -b 115200 -D -U flash:w:$(ARDUINO_OUT)/firmware.hex:i
+else
+	$(PY) host_tools/emulator.py $(ARDUINO_OUT)/firmware.elf --board arduino-mega
+endif
+compare: venv
+	$(PY) host_tools/emulated_eval.py $(ARDUINO_OUT)/firmware.elf --board arduino-mega --model $(MODEL) \
+	    $(if $(N),--n $(N)) --timeout 60
 else
 # the C model package generated from model.tflite (the one source of truth)
 codegen: venv
@@ -87,12 +110,14 @@ test: venv toolchain
 test-fast: venv toolchain
 	$(PY) -m pytest -q tests -m "not slow"
 
+# make demo BOARD=arduino-mega: the same flow ending on the emulated Mega 2560
+DEMO_BOARD = $(if $(filter arduino-mega,$(BOARD)),arduino-mega,qemu-cm4)
 demo: venv toolchain
 	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
 	$(PY) -m training.memory $(RUN) --harden
 	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
-	$(MAKE) --no-print-directory firmware BOARD=qemu-cm4 RUN=$(RUN)
-	$(MAKE) --no-print-directory compare BOARD=qemu-cm4 RUN=$(RUN)
+	$(MAKE) --no-print-directory firmware BOARD=$(DEMO_BOARD) RUN=$(RUN)
+	$(MAKE) --no-print-directory compare BOARD=$(DEMO_BOARD) RUN=$(RUN)
 
 clean:
 	rm -rf runs build

@@ -1,6 +1,6 @@
 """Start the emulated board, run stream_eval against it, stop the emulator.
 
-    python host_tools/emulated_eval.py FIRMWARE.elf --model DIR [stream_eval options]
+    python host_tools/emulated_eval.py FIRMWARE.elf [--board arduino-mega] --model DIR [stream_eval options]
 
 What `make demo` runs after building the firmware: the same stream_eval a user points at a
 real port, here at the QEMU UART's pyserial URL. Exit code: stream_eval's.
@@ -21,12 +21,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("firmware")
+    p.add_argument("--board", default=None,
+                   help="emulated board (host_tools/emulator.py QEMU_BOARDS; default qemu-cm4)")
     args, rest = p.parse_known_args(argv)
     if not Path(args.firmware).is_file():
         print(f"error: firmware not found: {args.firmware} (run make firmware)", file=sys.stderr)
         return 2
     try:
-        with Emulator(args.firmware) as emu:
+        with Emulator(args.firmware, board=args.board) as emu:
             print(f"emulator: {emu.url}", flush=True)
             return stream_eval.main(["--port", emu.url, *rest])
     except EmulatorError as e:

@@ -7,6 +7,8 @@
 
     python host_tools/emulator.py build/qemu-cm4/firmware.elf
         prints socket://127.0.0.1:PORT on a line of its own and runs until Ctrl-C.
+    python host_tools/emulator.py build/arduino-mega/firmware.elf --board arduino-mega
+        the same for an Arduino sketch on an emulated Mega 2560 (qemu-system-avr; QEMU_BOARDS).
 
 QEMU runs with `-icount shift=0` (one instruction per virtual ns), so the SysTick-based tick
 counter of the qemu-cm4 board counts instructions deterministically (40 per tick). The UART
@@ -29,6 +31,17 @@ from pathlib import Path
 
 DEFAULT_QEMU = "qemu-system-arm"
 DEFAULT_MACHINE = "mps2-an386"
+
+# How QEMU runs each emulated board's firmware: binary, machine, the option that loads the
+# ELF, extra options, -icount shift (None: not supported there). One entry per board.
+QEMU_BOARDS = {
+    "qemu-cm4": {"qemu": DEFAULT_QEMU, "machine": DEFAULT_MACHINE, "load": "-kernel",
+                 "args": ["-semihosting"], "icount": 0},
+    # Arduino Mega 2560 (ATmega2560, 16 MHz): Serial is USART0. No -icount: QEMU's AVR target
+    # aborts with "Bad icount read" when the sketch reads a timer (cost: benchmarks/avr_cost.py).
+    "arduino-mega": {"qemu": "qemu-system-avr", "machine": "mega2560", "load": "-bios",
+                     "args": [], "icount": None},
+}
 
 
 class EmulatorError(RuntimeError):
@@ -116,19 +129,28 @@ class Emulator(LoggedProcess):
 
     def __init__(self, firmware, qemu: str = DEFAULT_QEMU, machine: str = DEFAULT_MACHINE,
                  icount: int | None = 0, extra_args=(), startup_timeout: float = 15.0,
-                 port: int | None = None):
+                 port: int | None = None, board: str | None = None):
+        """board: a QEMU_BOARDS key; it sets qemu, machine, the loader and icount."""
         super().__init__()
         self.firmware = Path(firmware)
         self.qemu = qemu
         self.machine = machine
         self.icount = icount
+        self.load, self.board_args = "-kernel", ["-semihosting"]
+        if board is not None:
+            if board not in QEMU_BOARDS:
+                raise EmulatorError(f"no emulated board {board!r}: expected one of "
+                                    f"{', '.join(QEMU_BOARDS)}")
+            b = QEMU_BOARDS[board]
+            self.qemu, self.machine, self.icount = b["qemu"], b["machine"], b["icount"]
+            self.load, self.board_args = b["load"], list(b["args"])
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.requested_port = port
 
     def command(self, port: int) -> list[str]:
         cmd = [self.qemu, "-M", self.machine, "-nographic", "-monitor", "none",
-               "-semihosting", "-kernel", str(self.firmware),
+               *self.board_args, self.load, str(self.firmware),
                "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on"]
         if self.icount is not None:
             cmd += ["-icount", f"shift={self.icount}"]
@@ -138,7 +160,8 @@ class Emulator(LoggedProcess):
         if not self.firmware.is_file():
             raise EmulatorError(f"firmware not found: {self.firmware}")
         if shutil.which(self.qemu) is None:
-            raise EmulatorError(f"{self.qemu} not found (install qemu-system-arm)")
+            raise EmulatorError(f"{self.qemu} not found (install qemu-system-arm / "
+                                f"qemu-system-misc, or run make toolchain)")
         for _ in range(5):
             port = self.requested_port or free_port()
             self.proc = subprocess.Popen(self.command(port), stdin=subprocess.DEVNULL,
@@ -179,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("firmware", help="firmware ELF (e.g. build/qemu-cm4/firmware.elf)")
     ap.add_argument("--qemu", default=DEFAULT_QEMU)
     ap.add_argument("--machine", default=DEFAULT_MACHINE)
+    ap.add_argument("--board", default=None, choices=sorted(QEMU_BOARDS),
+                    help="emulated board (sets --qemu/--machine; default qemu-cm4's)")
     ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     args = ap.parse_args(argv)
 
@@ -189,7 +214,12 @@ def main(argv=None) -> int:
     # unless installed explicitly)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
-    emu = Emulator(args.firmware, qemu=args.qemu, machine=args.machine, port=args.port)
+    try:
+        emu = Emulator(args.firmware, qemu=args.qemu, machine=args.machine, port=args.port,
+                       board=args.board)
+    except EmulatorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         url = emu.start()
     except EmulatorError as e:

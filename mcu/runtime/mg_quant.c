@@ -25,7 +25,8 @@ int32_t mg_srdhm(int32_t a, int32_t b)
 
 int32_t mg_rdbpot(int32_t x, int exponent)
 {
-    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    /* 32-bit arithmetic (no 64-bit shift: a library call on 8-bit cores); exponent <= 31 */
+    const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
     const int32_t remainder = x & mask;
     const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
