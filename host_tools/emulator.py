@@ -41,6 +41,8 @@ QEMU_BOARDS = {
     # aborts with "Bad icount read" when the sketch reads a timer (cost: benchmarks/avr_cost.py).
     "arduino-mega": {"qemu": "qemu-system-avr", "machine": "mega2560", "load": "-bios",
                      "args": [], "icount": None},
+    "arduino-uno": {"qemu": "qemu-system-avr", "machine": "uno", "load": "-bios",
+                    "args": [], "icount": None},
 }
 
 

@@ -9,6 +9,9 @@
 * the protocol sketch on the emulated Arduino Mega 2560 (qemu-system-avr) answers stream_eval
   with every step's logits equal to TFLite-Micro's (0 LSB) for the int8, int16-state and
   int16-input tiny models;
+* the mg_classify example on an emulated Uno (qemu-system-avr -M uno): its stub frames,
+  quantized on the AVR in float32 (mg_model_quantize_frame) and stepped, give the classes the
+  host computes for the same frames with TFLite-Micro;
 * simavr (cycle-counting) runs the package bit-exact and reports cycles per step.
 
 Needs gcc-avr, avr-libc, arduino-core-avr, arduino-builder, qemu-system-misc and simavr
@@ -23,6 +26,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from convert.arduino import EXAMPLES, library_files, write_library
@@ -163,3 +167,55 @@ def test_simavr_cycles_bit_exact(tiny_models, tmp_path):
     c = r["cycles_per_step"]
     assert r["macs_per_step"] < c["min"] <= c["mean"] <= c["max"]
     assert r["package_runtime"]["ram"] < 8192
+
+
+def _stub_frames(n_steps: int, n_in: int) -> np.ndarray:
+    """What mg_classify.ino's read_sensor_frame() returns at steps 0..n_steps-1 (float32)."""
+    t = np.arange(n_steps, dtype=np.int64)[:, None]
+    i = np.arange(n_in, dtype=np.int64)[None, :]
+    return (((t * 7 + i * 3) % 17 - 8).astype(np.float32) / np.float32(8.0))
+
+
+def _read_lines(port: int, want: int, seconds: float) -> list[str]:
+    import socket
+    import time
+
+    got = b""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(0.5)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds and got.count(b"\n") < want:
+            try:
+                got += s.recv(4096)
+            except socket.timeout:
+                pass
+    return got.decode(errors="replace").splitlines()
+
+
+@needs_arduino
+@pytest.mark.skipif(shutil.which("qemu-system-avr") is None, reason="qemu-system-avr missing")
+def test_uno_classify_matches_host(library, tiny_int8, tmp_path):
+    import re
+
+    from convert.stream import Streamer
+    from host_tools.emulator import Emulator
+
+    b = build_example(library["dir"], "mg_classify", tmp_path / "build", "uno")
+    assert b["flash"] <= b["flash_max"] and b["ram"] <= b["ram_max"] - 512, b
+    n = 30
+    with Emulator(b["elf"], board="arduino-uno") as emu:
+        lines = _read_lines(emu.port, n + 1, 60.0)
+    steps = [tuple(map(int, m.groups())) for m in
+             (re.fullmatch(r"step (\d+) class (\d+) running (\d+)", ln.strip()) for ln in lines)
+             if m]
+    assert len(steps) >= n, lines[:5]
+    hdr = (library["dir"] / "src" / "mg_model_data.h").read_text()
+    scale = np.float32(float(re.search(r"MG_MODEL_INPUT_SCALE (\S+?)f", hdr).group(1)))
+    zp = int(re.search(r"MG_MODEL_INPUT_ZERO_POINT (-?\d+)", hdr).group(1))
+    x = _stub_frames(n, int(re.search(r"MG_MODEL_N_IN (\d+)", hdr).group(1)))
+    q = np.clip(np.round(x / scale).astype(np.int32) + zp, -128, 127).astype(np.int8)
+    logits = Streamer((tiny_int8 / "model.tflite").read_bytes(), "tflm").run(q)
+    sums = np.cumsum(logits.astype(np.int32), axis=0)
+    assert [s[0] for s in steps[:n]] == list(range(1, n + 1))
+    assert [s[1] for s in steps[:n]] == np.argmax(logits, axis=1).tolist()
+    assert [s[2] for s in steps[:n]] == np.argmax(sums, axis=1).tolist()
