@@ -22,6 +22,7 @@ Layers of convert/ code generation (each imports only from the layers above it):
   mgrade_match     mGRADE fusion matcher (DelayFusion, GruFusion, match)
   codegen_mgrade   mGRADE package writer, one function per generated file
   codegen          this dispatcher (generate, main); codegen_micropython sits beside it
+  arduino          the package + runtime + protocol app as an Arduino library (+ .zip)
 
 Supported operators: FULLY_CONNECTED, DEPTHWISE_CONV_2D, ADD, SUB, MUL, LOGISTIC, MINIMUM,
 MAXIMUM, RELU, CONCATENATION, GATHER, RESHAPE (+ SQUEEZE, EXPAND_DIMS), QUANTIZE (int8->int8).

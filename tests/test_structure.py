@@ -27,6 +27,7 @@ LAYERS = [
     ["input16"],                              # int16 minGRU input front: params, match, C
     ["codegen_mgrade"],                       # mGRADE package writer
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
+    ["arduino"],                              # the package as an Arduino library
     ["__main__"],                             # python -m convert
 ]
 
