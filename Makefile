@@ -4,6 +4,7 @@
 #   make firmware BOARD=qemu-cm4 RUN=runs/demo    -> build/qemu-cm4/firmware.elf
 #   make flash    BOARD=qemu-cm4|generic-cm|esp32s3|arduino-mega RUN=runs/demo
 #   make compare  RUN=runs/demo [N=50]            (emulated board: stream and compare)
+#   make arduino  RUN=runs/demo                   -> build/arduino/mgrade_<name>/ + .zip (Arduino library)
 #   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
 VENV    := .venv
@@ -23,10 +24,10 @@ APT_PKGS += gcc-avr avr-libc arduino-core-avr arduino-builder simavr
 PKG     := build/$(BOARD)/model
 N       ?=
 
-.PHONY: venv toolchain train convert codegen firmware flash compare demo test test-fast clean help
+.PHONY: venv toolchain train convert codegen firmware flash compare demo test test-fast clean help arduino
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,8p' Makefile
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -102,6 +103,11 @@ flash: firmware
 compare: venv
 	$(PY) host_tools/emulated_eval.py build/$(BOARD)/firmware.elf --model $(MODEL) $(if $(N),--n $(N)) --fast
 endif
+
+# the model as an Arduino library for the IDE (mcu/README.md "Arduino"), any board
+ARDUINO_LIB_DIR ?= build/arduino
+arduino: venv
+	$(PY) -m convert.arduino $(MODEL) --out $(ARDUINO_LIB_DIR)
 
 test: venv toolchain
 	$(PY) -m pytest -q tests
