@@ -7,6 +7,7 @@
 #ifndef MG_ELEM_H
 #define MG_ELEM_H
 
+#include <limits.h>
 #include <stdint.h>
 
 #include "mg_kernels.h"
@@ -38,13 +39,20 @@ static inline int32_t mg_fc_dot1(const MG_ROM mg_fc_params_t *p, const int8_t *i
     int32_t acc = 0;
     int32_t d;
     if (p->per_channel) {
-        /* |w * (in + input_offset)| <= 128 * 255 fits 16 bits (input_offset = -zero point of
-         * an int8 input): a 16-bit product, the same value, which an 8-bit core computes with
-         * one hardware multiply instead of a 32x32 library call */
+#if INT_MAX <= 32767
+        /* 16-bit int (AVR): |w * (in + input_offset)| <= 128 * 255 fits 16 bits (input_offset
+         * = -zero point of an int8 input), so an int product gives the same value with one
+         * hardware multiply instead of a 32x32 library call (on 32-bit cores the int32 form
+         * below is the cheaper one: no sign extensions) */
         const int16_t off = (int16_t)p->input_offset;
         for (d = 0; d < p->accum_depth; ++d) {
             acc += (int16_t)((int16_t)w[d] * (int16_t)(in[d] + off));
         }
+#else
+        for (d = 0; d < p->accum_depth; ++d) {
+            acc += (int32_t)w[d] * ((int32_t)in[d] + p->input_offset);
+        }
+#endif
     } else {
         for (d = 0; d < p->accum_depth; ++d) {
             acc += ((int32_t)w[d] + p->filter_offset) * ((int32_t)in[d] + p->input_offset);
