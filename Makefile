@@ -14,7 +14,7 @@ RUN     ?= runs/demo
 MODEL   ?= $(RUN)/int8
 BOARD   ?= qemu-cm4
 EPOCHS  ?=
-# minGRU state width (python -m convert --state-bits): auto picks 8 or 16 on the validation
+# minGRU state width (python -m mgrade_edge.convert --state-bits): auto picks 8 or 16 on the validation
 # split; BOARD=micropython implements only the 8-bit state, so it converts with 8
 STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
@@ -51,17 +51,17 @@ toolchain:
 	fi
 
 train: venv
-	$(PY) -m training.train $(CONFIG) --out $(RUN) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(PY) -m mgrade_edge.training.train $(CONFIG) --out $(RUN) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 convert: venv
-	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
+	$(PY) -m mgrade_edge.convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 
 ifeq ($(BOARD),micropython)
 # BOARD=micropython (docs/micropython.md): the model as a MicroPython package; flash copies it to
 # the board on PORT with mpremote; without PORT, and in compare, it runs on the unix port.
 MP_PKG  ?= build/micropython/pkg
 codegen: venv
-	$(PY) -m convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
+	$(PY) -m mgrade_edge.convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
 firmware: codegen
 flash: codegen
 	$(PY) host_tools/micropython_unix.py $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
@@ -75,7 +75,7 @@ else ifeq ($(BOARD),arduino-mega)
 ARDUINO_OUT ?= build/arduino-mega
 LIB     ?= mgrade_model
 codegen: venv
-	$(PY) -m convert.arduino $(MODEL) --out $(ARDUINO_OUT)/library --name $(LIB)
+	$(PY) -m mgrade_edge.convert.arduino $(MODEL) --out $(ARDUINO_OUT)/library --name $(LIB)
 firmware: venv toolchain codegen
 	$(PY) host_tools/arduino_build.py $(ARDUINO_OUT)/library/$(LIB) mg_protocol --board mega \
 	    --out $(ARDUINO_OUT)/sketch --elf $(ARDUINO_OUT)/firmware.elf
@@ -91,7 +91,7 @@ compare: venv
 else
 # the C model package generated from model.tflite (the one source of truth)
 codegen: venv
-	$(PY) -m convert.codegen $(MODEL)/model.tflite --out $(PKG)
+	$(PY) -m mgrade_edge.convert.codegen $(MODEL)/model.tflite --out $(PKG)
 
 firmware: venv toolchain codegen
 	$(MAKE) -C mcu firmware BOARD=$(BOARD) MODEL_SRC=$(PKG)
@@ -107,7 +107,7 @@ endif
 # the model as an Arduino library for the IDE (mcu/README.md "Arduino"), any board
 ARDUINO_LIB_DIR ?= build/arduino
 arduino: venv
-	$(PY) -m convert.arduino $(MODEL) --out $(ARDUINO_LIB_DIR)
+	$(PY) -m mgrade_edge.convert.arduino $(MODEL) --out $(ARDUINO_LIB_DIR)
 
 test: venv toolchain
 	$(PY) -m pytest -q tests
@@ -119,9 +119,9 @@ test-fast: venv toolchain
 # make demo BOARD=arduino-mega: the same flow ending on the emulated Mega 2560
 DEMO_BOARD = $(if $(filter arduino-mega,$(BOARD)),arduino-mega,qemu-cm4)
 demo: venv toolchain
-	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
-	$(PY) -m training.memory $(RUN) --harden
-	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
+	$(PY) -m mgrade_edge.training.train $(CONFIG) --out $(RUN) --resume
+	$(PY) -m mgrade_edge.training.memory $(RUN) --harden
+	$(PY) -m mgrade_edge.convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 	$(MAKE) --no-print-directory firmware BOARD=$(DEMO_BOARD) RUN=$(RUN)
 	$(MAKE) --no-print-directory compare BOARD=$(DEMO_BOARD) RUN=$(RUN)
 

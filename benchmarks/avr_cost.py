@@ -80,7 +80,7 @@ def run(elf: Path, timeout: float = 600) -> dict:
 def sizes(elf: Path) -> dict:
     """flash/RAM of the harness ELF without its test vectors: the package + runtime (+ a few
     hundred bytes of harness and C start-up)."""
-    from host_tools.arduino_build import avr_size
+    from mgrade_edge.host_tools.arduino_build import avr_size
 
     s = avr_size(elf)
     syms = mc._nm_sizes("avr-nm", elf)
@@ -90,8 +90,8 @@ def sizes(elf: Path) -> dict:
 
 def measure(model_dir, seqs: int = 3, work=None, uno: bool = False,
             sketches: bool = True) -> dict:
-    from convert.arduino import write_library
-    from host_tools.arduino_build import build_example, have_toolchain
+    from mgrade_edge.convert.arduino import write_library
+    from mgrade_edge.host_tools.arduino_build import build_example, have_toolchain
 
     model_dir = Path(model_dir)
     work = Path(work or tempfile.mkdtemp(prefix="avr_cost_"))

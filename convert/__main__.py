@@ -1,6 +1,6 @@
 """Convert a trained checkpoint to a hardened, int8, single-step streaming model.tflite.
 
-    python -m convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
+    python -m mgrade_edge.convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
                       [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
@@ -45,18 +45,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from convert.calibrate import step_feeds
-from convert import names, rounding
-from convert.graph import state_pairs
-from convert.quantize import convert_int8, finalize, op_names, read_metadata
-from convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units
-from convert.spec import ConvertError, extract
-from convert.stream import Streamer, predictions, tflm_arena_bytes
-from convert.tflite_reader import model_id
-from training.checkpoint import CheckpointError, NonFiniteError, check_finite, load_model
-from training.evaluate import IGNORE, evaluate
-from training.qat import load_act_ranges
-from training.tasks import TaskError, load_task
+from mgrade_edge.convert.calibrate import step_feeds
+from mgrade_edge.convert import names, rounding
+from mgrade_edge.convert.graph import state_pairs
+from mgrade_edge.convert.quantize import convert_int8, finalize, op_names, read_metadata
+from mgrade_edge.convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units
+from mgrade_edge.convert.spec import ConvertError, extract
+from mgrade_edge.convert.stream import Streamer, predictions, tflm_arena_bytes
+from mgrade_edge.convert.tflite_reader import model_id
+from mgrade_edge.training.checkpoint import CheckpointError, NonFiniteError, check_finite, load_model
+from mgrade_edge.training.evaluate import IGNORE, evaluate
+from mgrade_edge.training.qat import load_act_ranges
+from mgrade_edge.training.tasks import TaskError, load_task
 
 MAX_CALIB_FEEDS = 3000
 OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # all that convert writes
@@ -160,7 +160,7 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     one kept only if strictly more accurate (a tie keeps the cheaper 8-bit state). A task
     without a validation split is judged on the last val_n training sequences instead (not
     the test split; recorded as state_bits_split = "train" and printed)."""
-    from convert.widen import widen_input, widen_state
+    from mgrade_edge.convert.widen import widen_input, widen_state
 
     has_rnn = any(layer.wz is not None for layer in spec.layers)
     model8 = finalize(raw, spec, {**info, "state_bits": 8})
@@ -432,7 +432,7 @@ def summary(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint file or run folder")
     p.add_argument("--out", required=True, help="output folder (replaced when done)")

@@ -1,9 +1,9 @@
 """A converted model as an Arduino library (and its .zip for the IDE's "Add .ZIP Library").
 
-    python -m convert.arduino MODEL_DIR --out DIR [--name NAME] [--prefix mg] [--no-zip]
+    python -m mgrade_edge.convert.arduino MODEL_DIR --out DIR [--name NAME] [--prefix mg] [--no-zip]
 
 MODEL_DIR is a converted model folder (model.tflite with the mgrade metadata, as
-`python -m convert` writes it) or a .tflite file. DIR/<NAME>/ gets an Arduino library
+`python -m mgrade_edge.convert` writes it) or a .tflite file. DIR/<NAME>/ gets an Arduino library
 (library format 1.5) and DIR/<NAME>.zip the same folder zipped:
 
     <NAME>/library.properties
@@ -88,7 +88,7 @@ def _properties(name: str, model_name: str, model_id: str) -> str:
         "maintainer=mgrade-edge",
         f"sentence=The mGRADE model '{model_name}' ({model_id}) as int8 C: one frame in, "
         "the step's logits out.",
-        "paragraph=Generated from model.tflite by python -m convert.arduino: the model package, "
+        "paragraph=Generated from model.tflite by python -m mgrade_edge.convert.arduino: the model package, "
         "the integer runtime (bit-exact with TFLite-Micro), the serial protocol app and examples.",
         "category=Data Processing",
         "url=https://github.com/",
@@ -108,13 +108,13 @@ def write_library(model: Path, out: Path, name: str | None = None, prefix: str =
     """Write the library for `model` (a converted folder or a .tflite) under out/<name>/ (and
     out/<name>.zip). package_dir: an already generated package to take instead of running the
     code generator. Returns {'dir', 'zip', 'name', 'header', 'files', 'const_bytes'}."""
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     model = Path(model)
     tflite = model / "model.tflite" if model.is_dir() else model
     if package_dir is None and not tflite.is_file():
         raise ArduinoLibraryError(f"no model.tflite in {model}: convert a run first "
-                                  f"(python -m convert RUN --out RUN/int8)")
+                                  f"(python -m mgrade_edge.convert RUN --out RUN/int8)")
     out = Path(out)
     staging = out / ".package"
     if package_dir is None:
@@ -162,7 +162,7 @@ def write_library(model: Path, out: Path, name: str | None = None, prefix: str =
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m convert.arduino",
+    ap = argparse.ArgumentParser(prog="python -m mgrade_edge.convert.arduino",
                                  description=__doc__.split("\n\n", 1)[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,8 +178,8 @@ def main(argv=None) -> int:
         print(f"convert.arduino: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:   # noqa: BLE001 - codegen/IO errors are one line for the user
-        from convert.tflite_reader import TFLiteReadError
-        from convert.tflm_params import CodegenError
+        from mgrade_edge.convert.tflite_reader import TFLiteReadError
+        from mgrade_edge.convert.tflm_params import CodegenError
         if isinstance(e, (TFLiteReadError, CodegenError, OSError)):
             print(f"convert.arduino: error: {e}", file=sys.stderr)
             return 2

@@ -1,8 +1,8 @@
 """C code generation from an int8 .tflite: the dispatcher.
 
-    python -m convert.codegen MODEL.tflite --out DIR [--prefix mg] [--generic]
+    python -m mgrade_edge.convert.codegen MODEL.tflite --out DIR [--prefix mg] [--generic]
 
-A .tflite carrying the `mgrade` streaming metadata (made by `python -m convert`) gets the
+A .tflite carrying the `mgrade` streaming metadata (made by `python -m mgrade_edge.convert`) gets the
 stateful model package (<prefix>_model.c + <prefix>_model_data.{h,c}, implementing
 mcu/runtime/mg_model.h over a per-stream instance <prefix>_model_t, with fused delay-ring and
 minGRU kernels; prefixes other than mg name everything <prefix>_*, so two models link into one
@@ -33,11 +33,11 @@ import argparse
 import re
 import sys
 
-from convert.codegen_mgrade import generate_package
-from convert.graph_package import generate_graph_package
-from convert.metadata import from_model
-from convert.tflite_reader import Model, TFLiteReadError, read_tflite
-from convert.tflm_params import CodegenError
+from mgrade_edge.convert.codegen_mgrade import generate_package
+from mgrade_edge.convert.graph_package import generate_graph_package
+from mgrade_edge.convert.metadata import from_model
+from mgrade_edge.convert.tflite_reader import Model, TFLiteReadError, read_tflite
+from mgrade_edge.convert.tflm_params import CodegenError
 
 
 def generate(model_src, out_dir, prefix: str = "mg", generic: bool = False) -> dict:
@@ -54,7 +54,7 @@ def generate(model_src, out_dir, prefix: str = "mg", generic: bool = False) -> d
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m convert.codegen",
+    ap = argparse.ArgumentParser(prog="python -m mgrade_edge.convert.codegen",
                                  description=__doc__.split("\n\n", 1)[0].split("\n")[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     try:
         s = generate(a.model, a.out, a.prefix, generic=a.generic)
     except TFLiteReadError as e:
-        print(f"codegen: error: {a.model}: {e}; give an int8 .tflite made by `python -m convert`"
+        print(f"codegen: error: {a.model}: {e}; give an int8 .tflite made by `python -m mgrade_edge.convert`"
               f" (or TFLite's converter)", file=sys.stderr)
         return 2
     except (CodegenError, OSError) as e:

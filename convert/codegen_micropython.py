@@ -1,6 +1,6 @@
 """mGRADE streaming .tflite -> pure MicroPython model package (BOARD=micropython).
 
-    python -m convert.codegen_micropython MODEL.tflite --out DIR [--mpy ARCH]
+    python -m mgrade_edge.convert.codegen_micropython MODEL.tflite --out DIR [--mpy ARCH]
 
 writes DIR/mg_model.py (generated: constants, operator parameters, the Model class) and copies
 the hand-written MicroPython runtime and protocol application of mcu/micropython/ beside it.
@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import names
-from convert.arena import plan_memory
-from convert.metadata import from_model as mgrade_metadata
-from convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
-from convert.tflm_params import (
+from mgrade_edge.convert import names
+from mgrade_edge.convert.arena import plan_memory
+from mgrade_edge.convert.metadata import from_model as mgrade_metadata
+from mgrade_edge.convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
+from mgrade_edge.convert.tflm_params import (
     ALIAS_OPS, SUPPORTED_OPS, CodegenError, op_macs, op_params, zero_point)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -570,7 +570,7 @@ def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = Fa
         src, summary = generate_graph_module(model, model_id)
     elif meta is None:
         raise CodegenError("this .tflite carries no mgrade metadata (convert it with "
-                           "`python -m convert RUN --out DIR`, or use --generic)")
+                           "`python -m mgrade_edge.convert RUN --out DIR`, or use --generic)")
     else:
         src, summary = generate_module(model, meta, model_id)
     out = Path(out_dir)
@@ -590,9 +590,9 @@ def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = Fa
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m convert.codegen_micropython",
+    ap = argparse.ArgumentParser(prog="python -m mgrade_edge.convert.codegen_micropython",
                                  description=__doc__.split("\n")[0])
-    ap.add_argument("model", help="int8 mGRADE .tflite (python -m convert)")
+    ap.add_argument("model", help="int8 mGRADE .tflite (python -m mgrade_edge.convert)")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--generic", action="store_true",
                     help="stateless Graph module (any supported int8 .tflite; no app)")

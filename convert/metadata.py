@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convert import names
+from mgrade_edge.convert import names
 
 NAME = "mgrade"
 FORMAT = "mgrade-edge/step/v1"
@@ -96,9 +96,9 @@ def from_model(model) -> dict | None:
 
 
 def read(model_bytes: bytes) -> dict:
-    """The metadata dict of .tflite bytes made by `python -m convert` (ConvertError if the
+    """The metadata dict of .tflite bytes made by `python -m mgrade_edge.convert` (ConvertError if the
     bytes are no .tflite or carry no mGRADE metadata)."""
-    from convert.spec import ConvertError   # lazy: spec pulls in torch
+    from mgrade_edge.convert.spec import ConvertError   # lazy: spec pulls in torch
 
     try:
         meta = parse(entries(model_bytes).get(NAME, b""))
@@ -106,7 +106,7 @@ def read(model_bytes: bytes) -> dict:
         raise ConvertError(str(e)) from None
     if meta is None:
         raise ConvertError("this .tflite carries no mGRADE metadata; convert it with "
-                           "`python -m convert CHECKPOINT --out DIR`")
+                           "`python -m mgrade_edge.convert CHECKPOINT --out DIR`")
     return meta
 
 

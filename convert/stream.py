@@ -16,10 +16,10 @@ import tempfile
 
 import numpy as np
 
-from convert import names
-from convert.quantize import read_metadata
-from convert.rings import gather_indices, write_slot
-from convert.spec import ConvertError
+from mgrade_edge.convert import names
+from mgrade_edge.convert.quantize import read_metadata
+from mgrade_edge.convert.rings import gather_indices, write_slot
+from mgrade_edge.convert.spec import ConvertError
 
 BACKENDS = ("tflm", "litert")
 

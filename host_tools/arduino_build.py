@@ -59,7 +59,7 @@ def build_example(library_dir, example: str, out, board: str = "mega",
     sketch = lib / "examples" / example / f"{example}.ino"
     if not (lib / "library.properties").is_file():
         raise ArduinoBuildError(f"{lib} is not an Arduino library (no library.properties): "
-                                f"write one with python -m convert.arduino")
+                                f"write one with python -m mgrade_edge.convert.arduino")
     if not sketch.is_file():
         raise ArduinoBuildError(f"no example {example!r} in {lib}/examples")
     if board not in BOARDS:
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("library", help="library folder (python -m convert.arduino wrote it)")
+    ap.add_argument("library", help="library folder (python -m mgrade_edge.convert.arduino wrote it)")
     ap.add_argument("example", help="example sketch name (mg_protocol, mg_classify)")
     ap.add_argument("--board", default="mega", choices=sorted(BOARDS))
     ap.add_argument("--out", required=True, help="build folder")

@@ -95,7 +95,7 @@ def load_lengths(model_dir, x: np.ndarray) -> np.ndarray:
 def class_names(model_dir) -> list[str] | None:
     """The class names in the model's metadata (user-data tasks), or None."""
     try:
-        from convert.quantize import read_metadata
+        from mgrade_edge.convert.quantize import read_metadata
         names = read_metadata((Path(model_dir) / "model.tflite").read_bytes()).get("class_names")
     except Exception:   # noqa: BLE001 - names are optional; a bad model fails elsewhere
         return None
@@ -121,7 +121,7 @@ def _as_reference(obj):
 
 def _auto_reference(model_dir: Path):
     try:
-        stream = importlib.import_module("convert.stream")
+        stream = importlib.import_module("mgrade_edge.convert.stream")
     except ImportError as e:
         raise UserError(f"the default reference needs convert.stream (run from the repo root "
                         f"in .venv): {e}") from None

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.arduino import EXAMPLES, library_files, write_library
-from host_tools.arduino_build import build_example, have_toolchain
+from mgrade_edge.convert.arduino import EXAMPLES, library_files, write_library
+from mgrade_edge.host_tools.arduino_build import build_example, have_toolchain
 from tests.tiny_model import CONFIGS, TinyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_avr_compiles_clean(tiny_models, tmp_path, cfg, std):
     """Every source the library holds, for the 16-bit-int ATmega2560, -Wall -Wextra -Werror
     (-pedantic under c99, where MG_ROM is empty): shifts past 16 bits, overflowing literals and
     address-space mismatches between flash constants and RAM pointers are errors here."""
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     pkg = tmp_path / "pkg"
     generate((tiny_models(cfg) / "model.tflite").read_bytes(), pkg)
@@ -101,7 +101,7 @@ def test_library_layout_and_zip(library, tiny_int8):
 
 
 def test_cli_one_line_errors(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "convert.arduino", str(tmp_path / "nothing"),
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.arduino", str(tmp_path / "nothing"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1 and "model.tflite" in r.stderr
@@ -197,8 +197,8 @@ def _read_lines(port: int, want: int, seconds: float) -> list[str]:
 def test_uno_classify_matches_host(library, tiny_int8, tmp_path):
     import re
 
-    from convert.stream import Streamer
-    from host_tools.emulator import Emulator
+    from mgrade_edge.convert.stream import Streamer
+    from mgrade_edge.host_tools.emulator import Emulator
 
     b = build_example(library["dir"], "mg_classify", tmp_path / "build", "uno")
     assert b["flash"] <= b["flash_max"] and b["ram"] <= b["ram_max"] - 512, b

@@ -11,7 +11,7 @@ import pytest
 
 CONVERT = Path(__file__).resolve().parents[1] / "convert"
 
-# lowest first; see `python -m convert.codegen --help` and docs/design.md
+# lowest first; see `python -m mgrade_edge.convert.codegen --help` and docs/design.md
 LAYERS = [
     ["tflite_reader", "names", "rings"],      # the .tflite, tensor names, the ring layout
     ["spec", "raw_input"],                    # StepSpec from the network, ConvertError; raw codes
@@ -28,7 +28,7 @@ LAYERS = [
     ["codegen_mgrade"],                       # mGRADE package writer
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
     ["arduino"],                              # the package as an Arduino library
-    ["__main__"],                             # python -m convert
+    ["__main__"],                             # python -m mgrade_edge.convert
 ]
 
 

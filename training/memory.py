@@ -1,6 +1,6 @@
 """Memory report: what a network needs at inference, per layer and in total.
 
-    python -m training.memory CONFIG.toml|CHECKPOINT [--json]
+    python -m mgrade_edge.training.memory CONFIG.toml|CHECKPOINT [--json]
 
 Parameters are the inference values: weights, biases, norm affines (BatchNorm folds to a
 per-channel scale and shift) and the integer delays; learned positions are training-only.
@@ -24,11 +24,11 @@ import sys
 
 import torch.nn as nn
 
-from training.config import ConfigError, load_config
-from training.layers import BatchNormChannels, MGradeBlock
-from training.model import MGradeNet
+from mgrade_edge.training.config import ConfigError, load_config
+from mgrade_edge.training.layers import BatchNormChannels, MGradeBlock
+from mgrade_edge.training.model import MGradeNet
 
-from convert import rings
+from mgrade_edge.convert import rings
 
 DELAY_BYTES = rings.DELAY_BYTES      # the C package stores every delay as uint16_t
 
@@ -139,8 +139,8 @@ def format_report(rep: dict) -> str:
 def load_net(path: str) -> MGradeNet:
     """A network from a checkpoint (with its learned delays) or from a TOML config."""
     if path.endswith(".toml"):
-        from training.checkpoint import build_model
-        from training.tasks import load_task, task_shape
+        from mgrade_edge.training.checkpoint import build_model
+        from mgrade_edge.training.tasks import load_task, task_shape
 
         cfg = load_config(path)
         try:
@@ -150,21 +150,21 @@ def load_net(path: str) -> MGradeNet:
                              cfg.task.seed)
             info = {"n_in": data.n_in, "n_classes": data.n_classes, "readout": data.readout}
         return build_model(cfg, info)
-    from training.checkpoint import load_model
+    from mgrade_edge.training.checkpoint import load_model
 
     return load_model(path)[0]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.memory", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.training.memory", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a TOML config or a checkpoint (file or run folder)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--harden", action="store_true",
                    help="round a checkpoint's positions first (report trimmed buffers)")
     args = p.parse_args(argv)
-    from training.checkpoint import CheckpointError
-    from training.tasks import TaskError
+    from mgrade_edge.training.checkpoint import CheckpointError
+    from mgrade_edge.training.tasks import TaskError
 
     try:
         net = load_net(args.source)

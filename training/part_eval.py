@@ -1,6 +1,6 @@
 """Per-part test accuracy of trained runs on a synthetic task (docs/tasks.md, Results).
 
-    python -m training.part_eval RUN_DIR [RUN_DIR ...]
+    python -m mgrade_edge.training.part_eval RUN_DIR [RUN_DIR ...]
 
 Prints one markdown row per run: overall per-step accuracy, each part's accuracy (e.g. the
 long-range "memory" part and the precise-delay "delay" part) and the parameter count.
@@ -11,8 +11,8 @@ import sys
 
 import torch
 
-from training.checkpoint import CheckpointError, load_model
-from training.tasks import TaskError, load_task, part_accuracy
+from mgrade_edge.training.checkpoint import CheckpointError, load_model
+from mgrade_edge.training.tasks import TaskError, load_task, part_accuracy
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """Train an mGRADE network.
 
-    python -m training.train CONFIG --out DIR [--resume [--allow-change KEY]] [--epochs N]
-    torchrun --nproc_per_node=2 -m training.train CONFIG --out DIR     # DDP (gloo on CPU)
+    python -m mgrade_edge.training.train CONFIG --out DIR [--resume [--allow-change KEY]] [--epochs N]
+    torchrun --nproc_per_node=2 -m mgrade_edge.training.train CONFIG --out DIR     # DDP (gloo on CPU)
 
 Writes DIR/checkpoint.pt (weights, config, optimiser, schedule, RNG state, progress),
 DIR/metrics.jsonl (one JSON object per epoch) and DIR/curves.png. Checkpoints are written at
@@ -36,15 +36,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from training.checkpoint import (FORMAT, CheckpointError, NonFiniteError, build_model,
+from mgrade_edge.training.checkpoint import (FORMAT, CheckpointError, NonFiniteError, build_model,
                                  check_architecture, load_raw, save_atomic)
-from training.config import Config, ConfigError, config_from_dict, load_config
-from training.evaluate import evaluate, loss_and_correct
-from training.model import sigma_at
-from training.plots import plot_curves
-from training.qat import act_ranges, load_act_ranges
-from training.runlock import LockedError, RunLock
-from training.tasks import TaskError, load_task
+from mgrade_edge.training.config import Config, ConfigError, config_from_dict, load_config
+from mgrade_edge.training.evaluate import evaluate, loss_and_correct
+from mgrade_edge.training.model import sigma_at
+from mgrade_edge.training.plots import plot_curves
+from mgrade_edge.training.qat import act_ranges, load_act_ranges
+from mgrade_edge.training.runlock import LockedError, RunLock
+from mgrade_edge.training.tasks import TaskError, load_task
 
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 MAX_WEIGHT = 1e6            # a parameter beyond this magnitude means the run has diverged
@@ -339,7 +339,7 @@ def normalised(cfg: dict) -> dict:
     """A config dict with every default filled in (so that a key left out and the same key
     given at its default compare equal); a stored config this version cannot read is an
     error."""
-    from training.tasks import task_defaults
+    from mgrade_edge.training.tasks import task_defaults
     try:
         full = config_from_dict(cfg).to_dict()
         full["task"] = {**task_defaults(full["task"]["name"]), **full["task"]}
@@ -397,7 +397,7 @@ def init_distributed():
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.training.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="TOML config file")
     p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
