@@ -8,6 +8,8 @@
 #   make resources RUN=runs/demo                  (resource table + stack high-water)
 #   emulated boards: qemu-cm0|cm3|cm4|cm7|cm33|cm55 (Cortex-M), qemu-rv32 (RV32IMC), e.g.
 #   make demo BOARD=qemu-rv32
+#   make arduino  RUN=runs/demo                   -> build/demo/arduino/mgrade_<name>/ + .zip (Arduino library)
+#   make firmware|flash|compare BOARD=arduino-mega RUN=runs/demo   (the sketch on an emulated Mega)
 #   make test | make test-fast                    (all tests | those not marked slow)
 PYTHON3 ?= python3
 VENV    := .venv
@@ -23,6 +25,8 @@ STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
 # BOARD=qemu-rv32 (RV32IMC; qemu-system-riscv32 comes with qemu-system-misc)
 APT_PKGS += gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+# BOARD=arduino-mega: the Debian AVR core and arduino-builder (sketch builds), simavr (cycle counts)
+APT_PKGS += gcc-avr avr-libc arduino-core-avr arduino-builder simavr
 
 N       ?=
 # the model's name (device HELLO, C folder prefix): the run folder's name unless NAME=... is
@@ -33,11 +37,11 @@ MODEL_NAME := $(if $(filter command line,$(origin NAME)),$(NAME),$(RUN_NAME))
 BUILD   := build/$(RUN_NAME)/$(BOARD)
 PKG     := $(BUILD)/model
 
-.PHONY: venv toolchain train convert codegen firmware flash compare package resources demo \
+.PHONY: venv toolchain train convert codegen firmware flash compare package resources arduino \
         test test-fast clean help
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -81,6 +85,27 @@ flash: codegen
 	$(PY) -m mgrade_edge.host_tools.micropython_unix $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
 compare: codegen
 	$(PY) -m mgrade_edge.host_tools.micropython_unix $(MP_PKG) --mpy --eval --model $(MODEL) $(if $(N),--n $(N)) --fast
+else ifeq ($(BOARD),arduino-mega)
+# BOARD=arduino-mega (mcu/README.md "Arduino"): the model as an Arduino library (+ .zip for the
+# IDE), its protocol sketch built with arduino-builder and the Debian AVR core; flash runs it
+# in qemu-system-avr -M mega2560 (Serial on a local TCP port), or with PORT=/dev/ttyACM0
+# uploads it with avrdude (not run here: no board attached); compare streams the test set.
+ARDUINO_OUT ?= $(BUILD)
+LIB     ?= mgrade_model
+codegen: venv
+	$(PY) -m mgrade_edge.convert.arduino $(MODEL) --out $(ARDUINO_OUT)/library --name $(LIB)
+firmware: venv toolchain codegen
+	$(PY) -m mgrade_edge.host_tools.arduino_build $(ARDUINO_OUT)/library/$(LIB) mg_protocol --board mega \
+	    --out $(ARDUINO_OUT)/sketch --elf $(ARDUINO_OUT)/firmware.elf
+flash: firmware
+ifneq ($(PORT),)
+	avrdude -p atmega2560 -c wiring -P $(PORT) -b 115200 -D -U flash:w:$(ARDUINO_OUT)/firmware.hex:i
+else
+	$(PY) -m mgrade_edge.host_tools.emulator $(ARDUINO_OUT)/firmware.elf --board arduino-mega
+endif
+compare: firmware
+	$(PY) -m mgrade_edge.host_tools.emulated_eval $(ARDUINO_OUT)/firmware.elf --board arduino-mega --model $(MODEL) \
+	    $(if $(N),--n $(N)) --timeout 60
 else
 # the C model package generated from model.tflite (the one source of truth)
 # (its resource table: convert printed it; make package / make resources)
@@ -106,6 +131,11 @@ package: venv toolchain
 
 resources: venv toolchain
 	$(PY) -m mgrade_edge.convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
+
+# the model as an Arduino library for the IDE (mcu/README.md "Arduino"), any board
+ARDUINO_LIB_DIR ?= build/$(RUN_NAME)/arduino
+arduino: venv
+	$(PY) -m mgrade_edge.convert.arduino $(MODEL) --out $(ARDUINO_LIB_DIR)
 
 test: venv toolchain
 	$(PY) -m pytest -q tests

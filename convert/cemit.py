@@ -44,7 +44,13 @@ def cfloat(v: float) -> str:
     return text + "f"
 
 
-def int_array(ctype_: str, name: str, values, storage: str = "static const") -> str:
+# Storage of the package's constants: MG_ROM (mcu/runtime/mg_rom.h) keeps them in flash on AVR
+# and is empty everywhere else.
+ROM_STATIC = "static const MG_ROM"
+ROM_EXTERN = "const MG_ROM"
+
+
+def int_array(ctype_: str, name: str, values, storage: str = ROM_STATIC) -> str:
     """`{storage} {ctype} {name}[n] = {...};` of a flat integer array (n >= 1)."""
     v = np.asarray(values).reshape(-1)
     return f"{storage} {ctype_} {name}[{max(1, v.size)}] = {{{carray(v)}}};"
@@ -56,7 +62,7 @@ def ident(s: str) -> str:
     return s if s and not s[0].isdigit() else "T_" + s
 
 
-def const_tensor_lines(prefix: str, ti: int, t: Tensor, storage: str = "static const"
+def const_tensor_lines(prefix: str, ti: int, t: Tensor, storage: str = ROM_STATIC
                        ) -> list[str]:
     """C lines defining constant tensor `ti` as `{storage} <ctype> {prefix}_t{ti}[n]`, after a
     comment with its name, shape and quantization."""
@@ -82,7 +88,7 @@ def designated(fields: dict) -> str:
     return "{ " + ", ".join(f".{k} = {value(v)}" for k, v in fields.items()) + " }"
 
 
-def struct_decl(ctype_: str, name: str, fields: dict, storage: str = "static const") -> str:
+def struct_decl(ctype_: str, name: str, fields: dict, storage: str = ROM_STATIC) -> str:
     """`{storage} {ctype} {name} = { .field = value, ... };`"""
     return f"{storage} {ctype_} {name} = {designated(fields)};"
 

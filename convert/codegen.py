@@ -34,6 +34,7 @@ Layers of convert/ code generation (each imports only from the layers above it):
   resources        the resource table (flash, RAM, instructions, estimated us per step)
   codegen          this dispatcher (generate, main); codegen_micropython sits beside it
   cpackage         the self-contained per-run C folder (python -m mgrade_edge.convert.cpackage)
+  arduino          the package + runtime + protocol app as an Arduino library (+ .zip)
 
 Supported operators: FULLY_CONNECTED, DEPTHWISE_CONV_2D, ADD, SUB, MUL, LOGISTIC, MINIMUM,
 MAXIMUM, RELU, CONCATENATION, GATHER, RESHAPE (+ SQUEEZE, EXPAND_DIMS), QUANTIZE (int8->int8).

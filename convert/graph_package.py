@@ -76,9 +76,9 @@ def mul_fields(p: dict, bc: dict | None = None) -> dict:
 
 def mult_shift_lines(P: str, name: str, p: dict) -> list[str]:
     """The per-channel `{P}_{name}_mult` / `_shift` arrays of an FC or depthwise op."""
-    return [f"static const int32_t {P}_{name}_mult[{len(p['multiplier'])}] = "
+    return [f"static const MG_ROM int32_t {P}_{name}_mult[{len(p['multiplier'])}] = "
             f"{clist(p['multiplier'])};",
-            f"static const int32_t {P}_{name}_shift[{len(p['shift'])}] = {clist(p['shift'])};"]
+            f"static const MG_ROM int32_t {P}_{name}_shift[{len(p['shift'])}] = {clist(p['shift'])};"]
 
 
 def fc_struct_lines(P: str, name: str, p: dict) -> list[str]:
@@ -141,7 +141,7 @@ def emit_op(model: Model, op, p: dict, ptr, plan: Plan, P: str) -> tuple[list[st
         fn = "mg_relu_s8" if op.op == "RELU" else "mg_requantize_s8"
         body.append(f"    {fn}(&{name}, {ptr(op.inputs[0], True)}, {ptr(o, False)});")
     elif op.op == "CONCATENATION":
-        c.append(f"static const int32_t {name}_bytes[{p['num_inputs']}] = "
+        c.append(f"static const MG_ROM int32_t {name}_bytes[{p['num_inputs']}] = "
                  f"{clist(p['copy_bytes'])};")
         c.append(struct_decl("mg_concat_params_t", name,
                              dict(num_inputs=p["num_inputs"], outer=p["outer"],

@@ -29,7 +29,7 @@ LAYERS = [
     ["codegen_mgrade"],                       # mGRADE package writer
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
-    ["cpackage"],                             # the self-contained per-run C folder
+    ["cpackage", "arduino"],                  # the self-contained C folder; Arduino library
     ["__main__"],                             # python -m mgrade_edge.convert
 ]
 

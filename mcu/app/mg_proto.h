@@ -88,7 +88,7 @@ size_t mg_proto_encode(uint8_t type, uint8_t seq, const uint8_t *body, uint16_t 
                        uint8_t *out, size_t cap);
 
 /* little-endian field helpers */
-static inline uint16_t mg_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint16_t mg_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | ((unsigned)p[1] << 8)); }
 static inline uint32_t mg_get_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);

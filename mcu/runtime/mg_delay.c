@@ -11,7 +11,7 @@ void mg_delay_reset(int8_t *ring, size_t ring_bytes, int8_t zero_point)
     }
 }
 
-void mg_delay_step_s8(const mg_delay_params_t *p, int8_t *ring, uint32_t t,
+void mg_delay_step_s8(const MG_ROM mg_delay_params_t *p, int8_t *ring, uint32_t t,
                       const int8_t *frame, int8_t *out)
 {
     const int32_t H = p->channels;

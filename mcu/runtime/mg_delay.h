@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mg_rom.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -24,16 +26,16 @@ extern "C" {
 typedef struct {
     int32_t channels;            /* H */
     int32_t taps;                /* N */
-    const uint16_t *delay;       /* [N * H], tap-major: delay[e * H + c] frames (0 = frame t) */
-    const uint16_t *ring_len;    /* [H] R_c = max_e delay[e * H + c] (0: no ring slots) */
-    const uint32_t *ring_off;    /* [H] first slot of channel c in the ring storage */
-    const int8_t *filter;        /* [N * H] depthwise filter, filter[e * H + c] */
-    const int32_t *bias;         /* [H] or NULL */
+    const MG_ROM uint16_t *delay;       /* [N * H], tap-major: delay[e * H + c] frames (0 = frame t) */
+    const MG_ROM uint16_t *ring_len;    /* [H] R_c = max_e delay[e * H + c] (0: no ring slots) */
+    const MG_ROM uint32_t *ring_off;    /* [H] first slot of channel c in the ring storage */
+    const MG_ROM int8_t *filter;        /* [N * H] depthwise filter, filter[e * H + c] */
+    const MG_ROM int32_t *bias;         /* [H] or NULL */
     int32_t input_offset;        /* -zero point of the frames (ring, frame and taps share it) */
     int32_t output_offset;       /* output zero point */
     int32_t act_min, act_max;
-    const int32_t *multiplier;   /* [H] per-channel quantized multipliers */
-    const int32_t *shift;        /* [H] */
+    const MG_ROM int32_t *multiplier;   /* [H] per-channel quantized multipliers */
+    const MG_ROM int32_t *shift;        /* [H] */
 } mg_delay_params_t;
 
 /* Sets every ring slot to the frames' zero point (= float 0: the frames before t = 0). */
@@ -42,7 +44,7 @@ void mg_delay_reset(int8_t *ring, size_t ring_bytes, int8_t zero_point);
 /* Step t (t counts steps since the reset, wrapped at a common multiple of all R_c):
  * out[c] = act(DW(frames t - delay[e][c], c)); then frame[c] is written to slot t mod R_c.
  * ring: sum_c R_c bytes (may be NULL if every R_c is 0). out must not alias frame. */
-void mg_delay_step_s8(const mg_delay_params_t *p, int8_t *ring, uint32_t t,
+void mg_delay_step_s8(const MG_ROM mg_delay_params_t *p, int8_t *ring, uint32_t t,
                       const int8_t *frame, int8_t *out);
 
 #ifdef __cplusplus

@@ -7,6 +7,7 @@
 #ifndef MG_ELEM_H
 #define MG_ELEM_H
 
+#include <limits.h>
 #include <stdint.h>
 
 #include "mg_kernels.h"
@@ -32,14 +33,26 @@ static inline int8_t mg_requant_clamp1(int32_t acc, int32_t mult, int32_t shift,
 }
 
 /* FULLY_CONNECTED: accumulator of one output channel (weights row w, input in), no bias. */
-static inline int32_t mg_fc_dot1(const mg_fc_params_t *p, const int8_t *in, const int8_t *w)
+static inline int32_t mg_fc_dot1(const MG_ROM mg_fc_params_t *p, const int8_t *in,
+                                  const MG_ROM int8_t *w)
 {
     int32_t acc = 0;
     int32_t d;
     if (p->per_channel) {
+#if INT_MAX <= 32767
+        /* 16-bit int (AVR): |w * (in + input_offset)| <= 128 * 255 fits 16 bits (input_offset
+         * = -zero point of an int8 input), so an int product gives the same value with one
+         * hardware multiply instead of a 32x32 library call (on 32-bit cores the int32 form
+         * below is the cheaper one: no sign extensions) */
+        const int16_t off = (int16_t)p->input_offset;
+        for (d = 0; d < p->accum_depth; ++d) {
+            acc += (int16_t)((int16_t)w[d] * (int16_t)(in[d] + off));
+        }
+#else
         for (d = 0; d < p->accum_depth; ++d) {
             acc += (int32_t)w[d] * ((int32_t)in[d] + p->input_offset);
         }
+#endif
     } else {
         for (d = 0; d < p->accum_depth; ++d) {
             acc += ((int32_t)w[d] + p->filter_offset) * ((int32_t)in[d] + p->input_offset);
@@ -51,7 +64,8 @@ static inline int32_t mg_fc_dot1(const mg_fc_params_t *p, const int8_t *in, cons
 /* FULLY_CONNECTED in TFLite's 16x8 mode with an int32 bias (int16 input, int8 weights):
  * TFLM accumulates in int32 exactly as for int8 input (convert/widen.py widen_input keeps the
  * depth small enough: |acc| < depth * 2^15 * 2^7). */
-static inline int32_t mg_fc_dot1_s16(const mg_fc_params_t *p, const int16_t *in, const int8_t *w)
+static inline int32_t mg_fc_dot1_s16(const MG_ROM mg_fc_params_t *p, const int16_t *in,
+                                      const MG_ROM int8_t *w)
 {
     int32_t acc = 0;
     int32_t d;
@@ -64,7 +78,7 @@ static inline int32_t mg_fc_dot1_s16(const mg_fc_params_t *p, const int16_t *in,
 
 /* FULLY_CONNECTED: the requantized, clamped accumulator of channel oc as int32 (an int16
  * output: act_min/act_max span int16). */
-static inline int32_t mg_fc_out32(const mg_fc_params_t *p, int32_t acc, int32_t oc)
+static inline int32_t mg_fc_out32(const MG_ROM mg_fc_params_t *p, int32_t acc, int32_t oc)
 {
     const int32_t m = p->per_channel ? p->multiplier[oc] : p->multiplier[0];
     const int32_t s = p->per_channel ? p->shift[oc] : p->shift[0];
@@ -72,7 +86,7 @@ static inline int32_t mg_fc_out32(const mg_fc_params_t *p, int32_t acc, int32_t 
 }
 
 /* FULLY_CONNECTED: requantize and clamp the accumulator (bias included) of channel oc. */
-static inline int8_t mg_fc_out1(const mg_fc_params_t *p, int32_t acc, int32_t oc)
+static inline int8_t mg_fc_out1(const MG_ROM mg_fc_params_t *p, int32_t acc, int32_t oc)
 {
     return (int8_t)mg_fc_out32(p, acc, oc);
 }
@@ -80,26 +94,26 @@ static inline int8_t mg_fc_out1(const mg_fc_params_t *p, int32_t acc, int32_t oc
 /* ADD / SUB: one input rescaled to the common left-shifted scale. */
 /* ADD / SUB of int8 or int16 values (TFLite's general rescaling path): one input rescaled,
  * and the rescaled sum to the output, clamped to the activation range. */
-static inline int32_t mg_add_scaled1(const mg_add_params_t *p, int32_t x, int32_t offset,
+static inline int32_t mg_add_scaled1(const MG_ROM mg_add_params_t *p, int32_t x, int32_t offset,
                                      int32_t mult, int32_t shift)
 {
     const int32_t v = (offset + x) * ((int32_t)1 << p->left_shift);
     return mg_mbqm_smaller_than_one(v, mult, (int)shift);
 }
 
-static inline int32_t mg_add_out32(const mg_add_params_t *p, int32_t raw)
+static inline int32_t mg_add_out32(const MG_ROM mg_add_params_t *p, int32_t raw)
 {
     const int32_t out = mg_mbqm_smaller_than_one(raw, p->output_multiplier, (int)p->output_shift)
                         + p->output_offset;
     return mg_clamp32(out, p->act_min, p->act_max);
 }
 
-static inline int8_t mg_add_out1(const mg_add_params_t *p, int32_t raw)
+static inline int8_t mg_add_out1(const MG_ROM mg_add_params_t *p, int32_t raw)
 {
     return (int8_t)mg_add_out32(p, raw);
 }
 
-static inline int8_t mg_add1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
+static inline int8_t mg_add1_s8(const MG_ROM mg_add_params_t *p, int8_t a, int8_t b)
 {
     return mg_add_out1(p, mg_add_scaled1(p, a, p->input1_offset, p->input1_multiplier,
                                          p->input1_shift)
@@ -107,7 +121,7 @@ static inline int8_t mg_add1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
                                                p->input2_shift));
 }
 
-static inline int8_t mg_sub1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
+static inline int8_t mg_sub1_s8(const MG_ROM mg_add_params_t *p, int8_t a, int8_t b)
 {
     return mg_add_out1(p, mg_add_scaled1(p, a, p->input1_offset, p->input1_multiplier,
                                          p->input1_shift)
@@ -116,7 +130,7 @@ static inline int8_t mg_sub1_s8(const mg_add_params_t *p, int8_t a, int8_t b)
 }
 
 /* MUL of int8 or int16 values, clamped to the activation range. */
-static inline int32_t mg_mul32(const mg_mul_params_t *p, int32_t a, int32_t b)
+static inline int32_t mg_mul32(const MG_ROM mg_mul_params_t *p, int32_t a, int32_t b)
 {
     const int32_t v1 = p->input1_offset + a;
     const int32_t v2 = p->input2_offset + b;
@@ -125,12 +139,12 @@ static inline int32_t mg_mul32(const mg_mul_params_t *p, int32_t a, int32_t b)
     return mg_clamp32(out, p->act_min, p->act_max);
 }
 
-static inline int8_t mg_mul1_s8(const mg_mul_params_t *p, int8_t a, int8_t b)
+static inline int8_t mg_mul1_s8(const MG_ROM mg_mul_params_t *p, int8_t a, int8_t b)
 {
     return (int8_t)mg_mul32(p, a, b);
 }
 
-static inline int8_t mg_logistic1_s8(const mg_logistic_params_t *p, int8_t in)
+static inline int8_t mg_logistic1_s8(const MG_ROM mg_logistic_params_t *p, int8_t in)
 {
     const int32_t x = (int32_t)in - p->input_zero_point;
     if (x <= -p->input_range_radius) {
@@ -147,14 +161,14 @@ static inline int8_t mg_logistic1_s8(const mg_logistic_params_t *p, int8_t in)
 
 /* QUANTIZE (requantization of an int8 or int16 value; int8 -> int8 is also RELU), clamped to
  * the output range act_min..act_max. */
-static inline int32_t mg_requant32(const mg_requant_params_t *p, int32_t in)
+static inline int32_t mg_requant32(const MG_ROM mg_requant_params_t *p, int32_t in)
 {
     const int32_t v = p->output_offset
                       + mg_mbqm(in - p->input_offset, p->multiplier, (int)p->shift);
     return mg_clamp32(v, p->act_min, p->act_max);
 }
 
-static inline int8_t mg_requant1_s8(const mg_requant_params_t *p, int8_t in)
+static inline int8_t mg_requant1_s8(const MG_ROM mg_requant_params_t *p, int8_t in)
 {
     return (int8_t)mg_requant32(p, in);
 }

@@ -46,6 +46,10 @@
 #endif
 #endif
 
+#if MG_FAST && MG_ROM_IN_FLASH
+#error "the fast path reads its tables from RAM: build with MG_FAST=0 where MG_ROM is flash (AVR)"
+#endif
+
 #if MG_FAST && MG_SINGLE_ROUNDING
 #error "the fast path implements TFLM's default (double) rounding only: build with MG_FAST=0"
 #endif

@@ -17,7 +17,7 @@ static void copy_bytes(uint8_t *dst, const uint8_t *src, size_t n)
 /* Runs STMT for every output element i with input offsets i1, i2 under broadcast BC. */
 #define MG_BINARY_LOOP(BC, STMT)                                                       \
     do {                                                                               \
-        const mg_bcast_t *bc_ = (BC);                                                  \
+        const MG_ROM mg_bcast_t *bc_ = (BC);                                                  \
         int32_t i;                                                                     \
         if (bc_->ndims == 0) {                                                         \
             for (i = 0; i < bc_->count; ++i) {                                         \
@@ -51,8 +51,9 @@ static void copy_bytes(uint8_t *dst, const uint8_t *src, size_t n)
         }                                                                              \
     } while (0)
 
-void mg_fully_connected_s8(const mg_fc_params_t *p, const int8_t *input, const int8_t *filter,
-                           const int32_t *bias, int8_t *output)
+void mg_fully_connected_s8(const MG_ROM mg_fc_params_t *p, const int8_t *input,
+                           const MG_ROM int8_t *filter,
+                           const MG_ROM int32_t *bias, int8_t *output)
 {
     int32_t b, oc;
     for (b = 0; b < p->batches; ++b) {
@@ -67,8 +68,9 @@ void mg_fully_connected_s8(const mg_fc_params_t *p, const int8_t *input, const i
     }
 }
 
-void mg_depthwise_conv_s8(const mg_dwconv_params_t *p, const int8_t *input,
-                          const int8_t *filter, const int32_t *bias, int8_t *output)
+void mg_depthwise_conv_s8(const MG_ROM mg_dwconv_params_t *p, const int8_t *input,
+                          const MG_ROM int8_t *filter, const MG_ROM int32_t *bias,
+                          int8_t *output)
 {
     int32_t batch, oy, ox, ic, m, fy, fx;
     for (batch = 0; batch < p->batches; ++batch) {
@@ -109,32 +111,32 @@ void mg_depthwise_conv_s8(const mg_dwconv_params_t *p, const int8_t *input,
     }
 }
 
-void mg_add_s8(const mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+void mg_add_s8(const MG_ROM mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     MG_BINARY_LOOP(&p->bc, out[i] = mg_add1_s8(p, in1[i1], in2[i2]));
 }
 
-void mg_sub_s8(const mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+void mg_sub_s8(const MG_ROM mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     MG_BINARY_LOOP(&p->bc, out[i] = mg_sub1_s8(p, in1[i1], in2[i2]));
 }
 
-void mg_mul_s8(const mg_mul_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+void mg_mul_s8(const MG_ROM mg_mul_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     MG_BINARY_LOOP(&p->bc, out[i] = mg_mul1_s8(p, in1[i1], in2[i2]));
 }
 
-void mg_minimum_s8(const mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out)
+void mg_minimum_s8(const MG_ROM mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     MG_BINARY_LOOP(bc, out[i] = in1[i1] < in2[i2] ? in1[i1] : in2[i2]);
 }
 
-void mg_maximum_s8(const mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out)
+void mg_maximum_s8(const MG_ROM mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     MG_BINARY_LOOP(bc, out[i] = in1[i1] > in2[i2] ? in1[i1] : in2[i2]);
 }
 
-void mg_logistic_s8(const mg_logistic_params_t *p, const int8_t *input, int8_t *output)
+void mg_logistic_s8(const MG_ROM mg_logistic_params_t *p, const int8_t *input, int8_t *output)
 {
     int32_t i;
     for (i = 0; i < p->size; ++i) {
@@ -142,7 +144,7 @@ void mg_logistic_s8(const mg_logistic_params_t *p, const int8_t *input, int8_t *
     }
 }
 
-void mg_requantize_s8(const mg_requant_params_t *p, const int8_t *input, int8_t *output)
+void mg_requantize_s8(const MG_ROM mg_requant_params_t *p, const int8_t *input, int8_t *output)
 {
     int32_t i;
     for (i = 0; i < p->size; ++i) {
@@ -150,12 +152,12 @@ void mg_requantize_s8(const mg_requant_params_t *p, const int8_t *input, int8_t 
     }
 }
 
-void mg_relu_s8(const mg_requant_params_t *p, const int8_t *input, int8_t *output)
+void mg_relu_s8(const MG_ROM mg_requant_params_t *p, const int8_t *input, int8_t *output)
 {
     mg_requantize_s8(p, input, output);
 }
 
-void mg_concatenation(const mg_concat_params_t *p, const void *const *inputs, void *output)
+void mg_concatenation(const MG_ROM mg_concat_params_t *p, const void *const *inputs, void *output)
 {
     uint8_t *out = (uint8_t *)output;
     int32_t k, i;
@@ -169,7 +171,7 @@ void mg_concatenation(const mg_concat_params_t *p, const void *const *inputs, vo
     }
 }
 
-int mg_gather(const mg_gather_params_t *p, const void *params, const int32_t *indices,
+int mg_gather(const MG_ROM mg_gather_params_t *p, const void *params, const int32_t *indices,
               void *output)
 {
     const uint8_t *in = (const uint8_t *)params;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mg_rom.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -57,11 +59,12 @@ typedef struct {
     int32_t output_offset;  /* output zero point */
     int32_t act_min, act_max;
     int32_t per_channel;
-    const int32_t *multiplier;
-    const int32_t *shift;
+    const MG_ROM int32_t *multiplier;
+    const MG_ROM int32_t *shift;
 } mg_fc_params_t;
-void mg_fully_connected_s8(const mg_fc_params_t *p, const int8_t *input, const int8_t *filter,
-                           const int32_t *bias, int8_t *output);
+void mg_fully_connected_s8(const MG_ROM mg_fc_params_t *p, const int8_t *input,
+                           const MG_ROM int8_t *filter,
+                           const MG_ROM int32_t *bias, int8_t *output);
 
 /* DEPTHWISE_CONV_2D (TFLM DepthwiseConvPerChannel), NHWC: input [batches, in_h, in_w,
  * in_c], filter [1, filt_h, filt_w, out_c], bias [out_c] or NULL, output [batches, out_h,
@@ -74,11 +77,12 @@ typedef struct {
     int32_t stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
     int32_t input_offset, output_offset;
     int32_t act_min, act_max;
-    const int32_t *multiplier;
-    const int32_t *shift;
+    const MG_ROM int32_t *multiplier;
+    const MG_ROM int32_t *shift;
 } mg_dwconv_params_t;
-void mg_depthwise_conv_s8(const mg_dwconv_params_t *p, const int8_t *input,
-                          const int8_t *filter, const int32_t *bias, int8_t *output);
+void mg_depthwise_conv_s8(const MG_ROM mg_dwconv_params_t *p, const int8_t *input,
+                          const MG_ROM int8_t *filter, const MG_ROM int32_t *bias,
+                          int8_t *output);
 
 /* ADD / SUB (TFLM int8: inputs rescaled to a common 2^left_shift fixed point). */
 typedef struct {
@@ -89,8 +93,8 @@ typedef struct {
     int32_t act_min, act_max;
     mg_bcast_t bc;
 } mg_add_params_t;
-void mg_add_s8(const mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
-void mg_sub_s8(const mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void mg_add_s8(const MG_ROM mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void mg_sub_s8(const MG_ROM mg_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
 /* MUL (TFLM int8). */
 typedef struct {
@@ -99,11 +103,11 @@ typedef struct {
     int32_t act_min, act_max;
     mg_bcast_t bc;
 } mg_mul_params_t;
-void mg_mul_s8(const mg_mul_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void mg_mul_s8(const MG_ROM mg_mul_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
 /* MINIMUM / MAXIMUM on raw int8 values (TFLM requires equal quantization). */
-void mg_minimum_s8(const mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out);
-void mg_maximum_s8(const mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out);
+void mg_minimum_s8(const MG_ROM mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out);
+void mg_maximum_s8(const MG_ROM mg_bcast_t *bc, const int8_t *in1, const int8_t *in2, int8_t *out);
 
 /* LOGISTIC (TFLM int8: Q4.27 gemmlowp logistic; output scale 1/256, zero point -128). */
 typedef struct {
@@ -113,7 +117,7 @@ typedef struct {
     int32_t input_multiplier;
     int32_t input_left_shift;
 } mg_logistic_params_t;
-void mg_logistic_s8(const mg_logistic_params_t *p, const int8_t *input, int8_t *output);
+void mg_logistic_s8(const MG_ROM mg_logistic_params_t *p, const int8_t *input, int8_t *output);
 
 /* out = clamp(output_offset + MBQM(in - input_offset, multiplier, shift), act_min, act_max).
  * RELU (TFLM ReluQuantized: act_min from the output zero point) and
@@ -126,8 +130,8 @@ typedef struct {
     int32_t multiplier, shift;
     int32_t act_min, act_max;
 } mg_requant_params_t;
-void mg_relu_s8(const mg_requant_params_t *p, const int8_t *input, int8_t *output);
-void mg_requantize_s8(const mg_requant_params_t *p, const int8_t *input, int8_t *output);
+void mg_relu_s8(const MG_ROM mg_requant_params_t *p, const int8_t *input, int8_t *output);
+void mg_requantize_s8(const MG_ROM mg_requant_params_t *p, const int8_t *input, int8_t *output);
 
 /* CONCATENATION (TFLM int8: plain copy, all inputs share the output quantization).
  * outer = product of dims before the axis; input i contributes copy_bytes[i] bytes per
@@ -135,9 +139,9 @@ void mg_requantize_s8(const mg_requant_params_t *p, const int8_t *input, int8_t 
 typedef struct {
     int32_t num_inputs;
     int32_t outer;
-    const int32_t *copy_bytes;
+    const MG_ROM int32_t *copy_bytes;
 } mg_concat_params_t;
-void mg_concatenation(const mg_concat_params_t *p, const void *const *inputs, void *output);
+void mg_concatenation(const MG_ROM mg_concat_params_t *p, const void *const *inputs, void *output);
 
 /* GATHER (TFLM: int8 or int32 params, int32 indices). Returns 0, or -1 if an index is out
  * of [0, axis_size) (the output is then incomplete). */
@@ -145,7 +149,7 @@ typedef struct {
     int32_t batch_size, outer_size, axis_size, inner_size, coord_size;
     int32_t elem_bytes;
 } mg_gather_params_t;
-int mg_gather(const mg_gather_params_t *p, const void *params, const int32_t *indices,
+int mg_gather(const MG_ROM mg_gather_params_t *p, const void *params, const int32_t *indices,
               void *output);
 
 /* RESHAPE when a copy is needed (the generator aliases buffers otherwise). */

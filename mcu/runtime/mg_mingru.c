@@ -6,19 +6,19 @@
 #include "mg_state16.h"
 
 /* FULLY_CONNECTED output channel c of a fused projection, bias and requantization included. */
-static int8_t fc_out(const mg_mingru_fc_t *f, int32_t dot, int32_t c)
+static int8_t fc_out(const MG_ROM mg_mingru_fc_t *f, int32_t dot, int32_t c)
 {
     return mg_fc_out1(f->fc, f->bias ? dot + f->bias[c] : dot, c);
 }
 
-static int32_t fc_dot(const mg_mingru_fc_t *f, const int8_t *u, int32_t c)
+static int32_t fc_dot(const MG_ROM mg_mingru_fc_t *f, const int8_t *u, int32_t c)
 {
     return mg_fc_dot1(f->fc, u, f->weights + c * f->fc->accum_depth);
 }
 
 /* The candidate g = RELU-part + sigmoid(MINIMUM(p, c)) of channel c from the int8 FC outputs
  * p8 and r8 (r8 = p8 when the graph has no separate RELU FC). */
-static int8_t g1(const mg_mingru_params_t *p, int32_t c, int8_t pv, int8_t r)
+static int8_t g1(const MG_ROM mg_mingru_params_t *p, int32_t c, int8_t pv, int8_t r)
 {
     const int8_t mn = p->min_const[c * p->min_stride];
     const int8_t q = mg_logistic1_s8(p->sig_p, pv < mn ? pv : mn);
@@ -30,7 +30,7 @@ static int8_t g1(const mg_mingru_params_t *p, int32_t c, int8_t pv, int8_t r)
 
 /* Gate z (int8; its pre-activation z_pre when gate_pre) and candidate g of channel c, the
  * part both state widths share. */
-static void zg1(const mg_mingru_params_t *p, const int8_t *u, int32_t c, int gate_pre,
+static void zg1(const MG_ROM mg_mingru_params_t *p, const int8_t *u, int32_t c, int gate_pre,
                 int8_t *z_out, int8_t *g_out)
 {
     const int8_t zp = fc_out(&p->gate, fc_dot(&p->gate, u, c), c);
@@ -46,7 +46,7 @@ static void zg1(const mg_mingru_params_t *p, const int8_t *u, int32_t c, int gat
     *g_out = g1(p, c, pv, r);
 }
 
-void mg_mingru_step_s8(const mg_mingru_params_t *p, const int8_t *u, int8_t *h)
+void mg_mingru_step_s8(const MG_ROM mg_mingru_params_t *p, const int8_t *u, int8_t *h)
 {
     int32_t c;
     for (c = 0; c < p->channels; ++c) {
@@ -57,19 +57,20 @@ void mg_mingru_step_s8(const mg_mingru_params_t *p, const int8_t *u, int8_t *h)
     }
 }
 
-void mg_mingru_step_s16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
+void mg_mingru_step_s16(const MG_ROM mg_mingru_params_t *p, const MG_ROM mg_state16_params_t *s,
                         const int8_t *u, int16_t *h, int8_t *h8)
 {
+    const int gate_pre = mg_rom_nonnull(s->sig16);
     int32_t c;
     for (c = 0; c < p->channels; ++c) {
         int8_t z;
         int8_t g;
-        zg1(p, u, c, s->sig16 != 0, &z, &g);
+        zg1(p, u, c, gate_pre, &z, &g);
         h[c] = mg_state16_update1(s, z, g, h[c], &h8[c]);
     }
 }
 
-void mg_input16_front(const mg_input16_params_t *q, int32_t n, const int8_t *frame,
+void mg_input16_front(const MG_ROM mg_input16_params_t *q, int32_t n, const int8_t *frame,
                       const int8_t *conv, int16_t *u16)
 {
     int32_t c;
@@ -80,18 +81,18 @@ void mg_input16_front(const mg_input16_params_t *q, int32_t n, const int8_t *fra
 }
 
 /* A 16x8 FC output channel c (int16, clamped to the FC's activation range). */
-static int32_t fc16_out(const mg_mingru_fc_t *f, int32_t dot, int32_t c)
+static int32_t fc16_out(const MG_ROM mg_mingru_fc_t *f, int32_t dot, int32_t c)
 {
     return mg_fc_out32(f->fc, f->bias ? dot + f->bias[c] : dot, c);
 }
 
-static int32_t fc16_dot(const mg_mingru_fc_t *f, const int16_t *u, int32_t c)
+static int32_t fc16_dot(const MG_ROM mg_mingru_fc_t *f, const int16_t *u, int32_t c)
 {
     return mg_fc_dot1_s16(f->fc, u, f->weights + c * f->fc->accum_depth);
 }
 
-void mg_mingru_step_u16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
-                        const mg_input16_params_t *q, const int16_t *u16, int16_t *h, int8_t *h8,
+void mg_mingru_step_u16(const MG_ROM mg_mingru_params_t *p, const MG_ROM mg_state16_params_t *s,
+                        const MG_ROM mg_input16_params_t *q, const int16_t *u16, int16_t *h, int8_t *h8,
                         int8_t *v8)
 {
     int32_t c;

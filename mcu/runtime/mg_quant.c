@@ -25,7 +25,8 @@ int32_t mg_srdhm(int32_t a, int32_t b)
 
 int32_t mg_rdbpot(int32_t x, int exponent)
 {
-    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    /* 32-bit arithmetic (no 64-bit shift: a library call on 8-bit cores); exponent <= 31 */
+    const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
     const int32_t remainder = x & mask;
     const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
@@ -158,7 +159,7 @@ int32_t mg_logistic_q4(int32_t x)
  * holds it (43 entries differ by one from round(65536 * sigmoid(i / 24))): the values of
  * convert/state16.SIGMOID_LUT16, recovered from TFLite-Micro's outputs (tests/test_state16.py
  * checks the two agree and the arithmetic against TFLite-Micro). */
-const uint16_t mg_sigmoid_lut16[256] = {
+const MG_ROM uint16_t mg_sigmoid_lut16[256] = {
     32768u, 33451u, 34133u, 34813u, 35493u, 36169u, 36843u, 37513u, 38180u, 38841u, 39498u, 40149u,
     40794u, 41432u, 42064u, 42688u, 43304u, 43912u, 44511u, 45102u, 45683u, 46255u, 46817u, 47369u,
     47911u, 48443u, 48964u, 49475u, 49975u, 50464u, 50942u, 51409u, 51865u, 52311u, 52745u, 53169u,

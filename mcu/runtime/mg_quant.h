@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "mg_rom.h"
+
 #ifndef MG_SINGLE_ROUNDING
 #define MG_SINGLE_ROUNDING 0
 #endif
@@ -44,7 +46,7 @@ int32_t mg_mbqm_smaller_than_one(int32_t x, int32_t quantized_multiplier, int sh
 int32_t mg_logistic_q4(int32_t x);
 
 /* sigmoid(i / 24), i = 0..255, unsigned 0.16: the table TFLite's int16 LOGISTIC interpolates. */
-extern const uint16_t mg_sigmoid_lut16[256];
+extern const MG_ROM uint16_t mg_sigmoid_lut16[256];
 
 #ifdef __cplusplus
 }

@@ -35,20 +35,20 @@ typedef struct {
 } mg_logistic16_params_t;
 
 typedef struct {
-    const mg_requant_params_t *z16;   /* int8 gate: QUANTIZE z8 -> int16; else NULL */
-    const mg_requant_params_t *zq16;  /* int16 gate: QUANTIZE z_pre8 -> int16; else NULL */
-    const mg_logistic16_params_t *sig16;  /* int16 gate: its LOGISTIC; else NULL */
-    const int16_t *z16_lut;           /* [256] z16 of the tail's int8 input (index + 128),
+    const MG_ROM mg_requant_params_t *z16;   /* int8 gate: QUANTIZE z8 -> int16; else NULL */
+    const MG_ROM mg_requant_params_t *zq16;  /* int16 gate: QUANTIZE z_pre8 -> int16; else NULL */
+    const MG_ROM mg_logistic16_params_t *sig16;  /* int16 gate: its LOGISTIC; else NULL */
+    const MG_ROM int16_t *z16_lut;           /* [256] z16 of the tail's int8 input (index + 128),
                                          read by the fast path only (NULL without MG_FAST) */
-    const mg_requant_params_t *g16;   /* QUANTIZE g: int8 -> int16 */
-    const mg_add_params_t *sub;       /* d16 = SUB(g16, h16)        (left_shift 15) */
-    const mg_mul_params_t *mul;       /* m16 = MUL(z16, d16) */
-    const mg_add_params_t *add_h;     /* h16' = ADD(h16, m16)       (input1 = h) */
-    const mg_requant_params_t *h8;    /* QUANTIZE h16': int16 -> int8 */
+    const MG_ROM mg_requant_params_t *g16;   /* QUANTIZE g: int8 -> int16 */
+    const MG_ROM mg_add_params_t *sub;       /* d16 = SUB(g16, h16)        (left_shift 15) */
+    const MG_ROM mg_mul_params_t *mul;       /* m16 = MUL(z16, d16) */
+    const MG_ROM mg_add_params_t *add_h;     /* h16' = ADD(h16, m16)       (input1 = h) */
+    const MG_ROM mg_requant_params_t *h8;    /* QUANTIZE h16': int16 -> int8 */
 } mg_state16_params_t;
 
 /* int16 ADD / SUB / MUL, one element (mg_elem.h's arithmetic on int16 values). */
-static inline int16_t mg_add1_s16(const mg_add_params_t *p, int16_t a, int16_t b)
+static inline int16_t mg_add1_s16(const MG_ROM mg_add_params_t *p, int16_t a, int16_t b)
 {
     return (int16_t)mg_add_out32(p, mg_add_scaled1(p, a, p->input1_offset, p->input1_multiplier,
                                                    p->input1_shift)
@@ -56,7 +56,7 @@ static inline int16_t mg_add1_s16(const mg_add_params_t *p, int16_t a, int16_t b
                                                         p->input2_multiplier, p->input2_shift));
 }
 
-static inline int16_t mg_sub1_s16(const mg_add_params_t *p, int16_t a, int16_t b)
+static inline int16_t mg_sub1_s16(const MG_ROM mg_add_params_t *p, int16_t a, int16_t b)
 {
     return (int16_t)mg_add_out32(p, mg_add_scaled1(p, a, p->input1_offset, p->input1_multiplier,
                                                    p->input1_shift)
@@ -64,7 +64,7 @@ static inline int16_t mg_sub1_s16(const mg_add_params_t *p, int16_t a, int16_t b
                                                         p->input2_multiplier, p->input2_shift));
 }
 
-static inline int16_t mg_mul1_s16(const mg_mul_params_t *p, int16_t a, int16_t b)
+static inline int16_t mg_mul1_s16(const MG_ROM mg_mul_params_t *p, int16_t a, int16_t b)
 {
     return (int16_t)mg_mul32(p, a, b);
 }
@@ -73,7 +73,7 @@ static inline int16_t mg_mul1_s16(const mg_mul_params_t *p, int16_t a, int16_t b
  * |v| in units of 1/(3 * 4096) indexes the table by its top bits (v >> 9, one entry per 1/24)
  * and interpolates on the 9 bits below; the table's 0.16 result, with 9 fraction bits of the
  * interpolation, is rounded to 0.15; a negative input mirrors (1 - sigmoid(|v|)). */
-static inline int16_t mg_logistic1_s16(const mg_logistic16_params_t *p, int16_t x)
+static inline int16_t mg_logistic1_s16(const MG_ROM mg_logistic16_params_t *p, int16_t x)
 {
     const int sh = (int)p->input_left_shift;
     const int32_t v = ((int32_t)x * p->input_multiplier + (sh > 0 ? (int32_t)1 << (sh - 1) : 0))
@@ -87,21 +87,21 @@ static inline int16_t mg_logistic1_s16(const mg_logistic16_params_t *p, int16_t 
         const uint32_t lo = mg_sigmoid_lut16[k];
         r = (lo << 9) + (a & 0x1FFu) * (mg_sigmoid_lut16[k + 1] - lo);
     }
-    r = v >= 0 ? r + (1u << 9) : (1u << 25) - r + (1u << 9) - 1u;
+    r = v >= 0 ? r + ((uint32_t)1 << 9) : ((uint32_t)1 << 25) - r + ((uint32_t)1 << 9) - 1u;
     return (int16_t)(r >> 10);
 }
 
 /* The int16 gate z16 of the tail's int8 input z_in (z8, or z_pre8 with an int16 gate). */
-static inline int16_t mg_state16_gate1(const mg_state16_params_t *s, int8_t z_in)
+static inline int16_t mg_state16_gate1(const MG_ROM mg_state16_params_t *s, int8_t z_in)
 {
-    if (s->sig16 != 0) {
+    if (mg_rom_nonnull(s->sig16)) {
         return mg_logistic1_s16(s->sig16, (int16_t)mg_requant32(s->zq16, z_in));
     }
     return (int16_t)mg_requant32(s->z16, z_in);
 }
 
 /* The tail from the int16 gate z16 on: returns h16', writes the int8 h' to *h8. */
-static inline int16_t mg_state16_update_z16(const mg_state16_params_t *s, int16_t z16, int8_t g,
+static inline int16_t mg_state16_update_z16(const MG_ROM mg_state16_params_t *s, int16_t z16, int8_t g,
                                             int16_t h, int8_t *h8)
 {
     const int16_t g16 = (int16_t)mg_requant32(s->g16, g);
@@ -113,7 +113,7 @@ static inline int16_t mg_state16_update_z16(const mg_state16_params_t *s, int16_
 
 /* The whole tail for one channel: returns h16', writes the int8 h' to *h8. z_in: z8, or
  * z_pre8 with an int16 gate (s->sig16 set). */
-static inline int16_t mg_state16_update1(const mg_state16_params_t *s, int8_t z_in, int8_t g,
+static inline int16_t mg_state16_update1(const MG_ROM mg_state16_params_t *s, int8_t z_in, int8_t g,
                                          int16_t h, int8_t *h8)
 {
     return mg_state16_update_z16(s, mg_state16_gate1(s, z_in), g, h, h8);
