@@ -36,10 +36,13 @@
 #include "mg_kernels.h"
 #include "mg_mingru.h"
 #include "mg_quant.h"
+#include "mg_rom.h"
 #include "mg_state16.h"
 
+/* default: the fast path on every core (plain C where there is no DSP extension), except
+ * where MG_ROM puts the constants in flash (AVR: the fast tables are read from RAM) */
 #ifndef MG_FAST
-#if !MG_SINGLE_ROUNDING
+#if !MG_SINGLE_ROUNDING && !MG_ROM_IN_FLASH
 #define MG_FAST 1
 #else
 #define MG_FAST 0
