@@ -28,7 +28,7 @@ LAYERS = [
     ["codegen_mgrade"],                       # mGRADE package writer
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
-    ["cpackage"],                             # the self-contained per-run C folder
+    ["cpackage", "host_eval"],                # the self-contained per-run C folder; host int8 eval
     ["__main__"],                             # python -m convert
 ]
 
