@@ -177,3 +177,18 @@ def test_bad_input_is_one_clear_error(tiny_int8):
         host.run(x.astype(np.int16), lengths)
     with pytest.raises(ConvertError, match="outside"):
         host.run(x, np.array([1, 2, x.shape[1] + 1], np.int32))
+
+
+def test_speed_benchmark_runs_both_side_by_side(tiny_int8, tmp_path, capsys):
+    import json
+
+    from benchmarks import int8_eval_speed
+
+    out = tmp_path / "speed.json"
+    assert int8_eval_speed.main([str(tiny_int8), "--n", "20", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "TFLite-Micro stepping" in text and "host C batch" in text and "identical" in text
+    r = json.loads(out.read_text())
+    assert r["n"] == r["tflm_n"] == 20 and r["identical"] and r["speedup"] > 0
+    assert int8_eval_speed.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
