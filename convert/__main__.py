@@ -411,7 +411,7 @@ def test_logits(model_bytes: bytes, x_q: np.ndarray, lengths) -> np.ndarray | No
     """Every test step's int8 logits from the host C package (int8_eval cross-checks them
     against TFLite-Micro); None, with a note, without gcc (TFLite-Micro steps every one)."""
     try:
-        return host_eval.HostModel(model_bytes).run(x_q, lengths)
+        return host_eval.host_model(model_bytes).run(x_q, lengths)
     except host_eval.HostEvalUnavailable as e:
         say(host_eval.no_gcc_note(e))
         return None

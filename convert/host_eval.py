@@ -18,6 +18,7 @@ Without gcc, int8_logits steps TFLite-Micro over every sequence (one note line).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -31,7 +32,8 @@ from convert.stream import Streamer
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "mcu" / "runtime"
 CC = "gcc"
-CFLAGS = ["-std=c99", "-O2", "-fPIC", "-shared"]
+# -Bsymbolic: each model's library calls its own mg_model_* even when several are loaded
+CFLAGS = ["-std=c99", "-O2", "-fPIC", "-shared", "-Wl,-Bsymbolic"]
 CHECK_SEQ = 4            # sequences cross-checked against TFLite-Micro per evaluation
 CHECK_STEPS = 4000       # ... at most this many steps in all (at least one sequence)
 
@@ -140,6 +142,23 @@ class HostModel:
         return out
 
 
+_BUILT: dict[bytes, HostModel] = {}     # sha256 of a model -> its library, this process
+_KEEP = 4
+
+
+def host_model(model_bytes: bytes) -> HostModel:
+    """HostModel(model_bytes), built once per process for the last few models (convert's
+    `--state-bits auto` evaluates the model it keeps twice: validation, then test)."""
+    if not available():
+        raise HostEvalUnavailable(f"{CC} not found")
+    key = hashlib.sha256(model_bytes).digest()
+    if key not in _BUILT:
+        while len(_BUILT) >= _KEEP:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = HostModel(model_bytes)
+    return _BUILT[key]
+
+
 def check_count(T: int, n: int) -> int:
     """How many leading sequences of n (T steps each) the cross-check streams."""
     return min(n, CHECK_SEQ, max(1, CHECK_STEPS // max(T, 1)))
@@ -195,7 +214,7 @@ def int8_logits(model_bytes: bytes, x_q: np.ndarray, lengths=None, note=print,
     cross-checked against TFLite-Micro on the first sequences; without gcc TFLite-Micro
     stepping over all of them, with one note."""
     try:
-        host = HostModel(model_bytes)
+        host = host_model(model_bytes)
     except HostEvalUnavailable as e:
         note(no_gcc_note(e))
         return tflm_logits(model_bytes, x_q, lengths, progress), "tflm"
