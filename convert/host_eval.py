@@ -29,6 +29,7 @@ import numpy as np
 from convert.codegen import generate
 from convert.errors import ConvertError
 from convert.stream import Streamer
+from convert.tflm_params import CodegenError
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "mcu" / "runtime"
 CC = "gcc"
@@ -87,7 +88,10 @@ def build(model_bytes: bytes, out_dir) -> Path:
     if not available():
         raise HostEvalUnavailable(f"{CC} not found")
     gen = Path(out_dir) / "gen"
-    generate(model_bytes, gen)
+    try:
+        generate(model_bytes, gen)
+    except CodegenError as e:
+        raise ConvertError(f"the C package generator refused the model: {e}") from None
     return compile_package(gen, out_dir)
 
 
@@ -169,10 +173,10 @@ def compare(i: int, tflm: np.ndarray, host: np.ndarray) -> None:
     if tflm.shape != host.shape or not np.array_equal(tflm, host):
         bad = np.argwhere(tflm != host) if tflm.shape == host.shape else [[0, 0]]
         t = int(bad[0][0])
-        raise ConvertError(f"the host C model package differs from TFLite-Micro on test "
-                           f"sequence {i}, step {t} (logits {host[t].tolist()} vs "
-                           f"{tflm[t].tolist()}): the generated C is not bit-exact; report "
-                           f"this model (convert with gcc missing from PATH to bypass)")
+        raise ConvertError(f"the host-compiled C model package differs from TFLite-Micro on "
+                           f"sequence {i}, step {t} (int8 logits {host[t].tolist()} vs "
+                           f"{tflm[t].tolist()}): the generated C is not bit-exact with "
+                           f"TFLite-Micro for this model; please report it")
 
 
 def cross_check(streamer: Streamer, x_q: np.ndarray, lengths, logits: np.ndarray,
