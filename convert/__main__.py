@@ -387,7 +387,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               "float_acc": float_acc, "hardened_acc": hardened_acc, **qat_report,
               **bits_report, **rounding_report}
     lengths = None if len_test is None else len_test.numpy()
-    host_logits = test_logits(model_bytes, x_q, lengths)
+    host_logits = host_test_logits(model_bytes, x_q, lengths)
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths, host_logits))
     report.update(litert_vs_tflm_bound(report))
     report.update({
@@ -407,7 +407,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     return report
 
 
-def test_logits(model_bytes: bytes, x_q: np.ndarray, lengths) -> np.ndarray | None:
+def host_test_logits(model_bytes: bytes, x_q: np.ndarray, lengths) -> np.ndarray | None:
     """Every test step's int8 logits from the host C package (int8_eval cross-checks them
     against TFLite-Micro); None, with a note, without gcc (TFLite-Micro steps every one)."""
     try:
