@@ -8,7 +8,8 @@ MODEL_DIR is a folder written by `python -m convert` (model.tflite, test_data.np
 first --n test sequences (each over its own length) are evaluated by both; a test set with
 fewer is cycled up to n. The host batch runs 5 times (the median is reported), each run
 followed by a fifth of the TFLite-Micro sequences (their times summed), so that both see the
-same load on a shared machine; wall-clock and process CPU time are reported. --tflm-n times TFLite-Micro on only the first N of them (its rate
+same load on a shared machine; wall-clock and process CPU time (all threads: the host batch
+is split over one thread per CPU, convert/host_eval.py) are reported. --tflm-n times TFLite-Micro on only the first N of them (its rate
 is per sequence; default: all n). Prints sequences/s of each, the host build time, and the
 speed-up (host rate / TFLite-Micro rate, the build excluded and included); exits 1 if any
 logit of the sequences both ran differs.
@@ -66,7 +67,7 @@ def measure(model_dir, n: int = 1000, tflm_n: int | None = None) -> dict:
     tflm_rate, host_rate = tflm_n / tflm_s, n / host_s
     return {"model_dir": str(model_dir), "n": n, "tflm_n": tflm_n, "T": int(x.shape[1]),
             "steps": steps, "tflm_s": tflm_s, "tflm_seq_per_s": tflm_rate,
-            "host_build_s": build_s, "host_s": host_s, "host_seq_per_s": host_rate,
+            "host_threads": len(host.libs), "host_build_s": build_s, "host_s": host_s, "host_seq_per_s": host_rate,
             "speedup": host_rate / tflm_rate,
             "tflm_cpu_s": tflm_cpu, "host_cpu_s": host_cpu_s,
             "speedup_cpu": (n / host_cpu_s) / (tflm_n / tflm_cpu),
@@ -80,7 +81,7 @@ def table(r: dict) -> str:
         f"  TFLite-Micro stepping   {r['tflm_seq_per_s']:10.1f} seq/s  ({r['tflm_n']} sequences "
         f"in {r['tflm_s']:.2f} s)",
         f"  host C batch            {r['host_seq_per_s']:10.1f} seq/s  ({r['n']} sequences in "
-        f"{r['host_s']:.3f} s, median of {HOST_RUNS}; build {r['host_build_s']:.1f} s)",
+        f"{r['host_s']:.3f} s, median of {HOST_RUNS}, {r['host_threads']} thread(s); build {r['host_build_s']:.1f} s)",
         f"  speed-up {r['speedup']:.1f}x wall clock ({r['speedup_with_build']:.1f}x with the "
         f"build), {r['speedup_cpu']:.1f}x CPU time; "
         f"logits {'identical' if r['identical'] else 'DIFFER'} on the "

@@ -1,7 +1,8 @@
 """Fast int8 evaluation: the generated C model package compiled for the host, many sequences
 per call, with TFLite-Micro as the cross-check.
 
-    host = HostModel(model_bytes)               # codegen.generate + gcc -O2 -shared, ctypes
+    host = HostModel(model_bytes)               # codegen.generate + gcc -O2 -shared, ctypes;
+                                                # one library copy per CPU, batch split over them
     logits = host.run(x_q, lengths)             # int8 [N, T, n_in] -> int8 [N, T, n_out]
     logits, how = int8_logits(model_bytes, x_q, lengths)   # the above + cross-check, or TFLM
 
@@ -19,9 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ CC = "gcc"
 CFLAGS = ["-std=c99", "-O2", "-fPIC", "-shared", "-Wl,-Bsymbolic"]
 CHECK_SEQ = 4            # sequences cross-checked against TFLite-Micro per evaluation
 CHECK_STEPS = 4000       # ... at most this many steps in all (at least one sequence)
+MAX_THREADS = 8          # HostModel.run splits a batch over this many threads at most
 
 # The batch driver: mg_model_init + mg_model_step over every sequence of a padded batch.
 DRIVER_C = r"""
@@ -113,19 +117,38 @@ def compile_package(gen_dir, out_dir) -> Path:
     return lib
 
 
-class HostModel:
-    """One model's C package as a host shared library (built in a temporary folder)."""
+def default_threads() -> int:
+    """Threads HostModel.run uses: the CPUs this process may run on, at most MAX_THREADS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_THREADS))
 
-    def __init__(self, model_bytes: bytes, lib_path=None):
+
+class HostModel:
+    """One model's C package as host shared libraries (built in a temporary folder): one
+    loaded copy per thread (each copy has its own static instance and scratch), the batch
+    split across them; ctypes releases the GIL during each call."""
+
+    def __init__(self, model_bytes: bytes, lib_path=None, threads: int | None = None):
         self._tmp = None
         if lib_path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mg_host_eval_")
             lib_path = build(model_bytes, self._tmp.name)
-        self.lib = ctypes.CDLL(str(lib_path))
-        self.lib.mg_host_eval_batch.restype = ctypes.c_int
-        self.lib.mg_host_eval_batch.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                                ctypes.c_void_p, ctypes.c_void_p]
-        self.n_in, self.n_out = self.lib.mg_host_n_in(), self.lib.mg_host_n_out()
+        lib_path = Path(lib_path)
+        self.libs = []
+        for k in range(threads or default_threads()):
+            path = lib_path
+            if k:                   # dlopen of one path twice would share its statics
+                path = lib_path.with_name(f"{lib_path.stem}_{k}{lib_path.suffix}")
+                shutil.copyfile(lib_path, path)
+            lib = ctypes.CDLL(str(path))
+            lib.mg_host_eval_batch.restype = ctypes.c_int
+            lib.mg_host_eval_batch.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                               ctypes.c_void_p, ctypes.c_void_p]
+            self.libs.append(lib)
+        self.n_in, self.n_out = self.libs[0].mg_host_n_in(), self.libs[0].mg_host_n_out()
 
     def run(self, x_q: np.ndarray, lengths=None) -> np.ndarray:
         """int8 x_q [N, T, n_in] (lengths int [N] or None) -> int8 logits [N, T, n_out]."""
@@ -138,10 +161,21 @@ class HostModel:
         lens = None if lengths is None else np.ascontiguousarray(lengths, np.int32)
         if lens is not None and lens.shape != (N,):
             raise ConvertError(f"lengths {list(lens.shape)} do not match {N} sequences")
-        rc = self.lib.mg_host_eval_batch(x.ctypes.data, N, T,
-                                         None if lens is None else lens.ctypes.data,
-                                         out.ctypes.data)
-        if rc != 0:
+        if lens is not None and ((lens < 0) | (lens > T)).any():
+            raise ConvertError(f"a sequence length is outside [0, {T}]")
+        cuts = np.linspace(0, N, min(len(self.libs), max(N, 1)) + 1).astype(int)
+
+        def part(k: int) -> int:
+            a, b = cuts[k], cuts[k + 1]
+            return self.libs[k].mg_host_eval_batch(
+                x[a:b].ctypes.data, int(b - a), T,
+                None if lens is None else lens[a:b].ctypes.data, out[a:b].ctypes.data)
+        if len(cuts) == 2:
+            rcs = [part(0)]
+        else:
+            with ThreadPoolExecutor(len(cuts) - 1) as pool:
+                rcs = list(pool.map(part, range(len(cuts) - 1)))
+        if any(rcs):
             raise ConvertError(f"a sequence length is outside [0, {T}]")
         return out
 

@@ -58,8 +58,10 @@ def model_dir(request, tiny_models):
 def test_host_batch_equals_tflm_on_every_step(model_dir):
     model_bytes, x, lengths = ragged(model_dir)
     ref = tflm_reference(model_bytes, x, lengths)
-    host = host_eval.HostModel(model_bytes)
+    host = host_eval.HostModel(model_bytes, threads=3)    # 12 sequences over 3 copies
     got = host.run(x, lengths)
+    np.testing.assert_array_equal(host_eval.HostModel(model_bytes, threads=1).run(x, lengths),
+                                  ref)
     assert got.dtype == np.int8 and got.shape == ref.shape
     np.testing.assert_array_equal(got, ref)
     assert np.abs(ref.astype(int)).sum() > 0           # a real comparison, not zeros
