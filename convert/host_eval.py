@@ -1,7 +1,7 @@
 """Fast int8 evaluation: the generated C model package compiled for the host, many sequences
 per call, with TFLite-Micro as the cross-check.
 
-    host = HostModel(model_bytes)               # codegen.generate + gcc -O2 -shared, ctypes;
+    host = HostModel(model_bytes)               # codegen.generate + gcc -O3 -shared, ctypes;
                                                 # one library copy per CPU, batch split over them
     logits = host.run(x_q, lengths)             # int8 [N, T, n_in] -> int8 [N, T, n_out]
     logits, how = int8_logits(model_bytes, x_q, lengths)   # the above + cross-check, or TFLM
@@ -36,8 +36,11 @@ from convert.tflm_params import CodegenError
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "mcu" / "runtime"
 CC = "gcc"
-# -Bsymbolic: each model's library calls its own mg_model_* even when several are loaded
-CFLAGS = ["-std=c99", "-O2", "-fPIC", "-shared", "-Wl,-Bsymbolic"]
+# -Bsymbolic: each model's library calls its own mg_model_* even when several are loaded;
+# -O3 -march=native -flto: built and run on this machine only, inlines the runtime's kernels
+# into the model's step (13% faster than -O2 on an sMNIST model; the C is integer-only, so
+# the flags cannot change a result, and the cross-check would see it)
+CFLAGS = ["-std=c99", "-O3", "-march=native", "-flto", "-fPIC", "-shared", "-Wl,-Bsymbolic"]
 CHECK_SEQ = 4            # sequences cross-checked against TFLite-Micro per evaluation
 CHECK_STEPS = 4000       # ... at most this many steps in all (at least one sequence)
 MAX_THREADS = 8          # HostModel.run splits a batch over this many threads at most
