@@ -17,7 +17,7 @@ RUN     ?= runs/demo
 MODEL   ?= $(RUN)/int8
 BOARD   ?= qemu-cm4
 EPOCHS  ?=
-# minGRU state width (python -m convert --state-bits): auto picks 8 or 16 on the validation
+# minGRU state width (python -m mgrade_edge.convert --state-bits): auto picks 8 or 16 on the validation
 # split; BOARD=micropython implements only the 8-bit state, so it converts with 8
 STATE_BITS ?= $(if $(filter micropython,$(BOARD)),8,auto)
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-system-misc gcc-xtensa-lx106
@@ -61,17 +61,17 @@ toolchain:
 	fi
 
 train: venv
-	$(PY) -m training.train $(CONFIG) --out $(RUN) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(PY) -m mgrade_edge.training.train $(CONFIG) --out $(RUN) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 convert: venv
-	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
+	$(PY) -m mgrade_edge.convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 
 ifeq ($(BOARD),micropython)
 # BOARD=micropython (docs/micropython.md): the model as a MicroPython package; flash copies it to
 # the board on PORT with mpremote; without PORT, and in compare, it runs on the unix port.
 MP_PKG  ?= $(BUILD)/pkg
 codegen: venv
-	$(PY) -m convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
+	$(PY) -m mgrade_edge.convert.codegen_micropython $(MODEL)/model.tflite --out $(MP_PKG) --mpy x64
 firmware: codegen
 flash: codegen
 	$(PY) host_tools/micropython_unix.py $(MP_PKG) $(if $(PORT),--flash $(PORT),--mpy)
@@ -81,7 +81,7 @@ else
 # the C model package generated from model.tflite (the one source of truth)
 # (its resource table: convert printed it; make package / make resources)
 codegen: venv
-	$(PY) -m convert.codegen $(MODEL)/model.tflite --out $(PKG) --name $(MODEL_NAME) --no-resources
+	$(PY) -m mgrade_edge.convert.codegen $(MODEL)/model.tflite --out $(PKG) --name $(MODEL_NAME) --no-resources
 
 firmware: venv toolchain codegen
 	$(MAKE) -C mcu firmware BOARD=$(BOARD) MODEL_SRC=$(PKG) BUILD_DIR=$(BUILD)
@@ -98,10 +98,10 @@ endif
 # the self-contained C folder of a run (convert/cpackage.py): runtime + model + example main +
 # Makefile + README with the resource table; resources also measures the stack high-water
 package: venv toolchain
-	$(PY) -m convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME)
+	$(PY) -m mgrade_edge.convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME)
 
 resources: venv toolchain
-	$(PY) -m convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
+	$(PY) -m mgrade_edge.convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
 
 test: venv toolchain
 	$(PY) -m pytest -q tests
@@ -111,9 +111,9 @@ test-fast: venv toolchain
 	$(PY) -m pytest -q tests -m "not slow"
 
 demo: venv toolchain
-	$(PY) -m training.train $(CONFIG) --out $(RUN) --resume
-	$(PY) -m training.memory $(RUN) --harden
-	$(PY) -m convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
+	$(PY) -m mgrade_edge.training.train $(CONFIG) --out $(RUN) --resume
+	$(PY) -m mgrade_edge.training.memory $(RUN) --harden
+	$(PY) -m mgrade_edge.convert $(RUN) --out $(MODEL) --state-bits $(STATE_BITS)
 	$(MAKE) --no-print-directory compare BOARD=$(BOARD) RUN=$(RUN)
 
 clean:

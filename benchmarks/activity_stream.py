@@ -1,7 +1,7 @@
 """A per-step labelled IMU log from real recordings: BasicMotions' 80 recordings (TRAIN and
 TEST files, shipped inside aeon) in one seeded random order, one after the other, each step
 labelled with its recording's activity. The result is a CSV sensor log (6 channels + label)
-for `python -m training.tasks.log_to_npz`, i.e. a streaming activity detector that must notice
+for `python -m mgrade_edge.training.tasks.log_to_npz`, i.e. a streaming activity detector that must notice
 every change of activity within a few steps.
 
     python -m benchmarks.activity_stream OUT.csv [--seed 0]
@@ -22,8 +22,8 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from training.tasks._seq import aeon_data_dir
-    from training.tasks.ts import read_ts
+    from mgrade_edge.training.tasks._seq import aeon_data_dir
+    from mgrade_edge.training.tasks.ts import read_ts
 
     base = aeon_data_dir() / "BasicMotions"
     seqs, labels = [], []

@@ -21,9 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks._timing import benchmark_args, run_benchmark
-from training.config import ModelConfig
-from training.layers import MGradeBlock
-from training.scan import mingru_scan_loop
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.layers import MGradeBlock
+from mgrade_edge.training.scan import mingru_scan_loop
 
 DEFAULT_CONFIGS = "784x32x64x128,1024x32x64x128,784x32x32x128,784x32x128x128"
 N_TAPS = 4

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._timing import benchmark_args, run_benchmark
-from training.delay_ops import (causal_depthwise_conv_direct, delay_conv, gaussian_kernel,
+from mgrade_edge.training.delay_ops import (causal_depthwise_conv_direct, delay_conv, gaussian_kernel,
                                 sparse_delay_conv)
 
 DEFAULT_CONFIGS = "784x32x64x128x4,1024x32x64x128x4,784x32x64x32x4"

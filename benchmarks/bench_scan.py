@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from benchmarks._timing import benchmark_args, run_benchmark
-from training.scan import mingru_scan, mingru_scan_log, mingru_scan_loop
+from mgrade_edge.training.scan import mingru_scan, mingru_scan_log, mingru_scan_loop
 
 DEFAULT_CONFIGS = "784x32x64,1024x32x64,784x32x32,784x32x128"
 

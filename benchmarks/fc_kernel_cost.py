@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import mcu_cost as mc
-from convert.tflm_params import quantize_multiplier, quantize_multiplier_smaller_than_one_exp
-from convert.codegen_fast import ffc_layout, chan_rows, logistic_table, requant_table, \
+from mgrade_edge.convert.tflm_params import quantize_multiplier, quantize_multiplier_smaller_than_one_exp
+from mgrade_edge.convert.codegen_fast import ffc_layout, chan_rows, logistic_table, requant_table, \
     right_shifts
 
 BENCH_SHAPES = [(64, 64), (128, 128), (256, 256), (32, 32)]

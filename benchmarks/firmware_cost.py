@@ -78,8 +78,8 @@ def stack_high_water(fw: dict, x: np.ndarray) -> dict:
     """Run the firmware, stream the sequences x [S, T, n_in], read the stack region back."""
     import serial
 
-    from host_tools.emulator import Emulator
-    from host_tools.protocol import Device
+    from mgrade_edge.host_tools.emulator import Emulator
+    from mgrade_edge.host_tools.protocol import Device
 
     mon = tempfile.mktemp(prefix="mgmon", suffix=".sock")
 
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", help="keep the package and builds here")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     model_dir = Path(a.model_dir)
     if not (model_dir / "model.tflite").is_file():

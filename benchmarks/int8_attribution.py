@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import names
-from convert.metadata import from_model as mgrade_metadata
-from convert.mgrade_match import match
-from convert.rings import gather_indices, write_slot
-from convert.tflite_reader import Model, read_tflite
+from mgrade_edge.convert import names
+from mgrade_edge.convert.metadata import from_model as mgrade_metadata
+from mgrade_edge.convert.mgrade_match import match
+from mgrade_edge.convert.rings import gather_indices, write_slot
+from mgrade_edge.convert.tflite_reader import Model, read_tflite
 
 # rows with a group set simulated at int16 (symmetric, the int8 tensor's range): the fix
 # candidates (the minGRU state path)
@@ -383,16 +383,16 @@ def main(argv=None) -> int:
 
     import torch
 
-    from convert.spec import ConvertError
-    from training.checkpoint import CheckpointError, load_model
-    from training.tasks import TaskError, load_task
+    from mgrade_edge.convert.spec import ConvertError
+    from mgrade_edge.training.checkpoint import CheckpointError, load_model
+    from mgrade_edge.training.tasks import TaskError, load_task
 
     run = Path(args.run)
     tfl = Path(args.tflite) if args.tflite else (run if run.is_dir() else run.parent) / \
         "int8" / "model.tflite"
     try:
         if not tfl.is_file():
-            raise ConvertError(f"{tfl} not found; convert first (python -m convert RUN --out "
+            raise ConvertError(f"{tfl} not found; convert first (python -m mgrade_edge.convert RUN --out "
                                f"RUN/int8) or pass --tflite")
         net, cfg, _ = load_model(str(run))
         data = load_task(cfg.task.name, cfg.task.params, cfg.task.data_dir or None,
@@ -410,8 +410,8 @@ def main(argv=None) -> int:
         ref = torch.cat([net(x_t[i:i + 250], per_step=True)
                          for i in range(0, len(x_t), 250)]).double().numpy()
     model_bytes = tfl.read_bytes()
-    from convert.quantize import read_metadata
-    from convert.raw_input import takes_codes, to_raw_units
+    from mgrade_edge.convert.quantize import read_metadata
+    from mgrade_edge.convert.raw_input import takes_codes, to_raw_units
     try:
         meta = read_metadata(model_bytes)
     except ValueError as e:
@@ -420,7 +420,7 @@ def main(argv=None) -> int:
     if meta.get("state_bits", 8) != 8:
         print(f"error: {tfl} has the {meta['state_bits']}-bit state path; the walk simulates "
               f"the int8 graph (its 'int16 ...' rows simulate the 16-bit path): convert with "
-              f"--state-bits 8 for it, e.g. python -m convert RUN --out RUN/int8s8 "
+              f"--state-bits 8 for it, e.g. python -m mgrade_edge.convert RUN --out RUN/int8s8 "
               f"--state-bits 8 --n-test 10", file=sys.stderr)
         return 2
     if takes_codes(meta):                         # the model reads the task's raw codes
@@ -436,8 +436,8 @@ def main(argv=None) -> int:
                       only=args.rows.split(",") if args.rows else None)
     tflm_acc = None
     if args.tflm:
-        from convert.host_eval import int8_logits
-        from convert.stream import Streamer, predictions
+        from mgrade_edge.convert.host_eval import int8_logits
+        from mgrade_edge.convert.stream import Streamer, predictions
         xq = Streamer(model_bytes, "tflm").quantize_input(x_t.numpy())
         logits, _ = int8_logits(model_bytes, xq)    # host C, cross-checked against TFLM
         preds = np.array([predictions(lg, "mean") for lg in logits])
@@ -445,12 +445,12 @@ def main(argv=None) -> int:
         print(f"TFLite-Micro int8: {100 * tflm_acc:.2f}%")
     state16_acc = None
     if args.state16_tflm:
-        from convert.quantize import read_metadata
-        from convert.stream import Streamer, predictions
-        from convert.widen import widen_state
+        from mgrade_edge.convert.quantize import read_metadata
+        from mgrade_edge.convert.stream import Streamer, predictions
+        from mgrade_edge.convert.widen import widen_state
         wide = widen_state(model_bytes, read_metadata(model_bytes)["layers"],
                            gate16=not args.gate8)
-        from convert.host_eval import int8_logits
+        from mgrade_edge.convert.host_eval import int8_logits
         n = min(args.state16_tflm, len(y))
         xq = Streamer(wide, "tflm").quantize_input(x_t[:n].numpy())
         logits, _ = int8_logits(wide, xq)           # host C, cross-checked against TFLM

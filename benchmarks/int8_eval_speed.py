@@ -4,7 +4,7 @@ every sequence in one call), on the same test sequences, side by side in one run
 
     python -m benchmarks.int8_eval_speed MODEL_DIR [--n 1000] [--tflm-n N] [--json OUT]
 
-MODEL_DIR is a folder written by `python -m convert` (model.tflite, test_data.npz). The
+MODEL_DIR is a folder written by `python -m mgrade_edge.convert` (model.tflite, test_data.npz). The
 first --n test sequences (each over its own length) are evaluated by both; a test set with
 fewer is cycled up to n. The host batch runs 5 times (the median is reported), each run
 followed by a fifth of the TFLite-Micro sequences (their times summed), so that both see the
@@ -40,7 +40,7 @@ def load(model_dir: Path, n: int):
 def measure(model_dir, n: int = 1000, tflm_n: int | None = None) -> dict:
     import numpy as np
 
-    from convert.host_eval import HostModel, tflm_logits
+    from mgrade_edge.convert.host_eval import HostModel, tflm_logits
 
     model_bytes, x, lengths = load(Path(model_dir), n)
     tflm_n = n if tflm_n is None else min(tflm_n, n)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dir", help="a `python -m convert` output folder")
+    ap.add_argument("model_dir", help="a `python -m mgrade_edge.convert` output folder")
     ap.add_argument("--n", type=int, default=1000, help="test sequences (default 1000)")
     ap.add_argument("--tflm-n", type=int, default=None,
                     help="time TFLite-Micro on the first N only (default: all n)")
@@ -102,12 +102,12 @@ def main(argv=None) -> int:
     d = Path(a.model_dir)
     if not (d / "model.tflite").is_file() or not (d / "test_data.npz").is_file():
         print(f"int8_eval_speed: error: {d} has no model.tflite and test_data.npz (give a "
-              f"`python -m convert` output folder)", file=sys.stderr)
+              f"`python -m mgrade_edge.convert` output folder)", file=sys.stderr)
         return 2
     if a.n < 1 or (a.tflm_n is not None and a.tflm_n < 1):
         print("int8_eval_speed: error: --n and --tflm-n must be >= 1", file=sys.stderr)
         return 2
-    from convert.host_eval import HostEvalUnavailable, available
+    from mgrade_edge.convert.host_eval import HostEvalUnavailable, available
 
     if not available():
         print("int8_eval_speed: error: gcc not found (the host C batch needs it)",

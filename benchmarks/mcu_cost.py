@@ -77,7 +77,7 @@ ARM_CPU = board_cpu_flags("qemu-cm4")
 
 def _core_target(board: str, machine_board: str | None = None) -> dict:
     """board's CPU flags; the memory map and QEMU machine of machine_board (default: board)."""
-    from host_tools.emulator import BOARDS
+    from mgrade_edge.host_tools.emulator import BOARDS
 
     machine_board = machine_board or board
     qemu, machine, qemu_args = BOARDS[machine_board]
@@ -141,8 +141,8 @@ def _run(cmd, **kw):
 def generate(model_dir, gen_dir, n_seq: int = 50) -> dict:
     """The model package + TFLM reference vectors (first n_seq test sequences) in gen_dir.
     Returns the codegen summary with the reference arrays under 'ref'."""
-    from convert.codegen import generate as codegen
-    from host_tools.vectors import reference_steps, write_test_vectors
+    from mgrade_edge.convert.codegen import generate as codegen
+    from mgrade_edge.host_tools.vectors import reference_steps, write_test_vectors
 
     model_dir = Path(model_dir)
     model_bytes = (model_dir / "model.tflite").read_bytes()
@@ -334,7 +334,7 @@ def memory_split(build: dict) -> dict:
 
 
 def cost(model_dir, n_seq: int = 20, work=None, xtensa: bool = False) -> dict:
-    from convert.stream import tflm_arena_bytes
+    from mgrade_edge.convert.stream import tflm_arena_bytes
 
     model_dir = Path(model_dir)
     tmp = None

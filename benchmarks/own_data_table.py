@@ -3,7 +3,7 @@
     python -m benchmarks.own_data_table RUN [RUN ...]
 
 Each RUN folder holds what the deploy steps wrote: checkpoint.pt, int8/report.json
-(python -m convert), memory.json (python -m training.memory RUN --harden --json),
+(python -m mgrade_edge.convert), memory.json (python -m mgrade_edge.training.memory RUN --harden --json),
 mcu_cost.json (python -m benchmarks.mcu_cost RUN/int8 --json ...) and deploy.log with the
 output of `make compare RUN=RUN` (the device's accuracy on the emulated board).
 """

@@ -2,7 +2,7 @@
 
     python -m benchmarks.qat_eval RUN [RUN ...] [--n-test N] [--json FILE]
 
-The same figures as `python -m convert RUN --out RUN/int8 --n-test N` (float and int8
+The same figures as `python -m mgrade_edge.convert RUN --out RUN/int8 --n-test N` (float and int8
 TFLite-Micro accuracy) and `python -m benchmarks.int8_attribution RUN --state16-tflm N
 --gate8` (the minGRU state path in int16, gate z on its int8 grid), for comparing runs
 (baseline, plain fine-tune, QAT fine-tune) when CPU time is short; also the float accuracy
@@ -30,9 +30,9 @@ import torch
 
 def batched_feeds(net, spec, x_train, n_seq: int, seed: int) -> list[dict]:
     """convert.calibration_feeds (fixed-length tasks) with the sequences stepped together."""
-    from convert.__main__ import MAX_CALIB_FEEDS
-    from convert.calibrate import ring_from_past
-    from convert.graph import gather_indices
+    from mgrade_edge.convert.__main__ import MAX_CALIB_FEEDS
+    from mgrade_edge.convert.calibrate import ring_from_past
+    from mgrade_edge.convert.graph import gather_indices
 
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(x_train), generator=gen)[:n_seq]
@@ -61,8 +61,8 @@ def batched_feeds(net, spec, x_train, n_seq: int, seed: int) -> list[dict]:
 
 
 def tflm_acc(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
-    from convert.host_eval import int8_logits
-    from convert.stream import Streamer, predictions
+    from mgrade_edge.convert.host_eval import int8_logits
+    from mgrade_edge.convert.stream import Streamer, predictions
 
     xq = Streamer(model_bytes, "tflm").quantize_input(x)
     logits, _ = int8_logits(model_bytes, xq)    # host C, cross-checked against TFLite-Micro
@@ -72,12 +72,12 @@ def tflm_acc(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
 
 def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
             gate16: bool = False) -> dict:
-    from convert.quantize import convert_int8, finalize, read_metadata
-    from convert.spec import extract
-    from convert.widen import widen_state
-    from training.checkpoint import load_model
-    from training.evaluate import evaluate
-    from training.tasks import load_task
+    from mgrade_edge.convert.quantize import convert_int8, finalize, read_metadata
+    from mgrade_edge.convert.spec import extract
+    from mgrade_edge.convert.widen import widen_state
+    from mgrade_edge.training.checkpoint import load_model
+    from mgrade_edge.training.evaluate import evaluate
+    from mgrade_edge.training.tasks import load_task
 
     t0 = time.monotonic()
     net, cfg, ckpt = load_model(run)
@@ -91,7 +91,7 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
     qat_weights_acc = evaluate(net, x, y)["acc"]
     extra = {}
     if any(seen for *_, seen in ckpt.get("act_ranges", {}).values()):
-        from training.qat import load_act_ranges
+        from mgrade_edge.training.qat import load_act_ranges
         load_act_ranges(net, ckpt["act_ranges"])     # the ranges the QAT epochs ended with
         net.set_qat(True, acts=True)                # what a train.qat_acts run trained
         extra["int8_weights_fake_act_acc"] = evaluate(net, x, y)["acc"]
@@ -100,11 +100,11 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
         return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(y),
                 "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc,
                 **extra}
-    from convert.raw_input import to_raw_units
-    if to_raw_units(net, data):           # as python -m convert: the device reads raw codes
+    from mgrade_edge.convert.raw_input import to_raw_units
+    if to_raw_units(net, data):           # as python -m mgrade_edge.convert: the device reads raw codes
         x = data.x_test[:n_test]
     spec = extract(net)
-    from convert.__main__ import choose_rounding, round_weights
+    from mgrade_edge.convert.__main__ import choose_rounding, round_weights
     rounding = round_weights(net, spec, data, calib, cfg.train.seed,
                              choose_rounding("auto", cfg))["weight_rounding"]
     feeds = batched_feeds(net, spec, data.x_train, calib, cfg.train.seed)
@@ -119,7 +119,7 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
     if gate16:                            # z's LOGISTIC in int16 too
         extra["state16_gate16_tflm_acc"] = tflm_acc(
             widen_state(model, read_metadata(model)["layers"], gate16=True), xs, ys)
-    from convert.__main__ import model_id
+    from mgrade_edge.convert.__main__ import model_id
     return {"run": run, "epoch": int(ckpt.get("epoch", 0)), "n_test": len(ys),
             "model_id": model_id(model), "weight_rounding": rounding,
             "float_acc": float_acc, "int8_weights_float_act_acc": qat_weights_acc, **extra,

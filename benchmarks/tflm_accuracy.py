@@ -1,5 +1,5 @@
 """Device (TFLite-Micro) accuracy of a converted model on a slice of its run's test split,
-prepared as `python -m convert` prepares it (hardened float predictions, the task's raw input
+prepared as `python -m mgrade_edge.convert` prepares it (hardened float predictions, the task's raw input
 units), so long test sets can be streamed in shards on several cores and merged.
 
     python -m benchmarks.tflm_accuracy RUN MODEL.tflite [--start 0] [--stop N] [--out a.npz]
@@ -22,12 +22,12 @@ def shard(run: str, model_path: str, start: int, stop: int | None) -> dict:
     """{pred, y, float_pred} [n] on test sequences start..stop of the run's task."""
     import torch
 
-    from convert.raw_input import to_raw_units
-    from convert.host_eval import int8_logits
-    from convert.stream import Streamer, predictions
-    from training.checkpoint import load_model
-    from training.evaluate import IGNORE
-    from training.tasks import load_task
+    from mgrade_edge.convert.raw_input import to_raw_units
+    from mgrade_edge.convert.host_eval import int8_logits
+    from mgrade_edge.convert.stream import Streamer, predictions
+    from mgrade_edge.training.checkpoint import load_model
+    from mgrade_edge.training.evaluate import IGNORE
+    from mgrade_edge.training.tasks import load_task
 
     net, cfg, _ = load_model(run)
     data = load_task(cfg.task.name, cfg.task.params, cfg.task.data_dir or None, cfg.task.seed)

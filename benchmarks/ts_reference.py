@@ -32,7 +32,7 @@ def scores(name: str) -> dict:
     from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
     from aeon.datasets import load_from_ts_file
 
-    from training.tasks._seq import aeon_data_dir
+    from mgrade_edge.training.tasks._seq import aeon_data_dir
 
     base = aeon_data_dir() / name
     Xtr, ytr = load_from_ts_file(str(base / f"{name}_TRAIN.ts"))

@@ -1,6 +1,6 @@
 """Convert a trained checkpoint to a hardened, int8, single-step streaming model.tflite.
 
-    python -m convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
+    python -m mgrade_edge.convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
                       [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
@@ -36,7 +36,7 @@ tensor's output error both ways.
 from __future__ import annotations
 
 if __name__ == "__main__":        # Ctrl-C while TFLite and torch load: one line, exit 130
-    from training.interrupt import exit_on_interrupt
+    from mgrade_edge.training.interrupt import exit_on_interrupt
     exit_on_interrupt("nothing was written", hard=True)
 
 import argparse
@@ -48,11 +48,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.console import native_stderr_to, progress, require, say, set_quiet
+from mgrade_edge.training.console import native_stderr_to, progress, require, say, set_quiet
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint file or run folder")
     p.add_argument("--out", required=True, help="output folder (replaced when done)")
@@ -88,25 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
 if __name__ == "__main__":
     build_parser().parse_args()   # --help and usage errors answer before torch loads
     require("torch", "numpy", "tqdm", "tensorflow", "ai_edge_litert", "tflite_micro",
-            command="-m convert")
+            command="-m mgrade_edge.convert")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from convert.calibrate import step_feeds  # noqa: E402
-from convert import host_eval, names, rounding  # noqa: E402
-from convert.graph import state_pairs  # noqa: E402
-from convert.quantize import convert_int8, finalize, op_names, read_metadata  # noqa: E402
-from convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units  # noqa: E402
-from convert.spec import ConvertError, extract  # noqa: E402
-from convert.stream import (STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16,  # noqa: E402
+from mgrade_edge.convert.calibrate import step_feeds  # noqa: E402
+from mgrade_edge.convert import host_eval, names, rounding  # noqa: E402
+from mgrade_edge.convert.graph import state_pairs  # noqa: E402
+from mgrade_edge.convert.quantize import convert_int8, finalize, op_names, read_metadata  # noqa: E402
+from mgrade_edge.convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units  # noqa: E402
+from mgrade_edge.convert.spec import ConvertError, extract  # noqa: E402
+from mgrade_edge.convert.stream import (STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16,  # noqa: E402
                             Streamer, predictions, tflm_arena_bytes)
-from convert.tflite_reader import model_id  # noqa: E402
-from training.checkpoint import (CheckpointError, NonFiniteError,  # noqa: E402
+from mgrade_edge.convert.tflite_reader import model_id  # noqa: E402
+from mgrade_edge.training.checkpoint import (CheckpointError, NonFiniteError,  # noqa: E402
                                  check_finite, check_task_data, load_model)
-from training.evaluate import IGNORE, accuracy, evaluate, percent  # noqa: E402
-from training.qat import load_act_ranges  # noqa: E402
-from training.tasks import TaskError, load_task  # noqa: E402
+from mgrade_edge.training.evaluate import IGNORE, accuracy, evaluate, percent  # noqa: E402
+from mgrade_edge.training.qat import load_act_ranges  # noqa: E402
+from mgrade_edge.training.tasks import TaskError, load_task  # noqa: E402
 
 MAX_CALIB_FEEDS = 3000
 OUT_FILES = ("model.tflite", "report.json", "test_data.npz")   # written together, atomically
@@ -241,7 +241,7 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     one kept only if strictly more accurate (a tie keeps the cheaper 8-bit state). A task
     without a validation split is judged on the last val_n training sequences instead (not
     the test split; recorded as state_bits_split = "train" and printed)."""
-    from convert.widen import widen_input, widen_state
+    from mgrade_edge.convert.widen import widen_input, widen_state
 
     has_rnn = any(layer.wz is not None for layer in spec.layers)
     model8 = finalize(raw, spec, {**info, "state_bits": 8})
@@ -423,7 +423,7 @@ def device_resources(model_bytes: bytes, x_q: np.ndarray, lengths=None) -> dict 
     a note, if a cross build or QEMU run fails (the model itself is still written)."""
     import subprocess
 
-    from convert.codegen import resource_table
+    from mgrade_edge.convert.codegen import resource_table
 
     x = x_q[:1] if lengths is None else x_q[:1, :int(lengths[0])]
     try:
@@ -590,7 +590,7 @@ def main(argv=None) -> int:
     os.chmod(out / LOG_FILE, _normal_mode() & 0o666)     # mkstemp made it 0600
     print(summary(report))
     if report.get("resources"):
-        from convert.resources import table
+        from mgrade_edge.convert.resources import table
         run = f"RUN={out.parent}" if out.name == "int8" else f"MODEL={out}"
         print(table(report["resources"], {"run": f"make package {run}",
                                           "stack": f"make resources {run}"}))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from convert.tflite_reader import Model
-from convert.tflm_params import ALIAS_OPS, CodegenError
+from mgrade_edge.convert.tflite_reader import Model
+from mgrade_edge.convert.tflm_params import ALIAS_OPS, CodegenError
 
 ALIGN = 4            # arena offset alignment in bytes
 

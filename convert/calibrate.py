@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from convert import names
-from convert.rings import gather_indices, ring_from_past
-from convert.spec import StepSpec
+from mgrade_edge.convert import names
+from mgrade_edge.convert.rings import gather_indices, ring_from_past
+from mgrade_edge.convert.spec import StepSpec
 
 
 @torch.no_grad()

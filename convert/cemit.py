@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 
-from convert.arena import Plan
-from convert.tflite_reader import Tensor
-from convert.tflm_params import CodegenError, storage_dtype, zero_point
+from mgrade_edge.convert.arena import Plan
+from mgrade_edge.convert.tflite_reader import Tensor
+from mgrade_edge.convert.tflm_params import CodegenError, storage_dtype, zero_point
 
 
 def ctype(t: Tensor) -> str:

@@ -1,9 +1,9 @@
 """C code generation from an int8 .tflite: the dispatcher.
 
-    python -m convert.codegen MODEL.tflite --out DIR [--prefix mg] [--name NAME] [--generic]
+    python -m mgrade_edge.convert.codegen MODEL.tflite --out DIR [--prefix mg] [--name NAME] [--generic]
                               [--measure] [--stack] [--no-resources]
 
-A .tflite carrying the `mgrade` streaming metadata (made by `python -m convert`) gets the
+A .tflite carrying the `mgrade` streaming metadata (made by `python -m mgrade_edge.convert`) gets the
 stateful model package (<prefix>_model.c + <prefix>_model_data.{h,c}, implementing
 mcu/runtime/mg_model.h over a per-stream instance <prefix>_model_t, with fused delay-ring and
 minGRU kernels; prefixes other than mg name everything <prefix>_*, so two models link into one
@@ -17,7 +17,7 @@ convert's layout; otherwise the model's folder). For an mGRADE model the resourc
 adds instructions per step under QEMU (the first sequence of test_data.npz beside the model;
 8 zero frames without one) and the microsecond estimates, --stack the firmware's stack
 high-water mark. For a whole self-contained C folder (runtime, model, example main,
-Makefile, README) see `python -m convert.cpackage` (make package).
+Makefile, README) see `python -m mgrade_edge.convert.cpackage` (make package).
 
 Layers of convert/ code generation (each imports only from the layers above it):
 
@@ -33,7 +33,7 @@ Layers of convert/ code generation (each imports only from the layers above it):
   codegen_mgrade   mGRADE package writer, one function per generated file
   resources        the resource table (flash, RAM, instructions, estimated us per step)
   codegen          this dispatcher (generate, main); codegen_micropython sits beside it
-  cpackage         the self-contained per-run C folder (python -m convert.cpackage)
+  cpackage         the self-contained per-run C folder (python -m mgrade_edge.convert.cpackage)
 
 Supported operators: FULLY_CONNECTED, DEPTHWISE_CONV_2D, ADD, SUB, MUL, LOGISTIC, MINIMUM,
 MAXIMUM, RELU, CONCATENATION, GATHER, RESHAPE (+ SQUEEZE, EXPAND_DIMS), QUANTIZE (int8->int8).
@@ -48,15 +48,15 @@ import tempfile
 from pathlib import Path
 
 if __name__ == "__main__":    # outside the project's venv: one line, not a traceback
-    from training.console import require
-    require("numpy", "flatbuffers", command="-m convert.codegen")
+    from mgrade_edge.training.console import require
+    require("numpy", "flatbuffers", command="-m mgrade_edge.convert.codegen")
 
-from convert import resources
-from convert.codegen_mgrade import generate_package
-from convert.graph_package import generate_graph_package
-from convert.metadata import from_model
-from convert.tflite_reader import Model, TFLiteReadError, read_tflite
-from convert.tflm_params import CodegenError
+from mgrade_edge.convert import resources
+from mgrade_edge.convert.codegen_mgrade import generate_package
+from mgrade_edge.convert.graph_package import generate_graph_package
+from mgrade_edge.convert.metadata import from_model
+from mgrade_edge.convert.tflite_reader import Model, TFLiteReadError, read_tflite
+from mgrade_edge.convert.tflm_params import CodegenError
 
 
 def generate(model_src, out_dir, prefix: str = "mg", generic: bool = False,
@@ -90,7 +90,7 @@ def resource_table(model_bytes: bytes, x=None, **kw) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m convert.codegen",
+    ap = argparse.ArgumentParser(prog="python -m mgrade_edge.convert.codegen",
                                  description=__doc__.split("\n\n", 1)[0].split("\n")[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     try:
         s = generate(a.model, a.out, a.prefix, generic=a.generic, name=name)
     except TFLiteReadError as e:
-        print(f"codegen: error: {a.model}: {e}; give an int8 .tflite made by `python -m convert`"
+        print(f"codegen: error: {a.model}: {e}; give an int8 .tflite made by `python -m mgrade_edge.convert`"
               f" (or TFLite's converter)", file=sys.stderr)
         return 2
     except (CodegenError, OSError) as e:
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
             except (RuntimeError, subprocess.SubprocessError) as e:   # a failed build or run
                 print(f"codegen: error: resource table: {e}", file=sys.stderr)
                 return 1
-            cmd = f"python -m convert.codegen {a.model} --out {a.out}"
+            cmd = f"python -m mgrade_edge.convert.codegen {a.model} --out {a.out}"
             print(resources.table(res, {"run": f"{cmd} --measure", "stack": f"{cmd} --stack"}))
         return 0
     print(f"model {s['model_id']}: {len(s['ops'])} ops, arena {s['arena_bytes']} B "

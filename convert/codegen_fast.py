@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert.cemit import designated, int_array, struct_decl
+from mgrade_edge.convert.cemit import designated, int_array, struct_decl
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 

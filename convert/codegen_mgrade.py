@@ -1,7 +1,7 @@
 """mGRADE streaming .tflite -> stateful C model package (mcu/runtime/mg_model.h).
 
-Called by `python -m convert.codegen MODEL.tflite --out DIR` when the .tflite carries the
-`mgrade` metadata written by `python -m convert`. Writes
+Called by `python -m mgrade_edge.convert.codegen MODEL.tflite --out DIR` when the .tflite carries the
+`mgrade` metadata written by `python -m mgrade_edge.convert`. Writes
 
     DIR/mg_model_data.h   sizes, ids, ring layout constants, the instance type mg_model_t
                           (one stream's rings, minGRU states, step counter), debug accessors
@@ -27,11 +27,11 @@ What the package does per step, compared with the interpreter graph:
 * minGRU (FC_z, LOGISTIC, FC_h, MINIMUM, LOGISTIC, FC_h+RELU (or RELU), ADD, SUB, MUL, ADD):
   one `mg_mingru_step_s8` call, channel by channel, updating the state in place (the state
   input and output quantization are tied by convert/, checked here).
-* int16 minGRU state (`python -m convert --state-bits 16 / auto`, convert/widen.py): the
+* int16 minGRU state (`python -m mgrade_edge.convert --state-bits 16 / auto`, convert/widen.py): the
   widened tail is collapsed to the int8 shape above (`state16.int8_view` in `analyse`), the
   step becomes `mg_mingru_step_s16` / `mg_mingru_fast_s16` on the instance's int16 state
   `m->h16_<l>` whose int8 copy `m->h<l>` the residual reads (convert/state16.py).
-* int16 minGRU input (`python -m convert --input-bits 16`, the default with an int16 gate;
+* int16 minGRU input (`python -m mgrade_edge.convert --input-bits 16`, the default with an int16 gate;
   convert/widen.py widen_input): `mg_input16_front` (fast: `mg_input16_front_fast`) computes
   u16 from the frame and the conv output right after the delay step into the shared scratch
   `<P>_u16`, and `mg_mingru_step_u16` / `mg_mingru_fast_u16` run the 16x8 FCs on it and write
@@ -54,23 +54,23 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import names, rings
-from convert.arena import Plan, plan_memory
-from convert.cemit import (
+from mgrade_edge.convert import names, rings
+from mgrade_edge.convert.arena import Plan, plan_memory
+from mgrade_edge.convert.cemit import (
     carray, cfloat, clist, const_tensor_lines, ctype, int_array, struct_decl, tensor_pointer)
-from convert.codegen_fast import (
+from mgrade_edge.convert.codegen_fast import (
     add_ok, chan_decl, chan_table, dw_chan_rows, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
     ffc_layout, ffc_struct, g_split_tables, logistic_min_table, logistic_table, requant_table,
     table_decl)
-from convert.graph_package import (
+from mgrade_edge.convert.graph_package import (
     LOGISTIC_KEYS, REQUANT_KEYS, add_fields, emit_op, fc_struct_lines, mul_fields,
     mult_shift_lines, pick)
-from convert.metadata import from_model as mgrade_metadata
-from convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
-from convert.input16 import emit_params as input16_params, int8_view
-from convert.state16 import debug16_lines, emit_params as s16_params
-from convert.tflite_reader import Model, Operator, read_tflite
-from convert.tflm_params import (
+from mgrade_edge.convert.metadata import from_model as mgrade_metadata
+from mgrade_edge.convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
+from mgrade_edge.convert.input16 import emit_params as input16_params, int8_view
+from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
+from mgrade_edge.convert.tflite_reader import Model, Operator, read_tflite
+from mgrade_edge.convert.tflm_params import (
     ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
 
 

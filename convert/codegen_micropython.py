@@ -1,6 +1,6 @@
 """mGRADE streaming .tflite -> pure MicroPython model package (BOARD=micropython).
 
-    python -m convert.codegen_micropython MODEL.tflite --out DIR [--mpy ARCH]
+    python -m mgrade_edge.convert.codegen_micropython MODEL.tflite --out DIR [--mpy ARCH]
 
 writes DIR/mg_model.py (generated: constants, operator parameters, the Model class) and copies
 the hand-written MicroPython runtime and protocol application of mcu/micropython/ beside it.
@@ -35,16 +35,16 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":    # outside the project's venv: one line, not a traceback
-    from training.console import require
-    require("numpy", "flatbuffers", command="-m convert.codegen_micropython")
+    from mgrade_edge.training.console import require
+    require("numpy", "flatbuffers", command="-m mgrade_edge.convert.codegen_micropython")
 
 import numpy as np
 
-from convert import names
-from convert.arena import plan_memory
-from convert.metadata import from_model as mgrade_metadata
-from convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
-from convert.tflm_params import (
+from mgrade_edge.convert import names
+from mgrade_edge.convert.arena import plan_memory
+from mgrade_edge.convert.metadata import from_model as mgrade_metadata
+from mgrade_edge.convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
+from mgrade_edge.convert.tflm_params import (
     ALIAS_OPS, SUPPORTED_OPS, CodegenError, op_macs, op_params, zero_point)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,7 +330,7 @@ def _emit_graph(model: Model) -> dict:
 
 
 def state8_command(model_path: Path | None) -> str:
-    """The `python -m convert` command that converts the run behind model_path (a convert
+    """The `python -m mgrade_edge.convert` command that converts the run behind model_path (a convert
     output folder's model.tflite) again with an 8-bit minGRU state, into a sibling folder
     `<folder>s8`. RUN stands for the run folder where the layout does not name it (make
     convert and the README put the output in RUN/int8, beside RUN/checkpoint.pt)."""
@@ -340,7 +340,7 @@ def state8_command(model_path: Path | None) -> str:
         out = _shown(folder.parent / f"{folder.name}s8")
     else:
         run, out = "RUN", "RUN/int8s8"
-    return f"python -m convert {run} --out {out} --state-bits 8"
+    return f"python -m mgrade_edge.convert {run} --out {out} --state-bits 8"
 
 
 def _shown(p: Path) -> str:
@@ -606,7 +606,7 @@ def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = Fa
         src, summary = generate_graph_module(model, model_id)
     elif meta is None:
         raise CodegenError("this .tflite carries no mgrade metadata (convert it with "
-                           "`python -m convert RUN --out DIR`, or use --generic)")
+                           "`python -m mgrade_edge.convert RUN --out DIR`, or use --generic)")
     else:
         src, summary = generate_module(model, meta, model_id,
                                        None if isinstance(model_src, (bytes, bytearray))
@@ -628,9 +628,9 @@ def generate(model_src, out_dir, mpy_arch: str | None = None, generic: bool = Fa
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m convert.codegen_micropython",
+    ap = argparse.ArgumentParser(prog="python -m mgrade_edge.convert.codegen_micropython",
                                  description=__doc__.split("\n")[0])
-    ap.add_argument("model", help="int8 mGRADE .tflite (python -m convert)")
+    ap.add_argument("model", help="int8 mGRADE .tflite (python -m mgrade_edge.convert)")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--generic", action="store_true",
                     help="stateless Graph module (any supported int8 .tflite; no app)")

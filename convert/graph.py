@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert import names
-from convert.rings import gather_indices
-from convert.spec import StepSpec
+from mgrade_edge.convert import names
+from mgrade_edge.convert.rings import gather_indices
+from mgrade_edge.convert.spec import StepSpec
 
 
 def _flags(spec: StepSpec) -> list[tuple[bool, bool]]:

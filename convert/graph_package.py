@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convert.arena import Plan, plan_memory
-from convert.cemit import (
+from mgrade_edge.convert.arena import Plan, plan_memory
+from mgrade_edge.convert.cemit import (
     check_prefix, clist, const_tensor_lines, ctype, designated, ident, struct_decl,
     tensor_pointer)
-from convert.tflite_reader import Model
-from convert.tflm_params import (
+from mgrade_edge.convert.tflite_reader import Model
+from mgrade_edge.convert.tflm_params import (
     ALIAS_OPS, MAX_DIMS, CodegenError, check_supported, op_params, zero_point)
 
 

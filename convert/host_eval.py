@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.codegen import generate
-from convert.errors import ConvertError
-from convert.stream import Streamer
-from convert.tflm_params import CodegenError
+from mgrade_edge.convert.codegen import generate
+from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.stream import Streamer
+from mgrade_edge.convert.tflm_params import CodegenError
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "mcu" / "runtime"
 CC = "gcc"

@@ -22,11 +22,11 @@ import dataclasses
 
 import numpy as np
 
-from convert.cemit import struct_decl
-from convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
-from convert.mgrade_match import swap_add
-from convert import state16
-from convert.tflm_params import CodegenError, op_params, scale, zero_point
+from mgrade_edge.convert.cemit import struct_decl
+from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
+from mgrade_edge.convert.mgrade_match import swap_add
+from mgrade_edge.convert import state16
+from mgrade_edge.convert.tflm_params import CodegenError, op_params, scale, zero_point
 
 
 def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:

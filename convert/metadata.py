@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convert import names
+from mgrade_edge.convert import names
 
 NAME = "mgrade"
 FORMAT = "mgrade-edge/step/v1"
@@ -96,9 +96,9 @@ def from_model(model) -> dict | None:
 
 
 def read(model_bytes: bytes) -> dict:
-    """The metadata dict of .tflite bytes made by `python -m convert` (ConvertError if the
+    """The metadata dict of .tflite bytes made by `python -m mgrade_edge.convert` (ConvertError if the
     bytes are no .tflite or carry no mGRADE metadata)."""
-    from convert.errors import ConvertError
+    from mgrade_edge.convert.errors import ConvertError
 
     try:
         meta = parse(entries(model_bytes).get(NAME, b""))
@@ -106,13 +106,13 @@ def read(model_bytes: bytes) -> dict:
         raise ConvertError(str(e)) from None
     if meta is None:
         raise ConvertError("this .tflite carries no mGRADE metadata; convert it with "
-                           "`python -m convert CHECKPOINT --out DIR`")
+                           "`python -m mgrade_edge.convert CHECKPOINT --out DIR`")
     return meta
 
 
 def entries(model_bytes: bytes) -> dict[str, bytes]:
     """name -> raw bytes of every metadata entry of a .tflite (ValueError if unreadable)."""
-    from convert.tflite_reader import SCHEMA as schema     # no TensorFlow needed
+    from mgrade_edge.convert.tflite_reader import SCHEMA as schema     # no TensorFlow needed
 
     try:
         model = schema.Model.GetRootAsModel(model_bytes, 0)

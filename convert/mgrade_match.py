@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convert import names, rings
-from convert.tflite_reader import Model, Operator
-from convert.tflm_params import CodegenError, op_params, zero_point
+from mgrade_edge.convert import names, rings
+from mgrade_edge.convert.tflite_reader import Model, Operator
+from mgrade_edge.convert.tflm_params import CodegenError, op_params, zero_point
 
 
 @dataclass

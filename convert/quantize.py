@@ -9,9 +9,9 @@ multipliers from tensor parameters when they prepare the model, so the edit is e
 """
 from __future__ import annotations
 
-from convert import metadata
-from convert.graph import build_step_function, io_names, state_pairs
-from convert.spec import ConvertError, StepSpec
+from mgrade_edge.convert import metadata
+from mgrade_edge.convert.graph import build_step_function, io_names, state_pairs
+from mgrade_edge.convert.spec import ConvertError, StepSpec
 
 
 def convert_int8(spec: StepSpec, feeds: list[dict]) -> bytes:

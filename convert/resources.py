@@ -1,7 +1,7 @@
 """The resource table of a converted model: flash, RAM, instructions and time per step.
 
-One home for the figures that `python -m convert` (stored in report.json "resources"),
-`python -m convert.codegen` and the per-run C folder (`python -m convert.cpackage`, `make
+One home for the figures that `python -m mgrade_edge.convert` (stored in report.json "resources"),
+`python -m mgrade_edge.convert.codegen` and the per-run C folder (`python -m mgrade_edge.convert.cpackage`, `make
 package`: its README.md; `make resources` adds the stack) print:
 
 * flash of the model package + runtime, split into int8 weights, parameters (biases,
@@ -63,8 +63,8 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
     run: count instructions under QEMU; stack: also build the qemu-cm4 firmware and measure
     its stack high-water mark over a protocol session of that sequence."""
     from benchmarks import mcu_cost as mc
-    from convert.tflite_reader import model_id
-    from host_tools.vectors import reference_steps, write_test_vectors
+    from mgrade_edge.convert.tflite_reader import model_id
+    from mgrade_edge.host_tools.vectors import reference_steps, write_test_vectors
 
     tmp = None
     if work is None:
@@ -76,7 +76,7 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
         info = generate(model_bytes, gen)
         if info.get("kind") != "mgrade":
             raise ValueError("the resource table needs an mGRADE streaming model (mgrade "
-                             "metadata, made by `python -m convert`)")
+                             "metadata, made by `python -m mgrade_edge.convert`)")
         defs = mc._header_defines(gen / "mg_model_data.h")
         seq = _sequence(defs["MG_MODEL_N_IN"], x, steps)
         res = {"model_id": model_id(model_bytes), "target": mc.TARGETS["qemu-cm4"]["label"],
@@ -125,7 +125,7 @@ def _weight_bytes(model_bytes: bytes, symbols: dict) -> int:
     """Flash bytes of the int8 weights among a linked build's package symbols: the int8
     constant tensors mg_t<k> (filters and int8 constants; the int32 biases count as
     parameters) and the fast path's re-laid weight arrays (mg_*f_w, mg_l<l>_filter_cm)."""
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     T = read_tflite(model_bytes).tensors
     total = 0

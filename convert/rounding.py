@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from convert.spec import StepSpec
+from mgrade_edge.convert.spec import StepSpec
 
 QMAX = 127
 DAMP = 0.01             # Hx += DAMP * mean(diag Hx) * I: numerically safe, the usual GPTQ value
@@ -43,7 +43,7 @@ CHUNK_ROWS = 8192       # rows per float64 product when accumulating moments
 def row_grid(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """w [R, C] -> (nearest codes [R, C] float, scale [R] float64), as the TFLite converter
     quantizes a per-channel weight from its float32 constant (training.qat.quant_rows)."""
-    from training.qat import quant_rows
+    from mgrade_edge.training.qat import quant_rows
 
     q, s = quant_rows(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
     return q.numpy().astype(np.float64), s.numpy().astype(np.float64)

@@ -38,12 +38,12 @@ import math
 
 import numpy as np
 
-from convert import metadata, names
-from convert.cemit import int_array, struct_decl
-from convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
-from convert.mgrade_match import StepGraph, swap_add
-from convert.tflite_reader import Quant, read_tflite
-from convert.tflm_params import (
+from mgrade_edge.convert import metadata, names
+from mgrade_edge.convert.cemit import int_array, struct_decl
+from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
+from mgrade_edge.convert.mgrade_match import StepGraph, swap_add
+from mgrade_edge.convert.tflite_reader import Quant, read_tflite
+from mgrade_edge.convert.tflm_params import (
     CodegenError, quantize_multiplier, quantize_multiplier_smaller_than_one_exp, scale,
     zero_point)
 

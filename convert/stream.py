@@ -16,10 +16,10 @@ import tempfile
 
 import numpy as np
 
-from convert import names
-from convert.errors import ConvertError
-from convert.metadata import read as read_metadata
-from convert.rings import gather_indices, write_slot
+from mgrade_edge.convert import names
+from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.metadata import read as read_metadata
+from mgrade_edge.convert.rings import gather_indices, write_slot
 
 BACKENDS = ("tflm", "litert")
 # How far LiteRT and TFLite-Micro may differ on any output of one step fed identical inputs,

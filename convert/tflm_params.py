@@ -1,6 +1,6 @@
 """TFLite-Micro Prepare-time parameters of int8 operators, re-derived in Python.
 
-Lowest layer of the code generators (see `python -m convert.codegen --help`): it knows the
+Lowest layer of the code generators (see `python -m mgrade_edge.convert.codegen --help`): it knows the
 .tflite graph (convert/tflite_reader.py) and TFLite's arithmetic
 (tensorflow/lite/kernels/internal/quantization_util.cc, kernel_util.cc and the TFLM kernels'
 Calculate*OpData), nothing about C. `op_params(model, op)` gives one operator's parameters as
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from convert.tflite_reader import Model, Tensor
+from mgrade_edge.convert.tflite_reader import Model, Tensor
 
 MAX_DIMS = 6
 ALIAS_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")

@@ -17,14 +17,14 @@ range its int8 tensor was calibrated to; the state input h16 and output hnew16 s
 
 The graph runs on LiteRT and TFLite-Micro (convert/stream.py streams int16 states) and on the
 C runtime in mcu/ with either gate width (convert/state16.py matches the tail, both C paths
-run it bit-exact). `python -m convert --state-bits 16|auto [--gate-bits 8|16]` emits it.
+run it bit-exact). `python -m mgrade_edge.convert --state-bits 16|auto [--gate-bits 8|16]` emits it.
 """
 from __future__ import annotations
 
 import copy
 
-from convert import names
-from convert.spec import ConvertError
+from mgrade_edge.convert import names
+from mgrade_edge.convert.spec import ConvertError
 
 
 def _sym16(q) -> float:
@@ -65,7 +65,7 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True
     LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16 after it."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from convert.quantize import load_flatbuffer, pack_flatbuffer
+    from mgrade_edge.convert.quantize import load_flatbuffer, pack_flatbuffer
 
     model = load_flatbuffer(model_bytes)
     g = model.subgraphs[0]
@@ -169,7 +169,7 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
     import numpy as np
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from convert.quantize import load_flatbuffer, pack_flatbuffer
+    from mgrade_edge.convert.quantize import load_flatbuffer, pack_flatbuffer
 
     model = load_flatbuffer(model_bytes)
     g = model.subgraphs[0]
@@ -297,8 +297,8 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
 
 def state_bytes(model_bytes: bytes) -> int:
     """Bytes of the minGRU state inputs (the graph's h{l} tensors)."""
-    from convert.quantize import read_metadata
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.quantize import read_metadata
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     meta = read_metadata(model_bytes)
     m = read_tflite(model_bytes)

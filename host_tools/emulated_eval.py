@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host_tools import stream_eval  # noqa: E402
-from host_tools.emulator import Emulator, EmulatorError  # noqa: E402
+from mgrade_edge.host_tools import stream_eval  # noqa: E402
+from mgrade_edge.host_tools.emulator import Emulator, EmulatorError  # noqa: E402
 
 
 def main(argv=None) -> int:

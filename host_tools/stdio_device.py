@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host_tools.emulator import LoggedProcess, _die_with_parent  # noqa: E402
+from mgrade_edge.host_tools.emulator import LoggedProcess, _die_with_parent  # noqa: E402
 
 
 class StdioDeviceError(RuntimeError):

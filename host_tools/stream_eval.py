@@ -39,7 +39,7 @@ from pathlib import Path
 
 if __name__ == "__main__":        # Ctrl-C while the imports load: one line, exit 130
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from training.interrupt import exit_on_interrupt
+    from mgrade_edge.training.interrupt import exit_on_interrupt
     exit_on_interrupt("nothing was compared", hard=True)
 
 import numpy as np
@@ -104,7 +104,7 @@ def load_lengths(model_dir, x: np.ndarray) -> np.ndarray:
 def class_names(model_dir) -> list[str] | None:
     """The class names in the model's metadata (user-data tasks), or None."""
     try:
-        from convert.metadata import read as read_metadata    # flatbuffers only: no TensorFlow
+        from mgrade_edge.convert.metadata import read as read_metadata    # flatbuffers only: no TensorFlow
         names = read_metadata((Path(model_dir) / "model.tflite").read_bytes()).get("class_names")
     except Exception:   # noqa: BLE001 - names are optional; a bad model fails elsewhere
         return None
@@ -131,7 +131,7 @@ def _as_reference(obj):
 def _auto_reference(model_dir: Path):
     """TFLite-Micro step by step (convert.stream: numpy, flatbuffers and tflite-micro only)."""
     try:
-        stream = importlib.import_module("convert.stream")
+        stream = importlib.import_module("mgrade_edge.convert.stream")
         importlib.import_module("tflite_micro")
     except ImportError as e:
         raise UserError(f"the default reference runs TFLite-Micro, which is not importable "
@@ -408,7 +408,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true",
                     help="print only the final report (and errors)")
     args = ap.parse_args(argv)
-    from training.console import require
+    from mgrade_edge.training.console import require
     require("serial", command="host_tools/stream_eval.py")   # pyserial
 
     try:

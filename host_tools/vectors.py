@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import names
-from convert.cemit import carray
-from convert.state16 import debug_int8
-from convert.stream import Streamer
+from mgrade_edge.convert import names
+from mgrade_edge.convert.cemit import carray
+from mgrade_edge.convert.state16 import debug_int8
+from mgrade_edge.convert.stream import Streamer
 
 
 def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,7 +60,7 @@ def _run(args, timeout=900):
 def digits_run(tmp_path_factory) -> Path:
     """A trained digits mGRADE run folder (checkpoint.pt, metrics.jsonl)."""
     run = tmp_path_factory.mktemp("digits") / "run"
-    _run(["-m", "training.train", str(DEMO_CONFIG), "--out", str(run),
+    _run(["-m", "mgrade_edge.training.train", str(DEMO_CONFIG), "--out", str(run),
           "--epochs", str(CI_EPOCHS)])
     return run
 
@@ -69,7 +69,7 @@ def digits_run(tmp_path_factory) -> Path:
 def digits_int8(digits_run) -> Path:
     """The converted model folder (model.tflite, report.json, test_data.npz)."""
     out = digits_run / "int8"
-    _run(["-m", "convert", str(digits_run), "--out", str(out)])
+    _run(["-m", "mgrade_edge.convert", str(digits_run), "--out", str(out)])
     return out
 
 
@@ -77,7 +77,7 @@ def digits_int8(digits_run) -> Path:
 def digits_int8_state8(digits_run) -> Path:
     """The same run converted with an 8-bit minGRU state (--state-bits 8)."""
     out = digits_run / "int8_state8"
-    _run(["-m", "convert", str(digits_run), "--out", str(out), "--state-bits", "8"])
+    _run(["-m", "mgrade_edge.convert", str(digits_run), "--out", str(out), "--state-bits", "8"])
     return out
 
 

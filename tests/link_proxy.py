@@ -21,7 +21,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-from host_tools import protocol as P
+from mgrade_edge.host_tools import protocol as P
 
 
 @dataclass

@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from host_tools import protocol as P
+from mgrade_edge.host_tools import protocol as P
 
 
 def raw_packet(ptype: int, seq: int, body: bytes = b"", version: int = P.PROTO_VERSION,

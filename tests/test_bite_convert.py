@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import ModelConfig
-from training.layers import BatchNormChannels
-from training.model import MGradeNet
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.layers import BatchNormChannels
+from mgrade_edge.training.model import MGradeNet
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 T_STEPS = 24
@@ -45,8 +45,8 @@ def _net(seed: int, **kw) -> MGradeNet:
 
 def _closed_loop(spec, x: np.ndarray) -> np.ndarray:
     """Run the float step graph over x [T, n_in]; the caller keeps rings and states."""
-    from convert.graph import build_step_function, io_names
-    from convert.rings import gather_indices
+    from mgrade_edge.convert.graph import build_step_function, io_names
+    from mgrade_edge.convert.rings import gather_indices
 
     fn = build_step_function(spec)
     in_names, out_names = io_names(spec)
@@ -76,7 +76,7 @@ def _closed_loop(spec, x: np.ndarray) -> np.ndarray:
                          ids=["mgrade", "conv_only", "rnn_only"])
 def test_extracted_step_graph_equals_float_network(kw):
     pytest.importorskip("tensorflow")
-    from convert.spec import extract
+    from mgrade_edge.convert.spec import extract
 
     net = _net(3, **kw)
     spec = extract(net)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import protocol as P
+from mgrade_edge.host_tools import protocol as P
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "mcu" / "app"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import CheckpointError, load_raw
+from mgrade_edge.training.checkpoint import CheckpointError, load_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -44,7 +44,7 @@ METRIC_KEYS = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc"
 
 
 def run_train(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "training.train", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "mgrade_edge.training.train", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -61,7 +61,7 @@ def test_resume_mid_epoch_reproduces_weights_and_metrics(tmp_path):
     assert ref.returncode == 0, ref.stderr
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "training.train", str(cfg), "--out", str(run),
+    proc = subprocess.Popen([sys.executable, "-m", "mgrade_edge.training.train", str(cfg), "--out", str(run),
                              "--ckpt-every", "0"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -94,8 +94,8 @@ def test_resume_mid_epoch_reproduces_weights_and_metrics(tmp_path):
 def test_checkpoint_with_other_shapes_is_a_clear_error(tmp_path):
     """Same parameter names, other shapes (the config says d_model 6, the weights are 8
     wide): a CheckpointError naming the architecture, and exit 2 with one line from a CLI."""
-    from training.checkpoint import FORMAT, build_model, load_model, save_atomic
-    from training.config import load_config
+    from mgrade_edge.training.checkpoint import FORMAT, build_model, load_model, save_atomic
+    from mgrade_edge.training.config import load_config
 
     (tmp_path / "tiny.toml").write_text(CONFIG)
     cfg = load_config(tmp_path / "tiny.toml")
@@ -111,7 +111,7 @@ def test_checkpoint_with_other_shapes_is_a_clear_error(tmp_path):
         assert "architecture" in str(e) and "shape mismatch" in str(e), str(e)
     else:
         raise AssertionError("a checkpoint of other shapes loaded")
-    res = subprocess.run([sys.executable, "-m", "training.memory", str(tmp_path)], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "mgrade_edge.training.memory", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-500:]
     assert len(res.stderr.strip().splitlines()) == 1

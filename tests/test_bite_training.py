@@ -5,8 +5,8 @@ gradients (DistributedDataParallel needs every parameter that requires a gradien
 """
 import torch
 
-from training.config import ModelConfig
-from training.model import MGradeNet
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.model import MGradeNet
 
 
 def _net(span=6):

@@ -33,7 +33,7 @@ TOY = ROOT / "tests" / "fixtures" / "toy_model"
 sys.path.insert(0, str(TOY))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from host_tools import protocol as P  # noqa: E402
+from mgrade_edge.host_tools import protocol as P  # noqa: E402
 from raw_link import RawLink, drop_a_byte, error, raw_packet  # noqa: E402
 from toy_model import MODEL_ID, N_IN, N_OUT, NAME, ToyModel  # noqa: E402
 
@@ -54,7 +54,7 @@ class Target:
 @contextlib.contextmanager
 def host_c(request, tmp):
     """The C app (mcu/app + mcu/boards/host) over its stdio, served on TCP."""
-    from host_tools.stdio_device import StdioDevice
+    from mgrade_edge.host_tools.stdio_device import StdioDevice
 
     res, out = request.getfixturevalue("host_build")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -67,7 +67,7 @@ def qemu_firmware(board: str, **emulator_kw):
     host_tools/emulator.Emulator(elf, **emulator_kw)."""
     @contextlib.contextmanager
     def launch(request, tmp):
-        from host_tools.emulator import Emulator
+        from mgrade_edge.host_tools.emulator import Emulator
 
         res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "firmware", f"BOARD={board}",
                               "MODEL_SRC=tests/fixtures/toy_model", f"BUILD_DIR={tmp}"],
@@ -81,7 +81,7 @@ def qemu_firmware(board: str, **emulator_kw):
 @contextlib.contextmanager
 def micropython_unix(request, tmp):
     """mcu/micropython's app and framing with the toy model's mg_model.py, on the unix port."""
-    from host_tools.micropython_unix import MicroPythonUnix
+    from mgrade_edge.host_tools.micropython_unix import MicroPythonUnix
 
     for f in ("mg_app.py", "mg_proto.py"):
         shutil.copyfile(ROOT / "mcu" / "micropython" / f, tmp / f)
@@ -92,7 +92,7 @@ def micropython_unix(request, tmp):
 
 
 def _micropython() -> str:
-    from host_tools.micropython_unix import find_micropython
+    from mgrade_edge.host_tools.micropython_unix import find_micropython
     return find_micropython() or "micropython"
 
 

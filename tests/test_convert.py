@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from convert.rings import gather_indices
-from convert.quantize import read_metadata
-from convert.spec import ConvertError, extract
-from convert.stream import STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16, Streamer
+from mgrade_edge.convert.rings import gather_indices
+from mgrade_edge.convert.quantize import read_metadata
+from mgrade_edge.convert.spec import ConvertError, extract
+from mgrade_edge.convert.stream import STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16, Streamer
 from tests.conftest import ROOT
-from training.config import ModelConfig
-from training.model import MGradeNet
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.model import MGradeNet
 
 TFLM_OPS = {"FULLY_CONNECTED", "GATHER", "RESHAPE", "CONCATENATION", "DEPTHWISE_CONV_2D",
             "ADD", "SUB", "MUL", "LOGISTIC", "MINIMUM", "RELU"}
@@ -52,7 +52,7 @@ def test_litert_vs_tflm_on_identical_inputs(digits_int8):
     """Every output of one step, in its own LSB: int8 ones within STEP_LSB_BOUND; an int16
     minGRU state (--state-bits 16 / auto) compared through its int8 copy (the tail's last
     QUANTIZE, what the residual reads), so the same bound holds at the same range."""
-    from convert.state16 import debug_int8
+    from mgrade_edge.convert.state16 import debug_int8
     model = (digits_int8 / "model.tflite").read_bytes()
     bound = STEP_LSB_BOUND_INPUT16 if report(digits_int8).get("input_bits") == 16 and \
         report(digits_int8).get("state_bits") == 16 else STEP_LSB_BOUND
@@ -90,7 +90,7 @@ def test_state_bits_auto_is_the_default(digits_int8):
     assert r["val_n"] > 0
     want = 16 if r["val_acc_tflm_state16"] > r["val_acc_tflm_state8"] else 8
     assert r["state_bits"] == want
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.tflite_reader import read_tflite
     model = (digits_int8 / "model.tflite").read_bytes()
     meta = read_metadata(model)
     assert meta["state_bits"] == r["state_bits"]
@@ -112,12 +112,12 @@ def test_state_quantization_round_trips(digits_int8):
 
 def test_int8_stream_tracks_float_step(digits_run, digits_int8):
     """The dequantized int8 time-averaged logits follow the hardened float model's."""
-    from training.checkpoint import load_model
+    from mgrade_edge.training.checkpoint import load_model
     net, _, _ = load_model(digits_run)
     net.harden()
     model = (digits_int8 / "model.tflite").read_bytes()
     s = Streamer(model, "tflm")
-    from training.tasks import load_task
+    from mgrade_edge.training.tasks import load_task
     data = load_task("digits", {}, None, 0)
     scale, zp = s.output_quant
     errs = []
@@ -147,7 +147,7 @@ def test_layer_norm_model_is_refused():
 
 
 def run_convert(*args):
-    return subprocess.run([sys.executable, "-m", "convert", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "mgrade_edge.convert", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

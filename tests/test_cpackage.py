@@ -50,8 +50,8 @@ def _example_logits(stdout: str, n_out: int) -> np.ndarray:
 
 @pytest.mark.parametrize("cfg", [TinyConfig(), S16], ids=["int8-state", "int16-state"])
 def test_c_folder_builds_alone_and_matches_tflm(tiny_models, tmp_path, cfg):
-    from convert.cpackage import write_package
-    from host_tools.vectors import reference_steps
+    from mgrade_edge.convert.cpackage import write_package
+    from mgrade_edge.host_tools.vectors import reference_steps
 
     model_dir = _run_folder(tiny_models, tmp_path / "repo_side", cfg)
     r = write_package(model_dir, model_dir / "c", run=False)
@@ -84,7 +84,7 @@ def test_c_folder_builds_alone_and_matches_tflm(tiny_models, tmp_path, cfg):
 
 @pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed")
 def test_c_folder_links_for_cortex_m4_and_m0plus(tiny_int8, tmp_path):
-    from convert.cpackage import write_package
+    from mgrade_edge.convert.cpackage import write_package
 
     d = tmp_path / "run7" / "int8"
     shutil.copytree(tiny_int8, d)
@@ -110,12 +110,12 @@ def test_c_folder_refuses_a_foreign_out_and_a_bad_model(tiny_int8, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    cmd = [sys.executable, "-m", "convert.cpackage", str(tiny_int8), "--no-run"]
+    cmd = [sys.executable, "-m", "mgrade_edge.convert.cpackage", str(tiny_int8), "--no-run"]
     r = subprocess.run([*cmd, "--out", str(foreign)], capture_output=True, text=True,
                        cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "is not a folder this command wrote" in r.stderr
     assert "Traceback" not in r.stderr and (foreign / "notes.txt").read_text() == "keep me"
-    r = subprocess.run([sys.executable, "-m", "convert.cpackage", str(tmp_path / "nope")],
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.cpackage", str(tmp_path / "nope")],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "no model.tflite" in r.stderr and "Traceback" not in r.stderr
 
@@ -125,9 +125,9 @@ def test_resource_table_is_consistent(tiny_int8, tmp_path):
     """Flash rows add up; the fast path runs fewer instructions than the portable one, both
     bit-exact under QEMU; the microseconds are instructions / MHz; the table is stored in
     report.json, then reused by the C folder."""
-    from convert import resources
-    from convert.codegen import resource_table
-    from convert.cpackage import write_package
+    from mgrade_edge.convert import resources
+    from mgrade_edge.convert.codegen import resource_table
+    from mgrade_edge.convert.cpackage import write_package
 
     x = np.load(tiny_int8 / "test_data.npz")["x"]
     res = resource_table((tiny_int8 / "model.tflite").read_bytes(), x, steps=10)
@@ -169,11 +169,11 @@ def test_make_builds_per_run_and_compare_builds_the_firmware():
     assert "--name a " in a and "--name b " in b
     r = subprocess.run(["make", "-n", "package", "RUN=runs/a", "NAME=kws"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
-    assert "convert.cpackage runs/a/int8 --out runs/a/int8/c --name kws" in r.stdout
+    assert "mgrade_edge.convert.cpackage runs/a/int8 --out runs/a/int8/c --name kws" in r.stdout
 
 
 def test_mismatch_names_the_make_command():
-    from host_tools.stream_eval import reflash_command
+    from mgrade_edge.host_tools.stream_eval import reflash_command
 
     assert reflash_command("qemu-cm4 (mps2-an386, Cortex-M4F)", Path("runs/x/int8")) == \
         "make firmware flash BOARD=qemu-cm4 RUN=runs/x"
@@ -185,18 +185,18 @@ def test_mismatch_names_the_make_command():
 def test_codegen_prints_the_table_and_names_the_model_after_its_folder(tiny_int8, tmp_path):
     d = tmp_path / "walk-7" / "int8"
     shutil.copytree(tiny_int8, d)
-    r = subprocess.run([sys.executable, "-m", "convert.codegen", str(d / "model.tflite"),
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.codegen", str(d / "model.tflite"),
                         "--out", str(tmp_path / "pkg")], cwd=ROOT, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("walk-7: model ") and "flash: code" in r.stdout
-    assert "instructions/step (M4)   not measured (python -m convert.codegen" in r.stdout
+    assert "instructions/step (M4)   not measured (python -m mgrade_edge.convert.codegen" in r.stdout
     assert '#define MG_MODEL_NAME "walk-7"' in (tmp_path / "pkg" / "mg_model_data.h").read_text()
 
 
 @pytest.mark.slow          # the session's trained digits model (or MGRADE_TEST_MODEL)
 def test_convert_stores_the_resource_table(request):
-    """A conversion by python -m convert: report.json carries the table, measured, both
+    """A conversion by python -m mgrade_edge.convert: report.json carries the table, measured, both
     paths bit-exact with TFLite-Micro on the emulated M4."""
     env = os.environ.get("MGRADE_TEST_MODEL")
     model_dir = Path(env) if env else request.getfixturevalue("digits_int8")

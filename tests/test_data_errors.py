@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tests.test_own_data import TS_HEADER, obj, write_ts
-from training.tasks import TaskError, load_task
+from mgrade_edge.training.tasks import TaskError, load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "fixtures" / "toy_model"
@@ -98,7 +98,7 @@ def test_train_cli_other_channels_exit_2_nothing_written(tmp_path):
     p = npz(tmp_path / "ch.npz", x_train=X3, y_train=Y, x_test=X3[:4, :, :2], y_test=Y[:4])
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[task]\nname = "npz"\npath = "{p["path"]}"\n[train]\nepochs = 1\n')
-    res = run(["-m", "training.train", cfg, "--out", tmp_path / "run"], timeout=300)
+    res = run(["-m", "mgrade_edge.training.train", cfg, "--out", tmp_path / "run"], timeout=300)
     one_error_line(res, 2, "ch.npz", "test split has 2 channels")
     assert not (tmp_path / "run").exists()            # not even an empty run folder
 
@@ -116,8 +116,8 @@ def test_zero_channels_are_refused(tmp_path):
 def zero_channel_checkpoint(tmp_path) -> tuple[Path, Path]:
     """A checkpoint as today's main trained it on x [N, T, 0] (the network built for 0
     channels), written directly: (checkpoint, its data file)."""
-    from training.checkpoint import FORMAT, build_model
-    from training.config import config_from_dict
+    from mgrade_edge.training.checkpoint import FORMAT, build_model
+    from mgrade_edge.training.config import config_from_dict
     data = tmp_path / "z.npz"
     np.savez(data, x_train=np.zeros((20, 10, 0)), y_train=Y)
     cfg = config_from_dict({"task": {"name": "npz", "path": str(data)},
@@ -135,10 +135,10 @@ def zero_channel_checkpoint(tmp_path) -> tuple[Path, Path]:
 
 def test_convert_of_a_zero_channel_checkpoint_is_one_line(tmp_path):
     ckpt, data = zero_channel_checkpoint(tmp_path)
-    res = run(["-m", "convert", ckpt, "--out", tmp_path / "int8"])
+    res = run(["-m", "mgrade_edge.convert", ckpt, "--out", tmp_path / "int8"])
     one_error_line(res, 2, "z.npz", "no channels")
     np.savez(data, x_train=X3, y_train=Y)               # the data file fixed afterwards
-    res = run(["-m", "convert", ckpt, "--out", tmp_path / "int8"])
+    res = run(["-m", "mgrade_edge.convert", ckpt, "--out", tmp_path / "int8"])
     one_error_line(res, 2, "trained on data with channels 0", "now have 3")
     assert not (tmp_path / "int8").exists()
 
@@ -214,9 +214,9 @@ def test_column_labels_point_to_the_right_shapes(tmp_path):
 
 
 def test_val_without_labelled_steps_is_refused_test_gives_no_accuracy(tmp_path):
-    from training.evaluate import evaluate
-    from training.config import ModelConfig
-    from training.model import MGradeNet
+    from mgrade_edge.training.evaluate import evaluate
+    from mgrade_edge.training.config import ModelConfig
+    from mgrade_edge.training.model import MGradeNet
     ys = rng.integers(0, 2, (20, 10))
     none = np.full((4, 10), -100)
     refused(npz(tmp_path / "v.npz", x_train=X3, y_train=ys, x_val=X3[:4], y_val=none),
@@ -253,14 +253,14 @@ def test_unlabelled_test_split_reports_na_and_json_null(tmp_path):
             x_test=X3[:3], y_test=np.full((3, 10), -100))
     cfg = tmp_path / "u.toml"
     cfg.write_text(PER_STEP_TOML.format(path=p["path"]))
-    res = run(["-m", "training.train", cfg, "--out", tmp_path / "run"])
+    res = run(["-m", "mgrade_edge.training.train", cfg, "--out", tmp_path / "run"])
     assert res.returncode == 0, res.stderr[-2000:]
     assert "test n/a (no labelled steps)" in res.stdout
     assert "final test acc n/a (no labelled steps)" in res.stdout
     rows = [strict_json(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
             .splitlines()]
     assert rows[-1]["test_acc"] is None and rows[-1]["val_acc"] is not None
-    res = run(["-m", "convert", tmp_path / "run", "--out", tmp_path / "int8",
+    res = run(["-m", "mgrade_edge.convert", tmp_path / "run", "--out", tmp_path / "int8",
                "--state-bits", "8"])
     assert res.returncode == 0, res.stderr[-2000:]
     report = strict_json((tmp_path / "int8" / "report.json").read_text())
@@ -401,16 +401,16 @@ def test_ctrl_c_in_train_start_up_exits_130_and_writes_nothing(tmp_path, point):
     out = tmp_path / "run"
     when = loading("libtorch_cpu") if point == "imports" else \
         (lambda proc, lines: (out / "train.lock").exists())   # locked: loading the data
-    code, _, err = interrupt(["-m", "training.train", cfg, "--out", out], when)
+    code, _, err = interrupt(["-m", "mgrade_edge.training.train", cfg, "--out", out], when)
     clean_interrupt(code, err)
     assert not out.exists(), list(out.iterdir())
 
 
 def untrained_checkpoint(tmp_path) -> Path:
     """A digits checkpoint of an untrained tiny network (convert does not care)."""
-    from training.checkpoint import FORMAT, build_model
-    from training.config import config_from_dict
-    from training.train import task_info
+    from mgrade_edge.training.checkpoint import FORMAT, build_model
+    from mgrade_edge.training.config import config_from_dict
+    from mgrade_edge.training.train import task_info
     cfg = config_from_dict({"task": {"name": "digits"},
                             "model": {"d_model": 4, "n_layers": 1, "kernel_span": 4,
                                       "n_taps": 2}, "train": {"epochs": 1}})
@@ -428,7 +428,7 @@ def test_ctrl_c_in_convert_exits_130_and_leaves_no_folder(tmp_path, point):
     out = tmp_path / "int8"
     when = loading("libtorch_cpu") if point == "imports" else \
         (lambda proc, lines: any("calibration steps" in ln for ln in lines))
-    code, _, err = interrupt(["-m", "convert", ckpt, "--out", out, "--n-test", "20"], when)
+    code, _, err = interrupt(["-m", "mgrade_edge.convert", ckpt, "--out", out, "--n-test", "20"], when)
     clean_interrupt(code, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]   # no temp folder
 
@@ -470,7 +470,7 @@ def test_log_to_npz_refuses_what_the_npz_task_would_and_writes_nothing(tmp_path,
     """Zero channels, a non-integer or non-finite label, a missing value, duplicate --names
     or too few of them, an unlabelled validation part: one line, exit 2, no file (these were
     written, then refused later by train, or silently truncated: label 1.5 became 1)."""
-    from training.tasks import log_to_npz
+    from mgrade_edge.training.tasks import log_to_npz
     T = 200
     label = (np.arange(T) // 20) % 2
 
@@ -521,7 +521,7 @@ def test_sweep_checks_its_data_once_before_any_run(tmp_path):
     """Bad data: one line and exit 2 before anything trains (was: every grid point trained
     into a failed run, exit 1); a test split without labels too (a sweep compares them)."""
     p = npz(tmp_path / "ch.npz", x_train=X3, y_train=Y, x_test=X3[:4, :, :2], y_test=Y[:4])
-    res = run(["-m", "training.sweep", write_sweep(tmp_path, f'name = "npz"\npath = '
+    res = run(["-m", "mgrade_edge.training.sweep", write_sweep(tmp_path, f'name = "npz"\npath = '
                                                              f'"{p["path"]}"'),
                "--out", tmp_path / "out"], timeout=300)
     one_error_line(res, 2, "ch.npz", "test split has 2 channels")
@@ -529,7 +529,7 @@ def test_sweep_checks_its_data_once_before_any_run(tmp_path):
     ys = rng.integers(0, 2, (20, 10))
     p = npz(tmp_path / "u.npz", x_train=X3, y_train=ys, x_test=X3[:3],
             y_test=np.full((3, 10), -100))
-    res = run(["-m", "training.sweep", write_sweep(tmp_path, f'name = "npz"\npath = '
+    res = run(["-m", "mgrade_edge.training.sweep", write_sweep(tmp_path, f'name = "npz"\npath = '
                                                              f'"{p["path"]}"'),
                "--out", tmp_path / "out"], timeout=300)
     one_error_line(res, 2, "the test split has no labelled step")
@@ -538,13 +538,13 @@ def test_sweep_checks_its_data_once_before_any_run(tmp_path):
 
 def test_ctrl_c_in_sweep_start_up_exits_130(tmp_path):
     sweep = write_sweep(tmp_path, 'name = "digits"')
-    code, _, err = interrupt(["-m", "training.sweep", sweep, "--out", tmp_path / "out"],
+    code, _, err = interrupt(["-m", "mgrade_edge.training.sweep", sweep, "--out", tmp_path / "out"],
                              loading("libtorch_cpu"))
     clean_interrupt(code, err)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("cli", ["training.memory", "training.part_eval"])
+@pytest.mark.parametrize("cli", ["mgrade_edge.training.memory", "mgrade_edge.training.part_eval"])
 def test_ctrl_c_in_the_read_only_clis_exits_130(tmp_path, cli):
     cfg = tmp_path / "t.toml"
     cfg.write_text(TINY_DIGITS)

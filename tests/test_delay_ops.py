@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.delay_ops import (causal_depthwise_conv, causal_depthwise_conv_direct,
+from mgrade_edge.training.delay_ops import (causal_depthwise_conv, causal_depthwise_conv_direct,
                                 causal_depthwise_conv_fft, choose_path, delay_conv, fft_length,
                                 gaussian_kernel, gaussian_radius, gaussian_window_taps,
                                 sparse_delay_conv, tap_conv)

@@ -62,7 +62,7 @@ def test_xtensa(cases, tmp_path):
 
 def test_layout_refuses_inexact_cases():
     """ffc_layout keeps the reference kernel where the fast one could not be exact."""
-    from convert.codegen_fast import ffc_layout
+    from mgrade_edge.convert.codegen_fast import ffc_layout
 
     p = dict(batches=1, accum_depth=4, output_depth=1, input_offset=0, filter_offset=0,
              output_offset=0, act_min=-128, act_max=127, per_channel=1,
@@ -81,7 +81,7 @@ def test_layout_refuses_inexact_cases():
 def test_python_reference_arithmetic():
     """The generator's Python port of srdhm/rdbpot agrees with the closed forms the fast C
     path uses (floor((a b + 2^30) / 2^31); (x + 2^(e-1) - (x < 0)) >> e) on edge values."""
-    from convert.codegen_fast import ref_rdbpot, ref_srdhm
+    from mgrade_edge.convert.codegen_fast import ref_rdbpot, ref_srdhm
 
     rng = np.random.default_rng(0)
     vals = [0, 1, -1, 2**30, -2**30, 2**31 - 1, -2**31] + \
@@ -101,8 +101,8 @@ def test_g_split_tables_exact():
     refused where the sigmoid branch still varies above the threshold."""
     import math
 
-    from convert.tflm_params import quantize_multiplier
-    from convert.codegen_fast import (chan_table, g_split_tables, ref_add1, ref_logistic1,
+    from mgrade_edge.convert.tflm_params import quantize_multiplier
+    from mgrade_edge.convert.codegen_fast import (chan_table, g_split_tables, ref_add1, ref_logistic1,
                                       ref_mbqm)
 
     rng = np.random.default_rng(5)

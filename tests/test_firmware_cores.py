@@ -17,8 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "toy_model"))
 
-from host_tools import protocol as P  # noqa: E402
-from host_tools.emulator import BOARDS, Emulator  # noqa: E402
+from mgrade_edge.host_tools import protocol as P  # noqa: E402
+from mgrade_edge.host_tools.emulator import BOARDS, Emulator  # noqa: E402
 from toy_model import MODEL_ID, N_IN, ToyModel  # noqa: E402
 
 PY = sys.executable
@@ -74,7 +74,7 @@ def test_generated_model_streams_bit_exact(board, tiny_int8, tmp_path):
     stream_eval against TFLite-Micro on the host: 0 LSB on every step's logits (the micro:bit
     build also proves the model and app fit its 16 KiB of RAM: the link checks the regions)."""
     _needs(board)
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     pkg = tmp_path / "pkg"
     generate((tiny_int8 / "model.tflite").read_bytes(), pkg)

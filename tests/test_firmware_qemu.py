@@ -20,8 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "toy_model"))
 
-from host_tools import protocol as P  # noqa: E402
-from host_tools.emulator import Emulator  # noqa: E402
+from mgrade_edge.host_tools import protocol as P  # noqa: E402
+from mgrade_edge.host_tools.emulator import Emulator  # noqa: E402
 from toy_model import MODEL_ID, N_IN, N_OUT, ToyModel  # noqa: E402
 
 TOY = ROOT / "tests" / "fixtures" / "toy_model"

@@ -28,7 +28,7 @@ def model_dir(request) -> Path:
 
 
 def test_stack_high_water_has_margin(model_dir, tmp_path):
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     digits_int8 = model_dir
     generate((digits_int8 / "model.tflite").read_bytes(), tmp_path / "gen")

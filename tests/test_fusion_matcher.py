@@ -82,7 +82,7 @@ class Edit:
 
 
 def _meta(model_bytes: bytes) -> dict:
-    from convert.quantize import read_metadata
+    from mgrade_edge.convert.quantize import read_metadata
     return read_metadata(model_bytes)
 
 
@@ -211,9 +211,9 @@ REFUSED = [
                                                       for r in REFUSED],
                          ids=[r[0].__name__ for r in REFUSED])
 def test_almost_matching_graph_is_refused(tiny_int8, tmp_path, edit, message, gen_message):
-    from convert.codegen import CodegenError, generate
-    from convert.mgrade_match import match
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.codegen import CodegenError, generate
+    from mgrade_edge.convert.mgrade_match import match
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     model = (tiny_int8 / "model.tflite").read_bytes()
     meta = _meta(model)
@@ -232,7 +232,7 @@ def test_almost_matching_graph_is_refused(tiny_int8, tmp_path, edit, message, ge
 def test_constant_gather_indices_must_match_the_delays(tiny_models, tmp_path):
     """A ring-less layer (all delays 0) gathers with constant indices; another constant is
     refused (the fused kernel would read other channels than the graph)."""
-    from convert.codegen import CodegenError, generate
+    from mgrade_edge.convert.codegen import CodegenError, generate
 
     cfg = next(c for c in CONFIGS if c.zero_delay_layer >= 0)
     model = (tiny_models(cfg) / "model.tflite").read_bytes()
@@ -285,7 +285,7 @@ ACCEPTED = [commutative_operands_swapped, other_minimum_constant, relu_weights_d
 @pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
 @pytest.mark.parametrize("edit", ACCEPTED, ids=[f.__name__ for f in ACCEPTED])
 def test_almost_matching_graph_fused_stays_bit_exact(tiny_int8, tmp_path, edit, fast):
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     model = (tiny_int8 / "model.tflite").read_bytes()
     meta = _meta(model)

@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
-from convert import host_eval
-from convert.errors import ConvertError
-from convert.stream import Streamer, predictions
+from mgrade_edge.convert import host_eval
+from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.stream import Streamer, predictions
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed"),
@@ -101,7 +101,7 @@ def corrupt_weights(gen) -> int:
 
 
 def test_a_corrupted_package_is_caught_by_the_cross_check(tiny_int8, tmp_path):
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     model_bytes, x, lengths = ragged(tiny_int8, n=6)
     gen = tmp_path / "gen"
@@ -117,7 +117,7 @@ def test_convert_int8_eval_rejects_host_logits_that_differ(tiny_int8):
     """convert's test-split evaluation: TFLite-Micro on the first sequences must match the
     host logits byte for byte; one flipped logit in a checked sequence is an error, and the
     accuracies from untouched host logits equal those of stepping TFLite-Micro everywhere."""
-    from convert.__main__ import int8_eval
+    from mgrade_edge.convert.__main__ import int8_eval
 
     model_bytes, x, lengths = ragged(tiny_int8, n=8)
     lengths[1] = 5                       # convert's test sequences have at least one step
@@ -143,7 +143,7 @@ def test_convert_int8_eval_rejects_host_logits_that_differ(tiny_int8):
 
 def test_val_accuracy_equals_tflm_stepping(model_dir):
     """convert's --state-bits auto validation accuracy (host C) == TFLite-Micro stepping."""
-    from convert.__main__ import val_accuracy
+    from mgrade_edge.convert.__main__ import val_accuracy
 
     model_bytes, x, lengths = ragged(model_dir, n=10, seed=2)
     s, T = Streamer(model_bytes, "tflm"), x.shape[1]

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LIGHT = [sys.executable, str(ROOT / "tests" / "without_heavy.py")]
 
 # every command-line tool of the project (python -m MODULE or a host_tools script)
-CLIS = ["-m training.train", "-m training.memory", "-m training.sweep", "-m training.part_eval",
-        "-m convert", "-m convert.codegen", "-m convert.codegen_micropython",
+CLIS = ["-m mgrade_edge.training.train", "-m mgrade_edge.training.memory", "-m mgrade_edge.training.sweep", "-m mgrade_edge.training.part_eval",
+        "-m mgrade_edge.convert", "-m mgrade_edge.convert.codegen", "-m mgrade_edge.convert.codegen_micropython",
         "host_tools/stream_eval.py", "host_tools/emulated_eval.py", "host_tools/emulator.py",
         "host_tools/micropython_unix.py"]
 
@@ -34,7 +34,7 @@ def test_help_needs_neither_torch_nor_tensorflow(cli):
     assert res.stdout.startswith("usage:") and "--quiet" in res.stdout
 
 
-@pytest.mark.parametrize("cli", ["-m training.train", "-m convert", "-m training.memory"])
+@pytest.mark.parametrize("cli", ["-m mgrade_edge.training.train", "-m mgrade_edge.convert", "-m mgrade_edge.training.memory"])
 def test_outside_the_venv_is_one_line(cli, tmp_path):
     """A Python without torch (say the system python3) running a training or convert command
     gets one line naming the venv's python, not a traceback."""
@@ -48,8 +48,8 @@ def test_outside_the_venv_is_one_line(cli, tmp_path):
 def test_reference_and_metadata_without_torch_or_tensorflow(tiny_int8, tmp_path):
     """The default host reference (TFLite-Micro via convert.stream) and the model metadata
     read in a host-only process equal what the full install computes."""
-    from convert.metadata import read
-    from convert.stream import Streamer
+    from mgrade_edge.convert.metadata import read
+    from mgrade_edge.convert.stream import Streamer
 
     script = tmp_path / "ref.py"
     script.write_text(
@@ -90,7 +90,7 @@ def test_stream_eval_on_the_emulated_board_without_torch_or_tensorflow(tiny_int8
     default reference in a host-only process: every step's logits equal, exit 0."""
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
         pytest.skip("arm-none-eabi-gcc / qemu-system-arm not installed (make toolchain)")
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     generate((tiny_int8 / "model.tflite").read_bytes(), tmp_path / "pkg")
     res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "firmware", "BOARD=qemu-cm4",
@@ -111,11 +111,11 @@ def test_micropython_launcher_without_torch_or_tensorflow(tiny_int8, tmp_path):
     """host_tools/micropython_unix.py --eval (the MicroPython target's compare) in a host-only
     process: the unix port runs the generated package, stream_eval compares, exit 0, and
     --quiet prints only the report."""
-    from host_tools.micropython_unix import find_micropython
+    from mgrade_edge.host_tools.micropython_unix import find_micropython
 
     if find_micropython() is None:
         pytest.skip("the MicroPython unix port is not installed (make toolchain)")
-    from convert.codegen_micropython import generate
+    from mgrade_edge.convert.codegen_micropython import generate
 
     generate(str(tiny_int8 / "model.tflite"), tmp_path / "mp", "x64")
     res = run_light("host_tools/micropython_unix.py", str(tmp_path / "mp"), "--mpy", "--eval",

@@ -9,14 +9,14 @@ import shutil
 import numpy as np
 import pytest
 
-from convert.quantize import read_metadata
-from convert.stream import Streamer
-from convert.tflite_reader import read_tflite
+from mgrade_edge.convert.quantize import read_metadata
+from mgrade_edge.convert.stream import Streamer
+from mgrade_edge.convert.tflite_reader import read_tflite
 from tests.test_state16 import _inputs, int8_small  # noqa: F401  (fixture)
 
 
 def _widen(model8: bytes, gate16: bool = True) -> bytes:
-    from convert.widen import widen_input, widen_state
+    from mgrade_edge.convert.widen import widen_input, widen_state
 
     layers = read_metadata(model8)["layers"]
     return widen_input(widen_state(model8, layers, gate16=gate16), layers)
@@ -56,7 +56,7 @@ def test_interpreters_agree_and_follow_the_int8_graph(in16_model, int8_small):  
     every step (their int16 ADD rounding differs), and its logits stay within 12 LSB of the
     16-bit-state graph without the int16 input on these 40-step random sequences: the same
     function, on finer grids."""
-    from convert.widen import widen_state
+    from mgrade_edge.convert.widen import widen_state
 
     base = widen_state(int8_small, read_metadata(int8_small)["layers"], gate16=True)
     tflm, lite, ref = (Streamer(in16_model, "tflm"), Streamer(in16_model, "litert"),
@@ -105,7 +105,7 @@ def test_package_bit_exact_with_int16_input(in16_model, tmp_path, fast):
 
 def test_input16_needs_the_int16_gate(int8_small):  # noqa: F811
     """widen_input on a graph whose gate is int8 is refused with the option to change."""
-    from convert.spec import ConvertError
+    from mgrade_edge.convert.spec import ConvertError
 
     with pytest.raises(ConvertError, match="--gate-bits 16"):
         _widen(int8_small, gate16=False)
@@ -113,9 +113,9 @@ def test_input16_needs_the_int16_gate(int8_small):  # noqa: F811
 
 def test_choose_state_bits_reports_input_bits():
     """--state-bits 16 --input-bits 16 / 8: the graph, the report and the metadata agree."""
-    from convert.__main__ import calibration_feeds, choose_state_bits
-    from convert.quantize import convert_int8
-    from convert.spec import extract
+    from mgrade_edge.convert.__main__ import calibration_feeds, choose_state_bits
+    from mgrade_edge.convert.quantize import convert_int8
+    from mgrade_edge.convert.spec import extract
     from tests.test_state16 import _small_net
 
     net = _small_net(3)
@@ -137,7 +137,7 @@ def test_choose_state_bits_reports_input_bits():
 def test_cli_refuses_input16_without_the_int16_state(tmp_path, capsys):
     """--input-bits 16 with --state-bits 8 or --gate-bits 8 is a one-line error before any
     work (no output folder)."""
-    from convert.__main__ import main
+    from mgrade_edge.convert.__main__ import main
 
     for extra in (["--state-bits", "8"], ["--gate-bits", "8"]):
         rc = main([str(tmp_path / "no_run"), "--out", str(tmp_path / "out"), "--input-bits",
@@ -154,9 +154,9 @@ def test_layer_whose_bias_would_overflow_keeps_int8_input(capsys, tmp_path):
     stdout and records input8_layers in the report and the metadata."""
     import torch
 
-    from convert.__main__ import calibration_feeds, choose_state_bits
-    from convert.quantize import convert_int8
-    from convert.spec import extract
+    from mgrade_edge.convert.__main__ import calibration_feeds, choose_state_bits
+    from mgrade_edge.convert.quantize import convert_int8
+    from mgrade_edge.convert.spec import extract
     from tests.test_state16 import _small_net
 
     net = _small_net(4)

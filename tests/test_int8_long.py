@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from convert.__main__ import calibration_feeds
-from convert.calibrate import step_feeds
-from convert.graph import input_signature, io_names, state_pairs
-from convert.rings import gather_indices
-from convert.quantize import convert_int8, finalize, load_flatbuffer
-from convert.spec import extract
-from convert.stream import Streamer
-from convert.tflite_reader import read_tflite
-from training.config import ModelConfig
-from training.model import MGradeNet
+from mgrade_edge.convert.__main__ import calibration_feeds
+from mgrade_edge.convert.calibrate import step_feeds
+from mgrade_edge.convert.graph import input_signature, io_names, state_pairs
+from mgrade_edge.convert.rings import gather_indices
+from mgrade_edge.convert.quantize import convert_int8, finalize, load_flatbuffer
+from mgrade_edge.convert.spec import extract
+from mgrade_edge.convert.stream import Streamer
+from mgrade_edge.convert.tflite_reader import read_tflite
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.model import MGradeNet
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,8 +229,8 @@ def test_int16_state_path_tracks_slow_integration(slow_stream, gate16, input16):
     for (convert's default): this integrator's gate biases (up to -6 against inputs of a few
     hundredths) would overflow the 16x8 FC's int32 accumulator on u16's scale, so the layer
     keeps its int8 input (reported in `skipped`) and tracks as the int16-gate graph does."""
-    from convert.quantize import read_metadata
-    from convert.widen import state_bytes, widen_input, widen_state
+    from mgrade_edge.convert.quantize import read_metadata
+    from mgrade_edge.convert.widen import state_bytes, widen_input, widen_state
 
     model, x, h_f = slow_stream
     layers = read_metadata(model)["layers"]
@@ -259,8 +259,8 @@ def test_attribution_simulates_the_graph_convert_deploys(slow_stream):
     --state-bits 16 --gate-bits 16` deploys, each within half an output LSB on average, while
     the two graphs differ by several LSB (measured 0.42 and 0.31 against 3.5 LSB)."""
     from benchmarks.int8_attribution import GROUPS, WIDE_ROWS, FakeQuantStep
-    from convert.quantize import read_metadata
-    from convert.widen import widen_state
+    from mgrade_edge.convert.quantize import read_metadata
+    from mgrade_edge.convert.widen import widen_state
 
     model, x, _ = slow_stream
     wide = widen_state(model, read_metadata(model)["layers"], gate16=True)

@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from convert.state16 import SIGMOID_LUT16, logistic16, logistic16_params
+from mgrade_edge.convert.state16 import SIGMOID_LUT16, logistic16, logistic16_params
 from tests.conftest import ROOT
 from tests.tflm_probe import TABLE_SPAN, outputs_by_v, probe_scales, recover_table
 
@@ -64,7 +64,7 @@ def test_c_table_equals_python_table():
 
 
 def test_large_input_scale_is_refused():
-    from convert.tflm_params import CodegenError
+    from mgrade_edge.convert.tflm_params import CodegenError
 
     with pytest.raises(CodegenError, match="too large"):
         logistic16_params(3.0)

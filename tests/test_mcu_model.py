@@ -95,8 +95,8 @@ def test_host_bit_exact(gen, fast):
 
 
 def test_package_api_and_constants(gen, model_dir):
-    from convert.tflm_params import op_params
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.tflm_params import op_params
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     raw = (model_dir / "model.tflite").read_bytes()
     model = read_tflite(raw)
@@ -135,8 +135,8 @@ def test_package_api_and_constants(gen, model_dir):
 
 
 def test_trimmed_ring_bytes(gen, model_dir):
-    from convert.metadata import from_model as mgrade_metadata
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.metadata import from_model as mgrade_metadata
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     meta = mgrade_metadata(read_tflite((model_dir / "model.tflite").read_bytes()))
     h = _header_defines(gen["gen"] / "mg_model_data.h")
@@ -293,8 +293,8 @@ def test_refuses_unexpected_graph(model_dir, tmp_path):
     """A graph whose minGRU does not have the expected shape is refused with a clear error."""
     import dataclasses
 
-    from convert.codegen import CodegenError, generate
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.codegen import CodegenError, generate
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     model = read_tflite((model_dir / "model.tflite").read_bytes())
     ops = list(model.operators)

@@ -1,9 +1,9 @@
 """The memory report against counts worked out by hand for a small network."""
 import torch
 
-from training.config import ModelConfig
-from training.memory import format_report, memory_report
-from training.model import MGradeNet
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.memory import format_report, memory_report
+from mgrade_edge.training.model import MGradeNet
 
 
 def small_net(**kw):

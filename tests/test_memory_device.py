@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import ModelConfig
-from training.memory import memory_report
-from training.model import MGradeNet
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.memory import memory_report
+from mgrade_edge.training.model import MGradeNet
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "mcu" / "runtime"
@@ -58,10 +58,10 @@ def _hardened_net(cfg_kw: dict, positions: list) -> MGradeNet:
 
 def _package(net: MGradeNet, out: Path) -> Path:
     """int8 .tflite (a few calibration steps on random input) -> C package in out."""
-    from convert.calibrate import step_feeds
-    from convert.codegen import generate
-    from convert.quantize import convert_int8, finalize
-    from convert.spec import extract
+    from mgrade_edge.convert.calibrate import step_feeds
+    from mgrade_edge.convert.codegen import generate
+    from mgrade_edge.convert.quantize import convert_int8, finalize
+    from mgrade_edge.convert.spec import extract
 
     spec = extract(net)
     xs = torch.randn(2, 12, net.n_in, generator=torch.Generator().manual_seed(1))

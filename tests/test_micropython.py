@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host_tools import protocol as P
-from host_tools.micropython_unix import MicroPythonUnix, board_mpy_arch, find_micropython
+from mgrade_edge.host_tools import protocol as P
+from mgrade_edge.host_tools.micropython_unix import MicroPythonUnix, board_mpy_arch, find_micropython
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "mcu" / "runtime"
@@ -59,7 +59,7 @@ def model_dir(request) -> Path:
 
 @pytest.fixture(scope="module")
 def pkg(model_dir, tmp_path_factory) -> Path:
-    from convert.codegen_micropython import generate
+    from mgrade_edge.convert.codegen_micropython import generate
 
     out = tmp_path_factory.mktemp("mpy_pkg") / "pkg"
     s = generate(model_dir / "model.tflite", out, mpy_arch="x64")
@@ -73,7 +73,7 @@ def pkg(model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ref(model_dir):
-    from host_tools.vectors import reference_steps
+    from mgrade_edge.host_tools.vectors import reference_steps
 
     x = np.load(model_dir / "test_data.npz")["x"][:N_SEQ]
     logits, states = reference_steps((model_dir / "model.tflite").read_bytes(), x)
@@ -196,9 +196,9 @@ def test_model_is_32bit_safe(pkg, ref):
 
 def test_tables_match_c_kernels(libmg, model_dir):
     """The 256-entry tables of every LOGISTIC/RELU/QUANTIZE op == the C kernel on all inputs."""
-    from convert.tflm_params import op_params
-    from convert.codegen_micropython import _mg_quant, _table
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.tflm_params import op_params
+    from mgrade_edge.convert.codegen_micropython import _mg_quant, _table
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     q = _mg_quant()
     model = read_tflite((model_dir / "model.tflite").read_bytes())
@@ -225,7 +225,7 @@ def test_tables_match_c_kernels(libmg, model_dir):
 def test_instances_coexist_and_quantize(pkg, ref, model_dir):
     """Two Model instances stepped alternately give each sequence's reference logits;
     reset() restarts; quantize() equals the host's input quantization."""
-    from convert.stream import Streamer
+    from mgrade_edge.convert.stream import Streamer
 
     x = ref["x"][:2]
     T = x.shape[1]
@@ -317,7 +317,7 @@ def upy_backend(monkeypatch):
     import test_runtime_kernels as rk
 
     def build(model_bytes, tmp):
-        from convert.codegen_micropython import generate
+        from mgrade_edge.convert.codegen_micropython import generate
         info = generate(model_bytes, tmp / "upy", generic=True)
         (tmp / "upy" / "run_graph.py").write_text(_GRAPH_RUNNER)
         return tmp / "upy", info
@@ -534,10 +534,10 @@ def test_board_arch_from_mpy():
 def test_codegen_user_errors(tmp_path):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a flatbuffer" * 4)
-    r = subprocess.run([sys.executable, "-m", "convert.codegen_micropython", str(bad), "--out",
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.codegen_micropython", str(bad), "--out",
                         str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "codegen_micropython: error:" in r.stderr
     assert "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "convert.codegen_micropython", str(tmp_path / "no"),
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.codegen_micropython", str(tmp_path / "no"),
                         "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr

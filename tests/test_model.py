@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from training.config import ConfigError, ModelConfig
-from training.model import MGradeNet, sigma_at
+from mgrade_edge.training.config import ConfigError, ModelConfig
+from mgrade_edge.training.model import MGradeNet, sigma_at
 
 # (use_conv, use_rnn, conv kind, norm): every combination of the switches
 SWITCHES = [c for c in itertools.product([True, False], [True, False], ["dcls", "dilated"],

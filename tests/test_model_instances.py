@@ -84,7 +84,7 @@ def _check_interleaved(gen: Path, x, logits, states, tmp_path: Path, fast: bool)
 
 @pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
 def test_two_instances_interleaved_bit_exact(tiny_models, tmp_path, fast):
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     model, x, logits, states = _model(tiny_models, TinyConfig())
     gen = tmp_path / "gen"
@@ -97,9 +97,9 @@ def test_two_instances_int16_state(tiny_models, tmp_path, fast):
     """The same with int16 minGRU states (convert/widen.py): the int16 state and its int8 copy
     are instance fields too."""
     from benchmarks import mcu_cost as mc
-    from convert.metadata import from_model
-    from convert.tflite_reader import read_tflite
-    from convert.widen import widen_state
+    from mgrade_edge.convert.metadata import from_model
+    from mgrade_edge.convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.widen import widen_state
 
     folder = tiny_models(TinyConfig())
     model = (folder / "model.tflite").read_bytes()
@@ -117,7 +117,7 @@ def test_two_instances_int16_state(tiny_models, tmp_path, fast):
 
 @pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
 def test_two_models_in_one_program(tiny_models, tmp_path, fast):
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     cfg_a, cfg_b = TinyConfig(), CONFIGS[2]          # H=8 L=2 vs H=5 L=3 with a ring-less layer
     ma, xa, la, sa = _model(tiny_models, cfg_a)
@@ -146,9 +146,9 @@ def test_app_with_generated_package_equals_tflm(tiny_int8, tmp_path):
     a generated package: every step's logits over the serial protocol == TFLite-Micro's."""
     if shutil.which("make") is None:
         pytest.skip("make not installed")
-    from convert.codegen import generate
-    from host_tools import protocol as P
-    from host_tools import stream_eval
+    from mgrade_edge.convert.codegen import generate
+    from mgrade_edge.host_tools import protocol as P
+    from mgrade_edge.host_tools import stream_eval
     from tests.test_own_data import _PipePort
 
     gen = tmp_path / "pkg"

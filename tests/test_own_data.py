@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import ModelConfig
-from training.evaluate import loss_and_correct
-from training.model import MGradeNet
-from training.tasks import TaskError, load_task
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.evaluate import loss_and_correct
+from mgrade_edge.training.model import MGradeNet
+from mgrade_edge.training.tasks import TaskError, load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,7 +214,7 @@ def test_train_cli_bad_data_is_one_line_exit_2(tmp_path):
     np.savez(path, x_train=x, y_train=np.array([0, 1, 0, 1]))
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[task]\nname = "npz"\npath = "{path}"\n')
-    res = subprocess.run([sys.executable, "-m", "training.train", str(cfg), "--out",
+    res = subprocess.run([sys.executable, "-m", "mgrade_edge.training.train", str(cfg), "--out",
                           str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2, res.stderr
@@ -318,9 +318,9 @@ def test_folded_encoder_step_graph_on_raw_units_equals_network():
     """The TF step graph built from the folded spec, fed raw units, gives the network's
     per-step logits (float, before quantization)."""
     pytest.importorskip("tensorflow")
-    from convert.calibrate import step_feeds
-    from convert.graph import build_step_function, io_names
-    from convert.spec import extract
+    from mgrade_edge.convert.calibrate import step_feeds
+    from mgrade_edge.convert.graph import build_step_function, io_names
+    from mgrade_edge.convert.spec import extract
 
     net = small_net("mean", 8, seed=3).eval().harden()
     x = padded_batch([16], 16, seed=4)                         # raw: mean ~5, std ~2
@@ -396,17 +396,17 @@ def test_basicmotions_raw_units_through_convert_and_host_runtime(tmp_path):
     TFLite-Micro streamer, 0 LSB on every frame and every step's logits."""
     pytest.importorskip("aeon")
     from benchmarks import mcu_cost as mc
-    from convert.stream import Streamer
+    from mgrade_edge.convert.stream import Streamer
 
     cfg = tmp_path / "bm.toml"
     cfg.write_text(BM_CONFIG)
     run = tmp_path / "run"
-    _run(["-m", "training.train", str(cfg), "--out", str(run)])
-    _run(["-m", "convert", str(run), "--out", str(run / "int8"), "--calib", "32"])
+    _run(["-m", "mgrade_edge.training.train", str(cfg), "--out", str(run)])
+    _run(["-m", "mgrade_edge.convert", str(run), "--out", str(run / "int8"), "--calib", "32"])
     report = json.loads((run / "int8" / "report.json").read_text())
     assert report["int8_acc_tflm"] >= 0.6, report            # 4 classes: chance is 0.25
     model_bytes = (run / "int8" / "model.tflite").read_bytes()
-    from convert.quantize import read_metadata
+    from mgrade_edge.convert.quantize import read_metadata
     assert read_metadata(model_bytes)["class_names"] == ["standing", "running", "walking",
                                                          "badminton"]
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -441,7 +441,7 @@ def test_basicmotions_raw_units_through_convert_and_host_runtime(tmp_path):
     for i in range(S):
         assert np.array_equal(got[i, :, C:], s.run(q_host[i])), f"logits differ, seq {i}"
     # the device's class on raw frames agrees with the float network on the same raw frames
-    from training.checkpoint import load_model
+    from mgrade_edge.training.checkpoint import load_model
     fnet = load_model(run)[0].harden()
     with torch.no_grad():
         float_pred = fnet(torch.from_numpy(raw)).argmax(-1).numpy()
@@ -451,7 +451,7 @@ def test_basicmotions_raw_units_through_convert_and_host_runtime(tmp_path):
 
 # -- a sensor log split in time (per-step streaming detection) --------------------------------
 def test_log_to_npz_splits_in_time_and_feeds_the_npz_task(tmp_path, capsys):
-    from training.tasks import log_to_npz
+    from mgrade_edge.training.tasks import log_to_npz
 
     T = 400
     t = np.arange(T)
@@ -517,8 +517,8 @@ def test_stream_eval_streams_own_lengths_on_the_host_device(host_build, tmp_path
     sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "toy_model"))
     from toy_model import N_IN, ToyModel
 
-    from host_tools import protocol as P
-    from host_tools import stream_eval
+    from mgrade_edge.host_tools import protocol as P
+    from mgrade_edge.host_tools import stream_eval
 
     model_dir = tmp_path / "m"
     model_dir.mkdir()

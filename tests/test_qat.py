@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from convert.calibrate import step_feeds
-from convert.graph import io_names
-from convert.quantize import convert_int8
-from convert.spec import extract
-from convert.tflite_reader import read_tflite
+from mgrade_edge.convert.calibrate import step_feeds
+from mgrade_edge.convert.graph import io_names
+from mgrade_edge.convert.quantize import convert_int8
+from mgrade_edge.convert.spec import extract
+from mgrade_edge.convert.tflite_reader import read_tflite
 from tests.test_train import final_weights, run_train, write_cfg
-from training.checkpoint import load_raw
-from training.config import ConfigError, ModelConfig, config_from_dict
-from training.model import MGradeNet
-from training.qat import (ActRange, act_ranges, asym_params, deployed_weights, fake_quant_act,
+from mgrade_edge.training.checkpoint import load_raw
+from mgrade_edge.training.config import ConfigError, ModelConfig, config_from_dict
+from mgrade_edge.training.model import MGradeNet
+from mgrade_edge.training.qat import (ActRange, act_ranges, asym_params, deployed_weights, fake_quant_act,
                           fake_quant_rows, load_act_ranges, quant_rows)
 
 
@@ -229,7 +229,7 @@ def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path, acts)
     import sys
     import time
     from tests.test_train import ROOT
-    proc = subprocess.Popen([sys.executable, "-m", "training.train", str(qcfg), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "mgrade_edge.training.train", str(qcfg), "--out",
                              str(runs["cut"]), *args, "--ckpt-every", "0"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt_path = runs["cut"] / "checkpoint.pt"
@@ -359,9 +359,9 @@ def test_convert_reports_the_qat_view_accuracy():
     fake-quantized activations, its saved ranges); {} for a run without QAT; the net computes
     in float again afterwards."""
     from types import SimpleNamespace
-    from convert.__main__ import qat_view_accuracy
-    from training.evaluate import evaluate
-    from training.qat import act_ranges
+    from mgrade_edge.convert.__main__ import qat_view_accuracy
+    from mgrade_edge.training.evaluate import evaluate
+    from mgrade_edge.training.qat import act_ranges
     net = tiny_net().float()
     x, y = torch.randn(40, 12, 3), torch.randint(0, 4, (40,))     # y: random, then argmax
     cfg = lambda n: SimpleNamespace(train=SimpleNamespace(qat_epochs=n))  # noqa: E731

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from training.console import native_stderr_to, progress, set_quiet
+from mgrade_edge.training.console import native_stderr_to, progress, set_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = re.compile(r"oneDNN|absl|cpu_feature_guard|^[IWE]\d{4} |tensorflow|UserWarning|"
@@ -106,18 +106,18 @@ def test_train_convert_compare_redirected_and_quiet(tmp_path):
     logs.mkdir()
     run_dir = tmp_path / "run"
 
-    rc, out, err = run(["-m", "training.train", cfg, "--out", run_dir], logs, "train")
+    rc, out, err = run(["-m", "mgrade_edge.training.train", cfg, "--out", run_dir], logs, "train")
     assert rc == 0, out + err
     clean(out + err, "train")
     assert "train sequences of 64 steps" in out
     assert sum(line.startswith("epoch ") for line in out.splitlines()) == 3
-    rc, qout, _ = run(["-m", "training.train", cfg, "--out", tmp_path / "run_q", "--quiet"],
+    rc, qout, _ = run(["-m", "mgrade_edge.training.train", cfg, "--out", tmp_path / "run_q", "--quiet"],
                       logs, "train_q")
     assert rc == 0 and qout.splitlines() and len(qout.splitlines()) == 1, qout
     assert qout.startswith("done: final test acc")
 
     int8 = run_dir / "int8"
-    conv = ["-m", "convert", run_dir, "--out", int8, "--state-bits", "8", "--calib", "8",
+    conv = ["-m", "mgrade_edge.convert", run_dir, "--out", int8, "--state-bits", "8", "--calib", "8",
             "--n-test", "10"]
     rc, out, err = run(conv, logs, "convert")
     assert rc == 0, out + err
@@ -132,7 +132,7 @@ def test_train_convert_compare_redirected_and_quiet(tmp_path):
     strip = lambda s: re.sub(r"model id \w+|\d+(\.\d+)?", "#", s)   # noqa: E731
     assert strip(qout) == strip(summary), (qout, summary)
 
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
     generate((int8 / "model.tflite").read_bytes(), tmp_path / "pkg")
     res = subprocess.run(["make", "-s", "-C", str(ROOT / "mcu"), "firmware", "BOARD=qemu-cm4",
                           f"MODEL_SRC={tmp_path / 'pkg'}", f"BUILD_DIR={tmp_path / 'fw'}"],
@@ -154,7 +154,7 @@ def test_training_reports_the_length_range():
     """Variable-length data: 'N train sequences of 40-120 steps', not the padded length."""
     import torch
 
-    from training.train import step_range
+    from mgrade_edge.training.train import step_range
 
     assert step_range(torch.tensor([57, 40, 120, 88]), 120) == "40-120"
     assert step_range(torch.tensor([64, 64]), 64) == "64"

@@ -1,4 +1,4 @@
-"""convert.raw_input: a task that normalises 8-bit codes (MNIST pixels) is converted to a
+"""mgrade_edge.convert.raw_input: a task that normalises 8-bit codes (MNIST pixels) is converted to a
 model that reads the raw codes, on whose int8 grid all 256 values are exact; the network
 computes the same function; the normalised values would not fit any int8 grid."""
 import shutil
@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from convert.calibrate import step_feeds
-from convert.quantize import convert_int8, finalize, read_metadata
-from convert.raw_input import INPUT_UNITS, takes_codes, to_raw_units
-from convert.spec import extract
-from convert.stream import Streamer
+from mgrade_edge.convert.calibrate import step_feeds
+from mgrade_edge.convert.quantize import convert_int8, finalize, read_metadata
+from mgrade_edge.convert.raw_input import INPUT_UNITS, takes_codes, to_raw_units
+from mgrade_edge.convert.spec import extract
+from mgrade_edge.convert.stream import Streamer
 from tests.test_tasks import fake_mnist
-from training.config import ModelConfig
-from training.model import MGradeNet
-from training.tasks import load_task
-from training.tasks.mnist import permutation
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.model import MGradeNet
+from mgrade_edge.training.tasks import load_task
+from mgrade_edge.training.tasks.mnist import permutation
 
 
 def _net():

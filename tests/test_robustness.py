@@ -20,7 +20,7 @@ import torch
 
 from tests.conftest import ROOT
 from tests.test_train import run_train, write_cfg
-from training.checkpoint import load_model, load_raw
+from mgrade_edge.training.checkpoint import load_model, load_raw
 
 STALL_ENV = "MGRADE_TEST_STALL_CKPT_WRITE"   # training.checkpoint's test hook (see there)
 
@@ -159,7 +159,7 @@ def poisoned(tiny_run, tmp_path, all_nan: bool) -> Path:
 @pytest.mark.parametrize("all_nan", [False, True])
 def test_convert_refuses_non_finite_weights(tiny_run, tmp_path, all_nan):
     ckpt = poisoned(tiny_run, tmp_path, all_nan)
-    res = subprocess.run([sys.executable, "-m", "convert", str(ckpt), "--out",
+    res = subprocess.run([sys.executable, "-m", "mgrade_edge.convert", str(ckpt), "--out",
                           str(tmp_path / "int8"), "--calib", "4", "--n-test", "10"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     clear_error(res, "NaN or inf", "diverged")
@@ -173,7 +173,7 @@ def test_convert_out_at_the_run_folder_is_refused_and_nothing_deleted(tiny_run, 
     run, _ = copy_run(tiny_run, tmp_path)
     (run / "my_notes.txt").write_text("mine")
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    res = subprocess.run([sys.executable, "-m", "convert", str(run), "--out", str(run),
+    res = subprocess.run([sys.executable, "-m", "mgrade_edge.convert", str(run), "--out", str(run),
                           "--calib", "4", "--n-test", "10"], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     clear_error(res, "non-empty folder that convert did not write", str(run / "int8"))
@@ -183,7 +183,7 @@ def test_convert_out_at_the_run_folder_is_refused_and_nothing_deleted(tiny_run, 
 @pytest.mark.slow
 def test_convert_replaces_only_its_own_files_and_uses_normal_modes(tiny_run, tmp_path):
     out = tmp_path / "int8"
-    cmd = [sys.executable, "-m", "convert", str(tiny_run), "--out", str(out), "--calib", "4",
+    cmd = [sys.executable, "-m", "mgrade_edge.convert", str(tiny_run), "--out", str(out), "--calib", "4",
            "--n-test", "10"]
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=600).returncode == 0
     umask = os.umask(0)
@@ -206,7 +206,7 @@ def test_convert_replaces_only_its_own_files_and_uses_normal_modes(tiny_run, tmp
 # -- item 5: one writer per run folder; the sweep's children die with it ----------------------
 
 def start_trainer(cfg, out, *extra, env=None):
-    return subprocess.Popen([sys.executable, "-m", "training.train", str(cfg), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "mgrade_edge.training.train", str(cfg), "--out", str(out),
                              *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
 
@@ -228,7 +228,7 @@ def in_process(main, argv, capsys):
 
 @pytest.mark.slow
 def test_second_trainer_on_a_busy_folder_exits_2_and_a_dead_holder_is_stale(tmp_path, capsys):
-    from training.train import main
+    from mgrade_edge.training.train import main
     cfg = write_cfg(tmp_path, epochs=300)
     run = tmp_path / "run"
     first = start_trainer(cfg, run, "--ckpt-every", "0.2")
@@ -237,7 +237,7 @@ def test_second_trainer_on_a_busy_folder_exits_2_and_a_dead_holder_is_stale(tmp_
         code, err = in_process(main, [cfg, "--out", run, "--resume", "--epochs", "2"], capsys)
         assert code == 2 and "in use by another training" in err and f"pid {first.pid}" in err
         assert lock_pid(run) == first.pid
-        from training.runlock import holder
+        from mgrade_edge.training.runlock import holder
         assert holder(run) == first.pid
         time.sleep(0.5)
         assert first.poll() is None                        # the first one goes on
@@ -275,7 +275,7 @@ def write_sweep(tmp_path) -> Path:
 def test_killed_sweep_takes_its_trainer_with_it(tmp_path):
     sweep, out = write_sweep(tmp_path), tmp_path / "sw"
     run = out / "runs" / "mgrade-H4-L1-K8-N2-s0"
-    proc = subprocess.Popen([sys.executable, "-m", "training.sweep", str(sweep), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "mgrade_edge.training.sweep", str(sweep), "--out",
                              str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     child = None
@@ -302,7 +302,7 @@ def test_killed_sweep_takes_its_trainer_with_it(tmp_path):
 @pytest.mark.slow
 def test_rerun_sweep_does_not_start_a_second_trainer_in_a_locked_folder(tmp_path):
     import tomllib
-    from training.sweep import expand, toml_text
+    from mgrade_edge.training.sweep import expand, toml_text
     sweep, out = write_sweep(tmp_path), tmp_path / "sw"
     [(_, name, config)] = expand(tomllib.loads(sweep.read_text()))
     run = out / "runs" / name
@@ -311,7 +311,7 @@ def test_rerun_sweep_does_not_start_a_second_trainer_in_a_locked_folder(tmp_path
     holder = start_trainer(cfg, run)
     try:
         wait_for(lambda: (run / "checkpoint.pt").exists(), what="the first trainer's checkpoint")
-        res = subprocess.run([sys.executable, "-m", "training.sweep", str(sweep), "--out",
+        res = subprocess.run([sys.executable, "-m", "mgrade_edge.training.sweep", str(sweep), "--out",
                               str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert res.returncode == 1 and f"another trainer (pid {holder.pid})" in res.stderr
         assert "Traceback" not in res.stderr
@@ -326,7 +326,7 @@ def test_rerun_sweep_does_not_start_a_second_trainer_in_a_locked_folder(tmp_path
 
 @pytest.mark.slow
 def test_resume_with_changed_training_or_task_settings_is_refused(tiny_run, tmp_path, capsys):
-    from training.train import main
+    from mgrade_edge.training.train import main
     run, cfg = copy_run(tiny_run, tmp_path)
     stored = load_raw(run)["config"]
     text = cfg.read_text()
@@ -372,15 +372,15 @@ def test_resume_of_a_finished_run_rewrites_missing_curves_and_stale_metrics(tiny
 
 @pytest.mark.slow
 def test_broken_checkpoints_are_clear_errors(tiny_run, tmp_path, capsys):
-    from convert.__main__ import main as convert_main
-    from training.train import main as train_main
+    from mgrade_edge.convert.__main__ import main as convert_main
+    from mgrade_edge.training.train import main as train_main
     empty = tmp_path / "empty" / "checkpoint.pt"
     empty.parent.mkdir()
     empty.write_bytes(b"")
     raw = load_raw(tiny_run)
     no_config = tmp_path / "no_config.pt"
     torch.save({k: v for k, v in raw.items() if k != "config"}, no_config)
-    res = subprocess.run([sys.executable, "-m", "convert", str(empty), "--out",
+    res = subprocess.run([sys.executable, "-m", "mgrade_edge.convert", str(empty), "--out",
                           str(tmp_path / "int8")], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     clear_error(res, "empty (0 bytes)")
@@ -395,7 +395,7 @@ def test_broken_checkpoints_are_clear_errors(tiny_run, tmp_path, capsys):
 
 
 def codegen(model: Path, out: Path, *extra):
-    return subprocess.run([sys.executable, "-m", "convert.codegen", str(model), "--out",
+    return subprocess.run([sys.executable, "-m", "mgrade_edge.convert.codegen", str(model), "--out",
                            str(out), *extra], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
 
@@ -412,9 +412,9 @@ def test_codegen_bad_tflite_is_a_clear_error(tiny_int8, tmp_path):
 
 def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(tiny_int8, tmp_path):
     """The mGRADE generator raises convert.tflm_params.CodegenError; under `python -m
-    convert.codegen` an old main caught __main__.CodegenError, another class."""
-    from convert.metadata import NAME as METADATA_NAME
-    from convert.quantize import load_flatbuffer, pack_flatbuffer
+    mgrade_edge.convert.codegen` an old main caught __main__.CodegenError, another class."""
+    from mgrade_edge.convert.metadata import NAME as METADATA_NAME
+    from mgrade_edge.convert.quantize import load_flatbuffer, pack_flatbuffer
     import numpy as np
 
     model = load_flatbuffer((tiny_int8 / "model.tflite").read_bytes())
@@ -447,8 +447,8 @@ BAD_CONFIGS = [
 
 
 def test_bad_config_values_are_clear_errors(tmp_path):
-    from training.config import ConfigError, load_config
-    from training.train import main
+    from mgrade_edge.training.config import ConfigError, load_config
+    from mgrade_edge.training.train import main
     base = write_cfg(tmp_path).read_text()
     for i, (old, new, msg) in enumerate(BAD_CONFIGS):
         assert old in base
@@ -469,7 +469,7 @@ def test_bad_config_values_are_clear_errors(tmp_path):
 
 
 def test_binary_toml_is_a_clear_error(tmp_path, capsys):
-    from training.sweep import main as sweep_main
+    from mgrade_edge.training.sweep import main as sweep_main
     binary = tmp_path / "binary.toml"
     binary.write_bytes(bytes(range(256)) * 4)
     clear_error(run_train(binary, "--out", tmp_path / "x"), "not a text file")
@@ -479,7 +479,7 @@ def test_binary_toml_is_a_clear_error(tmp_path, capsys):
 
 def test_corrupt_gz_idx_files_are_a_clear_error(tmp_path):
     import gzip
-    from training.tasks.mnist import FILES
+    from mgrade_edge.training.tasks.mnist import FILES
     data = tmp_path / "mnist"
     data.mkdir()
     for key, name in FILES.items():
@@ -517,7 +517,7 @@ def read_only_dir(tmp_path):
 
 @pytest.mark.slow          # tiny_run: a 1-epoch training run
 def test_read_only_out_is_refused_before_any_work(tiny_run, tmp_path, read_only_dir, capsys):
-    from convert.__main__ import main as convert_main
+    from mgrade_edge.convert.__main__ import main as convert_main
     cfg = write_cfg(tmp_path, epochs=1)
     start = time.monotonic()
     res = run_train(cfg, "--out", read_only_dir, "--ckpt-every", "100000")

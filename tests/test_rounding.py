@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from convert import rounding
-from convert.calibrate import step_feeds
-from convert.quantize import convert_int8
-from convert.spec import extract
-from convert.tflite_reader import read_tflite
+from mgrade_edge.convert import rounding
+from mgrade_edge.convert.calibrate import step_feeds
+from mgrade_edge.convert.quantize import convert_int8
+from mgrade_edge.convert.spec import extract
+from mgrade_edge.convert.tflite_reader import read_tflite
 from tests.test_qat import numpy_step_logits, tflite_weights, tiny_net
-from training.qat import deployed_weights
+from mgrade_edge.training.qat import deployed_weights
 
 
 def _correlated(n: int, mix: np.ndarray, rng) -> np.ndarray:
@@ -149,7 +149,7 @@ def extract_weights(net) -> dict:
 def test_rounding_choice_and_nearest_leave_the_spec_alone():
     from types import SimpleNamespace
 
-    from convert.__main__ import choose_rounding, round_weights
+    from mgrade_edge.convert.__main__ import choose_rounding, round_weights
     plain = SimpleNamespace(train=SimpleNamespace(qat_epochs=0))
     qat = SimpleNamespace(train=SimpleNamespace(qat_epochs=1))
     assert choose_rounding("auto", plain) == "gptq"
@@ -168,7 +168,7 @@ def test_cli_refuses_an_unknown_rounding(tmp_path):
     import sys
 
     from tests.conftest import ROOT
-    r = subprocess.run([sys.executable, "-m", "convert", str(tmp_path), "--out",
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert", str(tmp_path), "--out",
                         str(tmp_path / "o"), "--rounding", "best"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--rounding" in r.stderr and "Traceback" not in r.stderr

@@ -114,7 +114,7 @@ def run_litert(model_bytes, samples):
 
 
 def build_c(model_bytes, tmp_path):
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
     gen = tmp_path / "gen"
     info = generate(model_bytes, gen, "mg")
     exe = tmp_path / "runner"
@@ -145,7 +145,7 @@ def run_c(exe, model, samples):
 
 def check_model(model_bytes, tmp_path, gens=None, n=N_SAMPLES, expect_ops=None):
     """Generated C == TFLM bit-exactly; returns (max |LiteRT - TFLM|, codegen info)."""
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.tflite_reader import read_tflite
     model = read_tflite(model_bytes)
     if expect_ops is not None:
         ops = {op.op for op in model.operators}
@@ -188,7 +188,7 @@ def test_fully_connected(tf, tmp_path, per_channel, relu):
 
     b = convert(tf, f, [spec(tf, [1, 16])], [(-2, 3)], per_channel_dense=per_channel)
     check_model(b, tmp_path, expect_ops={"FULLY_CONNECTED"})
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.tflite_reader import read_tflite
     m = read_tflite(b)
     fc = next(op for op in m.operators if op.op == "FULLY_CONNECTED")
     assert m.tensors[fc.inputs[1]].quant.per_channel == per_channel
@@ -333,8 +333,8 @@ def test_delay_chain(tf, tmp_path):
 # Reader, planner, generator API, cross compile
 
 def test_reader_metadata_and_io(tf, tmp_path):
-    from convert.codegen import generate
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.codegen import generate
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     @tf.function
     def f(x):
@@ -369,14 +369,14 @@ def test_reader_metadata_and_io(tf, tmp_path):
     assert info["model_id"] == model.model_id
     # command line
     (tmp_path / "m.tflite").write_bytes(b2)
-    r = subprocess.run([sys.executable, "-m", "convert.codegen", str(tmp_path / "m.tflite"),
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.codegen", str(tmp_path / "m.tflite"),
                         "--out", str(tmp_path / "cli")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "arena" in r.stdout and (tmp_path / "cli" / "mg_model_data.c").exists()
 
 
 def test_unsupported_op_is_reported(tf, tmp_path):
-    from convert.codegen import CodegenError, generate
+    from mgrade_edge.convert.codegen import CodegenError, generate
 
     @tf.function
     def f(x):
@@ -388,7 +388,7 @@ def test_unsupported_op_is_reported(tf, tmp_path):
 
 
 def test_quantize_multiplier():
-    from convert.tflm_params import quantize_multiplier
+    from mgrade_edge.convert.tflm_params import quantize_multiplier
     assert quantize_multiplier(0.5) == (1 << 30, 0)
     assert quantize_multiplier(1.0) == (1 << 30, 1)
     assert quantize_multiplier(0.0) == (0, 0)

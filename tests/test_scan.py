@@ -3,7 +3,7 @@ and the plain loop agree; gradients agree; no NaN/inf; agreement with mingru-pyt
 import pytest
 import torch
 
-from training.scan import (MinGRUScanFn, linear_recurrence, mingru_scan, mingru_scan_chunked,
+from mgrade_edge.training.scan import (MinGRUScanFn, linear_recurrence, mingru_scan, mingru_scan_chunked,
                            mingru_scan_log, mingru_scan_loop, reverse_linear_recurrence)
 
 

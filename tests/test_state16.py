@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from convert.__main__ import calibration_feeds
-from convert.codegen_fast import ref_mbqm
-from convert.quantize import (
+from mgrade_edge.convert.__main__ import calibration_feeds
+from mgrade_edge.convert.codegen_fast import ref_mbqm
+from mgrade_edge.convert.quantize import (
     convert_int8, finalize, load_flatbuffer, pack_flatbuffer, read_metadata)
-from convert.spec import extract
-from convert.stream import Streamer
-from training.config import ModelConfig
-from training.model import MGradeNet
+from mgrade_edge.convert.spec import extract
+from mgrade_edge.convert.stream import Streamer
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.model import MGradeNet
 
 from tests.conftest import ROOT
 
@@ -54,16 +54,16 @@ def int8_small() -> bytes:
 @pytest.fixture(scope="module", params=[False, True], ids=["gate8", "gate16"])
 def wide_model(request, int8_small) -> bytes:
     """A small 2-layer model, int8, widened with the gate z int8 or int16."""
-    from convert.widen import widen_state
+    from mgrade_edge.convert.widen import widen_state
 
     return widen_state(int8_small, read_metadata(int8_small)["layers"], gate16=request.param)
 
 
 def _tails(model_bytes: bytes):
-    from convert.metadata import from_model
-    from convert.mgrade_match import StepGraph
-    from convert.state16 import int8_view
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.metadata import from_model
+    from mgrade_edge.convert.mgrade_match import StepGraph
+    from mgrade_edge.convert.state16 import int8_view
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     m = read_tflite(model_bytes)
     meta = from_model(m)
@@ -85,7 +85,7 @@ def _tail_graph(model_bytes: bytes, t: dict) -> bytes:
 
 def test_reference_helpers_match_the_scalar_reference():
     """The vectorised MultiplyByQuantizedMultiplier equals codegen_fast's scalar one."""
-    from convert.state16 import mbqm
+    from mgrade_edge.convert.state16 import mbqm
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -99,7 +99,7 @@ def test_reference_helpers_match_the_scalar_reference():
 def _check_tail_exhaustive(model_bytes: bytes, n_h: int = 6):
     """Every (z_in, g8) pair at n_h int16 states per layer (one at each int16 extreme):
     convert/state16.tail = TFLite-Micro on the cut-out tail, h16' and h8."""
-    from convert.state16 import tail
+    from mgrade_edge.convert.state16 import tail
     from tflite_micro.python.tflite_micro import runtime
 
     m, tails = _tails(model_bytes)
@@ -136,7 +136,7 @@ def test_tail_reference_matches_tflm_on_the_widened_graph(wide_model):
 def test_tail_reference_matches_tflm_on_widened_digits(digits_int8_state8):
     """The same on the trained demo model, whose SUB scales expose a float- vs double-computed
     multiplier (1 LSB on 0.05% of outputs with the float ones)."""
-    from convert.widen import widen_state
+    from mgrade_edge.convert.widen import widen_state
 
     model = (digits_int8_state8 / "model.tflite").read_bytes()
     _check_tail_exhaustive(widen_state(model, read_metadata(model)["layers"], gate16=False), 4)
@@ -162,7 +162,7 @@ def _c_struct(kind: str, p: dict) -> str:
 def test_c_tail_matches_reference(wide_model, tmp_path, fast):
     """mg_state16_update1 (portable) and mg_fstate16_update1 (fast, on the z16 table) = the
     reference on 20,000 random (z_in, g8, h16) per layer, int16 extremes included."""
-    from convert.state16 import gate16, tail
+    from mgrade_edge.convert.state16 import gate16, tail
 
     _, tails = _tails(wide_model)
     rng = np.random.default_rng(2)
@@ -317,10 +317,10 @@ def test_package_bit_exact_with_int16_state(wide_dir, tmp_path, fast):
 
 def test_micropython_refuses_int16_state(wide_model):
     """The MicroPython target names the 16-bit state and the way out, in one line."""
-    from convert.codegen import CodegenError
-    from convert.codegen_micropython import generate_module
-    from convert.metadata import from_model
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.codegen import CodegenError
+    from mgrade_edge.convert.codegen_micropython import generate_module
+    from mgrade_edge.convert.metadata import from_model
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     m = read_tflite(wide_model)
     with pytest.raises(CodegenError, match="16-bit minGRU state.*--state-bits 8"):
@@ -330,8 +330,8 @@ def test_micropython_refuses_int16_state(wide_model):
 def test_codegen_refuses_int16_logistic_off_its_grid(int8_small, tmp_path):
     """An int16 gate LOGISTIC whose output is not on TFLite's 2^-15 grid is refused by name,
     and no package is written."""
-    from convert.codegen import CodegenError, generate
-    from convert.widen import widen_state
+    from mgrade_edge.convert.codegen import CodegenError, generate
+    from mgrade_edge.convert.widen import widen_state
 
     wide = load_flatbuffer(widen_state(int8_small, read_metadata(int8_small)["layers"],
                                        gate16=True))
@@ -348,8 +348,8 @@ def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, capsys):
     """--state-bits auto (convert's default) streams both widths through TFLite-Micro on the
     validation split; a task without one is judged on its last --val-n training sequences
     (never the test split), says so on stdout and records state_bits_split = "train"."""
-    from convert.__main__ import choose_state_bits
-    from training.tasks._base import TaskData
+    from mgrade_edge.convert.__main__ import choose_state_bits
+    from mgrade_edge.training.tasks._base import TaskData
 
     net = _small_net(2)
     spec = extract(net)
@@ -366,7 +366,7 @@ def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, capsys):
                                  else 8)
     assert read_metadata(model)["state_bits"] == rep["state_bits"]
     # the accuracies are those of the sequences named: recompute the 8-bit one here
-    from convert.__main__ import val_accuracy
+    from mgrade_edge.convert.__main__ import val_accuracy
     xs, ys = (x_tr[-5:], torch.arange(9)[-5:] % 4) if n_val == 0 else (x_va[:5],
                                                                         torch.arange(5) % 4)
     m8, _ = choose_state_bits(raw, spec, {}, "8", data, val_n=5)
@@ -378,8 +378,8 @@ def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, capsys):
 def test_state_bits_16_honours_gate_bits(gate_bits):
     """--state-bits 16 --gate-bits N: the gate LOGISTIC's type in the emitted graph, and the
     report's gate_bits."""
-    from convert.__main__ import choose_state_bits
-    from convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.__main__ import choose_state_bits
+    from mgrade_edge.convert.tflite_reader import read_tflite
 
     net = _small_net(3)
     spec = extract(net)
@@ -402,7 +402,7 @@ def _refusal_entry_points(model_dir, tmp_path):
     pkg = tmp_path / "pkg"
     make = ["make", "-s", "-o", ".venv/.installed", "BOARD=micropython", f"MODEL={model_dir}",
             f"MP_PKG={pkg}", "N=2"]
-    cmds = {"codegen_micropython": [sys.executable, "-m", "convert.codegen_micropython",
+    cmds = {"codegen_micropython": [sys.executable, "-m", "mgrade_edge.convert.codegen_micropython",
                                     str(model_dir / "model.tflite"), "--out", str(pkg)],
             "make firmware": make[:2] + ["firmware"] + make[2:],
             "make compare": make[:2] + ["compare"] + make[2:]}
@@ -423,14 +423,14 @@ def _refusal_line(res) -> str:
 
 def test_micropython_refusal_names_the_conversion_command(tiny_models, tmp_path):
     """Every MicroPython entry point refuses a 16-bit state model with one line holding the
-    `python -m convert ... --state-bits 8` command; RUN where the folder layout does not name
+    `python -m mgrade_edge.convert ... --state-bits 8` command; RUN where the folder layout does not name
     the run."""
     from tests.tiny_model import TinyConfig
 
     model_dir = tiny_models(TinyConfig(state_bits=16, gate_bits=16))
     for name, res in _refusal_entry_points(model_dir, tmp_path).items():
         line = _refusal_line(res)
-        assert "python -m convert RUN --out RUN/int8s8 --state-bits 8" in line, (name, line)
+        assert "python -m mgrade_edge.convert RUN --out RUN/int8s8 --state-bits 8" in line, (name, line)
 
 
 @pytest.mark.slow
@@ -441,9 +441,9 @@ def test_micropython_refusal_command_converts_the_run(digits_int8, digits_run, t
     import shlex
     import sys
 
-    from convert.codegen_micropython import generate
+    from mgrade_edge.convert.codegen_micropython import generate
 
-    want = f"python -m convert {digits_run} --out {digits_run}/int8s8 --state-bits 8"
+    want = f"python -m mgrade_edge.convert {digits_run} --out {digits_run}/int8s8 --state-bits 8"
     for name, res in _refusal_entry_points(digits_int8, tmp_path).items():
         assert want in _refusal_line(res), name
     argv = shlex.split(want)

@@ -17,7 +17,7 @@ TOY = ROOT / "tests" / "fixtures" / "toy_model"
 sys.path.insert(0, str(TOY))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from host_tools import protocol as P  # noqa: E402
+from mgrade_edge.host_tools import protocol as P  # noqa: E402
 from link_proxy import LinkProxy  # noqa: E402
 from toy_model import N_IN, N_OUT, ToyModel  # noqa: E402
 

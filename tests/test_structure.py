@@ -11,7 +11,7 @@ import pytest
 
 CONVERT = Path(__file__).resolve().parents[1] / "convert"
 
-# lowest first; see `python -m convert.codegen --help` and docs/design.md
+# lowest first; see `python -m mgrade_edge.convert.codegen --help` and docs/design.md
 LAYERS = [
     ["errors", "tflite_reader", "names", "rings"],  # ConvertError; the .tflite; tensor names; rings
     ["spec", "raw_input"],                    # StepSpec from the network, ConvertError; raw codes
@@ -29,7 +29,7 @@ LAYERS = [
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
     ["cpackage", "host_eval"],                # the self-contained per-run C folder; host int8 eval
-    ["__main__"],                             # python -m convert
+    ["__main__"],                             # python -m mgrade_edge.convert
 ]
 
 

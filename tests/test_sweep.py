@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from training.sweep import (aggregate, expand, load_results, matched_table, pareto,
+from mgrade_edge.training.sweep import (aggregate, expand, load_results, matched_table, pareto,
                             plot_series, width_table)
-from training.sweep_convert import convert_settings, needs_convert
+from mgrade_edge.training.sweep_convert import convert_settings, needs_convert
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def write_sweep(tmp_path, convert="", **extra):
 
 
 def sweep_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "training.sweep", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "mgrade_edge.training.sweep", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -239,7 +239,7 @@ def test_rerun_reconverts_only_a_stale_or_differently_made_conversion(tmp_path):
 ])
 def test_bad_convert_table_is_a_clear_error(tmp_path, body, words):
     import tomllib
-    from training.config import ConfigError
+    from mgrade_edge.training.config import ConfigError
     sweep = write_sweep(tmp_path, convert=body)
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
         convert_settings(tomllib.loads(sweep.read_text()))
@@ -250,15 +250,15 @@ def test_bad_convert_table_is_a_clear_error(tmp_path, body, words):
 
 
 def test_converter_child_dies_with_its_parent(tmp_path):
-    """training.with_parent: the module runs with its arguments and exit code, and is
+    """mgrade_edge.training.with_parent: the module runs with its arguments and exit code, and is
     SIGTERMed when the process that started it dies."""
-    r = subprocess.run([sys.executable, "-m", "training.with_parent", str(os.getpid()),
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.training.with_parent", str(os.getpid()),
                         "convert", "nothing", "--out", str(tmp_path / "o"), "--calib", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--calib, --n-test and --val-n must be > 0" in r.stderr
     middle = subprocess.Popen([sys.executable, "-c", (
         "import os, subprocess, sys, time\n"
-        "p = subprocess.Popen([sys.executable, '-m', 'training.with_parent', str(os.getpid()),"
+        "p = subprocess.Popen([sys.executable, '-m', 'mgrade_edge.training.with_parent', str(os.getpid()),"
         " 'timeit', '-n', '1', 'import time; time.sleep(120)'])\n"
         "print(p.pid, flush=True)\ntime.sleep(120)\n")], cwd=ROOT, stdout=subprocess.PIPE,
         text=True)

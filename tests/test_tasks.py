@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.tasks import (IGNORE, TASKS, TaskData, TaskError, load_task, part_accuracy,
+from mgrade_edge.training.tasks import (IGNORE, TASKS, TaskData, TaskError, load_task, part_accuracy,
                             task_defaults, task_shape)
-from training.tasks import cifar, digits, mnist, mnist_to_idx
+from mgrade_edge.training.tasks import cifar, digits, mnist, mnist_to_idx
 
 SMALL = {"n_train": 40, "n_val": 12, "n_test": 12, "seq_len": 300}
 
@@ -48,7 +48,7 @@ def test_registry_defaults_and_unknown_names():
 
 
 def test_config_accepts_task_params(tmp_path):
-    from training.config import ConfigError, load_config
+    from mgrade_edge.training.config import ConfigError, load_config
 
     good = tmp_path / "ok.toml"
     good.write_text('[task]\nname = "fastslow"\nseed = 3\nd1 = 1\nslow_amp = 2\n')

@@ -21,7 +21,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def packages(tiny_models, tmp_path_factory):
     """cfg -> (model folder, package folder, x, logits, states, generate() summary)."""
-    from convert.codegen import generate
+    from mgrade_edge.convert.codegen import generate
 
     work = tmp_path_factory.mktemp("tiny_pkg")
     done = {}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import CheckpointError, load_model, load_raw
-from training.config import ConfigError, load_config
+from mgrade_edge.training.checkpoint import CheckpointError, load_model, load_raw
+from mgrade_edge.training.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def write_cfg(tmp_path, name="tiny.toml", norm="batch", epochs=2, lr=0.004, clip
 
 
 def run_train(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "training.train", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "mgrade_edge.training.train", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -88,8 +88,8 @@ def test_positions_are_hardened_at_harden_at_and_training_goes_on(tmp_path, hard
     if harden_at < 1.0:
         assert torch.equal(pos, pos.round())
         # the weights trained on after hardening: metrics' test accuracy is the sparse model's
-        from training.evaluate import evaluate
-        from training.tasks import load_task
+        from mgrade_edge.training.evaluate import evaluate
+        from mgrade_edge.training.tasks import load_task
         data = load_task("digits", {}, None, 0)
         acc = evaluate(net, data.x_test, data.y_test)["acc"]
         assert acc == pytest.approx(ckpt["history"][-1]["test_acc"], abs=1e-9)
@@ -104,7 +104,7 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
     assert ref.returncode == 0, ref.stderr
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "training.train", str(cfg), "--out", str(run),
+    proc = subprocess.Popen([sys.executable, "-m", "mgrade_edge.training.train", str(cfg), "--out", str(run),
                              "--ckpt-every", "0.3"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -130,7 +130,7 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
 def test_sigint_saves_and_resumes(tmp_path):
     cfg = write_cfg(tmp_path, epochs=3)
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "training.train", str(cfg), "--out", str(run)],
+    proc = subprocess.Popen([sys.executable, "-m", "mgrade_edge.training.train", str(cfg), "--out", str(run)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
@@ -151,7 +151,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert single.returncode == 0, single.stderr
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29531", "-m", "training.train", str(cfg), "--out",
+                          "--master_port=29531", "-m", "mgrade_edge.training.train", str(cfg), "--out",
                           str(tmp_path / "ddp")], cwd=ROOT, capture_output=True, text=True,
                          timeout=300, env=env)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
@@ -209,7 +209,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_memory_report_cli(tmp_path):
     cfg = write_cfg(tmp_path, epochs=1)
     assert run_train(cfg, "--out", tmp_path / "run").returncode == 0
-    out = subprocess.run([sys.executable, "-m", "training.memory", str(tmp_path / "run"),
+    out = subprocess.run([sys.executable, "-m", "mgrade_edge.training.memory", str(tmp_path / "run"),
                           "--harden", "--json"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
@@ -219,6 +219,6 @@ def test_memory_report_cli(tmp_path):
     assert total["counts"]["ring_plain"] == 56
     assert total["counts"]["ring_trimmed"] <= 56
     assert total["trimmed"]["int8_bytes"] <= total["plain"]["int8_bytes"]
-    table = subprocess.run([sys.executable, "-m", "training.memory", str(cfg)], cwd=ROOT,
+    table = subprocess.run([sys.executable, "-m", "mgrade_edge.training.memory", str(cfg)], cwd=ROOT,
                            capture_output=True, text=True)
     assert table.returncode == 0 and "footprint" in table.stdout

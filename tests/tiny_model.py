@@ -3,7 +3,7 @@
 No training: `MGradeNet` with its random initial weights, delays hardened to integers chosen
 here (one channel at the span's largest delay, one with only delay 0), every batch-norm given
 random running statistics and affines (the identity norm of a fresh network would hide a wrong
-fold). It goes through exactly what `python -m convert` and `make codegen` call:
+fold). It goes through exactly what `python -m mgrade_edge.convert` and `make codegen` call:
 
     convert.spec.extract -> convert.calibrate.step_feeds (random inputs) ->
     convert.quantize.convert_int8 + finalize -> convert.codegen.generate
@@ -67,9 +67,9 @@ def build_net(cfg: TinyConfig):
     """The hardened random MGradeNet of `cfg` (eval mode)."""
     import torch
 
-    from training.config import ModelConfig
-    from training.layers import BatchNormChannels
-    from training.model import MGradeNet
+    from mgrade_edge.training.config import ModelConfig
+    from mgrade_edge.training.layers import BatchNormChannels
+    from mgrade_edge.training.model import MGradeNet
 
     torch.manual_seed(cfg.seed)
     mc = ModelConfig(d_model=cfg.H, n_layers=cfg.L, kernel_span=cfg.K, n_taps=cfg.N,
@@ -104,10 +104,10 @@ def convert_tiny(cfg: TinyConfig, out: Path, n_calib: int = 4, n_test: int = 3,
     (default: long enough for every ring to wrap at least twice)."""
     import torch
 
-    from convert.calibrate import step_feeds
-    from convert.quantize import convert_int8, finalize
-    from convert.spec import extract
-    from convert.stream import Streamer
+    from mgrade_edge.convert.calibrate import step_feeds
+    from mgrade_edge.convert.quantize import convert_int8, finalize
+    from mgrade_edge.convert.spec import extract
+    from mgrade_edge.convert.stream import Streamer
 
     net = build_net(cfg)
     spec = extract(net)
@@ -119,8 +119,8 @@ def convert_tiny(cfg: TinyConfig, out: Path, n_calib: int = 4, n_test: int = 3,
     model = finalize(raw, spec, {"task": "tiny", "seq_len": T, "kernel_span": cfg.K,
                                  "state_bits": cfg.state_bits})
     if cfg.state_bits == 16:
-        from convert.quantize import read_metadata
-        from convert.widen import widen_input, widen_state
+        from mgrade_edge.convert.quantize import read_metadata
+        from mgrade_edge.convert.widen import widen_input, widen_state
 
         layers = read_metadata(model)["layers"]
         model = widen_state(model, layers, gate16=cfg.gate_bits == 16)
@@ -139,7 +139,7 @@ def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np
     """TFLite-Micro on int8 x_q [S, T, n_in]: per-step logits [S, T, n_out] and the state
     outputs [S, T, bytes] (every graph output after the logits, in graph order: what
     mcu/runtime/tests/model_runner.c prints after the logits)."""
-    from convert.stream import Streamer
+    from mgrade_edge.convert.stream import Streamer
 
     s = Streamer(model_bytes, "tflm")
     names = [n for n in s.meta["outputs"] if n != "logits"]

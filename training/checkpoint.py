@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from training.config import Config, ConfigError, config_from_dict
-from training.model import MGradeNet
+from mgrade_edge.training.config import Config, ConfigError, config_from_dict
+from mgrade_edge.training.model import MGradeNet
 
 FORMAT = "mgrade-edge/checkpoint/v1"
 # keys every checkpoint holds, and the ones `--resume` needs on top

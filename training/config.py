@@ -253,7 +253,7 @@ def _fill(cls, table: dict, section: str):
 
 
 def _task_from_table(table: dict) -> TaskConfig:
-    from training.tasks import TaskError, task_defaults
+    from mgrade_edge.training.tasks import TaskError, task_defaults
 
     if not isinstance(table, dict) or "name" not in table:
         raise ConfigError("[task] needs a 'name'")

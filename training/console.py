@@ -22,7 +22,7 @@ _state = {"quiet": False, "terminal": None}   # terminal: the user's stderr whil
 def require(*modules: str, command: str) -> None:
     """Exit 2 with one line (no traceback) when this Python cannot import one of `modules`
     (top-level names): typically `python3 -m ...` run outside the project's venv.
-    command: how the user ran the tool, e.g. "-m training.train"."""
+    command: how the user ran the tool, e.g. "-m mgrade_edge.training.train"."""
     def absent(name: str) -> bool:
         try:
             return importlib.util.find_spec(name) is None

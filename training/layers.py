@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.config import ModelConfig
-from training.delay_ops import causal_depthwise_conv, gaussian_kernel
-from training.qat import ActRange, fake_quant_rows
-from training.scan import g, mingru_scan
+from mgrade_edge.training.config import ModelConfig
+from mgrade_edge.training.delay_ops import causal_depthwise_conv, gaussian_kernel
+from mgrade_edge.training.qat import ActRange, fake_quant_rows
+from mgrade_edge.training.scan import g, mingru_scan
 
 
 class DelayConv(nn.Module):

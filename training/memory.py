@@ -1,6 +1,6 @@
 """Memory report: what a network needs at inference, per layer and in total.
 
-    python -m training.memory CONFIG.toml|CHECKPOINT [--json]
+    python -m mgrade_edge.training.memory CONFIG.toml|CHECKPOINT [--json]
 
 Parameters are the inference values: weights, biases, norm affines (BatchNorm folds to a
 per-channel scale and shift) and the integer delays; learned positions are training-only.
@@ -19,7 +19,7 @@ layout tables (R_c and offsets) and its step counter.
 from __future__ import annotations
 
 if __name__ == "__main__":        # Ctrl-C (it only reads): one line, exit 130
-    from training.interrupt import exit_on_interrupt
+    from mgrade_edge.training.interrupt import exit_on_interrupt
     exit_on_interrupt("no report", hard=True)
 
 import argparse
@@ -28,7 +28,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.memory", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.training.memory", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a TOML config or a checkpoint (file or run folder)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -41,16 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     build_parser().parse_args()   # --help and usage errors answer before torch loads
-    from training.console import require
-    require("torch", "numpy", command="-m training.memory")
+    from mgrade_edge.training.console import require
+    require("torch", "numpy", command="-m mgrade_edge.training.memory")
 
 import torch.nn as nn  # noqa: E402
 
-from training.config import ConfigError, load_config  # noqa: E402
-from training.layers import BatchNormChannels, MGradeBlock  # noqa: E402
-from training.model import MGradeNet  # noqa: E402
+from mgrade_edge.training.config import ConfigError, load_config  # noqa: E402
+from mgrade_edge.training.layers import BatchNormChannels, MGradeBlock  # noqa: E402
+from mgrade_edge.training.model import MGradeNet  # noqa: E402
 
-from convert import rings  # noqa: E402
+from mgrade_edge.convert import rings  # noqa: E402
 
 DELAY_BYTES = rings.DELAY_BYTES      # the C package stores every delay as uint16_t
 
@@ -161,8 +161,8 @@ def format_report(rep: dict) -> str:
 def load_net(path: str) -> MGradeNet:
     """A network from a checkpoint (with its learned delays) or from a TOML config."""
     if path.endswith(".toml"):
-        from training.checkpoint import build_model
-        from training.tasks import load_task, task_shape
+        from mgrade_edge.training.checkpoint import build_model
+        from mgrade_edge.training.tasks import load_task, task_shape
 
         cfg = load_config(path)
         try:
@@ -172,15 +172,15 @@ def load_net(path: str) -> MGradeNet:
                              cfg.task.seed)
             info = {"n_in": data.n_in, "n_classes": data.n_classes, "readout": data.readout}
         return build_model(cfg, info)
-    from training.checkpoint import load_model
+    from mgrade_edge.training.checkpoint import load_model
 
     return load_model(path)[0]
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from training.checkpoint import CheckpointError
-    from training.tasks import TaskError
+    from mgrade_edge.training.checkpoint import CheckpointError
+    from mgrade_edge.training.tasks import TaskError
 
     try:
         net = load_net(args.source)

@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.config import ConfigError, ModelConfig
-from training.layers import DelayConv, MGradeBlock, norm_affine
-from training.qat import ActRange, fake_quant_rows, set_act_quant
+from mgrade_edge.training.config import ConfigError, ModelConfig
+from mgrade_edge.training.layers import DelayConv, MGradeBlock, norm_affine
+from mgrade_edge.training.qat import ActRange, fake_quant_rows, set_act_quant
 
 READOUTS = ("mean", "per_step")
 

@@ -1,6 +1,6 @@
 """Per-part test accuracy of trained runs on a synthetic task (docs/tasks.md, Results).
 
-    python -m training.part_eval RUN_DIR [RUN_DIR ...]
+    python -m mgrade_edge.training.part_eval RUN_DIR [RUN_DIR ...]
 
 Prints one markdown row per run: overall per-step accuracy, each part's accuracy (e.g. the
 long-range "memory" part and the precise-delay "delay" part) and the parameter count.
@@ -8,7 +8,7 @@ long-range "memory" part and the precise-delay "delay" part) and the parameter c
 from __future__ import annotations
 
 if __name__ == "__main__":        # Ctrl-C (it only reads): one line, exit 130
-    from training.interrupt import exit_on_interrupt
+    from mgrade_edge.training.interrupt import exit_on_interrupt
     exit_on_interrupt("no table", hard=True)
 
 import argparse
@@ -16,7 +16,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.part_eval", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.training.part_eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained run folders")
     p.add_argument("--quiet", action="store_true",
@@ -26,13 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     build_parser().parse_args()   # --help and usage errors answer before torch loads
-    from training.console import require
-    require("torch", "numpy", command="-m training.part_eval")
+    from mgrade_edge.training.console import require
+    require("torch", "numpy", command="-m mgrade_edge.training.part_eval")
 
 import torch  # noqa: E402
 
-from training.checkpoint import CheckpointError, load_model  # noqa: E402
-from training.tasks import TaskError, load_task, part_accuracy  # noqa: E402
+from mgrade_edge.training.checkpoint import CheckpointError, load_model  # noqa: E402
+from mgrade_edge.training.tasks import TaskError, load_task, part_accuracy  # noqa: E402
 
 
 def main(argv=None) -> int:

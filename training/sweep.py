@@ -1,6 +1,6 @@
 """Accuracy vs memory sweep: mGRADE and its baselines across sizes and seeds.
 
-    python -m training.sweep SWEEP.toml --out DIR [--jobs N] [--dry-run] [--report]
+    python -m mgrade_edge.training.sweep SWEEP.toml --out DIR [--jobs N] [--dry-run] [--report]
 
 SWEEP.toml:
     base = "configs/digits_mgrade.toml"      # every run starts from this config
@@ -21,13 +21,13 @@ SWEEP.toml:
     use_conv = false
     [convert]                                # optional, see training/sweep_convert.py
     n_test = 1000                            # int8 accuracy on the first N test sequences
-    args = []                                # more `python -m convert` arguments
+    args = []                                # more `python -m mgrade_edge.convert` arguments
 
 Each run trains into DIR/runs/NAME (`--jobs N`: N runs at once, each a `python -m
-training.train` process logging to DIR/runs/NAME/train.log; seed by seed, so an interrupted sweep
+mgrade_edge.training.train` process logging to DIR/runs/NAME/train.log; seed by seed, so an interrupted sweep
 has the whole grid for its first seeds; resumable: an interrupted sweep continues where it
 stopped, finished runs are skipped), is then converted to the int8 step model the board runs
-(`python -m convert RUN --out RUN/int8`, log in RUN/convert.log; a rerun skips conversions
+(`python -m mgrade_edge.convert RUN --out RUN/int8`, log in RUN/convert.log; a rerun skips conversions
 already done, a failed one is reported in the tables, not raised) and has one row in
 DIR/results.jsonl: accuracies (float, hardened, and int8 on TFLite-Micro, bit-exact with the
 device), parameters, state and memory footprint in bytes at int8 and fp32 (trimmed rings for
@@ -43,7 +43,7 @@ sweep process exits, however it exits), and a run whose folder is locked by a li
 from __future__ import annotations
 
 if __name__ == "__main__":        # Ctrl-C before the first run starts: one line, exit 130
-    from training.interrupt import exit_on_interrupt
+    from mgrade_edge.training.interrupt import exit_on_interrupt
     exit_on_interrupt("nothing was trained", hard=True)
 
 import argparse
@@ -54,9 +54,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from training.config import ConfigError, config_from_dict
-from training.console import progress, require, say, set_quiet
-from training.sweep_convert import (ROW_KEYS, convert_settings, int8_fields,
+from mgrade_edge.training.config import ConfigError, config_from_dict
+from mgrade_edge.training.console import progress, require, say, set_quiet
+from mgrade_edge.training.sweep_convert import (ROW_KEYS, convert_settings, int8_fields,
                                     needs_convert, row_is_behind, run_convert)
 
 FAMILY_LABELS = {"mgrade": "mGRADE", "conv": "pure conv (learnable spacings)",
@@ -119,7 +119,7 @@ def check_task(cfg: dict):
     """Load the sweep's task once (every run shares it) before anything trains: bad data is
     one error line instead of a failed run per grid point. A test split without a labelled
     step is refused too: a sweep compares test accuracies."""
-    from training.tasks import IGNORE, TaskError, load_task
+    from mgrade_edge.training.tasks import IGNORE, TaskError, load_task
     task = config_from_dict(json.loads(json.dumps(cfg))).task
     data = load_task(task.name, task.params, task.data_dir or None, task.seed)
     if not bool((data.y_test != IGNORE).any()):
@@ -134,7 +134,7 @@ def train_run(name: str, cfg: dict, out: Path, log: bool) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.toml"
     cfg_path.write_text(toml_text(cfg))
-    cmd = [sys.executable, "-m", "training.train", str(cfg_path), "--out", str(run_dir),
+    cmd = [sys.executable, "-m", "mgrade_edge.training.train", str(cfg_path), "--out", str(run_dir),
            "--resume"]
     env = dict(os.environ, MGRADE_PARENT_PID=str(os.getpid()))   # dies with the sweep
     if not log:
@@ -145,10 +145,10 @@ def train_run(name: str, cfg: dict, out: Path, log: bool) -> int:
 
 def measure_run(family: str, name: str, out: Path) -> dict:
     """One results row of a trained run: accuracies (hardened too) and memory."""
-    from training.checkpoint import load_model
-    from training.evaluate import evaluate
-    from training.memory import memory_report
-    from training.tasks import load_task
+    from mgrade_edge.training.checkpoint import load_model
+    from mgrade_edge.training.evaluate import evaluate
+    from mgrade_edge.training.memory import memory_report
+    from mgrade_edge.training.tasks import load_task
 
     import torch
     torch.set_num_threads(1)
@@ -396,7 +396,7 @@ def sweep_job(name: str, cfg: dict, out: Path, log: bool, train: bool, convert: 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.sweep", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.training.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep TOML")
     p.add_argument("--out", required=True)
@@ -408,7 +408,7 @@ def main(argv=None) -> int:
                         "goes to RUN/train.log")
     args = p.parse_args(argv)
     set_quiet(args.quiet)
-    require("torch", "numpy", "tqdm", "matplotlib", command="-m training.sweep")
+    require("torch", "numpy", "tqdm", "matplotlib", command="-m mgrade_edge.training.sweep")
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     out = Path(args.out)
@@ -426,7 +426,7 @@ def main(argv=None) -> int:
     if args.report:
         write_report(out, sweep.get("title", ""))
         return 0
-    from training.runlock import holder
+    from mgrade_edge.training.runlock import holder
     rows = {r["name"]: r for r in load_results(out)}
     todo = [r for r in runs if r[1] not in rows]
     # trained runs whose conversion is missing, stale, made with other arguments, or not in

@@ -4,9 +4,9 @@ A sweep TOML may hold a `[convert]` table (all keys optional):
     [convert]
     enabled = true                 # false: float-only sweep (tables say so)
     n_test = 1000                  # int8 accuracy on the first N test sequences (default: all)
-    args = ["--calib", "128"]      # passed on to `python -m convert` as they are
+    args = ["--calib", "128"]      # passed on to `python -m mgrade_edge.convert` as they are
 
-Each run RUN is converted with `python -m convert RUN --out RUN/int8 [--n-test N] ARGS...`,
+Each run RUN is converted with `python -m mgrade_edge.convert RUN --out RUN/int8 [--n-test N] ARGS...`,
 logging to RUN/convert.log, one process with one thread. A conversion is done (and skipped on a
 rerun) when RUN/int8/report.json is newer than RUN/checkpoint.pt and was made with the same
 n_test and args (recorded in the results row). The accuracy used is TFLite-Micro's
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.config import ConfigError
+from mgrade_edge.training.config import ConfigError
 
 KEYS = {"enabled", "n_test", "args"}
 RESERVED = ("--out", "--n-test")          # the sweep sets these itself
@@ -60,7 +60,7 @@ def convert_settings(sweep: dict) -> dict:
 
 
 def command_args(settings: dict) -> list[str]:
-    """What follows `python -m convert RUN --out RUN/int8` (also the row's stamp). The state
+    """What follows `python -m mgrade_edge.convert RUN --out RUN/int8` (also the row's stamp). The state
     width is always spelled out (`--state-bits auto`, convert's default, unless args set it):
     a row stamped before auto became the default (8-bit) is then reconverted."""
     n = settings["n_test"]
@@ -109,7 +109,7 @@ def needs_convert(run_dir: Path, row: dict | None, settings: dict) -> bool:
 def run_convert(run_dir: Path, settings: dict) -> int:
     """Convert one run in its own single-thread process (dies with the sweep); output to
     RUN/convert.log. Returns the exit code."""
-    cmd = [sys.executable, "-m", "training.with_parent", str(os.getpid()), "convert",
+    cmd = [sys.executable, "-m", "mgrade_edge.training.with_parent", str(os.getpid()), "convert",
            str(run_dir), "--out", str(run_dir / "int8"), *command_args(settings)]
     env = dict(os.environ, **SINGLE_THREAD)
     with open(run_dir / "convert.log", "w") as f:

@@ -1,7 +1,7 @@
 """Train an mGRADE network.
 
-    python -m training.train CONFIG --out DIR [--resume [--allow-change KEY]] [--epochs N]
-    torchrun --nproc_per_node=2 -m training.train CONFIG --out DIR     # DDP (gloo on CPU)
+    python -m mgrade_edge.training.train CONFIG --out DIR [--resume [--allow-change KEY]] [--epochs N]
+    torchrun --nproc_per_node=2 -m mgrade_edge.training.train CONFIG --out DIR     # DDP (gloo on CPU)
 
 Writes DIR/checkpoint.pt (weights, config, optimiser, schedule, RNG state, progress),
 DIR/metrics.jsonl (one JSON object per epoch) and DIR/curves.png. Checkpoints are written at
@@ -23,7 +23,7 @@ run of E epochs is fine-tuned with `--resume --epochs E+N --allow-change train.q
 from __future__ import annotations
 
 if __name__ == "__main__":        # Ctrl-C while torch loads: one line, exit 130
-    from training.interrupt import exit_on_interrupt
+    from mgrade_edge.training.interrupt import exit_on_interrupt
     exit_on_interrupt("nothing was trained or written", hard=True)
 
 import argparse
@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.console import progress, require, say, set_quiet
+from mgrade_edge.training.console import progress, require, say, set_quiet
 
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 MAX_WEIGHT = 1e6            # a parameter beyond this magnitude means the run has diverged
@@ -53,7 +53,7 @@ CHANGEABLE = ("train.epochs", "train.batch_size", "train.lr", "train.weight_deca
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.training.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="TOML config file")
     p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
@@ -72,22 +72,22 @@ def parse_args(argv):
 
 if __name__ == "__main__":
     parse_args(sys.argv[1:])    # --help and usage errors answer before torch loads
-    require("torch", "numpy", "tqdm", "matplotlib", command="-m training.train")
+    require("torch", "numpy", "tqdm", "matplotlib", command="-m mgrade_edge.training.train")
 
 # the imports below load torch: after the early parse (hence noqa: E402)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from training.checkpoint import (FORMAT, CheckpointError, NonFiniteError,  # noqa: E402
+from mgrade_edge.training.checkpoint import (FORMAT, CheckpointError, NonFiniteError,  # noqa: E402
                                  build_model, check_architecture, load_raw, save_atomic)
-from training.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
-from training.evaluate import evaluate, loss_and_correct, percent  # noqa: E402
-from training.interrupt import deferred_interrupt, exit_on_interrupt  # noqa: E402
-from training.model import sigma_at  # noqa: E402
-from training.plots import plot_curves  # noqa: E402
-from training.qat import act_ranges, load_act_ranges  # noqa: E402
-from training.runlock import LockedError, RunLock  # noqa: E402
-from training.tasks import TaskError, load_task  # noqa: E402
+from mgrade_edge.training.config import Config, ConfigError, config_from_dict, load_config  # noqa: E402
+from mgrade_edge.training.evaluate import evaluate, loss_and_correct, percent  # noqa: E402
+from mgrade_edge.training.interrupt import deferred_interrupt, exit_on_interrupt  # noqa: E402
+from mgrade_edge.training.model import sigma_at  # noqa: E402
+from mgrade_edge.training.plots import plot_curves  # noqa: E402
+from mgrade_edge.training.qat import act_ranges, load_act_ranges  # noqa: E402
+from mgrade_edge.training.runlock import LockedError, RunLock  # noqa: E402
+from mgrade_edge.training.tasks import TaskError, load_task  # noqa: E402
 
 
 class TrainingStopped(Exception):
@@ -369,7 +369,7 @@ def normalised(cfg: dict) -> dict:
     """A config dict with every default filled in (so that a key left out and the same key
     given at its default compare equal); a stored config this version cannot read is an
     error."""
-    from training.tasks import task_defaults
+    from mgrade_edge.training.tasks import task_defaults
     try:
         full = config_from_dict(cfg).to_dict()
         full["task"] = {**task_defaults(full["task"]["name"]), **full["task"]}

@@ -1,6 +1,6 @@
 """Run a module as `python -m MODULE ARGS...`, but die (SIGTERM) when the parent process exits.
 
-    python -m training.with_parent PARENT_PID MODULE [ARGS...]
+    python -m mgrade_edge.training.with_parent PARENT_PID MODULE [ARGS...]
 
 The sweep starts the converter this way so that no conversion outlives the sweep, however it
 exits (Linux: PR_SET_PDEATHSIG; elsewhere the module simply runs). Exit code: the module's;
@@ -17,7 +17,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or not argv[0].isdigit():
-        print("usage: python -m training.with_parent PARENT_PID MODULE [ARGS...]",
+        print("usage: python -m mgrade_edge.training.with_parent PARENT_PID MODULE [ARGS...]",
               file=sys.stderr)
         return 2
     parent, module = int(argv[0]), argv[1]

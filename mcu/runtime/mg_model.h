@@ -1,5 +1,5 @@
 /* mg_model.h - the interface every generated mGRADE model package implements
- * (written by `python -m convert.codegen MODEL.tflite --out DIR`).
+ * (written by `python -m mgrade_edge.convert.codegen MODEL.tflite --out DIR`).
  *
  * A model's per-stream state lives in an instance, mg_model_t, whose layout the package's
  * mg_model_data.h defines (sizes fixed at build time, no malloc): one firmware can run two

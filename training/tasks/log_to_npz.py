@@ -1,7 +1,7 @@
 """A sensor log (CSV, one row per step, a per-step label column) -> an `npz` task file for a
 per-step streaming detector, split in time.
 
-    python -m training.tasks.log_to_npz LOG.csv --label COLUMN --out OUT.npz
+    python -m mgrade_edge.training.tasks.log_to_npz LOG.csv --label COLUMN --out OUT.npz
         [--drop timestamp ...] [--split 0.6,0.2] [--window 256] [--stride 128]
         [--names NAME0 NAME1 ...]
 
@@ -106,7 +106,7 @@ def _obj(items):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.tasks.log_to_npz", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mgrade_edge.training.tasks.log_to_npz", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("log")
     p.add_argument("--label", required=True)
@@ -144,6 +144,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from training.interrupt import exit_on_interrupt
+    from mgrade_edge.training.interrupt import exit_on_interrupt
     exit_on_interrupt("nothing was written")
     sys.exit(main())

