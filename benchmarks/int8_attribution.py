@@ -440,10 +440,11 @@ def main(argv=None) -> int:
                       only=args.rows.split(",") if args.rows else None)
     tflm_acc = None
     if args.tflm:
+        from mgrade_edge.convert.host_eval import int8_logits
         from mgrade_edge.convert.stream import Streamer, predictions
-        s = Streamer(model_bytes, "tflm")
-        xq = s.quantize_input(x_t.numpy())
-        preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(len(xq))])
+        xq = Streamer(model_bytes, "tflm").quantize_input(x_t.numpy())
+        logits, _ = int8_logits(model_bytes, xq)    # host C, cross-checked against TFLM
+        preds = np.array([predictions(lg, "mean") for lg in logits])
         tflm_acc = float((preds == y).mean())
         print(f"TFLite-Micro int8: {100 * tflm_acc:.2f}%")
     state16_acc = None
@@ -453,10 +454,11 @@ def main(argv=None) -> int:
         from mgrade_edge.convert.widen import widen_state
         wide = widen_state(model_bytes, read_metadata(model_bytes)["layers"],
                            gate16=not args.gate8)
-        s = Streamer(wide, "tflm")
+        from mgrade_edge.convert.host_eval import int8_logits
         n = min(args.state16_tflm, len(y))
-        xq = s.quantize_input(x_t[:n].numpy())
-        preds = np.array([predictions(s.run(xq[i]), "mean") for i in range(n)])
+        xq = Streamer(wide, "tflm").quantize_input(x_t[:n].numpy())
+        logits, _ = int8_logits(wide, xq)           # host C, cross-checked against TFLM
+        preds = np.array([predictions(lg, "mean") for lg in logits])
         state16_acc = float((preds == y[:n]).mean())
         print(f"TFLite-Micro, int16 state path (z {'int8' if args.gate8 else 'int16'}): "
               f"{100 * state16_acc:.2f}% on {n} sequences")

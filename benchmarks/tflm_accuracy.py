@@ -7,7 +7,8 @@ units), so long test sets can be streamed in shards on several cores and merged.
 
 Prints: test sequences, float (hardened) accuracy, int8 TFLite-Micro accuracy, argmax
 agreement of the two. (`convert` itself also streams LiteRT; this runs TFLite-Micro only,
-which the C runtime reproduces bit for bit.)
+which the C runtime reproduces bit for bit: the host C package computes it, cross-checked
+against TFLite-Micro stepping on the first sequences, convert/host_eval.py.)
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def shard(run: str, model_path: str, start: int, stop: int | None) -> dict:
     import torch
 
     from mgrade_edge.convert.raw_input import to_raw_units
+    from mgrade_edge.convert.host_eval import int8_logits
     from mgrade_edge.convert.stream import Streamer, predictions
     from mgrade_edge.training.checkpoint import load_model
     from mgrade_edge.training.evaluate import IGNORE
@@ -39,10 +41,10 @@ def shard(run: str, model_path: str, start: int, stop: int | None) -> dict:
         hard = net(data.x_test[sl]) if lengths is None else net(data.x_test[sl], lengths)
     float_pred = hard.argmax(-1).numpy()
     to_raw_units(net, data)             # as convert: x in the task's raw units from here on
-    s = Streamer(open(model_path, "rb").read(), "tflm")
-    xq = s.quantize_input(data.x_test[sl].numpy())
-    pred = np.array([predictions(s.run(xq[i, :None if lengths is None else int(lengths[i])]),
-                                 data.readout) for i in range(len(xq))])
+    model_bytes = open(model_path, "rb").read()
+    xq = Streamer(model_bytes, "tflm").quantize_input(data.x_test[sl].numpy())
+    logits, _ = int8_logits(model_bytes, xq, None if lengths is None else lengths.numpy())
+    pred = np.array([predictions(lg, data.readout) for lg in logits])
     y = data.y_test[sl].numpy()
     keep = y != IGNORE
     return {"pred": pred[keep], "y": y[keep], "float_pred": float_pred[keep]}

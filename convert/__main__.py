@@ -102,7 +102,7 @@ import torch  # noqa: E402
 from mgrade_edge.convert.calibrate import step_feeds  # noqa: E402
 from mgrade_edge.convert.input_norm import frame_constants, grid_steps, resolution_warnings  # noqa: E402
 from mgrade_edge.convert.metadata import input_norm  # noqa: E402
-from mgrade_edge.convert import names, rounding  # noqa: E402
+from mgrade_edge.convert import host_eval, names, rounding  # noqa: E402
 from mgrade_edge.convert.graph import state_pairs  # noqa: E402
 from mgrade_edge.convert.quantize import convert_int8, finalize, op_names, read_metadata  # noqa: E402
 from mgrade_edge.convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units  # noqa: E402
@@ -145,17 +145,30 @@ def calibration_feeds(net, spec, x_train, n_seq: int, seed: int, lengths=None) -
 
 
 def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
-              float_pred: np.ndarray, lengths: np.ndarray | None = None) -> dict:
+              float_pred: np.ndarray, lengths: np.ndarray | None = None,
+              host_logits: np.ndarray | None = None, n_check: int | None = None) -> dict:
     """Stream every test sequence (over its own steps with `lengths`) through each backend;
-    accuracies and LSB differences."""
+    accuracies and LSB differences. With host_logits (int8 [N, T, n_out] from the host C
+    package, convert/host_eval.py) TFLite-Micro steps only the first n_check sequences, each
+    compared byte for byte with host_logits (ConvertError on any difference), and the
+    LiteRT-vs-TFLM figures on identical inputs come from those sequences."""
     preds = {name: [] for name in streamers}
     logits = {name: [] for name in streamers}
     step_diff: dict[str, tuple[int, str]] = {}    # output -> (max |diff| in its LSB, dtype)
     T = x_q.shape[1]
+    if host_logits is not None and n_check is None:
+        n_check = host_eval.check_count(T, len(x_q))
     for i in progress(range(len(x_q)), desc="int8 eval", unit="seq", leave=False):
         L = T if lengths is None else int(lengths[i])
         for name, s in streamers.items():
+            if name == "tflm" and host_logits is not None and i >= n_check:
+                out = host_logits[i] if readout == "per_step" else host_logits[i, :L]
+                logits[name].append(out)
+                preds[name].append(predictions(out, readout))
+                continue
             out, steps = s.run(x_q[i, :L], return_states=True)
+            if name == "tflm" and host_logits is not None:
+                host_eval.compare(i, out, host_logits[i, :L])
             if readout == "per_step" and L < T:      # padded steps carry label -100
                 out = np.concatenate([out, np.zeros((T - L, out.shape[1]), out.dtype)])
             logits[name].append(out)
@@ -178,6 +191,8 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
     res.update(step_diff_fields(step_diff))
     res["streamed_max_abs_diff_litert_vs_tflm"] = int(np.abs(a - b).max())
     res["streamed_frac_logits_differing_litert_vs_tflm"] = float((a != b).mean())
+    res["int8_eval_tflm"] = ("host-c" if host_logits is not None else "tflm")
+    res["int8_eval_tflm_checked"] = int(len(x_q) if host_logits is None else n_check)
     return res
 
 
@@ -215,16 +230,13 @@ def litert_vs_tflm_bound(r: dict) -> dict:
 
 def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: str,
                  lengths: np.ndarray | None) -> float:
-    """Accuracy of a step model streamed through TFLite-Micro on int8 sequences x_q [N, T, n_in]
-    (each over its own steps with `lengths`; per-step labels -100 are ignored)."""
-    s = Streamer(model_bytes, "tflm")
-    T, preds = x_q.shape[1], []
-    for i in progress(range(len(x_q)), desc="validate", unit="seq", leave=False):
-        L = T if lengths is None else int(lengths[i])
-        out = s.run(x_q[i, :L])
-        if readout == "per_step" and L < T:
-            out = np.concatenate([out, np.zeros((T - L, out.shape[1]), out.dtype)])
-        preds.append(predictions(out, readout))
+    """Accuracy of a step model's TFLite-Micro int8 arithmetic on int8 sequences x_q [N, T,
+    n_in] (each over its own steps with `lengths`; per-step labels -100 are ignored): the host
+    C package, cross-checked against TFLite-Micro (convert/host_eval.py)."""
+    out, _ = host_eval.int8_logits(model_bytes, x_q, lengths, note=say,
+                                   progress=lambda r: progress(r, desc="validate", unit="seq",
+                                                               leave=False))
+    preds = [predictions(o, readout) for o in out]    # padded steps: zero logits, label -100
     p, mask = np.asarray(preds), y != IGNORE
     return accuracy(int((p[mask] == y[mask]).sum()), int(mask.sum()))
 
@@ -403,7 +415,8 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               "float_acc": float_acc, "hardened_acc": hardened_acc, **qat_report,
               **bits_report, **rounding_report, **grid_report}
     lengths = None if len_test is None else len_test.numpy()
-    report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths))
+    host_logits = host_test_logits(model_bytes, x_q, lengths)
+    report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths, host_logits))
     report.update(litert_vs_tflm_bound(report))
     report.update({
         "hardening_cost_points": points(float_acc, hardened_acc),
@@ -420,6 +433,16 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     report["resources"] = device_resources(model_bytes, x_q, lengths)
     write_dir(out, model_bytes, report, x_q, y, lengths)
     return report
+
+
+def host_test_logits(model_bytes: bytes, x_q: np.ndarray, lengths) -> np.ndarray | None:
+    """Every test step's int8 logits from the host C package (int8_eval cross-checks them
+    against TFLite-Micro); None, with a note, without gcc (TFLite-Micro steps every one)."""
+    try:
+        return host_eval.host_model(model_bytes).run(x_q, lengths)
+    except host_eval.HostEvalUnavailable as e:
+        say(host_eval.no_gcc_note(e))
+        return None
 
 
 def device_resources(model_bytes: bytes, x_q: np.ndarray, lengths=None) -> dict | None:

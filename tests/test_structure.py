@@ -29,7 +29,7 @@ LAYERS = [
     ["codegen_mgrade"],                       # mGRADE package writer
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
-    ["cpackage", "arduino"],                  # the self-contained C folder; Arduino library
+    ["cpackage", "arduino", "host_eval"],     # the C folder; Arduino library; host int8 eval
     ["__main__"],                             # python -m mgrade_edge.convert
 ]
 
