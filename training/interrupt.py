@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 
@@ -30,7 +29,8 @@ def exit_on_interrupt(what: str, hard: bool = False):
     once; else SystemExit(130) through the cleanup code). A second Ctrl-C is ignored."""
     def stop():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"interrupted: {what}", file=sys.stderr, flush=True)
+        from mgrade_edge.training.console import terminal   # the user's stderr, also while
+        print(f"interrupted: {what}", file=terminal(), flush=True)   # fd 2 is convert's log
         if hard:
             os._exit(EXIT_INTERRUPTED)
         timer = threading.Timer(GRACE_S, os._exit, (EXIT_INTERRUPTED,))
