@@ -1,7 +1,7 @@
 """Build an example sketch of a model's Arduino library (convert/arduino.py) with arduino-builder
 and the Debian AVR core, the way the Arduino IDE would.
 
-    python host_tools/arduino_build.py LIBRARY_DIR EXAMPLE [--board mega|uno] --out BUILD_DIR
+    python -m mgrade_edge.host_tools.arduino_build LIBRARY_DIR EXAMPLE [--board mega|uno] --out BUILD_DIR
         [--elf COPY.elf]
 
 LIBRARY_DIR is the library folder (with library.properties); EXAMPLE one of its examples

@@ -1,6 +1,6 @@
 """Start the emulated board, run stream_eval against it, stop the emulator.
 
-    python host_tools/emulated_eval.py FIRMWARE.elf [--board qemu-cm4] --model DIR [stream_eval options]
+    mgrade-emulated-eval FIRMWARE.elf [--board qemu-cm4] --model DIR [stream_eval options]
 
 What `make demo` runs after building the firmware: the same stream_eval a user points at a
 real port, here at the QEMU UART's pyserial URL. Exit code: stream_eval's.

@@ -6,9 +6,9 @@
         ...
     # QEMU is stopped here, also on exceptions and KeyboardInterrupt
 
-    python host_tools/emulator.py [--board qemu-cm4] build/qemu-cm4/firmware.elf
+    mgrade-emulator [--board qemu-cm4] build/qemu-cm4/firmware.elf
         prints socket://127.0.0.1:PORT on a line of its own and runs until Ctrl-C.
-    python host_tools/emulator.py --board arduino-mega build/demo/arduino-mega/firmware.elf
+    mgrade-emulator --board arduino-mega build/demo/arduino-mega/firmware.elf
         the same for an Arduino sketch on an emulated Mega 2560 (qemu-system-avr).
 
 QEMU runs with `-icount shift=0` (one instruction per virtual ns), so the boards' tick

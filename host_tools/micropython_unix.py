@@ -5,12 +5,12 @@ or copy it to a MicroPython board with mpremote.
         dev = protocol.Device.open(mp.url)          # socket://127.0.0.1:PORT
     # the micropython process is stopped here, also on exceptions and KeyboardInterrupt
 
-    python host_tools/micropython_unix.py PKG_DIR
+    mgrade-micropython-unix PKG_DIR
         prints socket://127.0.0.1:PORT on a line of its own and runs until Ctrl-C.
-    python host_tools/micropython_unix.py PKG_DIR --eval --model DIR [stream_eval options]
+    mgrade-micropython-unix PKG_DIR --eval --model DIR [stream_eval options]
         starts it, runs stream_eval against it (what `make compare BOARD=micropython` does).
 
-    python host_tools/micropython_unix.py PKG_DIR --flash /dev/ttyACM0
+    mgrade-micropython-unix PKG_DIR --flash /dev/ttyACM0
         asks the board for its .mpy architecture, compiles the package for it with mpy-cross,
         copies the .mpy files with mpremote and starts the app (what `make flash
         BOARD=micropython PORT=...` does). The app then owns the port: reset the board to get

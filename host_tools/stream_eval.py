@@ -1,6 +1,6 @@
 """Stream test sequences to a device and compare its int8 logits with the host's reference.
 
-    python host_tools/stream_eval.py --port socket://127.0.0.1:PORT --model RUN/int8 \
+    mgrade-stream-eval --port socket://127.0.0.1:PORT --model RUN/int8 \
         [--n N] [--baud 115200] [--json OUT] [--reference auto|MODULE:NAME|FILE.py:NAME] [--fast]
 
 DIR (--model) holds model.tflite and test_data.npz (x: int8 [N, T, n_in], already quantized;

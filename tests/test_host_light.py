@@ -54,7 +54,7 @@ def test_reference_and_metadata_without_torch_or_tensorflow(tiny_int8, tmp_path)
     script = tmp_path / "ref.py"
     script.write_text(
         "import json, sys\nfrom pathlib import Path\nimport numpy as np\n"
-        "from host_tools import stream_eval\nfrom convert.metadata import read\n"
+        "from mgrade_edge.host_tools import stream_eval\nfrom mgrade_edge.convert.metadata import read\n"
         "d = Path(sys.argv[1])\nref = stream_eval.load_reference('auto', d)\n"
         "x = np.load(d / 'test_data.npz')['x'][:2]\n"
         "np.save(sys.argv[2], np.stack([ref.run(s) for s in x]))\n"

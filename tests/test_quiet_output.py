@@ -83,7 +83,7 @@ def test_progress_only_on_a_terminal(tmp_path):
     os.close(master)
     assert b"bar" in drawn and b"\r" in drawn and b"quiet" not in drawn
     assert (tmp_path / "bar.txt").read_text() == ""
-    code = ("import os, sys\nfrom training.console import native_stderr_to, terminal\n"
+    code = ("import os, sys\nfrom mgrade_edge.training.console import native_stderr_to, terminal\n"
             "with native_stderr_to(sys.argv[1]):\n"
             "    os.write(2, b'native noise\\n'); print('py warning', file=sys.stderr)\n"
             "    print('to the user', file=terminal())\n"

@@ -1,7 +1,7 @@
 /* mg_protocol - the mgrade-edge serial protocol (docs/protocol.md) over Serial at 115200 baud:
  * the host streams test sequences and compares every step's logits with its own reference,
  *
- *     python host_tools/stream_eval.py --port /dev/ttyACM0 --model RUN/int8
+ *     mgrade-stream-eval --port /dev/ttyACM0 --model RUN/int8
  *
  * (from the mgrade-edge repository; RUN/int8 is the converted model this library was written
  * from). The app never blocks on delay(): it polls Serial in loop(). On AVR it takes Timer1
