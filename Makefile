@@ -138,7 +138,7 @@ arduino: venv
 	$(PY) -m mgrade_edge.convert.arduino $(MODEL) --out $(ARDUINO_LIB_DIR)
 
 test: venv toolchain
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # the tests not marked slow (no training, no emulated boards): about 2 minutes on 2 cores
 test-fast: venv toolchain
