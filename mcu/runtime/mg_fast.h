@@ -720,6 +720,12 @@ typedef struct {
     const int8_t *sig_q;           /* [256] LOGISTIC(MINIMUM(p, c)) (min_const NULL) or LOGISTIC */
     const int8_t *min_const;       /* per-channel MINIMUM constant, or NULL (in sig_q) */
     const int8_t *relu;            /* [256] RELU op table, or NULL */
+    /* g as two tables of one input where the RELU FC shares the candidate's dot
+     * (convert/codegen_fast.g_split_tables with p8 / r8), or NULL:
+     * g = g_neg[p8] where the dot <= g_split[c], else g_pos[r8] */
+    const int32_t *g_split;        /* [H] */
+    const int8_t *g_neg;           /* [256] */
+    const int8_t *g_pos;           /* [256] */
 } mg_input16_fast_t;
 
 /* u16 [depth] -> xs [2 * (depth / 4)] words: per block of 4, (u0, u2) and (u1, u3) as int16
@@ -845,20 +851,32 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
             const int32_t c = c0 + j;
             const int16_t z16 = mg_logistic1_s16(s->sig16,
                                                  (int16_t)mg_ffc_out32(f->gate, dz[j], c));
-            const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_ffc_out32(f->cand, dp[j], c));
-            const int8_t mn = f->min_const ? f->min_const[c] : 127;
-            int8_t r = pv;
-            int8_t hb;
+            int8_t gv, hb;
             int32_t hn;
-            if (q->relu_fc.fc != 0) {
-                r = (int8_t)mg_frequant1(q->r8, mg_ffc_out32(f->relu_fc,
-                                                             separate_r ? dr[j] : dp[j], c));
+            if (f->g_split) {
+                if (dp[j] <= f->g_split[c]) {
+                    gv = (f->g_neg + 128)[mg_frequant1(q->p8, mg_ffc_out32(f->cand, dp[j], c))];
+                } else {
+                    int32_t r = mg_frequant1(q->r8, mg_ffc_out32(f->relu_fc, dp[j], c));
+                    if (f->relu) {
+                        r = (f->relu + 128)[r];
+                    }
+                    gv = (f->g_pos + 128)[r];
+                }
+            } else {
+                const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_ffc_out32(f->cand, dp[j], c));
+                const int8_t mn = f->min_const ? f->min_const[c] : 127;
+                int8_t r = pv;
+                if (q->relu_fc.fc != 0) {
+                    r = (int8_t)mg_frequant1(q->r8, mg_ffc_out32(f->relu_fc,
+                                                                 separate_r ? dr[j] : dp[j], c));
+                }
+                if (f->relu) {
+                    r = (f->relu + 128)[r];
+                }
+                gv = mg_fadd1(p->add_g, r, sig_q[pv < mn ? pv : mn]);
             }
-            if (f->relu) {
-                r = (f->relu + 128)[r];
-            }
-            hn = mg_fstate16_update1(s, z16, mg_fadd1(p->add_g, r, sig_q[pv < mn ? pv : mn]),
-                                     h[c], &hb);
+            hn = mg_fstate16_update1(s, z16, gv, h[c], &hb);
             h[c] = (int16_t)hn;
             h8[c] = hb;
             v8[c] = (int8_t)mg_frequant1(q->v8, mg_fadd16(q->add_v, u16[c], hn));
