@@ -222,8 +222,8 @@ def _fast_mingru_u16(P: str, model: Model, f: GruFusion, in16: dict, report: dic
                             bound, relu_tab, f.sig_p, int(mc[0]), f.add_g, params["p8"],
                             params["r8"])
         if gs is not None:
-            decls += [f"static const int32_t {P}_l{L}_in16_g_split[{f.fc['cand'][1]['output_depth']}]"
-                      f" = {clist(gs[0])};", table_decl(P, f"l{L}_in16_g_neg", gs[1]),
+            decls += [f"static const int32_t {P}_l{L}_in16_g_split[{len(gs[0])}] = "
+                      f"{clist(gs[0])};", table_decl(P, f"l{L}_in16_g_neg", gs[1]),
                       table_decl(P, f"l{L}_in16_g_pos", gs[2])]
             split = {k: f"{P}_l{L}_in16_{k}" for k in split}
         else:

@@ -636,9 +636,9 @@ MG_FAST_INLINE int32_t mg_fadd16_in(int32_t x, int ls, int32_t m, int shift)
 #define MG_FQ_HALF(m, shift) ((shift) <= -1 || ((shift) == 0 && (m) <= ((int32_t)1 << 30)))
 
 /* The int16 ADD/SUB output from raw = the sum (difference) of the two rescaled inputs. Where
- * both input rescalings are at most 1/2 (shift <= -1, or shift 0 and multiplier <= 2^30: TFLM's int16 ADD
- * divides by twice the larger input scale) and ls <= 15, each |input| <= 2^29 and raw lies in
- * [-2^30, 2^30): one SMULL (mg_fq_srdhm_b) and the 3-instruction rounding. */
+ * both input rescalings are at most 1/2 (shift <= -1, or shift 0 and multiplier <= 2^30:
+ * TFLM's int16 ADD divides by twice the larger input scale) and ls <= 15, each |input| <= 2^29
+ * and raw lies in [-2^30, 2^30): one SMULL (mg_fq_srdhm_b) and the 3-instruction rounding. */
 MG_FAST_INLINE int16_t mg_fadd16_out(const mg_add_params_t *p, int32_t raw)
 {
     if (p->left_shift <= 15 && MG_FQ_HALF(p->input1_multiplier, p->input1_shift) &&
