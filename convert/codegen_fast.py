@@ -379,7 +379,7 @@ def _fc_out(row, p: dict, d: int) -> int:
 
 
 def g_split_tables(cand_rows, cand_p, relu_rows, relu_p, dot_bound, relu_table, sig_p: dict,
-                   min_c: int, add_g: dict):
+                   min_c: int, add_g: dict, p8: dict | None = None, r8: dict | None = None):
     """When the RELU branch and the sigmoid branch of g() read the same dot d (shared
     weights), g is a function of d alone: r(d) = RELU branch, pv(d) = candidate output, both
     monotone in d. Per channel c this finds split[c], the largest d at which r(d) still equals
@@ -387,12 +387,20 @@ def g_split_tables(cand_rows, cand_p, relu_rows, relu_p, dot_bound, relu_table, 
     above it. Then, exactly,
         g = g_neg[pv(d)]  for d <= split[c],   g = g_pos[r(d)]  for d > split[c]
     with g_neg[v] = ADD(r_lo, LOGISTIC(MINIMUM(v, min_c))), g_pos[v] = ADD(v, q_hi), where r_lo
-    and q_hi must be the same for every channel. Returns (split, g_neg, g_pos) or None."""
+    and q_hi must be the same for every channel. With an int16 minGRU input (16x8 FCs with
+    int16 outputs), p8 / r8 are the QUANTIZEs to int8 after the candidate / RELU FC (still
+    monotone). Returns (split, g_neg, g_pos) or None."""
     H = len(cand_rows)
 
     def r_of(c, d):
         v = _fc_out(relu_rows[c], relu_p, d)
+        if r8 is not None:
+            v = ref_requant1(r8, v)
         return int(relu_table[v + 128]) if relu_table is not None else v
+
+    def p_of(c, d):
+        v = _fc_out(cand_rows[c], cand_p, d)
+        return ref_requant1(p8, v) if p8 is not None else v
 
     def q_of(v):
         return ref_logistic1(sig_p, min(v, min_c))
@@ -410,8 +418,7 @@ def g_split_tables(cand_rows, cand_p, relu_rows, relu_p, dot_bound, relu_table, 
                 a = mid
             else:
                 b = mid
-        qa, qb = q_of(_fc_out(cand_rows[c], cand_p, a + 1)), q_of(_fc_out(cand_rows[c],
-                                                                        cand_p, hi))
+        qa, qb = q_of(p_of(c, a + 1)), q_of(p_of(c, hi))
         if qa != qb:
             return None
         split.append(a)

@@ -209,13 +209,29 @@ def _fast_mingru_u16(P: str, model: Model, f: GruFusion, in16: dict, report: dic
         sig, min_const = logistic_table(f.sig_p), f"{P}_t{f.min_const}"
     decls.append(table_decl(P, f"l{L}_in16_sig_q", sig))
     relu = "NULL"
+    relu_tab = None
     if f.relu is not None:
-        decls.append(table_decl(P, f"l{L}_in16_relu", requant_table(f.relu)))
+        relu_tab = requant_table(f.relu)
+        decls.append(table_decl(P, f"l{L}_in16_relu", relu_tab))
         relu = f"{P}_l{L}_in16_relu"
+    split = dict(g_split="NULL", g_neg="NULL", g_pos="NULL")
+    if "relu_fc" in rows and f.shares_dot and mc.size == 1:     # g() of the shared dot alone
+        bound = 32768 * np.abs(fc_weights(model, in16[L][1]["fcs"]["cand"])[0]
+                               .astype(np.int64)).sum(1)
+        gs = g_split_tables(rows["cand"], params["cand"], rows["relu_fc"], params["relu_fc"],
+                            bound, relu_tab, f.sig_p, int(mc[0]), f.add_g, params["p8"],
+                            params["r8"])
+        if gs is not None:
+            decls += [f"static const int32_t {P}_l{L}_in16_g_split[{len(gs[0])}] = "
+                      f"{clist(gs[0])};", table_decl(P, f"l{L}_in16_g_neg", gs[1]),
+                      table_decl(P, f"l{L}_in16_g_pos", gs[2])]
+            split = {k: f"{P}_l{L}_in16_{k}" for k in split}
+        else:
+            report[f"l{L}_g"] = "int16 input: g() computed per element (no split)"
     decls.append(struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", dict(
         q=f"&{P}_l{L}_in16", **{r: f"&{P}_l{L}_in16_{r}_f" if r in rows else "NULL"
                                  for r in ("gate", "cand", "relu_fc")},
-        sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu)))
+        sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu, **split)))
     return decls, None, (2 * (params["gate"]["accum_depth"] // 4), 0)
 
 

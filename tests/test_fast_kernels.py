@@ -142,3 +142,52 @@ def test_g_split_tables_exact():
     wide_p = dict(cand_p, output_offset=0)
     assert g_split_tables(cand_rows, wide_p, relu_rows, relu_p, [bound] * H, None, sig_p, 127,
                           add_g) is None
+
+
+def test_g_split_tables_int16_input_exact():
+    """The same two tables for the int16 minGRU input (mg_mingru_fast_u16): the 16x8 FCs give
+    int16 outputs that QUANTIZE to int8 (p8, r8) before the candidate's int8 part; g from the
+    tables equals the op-by-op reference on every sampled dot (all dots near each split)."""
+    import math
+
+    from mgrade_edge.convert.tflm_params import quantize_multiplier
+    from mgrade_edge.convert.codegen_fast import (chan_table, g_split_tables, ref_add1,
+                                                  ref_logistic1, ref_mbqm, ref_requant1)
+
+    rng = np.random.default_rng(8)
+    H, bound = 4, 400_000
+    bias = [int(v) for v in rng.integers(-20_000, 20_000, size=H)]
+    mp = [quantize_multiplier(float(v)) for v in rng.uniform(1 / 12, 1 / 5, size=H)]
+    mr = [quantize_multiplier(float(v)) for v in rng.uniform(1 / 10, 1 / 3, size=H)]
+    cand_p = dict(output_offset=0, act_min=-32768, act_max=32767)
+    relu_p = dict(output_offset=0, act_min=0, act_max=32767)        # RELU fused in the FC
+    m8, s8 = quantize_multiplier(1 / 97)
+    p8 = dict(input_offset=0, output_offset=127, multiplier=m8, shift=s8, act_min=-128,
+              act_max=127)
+    r8 = dict(p8, output_offset=-128)
+    cand_rows = chan_table(bias, [m for m, _ in mp], [s for _, s in mp])
+    relu_rows = chan_table(bias, [m for m, _ in mr], [s for _, s in mr])
+    q, ls = math.frexp(0.03 * float(1 << 27))
+    sig_p = dict(input_zero_point=127, input_range_radius=math.floor(15.0 * (1 << 27) / 2.0 ** ls),
+                 input_multiplier=int(round(q * (1 << 31))), input_left_shift=ls)
+    add_g = fk._add_params(rng, False)
+    got = g_split_tables(cand_rows, cand_p, relu_rows, relu_p, [bound] * H, None, sig_p, 127,
+                         add_g, p8, r8)
+    assert got is not None
+    split, g_neg, g_pos = got
+
+    def out16(row, p, d):
+        y = ref_mbqm(d + row[0], row[1], -row[2]) + p["output_offset"]
+        return max(p["act_min"], min(p["act_max"], y))
+
+    for c in range(H):
+        r_lo = ref_requant1(r8, out16(relu_rows[c], relu_p, -bound))
+        assert ref_requant1(r8, out16(relu_rows[c], relu_p, split[c] + 1)) != r_lo
+        dots = np.concatenate([np.arange(split[c] - 3000, split[c] + 3000),
+                               rng.integers(-bound, bound + 1, size=3000), [-bound, bound]])
+        for d in dots.tolist():
+            pv = ref_requant1(p8, out16(cand_rows[c], cand_p, d))
+            r = ref_requant1(r8, out16(relu_rows[c], relu_p, d))
+            want = ref_add1(add_g, r, ref_logistic1(sig_p, min(pv, 127)))
+            table = g_neg[pv + 128] if d <= split[c] else g_pos[r + 128]
+            assert table == want, (c, d, split[c])

@@ -115,8 +115,8 @@ static inline int32_t mg_fq_srdhm(int32_t a, int32_t b)
     return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
-/* mg_fq_srdhm(a, b) when |a| < 2^30: floor((2a b + 2^31) / 2^32), the high word of one
- * 32x32 multiply-accumulate (no shift/or of a 64-bit result). */
+/* mg_fq_srdhm(a, b) when -2^30 <= a < 2^30 (2a fits 32 bits): floor((2a b + 2^31) / 2^32),
+ * the high word of one 32x32 multiply-accumulate (no shift/or of a 64-bit result). */
 static inline int32_t mg_fq_srdhm_b(int32_t a, int32_t b)
 {
     /* high word + the carry of adding 2^31 to the low word: SMULL and one ADD */
@@ -191,11 +191,36 @@ static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
 #endif
 }
 
+/* mg_mbqm(x, m, shift) for |x| < 2^xbits, xbits <= 30 (a compile-time constant at the call
+ * sites, like m and shift): one SMULL where the shifted value stays below 2^30 in magnitude
+ * (mg_fq_srdhm_b), the 3-instruction rounding where the right shift is <= 30. */
+MG_FAST_INLINE int32_t mg_fq_mbqm_w(int32_t x, int32_t m, int shift, int xbits)
+{
+#if MG_SINGLE_ROUNDING
+    (void)xbits;
+    return mg_mbqm(x, m, shift);
+#else
+    if (shift > 0) {
+        if (xbits + shift <= 30) {
+            return mg_fq_srdhm_b(x * ((int32_t)1 << shift), m);
+        }
+        return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
+    }
+    if (-shift <= 30) {
+        return mg_fq_rdbpot_b(mg_fq_srdhm_b(x, m), -shift);
+    }
+    return mg_fq_rdbpot(mg_fq_srdhm_b(x, m), -shift);
+#endif
+}
+
 static inline int32_t mg_fq_clamp(int32_t v, int32_t lo, int32_t hi)
 {
 #if MG_DSP_NATIVE
     if (lo == -128 && hi == 127) {      /* folded at compile time where lo, hi are known */
         return __ssat(v, 8);
+    }
+    if (lo == -32768 && hi == 32767) {
+        return __ssat(v, 16);
     }
 #endif
     return v < lo ? lo : (v > hi ? hi : v);
@@ -595,23 +620,42 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
 
 /* ---- the int16 state path (mg_state16.h): the same z and g, then the int16 tail ------- */
 
-/* int16 ADD/SUB input: (x << 15) * m >> 31 ... as mg_elem.h mg_add_scaled1; |x| <= 2^15 so the shifted
- * value fits 31 bits. */
+/* int16 ADD/SUB input: mg_rdbpot(mg_srdhm(x << ls, m), -shift) as mg_elem.h mg_add_scaled1,
+ * |x| <= 2^15. With ls <= 15 the shifted value lies in [-2^30, 2^30) (2x fits 32 bits: one
+ * SMULL, mg_fq_srdhm_b) and |srdhm| < 2^30 (the 3-instruction rounding for shift >= -30). */
 MG_FAST_INLINE int32_t mg_fadd16_in(int32_t x, int ls, int32_t m, int shift)
 {
+    if (ls <= 15) {
+        const int32_t y = mg_fq_srdhm_b(x * ((int32_t)1 << ls), m);
+        return -shift <= 30 ? mg_fq_rdbpot_b(y, -shift) : mg_fq_rdbpot(y, -shift);
+    }
     return mg_fq_rdbpot(mg_fq_srdhm(x * ((int32_t)1 << ls), m), -shift);
 }
 
+/* m 2^shift <= 1/2 for a quantized multiplier m < 2^31 */
+#define MG_FQ_HALF(m, shift) ((shift) <= -1 || ((shift) == 0 && (m) <= ((int32_t)1 << 30)))
+
+/* The int16 ADD/SUB output from raw = the sum (difference) of the two rescaled inputs. Where
+ * both input rescalings are at most 1/2 (shift <= -1, or shift 0 and multiplier <= 2^30:
+ * TFLM's int16 ADD divides by twice the larger input scale) and ls <= 15, each |input| <= 2^29
+ * and raw lies in [-2^30, 2^30): one SMULL (mg_fq_srdhm_b) and the 3-instruction rounding. */
 MG_FAST_INLINE int16_t mg_fadd16_out(const mg_add_params_t *p, int32_t raw)
 {
+    if (p->left_shift <= 15 && MG_FQ_HALF(p->input1_multiplier, p->input1_shift) &&
+        MG_FQ_HALF(p->input2_multiplier, p->input2_shift) && p->output_shift >= -30) {
+        return (int16_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm_b(raw, p->output_multiplier),
+                                                   -(int)p->output_shift) + p->output_offset,
+                                    p->act_min, p->act_max);
+    }
     return (int16_t)mg_fq_clamp(mg_fq_rdbpot(mg_fq_srdhm(raw, p->output_multiplier),
                                              -(int)p->output_shift) + p->output_offset,
                                 p->act_min, p->act_max);
 }
 
+/* QUANTIZE of one int8 or int16 value x (|x - input zero point| < 2^17). */
 MG_FAST_INLINE int32_t mg_frequant1(const mg_requant_params_t *p, int32_t x)
 {
-    return mg_fq_clamp(mg_fq_mbqm(x - p->input_offset, p->multiplier, (int)p->shift)
+    return mg_fq_clamp(mg_fq_mbqm_w(x - p->input_offset, p->multiplier, (int)p->shift, 17)
                        + p->output_offset, p->act_min, p->act_max);
 }
 
@@ -627,8 +671,9 @@ MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t
                                                      (int)sp->input1_shift)
                                         - mg_fadd16_in(h, ls, sp->input2_multiplier,
                                                        (int)sp->input2_shift));
-    const int32_t m = mg_fq_clamp(mg_fq_mbqm(z16 * d, s->mul->output_multiplier,
-                                             (int)s->mul->output_shift),
+    /* |z16 d| < 2^30: z16 in [0, 2^15), d int16 */
+    const int32_t m = mg_fq_clamp(mg_fq_mbqm_w(z16 * d, s->mul->output_multiplier,
+                                               (int)s->mul->output_shift, 30),
                                   s->mul->act_min, s->mul->act_max);
     const int16_t hn = mg_fadd16_out(ap, mg_fadd16_in(h, (int)ap->left_shift,
                                                       ap->input1_multiplier,
@@ -675,6 +720,12 @@ typedef struct {
     const int8_t *sig_q;           /* [256] LOGISTIC(MINIMUM(p, c)) (min_const NULL) or LOGISTIC */
     const int8_t *min_const;       /* per-channel MINIMUM constant, or NULL (in sig_q) */
     const int8_t *relu;            /* [256] RELU op table, or NULL */
+    /* g as two tables of one input where the RELU FC shares the candidate's dot
+     * (convert/codegen_fast.g_split_tables with p8 / r8), or NULL:
+     * g = g_neg[p8] where the dot <= g_split[c], else g_pos[r8] */
+    const int32_t *g_split;        /* [H] */
+    const int8_t *g_neg;           /* [256] */
+    const int8_t *g_pos;           /* [256] */
 } mg_input16_fast_t;
 
 /* u16 [depth] -> xs [2 * (depth / 4)] words: per block of 4, (u0, u2) and (u1, u3) as int16
@@ -698,6 +749,63 @@ MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int1
         acc += (int32_t)w[d] * (int32_t)u16[d];
     }
     return acc;
+}
+
+/* SXTB16(x ROR 8): bytes 1 and 3 sign-extended to halfwords (one instruction with DSP). */
+MG_FAST_INLINE uint32_t mg_sxtb16_ror8(uint32_t x)
+{
+#if MG_DSP_NATIVE && defined(__GNUC__)
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+#else
+    return mg_sxtb16(x >> 8);
+#endif
+}
+
+/* d[j] = mg_fdot16 of rows j < n (n <= 4) of w (row-major, `depth` per row): with n = 4 the
+ * packed input words are loaded once per block for the 4 rows (as mg_ffc_dot shares its
+ * expanded input): 2 + 4 x (LDR, SXTB16, SXTB16 ROR, 2 SMLAD) per 16 MACs. */
+MG_FAST_INLINE void mg_fdot16_x4(const int8_t *w, const uint32_t *xs, const int16_t *u16,
+                                 int32_t depth, int32_t n, int32_t *d)
+{
+    int32_t k, j;
+    if (n == 4) {
+        const int8_t *w1 = w + depth, *w2 = w1 + depth, *w3 = w2 + depth;
+        const int32_t blocks = depth >> 2;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (k = 0; k < blocks; ++k) {
+            const uint32_t x0 = xs[2 * k], x1 = xs[2 * k + 1];
+            uint32_t v;
+            v = mg_fload4(w + 4 * k);
+            a0 = mg_smlad(mg_sxtb16(v), x0, a0);
+            a0 = mg_smlad(mg_sxtb16_ror8(v), x1, a0);
+            v = mg_fload4(w1 + 4 * k);
+            a1 = mg_smlad(mg_sxtb16(v), x0, a1);
+            a1 = mg_smlad(mg_sxtb16_ror8(v), x1, a1);
+            v = mg_fload4(w2 + 4 * k);
+            a2 = mg_smlad(mg_sxtb16(v), x0, a2);
+            a2 = mg_smlad(mg_sxtb16_ror8(v), x1, a2);
+            v = mg_fload4(w3 + 4 * k);
+            a3 = mg_smlad(mg_sxtb16(v), x0, a3);
+            a3 = mg_smlad(mg_sxtb16_ror8(v), x1, a3);
+        }
+        for (k = 4 * blocks; k < depth; ++k) {
+            const int32_t x = u16[k];
+            a0 += (int32_t)w[k] * x;
+            a1 += (int32_t)w1[k] * x;
+            a2 += (int32_t)w2[k] * x;
+            a3 += (int32_t)w3[k] * x;
+        }
+        d[0] = a0;
+        d[1] = a1;
+        d[2] = a2;
+        d[3] = a3;
+        return;
+    }
+    for (j = 0; j < n; ++j) {
+        d[j] = mg_fdot16(w + j * depth, xs, u16, depth);
+    }
 }
 
 /* int16 ADD of two int16 values (zero points 0, left shift 15): mg_add1_s16. */
@@ -728,30 +836,51 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
     const mg_input16_params_t *q = f->q;
     const int32_t H = p->channels, depth = q->gate.fc->accum_depth;
     const int8_t *sig_q = f->sig_q + 128;
-    int32_t c;
+    const int separate_r = q->relu_fc.fc != 0 && !p->relu_fc_shares_dot;
+    int32_t c0, j;
     mg_fpack16(u16, depth, xs);
-    for (c = 0; c < H; ++c) {
-        const int32_t dz = mg_fdot16(q->gate.weights + c * depth, xs, u16, depth);
-        const int32_t dp = mg_fdot16(q->cand.weights + c * depth, xs, u16, depth);
-        const int16_t z16 = mg_logistic1_s16(s->sig16, (int16_t)mg_ffc_out32(f->gate, dz, c));
-        const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_ffc_out32(f->cand, dp, c));
-        const int8_t mn = f->min_const ? f->min_const[c] : 127;
-        int8_t r = pv;
-        int8_t hb;
-        int32_t hn;
-        if (q->relu_fc.fc != 0) {
-            const int32_t dr = p->relu_fc_shares_dot
-                                   ? dp : mg_fdot16(q->relu_fc.weights + c * depth, xs, u16, depth);
-            r = (int8_t)mg_frequant1(q->r8, mg_ffc_out32(f->relu_fc, dr, c));
+    for (c0 = 0; c0 < H; c0 += 4) {     /* the dots of 4 channels, then their tails */
+        const int32_t n = H - c0 < 4 ? H - c0 : 4;
+        int32_t dz[4], dp[4], dr[4];
+        mg_fdot16_x4(q->gate.weights + c0 * depth, xs, u16, depth, n, dz);
+        mg_fdot16_x4(q->cand.weights + c0 * depth, xs, u16, depth, n, dp);
+        if (separate_r) {
+            mg_fdot16_x4(q->relu_fc.weights + c0 * depth, xs, u16, depth, n, dr);
         }
-        if (f->relu) {
-            r = (f->relu + 128)[r];
+        for (j = 0; j < n; ++j) {
+            const int32_t c = c0 + j;
+            const int16_t z16 = mg_logistic1_s16(s->sig16,
+                                                 (int16_t)mg_ffc_out32(f->gate, dz[j], c));
+            int8_t gv, hb;
+            int32_t hn;
+            if (f->g_split) {
+                if (dp[j] <= f->g_split[c]) {
+                    gv = (f->g_neg + 128)[mg_frequant1(q->p8, mg_ffc_out32(f->cand, dp[j], c))];
+                } else {
+                    int32_t r = mg_frequant1(q->r8, mg_ffc_out32(f->relu_fc, dp[j], c));
+                    if (f->relu) {
+                        r = (f->relu + 128)[r];
+                    }
+                    gv = (f->g_pos + 128)[r];
+                }
+            } else {
+                const int8_t pv = (int8_t)mg_frequant1(q->p8, mg_ffc_out32(f->cand, dp[j], c));
+                const int8_t mn = f->min_const ? f->min_const[c] : 127;
+                int8_t r = pv;
+                if (q->relu_fc.fc != 0) {
+                    r = (int8_t)mg_frequant1(q->r8, mg_ffc_out32(f->relu_fc,
+                                                                 separate_r ? dr[j] : dp[j], c));
+                }
+                if (f->relu) {
+                    r = (f->relu + 128)[r];
+                }
+                gv = mg_fadd1(p->add_g, r, sig_q[pv < mn ? pv : mn]);
+            }
+            hn = mg_fstate16_update1(s, z16, gv, h[c], &hb);
+            h[c] = (int16_t)hn;
+            h8[c] = hb;
+            v8[c] = (int8_t)mg_frequant1(q->v8, mg_fadd16(q->add_v, u16[c], hn));
         }
-        hn = mg_fstate16_update1(s, z16, mg_fadd1(p->add_g, r, sig_q[pv < mn ? pv : mn]), h[c],
-                                 &hb);
-        h[c] = (int16_t)hn;
-        h8[c] = hb;
-        v8[c] = (int8_t)mg_frequant1(q->v8, mg_fadd16(q->add_v, u16[c], hn));
     }
 }
 
