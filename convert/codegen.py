@@ -45,7 +45,6 @@ import argparse
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 if __name__ == "__main__":    # outside the project's venv: one line, not a traceback
@@ -85,9 +84,9 @@ def run_name(model_path) -> str:
 
 
 def resource_table(model_bytes: bytes, x=None, **kw) -> dict:
-    """convert/resources.measure with this module's package writer (kw: run, stack, steps)."""
-    with tempfile.TemporaryDirectory(prefix="mg_resources_") as work:
-        return resources.measure(model_bytes, generate, x, work=work, **kw)
+    """convert/resources.measure with this module's package writer (kw: run, stack, steps;
+    measure works in a temporary folder of its own)."""
+    return resources.measure(model_bytes, generate, x, **kw)
 
 
 def main(argv=None) -> int:
