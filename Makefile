@@ -137,12 +137,15 @@ ARDUINO_LIB_DIR ?= build/$(RUN_NAME)/arduino
 arduino: venv
 	$(PY) -m mgrade_edge.convert.arduino $(MODEL) --out $(ARDUINO_LIB_DIR)
 
+# -n auto: one pytest-xdist worker per core; the trained fixtures are built once for all
+# workers (tests/conftest.py made_once); worksteal balances the long emulator/training tests
+PYTEST_JOBS ?= auto
 test: venv toolchain
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(PYTEST_JOBS) --dist worksteal --durations=15 tests
 
 # the tests not marked slow (no training, no emulated boards): about 2 minutes on 2 cores
 test-fast: venv toolchain
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PY) -m pytest -q -n $(PYTEST_JOBS) --dist worksteal tests -m "not slow"
 
 demo: venv toolchain
 	$(PY) -m mgrade_edge.training.train $(CONFIG) --out $(RUN) --resume

@@ -147,20 +147,26 @@ def calibration_feeds(net, spec, x_train, n_seq: int, seed: int, lengths=None) -
 def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
               float_pred: np.ndarray, lengths: np.ndarray | None = None,
               host_logits: np.ndarray | None = None, n_check: int | None = None) -> dict:
-    """Stream every test sequence (over its own steps with `lengths`) through each backend;
+    """Stream the test sequences (over their own steps with `lengths`) through each backend;
     accuracies and LSB differences. With host_logits (int8 [N, T, n_out] from the host C
     package, convert/host_eval.py) TFLite-Micro steps only the first n_check sequences, each
     compared byte for byte with host_logits (ConvertError on any difference), and the
-    LiteRT-vs-TFLM figures on identical inputs come from those sequences."""
+    LiteRT-vs-TFLM figures on identical inputs come from those sequences. LiteRT (a cross-check
+    of TFLite's two interpreters; the device figure is TFLite-Micro's) streams the first
+    litert_count(T, N) sequences: int8_acc_litert is on those, int8_acc_litert_sequences says
+    how many."""
     preds = {name: [] for name in streamers}
     logits = {name: [] for name in streamers}
     step_diff: dict[str, tuple[int, str]] = {}    # output -> (max |diff| in its LSB, dtype)
     T = x_q.shape[1]
     if host_logits is not None and n_check is None:
         n_check = host_eval.check_count(T, len(x_q))
+    n_litert = max(n_check or 0, litert_count(T, len(x_q)))
     for i in progress(range(len(x_q)), desc="int8 eval", unit="seq", leave=False):
         L = T if lengths is None else int(lengths[i])
         for name, s in streamers.items():
+            if name == "litert" and i >= n_litert:
+                continue
             if name == "tflm" and host_logits is not None and i >= n_check:
                 out = host_logits[i] if readout == "per_step" else host_logits[i, :L]
                 logits[name].append(out)
@@ -179,14 +185,16 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
                     for k, v in tflm_out.items():
                         d = int(np.abs(other[k].astype(np.int32) - v.astype(np.int32)).max())
                         step_diff[k] = (max(d, step_diff.get(k, (0,))[0]), str(v.dtype))
-    mask = y != IGNORE
     res = {}
     for name in streamers:      # None: the test split has no labelled step
         p = np.asarray(preds[name])
-        res[f"int8_acc_{name}"] = accuracy(int((p[mask] == y[mask]).sum()), int(mask.sum()))
+        n = len(p)
+        mask = y[:n] != IGNORE
+        res[f"int8_acc_{name}"] = accuracy(int((p[mask] == y[:n][mask]).sum()), int(mask.sum()))
         res[f"argmax_agreement_{name}_vs_hardened"] = accuracy(
-            int((p[mask] == float_pred[mask]).sum()), int(mask.sum()))
-    a = np.concatenate(logits["tflm"]).astype(np.int32)
+            int((p[mask] == float_pred[:n][mask]).sum()), int(mask.sum()))
+    res["int8_acc_litert_sequences"] = int(n_litert)
+    a = np.concatenate(logits["tflm"][:n_litert]).astype(np.int32)
     b = np.concatenate(logits["litert"]).astype(np.int32)
     res.update(step_diff_fields(step_diff))
     res["streamed_max_abs_diff_litert_vs_tflm"] = int(np.abs(a - b).max())
@@ -194,6 +202,15 @@ def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
     res["int8_eval_tflm"] = ("host-c" if host_logits is not None else "tflm")
     res["int8_eval_tflm_checked"] = int(len(x_q) if host_logits is None else n_check)
     return res
+
+
+LITERT_STEPS = 25_000     # LiteRT streams the first test sequences up to this many steps
+
+
+def litert_count(T: int, n: int) -> int:
+    """How many leading test sequences of n (T steps each) LiteRT streams: all of a short-
+    sequence test split, a sample of a long one (LiteRT steps from Python at ~1 ms a step)."""
+    return min(n, max(1, LITERT_STEPS // max(T, 1)))
 
 
 def points(before: float | None, after: float | None) -> float | None:
@@ -545,7 +562,9 @@ def summary(r: dict) -> str:
     return "\n".join([
         f"model id {r['model_id']}  ({r['task']}, {r['n_test']} test sequences)",
         f"accuracy: float {pct(r['float_acc'])}  hardened {pct(r['hardened_acc'])}  "
-        f"int8 TFLM {pct(r['int8_acc_tflm'])}  int8 LiteRT {pct(r['int8_acc_litert'])}",
+        f"int8 TFLM {pct(r['int8_acc_tflm'])}  int8 LiteRT {pct(r['int8_acc_litert'])}"
+        + (f" (first {r['int8_acc_litert_sequences']})"
+           if r.get("int8_acc_litert_sequences", r["n_test"]) < r["n_test"] else ""),
         f"cost: hardening {pts(r['hardening_cost_points'])} points, int8 "
         f"{pts(r['int8_cost_points_tflm'])} points; int8 vs hardened argmax agreement "
         f"{pct(r['argmax_agreement_tflm_vs_hardened'])}",

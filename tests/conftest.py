@@ -9,6 +9,7 @@ and one host build of the device app (mcu/, toy model) for the protocol and fuzz
 Under CI (`CI` set, as .ci/run runs `make test`, which installs every toolchain first) a skipped
 test fails instead, unless its reason is one of CI_MAY_SKIP: a missing install step must not
 hide behind skips. On a developer's machine skips stay skips."""
+import hashlib
 import os
 import shutil
 import subprocess
@@ -56,43 +57,65 @@ def _run(args, timeout=900):
     return res
 
 
+def shared_root(tmp_path_factory) -> Path:
+    """The temporary folder every process of this test run sees: the session's own, or under
+    pytest-xdist (`make test` runs `-n 2`) the folder above the workers' own folders."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def made_once(tmp_path_factory, key: str, path: Path, make) -> Path:
+    """`make(path)` once per test run, however many xdist workers ask: the first one builds
+    under a file lock, the others wait for it and reuse `path` (a failed build is retried
+    by the next caller, and fails there too)."""
+    from filelock import FileLock
+
+    root = shared_root(tmp_path_factory)
+    with FileLock(str(root / f"{key}.lock")):
+        if not (root / f"{key}.done").exists():
+            make(path)
+            (root / f"{key}.done").touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """A trained digits mGRADE run folder (checkpoint.pt, metrics.jsonl)."""
-    run = tmp_path_factory.mktemp("digits") / "run"
-    _run(["-m", "mgrade_edge.training.train", str(DEMO_CONFIG), "--out", str(run),
-          "--epochs", str(CI_EPOCHS)])
-    return run
+    return made_once(tmp_path_factory, "digits_run", shared_root(tmp_path_factory) / "digits" / "run",
+                     lambda run: _run(["-m", "mgrade_edge.training.train", str(DEMO_CONFIG),
+                                       "--out", str(run), "--epochs", str(CI_EPOCHS)]))
 
 
 @pytest.fixture(scope="session")
-def digits_int8(digits_run) -> Path:
+def digits_int8(tmp_path_factory, digits_run) -> Path:
     """The converted model folder (model.tflite, report.json, test_data.npz)."""
-    out = digits_run / "int8"
-    _run(["-m", "mgrade_edge.convert", str(digits_run), "--out", str(out)])
-    return out
+    return made_once(tmp_path_factory, "digits_int8", digits_run / "int8",
+                     lambda out: _run(["-m", "mgrade_edge.convert", str(digits_run),
+                                       "--out", str(out)]))
 
 
 @pytest.fixture(scope="session")
-def digits_int8_state8(digits_run) -> Path:
+def digits_int8_state8(tmp_path_factory, digits_run) -> Path:
     """The same run converted with an 8-bit minGRU state (--state-bits 8)."""
-    out = digits_run / "int8_state8"
-    _run(["-m", "mgrade_edge.convert", str(digits_run), "--out", str(out), "--state-bits", "8"])
-    return out
+    return made_once(tmp_path_factory, "digits_int8_state8", digits_run / "int8_state8",
+                     lambda out: _run(["-m", "mgrade_edge.convert", str(digits_run),
+                                       "--out", str(out), "--state-bits", "8"]))
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """cfg (tests/tiny_model.TinyConfig) -> its converted model folder (model.tflite,
-    test_data.npz), converted once per session."""
+    test_data.npz), converted once per test run (shared by the xdist workers)."""
     from tests.tiny_model import convert_tiny
 
-    root = tmp_path_factory.mktemp("tiny")
+    root = shared_root(tmp_path_factory) / "tiny"
     done: dict = {}
 
     def get(cfg) -> Path:
-        if cfg not in done:
-            done[cfg] = convert_tiny(cfg, root / cfg.name)
+        if cfg not in done:       # the name leaves out seed, inputs, classes: add a digest
+            key = f"{cfg.name}-{hashlib.sha1(repr(cfg).encode()).hexdigest()[:8]}"
+            done[cfg] = made_once(tmp_path_factory, f"tiny-{key}", root / key,
+                                  lambda out: convert_tiny(cfg, out))
         return done[cfg]
     return get
 

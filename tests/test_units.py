@@ -265,36 +265,33 @@ def _train_convert(tmp: Path, a: float, b: float, normalize: bool = True, epochs
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
-def test_unit_changes_keep_int8_at_float_and_device_at_host(tmp_path, capsys):
-    """Ten unit systems of one task (a in 1e-9..1e9, offset 0 or 1000 std): every converted
-    model's int8 accuracy (TFLite-Micro) is within 1 point of the float network's, no input
-    grid warning, and the C package fed the raw test frames gives the host reference's int8
-    frames and logits to 0 LSB (100 sequences per case)."""
+@pytest.mark.parametrize("b", OFFSETS)
+@pytest.mark.parametrize("a", SCALES)
+def test_unit_changes_keep_int8_at_float_and_device_at_host(tmp_path, capsys, a, b):
+    """Ten unit systems of one task (a in 1e-9..1e9, offset 0 or 1000 std; one case per
+    test, so that the cases spread over the xdist workers): every converted model's int8
+    accuracy (TFLite-Micro) is within 1 point of the float network's, no input grid warning,
+    and the C package fed the raw test frames gives the host reference's int8 frames and
+    logits to 0 LSB (100 sequences per case)."""
     from mgrade_edge.convert.stream import Streamer
 
-    rows = []
-    for b in OFFSETS:
-        for a in SCALES:
-            case = tmp_path / f"a{a:g}_b{b:g}"
-            case.mkdir()
-            report, run, raw = _train_convert(case, a, b)
-            out = capsys.readouterr().out
-            rows.append((a, b, report["float_acc"], report["int8_acc_tflm"]))
-            assert report["float_acc"] >= 0.8, (a, b, report["float_acc"])   # it learned
-            assert abs(report["int8_acc_tflm"] - report["float_acc"]) <= 0.01, rows[-1]
-            assert report["argmax_agreement_tflm_vs_hardened"] >= 0.98, rows[-1]
-            assert "warning: input channel" not in out, out
-            model = (run / "int8" / "model.tflite").read_bytes()
-            s = Streamer(model, "tflm")
-            frames = raw[:100]
-            q_host = s.quantize_input(frames)
-            test_q = np.load(run / "int8" / "test_data.npz")["x"]
-            np.testing.assert_array_equal(test_q[:100], q_host)
-            got = _c_frames(model, frames, case)
-            np.testing.assert_array_equal(got[..., :2], q_host)
-            for i in range(len(frames)):
-                np.testing.assert_array_equal(got[i, :, 2:], s.run(q_host[i]))
-    print("\n".join(f"a={a:g} b={b:g} std: float {f:.3f} int8 {q:.3f}" for a, b, f, q in rows))
+    report, run, raw = _train_convert(tmp_path, a, b)
+    out = capsys.readouterr().out
+    row = (a, b, report["float_acc"], report["int8_acc_tflm"])
+    assert report["float_acc"] >= 0.8, row                                   # it learned
+    assert abs(report["int8_acc_tflm"] - report["float_acc"]) <= 0.01, row
+    assert report["argmax_agreement_tflm_vs_hardened"] >= 0.98, row
+    assert "warning: input channel" not in out, out
+    model = (run / "int8" / "model.tflite").read_bytes()
+    s = Streamer(model, "tflm")
+    frames = raw[:100]
+    q_host = s.quantize_input(frames)
+    test_q = np.load(run / "int8" / "test_data.npz")["x"]
+    np.testing.assert_array_equal(test_q[:100], q_host)
+    got = _c_frames(model, frames, tmp_path)
+    np.testing.assert_array_equal(got[..., :2], q_host)
+    for i in range(len(frames)):
+        np.testing.assert_array_equal(got[i, :, 2:], s.run(q_host[i]))
 
 
 @pytest.mark.slow
