@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mgrade_edge.convert import names
+from mgrade_edge.convert.errors import ConvertError
 
 NAME = "mgrade"
 FORMAT = "mgrade-edge/step/v1"
@@ -116,8 +117,6 @@ def from_model(model) -> dict | None:
 def read(model_bytes: bytes) -> dict:
     """The metadata dict of .tflite bytes made by `python -m mgrade_edge.convert` (ConvertError if the
     bytes are no .tflite or carry no mGRADE metadata)."""
-    from mgrade_edge.convert.errors import ConvertError
-
     try:
         meta = parse(entries(model_bytes).get(NAME, b""))
     except ValueError as e:
