@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mgrade_edge.convert import names, rings
+from mgrade_edge.convert import names
 from mgrade_edge.convert.tflite_reader import Model, Operator
 from mgrade_edge.convert.tflm_params import CodegenError, op_params, zero_point
+from mgrade_edge.training import ring_layout
 
 
 @dataclass
@@ -122,8 +123,8 @@ def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> Dela
     R = int(lm.get("ring_frames", 0))
     if delays.min() < 0 or delays.max() > R or (R > 0 and delays.max() != R):
         raise CodegenError(f"{where}: delays must lie in 0..ring_frames={R} with max = R")
-    if delays.max() > rings.MAX_DELAY:
-        raise CodegenError(f"{where}: delays > {rings.MAX_DELAY} are not supported")
+    if delays.max() > ring_layout.MAX_DELAY:
+        raise CodegenError(f"{where}: delays > {ring_layout.MAX_DELAY} are not supported")
     ops = [gather.index]
     if R > 0:
         ring, idx, frame_out = (g.inp.get(names.ring(layer)), g.inp.get(names.idx(layer)),
@@ -183,7 +184,7 @@ def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> Dela
             raise CodegenError(f"{where}: tensor {t} ({T[t].name}) does not share the frame's "
                                "int8 quantization (the taps must be plain copies)")
     ops += [reshape.index, dw.index]
-    ring_len = rings.channel_lengths(delays)
+    ring_len = ring_layout.channel_lengths(delays)
     return DelayFusion(layer, sorted(ops), dw.index, frame, dw.outputs[0], p, dw.inputs[1],
                        dw.inputs[2] if len(dw.inputs) > 2 else -1, delays, ring_len, R,
                        zero_point(T[frame]), R > 0)
