@@ -67,7 +67,7 @@ from mgrade_edge.convert.graph_package import (
     LOGISTIC_KEYS, REQUANT_KEYS, add_fields, emit_op, fc_struct_lines, mul_fields,
     mult_shift_lines, pick)
 from mgrade_edge.convert.input_norm import frame_constants
-from mgrade_edge.convert.metadata import from_model as mgrade_metadata, input_norm
+from mgrade_edge.convert.metadata import StepMetadata, from_model as mgrade_metadata, input_norm
 from mgrade_edge.convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
 from mgrade_edge.convert.input16 import emit_params as input16_params, int8_view
 from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
@@ -412,7 +412,7 @@ def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = Non
     if s16:
         g = StepGraph(model, meta)
     T = model.tensors
-    H = int(meta["channels"])
+    H = StepMetadata.of(meta).channels
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
     x_t, logits_t = g.inp.get(names.X), g.out.get(names.LOGITS)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mgrade_edge.convert import names
+from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.metadata import StepMetadata
 from mgrade_edge.convert.tflite_reader import Model, Operator
 from mgrade_edge.convert.tflm_params import CodegenError, op_params, zero_point
 from mgrade_edge.training import ring_layout
@@ -112,15 +114,15 @@ def _axis(op: Operator, ndims: int) -> int:
     return a + ndims if a < 0 else a
 
 
-def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> DelayFusion:
+def _match_delay(g: StepGraph, meta: StepMetadata, layer: int, gather: Operator) -> DelayFusion:
     T, where = g.T, f"layer {layer} delay conv"
-    lm = meta["layers"][layer]
-    H = int(meta["channels"])
-    delays = np.asarray(lm.get("delays"), dtype=np.int64)
+    lm = meta.layers[layer]
+    H = meta.channels
+    delays = np.asarray(lm.delays, dtype=np.int64)
     if delays.ndim != 2 or delays.shape[0] != H:
         raise CodegenError(f"{where}: metadata delays must be [H={H}, N], got {delays.shape}")
     N = delays.shape[1]
-    R = int(lm.get("ring_frames", 0))
+    R = lm.ring_frames
     if delays.min() < 0 or delays.max() > R or (R > 0 and delays.max() != R):
         raise CodegenError(f"{where}: delays must lie in 0..ring_frames={R} with max = R")
     if delays.max() > ring_layout.MAX_DELAY:
@@ -306,17 +308,18 @@ def match(model: Model, meta: dict) -> tuple[list[DelayFusion], list[GruFusion]]
     """The per-layer fused subgraphs of an mGRADE step graph (CodegenError if it has another
     shape)."""
     g = StepGraph(model, meta)
-    layers = meta.get("layers")
-    H = meta.get("channels")
-    if not isinstance(layers, list) or not isinstance(H, int):
-        raise CodegenError("mgrade metadata has no layers/channels")
+    try:
+        step_meta = StepMetadata.of(meta)
+    except ConvertError as e:
+        raise CodegenError(str(e)) from None
+    layers = step_meta.layers
     gathers = [op for op in model.operators if op.op == "GATHER"]
-    conv_layers = [i for i, lm in enumerate(layers) if lm.get("conv")]
+    conv_layers = [i for i, lm in enumerate(layers) if lm.conv]
     if len(gathers) != len(conv_layers):
         raise CodegenError(f"metadata has {len(conv_layers)} delay-conv layers but the graph "
                            f"has {len(gathers)} GATHER ops")
-    delays = [_match_delay(g, meta, layer, gop) for layer, gop in zip(conv_layers, gathers)]
-    grus = [_match_mingru(g, i) for i, lm in enumerate(layers) if lm.get("rnn")]
+    delays = [_match_delay(g, step_meta, layer, gop) for layer, gop in zip(conv_layers, gathers)]
+    grus = [_match_mingru(g, i) for i, lm in enumerate(layers) if lm.rnn]
     seen: set[int] = set()
     for f in delays + grus:
         if seen & set(f.ops):

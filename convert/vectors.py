@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mgrade_edge.convert import names
 from mgrade_edge.convert.cemit import carray
 from mgrade_edge.convert.state16 import debug_int8
 from mgrade_edge.convert.stream import Streamer
@@ -22,7 +21,7 @@ def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np
     [S, T, n_out] and states [S, T, n_states * H] (graph output order, outputs[1:]; an int16
     minGRU state as its int8 copy, what the package's mg_model_debug_state exposes)."""
     s = Streamer(model_bytes, "tflm")
-    state_names = [n for n in s.meta["outputs"] if n != names.LOGITS]
+    state_names = s.step_meta.state_outputs
     to8 = debug_int8(model_bytes)           # convert/state16.py: {hnew<l>: int16 -> int8}
     logits, states = [], []
     for seq in x_q:

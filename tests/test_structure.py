@@ -25,10 +25,11 @@ CONVERT = ROOT / "convert"
 # lowest first; see `python -m mgrade_edge.convert.codegen --help` and docs/design.md
 LAYERS = [
     ["errors", "tflite_reader", "names", "rings"],  # ConvertError; the .tflite; tensor names; rings
-    ["spec", "raw_input"],                    # StepSpec from the network, ConvertError; raw codes
+    ["spec"],                                 # StepSpec from the network
     ["metadata", "graph"],                    # the metadata schema; the TF step graph
-    ["calibrate", "quantize", "rounding", "input_norm"],   # calibration feeds; int8
-    #   conversion; GPTQ; float frame -> int8 input (normalisation before quantisation)
+    ["calibrate", "quantize", "rounding", "input_norm", "raw_input"],   # calibration feeds;
+    #   int8 conversion; GPTQ; float frame -> int8 input (normalisation before quantisation);
+    #   raw 8-bit codes
     ["stream", "widen"],                      # the Python streamer; int16 state variant
     ["tflm_params"],                          # TFLM Prepare-time parameters
     ["arena"],                                # static memory plan
