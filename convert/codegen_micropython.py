@@ -432,7 +432,7 @@ def generate_module(model: Model, meta: dict, model_id: str,
     if x_t is None or logits_t is None or T[x_t].size != n_in or T[logits_t].size != n_out:
         raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
     g = _emit_graph(model)
-    plan, slots, ref, new_slot = g.plan, g.slots, g.ref, g.new_slot
+    plan, slots, ref = g.plan, g.slots, g.ref
     consts, decls, body, acc_max, macs = g.consts, g.decls, g.body, g.acc_max, g.macs
 
     # ---- streaming state ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch.nn as nn
 
+from mgrade_edge.convert.errors import ConvertError
 from mgrade_edge.training.layers import BatchNormChannels
 from mgrade_edge.training.model import MGradeNet
 from mgrade_edge.training.ring_layout import graph_ring_frames
