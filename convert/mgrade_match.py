@@ -206,7 +206,8 @@ def _swap_mul(p: dict) -> dict:
     return q
 
 
-def _match_mingru(g: StepGraph, layer: int) -> GruFusion:
+def _match_mingru(g: StepGraph, layer: int, H: int) -> GruFusion:
+    """Layer `layer`'s minGRU of H channels (the metadata's; the graph's state must agree)."""
     T, m, where = g.T, g.m, f"layer {layer} minGRU"
     h, hnew = g.inp.get(names.h(layer)), g.out.get(names.hnew(layer))
     if h is None or hnew is None:
@@ -214,7 +215,9 @@ def _match_mingru(g: StepGraph, layer: int) -> GruFusion:
     if not g.same_quant(h, hnew):
         raise CodegenError(f"{where}: h{layer} and hnew{layer} have different quantization; "
                            "the state must be tied (convert/quantize.py finalize)")
-    H = T[h].size
+    if T[h].size != H:
+        raise CodegenError(f"{where}: h{layer} has {T[h].size} elements, the metadata "
+                           f"{H} channels")
     add_h = g.prod(hnew, "ADD", names.hnew(layer), where)
     if h not in add_h.inputs:
         raise CodegenError(f"{where}: the last ADD does not read h{layer}")
@@ -319,7 +322,7 @@ def match(model: Model, meta: dict) -> tuple[list[DelayFusion], list[GruFusion]]
         raise CodegenError(f"metadata has {len(conv_layers)} delay-conv layers but the graph "
                            f"has {len(gathers)} GATHER ops")
     delays = [_match_delay(g, step_meta, layer, gop) for layer, gop in zip(conv_layers, gathers)]
-    grus = [_match_mingru(g, i) for i, lm in enumerate(layers) if lm.rnn]
+    grus = [_match_mingru(g, i, step_meta.channels) for i, lm in enumerate(layers) if lm.rnn]
     seen: set[int] = set()
     for f in delays + grus:
         if seen & set(f.ops):
