@@ -383,7 +383,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mgrade_edge.convert.spec import ConvertError
+    from mgrade_edge.convert.errors import ConvertError
     from mgrade_edge.training.checkpoint import CheckpointError, load_model
     from mgrade_edge.training.tasks import TaskError, load_task
 

@@ -142,7 +142,7 @@ def generate(model_dir, gen_dir, n_seq: int = 50) -> dict:
     """The model package + TFLM reference vectors (first n_seq test sequences) in gen_dir.
     Returns the codegen summary with the reference arrays under 'ref'."""
     from mgrade_edge.convert.codegen import generate as codegen
-    from mgrade_edge.host_tools.vectors import reference_steps, write_test_vectors
+    from mgrade_edge.convert.vectors import reference_steps, write_test_vectors
 
     model_dir = Path(model_dir)
     model_bytes = (model_dir / "model.tflite").read_bytes()

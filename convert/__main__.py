@@ -106,7 +106,8 @@ from mgrade_edge.convert import host_eval, names, rounding  # noqa: E402
 from mgrade_edge.convert.graph import state_pairs  # noqa: E402
 from mgrade_edge.convert.quantize import convert_int8, finalize, op_names, read_metadata  # noqa: E402
 from mgrade_edge.convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units  # noqa: E402
-from mgrade_edge.convert.spec import ConvertError, extract  # noqa: E402
+from mgrade_edge.convert.errors import ConvertError  # noqa: E402
+from mgrade_edge.convert.spec import extract  # noqa: E402
 from mgrade_edge.convert.stream import (STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16,  # noqa: E402
                             Streamer, predictions, tflm_arena_bytes)
 from mgrade_edge.convert.tflite_reader import model_id  # noqa: E402

@@ -53,6 +53,7 @@ if __name__ == "__main__":    # outside the project's venv: one line, not a trac
 
 from mgrade_edge.convert import resources
 from mgrade_edge.convert.codegen_mgrade import generate_package
+from mgrade_edge.convert.errors import ConvertError
 from mgrade_edge.convert.graph_package import generate_graph_package
 from mgrade_edge.convert.metadata import from_model
 from mgrade_edge.convert.tflite_reader import Model, TFLiteReadError, read_tflite
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
         print(f"codegen: error: {a.model}: {e}; give an int8 .tflite made by `python -m mgrade_edge.convert`"
               f" (or TFLite's converter)", file=sys.stderr)
         return 2
-    except (CodegenError, OSError) as e:
+    except (CodegenError, ConvertError, OSError) as e:
         print(f"codegen: error: {e}", file=sys.stderr)
         return 2
     if "summary" in s:

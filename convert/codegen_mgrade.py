@@ -15,7 +15,7 @@ compiled with mcu/runtime/{mg_quant,mg_kernels,mg_delay,mg_mingru}.c (include mc
 The .tflite is the only source: shapes, quantization, delays and ring sizes come from it.
 One writer per generated file (`model_data_c`, `model_c`, `model_data_h`) over one analysed
 `Package` (`analyse`: fusions from convert/mgrade_match.py, the memory plan, ring layout from
-convert/rings.py, constants).
+training/ring_layout.py, constants).
 
 What the package does per step, compared with the interpreter graph:
 
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgrade_edge.convert import names, rings
+from mgrade_edge.convert import names
 from mgrade_edge.convert.arena import Plan, plan_memory
 from mgrade_edge.convert.cemit import (
     ROM_EXTERN, carray, cfloat, clist, const_tensor_lines, ctype, int_array, struct_decl,
@@ -67,13 +67,14 @@ from mgrade_edge.convert.graph_package import (
     LOGISTIC_KEYS, REQUANT_KEYS, add_fields, emit_op, fc_struct_lines, mul_fields,
     mult_shift_lines, pick)
 from mgrade_edge.convert.input_norm import frame_constants
-from mgrade_edge.convert.metadata import from_model as mgrade_metadata, input_norm
+from mgrade_edge.convert.metadata import StepMetadata, from_model as mgrade_metadata, input_norm
 from mgrade_edge.convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
 from mgrade_edge.convert.input16 import emit_params as input16_params, int8_view
 from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
 from mgrade_edge.convert.tflite_reader import Model, Operator, read_tflite
 from mgrade_edge.convert.tflm_params import (
     ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
+from mgrade_edge.training import ring_layout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +412,7 @@ def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = Non
     if s16:
         g = StepGraph(model, meta)
     T = model.tensors
-    H = int(meta["channels"])
+    H = StepMetadata.of(meta).channels
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
     x_t, logits_t = g.inp.get(names.X), g.out.get(names.LOGITS)
@@ -468,16 +469,16 @@ def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = Non
     macs_graph = sum(op_macs(op, op_params(model, op)) for op in model.operators)
     macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * H for f in grus if f.shares_dot)
 
-    # --- rings (convert/rings.py) ---------------------------------------------------------------
+    # --- rings (training/ring_layout.py) --------------------------------------------------------
     ring_info = []
     for f in delays:
         span = layers[f.layer].get("kernel_span", meta.get("kernel_span"))
-        plain = rings.plain_frames(span, f.delays)
+        plain = ring_layout.plain_frames(span, f.delays)
         ring_info.append(dict(layer=f.layer, bytes=int(f.ring_len.sum()),
-                              offsets=rings.offsets(f.ring_len),
+                              offsets=ring_layout.offsets(f.ring_len),
                               graph_bytes=f.graph_ring_frames * H, plain_frames=plain,
                               plain_bytes=plain * H, kernel_span=span))
-    period = rings.wrap_period(v for f in delays for v in f.ring_len)
+    period = ring_layout.wrap_period(v for f in delays for v in f.ring_len)
 
     # --- constants ------------------------------------------------------------------------------
     used_consts: set[int] = set()

@@ -43,10 +43,10 @@ import numpy as np
 from mgrade_edge.convert import names
 from mgrade_edge.convert.arena import plan_memory
 from mgrade_edge.convert.input_norm import frame_constants
-from mgrade_edge.convert.metadata import from_model as mgrade_metadata, input_norm
+from mgrade_edge.convert.metadata import StepMetadata, from_model as mgrade_metadata
 from mgrade_edge.convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
 from mgrade_edge.convert.tflm_params import (
-    ALIAS_OPS, SUPPORTED_OPS, CodegenError, op_macs, op_params, zero_point)
+    ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC_DIR = ROOT / "mcu" / "micropython"
@@ -135,31 +135,34 @@ def _resolve_broadcast(T, op, bc: dict, ref, decls: list):
     return None, direct
 
 
-def _emit_graph(model: Model) -> dict:
-    """The operators of a graph as MicroPython statements on `t` (the Model's buffer list):
-    slots (constructor expressions of t[k]), module-level constants and parameters, the step
-    body, and ref(tensor) -> the Python expression of a tensor's buffer."""
-    T = model.tensors
-    for op in model.operators:
-        if op.op not in SUPPORTED_OPS:
-            raise CodegenError(f"operator {op.op} (op {op.index}) is not supported "
-                               f"(supported: {', '.join(SUPPORTED_OPS)})")
-    if model.num_subgraphs != 1:
-        raise CodegenError(f"model has {model.num_subgraphs} subgraphs; only 1 is supported")
-    q = _mg_quant()
-    plan = plan_memory(model)
-    params = [op_params(model, op) for op in model.operators]
+class GraphCode:
+    """A graph's operators as MicroPython statements on `t` (the Model's buffer list), built
+    op by op (`emit_graph`):
+    plan: the static memory plan (convert/arena.py); slots: the constructor expression of each
+    t[k] (graph inputs and outputs first); ref(tensor) -> the Python expression of its
+    buffer (making its slot on first use); consts: tensor -> the literal of module-level _C<k>;
+    decls: module-level parameter lines (_P, _Q, _O, _W, _L, _B, _E); body: the step's
+    statements; acc_max: int32 accumulator elements the step needs; macs: multiply-accumulates
+    per step."""
 
-    # ---- buffers: slot k of Model._t ------------------------------------------------------
-    slots: list[str] = []            # constructor expression of each slot
-    arena_slot: dict[tuple, int] = {}
+    def __init__(self, model: Model):
+        self.T = model.tensors
+        self.plan = plan_memory(model)
+        self.slots: list[str] = []
+        self._arena_slot: dict[tuple, int] = {}
+        self.consts: dict[int, str] = {}
+        self.decls: list[str] = []
+        self.body: list[str] = []
+        self.acc_max = 0
+        self.macs = 0
 
-    def new_slot(expr: str) -> int:
-        slots.append(expr)
-        return len(slots) - 1
+    def new_slot(self, expr: str) -> int:
+        """Append a slot of Model._t made by `expr`; its index."""
+        self.slots.append(expr)
+        return len(self.slots) - 1
 
-    def tensor_expr(ti: int) -> str:
-        t, lc = T[ti], plan.loc[ti]
+    def _tensor_expr(self, ti: int) -> str:
+        t, lc = self.T[ti], self.plan.loc[ti]
         if t.dtype not in (np.int8, np.int32):
             raise CodegenError(f"tensor {ti} ({t.name}) has type {t.type_name}")
         if lc.kind in ("input", "output"):
@@ -168,166 +171,214 @@ def _emit_graph(model: Model) -> dict:
             raise CodegenError(f"int32 intermediate tensor {ti} ({t.name}) is not supported")
         return f"mv[{lc.offset}:{lc.offset + t.nbytes}]"
 
-    def ref(ti: int) -> str:
+    def ref(self, ti: int) -> str:
+        """The Python expression of tensor ti's buffer ("None" for an absent input)."""
         if ti < 0:
             return "None"
-        lc = plan.loc[ti]
+        lc = self.plan.loc[ti]
         if lc.kind == "const":
             return f"_C{lc.index}"
-        key = (lc.kind, lc.index, lc.offset, T[ti].nbytes)
-        if key not in arena_slot:
-            arena_slot[key] = new_slot(tensor_expr(ti))
-        return f"t[{arena_slot[key]}]"
+        key = (lc.kind, lc.index, lc.offset, self.T[ti].nbytes)
+        if key not in self._arena_slot:
+            self._arena_slot[key] = self.new_slot(self._tensor_expr(ti))
+        return f"t[{self._arena_slot[key]}]"
 
-    # graph inputs/outputs first, in a fixed order
-    for ti in model.inputs + model.outputs:
-        ref(ti)
-
-    consts: dict[int, str] = {}
-
-    def const(ti: int, python_read: bool) -> None:
-        t = T[ti]
-        if ti in consts and (not python_read or consts[ti].startswith("array")):
+    def const(self, ti: int, python_read: bool) -> None:
+        """Declare constant tensor ti: an int8 array() where Python code reads it, else raw
+        bytes for viper; int32 (GATHER indices) as raw bytes."""
+        t = self.T[ti]
+        if ti in self.consts and (not python_read or self.consts[ti].startswith("array")):
             return
         if t.dtype == np.int8:
             lit = _bytes_lit(t.data)
-            consts[ti] = f"array('b', {lit})" if python_read else lit
+            self.consts[ti] = f"array('b', {lit})" if python_read else lit
         elif t.dtype == np.int32:
-            consts[ti] = _i32(t.data.reshape(-1))       # GATHER indices: read by viper only
+            self.consts[ti] = _i32(t.data.reshape(-1))       # GATHER indices: read by viper only
         else:
             raise CodegenError(f"constant tensor {ti} ({t.name}) has type {t.type_name}")
 
-    decls: list[str] = []
-    body: list[str] = []
-    acc_max = 0
-    macs = 0
+
+def _check_multipliers(op, p: dict) -> None:
+    """mbqm32 takes multipliers in [0, 2^31) (as quantize_multiplier makes them, which also
+    rules out SRDHM's saturation case); ADD/SUB rescale with right shifts only."""
+    mults = [m for k in ("multiplier", "input1_multiplier", "input2_multiplier",
+                         "output_multiplier")
+             for m in (p.get(k, []) if isinstance(p.get(k, []), list) else [p[k]])] \
+        if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL") else []
+    if any(m < 0 for m in mults) or (op.op in ("ADD", "SUB") and any(
+            p[k] > 0 for k in ("input1_shift", "input2_shift", "output_shift"))):
+        raise CodegenError(f"op {op.index} ({op.op}): unexpected multiplier/shift {mults}")
+
+
+def _declare_constants(g: GraphCode, op) -> None:
+    """The op's constant inputs as module-level _C<k> (biases are part of its _Q line)."""
+    for k, i in enumerate(op.inputs):
+        if i < 0 or not g.T[i].is_const or (op.op in ALIAS_OPS and k > 0):
+            continue
+        if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D") and k == 2:
+            continue                               # bias: part of the op's _Q parameters
+        g.const(i, python_read=op.op not in _VIPER_CONSUMERS)
+
+
+def _emit_fc_or_depthwise(g: GraphCode, op, p: dict) -> None:
+    """FULLY_CONNECTED / DEPTHWISE_CONV_2D: int32 accumulation (viper), per-channel mbqm32,
+    clamp to int8."""
+    n, o, T, ref = op.index, op.outputs[0], g.T, g.ref
+    b = op.inputs[2] if len(op.inputs) > 2 else -1
+    if op.op == "FULLY_CONNECTED":
+        foff = 0 if p["per_channel"] else p["filter_offset"]
+        g.decls.append(f"_P{n} = {_h([p['batches'], p['accum_depth'], p['output_depth'], p['input_offset'], foff], f'op {n}')}")
+        count, nch = p["batches"] * p["output_depth"], p["output_depth"]
+        g.body.append(f"        fc_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+    else:
+        keys = ["batches", "in_h", "in_w", "in_c", "filt_h", "filt_w", "out_h", "out_w",
+                "out_c", "depth_multiplier", "stride_h", "stride_w", "dilation_h",
+                "dilation_w", "pad_h", "pad_w", "input_offset"]
+        g.decls.append(f"_P{n} = {_h([p[k] for k in keys], f'op {n}')}")
+        count, nch = T[o].size, p["out_c"]
+        g.body.append(f"        dw_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+    g.acc_max = max(g.acc_max, count)
+    mult = list(p["multiplier"])
+    per = int(len(mult) > 1)
+    bias = list(T[b].data.reshape(-1)) if b >= 0 else []
+    g.decls.append(f"_Q{n} = {_i32([nch, per, int(b >= 0)] + bias + mult + list(p['shift']))}")
+    g.decls.append(f"_O{n} = {_i32([count, p['output_offset'], p['act_min'], p['act_max']])}")
+    g.body.append(f"        mbqm32(acc, {count}, _Q{n})")
+    g.body.append(f"        clamp8({ref(o)}, acc, _O{n})")
+
+
+def _emit_arithmetic_direct(g: GraphCode, op, p: dict, refs) -> None:
+    """ADD / SUB / MUL on operands read directly (no broadcast map): viper widen, mbqm32,
+    combine, clamp."""
+    n, o, decls, body = op.index, op.outputs[0], g.decls, g.body
+    cnt = p["bc"]["count"]
+    g.acc_max = max(g.acc_max, cnt)
+    a_, b_ = refs
+    decls.append(f"_O{n} = {_i32([cnt, p['output_offset'], p['act_min'], p['act_max']])}")
+    if op.op == "MUL":
+        decls.append(f"_W{n} = {_i32([cnt, 1, p['input1_offset'], p['input2_offset'], 0])}")
+        decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
+        body.append(f"        widen(acc, {a_}, {b_}, _W{n})")
+    else:
+        for k in (1, 2):
+            decls.append(f"_W{n}_{k} = {_i32([cnt, 0, p[f'input{k}_offset'], 0, p['left_shift']])}")
+            decls.append(f"_Q{n}_{k} = {_i32([1, 0, 0, p[f'input{k}_multiplier'], p[f'input{k}_shift']])}")
+        decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
+        body.append(f"        widen(acc, {a_}, {a_}, _W{n}_1)")
+        body.append(f"        mbqm32(acc, {cnt}, _Q{n}_1)")
+        body.append(f"        widen(acc2, {b_}, {b_}, _W{n}_2)")
+        body.append(f"        mbqm32(acc2, {cnt}, _Q{n}_2)")
+        body.append(f"        combine(acc, acc2, {cnt}, {int(op.op == 'SUB')})")
+    body.append(f"        mbqm32(acc, {cnt}, _Q{n})")
+    body.append(f"        clamp8({g.ref(o)}, acc, _O{n})")
+
+
+def _emit_elementwise_broadcast(g: GraphCode, op, p: dict, maps, refs) -> None:
+    """ADD / SUB / MUL / MINIMUM / MAXIMUM whose broadcasting no pre-expanded constant
+    resolves: native Python-int loops over the broadcast maps _B<n>."""
+    n, o = op.index, op.outputs[0]
+    g.decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
+    a_, b_, cnt = refs[0], refs[1], p["bc"]["count"]
+    if op.op in ("ADD", "SUB"):
+        keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
+                "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
+                "output_multiplier", "output_shift", "act_min", "act_max"]
+        g.decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+        g.body.append(f"        add_sub({g.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n}, "
+                      f"{op.op == 'SUB'})")
+    elif op.op == "MUL":
+        keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
+                "output_shift", "act_min", "act_max"]
+        g.decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+        g.body.append(f"        mul({g.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n})")
+    else:
+        g.body.append(f"        min_max({g.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, "
+                      f"{op.op == 'MAXIMUM'})")
+
+
+def _emit_elementwise(g: GraphCode, op, p: dict) -> None:
+    """The binary elementwise ops: direct arithmetic, direct MINIMUM/MAXIMUM, or broadcast."""
+    maps, refs = _resolve_broadcast(g.T, op, p["bc"], g.ref, g.decls)
+    if maps is not None:
+        _emit_elementwise_broadcast(g, op, p, maps, refs)
+    elif op.op in ("ADD", "SUB", "MUL"):
+        _emit_arithmetic_direct(g, op, p, refs)
+    else:
+        g.body.append(f"        min_max({g.ref(op.outputs[0])}, {refs[0]}, {refs[1]}, "
+                      f"{p['bc']['count']}, None, {op.op == 'MAXIMUM'})")
+
+
+def _emit_lookup_table(g: GraphCode, op, p: dict, q) -> None:
+    """LOGISTIC, RELU, QUANTIZE: a 256-entry int8 table _L<n> (the board's own mg_quant
+    arithmetic, q) applied by lut8."""
+    n = op.index
+    if op.op == "LOGISTIC":
+        tab = _table(lambda v: q.logistic1(v, p["input_zero_point"], p["input_range_radius"],
+                                           p["input_multiplier"], p["input_left_shift"]))
+    else:
+        tab = _table(lambda v: q.requant1(v, p["input_offset"], p["output_offset"],
+                                          p["multiplier"], p["shift"], p["act_min"],
+                                          p["act_max"]))
+    g.decls.append(f"_L{n} = {tab!r}")
+    g.body.append(f"        lut8({g.ref(op.outputs[0])}, {g.ref(op.inputs[0])}, _L{n}, "
+                  f"{p['size']})")
+
+
+def _emit_data_movement(g: GraphCode, op, p: dict) -> None:
+    """CONCATENATION, GATHER and the alias ops (RESHAPE, SQUEEZE, EXPAND_DIMS)."""
+    n, o, ref = op.index, op.outputs[0], g.ref
+    if op.op == "CONCATENATION" and p["outer"] == 1 and g.plan.loc[o].kind == "arena":
+        # one copy per input into a view of the output made once in Model() (no
+        # allocation per step)
+        pos = g.plan.loc[o].offset
+        for i, nb in zip(op.inputs, p["copy_bytes"]):
+            dst = g.new_slot(f"mv[{pos}:{pos + nb}]")
+            g.body.append(f"        copy8(t[{dst}], {ref(i)}, {nb})")
+            pos += nb
+    elif op.op == "CONCATENATION":
+        ins = ", ".join(ref(i) for i in op.inputs)
+        g.body.append(f"        concat({ref(o)}, ({ins},), {p['outer']}, "
+                      f"{_tuple(p['copy_bytes'])})")
+    elif op.op == "GATHER":
+        keys = ["batch_size", "outer_size", "axis_size", "inner_size", "coord_size"]
+        vals = [p[k] for k in keys]
+        vals[3] *= p["elem_bytes"]
+        g.decls.append(f"_P{n} = {_h(vals, f'op {n}')}")
+        g.body.append(f"        gather({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+    elif op.op in ALIAS_OPS:
+        src = op.inputs[0]
+        if ref(src) != ref(o):
+            g.body.append(f"        copy8({ref(o)}, {ref(src)}, {g.T[o].nbytes})")
+        else:
+            g.body[-1] += " (alias)"
+
+
+def _emit_graph(model: Model) -> GraphCode:
+    """The operators of a supported one-subgraph graph (tflm_params.check_supported) as
+    MicroPython statements (GraphCode)."""
+    check_supported(model)
+    q = _mg_quant()
+    g = GraphCode(model)
+    params = [op_params(model, op) for op in model.operators]
+    for ti in model.inputs + model.outputs:          # graph inputs/outputs first, fixed order
+        g.ref(ti)
     for op, p in zip(model.operators, params):
-        n, o = op.index, op.outputs[0]
-        macs += op_macs(op, p)
-        # mbqm32 takes multipliers in [0, 2^31) (as quantize_multiplier makes them, which also
-        # rules out SRDHM's saturation case); ADD/SUB rescale with right shifts only
-        mults = [m for k in ("multiplier", "input1_multiplier", "input2_multiplier",
-                             "output_multiplier")
-                 for m in (p.get(k, []) if isinstance(p.get(k, []), list) else [p[k]])] \
-            if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL") else []
-        if any(m < 0 for m in mults) or (op.op in ("ADD", "SUB") and any(
-                p[k] > 0 for k in ("input1_shift", "input2_shift", "output_shift"))):
-            raise CodegenError(f"op {n} ({op.op}): unexpected multiplier/shift {mults}")
-        for k, i in enumerate(op.inputs):
-            if i < 0 or not T[i].is_const or (op.op in ALIAS_OPS and k > 0):
-                continue
-            if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D") and k == 2:
-                continue                               # bias: part of the op's _Q parameters
-            else:
-                const(i, python_read=op.op not in _VIPER_CONSUMERS)
-        body.append(f"        # op {n}: {op.op} -> tensor {o} {list(T[o].shape)}")
-        maps, refs = None, None
-        if op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
-            maps, refs = _resolve_broadcast(T, op, p["bc"], ref, decls)
+        g.macs += op_macs(op, p)
+        _check_multipliers(op, p)
+        _declare_constants(g, op)
+        g.body.append(f"        # op {op.index}: {op.op} -> tensor {op.outputs[0]} "
+                      f"{list(g.T[op.outputs[0]].shape)}")
         if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
-            b = op.inputs[2] if len(op.inputs) > 2 else -1
-            if op.op == "FULLY_CONNECTED":
-                foff = 0 if p["per_channel"] else p["filter_offset"]
-                decls.append(f"_P{n} = {_h([p['batches'], p['accum_depth'], p['output_depth'], p['input_offset'], foff], f'op {n}')}")
-                count, nch = p["batches"] * p["output_depth"], p["output_depth"]
-                body.append(f"        fc_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
-            else:
-                keys = ["batches", "in_h", "in_w", "in_c", "filt_h", "filt_w", "out_h", "out_w",
-                        "out_c", "depth_multiplier", "stride_h", "stride_w", "dilation_h",
-                        "dilation_w", "pad_h", "pad_w", "input_offset"]
-                decls.append(f"_P{n} = {_h([p[k] for k in keys], f'op {n}')}")
-                count, nch = T[o].size, p["out_c"]
-                body.append(f"        dw_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
-            acc_max = max(acc_max, count)
-            mult = list(p["multiplier"])
-            per = int(len(mult) > 1)
-            bias = list(T[b].data.reshape(-1)) if b >= 0 else []
-            decls.append(f"_Q{n} = {_i32([nch, per, int(b >= 0)] + bias + mult + list(p['shift']))}")
-            decls.append(f"_O{n} = {_i32([count, p['output_offset'], p['act_min'], p['act_max']])}")
-            body.append(f"        mbqm32(acc, {count}, _Q{n})")
-            body.append(f"        clamp8({ref(o)}, acc, _O{n})")
-        elif op.op in ("ADD", "SUB", "MUL") and maps is None:
-            cnt = p["bc"]["count"]
-            acc_max = max(acc_max, cnt)
-            a_, b_ = refs
-            decls.append(f"_O{n} = {_i32([cnt, p['output_offset'], p['act_min'], p['act_max']])}")
-            if op.op == "MUL":
-                decls.append(f"_W{n} = {_i32([cnt, 1, p['input1_offset'], p['input2_offset'], 0])}")
-                decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
-                body.append(f"        widen(acc, {a_}, {b_}, _W{n})")
-            else:
-                for k in (1, 2):
-                    decls.append(f"_W{n}_{k} = {_i32([cnt, 0, p[f'input{k}_offset'], 0, p['left_shift']])}")
-                    decls.append(f"_Q{n}_{k} = {_i32([1, 0, 0, p[f'input{k}_multiplier'], p[f'input{k}_shift']])}")
-                decls.append(f"_Q{n} = {_i32([1, 0, 0, p['output_multiplier'], p['output_shift']])}")
-                body.append(f"        widen(acc, {a_}, {a_}, _W{n}_1)")
-                body.append(f"        mbqm32(acc, {cnt}, _Q{n}_1)")
-                body.append(f"        widen(acc2, {b_}, {b_}, _W{n}_2)")
-                body.append(f"        mbqm32(acc2, {cnt}, _Q{n}_2)")
-                body.append(f"        combine(acc, acc2, {cnt}, {int(op.op == 'SUB')})")
-            body.append(f"        mbqm32(acc, {cnt}, _Q{n})")
-            body.append(f"        clamp8({ref(o)}, acc, _O{n})")
-        elif op.op in ("MINIMUM", "MAXIMUM") and maps is None:
-            body.append(f"        min_max({ref(o)}, {refs[0]}, {refs[1]}, {p['bc']['count']}, "
-                        f"None, {op.op == 'MAXIMUM'})")
+            _emit_fc_or_depthwise(g, op, p)
         elif op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
-            # broadcasting that no pre-expanded constant resolves: native Python-int loops
-            decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
-            a_, b_, cnt = refs[0], refs[1], p["bc"]["count"]
-            if op.op in ("ADD", "SUB"):
-                keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
-                        "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
-                        "output_multiplier", "output_shift", "act_min", "act_max"]
-                decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
-                body.append(f"        add_sub({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n}, "
-                            f"{op.op == 'SUB'})")
-            elif op.op == "MUL":
-                keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
-                        "output_shift", "act_min", "act_max"]
-                decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
-                body.append(f"        mul({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n})")
-            else:
-                body.append(f"        min_max({ref(o)}, {a_}, {b_}, {cnt}, _B{n}, "
-                            f"{op.op == 'MAXIMUM'})")
-        elif op.op == "LOGISTIC":
-            tab = _table(lambda v: q.logistic1(v, p["input_zero_point"], p["input_range_radius"],
-                                               p["input_multiplier"], p["input_left_shift"]))
-            decls.append(f"_L{n} = {tab!r}")
-            body.append(f"        lut8({ref(o)}, {ref(op.inputs[0])}, _L{n}, {p['size']})")
-        elif op.op in ("RELU", "QUANTIZE"):
-            tab = _table(lambda v: q.requant1(v, p["input_offset"], p["output_offset"],
-                                              p["multiplier"], p["shift"], p["act_min"],
-                                              p["act_max"]))
-            decls.append(f"_L{n} = {tab!r}")
-            body.append(f"        lut8({ref(o)}, {ref(op.inputs[0])}, _L{n}, {p['size']})")
-        elif op.op == "CONCATENATION" and p["outer"] == 1 and plan.loc[o].kind == "arena":
-            # one copy per input into a view of the output made once in Model() (no
-            # allocation per step)
-            pos = plan.loc[o].offset
-            for i, nb in zip(op.inputs, p["copy_bytes"]):
-                dst = new_slot(f"mv[{pos}:{pos + nb}]")
-                body.append(f"        copy8(t[{dst}], {ref(i)}, {nb})")
-                pos += nb
-        elif op.op == "CONCATENATION":
-            ins = ", ".join(ref(i) for i in op.inputs)
-            body.append(f"        concat({ref(o)}, ({ins},), {p['outer']}, "
-                        f"{_tuple(p['copy_bytes'])})")
-        elif op.op == "GATHER":
-            keys = ["batch_size", "outer_size", "axis_size", "inner_size", "coord_size"]
-            vals = [p[k] for k in keys]
-            vals[3] *= p["elem_bytes"]
-            decls.append(f"_P{n} = {_h(vals, f'op {n}')}")
-            body.append(f"        gather({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
-        elif op.op in ALIAS_OPS:
-            src = op.inputs[0]
-            if ref(src) != ref(o):
-                body.append(f"        copy8({ref(o)}, {ref(src)}, {T[o].nbytes})")
-            else:
-                body[-1] += " (alias)"
-    for ti, slot in plan.copies:
+            _emit_elementwise(g, op, p)
+        elif op.op in ("LOGISTIC", "RELU", "QUANTIZE"):
+            _emit_lookup_table(g, op, p, q)
+        else:
+            _emit_data_movement(g, op, p)
+    for ti, slot in g.plan.copies:
         raise CodegenError(f"graph output {slot} (tensor {ti}) is not produced by an operator")
-    return dict(plan=plan, slots=slots, ref=ref, new_slot=new_slot, consts=consts,
-                decls=decls, body=body, acc_max=acc_max, macs=macs)
+    return g
 
 
 def state8_command(model_path: Path | None) -> str:
@@ -368,30 +419,30 @@ def generate_module(model: Model, meta: dict, model_id: str,
     """The source of mg_model.py and a summary dict (model_path: where the .tflite was read,
     named in a refusal's conversion command)."""
     T = model.tensors
-    names_in, names_out = meta["inputs"], meta["outputs"]
+    step_meta = StepMetadata.of(meta)
+    names_in, names_out = step_meta.inputs, step_meta.outputs
     if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
         raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
     inp = dict(zip(names_in, model.inputs))
     outp = dict(zip(names_out, model.outputs))
     refuse_state16(model, model_path)
-    H = int(meta["channels"])
-    n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
+    H = step_meta.channels
+    n_in, n_out = step_meta.n_in, step_meta.n_classes
     x_t, logits_t = inp.get("x"), outp.get("logits")
     if x_t is None or logits_t is None or T[x_t].size != n_in or T[logits_t].size != n_out:
         raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
     g = _emit_graph(model)
-    plan, slots, ref, new_slot = g["plan"], g["slots"], g["ref"], g["new_slot"]
-    consts, decls, body, acc_max, macs = g["consts"], g["decls"], g["body"], g["acc_max"], \
-        g["macs"]
+    plan, slots, ref = g.plan, g.slots, g.ref
+    consts, decls, body, acc_max, macs = g.consts, g.decls, g.body, g.acc_max, g.macs
 
     # ---- streaming state ------------------------------------------------------------------
     init, reset, pre, post = [], [], [], []
     rings = []
-    for i, lm in enumerate(meta["layers"]):
-        R = int(lm.get("ring_frames", 0))
+    for i, lm in enumerate(step_meta.layers):
+        R = lm.ring_frames
         if R > 0:
             ring, idx, frame = inp[names.ring(i)], inp[names.idx(i)], outp[names.frame(i)]
-            d = np.asarray(lm["delays"], dtype=np.int64)        # [H, N]
+            d = lm.delay_array                                  # [H, N]
             if d.shape[0] != H or d.min() < 0 or d.max() > R:
                 raise CodegenError(f"layer {i}: delays must be [H={H}, N] within 0..{R}")
             N = d.shape[1]
@@ -408,24 +459,24 @@ def generate_module(model: Model, meta: dict, model_id: str,
             post.append(f"        copy8(self._ring{i}[self._w{i}], {ref(frame)}, {H})")
             post.append(f"        self._w{i} = self._w{i} + 1 if self._w{i} + 1 < {R} else 0")
             rings.append(R * H)
-        if lm.get("rnn"):
+        if lm.rnn:
             h, hn = inp[names.h(i)], outp[names.hnew(i)]
             if T[h].size != H or T[hn].size != H:
                 raise CodegenError(f"layer {i}: h{i}/hnew{i} must have {H} elements")
             reset.append(f"        fill8({ref(h).replace('t[', 'self._t[')}, {zero_point(T[h])}, {H})")
             post.append(f"        copy8({ref(h)}, {ref(hn)}, {H})")
-    states = [nm for nm in names_out if nm != "logits"]
+    states = step_meta.state_outputs
 
     xq, lq = T[x_t].quant, T[logits_t].quant
-    in_mean, in_step = frame_constants(meta, xq.scale[0])
-    name = str(meta.get("task") or "mgrade")[:31].replace('"', "")
+    in_mean, in_step = frame_constants(step_meta, xq.scale[0])
+    name = str(step_meta.task or "mgrade")[:31].replace('"', "")
     lines = [
         f'"""mGRADE model {model_id} (\'{name}\') for MicroPython. Generated by',
         "convert/codegen_micropython.py from model.tflite; do not edit.",
         "",
         "    m = Model(); logits = m.step(frame); m.reset()",
         "",
-        f"x int8 [{n_in}] -> logits int8 [{n_out}] per step; {len(meta['layers'])} layers of "
+        f"x int8 [{n_in}] -> logits int8 [{n_out}] per step; {len(step_meta.layers)} layers of "
         f"H = {H}; bit-exact with the TFLite-Micro interpreter.",
         '"""',
         "from array import array",
@@ -440,7 +491,7 @@ def generate_module(model: Model, meta: dict, model_id: str,
         f"MACS_PER_STEP = {macs}",
         f"INPUT_SCALE = {float(xq.scale[0])!r}",
         f"INPUT_ZERO_POINT = {zero_point(T[x_t])}",
-        f"INPUT_NORMALISED = {input_norm(meta) is not None}   # quantize() normalises first",
+        f"INPUT_NORMALISED = {step_meta.input_mean_std is not None}   # quantize() normalises first",
         "# quantize(): per-channel mean and step = std * INPUT_SCALE (float32, little-endian:",
         "# the exact constants of the host and the C package, convert/input_norm.py)",
         f"_IN_MEAN = array('f', {in_mean.astype('<f4').tobytes()!r})",
@@ -539,7 +590,7 @@ def generate_graph_module(model: Model, model_id: str) -> tuple[str, dict]:
     (the counterpart of convert/graph_package.py's mg_graph_invoke; used to test every kernel)."""
     T = model.tensors
     g = _emit_graph(model)
-    ref = g["ref"]
+    ref = g.ref
     io = lambda idx: tuple((T[i].name, "b" if T[i].dtype == np.int8 else "i", T[i].nbytes)  # noqa: E731
                            for i in idx)
     lines = [
@@ -555,20 +606,20 @@ def generate_graph_module(model: Model, model_id: str) -> tuple[str, dict]:
         f"OUTPUTS = {io(model.outputs)!r}",
         "",
     ]
-    lines += [f"_C{ti} = {v}" for ti, v in sorted(g["consts"].items())] + g["decls"]
+    lines += [f"_C{ti} = {v}" for ti, v in sorted(g.consts.items())] + g.decls
     lines += [
         "",
         "",
         "class Graph:",
         "    def __init__(self):",
-        f"        arena = array('b', bytes({max(g['plan'].arena_bytes, 1)}))",
+        f"        arena = array('b', bytes({max(g.plan.arena_bytes, 1)}))",
         "        mv = memoryview(arena)",
         "        self._arena = arena",
         "        self._t = [",
-    ] + [f"            {e}," for e in g["slots"]] + [
+    ] + [f"            {e}," for e in g.slots] + [
         "        ]",
-        f"        self._acc = array('i', bytes({4 * max(g['acc_max'], 1)}))",
-        f"        self._acc2 = array('i', bytes({4 * max(g['acc_max'], 1)}))",
+        f"        self._acc = array('i', bytes({4 * max(g.acc_max, 1)}))",
+        f"        self._acc2 = array('i', bytes({4 * max(g.acc_max, 1)}))",
         "",
         "    def invoke(self, inputs):",
         '        """inputs: buffers of the graph inputs (INPUTS order) -> the output buffers."""',
@@ -578,14 +629,14 @@ def generate_graph_module(model: Model, model_id: str) -> tuple[str, dict]:
     ]
     lines += [f"        copy8({ref(ti)}, inputs[{k}], {T[ti].nbytes})"
               for k, ti in enumerate(model.inputs)]
-    lines += g["body"]
+    lines += g.body
     lines += [f"        return [{', '.join(ref(ti) for ti in model.outputs)}]", ""]
     return "\n".join(lines), {"model_id": model_id, "name": "graph", "ops": len(model.operators),
-                              "arena_bytes": g["plan"].arena_bytes, "ring_bytes": 0,
-                              "macs_per_step": g["macs"],
+                              "arena_bytes": g.plan.arena_bytes, "ring_bytes": 0,
+                              "macs_per_step": g.macs,
                               "unplanned_bytes": sum(T[i].nbytes for op in model.operators
                                                      for i in op.outputs
-                                                     if g["plan"].loc[i].kind == "arena")}
+                                                     if g.plan.loc[i].kind == "arena")}
 
 
 def compile_mpy(out_dir: Path, arch: str, dst: Path | None = None) -> list[Path]:

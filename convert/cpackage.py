@@ -248,7 +248,7 @@ def write_package(model_dir, out, name: str | None = None, prefix: str | None = 
                   run: bool = True, stack: bool = False) -> dict:
     """Write the folder `out` for converted model folder `model_dir`; returns {"out", "name",
     "prefix", "model_id", "resources"}. Raises PackageError on a user mistake."""
-    from mgrade_edge.host_tools.vectors import reference_steps
+    from mgrade_edge.convert.vectors import reference_steps
 
     model_dir, out = Path(model_dir), Path(out)
     tfl = model_dir / "model.tflite"

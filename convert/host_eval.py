@@ -233,11 +233,11 @@ def tflm_logits(model_bytes: bytes, x_q: np.ndarray, lengths=None, progress=None
     """The reference: TFLite-Micro stepped frame by frame, padded like HostModel.run."""
     s = Streamer(model_bytes, "tflm")
     N, T = x_q.shape[:2]
-    rows = [np.zeros((0, T, s.meta["n_classes"]), np.int8)]
+    rows = [np.zeros((0, T, s.step_meta.n_classes), np.int8)]
     seqs = range(N) if progress is None else progress(range(N))
     for i in seqs:
         L = T if lengths is None else int(lengths[i])
-        row = np.zeros((1, T, s.meta["n_classes"]), np.int8)
+        row = np.zeros((1, T, s.step_meta.n_classes), np.int8)
         if L > 0:
             row[0, :L] = s.run(x_q[i, :L])
         rows.append(row)

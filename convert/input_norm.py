@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from mgrade_edge.convert import metadata
+from mgrade_edge.convert.metadata import StepMetadata
 
 MIN_GRID_STEPS = 16     # a channel's training-split std resolved by fewer int8 steps: warned
 
 
-def frame_constants(meta: dict, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, step) float32 [n_in] of a model (metadata dict, its input scale): the
+def frame_constants(meta: dict | StepMetadata, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, step) float32 [n_in] of a model (its metadata, its input scale): the
     per-channel offset and grid step in the data's units."""
-    n_in = int(meta["n_in"])
-    norm = metadata.input_norm(meta)
+    step_meta = StepMetadata.of(meta)
+    n_in = step_meta.n_in
+    norm = step_meta.input_mean_std
     scale32 = np.float32(scale)
     if norm is None:
         return np.zeros(n_in, np.float32), np.full(n_in, scale32, np.float32)

@@ -9,7 +9,9 @@ conv, rnn), input_norm (only for a model whose device normalises each float fram
 quantising it: {"mean": [n_in], "std": [n_in]}, float32 values; absent: the graph takes the
 frame as it is, convert/input_norm.py), plus what the converter adds (task, seq_len,
 kernel_span, class_names, ...).
-Readers get the JSON dict (`StepMetadata.to_dict()`), which every consumer indexes.
+`read` / `parse` / `from_model` return the JSON dict (`StepMetadata.to_dict()`, what travels
+between modules); a reader turns it into the typed view once with `StepMetadata.of(meta)` and
+reads its fields and properties (the one place the keys are spelt).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mgrade_edge.convert import names
+from mgrade_edge.convert.errors import ConvertError
 
 NAME = "mgrade"
 FORMAT = "mgrade-edge/step/v1"
@@ -27,14 +30,25 @@ FORMAT = "mgrade-edge/step/v1"
 
 @dataclass
 class LayerMeta:
+    """One block of the step graph."""
     ring_frames: int                 # R: past frames of the graph's ring input (0: no ring)
-    delays: list | None              # [H][N] integer delays, or None (no delay conv)
-    conv: bool
-    rnn: bool
+    delays: list | None              # [H][N] integer delays in frames, or None (no delay conv)
+    conv: bool                       # the block has a delay convolution (graph input idx{l})
+    rnn: bool                        # the block has a minGRU (state h{l} in, hnew{l} out)
+
+    @property
+    def delay_array(self) -> np.ndarray | None:
+        """int64 [H, N]: tap e of channel c reads frame t - delays[c, e]; None without a delay
+        convolution."""
+        return None if self.delays is None else np.asarray(self.delays, dtype=np.int64)
 
 
 @dataclass
 class StepMetadata:
+    """The step graph's contract: n_in input features per frame, n_classes logits per step,
+    H = `channels` channels in every block (the width of each ring frame, minGRU state and
+    block output), `inputs` / `outputs` the graph's tensor names in graph order, `layers` one
+    LayerMeta per block."""
     n_in: int
     n_classes: int
     channels: int
@@ -63,6 +77,60 @@ class StepMetadata:
         return cls(spec.n_in, spec.n_classes, spec.channels, spec.readout, inputs, outputs,
                    pairs, layers, dict(info), norm)
 
+    @classmethod
+    def of(cls, meta: dict | StepMetadata) -> StepMetadata:
+        """The typed view of a metadata dict (as `read` returns it; a StepMetadata is returned
+        as it is). ConvertError naming the key when a field is missing or of the wrong type."""
+        if isinstance(meta, StepMetadata):
+            return meta
+        if not isinstance(meta.get("layers"), list) or not isinstance(meta.get("channels"), int):
+            raise ConvertError("mgrade metadata has no layers/channels")
+        try:
+            out = cls.from_dict(meta)
+            if not all(isinstance(lm.ring_frames, int) for lm in out.layers):
+                raise TypeError("ring_frames must be integers")
+        except KeyError as e:
+            raise ConvertError(f"mgrade metadata has no {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ConvertError(f"mgrade metadata is malformed ({e})") from None
+        return out
+
+    @property
+    def task(self) -> str | None:
+        """The task the model was trained on (its name in the C and MicroPython packages)."""
+        return self.extra.get("task")
+
+    @property
+    def kernel_span(self) -> int | None:
+        """K of the delay convolutions in frames (delays 0 .. K-1); None where not recorded."""
+        return self.extra.get("kernel_span")
+
+    @property
+    def input_units(self) -> str | None:
+        """What one input value means (convert/raw_input.INPUT_UNITS for raw 8-bit codes;
+        None: the task's own units)."""
+        return self.extra.get("input_units")
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the n_classes classes (user-data tasks), or None."""
+        return self.extra.get("class_names")
+
+    @property
+    def state_outputs(self) -> list[str]:
+        """The graph outputs fed back or kept each step: every output but the logits, in
+        graph order."""
+        return [n for n in self.outputs if n != names.LOGITS]
+
+    @property
+    def input_mean_std(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, std) float32 [n_in] in the data's units that the device applies to each float
+        frame before quantising it, or None (the graph takes the frame as it is)."""
+        if not self.input_norm:
+            return None
+        return (np.asarray(self.input_norm["mean"], np.float32),
+                np.asarray(self.input_norm["std"], np.float32))
+
     def to_dict(self) -> dict:
         """The JSON object (key order as written since v1)."""
         return {"format": FORMAT, "n_in": self.n_in, "n_classes": self.n_classes,
@@ -86,13 +154,9 @@ class StepMetadata:
                    {k: v for k, v in d.items() if k not in known}, d.get("input_norm"))
 
 
-def input_norm(meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean, std) float32 [n_in] that the device applies to each float frame before
-    quantising it, or None (the graph takes the frame as it is) -- of a metadata dict."""
-    norm = meta.get("input_norm")
-    if not norm:
-        return None
-    return np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+def input_norm(meta: dict | StepMetadata) -> tuple[np.ndarray, np.ndarray] | None:
+    """StepMetadata.input_mean_std of a metadata dict: (mean, std) float32 [n_in], or None."""
+    return StepMetadata.of(meta).input_mean_std
 
 
 def parse(raw) -> dict | None:
@@ -116,8 +180,6 @@ def from_model(model) -> dict | None:
 def read(model_bytes: bytes) -> dict:
     """The metadata dict of .tflite bytes made by `python -m mgrade_edge.convert` (ConvertError if the
     bytes are no .tflite or carry no mGRADE metadata)."""
-    from mgrade_edge.convert.errors import ConvertError
-
     try:
         meta = parse(entries(model_bytes).get(NAME, b""))
     except ValueError as e:

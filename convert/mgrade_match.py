@@ -15,9 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mgrade_edge.convert import names, rings
+from mgrade_edge.convert import names
+from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.metadata import StepMetadata
 from mgrade_edge.convert.tflite_reader import Model, Operator
 from mgrade_edge.convert.tflm_params import CodegenError, op_params, zero_point
+from mgrade_edge.training import ring_layout
 
 
 @dataclass
@@ -111,19 +114,19 @@ def _axis(op: Operator, ndims: int) -> int:
     return a + ndims if a < 0 else a
 
 
-def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> DelayFusion:
+def _match_delay(g: StepGraph, meta: StepMetadata, layer: int, gather: Operator) -> DelayFusion:
     T, where = g.T, f"layer {layer} delay conv"
-    lm = meta["layers"][layer]
-    H = int(meta["channels"])
-    delays = np.asarray(lm.get("delays"), dtype=np.int64)
+    lm = meta.layers[layer]
+    H = meta.channels
+    delays = np.asarray(lm.delays, dtype=np.int64)
     if delays.ndim != 2 or delays.shape[0] != H:
         raise CodegenError(f"{where}: metadata delays must be [H={H}, N], got {delays.shape}")
     N = delays.shape[1]
-    R = int(lm.get("ring_frames", 0))
+    R = lm.ring_frames
     if delays.min() < 0 or delays.max() > R or (R > 0 and delays.max() != R):
         raise CodegenError(f"{where}: delays must lie in 0..ring_frames={R} with max = R")
-    if delays.max() > rings.MAX_DELAY:
-        raise CodegenError(f"{where}: delays > {rings.MAX_DELAY} are not supported")
+    if delays.max() > ring_layout.MAX_DELAY:
+        raise CodegenError(f"{where}: delays > {ring_layout.MAX_DELAY} are not supported")
     ops = [gather.index]
     if R > 0:
         ring, idx, frame_out = (g.inp.get(names.ring(layer)), g.inp.get(names.idx(layer)),
@@ -183,7 +186,7 @@ def _match_delay(g: StepGraph, meta: dict, layer: int, gather: Operator) -> Dela
             raise CodegenError(f"{where}: tensor {t} ({T[t].name}) does not share the frame's "
                                "int8 quantization (the taps must be plain copies)")
     ops += [reshape.index, dw.index]
-    ring_len = rings.channel_lengths(delays)
+    ring_len = ring_layout.channel_lengths(delays)
     return DelayFusion(layer, sorted(ops), dw.index, frame, dw.outputs[0], p, dw.inputs[1],
                        dw.inputs[2] if len(dw.inputs) > 2 else -1, delays, ring_len, R,
                        zero_point(T[frame]), R > 0)
@@ -203,7 +206,8 @@ def _swap_mul(p: dict) -> dict:
     return q
 
 
-def _match_mingru(g: StepGraph, layer: int) -> GruFusion:
+def _match_mingru(g: StepGraph, layer: int, H: int) -> GruFusion:
+    """Layer `layer`'s minGRU of H channels (the metadata's; the graph's state must agree)."""
     T, m, where = g.T, g.m, f"layer {layer} minGRU"
     h, hnew = g.inp.get(names.h(layer)), g.out.get(names.hnew(layer))
     if h is None or hnew is None:
@@ -211,7 +215,9 @@ def _match_mingru(g: StepGraph, layer: int) -> GruFusion:
     if not g.same_quant(h, hnew):
         raise CodegenError(f"{where}: h{layer} and hnew{layer} have different quantization; "
                            "the state must be tied (convert/quantize.py finalize)")
-    H = T[h].size
+    if T[h].size != H:
+        raise CodegenError(f"{where}: h{layer} has {T[h].size} elements, the metadata "
+                           f"{H} channels")
     add_h = g.prod(hnew, "ADD", names.hnew(layer), where)
     if h not in add_h.inputs:
         raise CodegenError(f"{where}: the last ADD does not read h{layer}")
@@ -305,17 +311,18 @@ def match(model: Model, meta: dict) -> tuple[list[DelayFusion], list[GruFusion]]
     """The per-layer fused subgraphs of an mGRADE step graph (CodegenError if it has another
     shape)."""
     g = StepGraph(model, meta)
-    layers = meta.get("layers")
-    H = meta.get("channels")
-    if not isinstance(layers, list) or not isinstance(H, int):
-        raise CodegenError("mgrade metadata has no layers/channels")
+    try:
+        step_meta = StepMetadata.of(meta)
+    except ConvertError as e:
+        raise CodegenError(str(e)) from None
+    layers = step_meta.layers
     gathers = [op for op in model.operators if op.op == "GATHER"]
-    conv_layers = [i for i, lm in enumerate(layers) if lm.get("conv")]
+    conv_layers = [i for i, lm in enumerate(layers) if lm.conv]
     if len(gathers) != len(conv_layers):
         raise CodegenError(f"metadata has {len(conv_layers)} delay-conv layers but the graph "
                            f"has {len(gathers)} GATHER ops")
-    delays = [_match_delay(g, meta, layer, gop) for layer, gop in zip(conv_layers, gathers)]
-    grus = [_match_mingru(g, i) for i, lm in enumerate(layers) if lm.get("rnn")]
+    delays = [_match_delay(g, step_meta, layer, gop) for layer, gop in zip(conv_layers, gathers)]
+    grus = [_match_mingru(g, i, step_meta.channels) for i, lm in enumerate(layers) if lm.rnn]
     seen: set[int] = set()
     for f in delays + grus:
         if seen & set(f.ops):

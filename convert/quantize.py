@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from mgrade_edge.convert import metadata
 from mgrade_edge.convert.graph import build_step_function, io_names, state_pairs
-from mgrade_edge.convert.spec import ConvertError, StepSpec
+from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.spec import StepSpec
 
 
 def convert_int8(spec: StepSpec, feeds: list[dict]) -> bytes:

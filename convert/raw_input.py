@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import torch
 
+from mgrade_edge.convert.metadata import StepMetadata
+
 INPUT_UNITS = "raw 8-bit codes 0..255 (the task's normalisation folded into the encoder)"
 
 
-def takes_codes(metadata: dict) -> bool:
+def takes_codes(metadata: dict | StepMetadata) -> bool:
     """Whether a converted model's metadata says its input is the raw codes."""
-    return metadata.get("input_units") == INPUT_UNITS
+    return StepMetadata.of(metadata).input_units == INPUT_UNITS
 
 
 def to_raw_units(net, data) -> bool:

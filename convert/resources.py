@@ -69,7 +69,7 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
                            "checkout of mgrade-edge (its benchmarks/ and mcu/runtime/tests/): "
                            "run this from the repo's folder") from None
     from mgrade_edge.convert.tflite_reader import model_id
-    from mgrade_edge.host_tools.vectors import reference_steps, write_test_vectors
+    from mgrade_edge.convert.vectors import reference_steps, write_test_vectors
 
     tmp = None
     if work is None:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch.nn as nn
 
-from mgrade_edge.convert.errors import ConvertError  # noqa: F401 - defined there, re-exported here
-from mgrade_edge.convert.rings import graph_ring_frames
+from mgrade_edge.convert.errors import ConvertError
 from mgrade_edge.training.layers import BatchNormChannels
 from mgrade_edge.training.model import MGradeNet
+from mgrade_edge.training.ring_layout import graph_ring_frames
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 
 from mgrade_edge.convert import names
 from mgrade_edge.convert.errors import ConvertError
-from mgrade_edge.convert.metadata import read as read_metadata
+from mgrade_edge.convert.metadata import StepMetadata, read as read_metadata
 from mgrade_edge.convert.input_norm import frame_constants, quantize_frames
 from mgrade_edge.convert.rings import gather_indices, write_slot
 
@@ -38,12 +38,13 @@ class Streamer:
     def __init__(self, model_bytes: bytes, backend: str = "tflm"):
         if backend not in BACKENDS:
             raise ConvertError(f"backend {backend!r} is not one of {BACKENDS}")
-        self.meta = read_metadata(model_bytes)
+        self.meta = read_metadata(model_bytes)        # the JSON dict, as stored
+        self.step_meta = StepMetadata.of(self.meta)   # its typed view
         self.backend = backend
         if backend == "tflm":
             from tflite_micro.python.tflite_micro import runtime
             self.interp = runtime.Interpreter.from_bytes(model_bytes)
-            n_in, n_out = len(self.meta["inputs"]), len(self.meta["outputs"])
+            n_in, n_out = len(self.step_meta.inputs), len(self.step_meta.outputs)
             self.in_quant = [self._tflm_quant(self.interp.get_input_details(i))
                              for i in range(n_in)]
             self.in_dtype = [np.dtype(self.interp.get_input_details(i)["dtype"])
@@ -66,12 +67,12 @@ class Streamer:
             self.in_quant = [d["quantization"] for d in self.in_details]
             self.in_dtype = [np.dtype(d["dtype"]) for d in self.in_details]
             self.out_quant = [d["quantization"] for d in self.out_details]
-        self.inputs = {n: i for i, n in enumerate(self.meta["inputs"])}
-        self.outputs = {n: i for i, n in enumerate(self.meta["outputs"])}
+        self.inputs = {n: i for i, n in enumerate(self.step_meta.inputs)}
+        self.outputs = {n: i for i, n in enumerate(self.step_meta.outputs)}
 
     def inputs_index(self, name: str) -> int:
         """Position of a named graph input (metadata order)."""
-        return list(self.meta["inputs"]).index(name)
+        return self.step_meta.inputs.index(name)
 
     @staticmethod
     def _tflm_quant(d):
@@ -93,16 +94,16 @@ class Streamer:
         """Float frames x [..., n_in] in the data's units -> the int8 model input (normalised
         first where the model carries input_norm), as the device does it (convert/input_norm.py)."""
         scale, zp = self.input_quant
-        return quantize_frames(x, *frame_constants(self.meta, scale), zp)
+        return quantize_frames(x, *frame_constants(self.step_meta, scale), zp)
 
     def _initial_state(self) -> dict:
-        H, state = self.meta["channels"], {}
-        for i, layer in enumerate(self.meta["layers"]):
-            if layer["ring_frames"] > 0:
+        H, state = self.step_meta.channels, {}
+        for i, layer in enumerate(self.step_meta.layers):
+            if layer.ring_frames > 0:
                 k = self.inputs[names.ring(i)]
-                state[names.ring(i)] = np.full((1, layer["ring_frames"] * H), self.in_quant[k][1],
+                state[names.ring(i)] = np.full((1, layer.ring_frames * H), self.in_quant[k][1],
                                             self.in_dtype[k])
-            if layer["rnn"]:
+            if layer.rnn:
                 k = self.inputs[names.h(i)]
                 state[names.h(i)] = np.full((1, H), self.in_quant[k][1], self.in_dtype[k])
         return state
@@ -123,25 +124,24 @@ class Streamer:
     def run(self, x_q: np.ndarray, return_states: bool = False):
         """x_q int8 [T, n_in] -> per-step int8 logits [T, n_classes]; with return_states
         also the list of (inputs, outputs) dicts of every step."""
-        if x_q.dtype != np.int8 or x_q.ndim != 2 or x_q.shape[1] != self.meta["n_in"]:
-            raise ConvertError(f"expected int8 [T, {self.meta['n_in']}], got {x_q.dtype} "
+        if x_q.dtype != np.int8 or x_q.ndim != 2 or x_q.shape[1] != self.step_meta.n_in:
+            raise ConvertError(f"expected int8 [T, {self.step_meta.n_in}], got {x_q.dtype} "
                                f"{list(x_q.shape)}")
-        H, state = self.meta["channels"], self._initial_state()
+        H, state = self.step_meta.channels, self._initial_state()
         logits, raw = [], []
         for t in range(len(x_q)):
             feed = {"x": x_q[t:t + 1]}
             feed.update({k: v.copy() for k, v in state.items()})
-            for i, layer in enumerate(self.meta["layers"]):
-                if layer["ring_frames"] > 0:
-                    feed[names.idx(i)] = gather_indices(np.asarray(layer["delays"]), t,
-                                                     layer["ring_frames"])
+            for i, layer in enumerate(self.step_meta.layers):
+                if layer.ring_frames > 0:
+                    feed[names.idx(i)] = gather_indices(layer.delay_array, t, layer.ring_frames)
             out = self.invoke(feed)
-            for i, layer in enumerate(self.meta["layers"]):
-                R = layer["ring_frames"]
+            for i, layer in enumerate(self.step_meta.layers):
+                R = layer.ring_frames
                 if R > 0:
                     slot = write_slot(t, R)
                     state[names.ring(i)][0, slot * H:(slot + 1) * H] = out[names.frame(i)][0]
-                if layer["rnn"]:
+                if layer.rnn:
                     state[names.h(i)] = out[names.hnew(i)].copy()
             logits.append(out["logits"][0].copy())
             if return_states:

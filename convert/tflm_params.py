@@ -1,11 +1,16 @@
-"""TFLite-Micro Prepare-time parameters of int8 operators, re-derived in Python.
+"""TFLite-Micro's fixed-point arithmetic, re-derived in Python: the one home for it.
 
 Lowest layer of the code generators (see `python -m mgrade_edge.convert.codegen --help`): it knows the
 .tflite graph (convert/tflite_reader.py) and TFLite's arithmetic
 (tensorflow/lite/kernels/internal/quantization_util.cc, kernel_util.cc and the TFLM kernels'
-Calculate*OpData), nothing about C. `op_params(model, op)` gives one operator's parameters as
-plain ints and lists (the fields of the matching mcu/runtime/mg_kernels.h struct); the
-generic graph package, the mGRADE package and the MicroPython package all use it.
+Calculate*OpData), nothing about C.
+* Prepare time, int8 and int16: `quantize_multiplier`, `requant_multiplier`,
+  `mul_multiplier`, `addsub_multipliers` (scales in float32 as TFLite holds them).
+  `op_params(model, op)` gives one int8 operator's parameters as plain ints and lists (the
+  fields of the matching mcu/runtime/mg_kernels.h struct); the generic graph package, the
+  mGRADE package and the MicroPython package all use it.
+* Per element (the reference the C kernels match bit for bit): `srdhm`, `rdbpot`, `mbqm`,
+  `requant`, `add`, `sub`, `mul`, on Python ints or NumPy int64 arrays (results: int64).
 """
 from __future__ import annotations
 
@@ -62,7 +67,39 @@ def quantize_multiplier_smaller_than_one_exp(d: float) -> tuple[int, int]:
 
 
 def _f32(x) -> np.float32:
+    """A scale as TFLite holds it (float32)."""
     return np.float32(x)
+
+
+def requant_multiplier(s_in, s_out) -> tuple[int, int]:
+    """QUANTIZE / requantize int8 <-> int16 (PrepareQuantizeReference): (multiplier, shift) of
+    the effective scale s_in / s_out, computed in double from the float32 scales."""
+    return quantize_multiplier(float(_f32(s_in)) / float(_f32(s_out)))
+
+
+def mul_multiplier(s1, s2, so) -> tuple[int, int]:
+    """MUL, int8 and int16 (CalculateOpDataMul): (output multiplier, shift) of s1 * s2 / so,
+    in double from the float32 scales."""
+    return quantize_multiplier(float(_f32(s1)) * float(_f32(s2)) / float(_f32(so)))
+
+
+def addsub_multipliers(s1, s2, so, left_shift: int) -> dict:
+    """ADD / SUB (CalculateOpDataAdd/Sub): left_shift 20 for int8, 15 for int16. The real
+    multipliers in double for both ops. (sub_common.cc on GitHub computes SUB's in float; the
+    tflite-micro wheel the project tests against behaves as double: with float ones 11 of 19.7
+    million exhaustive int8 SUB outputs over 300 random scale sets, and 249 of 524,288
+    exhaustive int16 tail outputs of a digits model, differed by 1 LSB; with double ones
+    none. tests/test_elementwise_tflm.py and tests/test_state16.py check it.)
+    Returns the fields left_shift, input{1,2}_multiplier/_shift, output_multiplier/_shift."""
+    s1, s2, so = _f32(s1), _f32(s2), _f32(so)
+    twice = 2.0 * float(max(s1, s2))
+    r1, r2 = float(s1) / twice, float(s2) / twice
+    ro = twice / ((1 << left_shift) * float(so))
+    m1, sh1 = quantize_multiplier_smaller_than_one_exp(r1)
+    m2, sh2 = quantize_multiplier_smaller_than_one_exp(r2)
+    mo, sho = quantize_multiplier_smaller_than_one_exp(ro)
+    return dict(left_shift=left_shift, input1_multiplier=m1, input1_shift=sh1,
+                input2_multiplier=m2, input2_shift=sh2, output_multiplier=mo, output_shift=sho)
 
 
 def activation_range(act: str, t: Tensor) -> tuple[int, int]:
@@ -208,27 +245,19 @@ def op_params(model: Model, op) -> dict:
     if name in ("ADD", "SUB"):
         a, b2, o = op.inputs[0], op.inputs[1], op.outputs[0]
         _check_int8(model, a, b2, o)
-        s1, s2, so = scale(T[a]), scale(T[b2]), scale(T[o])
-        # The real multipliers in double for both. (sub_common.cc on GitHub computes SUB's in
-        # float; the tflite-micro wheel the project tests against behaves as double: with float
-        # ones 11 of 19.7 million exhaustive int8 SUB outputs over 300 random scale sets
-        # differed by 1 LSB, with double ones none. tests/test_elementwise_tflm.py checks it.)
-        twice = 2.0 * float(max(s1, s2))
-        r1, r2 = float(s1) / twice, float(s2) / twice
-        ro = twice / ((1 << 20) * float(so))
-        m1, sh1 = quantize_multiplier_smaller_than_one_exp(r1)
-        m2, sh2 = quantize_multiplier_smaller_than_one_exp(r2)
-        mo, sho = quantize_multiplier_smaller_than_one_exp(ro)
+        mult = addsub_multipliers(scale(T[a]), scale(T[b2]), scale(T[o]), left_shift=20)
         lo, hi = activation_range(act, T[o])
-        return dict(left_shift=20, input1_offset=-zero_point(T[a]), input1_multiplier=m1,
-                    input1_shift=sh1, input2_offset=-zero_point(T[b2]), input2_multiplier=m2,
-                    input2_shift=sh2, output_offset=zero_point(T[o]), output_multiplier=mo,
-                    output_shift=sho, act_min=lo, act_max=hi, bc=broadcast_params(model, a, b2, o))
+        return dict(left_shift=20, input1_offset=-zero_point(T[a]),
+                    input1_multiplier=mult["input1_multiplier"],
+                    input1_shift=mult["input1_shift"], input2_offset=-zero_point(T[b2]),
+                    input2_multiplier=mult["input2_multiplier"],
+                    input2_shift=mult["input2_shift"], output_offset=zero_point(T[o]),
+                    output_multiplier=mult["output_multiplier"], output_shift=mult["output_shift"],
+                    act_min=lo, act_max=hi, bc=broadcast_params(model, a, b2, o))
     if name == "MUL":
         a, b2, o = op.inputs[0], op.inputs[1], op.outputs[0]
         _check_int8(model, a, b2, o)
-        real = float(scale(T[a])) * float(scale(T[b2])) / float(scale(T[o]))
-        m, s = quantize_multiplier(real)
+        m, s = mul_multiplier(scale(T[a]), scale(T[b2]), scale(T[o]))
         lo, hi = activation_range(act, T[o])
         return dict(input1_offset=-zero_point(T[a]), input2_offset=-zero_point(T[b2]),
                     output_offset=zero_point(T[o]), output_multiplier=m, output_shift=s,
@@ -260,7 +289,7 @@ def op_params(model: Model, op) -> dict:
     if name == "QUANTIZE":
         i, o = op.inputs[0], op.outputs[0]
         _check_int8(model, i, o)
-        m, s = quantize_multiplier(float(scale(T[i])) / float(scale(T[o])))
+        m, s = requant_multiplier(scale(T[i]), scale(T[o]))
         return dict(size=T[i].size, input_offset=zero_point(T[i]), output_offset=zero_point(T[o]),
                     multiplier=m, shift=s, act_min=-128, act_max=127)
     if name == "CONCATENATION":
@@ -324,3 +353,76 @@ def check_supported(model: Model) -> None:
         if op.op not in SUPPORTED_OPS:
             raise CodegenError(f"operator {op.op} (op {op.index}) is not supported "
                                f"(supported: {', '.join(SUPPORTED_OPS)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-element arithmetic (gemmlowp / TFLite reference_ops, TFLM's default double rounding) on
+# Python ints or NumPy int64 arrays; every result is int64. The C kernels (mg_quant.h,
+# mg_elem.h, mg_state16.h) compute the same bit for bit.
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def srdhm(a, b):
+    """SaturatingRoundingDoublingHighMul(int32 a, int32 b): round(a * b / 2^31), ties away from
+    zero; INT32_MIN * INT32_MIN saturates to INT32_MAX."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    ab = a * b
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    s = ab + nudge
+    q = np.abs(s) // (1 << 31)                       # division truncating toward zero
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX),
+                    np.where(s >= 0, q, -q))
+
+
+def rdbpot(x, e: int):
+    """RoundingDivideByPOT: x / 2^e, ties away from zero (e >= 0)."""
+    x = np.asarray(x, np.int64)
+    mask = (1 << e) - 1
+    thr = (mask >> 1) + (x < 0)
+    return (x >> e) + ((x & mask) > thr)
+
+
+def mbqm(x, m: int, shift: int):
+    """MultiplyByQuantizedMultiplier(int32 x, m, shift): x << shift wrapped to int32 for a
+    positive shift, then srdhm and a rounding right shift for a negative one."""
+    x = np.asarray(x, np.int64)
+    if shift > 0:
+        x = ((x << shift) + (1 << 31)) % (1 << 32) - (1 << 31)     # int32 wrap
+    return rdbpot(srdhm(x, m), max(0, -shift))
+
+
+def requant(p: dict, x):
+    """QUANTIZE / RELU-style requantization of x with requant fields (input_offset, multiplier,
+    shift, output_offset, act_min, act_max): clamp(zp_out + mbqm(x - zp_in))."""
+    v = mbqm(np.asarray(x, np.int64) - p["input_offset"], p["multiplier"], p["shift"])
+    return np.clip(v + p["output_offset"], p["act_min"], p["act_max"])
+
+
+def _addsub(p: dict, a, b, sign: int):
+    ls = p["left_shift"]
+    va = (np.asarray(a, np.int64) + p["input1_offset"]) << ls
+    vb = (np.asarray(b, np.int64) + p["input2_offset"]) << ls
+    raw = rdbpot(srdhm(va, p["input1_multiplier"]), -p["input1_shift"]) + sign * \
+        rdbpot(srdhm(vb, p["input2_multiplier"]), -p["input2_shift"])
+    out = rdbpot(srdhm(raw, p["output_multiplier"]), -p["output_shift"]) + p["output_offset"]
+    return np.clip(out, p["act_min"], p["act_max"])
+
+
+def add(p: dict, a, b):
+    """ADD, int8 or int16, of op_params / addsub fields (input offsets as op_params gives them:
+    minus the zero points)."""
+    return _addsub(p, a, b, 1)
+
+
+def sub(p: dict, a, b):
+    """SUB, as `add`."""
+    return _addsub(p, a, b, -1)
+
+
+def mul(p: dict, a, b):
+    """MUL, int8 or int16, of op_params fields."""
+    v = (np.asarray(a, np.int64) + p["input1_offset"]) * (np.asarray(b, np.int64)
+                                                            + p["input2_offset"])
+    out = mbqm(v, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    return np.clip(out, p["act_min"], p["act_max"])

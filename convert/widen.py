@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 
 from mgrade_edge.convert import names
-from mgrade_edge.convert.spec import ConvertError
+from mgrade_edge.convert.errors import ConvertError
 
 
 def _sym16(q) -> float:

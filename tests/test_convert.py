@@ -9,7 +9,8 @@ import torch
 
 from mgrade_edge.convert.rings import gather_indices
 from mgrade_edge.convert.quantize import read_metadata
-from mgrade_edge.convert.spec import ConvertError, extract
+from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.spec import extract
 from mgrade_edge.convert.stream import STEP_LSB_BOUND, STEP_LSB_BOUND_INPUT16, Streamer
 from tests.conftest import ROOT
 from mgrade_edge.training.config import ModelConfig

@@ -51,7 +51,7 @@ def _example_logits(stdout: str, n_out: int) -> np.ndarray:
 @pytest.mark.parametrize("cfg", [TinyConfig(), S16], ids=["int8-state", "int16-state"])
 def test_c_folder_builds_alone_and_matches_tflm(tiny_models, tmp_path, cfg):
     from mgrade_edge.convert.cpackage import write_package
-    from mgrade_edge.host_tools.vectors import reference_steps
+    from mgrade_edge.convert.vectors import reference_steps
 
     model_dir = _run_folder(tiny_models, tmp_path / "repo_side", cfg)
     r = write_package(model_dir, model_dir / "c", run=False)

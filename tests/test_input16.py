@@ -105,7 +105,7 @@ def test_package_bit_exact_with_int16_input(in16_model, tmp_path, fast):
 
 def test_input16_needs_the_int16_gate(int8_small):  # noqa: F811
     """widen_input on a graph whose gate is int8 is refused with the option to change."""
-    from mgrade_edge.convert.spec import ConvertError
+    from mgrade_edge.convert.errors import ConvertError
 
     with pytest.raises(ConvertError, match="--gate-bits 16"):
         _widen(int8_small, gate16=False)

@@ -73,7 +73,7 @@ def pkg(model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ref(model_dir):
-    from mgrade_edge.host_tools.vectors import reference_steps
+    from mgrade_edge.convert.vectors import reference_steps
 
     x = np.load(model_dir / "test_data.npz")["x"][:N_SEQ]
     logits, states = reference_steps((model_dir / "model.tflite").read_bytes(), x)

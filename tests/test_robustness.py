@@ -431,6 +431,51 @@ def test_codegen_error_from_the_mgrade_generator_is_caught_under_dash_m(tiny_int
     assert not (tmp_path / "c2").exists()
 
 
+def _with_metadata(model_path: Path, out: Path, edit) -> Path:
+    """A copy of the .tflite whose mgrade metadata dict went through edit(meta)."""
+    from mgrade_edge.convert.metadata import NAME as METADATA_NAME
+    from mgrade_edge.convert.quantize import load_flatbuffer, pack_flatbuffer
+    import numpy as np
+
+    model = load_flatbuffer(model_path.read_bytes())
+    entry = next(m for m in model.metadata if m.name in (METADATA_NAME, METADATA_NAME.encode()))
+    meta = json.loads(bytes(model.buffers[entry.buffer].data).decode())
+    edit(meta)
+    model.buffers[entry.buffer].data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    out.write_bytes(pack_flatbuffer(model))
+    return out
+
+
+@pytest.mark.parametrize("key", ["channels", "n_in", "layers"])
+def test_metadata_missing_a_key_is_one_line_in_both_generators(tiny_int8, tmp_path, key):
+    """StepMetadata.of reads the metadata once for every writer: a missing key is one line
+    naming it (exit 2) from the C and the MicroPython generators, never a KeyError
+    traceback."""
+    bad = _with_metadata(tiny_int8 / "model.tflite", tmp_path / "bad.tflite",
+                         lambda meta: meta.pop(key))
+    for module, extra in (("mgrade_edge.convert.codegen", ["--no-resources"]),
+                          ("mgrade_edge.convert.codegen_micropython", [])):
+        res = subprocess.run([sys.executable, "-m", module, str(bad), "--out",
+                              str(tmp_path / module), *extra],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert "mgrade metadata" in res.stderr and (key in res.stderr or
+                                                    "layers/channels" in res.stderr), res.stderr
+
+
+def test_step_metadata_of_reads_what_to_dict_wrote(tiny_int8):
+    """The typed view round-trips the stored dict, and its properties hold the values."""
+    from mgrade_edge.convert.metadata import StepMetadata, read
+
+    meta = read((tiny_int8 / "model.tflite").read_bytes())
+    m = StepMetadata.of(meta)
+    assert json.loads(m.to_json()) == meta and StepMetadata.of(m) is m
+    assert m.channels == meta["channels"] and m.kernel_span == meta["kernel_span"]
+    assert m.state_outputs == meta["outputs"][1:] and m.task == "tiny"
+    for lm, raw in zip(m.layers, meta["layers"]):
+        assert lm.delay_array is None or lm.delay_array.tolist() == raw["delays"]
+
+
 BAD_CONFIGS = [
     # (replace this, with that, message part)
     ("d_model = 8", "d_model = 100000", "model.d_model = 100000 is larger"),

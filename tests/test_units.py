@@ -313,7 +313,7 @@ def test_extreme_unnormalised_units_fail_in_one_line(tmp_path):
     """Units of 1e14 with normalize = false: the int8 model's scales are out of XNNPACK's
     range; convert stops with one line (ConvertError, no LiteRT traceback) that names the fix.
     (With normalize = true the same units convert: the first test.)"""
-    from mgrade_edge.convert.spec import ConvertError
+    from mgrade_edge.convert.errors import ConvertError
 
     with pytest.raises(ConvertError) as err:
         _train_convert(tmp_path, 1e14, 1000.0, normalize=False, epochs=2)

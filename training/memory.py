@@ -6,7 +6,7 @@ Parameters are the inference values: weights, biases, norm affines (BatchNorm fo
 per-channel scale and shift) and the integer delays; learned positions are training-only.
 State is what the streaming step carries from one frame to the next. The current frame (delay
 0) is computed in the step itself and is not state, so a ring for delays up to D holds D past
-frames (t-1 .. t-D), exactly what the generated C package allocates (layout: convert/rings.py):
+frames (t-1 .. t-D), exactly what the generated C package allocates (layout: training/ring_layout.py):
   - delay buffer, plain: (K - 1) frames x H channels (any delay 0 .. K-1 possible);
   - delay buffer, trimmed (hardened checkpoints): per channel c, R_c = its largest delay
     frames (0 for a channel whose taps all sit at delay 0), sum_c R_c bytes in int8;
@@ -50,9 +50,9 @@ from mgrade_edge.training.config import ConfigError, load_config  # noqa: E402
 from mgrade_edge.training.layers import BatchNormChannels, MGradeBlock  # noqa: E402
 from mgrade_edge.training.model import MGradeNet  # noqa: E402
 
-from mgrade_edge.convert import rings  # noqa: E402
+from mgrade_edge.training import ring_layout  # noqa: E402
 
-DELAY_BYTES = rings.DELAY_BYTES      # the C package stores every delay as uint16_t
+DELAY_BYTES = ring_layout.DELAY_BYTES      # the C package stores every delay as uint16_t
 
 
 def _linear(layer) -> dict:
@@ -87,8 +87,8 @@ def block_counts(block: MGradeBlock, span: int) -> dict:
         conv = block.conv
         c["conv_taps"] = conv.weight.numel()
         c["delays"] = conv.weight.numel()
-        c["ring_plain"] = rings.plain_frames(span, None) * H
-        c["ring_trimmed"] = rings.trimmed_bytes(conv.delays().cpu().numpy())
+        c["ring_plain"] = ring_layout.plain_frames(span, None) * H
+        c["ring_trimmed"] = ring_layout.trimmed_bytes(conv.delays().cpu().numpy())
     if block.rnn is not None:
         c = _sum(c, _linear(block.rnn.proj))
         c["rnn_state"] = H
