@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mgrade_edge.host_tools.serving import stop_on_signals, wait_for_exit
+
 DEFAULT_QEMU = "qemu-system-arm"
 DEFAULT_MACHINE = "mps2-an386"
 
@@ -223,13 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="print only the URL (and errors)")
     args = ap.parse_args(argv)
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    # stop QEMU on Ctrl-C, kill/TERM and hangup alike (SIGINT is ignored in background jobs
-    # unless installed explicitly)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
+    stop_on_signals()
     emu = Emulator(args.firmware, qemu=args.qemu, machine=args.machine, port=args.port,
                    board=args.board)
     try:
@@ -239,16 +235,7 @@ def main(argv=None) -> int:
         return 2
     try:
         print(url, flush=True)
-        if not args.quiet:
-            print(f"QEMU pid {emu.pid} running {args.firmware}; connect a host tool to the URL "
-                  f"above (e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C stops "
-                  f"it", file=sys.stderr, flush=True)
-        proc = emu.proc
-        while proc.poll() is None:
-            time.sleep(0.2)
-        print(f"QEMU exited with status {proc.returncode}:\n{emu.log_text().strip()}",
-              file=sys.stderr)
-        return proc.returncode or 1
+        return wait_for_exit(emu, "QEMU", args.firmware, url, args.quiet)
     except KeyboardInterrupt:
         return 0
     finally:

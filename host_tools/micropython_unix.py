@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from mgrade_edge.host_tools.serving import stop_on_signals, wait_for_exit
 from mgrade_edge.host_tools.stdio_device import StdioDevice
 
 APP_COMMAND = "import mg_app; mg_app.main()"
@@ -163,11 +162,7 @@ def main(argv=None) -> int:
               "--model DIR")
         return 0
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
+    stop_on_signals()
     mp = MicroPythonUnix(args.pkg, use_mpy=args.mpy, port=args.port, heapsize=args.heapsize)
     try:
         url = mp.start()
@@ -184,16 +179,7 @@ def main(argv=None) -> int:
             if log:
                 print(f"micropython stderr:\n{log}", file=sys.stderr)
             return rc
-        if not args.quiet:
-            print(f"micropython pid {mp.pid} running {mp.run_dir()}; connect a host tool to the "
-                  f"URL above (e.g. host_tools/stream_eval.py --port {url} --model DIR); Ctrl-C "
-                  f"stops it", file=sys.stderr, flush=True)
-        proc = mp.proc
-        while proc.poll() is None:
-            time.sleep(0.2)
-        print(f"micropython exited with status {proc.returncode}:\n{mp.log_text().strip()}",
-              file=sys.stderr)
-        return proc.returncode or 1
+        return wait_for_exit(mp, "micropython", mp.run_dir(), url, args.quiet)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -129,8 +129,9 @@ def _check_tail_exhaustive(model_bytes: bytes, n_h: int = 6):
 @pytest.mark.slow
 def test_tail_reference_matches_tflm_on_the_widened_graph(wide_model):
     """convert/state16.tail (parameters from the real graph) = TFLite-Micro on the cut-out
-    tail for every (z8, g8) and int16 states at both extremes and in between."""
-    _check_tail_exhaustive(wide_model)
+    tail for every (z8, g8) and int16 states at both extremes and one in between (the
+    trained model's test below adds two more in between)."""
+    _check_tail_exhaustive(wide_model, 3)
 
 
 def test_tail_reference_matches_tflm_on_widened_digits(digits_int8_state8):
