@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mgrade_edge.convert import tflm_params as tp
 from mgrade_edge.convert.cemit import designated, int_array, struct_decl
-
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+from mgrade_edge.convert.tflm_params import INT32_MAX, INT32_MIN
 
 
 # ---------------------------------------------------------------------------------------------
@@ -29,25 +29,19 @@ def _wrap32(v: int) -> int:
     return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
+# Scalar (Python int) views of tflm_params' per-element arithmetic (its one home), for the
+# table builders below, which loop over the 256 int8 inputs
+
 def ref_srdhm(a: int, b: int) -> int:
-    if a == INT32_MIN and b == INT32_MIN:
-        return INT32_MAX
-    ab = a * b
-    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
-    q = abs(ab + nudge) // (1 << 31)            # division truncating toward zero
-    return q if ab + nudge >= 0 else -q
+    return int(tp.srdhm(a, b))
 
 
 def ref_rdbpot(x: int, e: int) -> int:
-    mask = (1 << e) - 1
-    rem = x & mask
-    thr = (mask >> 1) + (1 if x < 0 else 0)
-    return (x >> e) + (1 if rem > thr else 0)
+    return int(tp.rdbpot(x, e))
 
 
 def ref_mbqm(x: int, m: int, shift: int) -> int:
-    ls, rs = (shift, 0) if shift > 0 else (0, -shift)
-    return ref_rdbpot(ref_srdhm(_wrap32(x << ls), m), rs)
+    return int(tp.mbqm(x, m, shift))
 
 
 def _sat_shl(x: int, e: int) -> int:
@@ -119,8 +113,7 @@ def ref_logistic1(p: dict, v: int) -> int:
 
 
 def ref_requant1(p: dict, v: int) -> int:
-    y = p["output_offset"] + ref_mbqm(v - p["input_offset"], p["multiplier"], p["shift"])
-    return max(p["act_min"], min(p["act_max"], y))
+    return int(tp.requant(p, v))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,16 +351,7 @@ def emit_fast_op(model, op, p: dict, ptr, P: str):
 # minGRU candidate g(p) = ADD(RELU(FC_r(u)), LOGISTIC(MINIMUM(FC_p(u), c))) as two tables
 
 def ref_add1(p: dict, a: int, b: int) -> int:
-    ls = p["left_shift"]
-
-    def scaled(x, off, m, s):
-        return ref_rdbpot(ref_srdhm((off + x) * (1 << ls), m), -s)
-
-    raw = scaled(a, p["input1_offset"], p["input1_multiplier"], p["input1_shift"]) + \
-        scaled(b, p["input2_offset"], p["input2_multiplier"], p["input2_shift"])
-    out = ref_rdbpot(ref_srdhm(raw, p["output_multiplier"]), -p["output_shift"]) + \
-        p["output_offset"]
-    return max(p["act_min"], min(p["act_max"], out))
+    return int(tp.add(p, a, b))
 
 
 def _fc_out(row, p: dict, d: int) -> int:

@@ -44,15 +44,10 @@ from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, mul_fiel
 from mgrade_edge.convert.mgrade_match import StepGraph, swap_add
 from mgrade_edge.convert.tflite_reader import Quant, read_tflite
 from mgrade_edge.convert.tflm_params import (
-    CodegenError, quantize_multiplier, quantize_multiplier_smaller_than_one_exp, scale,
-    zero_point)
+    CodegenError, add, addsub_multipliers, as_f32, mul, mul_multiplier, requant,
+    requant_multiplier, scale, sub, zero_point)
 
 I16_MIN, I16_MAX = -32768, 32767
-
-
-def _f32(x) -> np.float32:
-    """A scale as TFLite holds it (float32)."""
-    return np.float32(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,34 +55,28 @@ def _f32(x) -> np.float32:
 
 def requant_params(s_in, zp_in: int, s_out, zp_out: int, out_bits: int, size: int = 0) -> dict:
     """QUANTIZE int8 <-> int16 (PrepareQuantizeReference): effective scale in double."""
-    m, s = quantize_multiplier(float(_f32(s_in)) / float(_f32(s_out)))
+    m, s = requant_multiplier(s_in, s_out)
     lo, hi = (-128, 127) if out_bits == 8 else (I16_MIN, I16_MAX)
     return dict(size=size, input_offset=int(zp_in), output_offset=int(zp_out), multiplier=m,
                 shift=s, act_min=lo, act_max=hi)
 
 
 def addsub16_params(s1, s2, so, sub: bool) -> dict:
-    """int16 ADD / SUB (zero points 0, no fused activation): CalculateOpDataAdd/Sub with
-    left_shift 15, the real multipliers in double for both. (The sub_common.cc on GitHub
-    computes SUB's in float; the tflite-micro wheel the project tests against computes them
-    in double: with float ones 249 of 524,288 exhaustive tail outputs of a digits model
-    differed by 1 LSB, with double ones none; tests/test_state16.py checks this.)"""
+    """int16 ADD / SUB (zero points 0, no fused activation): tflm_params.addsub_multipliers
+    with left_shift 15 (the real multipliers in double for both ops, as the tflite-micro
+    wheel computes them; tests/test_state16.py checks it on a trained model)."""
     del sub                   # same arithmetic for both (kept for the call sites' clarity)
-    s1, s2, so = _f32(s1), _f32(s2), _f32(so)
-    twice = 2.0 * float(max(s1, s2))
-    r1, r2 = float(s1) / twice, float(s2) / twice
-    ro = twice / ((1 << 15) * float(so))
-    m1, sh1 = quantize_multiplier_smaller_than_one_exp(r1)
-    m2, sh2 = quantize_multiplier_smaller_than_one_exp(r2)
-    mo, sho = quantize_multiplier_smaller_than_one_exp(ro)
-    return dict(left_shift=15, input1_offset=0, input1_multiplier=m1, input1_shift=sh1,
-                input2_offset=0, input2_multiplier=m2, input2_shift=sh2, output_offset=0,
-                output_multiplier=mo, output_shift=sho, act_min=I16_MIN, act_max=I16_MAX)
+    m = addsub_multipliers(s1, s2, so, left_shift=15)
+    return dict(left_shift=15, input1_offset=0, input1_multiplier=m["input1_multiplier"],
+                input1_shift=m["input1_shift"], input2_offset=0,
+                input2_multiplier=m["input2_multiplier"], input2_shift=m["input2_shift"],
+                output_offset=0, output_multiplier=m["output_multiplier"],
+                output_shift=m["output_shift"], act_min=I16_MIN, act_max=I16_MAX)
 
 
 def mul16_params(s1, s2, so) -> dict:
     """int16 MUL (zero points 0): QuantizeMultiplier(double s1 * s2 / so)."""
-    m, s = quantize_multiplier(float(_f32(s1)) * float(_f32(s2)) / float(_f32(so)))
+    m, s = mul_multiplier(s1, s2, so)
     return dict(input1_offset=0, input2_offset=0, output_offset=0, output_multiplier=m,
                 output_shift=s, act_min=I16_MIN, act_max=I16_MAX)
 
@@ -134,7 +123,7 @@ def sigmoid_lut16() -> np.ndarray:
 def _checked_log2(x) -> tuple[bool, int]:
     """TFLite's CheckedLog2 on a float32 scale: (|log2 x - round| < 1e-3, round(log2 x)),
     computed in float32 as the C++ does."""
-    x = _f32(x)
+    x = as_f32(x)
     l2 = np.float32(np.float32(math.log(x)) * np.float32(1.0 / np.float32(math.log(2.0))))
     r = float(np.sign(l2) * np.floor(abs(l2) + 0.5))         # TfLiteRound: half away from 0
     return abs(float(l2) - r) < 1e-3, int(r)
@@ -149,74 +138,20 @@ def logistic16_params(s_in) -> dict:
     shift = 12 + log2r
     if pot and shift == 0:
         return dict(input_multiplier=3, input_left_shift=0)
-    mult = float(_f32(s_in)) * 4096.0 * 3.0
+    mult = float(as_f32(s_in)) * 4096.0 * 3.0
     shift = 0
     while mult <= 32767.0 / 2.0 and shift <= 30:
         shift += 1
         mult *= 2.0
     if int(mult) > 32767:
-        raise CodegenError(f"int16 LOGISTIC: input scale {float(_f32(s_in)):g} is too large "
+        raise CodegenError(f"int16 LOGISTIC: input scale {float(as_f32(s_in)):g} is too large "
                            "(TFLite-Micro needs a multiplier below 2^15)")
     return dict(input_multiplier=int(mult), input_left_shift=shift)
 
 
 # ---------------------------------------------------------------------------------------------
-# NumPy reference (int64 arrays; TFLM double rounding)
-
-def srdhm(a, b):
-    """gemmlowp SaturatingRoundingDoublingHighMul (b >= 0 here, so no saturation case)."""
-    ab = np.asarray(a, np.int64) * np.int64(b)
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    s = ab + nudge
-    q = np.abs(s) // (1 << 31)                       # division truncating toward zero
-    return np.where(s >= 0, q, -q)
-
-
-def rdbpot(x, e: int):
-    """gemmlowp RoundingDivideByPOT: x / 2^e, ties away from zero."""
-    x = np.asarray(x, np.int64)
-    mask = (1 << e) - 1
-    thr = (mask >> 1) + (x < 0)
-    return (x >> e) + ((x & mask) > thr)
-
-
-def mbqm(x, m: int, shift: int):
-    """MultiplyByQuantizedMultiplier(int32 x, m, shift), double rounding."""
-    x = np.asarray(x, np.int64)
-    if shift > 0:
-        x = ((x << shift) + (1 << 31)) % (1 << 32) - (1 << 31)     # int32 wrap
-    return rdbpot(srdhm(x, m), max(0, -shift))
-
-
-def requant(p: dict, x):
-    v = mbqm(np.asarray(x, np.int64) - p["input_offset"], p["multiplier"], p["shift"])
-    return np.clip(v + p["output_offset"], p["act_min"], p["act_max"])
-
-
-def _addsub(p: dict, a, b, sign: int):
-    ls = p["left_shift"]
-    va = (np.asarray(a, np.int64) + p["input1_offset"]) << ls
-    vb = (np.asarray(b, np.int64) + p["input2_offset"]) << ls
-    raw = rdbpot(srdhm(va, p["input1_multiplier"]), -p["input1_shift"]) + sign * \
-        rdbpot(srdhm(vb, p["input2_multiplier"]), -p["input2_shift"])
-    out = rdbpot(srdhm(raw, p["output_multiplier"]), -p["output_shift"]) + p["output_offset"]
-    return np.clip(out, p["act_min"], p["act_max"])
-
-
-def add(p: dict, a, b):
-    return _addsub(p, a, b, 1)
-
-
-def sub(p: dict, a, b):
-    return _addsub(p, a, b, -1)
-
-
-def mul(p: dict, a, b):
-    v = (np.asarray(a, np.int64) + p["input1_offset"]) * (np.asarray(b, np.int64)
-                                                            + p["input2_offset"])
-    out = mbqm(v, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
-    return np.clip(out, p["act_min"], p["act_max"])
-
+# NumPy reference (int64 arrays; TFLM double rounding): srdhm, rdbpot, mbqm, requant, add,
+# sub, mul come from tflm_params (one home for TFLite's fixed-point arithmetic)
 
 def logistic16(p: dict, x):
     """int16 LOGISTIC of int16 x (logistic16_params) -> [0, 32767] (scale 2^-15)."""

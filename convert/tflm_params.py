@@ -66,7 +66,7 @@ def quantize_multiplier_smaller_than_one_exp(d: float) -> tuple[int, int]:
     return m, s
 
 
-def _f32(x) -> np.float32:
+def as_f32(x) -> np.float32:
     """A scale as TFLite holds it (float32)."""
     return np.float32(x)
 
@@ -74,13 +74,13 @@ def _f32(x) -> np.float32:
 def requant_multiplier(s_in, s_out) -> tuple[int, int]:
     """QUANTIZE / requantize int8 <-> int16 (PrepareQuantizeReference): (multiplier, shift) of
     the effective scale s_in / s_out, computed in double from the float32 scales."""
-    return quantize_multiplier(float(_f32(s_in)) / float(_f32(s_out)))
+    return quantize_multiplier(float(as_f32(s_in)) / float(as_f32(s_out)))
 
 
 def mul_multiplier(s1, s2, so) -> tuple[int, int]:
     """MUL, int8 and int16 (CalculateOpDataMul): (output multiplier, shift) of s1 * s2 / so,
     in double from the float32 scales."""
-    return quantize_multiplier(float(_f32(s1)) * float(_f32(s2)) / float(_f32(so)))
+    return quantize_multiplier(float(as_f32(s1)) * float(as_f32(s2)) / float(as_f32(so)))
 
 
 def addsub_multipliers(s1, s2, so, left_shift: int) -> dict:
@@ -91,7 +91,7 @@ def addsub_multipliers(s1, s2, so, left_shift: int) -> dict:
     exhaustive int16 tail outputs of a digits model, differed by 1 LSB; with double ones
     none. tests/test_elementwise_tflm.py and tests/test_state16.py check it.)
     Returns the fields left_shift, input{1,2}_multiplier/_shift, output_multiplier/_shift."""
-    s1, s2, so = _f32(s1), _f32(s2), _f32(so)
+    s1, s2, so = as_f32(s1), as_f32(s2), as_f32(so)
     twice = 2.0 * float(max(s1, s2))
     r1, r2 = float(s1) / twice, float(s2) / twice
     ro = twice / ((1 << left_shift) * float(so))
@@ -108,7 +108,7 @@ def activation_range(act: str, t: Tensor) -> tuple[int, int]:
     s, zp = scale(t), zero_point(t)
 
     def quant(f):   # zero_point + (int)TfLiteRound(f / scale), float32 division
-        return zp + tflite_round(float(_f32(f) / _f32(s)))
+        return zp + tflite_round(float(as_f32(f) / as_f32(s)))
 
     if act in (None, "NONE"):
         return qmin, qmax
@@ -125,7 +125,7 @@ def scale(t: Tensor) -> np.float32:
     """The tensor's (first) quantization scale, float32 as TFLite holds it."""
     if t.quant is None:
         raise CodegenError(f"tensor {t.index} ({t.name}) is not quantized")
-    return _f32(t.quant.scale[0])
+    return as_f32(t.quant.scale[0])
 
 
 def zero_point(t: Tensor) -> int:
@@ -203,7 +203,7 @@ def op_params(model: Model, op) -> dict:
             mults = [quantize_multiplier(float(in_s) * float(s) / float(out_s)) for s in fs]
             per_channel = 1
         else:
-            prod = float(_f32(in_s * _f32(tw.quant.scale[0])))   # float product, then double
+            prod = float(as_f32(in_s * as_f32(tw.quant.scale[0])))   # float product, then double
             mults = [quantize_multiplier(prod / float(out_s))]
             per_channel = 0
         lo, hi = activation_range(act, to)

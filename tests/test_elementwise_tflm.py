@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mgrade_edge.convert.state16 import _addsub
+from mgrade_edge.convert.tflm_params import _addsub
 from mgrade_edge.convert.tflite_reader import read_tflite
 from mgrade_edge.convert.tflm_params import op_params
 from tests.tflm_probe import one_op_model, run_one_op

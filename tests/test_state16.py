@@ -85,7 +85,7 @@ def _tail_graph(model_bytes: bytes, t: dict) -> bytes:
 
 def test_reference_helpers_match_the_scalar_reference():
     """The vectorised MultiplyByQuantizedMultiplier equals codegen_fast's scalar one."""
-    from mgrade_edge.convert.state16 import mbqm
+    from mgrade_edge.convert.tflm_params import mbqm
 
     rng = np.random.default_rng(0)
     for _ in range(200):
