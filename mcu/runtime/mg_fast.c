@@ -28,6 +28,23 @@ void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
     }
 }
 
+/* One block of the assembly loop below: R, P; the 4 channels' words; 2 SMLAD each. */
+#define MG_DOT_BLOCK_ASM                                                                     \
+    "    ldrd    r12, lr, [r0], #8\n"                                                        \
+    "    ldmia   r1!, {r8, r9, r10, r11}\n"                                                  \
+    "    smlad   r4, r8, lr, r4\n"                                                           \
+    "    sxtb16  r8, r8\n"                                                                   \
+    "    smlad   r4, r8, r12, r4\n"                                                          \
+    "    smlad   r5, r9, lr, r5\n"                                                           \
+    "    sxtb16  r9, r9\n"                                                                   \
+    "    smlad   r5, r9, r12, r5\n"                                                          \
+    "    smlad   r6, r10, lr, r6\n"                                                          \
+    "    sxtb16  r10, r10\n"                                                                 \
+    "    smlad   r6, r10, r12, r6\n"                                                         \
+    "    smlad   r7, r11, lr, r7\n"                                                          \
+    "    sxtb16  r11, r11\n"                                                                 \
+    "    smlad   r7, r11, r12, r7\n"
+
 /* One block (4 inputs) of the 4 channels of a group into a0..a3. */
 #define MG_DOT_BLOCK(XQ, WP)                                                                 \
     do {                                                                                     \
@@ -39,6 +56,57 @@ void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
         a3 = mg_smlad(mg_sxtb16(w3_), r_, mg_smlad(w3_, p_, a3));                            \
     } while (0)
 
+#if MG_FFC_DOT_ASM
+/* The same loop in Thumb-2 for cores with the DSP extension: one LDRD for the block's input
+ * pair (R, P) and one LDM for the group's 4 weight words, then per channel SMLAD(W, P),
+ * SXTB16(W), SMLAD(W', R): 14 instructions per 16 MACs (the C loop: 18, GCC loads each word
+ * with its own LDR). AAPCS: r0 xq0, r1 wp, r2 blocks, r3 groups, [sp] d. Registers in the
+ * loop: r0 xq, r1 wp, r2 blocks, r3 count, r4-r7 the accumulators, r8-r11 the weight words,
+ * r12 R, lr P; groups and d live on the stack. */
+#define MG_ARG __attribute__((unused))   /* read by the assembly, not by C */
+__attribute__((naked, noinline)) void mg_ffc_dot(const uint32_t *xq0 MG_ARG,
+                                                 const uint32_t *wp MG_ARG,
+                                                 int32_t blocks MG_ARG, int32_t groups MG_ARG,
+                                                 int32_t *d MG_ARG)
+{
+    __asm__(
+        "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
+        "    cmp     r3, #0\n"
+        "    ble     9f\n"
+        "    sub     sp, sp, #8\n"
+        "    str     r3, [sp]\n"                 /* groups left; d at [sp, #44] */
+        "1:  movs    r4, #0\n"
+        "    movs    r5, #0\n"
+        "    movs    r6, #0\n"
+        "    movs    r7, #0\n"
+        "    lsrs    r3, r2, #2\n"               /* four blocks a turn */
+        "    beq     3f\n"
+        "2:\n"
+        MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM
+        "    subs    r3, r3, #1\n"
+        "    bne     2b\n"
+        "3:  ands    r3, r2, #3\n"
+        "    beq     5f\n"
+        "4:\n"
+        MG_DOT_BLOCK_ASM
+        "    subs    r3, r3, #1\n"
+        "    bne     4b\n"
+        "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */
+        "    asrs    r4, r4, #8\n"               /* exact: 256 |dot| < 2^31 */
+        "    asrs    r5, r5, #8\n"
+        "    asrs    r6, r6, #8\n"
+        "    asrs    r7, r7, #8\n"
+        "    ldr     r3, [sp, #44]\n"
+        "    stmia   r3!, {r4, r5, r6, r7}\n"
+        "    str     r3, [sp, #44]\n"
+        "    ldr     r3, [sp]\n"
+        "    subs    r3, r3, #1\n"
+        "    str     r3, [sp]\n"
+        "    bne     1b\n"
+        "    add     sp, sp, #8\n"
+        "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#else
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
                 int32_t *d)
 {
@@ -65,6 +133,7 @@ void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t
         d[3] = a3 >> 8;
     }
 }
+#endif
 
 void mg_fpack16(const int16_t *u16, int32_t depth, uint32_t *xs)
 {

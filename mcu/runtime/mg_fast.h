@@ -64,6 +64,14 @@
 #define MG_DSP_NATIVE 0
 #endif
 
+/* mg_ffc_dot in Thumb-2 assembly (mg_fast.c) where the DSP instructions are native and the
+ * compiler takes GNU inline assembly; -DMG_FFC_DOT_C keeps the C loop (same results). */
+#if MG_DSP_NATIVE && defined(__GNUC__) && defined(__thumb2__) && !defined(MG_FFC_DOT_C)
+#define MG_FFC_DOT_ASM 1
+#else
+#define MG_FFC_DOT_ASM 0
+#endif
+
 #if defined(__GNUC__)
 #define MG_FAST_INLINE static inline __attribute__((always_inline))
 #else
