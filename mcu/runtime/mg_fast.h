@@ -173,6 +173,34 @@ static inline int32_t mg_fq_rdbpot_zp(int32_t x, int e, int32_t zp)
     return ((x + ((int32_t)1 << (e - 1)) + (x >> 31)) >> e) + zp;
 }
 
+/* mg_fq_srdhm_b(a, m) + c, -2^30 <= a < 2^30, m >= 0: with the DSP extension one SMMLAR
+ * (c + the high word of 2a m + 2^31, the rounding of mg_fq_srdhm_b) instead of SMULL and two
+ * ADDs; the sum must fit int32 (the callers' bounds). */
+MG_FAST_INLINE int32_t mg_fq_srdhm_add(int32_t a, int32_t m, int32_t c)
+{
+#if MG_DSP_NATIVE && defined(__GNUC__)
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a * 2), "r"(m), "r"(c));
+    return r;
+#else
+    return mg_fq_srdhm_b(a, m) + c;
+#endif
+}
+
+/* mg_fq_rdbpot_zp(mg_fq_srdhm_b(a, m), e, zp) for -2^30 <= a < 2^30, m >= 0, 0 <= e <= 30,
+ * (|zp| + 1) 2^e < 2^30: the rounding constant c = 2^(e-1) + zp 2^e joins the multiply
+ * (mg_fq_srdhm_add) and the sign of a stands for the sign of y = srdhm(a, m). They differ
+ * only where y = 0 and a < 0, and there (c - 1) >> e == c >> e because c mod 2^e = 2^(e-1)
+ * is not 0. */
+MG_FAST_INLINE int32_t mg_fq_mul_round(int32_t a, int32_t m, int e, int32_t zp)
+{
+    if (e == 0) {
+        return mg_fq_srdhm_add(a, m, zp);
+    }
+    return (mg_fq_srdhm_add(a, m, ((int32_t)1 << (e - 1)) + zp * ((int32_t)1 << e)) +
+            (a >> 31)) >> e;
+}
+
 /* mg_mbqm(x, m, shift), any x (shift > 0 wraps like the reference). */
 static inline int32_t mg_fq_mbqm(int32_t x, int32_t m, int shift)
 {
@@ -195,7 +223,7 @@ static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
     if (shift > 0) {
         return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
     }
-    return mg_fq_rdbpot_b(mg_fq_srdhm_b(x, m), -shift);
+    return mg_fq_mul_round(x, m, -shift, 0);
 #endif
 }
 
@@ -215,7 +243,7 @@ MG_FAST_INLINE int32_t mg_fq_mbqm_w(int32_t x, int32_t m, int shift, int xbits)
         return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
     }
     if (-shift <= 30) {
-        return mg_fq_rdbpot_b(mg_fq_srdhm_b(x, m), -shift);
+        return mg_fq_mul_round(x, m, -shift, 0);
     }
     return mg_fq_rdbpot(mg_fq_srdhm_b(x, m), -shift);
 #endif
@@ -293,13 +321,14 @@ MG_FAST_INLINE int32_t mg_ffc_out32(const mg_ffc_params_t *p, int32_t d, int32_t
     const mg_fq_chan_t *ch = &p->ch[c];
     const int32_t x = d + ch->bias;
     int32_t y;
-    if (p->right_shifts == 2) {         /* rnd = 2^(e-1) + zero point * 2^e */
-        y = mg_fq_srdhm_b(x, ch->mult);
-        return mg_fq_clamp((y + ch->rnd + (y >> 31)) >> ch->shift, p->act_min, p->act_max);
+    /* the rounding of mg_fq_mul_round: rnd (2^(e-1), + zero point * 2^e in mode 2) with the
+     * multiply, the sign of x for the sign of srdhm(x, mult) */
+    if (p->right_shifts == 2) {
+        y = mg_fq_srdhm_add(x, ch->mult, ch->rnd);
+        return mg_fq_clamp((y + (x >> 31)) >> ch->shift, p->act_min, p->act_max);
     }
     if (p->right_shifts) {
-        y = mg_fq_srdhm_b(x, ch->mult);
-        y = (y + ch->rnd + (y >> 31)) >> ch->shift;
+        y = (mg_fq_srdhm_add(x, ch->mult, ch->rnd) + (x >> 31)) >> ch->shift;
     } else {
         y = mg_fq_mbqm_b(x, ch->mult, (int)ch->shift);
     }
@@ -360,10 +389,20 @@ typedef struct {
  * 32-bit products only (exact for |x + offset| <= 256, 1 <= ls <= 20, shift <= 0). */
 MG_FAST_INLINE int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, int shift)
 {
+#if MG_DSP_NATIVE && defined(__GNUC__)
+    /* |(x + offset) << ls| <= 2^28: one SMMLAR (mg_fq_mul_round) */
+    return mg_fq_mul_round((x + offset) * ((int32_t)1 << ls), m, -shift, 0);
+#else
     return mg_fq_rdbpot_b(mg_fq_srdhm_pot(x + offset, ls, m), -shift);
+#endif
 }
 MG_FAST_INLINE int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
 {
+    if (-p->output_shift <= 20) {
+        return (int8_t)mg_fq_clamp(mg_fq_mul_round(raw, p->output_multiplier,
+                                                   -(int)p->output_shift, p->output_offset),
+                                   p->act_min, p->act_max);
+    }
     return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(raw, p->output_multiplier),
                                                -(int)p->output_shift, p->output_offset),
                                p->act_min, p->act_max);
@@ -387,7 +426,12 @@ MG_FAST_INLINE int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
 MG_FAST_INLINE int8_t mg_fmul1(const mg_mul_params_t *p, int8_t a, int8_t b)
 {
     const int32_t v = ((int32_t)a + p->input1_offset) * ((int32_t)b + p->input2_offset);
-    if (p->output_shift <= 0) {         /* |v| <= 2^16 */
+    if (p->output_shift <= 0 && -p->output_shift <= 20) {     /* |v| <= 2^16 */
+        return (int8_t)mg_fq_clamp(mg_fq_mul_round(v, p->output_multiplier,
+                                                   -(int)p->output_shift, p->output_offset),
+                                   p->act_min, p->act_max);
+    }
+    if (p->output_shift <= 0) {
         return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(v, p->output_multiplier),
                                                    -(int)p->output_shift, p->output_offset),
                                    p->act_min, p->act_max);
@@ -634,8 +678,10 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
 MG_FAST_INLINE int32_t mg_fadd16_in(int32_t x, int ls, int32_t m, int shift)
 {
     if (ls <= 15) {
-        const int32_t y = mg_fq_srdhm_b(x * ((int32_t)1 << ls), m);
-        return -shift <= 30 ? mg_fq_rdbpot_b(y, -shift) : mg_fq_rdbpot(y, -shift);
+        if (-shift <= 30) {
+            return mg_fq_mul_round(x * ((int32_t)1 << ls), m, -shift, 0);
+        }
+        return mg_fq_rdbpot(mg_fq_srdhm_b(x * ((int32_t)1 << ls), m), -shift);
     }
     return mg_fq_rdbpot(mg_fq_srdhm(x * ((int32_t)1 << ls), m), -shift);
 }
@@ -651,8 +697,9 @@ MG_FAST_INLINE int16_t mg_fadd16_out(const mg_add_params_t *p, int32_t raw)
 {
     if (p->left_shift <= 15 && MG_FQ_HALF(p->input1_multiplier, p->input1_shift) &&
         MG_FQ_HALF(p->input2_multiplier, p->input2_shift) && p->output_shift >= -30) {
-        return (int16_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm_b(raw, p->output_multiplier),
-                                                   -(int)p->output_shift) + p->output_offset,
+        return (int16_t)mg_fq_clamp(mg_fq_mul_round(raw, p->output_multiplier,
+                                                    -(int)p->output_shift, 0)
+                                    + p->output_offset,
                                     p->act_min, p->act_max);
     }
     return (int16_t)mg_fq_clamp(mg_fq_rdbpot(mg_fq_srdhm(raw, p->output_multiplier),
