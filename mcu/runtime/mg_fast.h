@@ -64,6 +64,17 @@
 #define MG_DSP_NATIVE 0
 #endif
 
+/* 1 where the core has no 32x32 -> 64-bit multiply instruction (Armv6-M / Armv8-M Baseline,
+ * Xtensa lx106: GCC calls __aeabi_lmul / __muldi3, ~50 instructions): the bounded
+ * requantization products are composed from 16-bit halves there (mg_fq_srdhm_b). An Xtensa
+ * core with MULSH can define MG_MUL32_HIGH. */
+#if defined(__ARM_ARCH_6M__) || defined(__ARM_ARCH_8M_BASE__) || \
+    (defined(__XTENSA__) && !defined(MG_MUL32_HIGH))
+#define MG_MUL64_CALL 1
+#else
+#define MG_MUL64_CALL 0
+#endif
+
 /* mg_ffc_dot in Thumb-2 assembly (mg_fast.c) where the DSP instructions are native and the
  * compiler takes GNU inline assembly; -DMG_FFC_DOT_C keeps the C loop (same results). */
 #if MG_DSP_NATIVE && defined(__GNUC__) && defined(__thumb2__) && !defined(MG_FFC_DOT_C)
@@ -127,9 +138,22 @@ static inline int32_t mg_fq_srdhm(int32_t a, int32_t b)
  * the high word of one 32x32 multiply-accumulate (no shift/or of a 64-bit result). */
 static inline int32_t mg_fq_srdhm_b(int32_t a, int32_t b)
 {
+#if MG_MUL64_CALL
+    /* 32-bit products of 16-bit halves (no libgcc call): a = ah 2^16 + al with ah in
+     * [-2^14, 2^14), al in [0, 2^16); b = bh 2^16 + bl with bh in [0, 2^15). Then
+     * a b + 2^30 = 2^31 (2 ah bh) + 2^16 (s1 + s2) + (al bl mod 2^16), s1 = ah bl (|s1| <
+     * 2^30), s2 = al bh + (al bl >> 16) + 2^14 (< 2^31), and the result is
+     * 2 ah bh + floor((s1 + s2) / 2^15), summed without overflow as below. */
+    const int32_t ah = a >> 16, bh = b >> 16;
+    const uint32_t al = (uint32_t)a & 0xFFFFu, bl = (uint32_t)b & 0xFFFFu;
+    const int32_t s1 = ah * (int32_t)bl;
+    const uint32_t s2 = al * (uint32_t)bh + ((al * bl) >> 16) + 0x4000u;
+    return 2 * ah * bh + (s1 >> 15) + (int32_t)((((uint32_t)s1 & 0x7FFFu) + s2) >> 15);
+#else
     /* high word + the carry of adding 2^31 to the low word: SMULL and one ADD */
     const int64_t p = (int64_t)(a * 2) * (int64_t)b;
     return (int32_t)(p >> 32) + (int32_t)((uint32_t)p >> 31);
+#endif
 }
 
 /* mg_srdhm((k << ls), b), b >= 0, with 32-bit multiplies only: exact when |k| < 2^(31-ls)
