@@ -45,6 +45,7 @@ void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
     "    sxtb16  r11, r11\n"                                                                 \
     "    smlad   r7, r11, r12, r7\n"
 
+#if MG_DSP_NATIVE
 /* One block (4 inputs) of the 4 channels of a group into a0..a3. */
 #define MG_DOT_BLOCK(XQ, WP)                                                                 \
     do {                                                                                     \
@@ -55,6 +56,41 @@ void mg_ffc_expand(const int8_t *x, int32_t depth, uint32_t *xq)
         a2 = mg_smlad(mg_sxtb16(w2_), r_, mg_smlad(w2_, p_, a2));                            \
         a3 = mg_smlad(mg_sxtb16(w3_), r_, mg_smlad(w3_, p_, a3));                            \
     } while (0)
+#else
+/* Without the DSP instructions: the same four products per word, SMLAD(W, P) +
+ * SMLAD(SXTB16(W), R) = h0 P0 + h1 P1 + b0 R0 + b2 R1 (h: the word's halfwords, b0, b2: its
+ * bytes 0 and 2), with the block's input halfwords read once for the 4 channels; summed
+ * modulo 2^32 like SMLAD (the final sums are exact, generator-checked). On Armv7-M (Cortex-M3)
+ * the parts are sign-extending halfword / byte loads (little-endian); elsewhere (Armv6-M,
+ * RV32, Xtensa, the host) shifts of the loaded word, which measured faster there. */
+#if defined(__ARM_ARCH_7M__) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline int32_t mg_half(const uint32_t *p, int k)     /* halfword k of the words at p */
+{
+    int16_t h;
+    __builtin_memcpy(&h, (const char *)p + 2 * k, 2);
+    return h;
+}
+#define MG_BYTE(P, K) ((int32_t)((const int8_t *)(P))[K])
+#else
+#define mg_half(P, K) ((int32_t)(int16_t)(((P)[(K) >> 1] >> (16 * ((K) & 1))) & 0xFFFFu))
+#define MG_BYTE(P, K) ((int32_t)(int8_t)(((P)[(K) >> 2] >> (8 * ((K) & 3))) & 0xFFu))
+#endif
+#define MG_DOT_WORD(A, WP, J)                                                                \
+    (A) = (int32_t)((uint32_t)(A) + (uint32_t)(mg_half((WP), 2 * (J)) * p0_)                  \
+                    + (uint32_t)(mg_half((WP), 2 * (J) + 1) * p1_)                             \
+                    + (uint32_t)(MG_BYTE((WP), 4 * (J)) * r0_)                                 \
+                    + (uint32_t)(MG_BYTE((WP), 4 * (J) + 2) * r1_))
+#define MG_DOT_BLOCK(XQ, WP)                                                                 \
+    do {                                                                                     \
+        const int32_t r0_ = mg_half((XQ), 0), r1_ = mg_half((XQ), 1);                        \
+        const int32_t p0_ = mg_half((XQ), 2), p1_ = mg_half((XQ), 3);                        \
+        MG_DOT_WORD(a0, (WP), 0);                                                            \
+        MG_DOT_WORD(a1, (WP), 1);                                                            \
+        MG_DOT_WORD(a2, (WP), 2);                                                            \
+        MG_DOT_WORD(a3, (WP), 3);                                                            \
+    } while (0)
+#endif
 
 #if MG_FFC_DOT_ASM
 /* The same loop in Thumb-2 for cores with the DSP extension: one LDRD for the block's input
@@ -105,6 +141,25 @@ __attribute__((naked, noinline)) void mg_ffc_dot(const uint32_t *xq0 MG_ARG,
         "    bne     1b\n"
         "    add     sp, sp, #8\n"
         "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
+#elif !MG_DSP_NATIVE
+void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
+                int32_t *d)
+{
+    for (; groups > 0; --groups, d += 4) {      /* one block a turn (fewer live registers) */
+        const uint32_t *xq = xq0;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int32_t k;
+        for (k = blocks; k > 0; --k) {
+            MG_DOT_BLOCK(xq, wp);
+            xq += 2;
+            wp += 4;
+        }
+        d[0] = a0 >> 8;     /* exact: 256 * |dot| < 2^31 (generator-checked) */
+        d[1] = a1 >> 8;
+        d[2] = a2 >> 8;
+        d[3] = a3 >> 8;
+    }
 }
 #else
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
