@@ -68,11 +68,13 @@
  * Xtensa lx106: GCC calls __aeabi_lmul / __muldi3, ~50 instructions): the bounded
  * requantization products are composed from 16-bit halves there (mg_fq_srdhm_b). An Xtensa
  * core with MULSH can define MG_MUL32_HIGH. */
+#ifndef MG_MUL64_CALL       /* (tests/test_fast_kernels.py also forces it on the host) */
 #if defined(__ARM_ARCH_6M__) || defined(__ARM_ARCH_8M_BASE__) || \
     (defined(__XTENSA__) && !defined(MG_MUL32_HIGH))
 #define MG_MUL64_CALL 1
 #else
 #define MG_MUL64_CALL 0
+#endif
 #endif
 
 /* mg_ffc_dot in Thumb-2 assembly (mg_fast.c) where the DSP instructions are native and the
