@@ -30,7 +30,7 @@ def _check(res):
     assert res["fc_bad"] == 0, f"{res['fc_bad']} FC output bytes differ"
     assert res["el_bad"] == 0, f"{res['el_bad']} ADD/SUB/MUL elements differ"
     assert res["lut_bad"] == 0, f"{res['lut_bad']} table entries differ from the C reference"
-    assert res["rq_cases"] == 60000
+    assert res["rq_cases"] == 120000
     assert res["rq_bad"] == 0, f"{res['rq_bad']} requantization primitives differ"
     assert res["exit_code"] == 0
 

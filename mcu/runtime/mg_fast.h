@@ -253,15 +253,33 @@ static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
 #endif
 }
 
+/* mg_fq_srdhm_b(a, m) for |a| < 2^15, m >= 0, with two 32-bit products (for the cores
+ * without a 64-bit multiply): a m + 2^30 = 2^16 a mh + a ml + 2^30 (mh = m >> 16 < 2^15,
+ * ml = m & 0xFFFF; |a mh| < 2^30, |a ml| < 2^31), so the result is
+ * (a mh + floor(a ml / 2^16) + 2^14) >> 15. */
+static inline int32_t mg_fq_srdhm_small(int32_t a, int32_t m)
+{
+    return (a * (m >> 16) + ((a * (int32_t)(m & 0xFFFF)) >> 16) + ((int32_t)1 << 14)) >> 15;
+}
+
 /* mg_mbqm(x, m, shift) for |x| < 2^xbits, xbits <= 30 (a compile-time constant at the call
  * sites, like m and shift): one SMULL where the shifted value stays below 2^30 in magnitude
- * (mg_fq_srdhm_b), the 3-instruction rounding where the right shift is <= 30. */
+ * (mg_fq_srdhm_b), the 3-instruction rounding where the right shift is <= 30; without a
+ * 64-bit multiply, two 32-bit products where the shifted value stays below 2^15. */
 MG_FAST_INLINE int32_t mg_fq_mbqm_w(int32_t x, int32_t m, int shift, int xbits)
 {
 #if MG_SINGLE_ROUNDING
     (void)xbits;
     return mg_mbqm(x, m, shift);
 #else
+#if MG_MUL64_CALL
+    if (shift <= 0 && xbits <= 15 && -shift <= 30) {
+        return mg_fq_rdbpot_b(mg_fq_srdhm_small(x, m), -shift);
+    }
+    if (shift > 0 && xbits + shift <= 15) {
+        return mg_fq_srdhm_small(x * ((int32_t)1 << shift), m);
+    }
+#endif
     if (shift > 0) {
         if (xbits + shift <= 30) {
             return mg_fq_srdhm_b(x * ((int32_t)1 << shift), m);
@@ -703,6 +721,13 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
  * SMULL, mg_fq_srdhm_b) and |srdhm| < 2^30 (the 3-instruction rounding for shift >= -30). */
 MG_FAST_INLINE int32_t mg_fadd16_in(int32_t x, int ls, int32_t m, int shift)
 {
+#if MG_MUL64_CALL
+    if (ls == 15 && -shift <= 30) {
+        /* without a 64-bit multiply: mg_fq_srdhm_pot's two 32-bit products, exact for
+         * |x| <= 2^15 at ls = 15 (|x (m & 0xFFFF)| + 2^15 < 2^31) */
+        return mg_fq_rdbpot_b(mg_fq_srdhm_pot(x, 15, m), -shift);
+    }
+#endif
     if (ls <= 15) {
         if (-shift <= 30) {
             return mg_fq_mul_round(x * ((int32_t)1 << ls), m, -shift, 0);
@@ -740,6 +765,14 @@ MG_FAST_INLINE int32_t mg_frequant1(const mg_requant_params_t *p, int32_t x)
                        + p->output_offset, p->act_min, p->act_max);
 }
 
+/* mg_frequant1 of an int8 value (|x - input zero point| <= 255 < 2^9). */
+MG_FAST_INLINE int32_t mg_frequant8(const mg_requant_params_t *p, int8_t x)
+{
+    return mg_fq_clamp(mg_fq_mbqm_w((int32_t)x - p->input_offset, p->multiplier,
+                                    (int)p->shift, 9)
+                       + p->output_offset, p->act_min, p->act_max);
+}
+
 /* The tail for one channel on the int16 gate z16 (from s->z16_lut): returns h16', writes the
  * int8 h' to *h8. */
 MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t z16, int8_t g,
@@ -747,7 +780,7 @@ MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t
 {
     const mg_add_params_t *sp = s->sub, *ap = s->add_h;
     const int ls = (int)sp->left_shift;
-    const int32_t g16 = mg_frequant1(s->g16, g);
+    const int32_t g16 = mg_frequant8(s->g16, g);
     const int32_t d = mg_fadd16_out(sp, mg_fadd16_in(g16, ls, sp->input1_multiplier,
                                                      (int)sp->input1_shift)
                                         - mg_fadd16_in(h, ls, sp->input2_multiplier,
@@ -934,8 +967,8 @@ MG_FAST_INLINE void mg_input16_front_fast(const mg_input16_params_t *q, int32_t 
 {
     int32_t c;
     for (c = 0; c < n; ++c) {
-        u16[c] = (int16_t)mg_fadd16(q->add_u, mg_frequant1(q->frame16, frame[c]),
-                                    mg_frequant1(q->conv16, conv[c]));
+        u16[c] = (int16_t)mg_fadd16(q->add_u, mg_frequant8(q->frame16, frame[c]),
+                                    mg_frequant8(q->conv16, conv[c]));
     }
 }
 

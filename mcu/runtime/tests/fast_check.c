@@ -43,7 +43,8 @@ static uint32_t compare(const int8_t *a, const int8_t *b, int32_t n)
  * for -2^30 <= a < 2^30, 0 <= m < 2^31 (SMULL, or 16-bit halves where MG_MUL64_CALL), and
  * mg_fq_mul_round(a, m, e, zp) = mg_rdbpot(mg_srdhm(a, m), e) + zp for 0 <= e <= 20,
  * |zp| <= 256 (SMMLAR with the DSP extension; small negative a whose product rounds to 0
- * included). Returns the number of differing results. */
+ * included); mg_fq_mbqm_w of 15-bit operands and mg_fadd16_in of int16 values (two 32-bit
+ * products where MG_MUL64_CALL). Returns the number of differing results. */
 static uint32_t requant_primitives(int32_t n, int32_t *cases)
 {
     static const int32_t edges[] = {-1073741824, 1073741823, 0, -1, 1, -2, -65536, 65535,
@@ -73,8 +74,17 @@ static uint32_t requant_primitives(int32_t n, int32_t *cases)
         bad += mg_fq_srdhm_b(a, m) != y ? 1u : 0u;
         bad += mg_fq_mul_round(a, m, (int)e, zp) != mg_rdbpot(y, (int)e) + zp ? 1u : 0u;
         bad += mg_fq_mul_round(a, m, (int)e, 0) != mg_rdbpot(y, (int)e) ? 1u : 0u;
+        /* 15-bit operands (mg_fq_srdhm_small where MG_MUL64_CALL) and the int16 ADD input
+         * x << 15 (mg_fadd16_in) */
+        {
+            const int32_t a15 = a >> 16, x16 = a >> 15;
+            bad += mg_fq_mbqm_w(a15, m, -(int)e, 15) != mg_rdbpot(mg_srdhm(a15, m), (int)e);
+            bad += mg_fq_mbqm_w(a15 >> 1, m, 1, 14) != mg_srdhm((a15 >> 1) * 2, m);
+            bad += mg_fadd16_in(x16, 15, m, -(int)e) !=
+                   mg_rdbpot(mg_srdhm(x16 * 32768, m), (int)e);
+        }
     }
-    *cases = 3 * n;
+    *cases = 6 * n;
     return bad;
 }
 
