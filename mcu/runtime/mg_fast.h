@@ -26,6 +26,17 @@
  *     SMLAD(W, P) + SMLAD(SXTB16(W), R) = 256 * sum_k b_k x'_k,   x' = x (even k), x - 127 (odd)
  * i.e. 4 instructions (LDR, SXTB16, SMLAD, SMLAD) per 4 MACs. The generator folds the input
  * zero point and the 127 of the odd inputs into the bias and checks 256 * |dot| < 2^31.
+ * With the DSP extension and GCC, mg_ffc_dot is Thumb-2 assembly (mg_fast.c: one LDRD for the
+ * input pair, one LDM for the 4 channels' words: 14 instructions per 16 MACs); without it the
+ * same sum is taken as h0 P0 + h1 P1 + b0 R0 + b2 R1 of each word's halfwords and bytes 0, 2
+ * (no plain-C SMLAD/SXTB16 forms), and the 16x8 dots of the int16 minGRU input as direct
+ * multiply-accumulates.
+ *
+ * Requantization: the SRDHM + rounding right shift of TFLM's MultiplyByQuantizedMultiplier as
+ * one SMMLAR (DSP) or SMULL + ADDs where the operand is below 2^30 (mg_fq_mul_round); on cores
+ * without a 32x32 -> 64-bit multiply (MG_MUL64_CALL: Cortex-M0, lx106) from 16-bit halves or
+ * two 32-bit products instead of a libgcc call. Every form is exact for the stated operand
+ * ranges and checked against mg_quant.c (tests/test_fast_kernels.py).
  */
 #ifndef MG_FAST_H
 #define MG_FAST_H
