@@ -77,11 +77,12 @@
 
 /* 1 where the core has no 32x32 -> 64-bit multiply instruction (Armv6-M / Armv8-M Baseline,
  * Xtensa lx106: GCC calls __aeabi_lmul / __muldi3, ~50 instructions): the bounded
- * requantization products are composed from 16-bit halves there (mg_fq_srdhm_b). An Xtensa
- * core with MULSH can define MG_MUL32_HIGH. */
+ * requantization products are composed from 16-bit halves there (mg_fq_srdhm_b). Xtensa:
+ * the call0-ABI cores (the ESP8266's lx106); the windowed-ABI ESP32 cores have MULSH (an
+ * lx106-like core with it can define MG_MUL32_HIGH). */
 #ifndef MG_MUL64_CALL       /* (tests/test_fast_kernels.py also forces it on the host) */
 #if defined(__ARM_ARCH_6M__) || defined(__ARM_ARCH_8M_BASE__) || \
-    (defined(__XTENSA__) && !defined(MG_MUL32_HIGH))
+    (defined(__XTENSA__) && defined(__XTENSA_CALL0_ABI__) && !defined(MG_MUL32_HIGH))
 #define MG_MUL64_CALL 1
 #else
 #define MG_MUL64_CALL 0
