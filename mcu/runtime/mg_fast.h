@@ -995,7 +995,9 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
     const int8_t *sig_q = f->sig_q + 128;
     const int separate_r = q->relu_fc.fc != 0 && !p->relu_fc_shares_dot;
     int32_t c0, j;
-    mg_fpack16(u16, depth, xs);
+#if MG_DSP_NATIVE
+    mg_fpack16(u16, depth, xs);     /* (the plain-C dots read u16 directly) */
+#endif
     for (c0 = 0; c0 < H; c0 += 4) {     /* the dots of 4 channels, then their tails */
         const int32_t n = H - c0 < 4 ? H - c0 : 4;
         int32_t dz[4], dp[4], dr[4];
