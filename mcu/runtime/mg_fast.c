@@ -142,6 +142,68 @@ __attribute__((naked, noinline)) void mg_ffc_dot(const uint32_t *xq0 MG_ARG,
         "    add     sp, sp, #8\n"
         "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
+/* One block of mg_fdot16_rows4: row pointer RP (post-incremented), accumulator ACC. */
+#define MG_DOT16_ROW_ASM(RP, ACC)                                                            \
+    "    ldr     r12, [" RP "], #4\n"                                                        \
+    "    sxtb16  lr, r12\n"                                                                  \
+    "    smlad   " ACC ", lr, r10, " ACC "\n"                                                 \
+    "    sxtb16  lr, r12, ror #8\n"                                                          \
+    "    smlad   " ACC ", lr, r11, " ACC "\n"
+#define MG_DOT16_BLOCK_ASM                                                                   \
+    "    ldrd    r10, r11, [r0], #8\n"                                                       \
+    MG_DOT16_ROW_ASM("r1", "r6") MG_DOT16_ROW_ASM("r2", "r7")                                 \
+    MG_DOT16_ROW_ASM("r3", "r8") MG_DOT16_ROW_ASM("r4", "r9")
+
+/* AAPCS: r0 w, r1 xs, r2 depth, r3 groups, [sp] d. In the loop: r0 xs, r1-r4 the 4 rows,
+ * r5 count, r6-r9 the sums, r10/r11 the packed inputs, r12 a weight word, lr its halves;
+ * xs, depth, groups on the stack (d at [sp, #52]). */
+__attribute__((naked, noinline)) void mg_fdot16_rows4(const int8_t *w MG_ARG,
+                                                      const uint32_t *xs MG_ARG,
+                                                      int32_t depth MG_ARG,
+                                                      int32_t groups MG_ARG,
+                                                      int32_t *d MG_ARG)
+{
+    __asm__(
+        "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
+        "    cmp     r3, #0\n"
+        "    ble     9f\n"
+        "    sub     sp, sp, #16\n"
+        "    str     r1, [sp]\n"
+        "    str     r2, [sp, #4]\n"
+        "    str     r3, [sp, #8]\n"
+        "    mov     r1, r0\n"                   /* row 0 of the group */
+        "1:  ldr     r0, [sp]\n"
+        "    ldr     r5, [sp, #4]\n"
+        "    add     r2, r1, r5\n"
+        "    add     r3, r2, r5\n"
+        "    add     r4, r3, r5\n"
+        "    mov     r6, #0\n"
+        "    mov     r7, #0\n"
+        "    mov     r8, #0\n"
+        "    mov     r9, #0\n"
+        "    lsrs    r5, r5, #3\n"               /* two blocks a turn */
+        "    beq     3f\n"
+        "2:\n"
+        MG_DOT16_BLOCK_ASM MG_DOT16_BLOCK_ASM
+        "    subs    r5, r5, #1\n"
+        "    bne     2b\n"
+        "3:  ldr     r5, [sp, #4]\n"
+        "    tst     r5, #4\n"                   /* an odd block left */
+        "    beq     4f\n"
+        MG_DOT16_BLOCK_ASM
+        "4:  ldr     r5, [sp, #52]\n"
+        "    stmia   r5!, {r6, r7, r8, r9}\n"
+        "    str     r5, [sp, #52]\n"
+        "    ldr     r5, [sp, #4]\n"
+        "    and     r5, r5, #3\n"
+        "    add     r1, r4, r5\n"               /* next group's row 0 = row 3 + depth */
+        "    ldr     r5, [sp, #8]\n"
+        "    subs    r5, r5, #1\n"
+        "    str     r5, [sp, #8]\n"
+        "    bne     1b\n"
+        "    add     sp, sp, #16\n"
+        "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
 #elif !MG_DSP_NATIVE
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
                 int32_t *d)

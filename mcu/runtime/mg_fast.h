@@ -986,26 +986,71 @@ MG_FAST_INLINE void mg_input16_front_fast(const mg_input16_params_t *q, int32_t 
 
 /* mg_mingru_step_u16 with the dot products above and the candidate's tables; xs: scratch of
  * 2 * (H / 4) words. The FCs' input and filter offsets are 0 (generator-checked). */
+#if MG_FFC_DOT_ASM
+/* d[c] = sum_k w[c][k] u16[k] for the 4 * groups rows of w (row-major int8, `depth` per
+ * row) over the first 4 * (depth / 4) inputs, xs = mg_fpack16(u16): Thumb-2 assembly, per
+ * block of 4 inputs one LDRD of the packed pair and per row LDR, SXTB16, SXTB16 ROR #8, two
+ * SMLAD (22 instructions per 16 MACs, 2 blocks a turn). */
+void mg_fdot16_rows4(const int8_t *w, const uint32_t *xs, int32_t depth, int32_t groups,
+                     int32_t *d);
+
+/* mg_fdot16_x4 of all n rows of w into d[0..n). */
+MG_FAST_INLINE void mg_fdot16_all(const int8_t *w, const uint32_t *xs, const int16_t *u16,
+                                  int32_t depth, int32_t n, int32_t *d)
+{
+    const int32_t full = n >> 2, k0 = depth & ~3;
+    int32_t c, k;
+    mg_fdot16_rows4(w, xs, depth, full, d);
+    if (k0 < depth) {               /* the depth % 4 tail of the full groups' rows */
+        for (c = 0; c < 4 * full; ++c) {
+            for (k = k0; k < depth; ++k) {
+                d[c] += (int32_t)w[c * depth + k] * (int32_t)u16[k];
+            }
+        }
+    }
+    if (n & 3) {
+        mg_fdot16_x4(w + 4 * full * depth, xs, u16, depth, n & 3, d + 4 * full);
+    }
+}
+#endif
+
 MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
                                        const mg_input16_fast_t *f, const int16_t *u16,
-                                       int16_t *h, int8_t *h8, int8_t *v8, uint32_t *xs)
+                                       int16_t *h, int8_t *h8, int8_t *v8, uint32_t *xs,
+                                       int32_t *acc)
 {
     const mg_input16_params_t *q = f->q;
     const int32_t H = p->channels, depth = q->gate.fc->accum_depth;
     const int8_t *sig_q = f->sig_q + 128;
     const int separate_r = q->relu_fc.fc != 0 && !p->relu_fc_shares_dot;
     int32_t c0, j;
+#if MG_FFC_DOT_ASM
+    const int32_t H4 = (H + 3) & ~3;
+#endif
 #if MG_DSP_NATIVE
     mg_fpack16(u16, depth, xs);     /* (the plain-C dots read u16 directly) */
 #endif
+#if MG_FFC_DOT_ASM                  /* every dot first (acc: 2 or 3 x H4 words) */
+    mg_fdot16_all(q->gate.weights, xs, u16, depth, H, acc);
+    mg_fdot16_all(q->cand.weights, xs, u16, depth, H, acc + H4);
+    if (separate_r) {
+        mg_fdot16_all(q->relu_fc.weights, xs, u16, depth, H, acc + 2 * H4);
+    }
+#else
+    (void)acc;
+#endif
     for (c0 = 0; c0 < H; c0 += 4) {     /* the dots of 4 channels, then their tails */
         const int32_t n = H - c0 < 4 ? H - c0 : 4;
+#if MG_FFC_DOT_ASM
+        const int32_t *dz = acc + c0, *dp = acc + H4 + c0, *dr = acc + 2 * H4 + c0;
+#else
         int32_t dz[4], dp[4], dr[4];
         mg_fdot16_x4(q->gate.weights + c0 * depth, xs, u16, depth, n, dz);
         mg_fdot16_x4(q->cand.weights + c0 * depth, xs, u16, depth, n, dp);
         if (separate_r) {
             mg_fdot16_x4(q->relu_fc.weights + c0 * depth, xs, u16, depth, n, dr);
         }
+#endif
         for (j = 0; j < n; ++j) {
             const int32_t c = c0 + j;
             const int16_t z16 = mg_logistic1_s16(s->sig16,
