@@ -218,6 +218,9 @@ MG_FAST_INLINE int32_t mg_fq_srdhm_add(int32_t a, int32_t m, int32_t c)
 {
 #if MG_DSP_NATIVE && defined(__GNUC__)
     int32_t r;
+    if (__builtin_constant_p(m) && m == ((int32_t)1 << 30)) {
+        return ((a + 1) >> 1) + c;      /* floor((2a 2^30 + 2^31) / 2^32): shifts fold */
+    }
     __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a * 2), "r"(m), "r"(c));
     return r;
 #else
