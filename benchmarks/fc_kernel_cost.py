@@ -175,14 +175,16 @@ def write_cases(out_dir, n_fc: int = 40, n_el: int = 30, seed: int = 0) -> Path:
     return out
 
 
-def build_and_run(target: str, case_dir, out_dir, fast_emulated: bool = False) -> dict:
-    """Build fast_check.c for target (host: gcc + stdio) and run it; parsed summary."""
+def build_and_run(target: str, case_dir, out_dir, fast_emulated: bool = False,
+                  defines=()) -> dict:
+    """Build fast_check.c for target (host: gcc + stdio) and run it; parsed summary.
+    defines: extra -D options (e.g. MG_MUL64_CALL=1: the no-64-bit-multiply forms)."""
     case_dir, out_dir = Path(case_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     srcs = [mc.HARNESS / "fast_check.c", case_dir / "fast_cases.c"] + \
         [mc.RUNTIME / s for s in mc.RUNTIME_SRCS]
     inc = ["-I", str(mc.RUNTIME), "-I", str(mc.HARNESS), "-I", str(case_dir)]
-    emu = ["-DMG_DSP_EMULATE"] if fast_emulated else []
+    emu = (["-DMG_DSP_EMULATE"] if fast_emulated else []) + [f"-D{d}" for d in defines]
     if target == "host":
         exe = out_dir / "fast_check_host"
         mc._run(["gcc", *mc.WARN, "-O2", "-DMG_HOST", *emu, *inc, *srcs, "-o", exe])

@@ -1,7 +1,7 @@
 """Cost of a generated mGRADE model package on the emulated cores (and their build helpers).
 
     python -m benchmarks.mcu_cost MODEL_DIR [--seqs 20] [--json OUT.json] [--xtensa]
-    python -m benchmarks.mcu_cost MODEL_DIR --cores [CORE ...]     (every core, both paths)
+    python -m benchmarks.mcu_cost MODEL_DIR --cores [CORE ...] [--profile]   (every core, both paths)
 
 --cores: instructions/step on Cortex-M0 (QEMU microbit), M3 (mps2-an385), M4 (mps2-an386), M7
 (mps2-an500), M33 (mps2-an505), M55 (mps3-an547), RV32IMC (virt) and Xtensa lx106, the fast
@@ -432,11 +432,12 @@ def firmware_fit(gen_dir, board: str, out_dir) -> dict:
     return res
 
 
-def cores_cost(model_dir, n_seq: int = 20, work=None, cores=None) -> dict:
+def cores_cost(model_dir, n_seq: int = 20, work=None, cores=None, profile: bool = False) -> dict:
     """Instructions/step of the package on every emulated core, both kernel paths (fast: the
     DSP instructions where the core has the Arm DSP extension, their plain-C form elsewhere;
     portable: the reference kernels), logits checked against TFLite-Micro; and whether the
-    protocol firmware with this model fits the micro:bit (qemu-cm0: 16 KiB RAM)."""
+    protocol firmware with this model fits the micro:bit (qemu-cm0: 16 KiB RAM). profile:
+    also the fast path's instructions per op kind on each core (a build with MG_PROF marks)."""
     model_dir = Path(model_dir)
     tmp = None
     if work is None:
@@ -468,6 +469,10 @@ def cores_cost(model_dir, n_seq: int = 20, work=None, cores=None) -> dict:
                              "instructions_per_mac": r["instructions_per_step"]["mean"] / macs,
                              "logits_mismatched_bytes": r["mismatched_bytes"],
                              "steps": r["steps"], "exit_code": r["exit_code"]}
+                if profile and fast:
+                    bp = build_check(b["target"], work / "gen", work / core, debug=False,
+                                     fast=True, profile=True)
+                    row[name]["profile_per_step"] = run_check(bp)["profile_per_step"]
             row["portable_over_fast"] = (row["portable"]["instructions_per_step"]["mean"] /
                                          row["fast"]["instructions_per_step"]["mean"])
             rows[core] = row
@@ -503,6 +508,13 @@ def cores_table(res: dict) -> str:
                      f"{p['instructions_per_mac']:>6.2f} {r['portable_over_fast']:>12.2f}x  "
                      f"{r['default_path']}{'' if r['dsp'] else ' (plain C)'}"
                      + (f"  [on {r['machine']}]" if "machine" in r else ""))
+    prof = {c: r["fast"]["profile_per_step"] for c, r in res["cores"].items()
+            if "fast" in r and "profile_per_step" in r["fast"]}
+    if prof:
+        lines.append("fast path per op kind (instructions/step, build with MG_PROF marks):")
+        lines.append(f"{'core':<28} " + " ".join(f"{k:>9}" for k in PROFILE_KINDS))
+        for core, pr in prof.items():
+            lines.append(f"{core:<28} " + " ".join(f"{pr[k]:>9,.0f}" for k in PROFILE_KINDS))
     fit = res.get("microbit_firmware")
     if fit:
         if fit["fits"]:
@@ -567,6 +579,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cores", nargs="*", metavar="CORE", default=None,
                     help="instructions/step on every emulated core (or those named: "
                          f"{', '.join([*CORES, 'xtensa-lx106'])}), both kernel paths")
+    ap.add_argument("--profile", action="store_true",
+                    help="with --cores: also the fast path per op kind on each core")
     a = ap.parse_args(argv)
     if a.cores is not None:
         unknown = [c for c in a.cores if c not in CORES and c != "xtensa-lx106"]
@@ -574,7 +588,7 @@ def main(argv=None) -> int:
             print(f"mcu_cost: unknown core {unknown[0]!r} (expected one of "
                   f"{', '.join([*CORES, 'xtensa-lx106'])})", file=sys.stderr)
             return 2
-        res = cores_cost(a.model_dir, a.seqs, a.work, a.cores or None)
+        res = cores_cost(a.model_dir, a.seqs, a.work, a.cores or None, a.profile)
         print(cores_table(res))
         if a.json:
             Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

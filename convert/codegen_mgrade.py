@@ -233,7 +233,9 @@ def _fast_mingru_u16(P: str, model: Model, f: GruFusion, in16: dict, report: dic
         q=f"&{P}_l{L}_in16", **{r: f"&{P}_l{L}_in16_{r}_f" if r in rows else "NULL"
                                  for r in ("gate", "cand", "relu_fc")},
         sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu, **split)))
-    return decls, None, (2 * (params["gate"]["accum_depth"] // 4), 0)
+    H4 = 4 * ((params["gate"]["output_depth"] + 3) // 4)     # the dots (mg_fast.h acc)
+    n_dots = 3 if "relu_fc" in rows and not f.shares_dot else 2
+    return decls, None, (2 * (params["gate"]["accum_depth"] // 4), n_dots * H4)
 
 
 def _op_sequence(ops: list):
@@ -624,7 +626,7 @@ def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body:
             if fast is not None:        # (decls, words) from _fast_mingru_u16
                 fast = (fast[0], [f"    mg_mingru_fast_u16(&{P}_l{L}_gru, &{P}_l{L}_s16, "
                                   f"&{P}_l{L}_in16f, {P}_u16, m->h16_{L}, m->h{L}, {v8}, "
-                                  f"{P}_xq);"], fast[2])
+                                  f"{P}_xq, {P}_acc);"], fast[2])
             return fast, len(c)         # every declaration serves both paths
         if fast is not None:
             fast = (fast[0], [f"    mg_mingru_fast_s16(&{P}_l{L}_gru_f, &{P}_l{L}_s16, "

@@ -2,9 +2,10 @@
 the reference kernels (mg_kernels.c / mg_elem.h), byte for byte, on random shapes and data:
 FULLY_CONNECTED (depth and width 1..160, per-channel and per-tensor, right/zero/left shifts),
 ADD/SUB/MUL elements from random TFLM-style scales, and the 256-entry LOGISTIC/RELU tables the
-generator computes with its Python port of the reference arithmetic. Built and run on the host
-(DSP instructions in plain C), on QEMU Cortex-M4 (real SMLAD/SXTB16, and the plain-C
-definitions on the same core) and on QEMU lx106.
+generator computes with its Python port of the reference arithmetic, and the requantization
+primitives (mg_fq_srdhm_b, mg_fq_mul_round) on 20,000 operand sets each. Built and run on the
+host (DSP instructions in plain C; with and without the 64-bit multiply), on QEMU Cortex-M4
+(real SMLAD/SXTB16/SMMLAR, and the plain-C definitions on the same core), Cortex-M0 and lx106.
 """
 from __future__ import annotations
 
@@ -29,11 +30,26 @@ def _check(res):
     assert res["fc_bad"] == 0, f"{res['fc_bad']} FC output bytes differ"
     assert res["el_bad"] == 0, f"{res['el_bad']} ADD/SUB/MUL elements differ"
     assert res["lut_bad"] == 0, f"{res['lut_bad']} table entries differ from the C reference"
+    assert res["rq_cases"] == 120000
+    assert res["rq_bad"] == 0, f"{res['rq_bad']} requantization primitives differ"
     assert res["exit_code"] == 0
 
 
-def test_host(cases, tmp_path):
-    _check(fk.build_and_run("host", cases, tmp_path))
+@pytest.mark.parametrize("mul64_call", [False, True], ids=["smull", "halves"])
+def test_host(cases, tmp_path, mul64_call):
+    """Host gcc; `halves` forces the requantization products of the cores without a 64-bit
+    multiply (Cortex-M0, lx106) on the host too."""
+    _check(fk.build_and_run("host", cases, tmp_path,
+                            defines=["MG_MUL64_CALL=1"] if mul64_call else ()))
+
+
+def test_qemu_cm0(cases, tmp_path):
+    """Cortex-M0 code (no DSP, no SMULL: the plain-C dots and the 16-bit-halves products), run
+    on the an385's memory map (the cases do not fit the micro:bit)."""
+    t = mc.TARGETS["qemu-cm0-an385"]
+    if not mc.have(t["cc"], t["qemu"][0]):
+        pytest.skip("arm toolchain / qemu not installed")
+    _check(fk.build_and_run("qemu-cm0-an385", cases, tmp_path))
 
 
 @pytest.mark.parametrize("emulated", [False, True], ids=["dsp", "plain-c-dsp"])

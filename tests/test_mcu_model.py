@@ -309,3 +309,18 @@ def test_refuses_unexpected_graph(model_dir, tmp_path):
     info = generate(model, tmp_path / "generic", generic=True)
     assert "mg_graph_invoke" in (tmp_path / "generic" / "mg_model_data.h").read_text()
     assert "GATHER" in info["ops"]
+
+
+@pytest.mark.parametrize("target", ["qemu-cm4", "qemu-cm0"])
+def test_int16_input_odd_shapes_bit_exact(tiny_models, tmp_path, target):
+    """The int16-input minGRU's fast dots on shapes off the 4-block grid: H = 6 (a partial group
+    of 2 rows after a full one) and depth 6 (one odd block and a 2-input tail): the assembly
+    16x8 dot (Cortex-M4) and the direct plain-C one (M0), every step's logits and states at
+    0 LSB against TFLite-Micro."""
+    from tests.tiny_model import TinyConfig
+
+    model = tiny_models(TinyConfig(H=6, L=2, K=8, N=3, state_bits=16, input_bits=16, seed=7))
+    info = mc.generate(model, tmp_path / "gen", 3)
+    assert "mg_mingru_fast_u16" in (tmp_path / "gen" / "mg_model.c").read_text()
+    _run_target({"gen": tmp_path / "gen", "work": tmp_path, "ref": info["ref"],
+                 "model_id": info["model_id"], "macs_per_step": info["macs_per_step"]}, target)

@@ -26,6 +26,17 @@
  *     SMLAD(W, P) + SMLAD(SXTB16(W), R) = 256 * sum_k b_k x'_k,   x' = x (even k), x - 127 (odd)
  * i.e. 4 instructions (LDR, SXTB16, SMLAD, SMLAD) per 4 MACs. The generator folds the input
  * zero point and the 127 of the odd inputs into the bias and checks 256 * |dot| < 2^31.
+ * With the DSP extension and GCC, mg_ffc_dot is Thumb-2 assembly (mg_fast.c: one LDRD for the
+ * input pair, one LDM for the 4 channels' words: 14 instructions per 16 MACs); without it the
+ * same sum is taken as h0 P0 + h1 P1 + b0 R0 + b2 R1 of each word's halfwords and bytes 0, 2
+ * (no plain-C SMLAD/SXTB16 forms), and the 16x8 dots of the int16 minGRU input as direct
+ * multiply-accumulates.
+ *
+ * Requantization: the SRDHM + rounding right shift of TFLM's MultiplyByQuantizedMultiplier as
+ * one SMMLAR (DSP) or SMULL + ADDs where the operand is below 2^30 (mg_fq_mul_round); on cores
+ * without a 32x32 -> 64-bit multiply (MG_MUL64_CALL: Cortex-M0, lx106) from 16-bit halves or
+ * two 32-bit products instead of a libgcc call. Every form is exact for the stated operand
+ * ranges and checked against mg_quant.c (tests/test_fast_kernels.py).
  */
 #ifndef MG_FAST_H
 #define MG_FAST_H
@@ -62,6 +73,28 @@
 #include <arm_acle.h>
 #else
 #define MG_DSP_NATIVE 0
+#endif
+
+/* 1 where the core has no 32x32 -> 64-bit multiply instruction (Armv6-M / Armv8-M Baseline,
+ * Xtensa lx106: GCC calls __aeabi_lmul / __muldi3, ~50 instructions): the bounded
+ * requantization products are composed from 16-bit halves there (mg_fq_srdhm_b). Xtensa:
+ * the call0-ABI cores (the ESP8266's lx106); the windowed-ABI ESP32 cores have MULSH (an
+ * lx106-like core with it can define MG_MUL32_HIGH). */
+#ifndef MG_MUL64_CALL       /* (tests/test_fast_kernels.py also forces it on the host) */
+#if defined(__ARM_ARCH_6M__) || defined(__ARM_ARCH_8M_BASE__) || \
+    (defined(__XTENSA__) && defined(__XTENSA_CALL0_ABI__) && !defined(MG_MUL32_HIGH))
+#define MG_MUL64_CALL 1
+#else
+#define MG_MUL64_CALL 0
+#endif
+#endif
+
+/* mg_ffc_dot in Thumb-2 assembly (mg_fast.c) where the DSP instructions are native and the
+ * compiler takes GNU inline assembly; -DMG_FFC_DOT_C keeps the C loop (same results). */
+#if MG_DSP_NATIVE && defined(__GNUC__) && defined(__thumb2__) && !defined(MG_FFC_DOT_C)
+#define MG_FFC_DOT_ASM 1
+#else
+#define MG_FFC_DOT_ASM 0
 #endif
 
 #if defined(__GNUC__)
@@ -119,9 +152,22 @@ static inline int32_t mg_fq_srdhm(int32_t a, int32_t b)
  * the high word of one 32x32 multiply-accumulate (no shift/or of a 64-bit result). */
 static inline int32_t mg_fq_srdhm_b(int32_t a, int32_t b)
 {
+#if MG_MUL64_CALL
+    /* 32-bit products of 16-bit halves (no libgcc call): a = ah 2^16 + al with ah in
+     * [-2^14, 2^14), al in [0, 2^16); b = bh 2^16 + bl with bh in [0, 2^15). Then
+     * a b + 2^30 = 2^31 (2 ah bh) + 2^16 (s1 + s2) + (al bl mod 2^16), s1 = ah bl (|s1| <
+     * 2^30), s2 = al bh + (al bl >> 16) + 2^14 (< 2^31), and the result is
+     * 2 ah bh + floor((s1 + s2) / 2^15), summed without overflow as below. */
+    const int32_t ah = a >> 16, bh = b >> 16;
+    const uint32_t al = (uint32_t)a & 0xFFFFu, bl = (uint32_t)b & 0xFFFFu;
+    const int32_t s1 = ah * (int32_t)bl;
+    const uint32_t s2 = al * (uint32_t)bh + ((al * bl) >> 16) + 0x4000u;
+    return 2 * ah * bh + (s1 >> 15) + (int32_t)((((uint32_t)s1 & 0x7FFFu) + s2) >> 15);
+#else
     /* high word + the carry of adding 2^31 to the low word: SMULL and one ADD */
     const int64_t p = (int64_t)(a * 2) * (int64_t)b;
     return (int32_t)(p >> 32) + (int32_t)((uint32_t)p >> 31);
+#endif
 }
 
 /* mg_srdhm((k << ls), b), b >= 0, with 32-bit multiplies only: exact when |k| < 2^(31-ls)
@@ -165,6 +211,37 @@ static inline int32_t mg_fq_rdbpot_zp(int32_t x, int e, int32_t zp)
     return ((x + ((int32_t)1 << (e - 1)) + (x >> 31)) >> e) + zp;
 }
 
+/* mg_fq_srdhm_b(a, m) + c, -2^30 <= a < 2^30, m >= 0: with the DSP extension one SMMLAR
+ * (c + the high word of 2a m + 2^31, the rounding of mg_fq_srdhm_b) instead of SMULL and two
+ * ADDs; the sum must fit int32 (the callers' bounds). */
+MG_FAST_INLINE int32_t mg_fq_srdhm_add(int32_t a, int32_t m, int32_t c)
+{
+#if MG_DSP_NATIVE && defined(__GNUC__)
+    int32_t r;
+    if (__builtin_constant_p(m) && m == ((int32_t)1 << 30)) {
+        return ((a + 1) >> 1) + c;      /* floor((2a 2^30 + 2^31) / 2^32): shifts fold */
+    }
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a * 2), "r"(m), "r"(c));
+    return r;
+#else
+    return mg_fq_srdhm_b(a, m) + c;
+#endif
+}
+
+/* mg_fq_rdbpot_zp(mg_fq_srdhm_b(a, m), e, zp) for -2^30 <= a < 2^30, m >= 0, 0 <= e <= 30,
+ * (|zp| + 1) 2^e < 2^30: the rounding constant c = 2^(e-1) + zp 2^e joins the multiply
+ * (mg_fq_srdhm_add) and the sign of a stands for the sign of y = srdhm(a, m). They differ
+ * only where y = 0 and a < 0, and there (c - 1) >> e == c >> e because c mod 2^e = 2^(e-1)
+ * is not 0. */
+MG_FAST_INLINE int32_t mg_fq_mul_round(int32_t a, int32_t m, int e, int32_t zp)
+{
+    if (e == 0) {
+        return mg_fq_srdhm_add(a, m, zp);
+    }
+    return (mg_fq_srdhm_add(a, m, ((int32_t)1 << (e - 1)) + zp * ((int32_t)1 << e)) +
+            (a >> 31)) >> e;
+}
+
 /* mg_mbqm(x, m, shift), any x (shift > 0 wraps like the reference). */
 static inline int32_t mg_fq_mbqm(int32_t x, int32_t m, int shift)
 {
@@ -187,19 +264,37 @@ static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
     if (shift > 0) {
         return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
     }
-    return mg_fq_rdbpot_b(mg_fq_srdhm_b(x, m), -shift);
+    return mg_fq_mul_round(x, m, -shift, 0);
 #endif
+}
+
+/* mg_fq_srdhm_b(a, m) for |a| < 2^15, m >= 0, with two 32-bit products (for the cores
+ * without a 64-bit multiply): a m + 2^30 = 2^16 a mh + a ml + 2^30 (mh = m >> 16 < 2^15,
+ * ml = m & 0xFFFF; |a mh| < 2^30, |a ml| < 2^31), so the result is
+ * (a mh + floor(a ml / 2^16) + 2^14) >> 15. */
+static inline int32_t mg_fq_srdhm_small(int32_t a, int32_t m)
+{
+    return (a * (m >> 16) + ((a * (int32_t)(m & 0xFFFF)) >> 16) + ((int32_t)1 << 14)) >> 15;
 }
 
 /* mg_mbqm(x, m, shift) for |x| < 2^xbits, xbits <= 30 (a compile-time constant at the call
  * sites, like m and shift): one SMULL where the shifted value stays below 2^30 in magnitude
- * (mg_fq_srdhm_b), the 3-instruction rounding where the right shift is <= 30. */
+ * (mg_fq_srdhm_b), the 3-instruction rounding where the right shift is <= 30; without a
+ * 64-bit multiply, two 32-bit products where the shifted value stays below 2^15. */
 MG_FAST_INLINE int32_t mg_fq_mbqm_w(int32_t x, int32_t m, int shift, int xbits)
 {
 #if MG_SINGLE_ROUNDING
     (void)xbits;
     return mg_mbqm(x, m, shift);
 #else
+#if MG_MUL64_CALL
+    if (shift <= 0 && xbits <= 15 && -shift <= 30) {
+        return mg_fq_rdbpot_b(mg_fq_srdhm_small(x, m), -shift);
+    }
+    if (shift > 0 && xbits + shift <= 15) {
+        return mg_fq_srdhm_small(x * ((int32_t)1 << shift), m);
+    }
+#endif
     if (shift > 0) {
         if (xbits + shift <= 30) {
             return mg_fq_srdhm_b(x * ((int32_t)1 << shift), m);
@@ -207,7 +302,7 @@ MG_FAST_INLINE int32_t mg_fq_mbqm_w(int32_t x, int32_t m, int shift, int xbits)
         return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
     }
     if (-shift <= 30) {
-        return mg_fq_rdbpot_b(mg_fq_srdhm_b(x, m), -shift);
+        return mg_fq_mul_round(x, m, -shift, 0);
     }
     return mg_fq_rdbpot(mg_fq_srdhm_b(x, m), -shift);
 #endif
@@ -285,13 +380,14 @@ MG_FAST_INLINE int32_t mg_ffc_out32(const mg_ffc_params_t *p, int32_t d, int32_t
     const mg_fq_chan_t *ch = &p->ch[c];
     const int32_t x = d + ch->bias;
     int32_t y;
-    if (p->right_shifts == 2) {         /* rnd = 2^(e-1) + zero point * 2^e */
-        y = mg_fq_srdhm_b(x, ch->mult);
-        return mg_fq_clamp((y + ch->rnd + (y >> 31)) >> ch->shift, p->act_min, p->act_max);
+    /* the rounding of mg_fq_mul_round: rnd (2^(e-1), + zero point * 2^e in mode 2) with the
+     * multiply, the sign of x for the sign of srdhm(x, mult) */
+    if (p->right_shifts == 2) {
+        y = mg_fq_srdhm_add(x, ch->mult, ch->rnd);
+        return mg_fq_clamp((y + (x >> 31)) >> ch->shift, p->act_min, p->act_max);
     }
     if (p->right_shifts) {
-        y = mg_fq_srdhm_b(x, ch->mult);
-        y = (y + ch->rnd + (y >> 31)) >> ch->shift;
+        y = (mg_fq_srdhm_add(x, ch->mult, ch->rnd) + (x >> 31)) >> ch->shift;
     } else {
         y = mg_fq_mbqm_b(x, ch->mult, (int)ch->shift);
     }
@@ -352,10 +448,20 @@ typedef struct {
  * 32-bit products only (exact for |x + offset| <= 256, 1 <= ls <= 20, shift <= 0). */
 MG_FAST_INLINE int32_t mg_fadd_in(int32_t x, int32_t offset, int ls, int32_t m, int shift)
 {
+#if MG_DSP_NATIVE && defined(__GNUC__)
+    /* |(x + offset) << ls| <= 2^28: one SMMLAR (mg_fq_mul_round) */
+    return mg_fq_mul_round((x + offset) * ((int32_t)1 << ls), m, -shift, 0);
+#else
     return mg_fq_rdbpot_b(mg_fq_srdhm_pot(x + offset, ls, m), -shift);
+#endif
 }
 MG_FAST_INLINE int8_t mg_fadd_out(const mg_add_params_t *p, int32_t raw)
 {
+    if (-p->output_shift <= 20) {
+        return (int8_t)mg_fq_clamp(mg_fq_mul_round(raw, p->output_multiplier,
+                                                   -(int)p->output_shift, p->output_offset),
+                                   p->act_min, p->act_max);
+    }
     return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(raw, p->output_multiplier),
                                                -(int)p->output_shift, p->output_offset),
                                p->act_min, p->act_max);
@@ -379,7 +485,12 @@ MG_FAST_INLINE int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
 MG_FAST_INLINE int8_t mg_fmul1(const mg_mul_params_t *p, int8_t a, int8_t b)
 {
     const int32_t v = ((int32_t)a + p->input1_offset) * ((int32_t)b + p->input2_offset);
-    if (p->output_shift <= 0) {         /* |v| <= 2^16 */
+    if (p->output_shift <= 0 && -p->output_shift <= 20) {     /* |v| <= 2^16 */
+        return (int8_t)mg_fq_clamp(mg_fq_mul_round(v, p->output_multiplier,
+                                                   -(int)p->output_shift, p->output_offset),
+                                   p->act_min, p->act_max);
+    }
+    if (p->output_shift <= 0) {
         return (int8_t)mg_fq_clamp(mg_fq_rdbpot_zp(mg_fq_srdhm_b(v, p->output_multiplier),
                                                    -(int)p->output_shift, p->output_offset),
                                    p->act_min, p->act_max);
@@ -625,9 +736,18 @@ MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u
  * SMULL, mg_fq_srdhm_b) and |srdhm| < 2^30 (the 3-instruction rounding for shift >= -30). */
 MG_FAST_INLINE int32_t mg_fadd16_in(int32_t x, int ls, int32_t m, int shift)
 {
+#if MG_MUL64_CALL
+    if (ls == 15 && -shift <= 30) {
+        /* without a 64-bit multiply: mg_fq_srdhm_pot's two 32-bit products, exact for
+         * |x| <= 2^15 at ls = 15 (|x (m & 0xFFFF)| + 2^15 < 2^31) */
+        return mg_fq_rdbpot_b(mg_fq_srdhm_pot(x, 15, m), -shift);
+    }
+#endif
     if (ls <= 15) {
-        const int32_t y = mg_fq_srdhm_b(x * ((int32_t)1 << ls), m);
-        return -shift <= 30 ? mg_fq_rdbpot_b(y, -shift) : mg_fq_rdbpot(y, -shift);
+        if (-shift <= 30) {
+            return mg_fq_mul_round(x * ((int32_t)1 << ls), m, -shift, 0);
+        }
+        return mg_fq_rdbpot(mg_fq_srdhm_b(x * ((int32_t)1 << ls), m), -shift);
     }
     return mg_fq_rdbpot(mg_fq_srdhm(x * ((int32_t)1 << ls), m), -shift);
 }
@@ -643,8 +763,9 @@ MG_FAST_INLINE int16_t mg_fadd16_out(const mg_add_params_t *p, int32_t raw)
 {
     if (p->left_shift <= 15 && MG_FQ_HALF(p->input1_multiplier, p->input1_shift) &&
         MG_FQ_HALF(p->input2_multiplier, p->input2_shift) && p->output_shift >= -30) {
-        return (int16_t)mg_fq_clamp(mg_fq_rdbpot_b(mg_fq_srdhm_b(raw, p->output_multiplier),
-                                                   -(int)p->output_shift) + p->output_offset,
+        return (int16_t)mg_fq_clamp(mg_fq_mul_round(raw, p->output_multiplier,
+                                                    -(int)p->output_shift, 0)
+                                    + p->output_offset,
                                     p->act_min, p->act_max);
     }
     return (int16_t)mg_fq_clamp(mg_fq_rdbpot(mg_fq_srdhm(raw, p->output_multiplier),
@@ -659,6 +780,14 @@ MG_FAST_INLINE int32_t mg_frequant1(const mg_requant_params_t *p, int32_t x)
                        + p->output_offset, p->act_min, p->act_max);
 }
 
+/* mg_frequant1 of an int8 value (|x - input zero point| <= 255 < 2^9). */
+MG_FAST_INLINE int32_t mg_frequant8(const mg_requant_params_t *p, int8_t x)
+{
+    return mg_fq_clamp(mg_fq_mbqm_w((int32_t)x - p->input_offset, p->multiplier,
+                                    (int)p->shift, 9)
+                       + p->output_offset, p->act_min, p->act_max);
+}
+
 /* The tail for one channel on the int16 gate z16 (from s->z16_lut): returns h16', writes the
  * int8 h' to *h8. */
 MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t z16, int8_t g,
@@ -666,7 +795,7 @@ MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t
 {
     const mg_add_params_t *sp = s->sub, *ap = s->add_h;
     const int ls = (int)sp->left_shift;
-    const int32_t g16 = mg_frequant1(s->g16, g);
+    const int32_t g16 = mg_frequant8(s->g16, g);
     const int32_t d = mg_fadd16_out(sp, mg_fadd16_in(g16, ls, sp->input1_multiplier,
                                                      (int)sp->input1_shift)
                                         - mg_fadd16_in(h, ls, sp->input2_multiplier,
@@ -770,6 +899,37 @@ MG_FAST_INLINE void mg_fdot16_x4(const int8_t *w, const uint32_t *xs, const int1
                                  int32_t depth, int32_t n, int32_t *d)
 {
     int32_t k, j;
+#if !MG_DSP_NATIVE
+    /* without the DSP instructions their plain-C forms cost ~10 instructions per MAC here; a
+     * direct multiply-accumulate of the int16 inputs (load, load, multiply, add) is ~4.5,
+     * with each input loaded once for the 4 rows */
+    if (n == 4) {
+        const int8_t *w1 = w + depth, *w2 = w1 + depth, *w3 = w2 + depth;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        (void)xs;
+        for (k = 0; k < depth; ++k) {
+            const int32_t x = u16[k];
+            a0 += (int32_t)w[k] * x;
+            a1 += (int32_t)w1[k] * x;
+            a2 += (int32_t)w2[k] * x;
+            a3 += (int32_t)w3[k] * x;
+        }
+        d[0] = a0;
+        d[1] = a1;
+        d[2] = a2;
+        d[3] = a3;
+        return;
+    }
+    for (j = 0; j < n; ++j) {
+        const int8_t *wj = w + j * depth;
+        int32_t a = 0;
+        for (k = 0; k < depth; ++k) {
+            a += (int32_t)wj[k] * (int32_t)u16[k];
+        }
+        d[j] = a;
+    }
+    return;
+#endif
     if (n == 4) {
         const int8_t *w1 = w + depth, *w2 = w1 + depth, *w3 = w2 + depth;
         const int32_t blocks = depth >> 2;
@@ -822,31 +982,78 @@ MG_FAST_INLINE void mg_input16_front_fast(const mg_input16_params_t *q, int32_t 
 {
     int32_t c;
     for (c = 0; c < n; ++c) {
-        u16[c] = (int16_t)mg_fadd16(q->add_u, mg_frequant1(q->frame16, frame[c]),
-                                    mg_frequant1(q->conv16, conv[c]));
+        u16[c] = (int16_t)mg_fadd16(q->add_u, mg_frequant8(q->frame16, frame[c]),
+                                    mg_frequant8(q->conv16, conv[c]));
     }
 }
 
 /* mg_mingru_step_u16 with the dot products above and the candidate's tables; xs: scratch of
  * 2 * (H / 4) words. The FCs' input and filter offsets are 0 (generator-checked). */
+#if MG_FFC_DOT_ASM
+/* d[c] = sum_k w[c][k] u16[k] for the 4 * groups rows of w (row-major int8, `depth` per
+ * row) over the first 4 * (depth / 4) inputs, xs = mg_fpack16(u16): Thumb-2 assembly, per
+ * block of 4 inputs one LDRD of the packed pair and per row LDR, SXTB16, SXTB16 ROR #8, two
+ * SMLAD (22 instructions per 16 MACs, 2 blocks a turn). */
+void mg_fdot16_rows4(const int8_t *w, const uint32_t *xs, int32_t depth, int32_t groups,
+                     int32_t *d);
+
+/* mg_fdot16_x4 of all n rows of w into d[0..n). */
+MG_FAST_INLINE void mg_fdot16_all(const int8_t *w, const uint32_t *xs, const int16_t *u16,
+                                  int32_t depth, int32_t n, int32_t *d)
+{
+    const int32_t full = n >> 2, k0 = depth & ~3;
+    int32_t c, k;
+    mg_fdot16_rows4(w, xs, depth, full, d);
+    if (k0 < depth) {               /* the depth % 4 tail of the full groups' rows */
+        for (c = 0; c < 4 * full; ++c) {
+            for (k = k0; k < depth; ++k) {
+                d[c] += (int32_t)w[c * depth + k] * (int32_t)u16[k];
+            }
+        }
+    }
+    if (n & 3) {
+        mg_fdot16_x4(w + 4 * full * depth, xs, u16, depth, n & 3, d + 4 * full);
+    }
+}
+#endif
+
 MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_state16_params_t *s,
                                        const mg_input16_fast_t *f, const int16_t *u16,
-                                       int16_t *h, int8_t *h8, int8_t *v8, uint32_t *xs)
+                                       int16_t *h, int8_t *h8, int8_t *v8, uint32_t *xs,
+                                       int32_t *acc)
 {
     const mg_input16_params_t *q = f->q;
     const int32_t H = p->channels, depth = q->gate.fc->accum_depth;
     const int8_t *sig_q = f->sig_q + 128;
     const int separate_r = q->relu_fc.fc != 0 && !p->relu_fc_shares_dot;
     int32_t c0, j;
-    mg_fpack16(u16, depth, xs);
+#if MG_FFC_DOT_ASM
+    const int32_t H4 = (H + 3) & ~3;
+#endif
+#if MG_DSP_NATIVE
+    mg_fpack16(u16, depth, xs);     /* (the plain-C dots read u16 directly) */
+#endif
+#if MG_FFC_DOT_ASM                  /* every dot first (acc: 2 or 3 x H4 words) */
+    mg_fdot16_all(q->gate.weights, xs, u16, depth, H, acc);
+    mg_fdot16_all(q->cand.weights, xs, u16, depth, H, acc + H4);
+    if (separate_r) {
+        mg_fdot16_all(q->relu_fc.weights, xs, u16, depth, H, acc + 2 * H4);
+    }
+#else
+    (void)acc;
+#endif
     for (c0 = 0; c0 < H; c0 += 4) {     /* the dots of 4 channels, then their tails */
         const int32_t n = H - c0 < 4 ? H - c0 : 4;
+#if MG_FFC_DOT_ASM
+        const int32_t *dz = acc + c0, *dp = acc + H4 + c0, *dr = acc + 2 * H4 + c0;
+#else
         int32_t dz[4], dp[4], dr[4];
         mg_fdot16_x4(q->gate.weights + c0 * depth, xs, u16, depth, n, dz);
         mg_fdot16_x4(q->cand.weights + c0 * depth, xs, u16, depth, n, dp);
         if (separate_r) {
             mg_fdot16_x4(q->relu_fc.weights + c0 * depth, xs, u16, depth, n, dr);
         }
+#endif
         for (j = 0; j < n; ++j) {
             const int32_t c = c0 + j;
             const int16_t z16 = mg_logistic1_s16(s->sig16,
