@@ -177,13 +177,15 @@ def run_host_runner(exe, x: np.ndarray) -> np.ndarray:
 
 
 def build_check(target: str, gen_dir, out_dir, debug: bool = True, fast: bool | None = None,
-                profile: bool = False) -> dict:
+                profile: bool = False, defines: tuple = ()) -> dict:
     """Cross-build model_check.c (+ test vectors) for `target`; objects kept for sizing.
     fast: None = the target's default path (MG_FAST 1 where the DSP extension exists), True /
-    False force the fast / portable reference path; profile: per-op-kind tick counters."""
+    False force the fast / portable reference path; profile: per-op-kind tick counters;
+    defines: extra NAME=VALUE macros (e.g. MG_FDOT16_W16=0)."""
     t = TARGETS[target]
     gen_dir, out_dir = Path(gen_dir), Path(out_dir)
-    tag = ("" if fast is None else "_fast" if fast else "_ref") + ("_prof" if profile else "")
+    tag = ("" if fast is None else "_fast" if fast else "_ref") + ("_prof" if profile else "") \
+        + "".join("_" + d.replace("=", "") for d in defines)
     out_dir = out_dir / (tag.strip("_") or "default")
     out_dir.mkdir(parents=True, exist_ok=True)
     flags = [*WARN, *t["flags"], "-I", str(RUNTIME), "-I", str(HARNESS), "-I", str(gen_dir)]
@@ -193,6 +195,7 @@ def build_check(target: str, gen_dir, out_dir, debug: bool = True, fast: bool | 
         flags.append(f"-DMG_FAST={int(fast)}")
     if profile:
         flags.append("-DMG_PROFILE")
+    flags += [f"-D{d}" for d in defines]
     groups = {
         "runtime": [RUNTIME / s for s in RUNTIME_SRCS],
         "package": [gen_dir / s for s in PACKAGE_SRCS],

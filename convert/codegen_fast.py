@@ -177,6 +177,27 @@ def ffc_layout(w: np.ndarray, bias: np.ndarray | None, p: dict):
     return (words.astype(np.uint32), rows, blocks, dot_bound[:n_out]), None
 
 
+def fdot16_w16_layout(w: np.ndarray) -> np.ndarray:
+    """int8 weights [n_out, depth] of a 16x8 FC -> the uint32 words of mg_fast.h
+    mg_fdot16_w16: rows in groups of 4 (the last padded with zero rows), the first
+    4 * (depth // 4) inputs in blocks of 4 (the depth % 4 tail stays with the int8 weights);
+    per group, per block, per row two words of int16 halfwords (w0, w2) and (w1, w3), which pair
+    with mg_fpack16's input words (u0, u2) and (u1, u3) in one SMLAD each."""
+    w = np.asarray(w, np.int64)
+    n_out, depth = w.shape
+    groups, blocks = (n_out + 3) // 4, depth // 4
+    pad = np.zeros((4 * groups, 4 * blocks), np.int64)
+    pad[:n_out] = w[:, :4 * blocks]
+    q = (pad & 0xFFFF).reshape(groups, 4, blocks, 2, 2)     # [g, row, block, hi/lo pair, parity]
+    words = q[:, :, :, 0, :] | (q[:, :, :, 1, :] << 16)      # [g, row, block, parity]
+    return words.transpose(0, 2, 1, 3).reshape(-1).astype(np.uint32)
+
+
+def fdot16_w16_decl(name: str, w: np.ndarray) -> str:
+    """C: the `static const uint32_t name[]` of fdot16_w16_layout(w)."""
+    return f"static const uint32_t {name}[] = {{{_words(fdot16_w16_layout(w))}}};"
+
+
 def _words(v) -> str:
     v = [f"0x{int(x):08x}u" for x in np.asarray(v).reshape(-1)] or ["0u"]
     return "\n    " + ",\n    ".join(", ".join(v[k:k + 8]) for k in range(0, len(v), 8)) + "\n"

@@ -61,7 +61,7 @@ from mgrade_edge.convert.cemit import (
     tensor_pointer)
 from mgrade_edge.convert.codegen_fast import (
     add_ok, chan_decl, chan_table, dw_chan_rows, elementwise_count, emit_fast_op, fc_weights, ffc_decls,
-    ffc_layout, ffc_struct, g_split_tables, logistic_min_table, logistic_table, requant_table,
+    fdot16_w16_decl, ffc_layout, ffc_struct, g_split_tables, logistic_min_table, logistic_table, requant_table,
     table_decl)
 from mgrade_edge.convert.graph_package import (
     LOGISTIC_KEYS, REQUANT_KEYS, add_fields, emit_op, fc_struct_lines, mul_fields,
@@ -229,10 +229,15 @@ def _fast_mingru_u16(P: str, model: Model, f: GruFusion, in16: dict, report: dic
             split = {k: f"{P}_l{L}_in16_{k}" for k in split}
         else:
             report[f"l{L}_g"] = "int16 input: g() computed per element (no split)"
-    decls.append(struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", dict(
-        q=f"&{P}_l{L}_in16", **{r: f"&{P}_l{L}_in16_{r}_f" if r in rows else "NULL"
-                                 for r in ("gate", "cand", "relu_fc")},
-        sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu, **split)))
+    fields = dict(q=f"&{P}_l{L}_in16", **{r: f"&{P}_l{L}_in16_{r}_f" if r in rows else "NULL"
+                                           for r in ("gate", "cand", "relu_fc")},
+                  sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu, **split)
+    w16 = {r: f"{P}_l{L}_in16_{r}_w16" for r in rows if not (r == "relu_fc" and f.shares_dot)}
+    decls += ["#if MG_FDOT16_W16"]      # int16 weight copies for the DSP cores' dots
+    decls += [fdot16_w16_decl(w16[r], fc_weights(model, in16[L][1]["fcs"][r])[0]) for r in w16]
+    decls += [struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", dict(
+        fields, **{("relu" if r == "relu_fc" else r) + "_w16": v for r, v in w16.items()})),
+        "#else", struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", fields), "#endif"]
     H4 = 4 * ((params["gate"]["output_depth"] + 3) // 4)     # the dots (mg_fast.h acc)
     n_dots = 3 if "relu_fc" in rows and not f.shares_dot else 2
     return decls, None, (2 * (params["gate"]["accum_depth"] // 4), n_dots * H4)

@@ -94,6 +94,40 @@ def test_layout_refuses_inexact_cases():
     assert bad is None and "bound" in why
 
 
+def test_fdot16_w16_layout_pairs_with_packed_input():
+    """fdot16_w16_layout's words, walked as mg_fdot16_w16 walks them (per group, per block: the
+    packed inputs (u0, u2), (u1, u3) of mg_fpack16, then per row 2 SMLADs of its two words),
+    give every row's dot over the full blocks, on shapes off the 4 x 4 grid and at the int8
+    and int16 extremes (the bit-exact C/assembly check is tests/test_mcu_model.py
+    ::test_int16_input_odd_shapes_bit_exact)."""
+    from mgrade_edge.convert.codegen_fast import fdot16_w16_layout
+
+    def half(v, k):     # signed halfword k of a uint32 word
+        return int(np.int16(np.uint16((int(v) >> (16 * k)) & 0xFFFF)))
+
+    rng = np.random.default_rng(5)
+    for n_out, depth in [(1, 4), (4, 4), (6, 6), (7, 13), (13, 3), (24, 24)]:
+        w = rng.integers(-128, 128, (n_out, depth)).astype(np.int8)
+        w[0, :] = -128
+        u = rng.integers(-32768, 32768, depth).astype(np.int64)
+        u[:2] = -32768
+        words = fdot16_w16_layout(w)
+        groups, blocks = (n_out + 3) // 4, depth // 4
+        assert words.dtype == np.uint32 and words.size == groups * blocks * 8
+        got = np.zeros(4 * groups, np.int64)
+        for g in range(groups):
+            for k in range(blocks):
+                x0 = [u[4 * k], u[4 * k + 2]]           # mg_fpack16's two words
+                x1 = [u[4 * k + 1], u[4 * k + 3]]
+                for j in range(4):
+                    w0, w1 = words[((g * blocks + k) * 4 + j) * 2:][:2]
+                    got[4 * g + j] += sum(half(w0, h) * x0[h] + half(w1, h) * x1[h]
+                                          for h in (0, 1))
+        want = w[:, :4 * blocks].astype(np.int64) @ u[:4 * blocks]
+        assert np.array_equal(got[:n_out], want), (n_out, depth)
+        assert not got[n_out:].any()                   # the padding rows are zero
+
+
 def test_python_reference_arithmetic():
     """The generator's Python port of srdhm/rdbpot agrees with the closed forms the fast C
     path uses (floor((a b + 2^30) / 2^31); (x + 2^(e-1) - (x < 0)) >> e) on edge values."""

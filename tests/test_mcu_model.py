@@ -193,13 +193,14 @@ def test_package_compiles_strict(gen, tmp_path, cc, extra):
             assert r.returncode == 0, f"{cc} {src.name} {debug}:\n{r.stderr}"
 
 
-def _run_target(gen, target, fast=None):
+def _run_target(gen, target, fast=None, defines=()):
     t = mc.TARGETS[target]
     if not mc.have(t["cc"], t["qemu"][0]):
         pytest.skip(f"{t['cc']} / {t['qemu'][0]} not installed")
     t0 = time.perf_counter()
     try:
-        b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True, fast=fast)
+        b = mc.build_check(target, gen["gen"], gen["work"] / target, debug=True, fast=fast,
+                           defines=defines)
     except RuntimeError as e:
         # a model whose test vectors exceed the micro:bit's flash: the same M0 code on the an385
         if target != "qemu-cm0" or "overflowed" not in str(e):
@@ -311,16 +312,22 @@ def test_refuses_unexpected_graph(model_dir, tmp_path):
     assert "GATHER" in info["ops"]
 
 
-@pytest.mark.parametrize("target", ["qemu-cm4", "qemu-cm0"])
-def test_int16_input_odd_shapes_bit_exact(tiny_models, tmp_path, target):
+@pytest.mark.parametrize("target,defines", [("qemu-cm4", ()),
+                                             ("qemu-cm4", ("MG_FDOT16_W16=0",)),
+                                             ("qemu-cm0", ())],
+                         ids=["qemu-cm4", "qemu-cm4-int8-weights", "qemu-cm0"])
+def test_int16_input_odd_shapes_bit_exact(tiny_models, tmp_path, target, defines):
     """The int16-input minGRU's fast dots on shapes off the 4-block grid: H = 6 (a partial group
-    of 2 rows after a full one) and depth 6 (one odd block and a 2-input tail): the assembly
-    16x8 dot (Cortex-M4) and the direct plain-C one (M0), every step's logits and states at
-    0 LSB against TFLite-Micro."""
+    of 2 rows after a full one) and depth 6 (one odd block and a 2-input tail): the Cortex-M4's
+    assembly 16x8 dots from the pre-extended int16 weight copies (default) and from the int8
+    weights (MG_FDOT16_W16=0), and the direct plain-C one (M0), every step's logits and states
+    at 0 LSB against TFLite-Micro."""
     from tests.tiny_model import TinyConfig
 
     model = tiny_models(TinyConfig(H=6, L=2, K=8, N=3, state_bits=16, input_bits=16, seed=7))
     info = mc.generate(model, tmp_path / "gen", 3)
-    assert "mg_mingru_fast_u16" in (tmp_path / "gen" / "mg_model.c").read_text()
+    src = (tmp_path / "gen" / "mg_model.c").read_text()
+    assert "mg_mingru_fast_u16" in src and "_gate_w16[]" in src
     _run_target({"gen": tmp_path / "gen", "work": tmp_path, "ref": info["ref"],
-                 "model_id": info["model_id"], "macs_per_step": info["macs_per_step"]}, target)
+                 "model_id": info["model_id"], "macs_per_step": info["macs_per_step"]}, target,
+                defines=defines)

@@ -204,6 +204,63 @@ __attribute__((naked, noinline)) void mg_fdot16_rows4(const int8_t *w MG_ARG,
         "    add     sp, sp, #16\n"
         "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
 }
+
+/* One block of mg_fdot16_w16: the packed input pair, then 2 rows per LDM of 4 words. */
+#define MG_DOT16W_PAIR_ASM(A, B)                                                             \
+    "    ldmia   r1!, {r8, r9, r10, r11}\n"                                                  \
+    "    smlad   " A ", r8, r12, " A "\n"                                                     \
+    "    smlad   " A ", r9, lr, " A "\n"                                                      \
+    "    smlad   " B ", r10, r12, " B "\n"                                                    \
+    "    smlad   " B ", r11, lr, " B "\n"
+#define MG_DOT16W_BLOCK_ASM                                                                  \
+    "    ldrd    r12, lr, [r0], #8\n"                                                         \
+    MG_DOT16W_PAIR_ASM("r4", "r5") MG_DOT16W_PAIR_ASM("r6", "r7")
+
+/* AAPCS: r0 xs, r1 w16, r2 blocks, r3 groups, [sp] d. In the loop: r0 xs, r1 w16, r2 blocks,
+ * r3 count, r4-r7 the sums, r8-r11 two rows' weight words, r12 (u0, u2), lr (u1, u3); groups
+ * and d on the stack (d at [sp, #44]). The sums wrap like SMLAD; |sum| < 2^30 is
+ * generator-checked. */
+__attribute__((naked, noinline)) void mg_fdot16_w16(const uint32_t *w16 MG_ARG,
+                                                    const uint32_t *xs MG_ARG,
+                                                    int32_t blocks MG_ARG, int32_t groups MG_ARG,
+                                                    int32_t *d MG_ARG)
+{
+    __asm__(
+        "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
+        "    cmp     r3, #0\n"
+        "    ble     9f\n"
+        "    sub     sp, sp, #8\n"
+        "    str     r3, [sp]\n"                 /* groups left; d at [sp, #44] */
+        "    mov     r12, r0\n"                  /* (w16, xs) -> (xs, w16) */
+        "    mov     r0, r1\n"
+        "    mov     r1, r12\n"
+        "1:  movs    r4, #0\n"
+        "    movs    r5, #0\n"
+        "    movs    r6, #0\n"
+        "    movs    r7, #0\n"
+        "    lsrs    r3, r2, #2\n"               /* four blocks a turn */
+        "    beq     3f\n"
+        "2:\n"
+        MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM
+        "    subs    r3, r3, #1\n"
+        "    bne     2b\n"
+        "3:  ands    r3, r2, #3\n"
+        "    beq     5f\n"
+        "4:\n"
+        MG_DOT16W_BLOCK_ASM
+        "    subs    r3, r3, #1\n"
+        "    bne     4b\n"
+        "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */
+        "    ldr     r3, [sp, #44]\n"
+        "    stmia   r3!, {r4, r5, r6, r7}\n"
+        "    str     r3, [sp, #44]\n"
+        "    ldr     r3, [sp]\n"
+        "    subs    r3, r3, #1\n"
+        "    str     r3, [sp]\n"
+        "    bne     1b\n"
+        "    add     sp, sp, #8\n"
+        "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+}
 #elif !MG_DSP_NATIVE
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
                 int32_t *d)

@@ -97,6 +97,18 @@
 #define MG_FFC_DOT_ASM 0
 #endif
 
+/* The 16x8 dots of the int16 minGRU input from int16 copies of the weights, stored
+ * pre-extended by the generator (no SXTB16 unpacking: 11 instructions per 16 MACs instead of
+ * 22, for 2 more bytes of flash per weight): on the cores with the Thumb-2 dot. Elsewhere (no
+ * DSP, where the int8 weights are read directly, and the AVR/MG_ROM builds without MG_FAST)
+ * the generated package holds no copies. -DMG_FDOT16_W16=0 keeps the int8 dots on a DSP core. */
+#ifndef MG_FDOT16_W16
+#define MG_FDOT16_W16 MG_FFC_DOT_ASM
+#endif
+#if MG_FDOT16_W16 && !MG_FFC_DOT_ASM
+#error "MG_FDOT16_W16 needs the Thumb-2 dot (MG_FFC_DOT_ASM)"
+#endif
+
 #if defined(__GNUC__)
 #define MG_FAST_INLINE static inline __attribute__((always_inline))
 #else
@@ -855,6 +867,11 @@ typedef struct {
     const int32_t *g_split;        /* [H] */
     const int8_t *g_neg;           /* [256] */
     const int8_t *g_pos;           /* [256] */
+    /* MG_FDOT16_W16 builds: the FCs' weights as mg_fdot16_w16 words (codegen_fast.
+     * fdot16_w16_layout), or NULL (the int8 dots; relu_w16 NULL where it shares cand's dot) */
+    const uint32_t *gate_w16;
+    const uint32_t *cand_w16;
+    const uint32_t *relu_w16;
 } mg_input16_fast_t;
 
 /* u16 [depth] -> xs [2 * (depth / 4)] words: per block of 4, (u0, u2) and (u1, u3) as int16
@@ -997,6 +1014,13 @@ MG_FAST_INLINE void mg_input16_front_fast(const mg_input16_params_t *q, int32_t 
 void mg_fdot16_rows4(const int8_t *w, const uint32_t *xs, int32_t depth, int32_t groups,
                      int32_t *d);
 
+/* d[c] = sum_k w[c][k] u16[k] for the 4 * groups rows of w16 (the int16 weights in the
+ * codegen_fast.fdot16_w16_layout order) over the first 4 * blocks inputs, xs = mg_fpack16(u16):
+ * Thumb-2 assembly, per block of 4 inputs one LDRD of the packed pair and per 2 rows one LDM of
+ * their 4 weight words and 4 SMLAD (11 instructions per 16 MACs, 4 blocks a turn). */
+void mg_fdot16_w16(const uint32_t *w16, const uint32_t *xs, int32_t blocks, int32_t groups,
+                   int32_t *d);
+
 /* mg_fdot16_x4 of all n rows of w into d[0..n). */
 MG_FAST_INLINE void mg_fdot16_all(const int8_t *w, const uint32_t *xs, const int16_t *u16,
                                   int32_t depth, int32_t n, int32_t *d)
@@ -1014,6 +1038,28 @@ MG_FAST_INLINE void mg_fdot16_all(const int8_t *w, const uint32_t *xs, const int
     if (n & 3) {
         mg_fdot16_x4(w + 4 * full * depth, xs, u16, depth, n & 3, d + 4 * full);
     }
+}
+
+/* The same dots from the int16 copy w16 of w (NULL: from w); d: 4 * ((n + 3) / 4) words. */
+MG_FAST_INLINE void mg_fdot16_all_w(const uint32_t *w16, const int8_t *w, const uint32_t *xs,
+                                    const int16_t *u16, int32_t depth, int32_t n, int32_t *d)
+{
+#if MG_FDOT16_W16
+    if (w16 != 0) {
+        const int32_t k0 = depth & ~3;
+        int32_t c, k;
+        mg_fdot16_w16(w16, xs, depth >> 2, (n + 3) >> 2, d);
+        for (c = 0; c < n && k0 < depth; ++c) {     /* the depth % 4 tail from the int8 rows */
+            for (k = k0; k < depth; ++k) {
+                d[c] += (int32_t)w[c * depth + k] * (int32_t)u16[k];
+            }
+        }
+        return;
+    }
+#else
+    (void)w16;
+#endif
+    mg_fdot16_all(w, xs, u16, depth, n, d);
 }
 #endif
 
@@ -1034,10 +1080,10 @@ MG_FAST_INLINE void mg_mingru_fast_u16(const mg_mingru_params_t *p, const mg_sta
     mg_fpack16(u16, depth, xs);     /* (the plain-C dots read u16 directly) */
 #endif
 #if MG_FFC_DOT_ASM                  /* every dot first (acc: 2 or 3 x H4 words) */
-    mg_fdot16_all(q->gate.weights, xs, u16, depth, H, acc);
-    mg_fdot16_all(q->cand.weights, xs, u16, depth, H, acc + H4);
+    mg_fdot16_all_w(f->gate_w16, q->gate.weights, xs, u16, depth, H, acc);
+    mg_fdot16_all_w(f->cand_w16, q->cand.weights, xs, u16, depth, H, acc + H4);
     if (separate_r) {
-        mg_fdot16_all(q->relu_fc.weights, xs, u16, depth, H, acc + 2 * H4);
+        mg_fdot16_all_w(f->relu_w16, q->relu_fc.weights, xs, u16, depth, H, acc + 2 * H4);
     }
 #else
     (void)acc;
