@@ -2,6 +2,7 @@
 
     python -m mgrade_edge.convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
                       [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest]
+                      [--form auto|int8|state16|input16|mlp16]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
 TFLite-Micro, LiteRT vs TFLM difference, sizes, ops, the device resource table "resources" of
@@ -20,11 +21,16 @@ metadata input_norm), so any units work. One warning line per input channel whos
 training-split std the int8 input grid resolves with fewer than 16 steps; report.json's
 input_grid_steps gives the steps per std of every channel.
 
---state-bits (default auto): the minGRU state width on the device. auto converts both an
-8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one only where it is
-strictly more accurate on the validation split with TFLite-Micro (the last --val-n training
-sequences where the task has no validation split; printed, and report.json's
-state_bits_split says which). The MicroPython target implements only the 8-bit state.
+--state-bits (default auto): the minGRU state width on the device. auto (= --form auto)
+converts both an 8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one
+only where it is strictly more accurate on the validation split with TFLite-Micro (the last
+--val-n training sequences where the task has no validation split; printed, and report.json's
+state_bits_split says which); where that choice is not within 0.5 points of the float
+network's validation accuracy it climbs the widening ladder (convert/forms.py, ladder.py:
+the MLP in int16 too) and keeps the cheapest form within the bound, else the most accurate;
+each tried form's accuracy, instructions per step and RAM are printed and in report.json
+(forms_tried). --form int8|state16|input16|mlp16 picks a form. The MicroPython target
+implements only the int8 form.
 
 --gate-bits (default 16): with a 16-bit state, the width of the gate z = sigmoid(z_pre) that
 scales the update z * (g - h). 16 runs TFLite's int16 LOGISTIC (z on a 1/32768 grid); 8 keeps
