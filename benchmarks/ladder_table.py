@@ -11,8 +11,8 @@ RUNS/NAME is the run of configs/ladder/NAME.toml (train each first:
    --form auto on 300 validation sequences), whose report.json gives the float and device
    (TFLite-Micro arithmetic, host C package) accuracy on the first N test sequences, the chosen
    form, its instructions per step (emulated Cortex-M4, fast and portable C path) and RAM;
-2. the rung below the chosen one, converted with `--form NEXT --out RUNS/NAME/int8_NEXT` on the
-   same test sequences (its device accuracy: what the cheaper form would have given).
+2. the rung below the chosen one (report.json form_next_cheaper), its device accuracy on the
+   same test sequences (form_next_cheaper_test_acc: what the cheaper form would have given).
 
 Prints one Markdown table (and writes it with --md). --no-convert reads existing outputs.
 """
@@ -34,9 +34,13 @@ def convert(run: Path, out: Path, n_test: int, extra: list[str]) -> dict:
     print("$ " + " ".join(cmd[1:]), flush=True)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     print(r.stdout, end="", flush=True)
+    rep = json.loads((out / "report.json").read_text()) if r.returncode == 0 else None
+    if rep and rep.get("forms_tried"):
+        from mgrade_edge.convert.ladder import table
+        print(table(rep), flush=True)
     if r.returncode != 0:
         raise RuntimeError(f"convert failed on {run}: {r.stderr.strip().splitlines()[-1:]}")
-    return json.loads((out / "report.json").read_text())
+    return rep
 
 
 def resources(rep: dict) -> tuple[float | None, float | None, int | None]:
@@ -57,19 +61,13 @@ def row(name: str, run: Path, n_test: int, do_convert: bool) -> dict:
     form = rep.get("form") or ("input16" if rep.get("input_bits") == 16 else
                                "state16" if rep.get("state_bits") == 16 else "int8")
     nxt = rep.get("form_next_cheaper")
-    nxt_rep = None
-    if nxt:
-        o2 = run / f"int8_{nxt}"
-        nxt_rep = convert(run, o2, n_test, ["--form", nxt]) if do_convert else (
-            json.loads((o2 / "report.json").read_text()) if (o2 / "report.json").is_file()
-            else None)
     fast, portable, ram = resources(rep)
     tried = {t["form"]: t for t in rep.get("forms_tried") or []}
     return {"model": name, "float_acc": rep["float_acc"], "hardened_acc": rep["hardened_acc"],
             "device_acc": rep["int8_acc_tflm"], "form": form, "ips_fast": fast,
             "ips_portable": portable, "ram": ram, "val_float": rep.get("float_val_acc"),
             "val_acc": (tried.get(form) or {}).get("val_acc"), "next": nxt,
-            "next_device_acc": None if nxt_rep is None else nxt_rep["int8_acc_tflm"],
+            "next_device_acc": rep.get("form_next_cheaper_test_acc"),
             "next_val_acc": (tried.get(nxt) or {}).get("val_acc"),
             "next_ips_fast": (tried.get(nxt) or {}).get("instructions_per_step", {}).get("fast")
             if nxt in tried and tried[nxt].get("instructions_per_step") else None,

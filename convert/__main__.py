@@ -383,6 +383,8 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               **bits_report, **rounding_report, **grid_report}
     lengths = None if len_test is None else len_test.numpy()
     host_logits = host_test_logits(model_bytes, x_q, lengths)
+    report.update(ladder.next_cheaper_accuracy(bits_report, x_q, y, data.readout, lengths))
+    report.pop(ladder.NEXT_MODEL, None)
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths, host_logits))
     report.update(litert_vs_tflm_bound(report))
     report.update({

@@ -36,6 +36,7 @@ from mgrade_edge.training.evaluate import IGNORE, accuracy
 
 BOUND_POINTS = 0.5
 COST_STEPS = 16
+NEXT_MODEL = "_next_cheaper_model"    # choose's field with the next-cheaper form's bytes
 
 
 def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: str,
@@ -151,12 +152,23 @@ def choose(raw: bytes, spec, info: dict, data, val_n: int, float_val_acc: float 
               "val_n": int(len(xq)), "val_acc_tflm_state8": acc["int8"],
               "val_acc_tflm_state16": acc[today16], "form": chosen, "form_choice": "auto",
               "float_val_acc": float_val_acc, "form_bound_points": BOUND_POINTS,
-              "form_next_cheaper": below, "forms_tried": tried}
+              "form_next_cheaper": below, "forms_tried": tried,
+              NEXT_MODEL: None if below is None else rungs[below][0]}
     if extra.get("state_bits") != 16:
         fields = {k: v for k, v in fields.items()
                   if k not in ("gate_bits", "input_bits", "input8_layers")}
     say(table(fields))
     return model, fields
+
+
+def next_cheaper_accuracy(fields: dict, x_q: np.ndarray, y: np.ndarray, readout: str,
+                          lengths) -> dict:
+    """Pops choose's next-cheaper model from `fields`; its accuracy on x_q (convert's test
+    split, host C package) as report.json's form_next_cheaper_test_acc."""
+    model = fields.pop(NEXT_MODEL, None)
+    if model is None:
+        return {}
+    return {"form_next_cheaper_test_acc": val_accuracy(model, x_q, y, readout, lengths)}
 
 
 def _ips(row: dict, path: str) -> str:
