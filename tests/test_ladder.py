@@ -161,3 +161,41 @@ def test_auto_climbs_the_ladder_only_when_the_earlier_choice_misses_the_bound(fl
     assert val_accuracy(model, xq, data.y_val[:6].numpy(), "mean", None) == acc[rep["form"]]
     out = capsys.readouterr().out
     assert "<- chosen" in out and all(f in out for f in tried)
+
+
+def test_qat_form_puts_the_widened_tensors_on_int16_grids():
+    """train.qat_form = "mlp16" (with qat_acts): the QAT epochs put the tensors the mlp16 form
+    holds in int16 (u, the gate pre-activation, the MLP's hidden layer and output) on the
+    int16 grid the converter gives them (training.qat.sym16_scale = convert/widen.py _sym16
+    of the same int8 range), and every other activation on its int8 grid."""
+    import torch
+
+    from mgrade_edge.convert.widen import _sym16
+    from mgrade_edge.training.qat import ActRange, WIDE_ACTS, asym_params, sym16_scale
+    from tests.test_state16 import _small_net
+
+    net = _small_net(4).train()
+    net.set_qat(True, acts=True, form="mlp16")
+    with torch.no_grad():
+        net(_inputs(4, 30, 3))
+    seen = {}
+    for name, m in net.named_modules():
+        if isinstance(m, ActRange):
+            short = name.rsplit(".", 1)[-1]
+            assert m.bits == (16 if short in WIDE_ACTS["mlp16"] else 8)
+            seen[short] = m
+    assert {"aq_u", "aq_z", "aq_fc1", "aq_fc2", "aq_v", "aq_w"} <= set(seen)
+    m = seen["aq_fc1"]
+    lo, hi = float(m.lo), float(m.hi)
+    s, zp = asym_params(lo, hi)
+
+    class Q:
+        scale, zeroPoint = [s], [zp]
+    assert sym16_scale(lo, hi) == pytest.approx(_sym16(Q), rel=1e-6)
+    x = torch.linspace(lo, hi, 101)
+    y = m.eval()(x)
+    q = y / sym16_scale(lo, hi)
+    assert torch.allclose(q, q.round(), atol=1e-3)
+    assert (y - x).abs().max() <= sym16_scale(lo, hi) / 2 + 1e-7
+    net.set_qat(True, acts=True, form="int8")
+    assert all(m.bits == 8 for m in net.modules() if isinstance(m, ActRange))
