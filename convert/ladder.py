@@ -11,7 +11,9 @@ bit-exact with TFLite-Micro and cross-checked against it on the first sequences)
    takes an int16 input) are evaluated; of these two the more accurate is kept (a tie keeps
    int8): the earlier `--state-bits auto`;
 2. if that one is within BOUND_POINTS (0.5) points of the float (hardened) network's accuracy
-   on the same sequences, it is the choice (and always when the float accuracy is not given);
+   on the same sequences, it is the choice (and always when the float accuracy is not given),
+   or the cheapest rung between int8 and it that is within the bound too (state16 where
+   input16 was kept: the same int16 state, fewer instructions);
 3. else the wider rungs are tried from the cheapest up and the first within the bound is
    kept; if none is, the most accurate form tried (a tie keeps the cheaper).
 
@@ -130,7 +132,12 @@ def choose(raw: bytes, spec, info: dict, data, val_n: int, float_val_acc: float 
     a8, a16 = evaluated("int8"), evaluated(today16)
     chosen = today16 if None not in (a8, a16) and a16 > a8 else "int8"
     bound = None if float_val_acc is None else float_val_acc - BOUND_POINTS / 100
-    if bound is not None and (acc[chosen] or 0.0) < bound - 1e-12:
+    if bound is not None and (acc[chosen] or 0.0) >= bound - 1e-12:
+        # within the bound: a cheaper 16-bit-state rung that is too (state16 for input16)
+        k16 = order.index(chosen)
+        chosen = next((f for f in order[1:k16] if (evaluated(f) or 0.0) >= bound - 1e-12),
+                      chosen) if chosen != "int8" else chosen
+    elif bound is not None:
         wider = order[order.index(today16) + 1:]
         chosen = next((f for f in wider if (evaluated(f) or 0.0) >= bound - 1e-12), None)
         if chosen is None:            # none within the bound: the most accurate tried
