@@ -26,8 +26,8 @@ converts both an 8-bit and a 16-bit state model (convert/widen.py) and keeps the
 only where it is strictly more accurate on the validation split with TFLite-Micro (the last
 --val-n training sequences where the task has no validation split; printed, and report.json's
 state_bits_split says which); where that choice is not within 0.5 points of the float
-network's validation accuracy it climbs the widening ladder (convert/forms.py, ladder.py:
-the MLP in int16 too) and keeps the cheapest form within the bound, else the most accurate;
+network's validation accuracy it evaluates the whole widening ladder (convert/forms.py,
+ladder.py: the MLP in int16 too) and keeps the cheapest form within the bound, else the most accurate;
 each tried form's accuracy, instructions per step and RAM are printed and in report.json
 (forms_tried). --form int8|state16|input16|mlp16 picks a form. The MicroPython target
 implements only the int8 form.
@@ -255,7 +255,7 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     form: one rung of convert/forms.py's ladder (int8, state16, input16, mlp16); auto (either
     flag): convert/ladder.py's choice on the first val_n validation sequences (the earlier
     rule, the more accurate of 8 and 16 with ties to 8, where that one is within 0.5 points of
-    float_val_acc or float_val_acc is None; else the cheapest wider form within the bound). A
+    float_val_acc or float_val_acc is None; else the cheapest form of the whole ladder within the bound). A
     task without a validation split is judged on the last val_n training sequences instead
     (not the test split; recorded as state_bits_split = "train" and printed)."""
     if form is not None and form != "auto":

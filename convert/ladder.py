@@ -14,8 +14,8 @@ bit-exact with TFLite-Micro and cross-checked against it on the first sequences)
    on the same sequences, it is the choice (and always when the float accuracy is not given),
    or the cheapest rung between int8 and it that is within the bound too (state16 where
    input16 was kept: the same int16 state, fewer instructions);
-3. else the wider rungs are tried from the cheapest up and the first within the bound is
-   kept; if none is, the most accurate form tried (a tie keeps the cheaper).
+3. else every rung is evaluated and the cheapest within the bound kept; if none is, the most
+   accurate (a tie keeps the cheaper).
 
 The rung just below the choice is evaluated too (the table's "next cheaper"). Every tried form
 gets its instructions per step on the emulated Cortex-M4 (QEMU, both C paths, over
@@ -137,10 +137,11 @@ def choose(raw: bytes, spec, info: dict, data, val_n: int, float_val_acc: float 
         k16 = order.index(chosen)
         chosen = next((f for f in order[1:k16] if (evaluated(f) or 0.0) >= bound - 1e-12),
                       chosen) if chosen != "int8" else chosen
-    elif bound is not None:
-        wider = order[order.index(today16) + 1:]
-        chosen = next((f for f in wider if (evaluated(f) or 0.0) >= bound - 1e-12), None)
-        if chosen is None:            # none within the bound: the most accurate tried
+    elif bound is not None:           # the earlier choice misses the bound: every rung
+        for f in order:
+            evaluated(f)
+        chosen = next((f for f in order if (acc[f] or 0.0) >= bound - 1e-12), None)
+        if chosen is None:            # none within the bound: the most accurate
             chosen = max(acc, key=lambda f: ((acc[f] or 0.0), -order.index(f)))
     k = order.index(chosen)
     below = order[k - 1] if k > 0 else None
