@@ -136,6 +136,9 @@ def test_auto_climbs_the_ladder_only_when_the_earlier_choice_misses_the_bound(fl
     from mgrade_edge.convert import forms
     from mgrade_edge.convert.__main__ import choose_state_bits, val_accuracy
 
+    from mgrade_edge.training.console import set_quiet
+
+    set_quiet(False)                # an earlier test in this process may have set it
     raw, spec, data = _auto_setup()
     model, rep = choose_state_bits(raw, spec, {}, "auto", data, val_n=6, float_val_acc=float_val)
     tried = {t["form"]: t for t in rep["forms_tried"]}

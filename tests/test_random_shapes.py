@@ -71,7 +71,7 @@ def test_default_conversion_holds_on_a_random_shape(shape, tmp_path):
 
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(_config(shape))
-    assert train_main([str(cfg_path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert train_main([str(cfg_path), "--out", str(tmp_path / "run")]) == 0
     net, cfg, _ = load_model(str(tmp_path / "run"))
     data = load_task(cfg.task.name, cfg.task.params, None, cfg.task.seed)
     net.harden()
