@@ -297,7 +297,7 @@ def qat_view_accuracy(net, cfg, ckpt: dict, x, y, lengths) -> dict:
     acts = any(seen for *_, seen in ranges.values())
     if acts:
         load_act_ranges(net, ranges)
-    net.set_qat(True, acts=acts)
+    net.set_qat(True, acts=acts, form=getattr(cfg.train, "qat_form", "int8") if acts else "int8")
     try:
         acc = evaluate(net, x, y, lengths=lengths)["acc"]
     finally:
@@ -347,6 +347,14 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     net.harden()
     hardened_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
     qat_report = qat_view_accuracy(net, cfg, ckpt, x_test, y_test, len_test)
+    # --form auto's reference on the validation split: the float net, or for a QAT run what
+    # its QAT epochs trained (the QAT view)
+    auto = form == "auto" or (form is None and state_bits == "auto")
+    float_val = ladder.float_val_accuracy(net, data, val_n) if auto else None
+    if auto and qat_report:
+        xv, yv, lv, _ = ladder.val_split(data, val_n, note=lambda s: None)
+        float_val = qat_view_accuracy(net, cfg, ckpt, xv, torch.as_tensor(yv),
+                                      None if lv is None else torch.as_tensor(lv))["qat_acc"]
     with torch.no_grad():
         hard_logits = net(x_test) if len_test is None else net(x_test, len_test)
     codes_in = to_raw_units(net, data)     # from here on x is in the task's raw 8-bit codes
@@ -366,8 +374,6 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
         info["input_units"] = INPUT_UNITS_NORMALISED
     if codes_in:
         info["input_units"] = RAW_INPUT_UNITS
-    auto = form == "auto" or (form is None and state_bits == "auto")
-    float_val = ladder.float_val_accuracy(net, data, val_n) if auto else None
     model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
                                                  gate_bits, input_bits, form, float_val)
     tflm = Streamer(model_bytes, "tflm")

@@ -11,7 +11,8 @@ bit-exact with TFLite-Micro and cross-checked against it on the first sequences)
    takes an int16 input) are evaluated; of these two the more accurate is kept (a tie keeps
    int8): the earlier `--state-bits auto`;
 2. if that one is within BOUND_POINTS (0.5) points of the float (hardened) network's accuracy
-   on the same sequences, it is the choice (and always when the float accuracy is not given),
+   on the same sequences (for a train.qat_epochs run: the QAT view's, what its QAT epochs
+   trained; convert passes it as float_val_acc), it is the choice (and always when the float accuracy is not given),
    or the cheapest rung between int8 and it that is within the bound too (state16 where
    input16 was kept: the same int16 state, fewer instructions);
 3. else every rung is evaluated and the cheapest within the bound kept; if none is, the most
