@@ -21,6 +21,9 @@ tensors of the groups kept in float. Rows:
 * `int16 path + G`: group G at int16 too (what widening it would recover), and `int16 all but
   frames`: every activation at int16 except the input and the frames (the gathered ring
   stays int8: TFLite-Micro has no int16 GATHER), the most a 16x8 layer could give.
+* `form F (simulated)`: the groups convert's form F holds in int16 (convert/forms.py GROUPS16:
+  state16, input16, mlp16; an upper bound: the real form still rounds the residual v to int8
+  where the MLP reads it); convert `--form F` for the real one.
 
 Groups (per layer, all layers together): `input` (the frame x), `frames` (each layer's input
 frame = the encoder or the previous post-norm output, its delay ring and the gathered taps),
@@ -44,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from mgrade_edge.convert import names
+from mgrade_edge.convert.forms import GROUPS16
 from mgrade_edge.convert.metadata import from_model as mgrade_metadata
 from mgrade_edge.convert.mgrade_match import match
 from mgrade_edge.convert.rings import gather_indices, write_slot
@@ -322,6 +326,9 @@ def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarra
                 configs[f"int16 path + {g}"] = (set(GROUPS), path16 | {g})
         wide_all = set(present) - {"input", "frames"}
         configs["int16 all but frames"] = (set(GROUPS), wide_all)
+        for form, groups in GROUPS16.items():     # the converter's rungs (convert/forms.py)
+            if groups and set(groups) <= set(present):
+                configs[f"form {form} (simulated)"] = (set(GROUPS), set(groups))
     if only:
         configs = {k: v for k, v in configs.items() if any(k.startswith(o) for o in only)}
     at = positions(x.shape[1])

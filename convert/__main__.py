@@ -2,6 +2,7 @@
 
     python -m mgrade_edge.convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
                       [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest]
+                      [--form auto|int8|state16|input16|mlp16]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
 TFLite-Micro, LiteRT vs TFLM difference, sizes, ops, the device resource table "resources" of
@@ -20,11 +21,16 @@ metadata input_norm), so any units work. One warning line per input channel whos
 training-split std the int8 input grid resolves with fewer than 16 steps; report.json's
 input_grid_steps gives the steps per std of every channel.
 
---state-bits (default auto): the minGRU state width on the device. auto converts both an
-8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one only where it is
-strictly more accurate on the validation split with TFLite-Micro (the last --val-n training
-sequences where the task has no validation split; printed, and report.json's
-state_bits_split says which). The MicroPython target implements only the 8-bit state.
+--state-bits (default auto): the minGRU state width on the device. auto (= --form auto)
+converts both an 8-bit and a 16-bit state model (convert/widen.py) and keeps the 16-bit one
+only where it is strictly more accurate on the validation split with TFLite-Micro (the last
+--val-n training sequences where the task has no validation split; printed, and report.json's
+state_bits_split says which); where that choice is not within 0.5 points of the float
+network's validation accuracy it evaluates the whole widening ladder (convert/forms.py,
+ladder.py: the MLP in int16 too) and keeps the cheapest form within the bound, else the most accurate;
+each tried form's accuracy, instructions per step and RAM are printed and in report.json
+(forms_tried). --form int8|state16|input16|mlp16 picks a form. The MicroPython target
+implements only the int8 form.
 
 --gate-bits (default 16): with a 16-bit state, the width of the gate z = sigmoid(z_pre) that
 scales the update z * (g - h). 16 runs TFLite's int16 LOGISTIC (z on a 1/32768 grid); 8 keeps
@@ -54,6 +60,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mgrade_edge.convert.forms import FORMS
 from mgrade_edge.training.console import native_stderr_to, progress, require, say, set_quiet
 
 
@@ -67,9 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on the first N test sequences (default: all)")
     p.add_argument("--state-bits", choices=("8", "16", "auto"), default="auto",
                    help="minGRU state width on the device: 8, 16 (int16 state update, 2 B per "
-                        "channel; fixes long sequences), auto (the more accurate with "
-                        "TFLite-Micro on the validation split, or the last --val-n training "
-                        "sequences for a task without one; ties -> 8). Default auto")
+                        "channel; fixes long sequences), auto (= --form auto: the more "
+                        "accurate of 8 and 16 with TFLite-Micro on the validation split, or "
+                        "the last --val-n training sequences for a task without one, ties -> "
+                        "8; wider forms where that one is not within 0.5 points of float). "
+                        "Default auto")
+    p.add_argument("--form", choices=("auto",) + FORMS, default=None,
+                   help="the deployed form, cheapest first (convert/forms.py): int8, state16 "
+                        "(int16 minGRU state and gate), input16 (+ the minGRU input and "
+                        "residual), mlp16 (+ the MLP); auto: the cheapest within 0.5 points of "
+                        "the float accuracy on the validation split, keeping the earlier "
+                        "--state-bits auto choice where it is (convert/ladder.py). Overrides "
+                        "--state-bits; default: --state-bits's choice (auto)")
     p.add_argument("--gate-bits", type=int, choices=(8, 16), default=16,
                    help="with a 16-bit state, the gate z's width: 16 (int16 LOGISTIC, 1/32768 "
                         "grid) or 8 (int8 LOGISTIC, 1/256 grid). Default 16")
@@ -102,9 +118,10 @@ import torch  # noqa: E402
 from mgrade_edge.convert.calibrate import step_feeds  # noqa: E402
 from mgrade_edge.convert.input_norm import frame_constants, grid_steps, resolution_warnings  # noqa: E402
 from mgrade_edge.convert.metadata import input_norm  # noqa: E402
-from mgrade_edge.convert import host_eval, names, rounding  # noqa: E402
+from mgrade_edge.convert import forms, host_eval, ladder, names, rounding  # noqa: E402
+from mgrade_edge.convert.ladder import val_accuracy  # noqa: E402,F401  (tests, benchmarks)
 from mgrade_edge.convert.graph import state_pairs  # noqa: E402
-from mgrade_edge.convert.quantize import convert_int8, finalize, op_names, read_metadata  # noqa: E402
+from mgrade_edge.convert.quantize import convert_int8, op_names  # noqa: E402
 from mgrade_edge.convert.raw_input import INPUT_UNITS as RAW_INPUT_UNITS, to_raw_units  # noqa: E402
 from mgrade_edge.convert.errors import ConvertError  # noqa: E402
 from mgrade_edge.convert.spec import extract  # noqa: E402
@@ -238,90 +255,38 @@ def litert_vs_tflm_bound(r: dict) -> dict:
     """report.json's verdict on the LiteRT-vs-TFLite-Micro step figures: the bound one step's
     outputs may differ by on identical inputs (int8 LSB; an int16 state 256 times that in its
     own LSB) and whether every figure is within it."""
-    bound = (STEP_LSB_BOUND_INPUT16 if r.get("state_bits") == 16 and r.get("input_bits") == 16
-             else STEP_LSB_BOUND)
+    bound = (STEP_LSB_BOUND_INPUT16 if r.get("state_bits") == 16 and (
+        r.get("input_bits") == 16 or r.get("mlp_bits") == 16) else STEP_LSB_BOUND)
     states = r["max_abs_diff_litert_vs_tflm_states"]
     ok = (max(r["max_abs_diff_litert_vs_tflm"], r["max_abs_diff_litert_vs_tflm_logits"],
               states.get("int8", 0)) <= bound and states.get("int16", 0) <= 256 * bound)
     return {"litert_vs_tflm_step_lsb_bound": bound, "litert_vs_tflm_within_bound": bool(ok)}
 
 
-def val_accuracy(model_bytes: bytes, x_q: np.ndarray, y: np.ndarray, readout: str,
-                 lengths: np.ndarray | None) -> float:
-    """Accuracy of a step model's TFLite-Micro int8 arithmetic on int8 sequences x_q [N, T,
-    n_in] (each over its own steps with `lengths`; per-step labels -100 are ignored): the host
-    C package, cross-checked against TFLite-Micro (convert/host_eval.py)."""
-    out, _ = host_eval.int8_logits(model_bytes, x_q, lengths, note=say,
-                                   progress=lambda r: progress(r, desc="validate", unit="seq",
-                                                               leave=False))
-    preds = [predictions(o, readout) for o in out]    # padded steps: zero logits, label -100
-    p, mask = np.asarray(preds), y != IGNORE
-    return accuracy(int((p[mask] == y[mask]).sum()), int(mask.sum()))
-
-
 def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n: int,
-                      gate_bits: int = 16, input_bits: int = 16):
-    """(model bytes, report fields) for --state-bits 8 / 16 / auto. 16: every minGRU state
-    update in int16 (convert/widen.py; the gate z int16 too, or int8 with gate_bits 8; with
-    input_bits 16 and an int16 gate also the minGRU's input u = frame + conv(frame) and the
-    layer's residual sum, where the layer has a delay conv: widen_input); auto:
-    both, each evaluated with TFLite-Micro on the first val_n validation sequences, the 16-bit
-    one kept only if strictly more accurate (a tie keeps the cheaper 8-bit state). A task
-    without a validation split is judged on the last val_n training sequences instead (not
-    the test split; recorded as state_bits_split = "train" and printed)."""
-    from mgrade_edge.convert.widen import widen_input, widen_state
-
-    has_rnn = any(layer.wz is not None for layer in spec.layers)
-    model8 = finalize(raw, spec, {**info, "state_bits": 8})
-    if state_bits == "8" or not has_rnn:
-        return model8, {"state_bits": 8}
-    layers = read_metadata(model8)["layers"]
-    input16 = input_bits == 16 and gate_bits == 16 and any(
-        lay["rnn"] and lay["conv"] for lay in layers)
-
-    def state16_model(extra: dict) -> bytes:
-        return widen_state(finalize(raw, spec, {**info, "state_bits": 16, **extra}), layers,
-                           gate16=gate_bits == 16)
-
-    extra = {"gate_bits": gate_bits, "input_bits": 8}
-    if input16:             # which layers can take an int16 input (a dry run), then the model
-        skipped: list[int] = []
-        widen_input(state16_model(extra), layers, skipped=skipped)
-        eligible = [i for i, lay in enumerate(layers) if lay["rnn"] and lay["conv"]]
-        if skipped:
-            say(f"note: --input-bits 16: minGRU layer(s) {skipped} keep an int8 input (their "
-                f"FC biases would overflow the 16x8 int32 accumulator)")
-        input16 = len(skipped) < len(eligible)
-        if input16:
-            extra = {"gate_bits": gate_bits, "input_bits": 16,
-                     **({"input8_layers": skipped} if skipped else {})}
-    model16 = state16_model(extra)
-    if input16:
-        model16 = widen_input(model16, layers)
-    if state_bits == "16":
-        return model16, {"state_bits": 16, **extra}
-    split = "val"
-    xv, yv, lv = data.x_val[:val_n], data.y_val[:val_n], data.len_val
-    lv = None if lv is None else lv[:val_n]
-    if len(xv) == 0:
-        split = "train"
-        say(f"note: --state-bits auto: the task has no validation split; choosing on the "
-            f"last {min(val_n, len(data.x_train))} training sequences (--state-bits 8|16 "
-            f"to choose yourself)")
-        xv, yv, lv = data.x_train[-val_n:], data.y_train[-val_n:], data.len_train
-        lv = None if lv is None else lv[-val_n:]
-    if len(xv) == 0:
-        raise ConvertError("--state-bits auto needs validation or training sequences; the "
-                           "task has none (choose --state-bits 8 or 16)")
-    yv, lv = yv.numpy(), None if lv is None else lv.numpy()
-    xq = Streamer(model8, "tflm").quantize_input(xv.numpy())
-    acc = {b: val_accuracy(m, xq, yv, data.readout, lv) for b, m in ((8, model8), (16, model16))}
-    bits = 16 if None not in acc.values() and acc[16] > acc[8] else 8
-    return (model16 if bits == 16 else model8), {
-        "state_bits": bits, **(extra if bits == 16 else {}),
-        "state_bits_choice": "auto", "state_bits_split": split,
-        "val_n": int(len(xq)),
-        "val_acc_tflm_state8": acc[8], "val_acc_tflm_state16": acc[16]}
+                      gate_bits: int = 16, input_bits: int = 16, form: str | None = None,
+                      float_val_acc: float | None = None):
+    """(model bytes, report fields) for --state-bits 8 / 16 / auto, or --form NAME. 16: every
+    minGRU state update in int16 (convert/widen.py; the gate z int16 too, or int8 with
+    gate_bits 8; with input_bits 16 and an int16 gate also the minGRU's input u = frame +
+    conv(frame) and the layer's residual sum, where the layer has a delay conv: widen_input);
+    form: one rung of convert/forms.py's ladder (int8, state16, input16, mlp16); auto (either
+    flag): convert/ladder.py's choice on the first val_n validation sequences (the earlier
+    rule, the more accurate of 8 and 16 with ties to 8, where that one is within 0.5 points of
+    float_val_acc or float_val_acc is None; else the cheapest form of the whole ladder within the bound). A
+    task without a validation split is judged on the last val_n training sequences instead
+    (not the test split; recorded as state_bits_split = "train" and printed)."""
+    if form is not None and form != "auto":
+        if form != "int8" and not forms.has_rnn(spec):
+            raise ConvertError(f"--form {form} widens the minGRU, and this model has none; "
+                               "use --form int8 (or auto)")
+        return forms.build(raw, spec, info, form, gate_bits, note=say, input_bits=input_bits)
+    if state_bits == "8" or not forms.has_rnn(spec):
+        return forms.build(raw, spec, info, "int8")
+    if state_bits == "16" and form is None:
+        return forms.build(raw, spec, info, "input16", gate_bits, note=say,
+                           input_bits=input_bits)
+    return ladder.choose(raw, spec, info, data, val_n, float_val_acc, gate_bits, input_bits)
 
 
 def input_grid_report(s: Streamer, data, calib: int, seed: int) -> dict:
@@ -350,7 +315,7 @@ def qat_view_accuracy(net, cfg, ckpt: dict, x, y, lengths) -> dict:
     acts = any(seen for *_, seen in ranges.values())
     if acts:
         load_act_ranges(net, ranges)
-    net.set_qat(True, acts=acts)
+    net.set_qat(True, acts=acts, form=getattr(cfg.train, "qat_form", "int8") if acts else "int8")
     try:
         acc = evaluate(net, x, y, lengths=lengths)["acc"]
     finally:
@@ -381,7 +346,7 @@ def round_weights(net, spec, data, calib: int, seed: int, method: str) -> dict:
 
 def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
             state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16,
-            weight_rounding: str = "auto", input_bits: int = 16) -> dict:
+            weight_rounding: str = "auto", input_bits: int = 16, form: str | None = None) -> dict:
     t0 = time.monotonic()
     check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
@@ -400,6 +365,14 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     net.harden()
     hardened_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
     qat_report = qat_view_accuracy(net, cfg, ckpt, x_test, y_test, len_test)
+    # --form auto's reference on the validation split: the float net, or for a QAT run what
+    # its QAT epochs trained (the QAT view)
+    auto = form == "auto" or (form is None and state_bits == "auto")
+    float_val = ladder.float_val_accuracy(net, data, val_n) if auto else None
+    if auto and qat_report:
+        xv, yv, lv, _ = ladder.val_split(data, val_n, note=lambda s: None)
+        float_val = qat_view_accuracy(net, cfg, ckpt, xv, torch.as_tensor(yv),
+                                      None if lv is None else torch.as_tensor(lv))["qat_acc"]
     with torch.no_grad():
         hard_logits = net(x_test) if len_test is None else net(x_test, len_test)
     codes_in = to_raw_units(net, data)     # from here on x is in the task's raw 8-bit codes
@@ -420,7 +393,7 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     if codes_in:
         info["input_units"] = RAW_INPUT_UNITS
     model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
-                                                 gate_bits, input_bits)
+                                                 gate_bits, input_bits, form, float_val)
     tflm = Streamer(model_bytes, "tflm")
     grid_report = input_grid_report(tflm, data, calib, cfg.train.seed)    # warns first
     streamers = {"tflm": tflm, "litert": Streamer(model_bytes, "litert")}
@@ -434,6 +407,8 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
               **bits_report, **rounding_report, **grid_report}
     lengths = None if len_test is None else len_test.numpy()
     host_logits = host_test_logits(model_bytes, x_q, lengths)
+    report.update(ladder.next_cheaper_accuracy(bits_report, x_q, y, data.readout, lengths))
+    report.pop(ladder.NEXT_MODEL, None)
     report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths, host_logits))
     report.update(litert_vs_tflm_bound(report))
     report.update({
@@ -578,6 +553,8 @@ def summary(r: dict) -> str:
         + (f", gate z {r['gate_bits']}-bit" if r.get("state_bits") == 16 else "")
         + (f", input u {r['input_bits']}-bit" if r.get("state_bits") == 16
            and "input_bits" in r else "")
+        + (", MLP 16-bit" if r.get("mlp_bits") == 16 else "")
+        + (f"; form {r['form']}" if "form" in r else "")
         + (f" (auto: {'validation' if r['state_bits_split'] == 'val' else 'training'} accuracy "
            f"8-bit {pct(r['val_acc_tflm_state8'])}, 16-bit "
            f"{pct(r['val_acc_tflm_state16'])} on {r['val_n']} sequences)"
@@ -623,7 +600,7 @@ def main(argv=None) -> int:
         with native_stderr_to(log):       # TensorFlow / absl / converter lines: the log
             report = convert(args.checkpoint, out, args.calib, args.n_test,
                              args.state_bits, args.val_n, args.gate_bits, args.rounding,
-                             args.input_bits)
+                             args.input_bits, args.form)
     except (ConvertError, CheckpointError, TaskError) as e:
         os.unlink(log)
         print(f"error: {e}", file=sys.stderr)

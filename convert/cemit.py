@@ -17,8 +17,9 @@ from mgrade_edge.convert.tflm_params import CodegenError, storage_dtype, zero_po
 
 
 def ctype(t: Tensor) -> str:
-    """C element type of a stored tensor: int8_t or int32_t (CodegenError otherwise)."""
-    return {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}[storage_dtype(t)]
+    """C element type of a stored tensor: int8_t, int16_t or int32_t (CodegenError otherwise)."""
+    return {np.dtype(np.int8): "int8_t", np.dtype(np.int16): "int16_t",
+            np.dtype(np.int32): "int32_t"}[storage_dtype(t)]
 
 
 def carray(values, per_line: int = 16) -> str:

@@ -70,6 +70,7 @@ from mgrade_edge.convert.input_norm import frame_constants
 from mgrade_edge.convert.metadata import StepMetadata, from_model as mgrade_metadata, input_norm
 from mgrade_edge.convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
 from mgrade_edge.convert.input16 import emit_params as input16_params, int8_view
+from mgrade_edge.convert import ops16
 from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
 from mgrade_edge.convert.tflite_reader import Model, Operator, read_tflite
 from mgrade_edge.convert.tflm_params import (
@@ -274,7 +275,7 @@ def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H:
         if f is None or op.op not in ("MG_DELAY", "MG_MINGRU"):
             continue
         nxt = seq[k + 1]
-        if nxt.op != "ADD" or len(nxt.inputs) != 2:
+        if nxt.op != "ADD" or len(nxt.inputs) != 2 or ops16.is_wide(model, nxt):
             continue
         p = op_params(model, nxt)
         if not add_ok(p) or elementwise_count(p) != H:
@@ -473,7 +474,8 @@ def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = Non
                          lambda slot, ct, q: "logits" if slot == 0 else state_name(slot))
 
     # --- MACs ---------------------------------------------------------------------------------
-    macs_graph = sum(op_macs(op, op_params(model, op)) for op in model.operators)
+    macs_graph = sum(ops16.macs(model, op) if ops16.is_wide(model, op)
+                     else op_macs(op, op_params(model, op)) for op in model.operators)
     macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * H for f in grus if f.shares_dot)
 
     # --- rings (training/ring_layout.py) --------------------------------------------------------
@@ -656,7 +658,7 @@ def model_c(pk: Package) -> list[str]:
          f'#include "{P}_model_data.h"', "", "#include <stddef.h>", "",
          '#include "mg_delay.h"', '#include "mg_fast.h"', '#include "mg_kernels.h"',
          '#include "mg_mingru.h"',
-         '#include "mg_model.h"', "", info, "",
+         '#include "mg_model.h"', '#include "mg_ops16.h"', "", info, "",
          "/* ---- step scratch (RAM), shared by every instance: steps of two instances may",
          " * interleave but must not run concurrently (two threads, or an ISR stepping one",
          " * while the main loop steps another) ---- */"]
@@ -686,7 +688,8 @@ def model_c(pk: Package) -> list[str]:
             c += emit_op(pk.pm, aop, op_params(model, aop), ptr, plan, P)[0]
             predeclared.add(aop.index)
         chain = []
-        if op.op == "FULLY_CONNECTED" and op.index != readout_op:
+        wide = op.op not in ("MG_DELAY", "MG_MINGRU") and ops16.is_wide(model, op)
+        if op.op == "FULLY_CONNECTED" and op.index != readout_op and not wide:
             chain = _fc_epilogue(model, pk.new_ops, op, plan, pk.g.graph_outputs)
             for eop, _, _ in chain:
                 c += emit_op(pk.pm, eop, op_params(model, eop), ptr, plan, P)[0]
@@ -709,6 +712,8 @@ def model_c(pk: Package) -> list[str]:
         elif op.index in absorbed:
             fast = (None, [f"    /* op {op.index}: {op.op} fused into the fast step of op "
                            f"{absorbed[op.index]} */"], (0, 0))
+        elif wide:          # int16 op (convert/ops16.py): the portable kernel on both paths
+            fast_report[f"op{op.index}"] = f"{op.op} (int16): reference kernel"
         elif op.op not in ALIAS_OPS:
             fast = emit_fast_op(model, op, op_params(model, op), ptr, P)
             if fast is None:
@@ -721,6 +726,10 @@ def model_c(pk: Package) -> list[str]:
             fast, ref_c = _delay_code(pk, pk.fused_at[op.index], residual, fast, c, body)
         elif op.op == "MG_MINGRU":
             fast, ref_c = _mingru_code(pk, pk.fused_at[op.index], residual, fast, c, body)
+        elif wide:
+            decls, lines = ops16.emit(model, op, ptr, P)
+            c += decls
+            body += lines
         else:
             decls, lines = emit_op(pk.pm, op, op_params(model, op), ptr, plan, P)
             c += decls

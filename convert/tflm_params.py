@@ -134,10 +134,10 @@ def zero_point(t: Tensor) -> int:
 
 
 def storage_dtype(t: Tensor) -> np.dtype:
-    """The element type of a tensor the kernels store (int8 or int32), else CodegenError."""
-    if t.dtype in (np.int8, np.int32):
+    """The element type of a tensor the kernels store (int8, int16 or int32), else CodegenError."""
+    if t.dtype in (np.int8, np.int16, np.int32):     # int16: the widened forms (ops16)
         return np.dtype(t.dtype)
-    raise CodegenError(f"tensor {t.index} ({t.name}) has type {t.type_name}; only int8/int32 "
+    raise CodegenError(f"tensor {t.index} ({t.name}) has type {t.type_name}; only int8/int16/int32 "
                        "are supported")
 
 

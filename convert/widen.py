@@ -59,6 +59,83 @@ def _op_codes(model):
     return kind, opcode
 
 
+class _Rewriter:
+    """A step model's flatbuffer opened for int16 rewrites: new int16 tensors and ops, and
+    int32 biases moved onto a wider input's scale (widen_input, widen_mlp)."""
+
+    def __init__(self, model_bytes: bytes):
+        from mgrade_edge.convert.quantize import load_flatbuffer
+
+        self.model = load_flatbuffer(model_bytes)
+        self.g = self.model.subgraphs[0]
+        self.T = self.g.tensors
+        self.kind, self.opcode = _op_codes(self.model)
+
+    def tname(self, t: int) -> str:
+        n = self.T[t].name
+        return n.decode() if isinstance(n, bytes) else n
+
+    def new16(self, like: int, suffix: str, scale: float) -> int:
+        """A new int16 tensor shaped like `like`, symmetric (zero point 0) with `scale`."""
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        t = copy.deepcopy(self.T[like])
+        t.name = self.tname(like) + suffix
+        t.type, t.buffer = schema.TensorType.INT16, 0
+        t.quantization = schema.QuantizationParametersT()
+        t.quantization.scale, t.quantization.zeroPoint = [scale], [0]
+        self.T.append(t)
+        return len(self.T) - 1
+
+    def new_op(self, name: str, inputs: list, outputs: list, options=None):
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        op = schema.OperatorT()
+        op.opcodeIndex = self.opcode(name)
+        op.inputs, op.outputs = list(inputs), list(outputs)
+        if options is not None:
+            op.builtinOptionsType, op.builtinOptions = options
+        return op
+
+    def rescaled_bias(self, b: int, s_in8: float, s_in16: float):
+        """The int32 bias tensor b's values on the scale s_in16 * s_w (float64, rounded)."""
+        import numpy as np
+
+        buf = self.model.buffers[self.T[b].buffer].data
+        old = np.frombuffer(bytes(bytearray(buf)), np.int32)
+        return np.rint(old.astype(np.float64) * (s_in8 / s_in16))
+
+    def bias16(self, b: int, s_in8: float, s_in16: float) -> int:
+        """A copy of the int32 bias tensor b on the scale s_in16 * s_w."""
+        import numpy as np
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        new = self.rescaled_bias(b, s_in8, s_in16)
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(new.astype("<i4").tobytes(), np.uint8).copy()
+        self.model.buffers.append(buf)
+        t = copy.deepcopy(self.T[b])
+        t.name = self.tname(b) + "_u16"
+        t.buffer = len(self.model.buffers) - 1
+        t.quantization.scale = [float(np.float32(s * s_in16 / s_in8))
+                                for s in self.T[b].quantization.scale]
+        self.T.append(t)
+        return len(self.T) - 1
+
+    def fc16_fits(self, fc, s_in8: float, s_in16: float) -> bool:
+        """Whether FC op `fc` can read an int16 input of scale s_in16 in place of its int8 one
+        of scale s_in8: TFLite-Micro accumulates a 16x8 FC with an int32 bias in int32, so the
+        rescaled bias plus the largest dot product must fit."""
+        import numpy as np
+
+        depth = int(self.T[fc.inputs[1]].shape[-1])
+        room = 2 ** 31 - 1 - depth * 32768 * 128
+        if room <= 0:
+            return False
+        return not (len(fc.inputs) > 2 and fc.inputs[2] >= 0 and np.abs(
+            self.rescaled_bias(fc.inputs[2], s_in8, s_in16)).max(initial=0) > room)
+
+
 def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True) -> bytes:
     """The int8 step model with every minGRU state path in int16 (see the module doc).
     gate16=True runs the gate's LOGISTIC in int16 (z on a 1/32768 grid); gate16=False keeps
@@ -166,56 +243,14 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
     Layers whose u is not a residual sum (no delay conv) are left as they are, and so is a
     layer whose FC biases on u16's scale would not leave the int32 accumulator room for the
     dot product (a bias far larger than the input's range: its index goes to `skipped`)."""
-    import numpy as np
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from mgrade_edge.convert.quantize import load_flatbuffer, pack_flatbuffer
+    from mgrade_edge.convert.quantize import pack_flatbuffer
 
-    model = load_flatbuffer(model_bytes)
-    g = model.subgraphs[0]
-    T = g.tensors
-    kind, opcode = _op_codes(model)
+    rw = _Rewriter(model_bytes)
+    model, g, T, kind, new16, new_op, bias16 = rw.model, rw.g, rw.T, rw.kind, rw.new16, \
+        rw.new_op, rw.bias16
     I16 = schema.TensorType.INT16
-
-    def tname(t: int) -> str:
-        n = T[t].name
-        return n.decode() if isinstance(n, bytes) else n
-
-    def new16(like: int, suffix: str, scale: float) -> int:
-        t = copy.deepcopy(T[like])
-        t.name = tname(like) + suffix
-        t.type, t.buffer = I16, 0
-        t.quantization = schema.QuantizationParametersT()
-        t.quantization.scale, t.quantization.zeroPoint = [scale], [0]
-        T.append(t)
-        return len(T) - 1
-
-    def new_op(name: str, inputs: list, outputs: list, options=None):
-        op = schema.OperatorT()
-        op.opcodeIndex = opcode(name)
-        op.inputs, op.outputs = list(inputs), list(outputs)
-        if options is not None:
-            op.builtinOptionsType, op.builtinOptions = options
-        return op
-
-    def rescaled_bias(b: int, s_u8: float, s_u16: float) -> np.ndarray:
-        """The int32 bias tensor b's values on the scale s_u16 * s_w (float64, rounded)."""
-        old = np.frombuffer(bytes(bytearray(model.buffers[T[b].buffer].data)), np.int32)
-        return np.rint(old.astype(np.float64) * (s_u8 / s_u16))
-
-    def bias16(b: int, s_u8: float, s_u16: float) -> int:
-        """A copy of the int32 bias tensor b on the scale s_u16 * s_w."""
-        new = rescaled_bias(b, s_u8, s_u16)
-        buf = schema.BufferT()
-        buf.data = np.frombuffer(new.astype("<i4").tobytes(), np.uint8).copy()
-        model.buffers.append(buf)
-        t = copy.deepcopy(T[b])
-        t.name = tname(b) + "_u16"
-        t.buffer = len(model.buffers) - 1
-        t.quantization.scale = [float(np.float32(s * s_u16 / s_u8))
-                                for s in T[b].quantization.scale]
-        T.append(t)
-        return len(T) - 1
 
     producer = {o: op for op in g.operators for o in op.outputs}
     in_names, out_names = names.step_io(names.meta_layers(meta_layers))
@@ -246,13 +281,9 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
         frame8, conv8 = add_u.inputs
         s = {t: _sym16(T[t].quantization) for t in (frame8, conv8, u8)}
         s_u8 = float(T[u8].quantization.scale[0])
-        # TFLite-Micro accumulates a 16x8 FC with an int32 bias in int32: the bias plus the
-        # largest dot product must fit, else this layer keeps its int8 input
-        depth = int(T[fcs[0].inputs[1]].shape[-1])
-        room = 2 ** 31 - 1 - depth * 32768 * 128
-        if any(len(fc.inputs) > 2 and fc.inputs[2] >= 0 and
-               np.abs(rescaled_bias(fc.inputs[2], s_u8, s[u8])).max(initial=0) > room
-               for fc in fcs):
+        # the 16x8 FCs' int32 accumulators must hold bias and dot product, else this layer
+        # keeps its int8 input
+        if not all(rw.fc16_fits(fc, s_u8, s[u8]) for fc in fcs):
             if skipped is not None:
                 skipped.append(i)
             continue
@@ -293,6 +324,67 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
             if not any(u8 in op.inputs for op in ops):
                 ops.remove(add_u)
     return pack_flatbuffer(model)
+
+
+def mlp_blocks(rw: "_Rewriter") -> list[tuple]:
+    """Each block's MLP in graph order: (fc1, fc2, add) with fc1 = FC(x) + RELU feeding only
+    fc2 = FC(.), which feeds only the residual add = ADD(x, fc2): one per layer."""
+    g, kind = rw.g, rw.kind
+    users: dict[int, list] = {}
+    for op in g.operators:
+        for t in op.inputs:
+            users.setdefault(t, []).append(op)
+    act = lambda op: getattr(op.builtinOptions, "fusedActivationFunction", 0)  # noqa: E731
+    out = []
+    for fc1 in g.operators:
+        if kind(fc1) != "FULLY_CONNECTED" or act(fc1) != 1:          # 1: RELU
+            continue
+        u1 = users.get(fc1.outputs[0], [])
+        if len(u1) != 1 or kind(u1[0]) != "FULLY_CONNECTED":
+            continue
+        fc2 = u1[0]
+        u2 = users.get(fc2.outputs[0], [])
+        if len(u2) == 1 and kind(u2[0]) == "ADD" and fc1.inputs[0] in u2[0].inputs:
+            out.append((fc1, fc2, u2[0]))
+    return out
+
+
+def widen_mlp(model_bytes: bytes, skipped: list | None = None) -> bytes:
+    """The step model with each block's MLP and its residual sum in int16 (TFLite's 16x8
+    FULLY_CONNECTED: int16 activations, the same int8 weights, int32 biases rescaled):
+
+        x16 = QUANTIZE(x8);  f16 = FC(x16, W1) + RELU;  o16 = FC(f16, W2)
+        w16 = ADD(x16, o16);  w8 = QUANTIZE(w16)          w8 feeds what w = ADD(x8, o8) fed
+
+    x8 is the MLP's int8 input (the layer's residual v = u + h'), so its rounding stays; the
+    hidden layer, the MLP output and the sum w move onto grids 128x finer (each int16 tensor
+    symmetric over its int8 tensor's calibrated range). A block whose 16x8 FC accumulators
+    could overflow (convert/widen.py fc16_fits) keeps its int8 MLP (its index to `skipped`).
+    Works on any width of the minGRU state (widen_state, widen_input before it or not)."""
+    from mgrade_edge.convert.quantize import pack_flatbuffer
+
+    rw = _Rewriter(model_bytes)
+    T, ops = rw.T, rw.g.operators
+    for k, (fc1, fc2, add) in enumerate(mlp_blocks(rw)):
+        x8, f8, o8, w8 = fc1.inputs[0], fc1.outputs[0], fc2.outputs[0], add.outputs[0]
+        s = {t: _sym16(T[t].quantization) for t in (x8, f8, o8, w8)}
+        if not (rw.fc16_fits(fc1, float(T[x8].quantization.scale[0]), s[x8]) and
+                rw.fc16_fits(fc2, float(T[f8].quantization.scale[0]), s[f8])):
+            if skipped is not None:
+                skipped.append(k)
+            continue
+        x16, f16, o16, w16 = (rw.new16(t, "_int16", s[t]) for t in (x8, f8, o8, w8))
+        for fc, src8, src16, out16 in ((fc1, x8, x16, f16), (fc2, f8, f16, o16)):
+            has_bias = len(fc.inputs) > 2 and fc.inputs[2] >= 0
+            fc.inputs = [src16, fc.inputs[1]] + (
+                [rw.bias16(fc.inputs[2], float(T[src8].quantization.scale[0]), s[src8])]
+                if has_bias else fc.inputs[2:])
+            fc.outputs = [out16]
+        add.inputs = [x16 if t == x8 else o16 for t in add.inputs]
+        add.outputs = [w16]
+        ops.insert(ops.index(fc1), rw.new_op("QUANTIZE", [x8], [x16]))
+        ops.insert(ops.index(add) + 1, rw.new_op("QUANTIZE", [w16], [w8]))
+    return pack_flatbuffer(rw.model)
 
 
 def state_bytes(model_bytes: bytes) -> int:

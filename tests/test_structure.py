@@ -31,6 +31,7 @@ LAYERS = [
     #   int8 conversion; GPTQ; float frame -> int8 input (normalisation before quantisation);
     #   raw 8-bit codes
     ["stream", "widen"],                      # the Python streamer; int16 state variant
+    ["forms"],                                # the widening ladder: the forms, cheapest first
     ["tflm_params"],                          # TFLM Prepare-time parameters
     ["arena"],                                # static memory plan
     ["cemit"],                                # C text helpers
@@ -38,10 +39,12 @@ LAYERS = [
     ["graph_package", "mgrade_match"],        # generic package writer; fusion matcher
     ["state16"],                              # int16 minGRU state tail: params, match, C
     ["input16"],                              # int16 minGRU input front: params, match, C
+    ["ops16"],                                # generic int16 ops of the widened forms: params, C
     ["codegen_mgrade", "vectors"],            # mGRADE package writer; TFLM test vectors
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
     ["cpackage", "arduino", "host_eval"],     # the C folder; Arduino library; host int8 eval
+    ["ladder"],                               # --form auto: the form chosen by measurement
     ["__main__"],                             # python -m mgrade_edge.convert
 ]
 

@@ -30,6 +30,7 @@ MAX_LAYERS = 64
 MAX_SPAN = 65536
 MAX_TAPS = 1024
 MAX_MLP_RATIO = 16
+QAT_FORMS = ("int8", "state16", "input16", "mlp16")   # convert/forms.py FORMS
 MAX_CONV_WEIGHTS = 1 << 25       # d_model * kernel_span: the dense DCLS kernel, per layer
 MAX_THREADS = 1024
 MAX_BATCH = 1 << 20
@@ -128,6 +129,8 @@ class TrainConfig:
                                  # (per-tensor int8 on EMA min / max ranges, training.qat)
     qat_act_momentum: float = 0.9   # EMA momentum of those ranges; 1 = frozen after the
                                     # first QAT batch
+    qat_form: str = "int8"       # with qat_acts: the converter's form the activations train for
+                                 # (convert/forms.py): its int16 tensors on int16 grids
 
     def validate(self):
         _positive("train.epochs", self.epochs)
@@ -155,6 +158,10 @@ class TrainConfig:
         if self.qat_acts and self.qat_epochs == 0:
             raise ConfigError("train.qat_acts = true needs train.qat_epochs > 0 (activations "
                               "are fake-quantized in the QAT epochs only)")
+        _choice("train.qat_form", self.qat_form, QAT_FORMS)
+        if self.qat_form != "int8" and not self.qat_acts:
+            raise ConfigError(f"train.qat_form = {self.qat_form!r} sets activation grids: it "
+                              f"needs train.qat_acts = true")
         if not 0.0 <= self.qat_act_momentum <= 1.0:
             raise ConfigError(f"train.qat_act_momentum must be in [0, 1] (1 = range frozen "
                               f"after the first QAT batch), got {self.qat_act_momentum}")

@@ -67,16 +67,19 @@ class MGradeNet(nn.Module):
         self.aq_enc, self.aq_logits = ActRange(), ActRange()   # encoder output, step logits
 
     # -- quantization-aware training (training.qat) -----------------------------------------
-    def set_qat(self, on: bool = True, acts: bool = False, momentum: float = 0.9):
+    def set_qat(self, on: bool = True, acts: bool = False, momentum: float = 0.9,
+                form: str = "int8"):
         """Compute with the weights the int8 model deploys (folded norms, per-channel int8
         fake quantization, straight-through gradients; batch norms at their running
         statistics) or, with on = False, with the float ones. Not stored in state_dict.
         acts (with on): also put the int8 graph's non-recurrent activations on their
-        calibrated per-tensor int8 grids (training.qat.ActRange, range EMA `momentum`)."""
+        calibrated per-tensor int8 grids (training.qat.ActRange, range EMA `momentum`); form:
+        the converter's form (convert/forms.py) whose int16 tensors train on int16 grids
+        (training.qat.WIDE_ACTS)."""
         for block in self.blocks:
             block.set_qat(on)
         self.qat = on
-        set_act_quant(self, on and acts, momentum)
+        set_act_quant(self, on and acts, momentum, form)
         return self
 
     def qat_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:

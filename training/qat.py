@@ -138,6 +138,42 @@ def fake_quant_act(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return _FakeQuantAct.apply(x, scale, zp)
 
 
+def sym16_scale(lo: float, hi: float) -> float:
+    """The scale of the int16 grid a widened form (convert/widen.py _sym16) gives a tensor
+    whose int8 range is [lo, hi]: symmetric, zero point 0, over the int8 grid's extent."""
+    scale, zp = asym_params(lo, hi)
+    return max((128 + zp) * scale, (127 - zp) * scale) / 32767.0
+
+
+class _FakeQuantAct16(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        q = torch.clamp(_round_away(x.to(torch.float32) / scale), -32768, 32767)
+        ctx.save_for_backward(x)
+        ctx.bounds = (-32768 * scale, 32767 * scale)
+        return (q * scale).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        return grad * ((x >= lo) & (x <= hi)).to(grad.dtype), None
+
+
+def fake_quant_act16(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """x [...] -> x on the int16 grid a widened form gives the tensor of int8 range [lo, hi]
+    (sym16_scale); gradient as fake_quant_act's."""
+    return _FakeQuantAct16.apply(x, sym16_scale(lo, hi))
+
+
+# the ActRange attributes (training/layers.py aq_<name>) whose tensors each form of the
+# converter (convert/forms.py) holds in int16: input16 widens u = x + conv and the gate's
+# pre-activation (its candidate and residual v are requantized to int8 after the int16 op);
+# mlp16 also the MLP's hidden layer and output (its input v and its sum w leave as int8)
+WIDE_ACTS = {"int8": (), "state16": (), "input16": ("aq_u", "aq_z"),
+             "mlp16": ("aq_u", "aq_z", "aq_fc1", "aq_fc2")}
+
+
 class ActRange(torch.nn.Module):
     """Observer + fake quantization of one activation tensor (identity while off).
 
@@ -155,6 +191,7 @@ class ActRange(torch.nn.Module):
         self.register_buffer("seen", torch.tensor(False), persistent=False)
         self.active = False
         self.momentum = 0.9
+        self.bits = 8               # 16: the int16 grid of a widened form (WIDE_ACTS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
@@ -170,6 +207,8 @@ class ActRange(torch.nn.Module):
                     m = self.momentum
                     self.lo.fill_(m * float(self.lo) + (1 - m) * bmin)
                     self.hi.fill_(m * float(self.hi) + (1 - m) * bmax)
+        if self.bits == 16:
+            return fake_quant_act16(x, float(self.lo), float(self.hi))
         return fake_quant_act(x, float(self.lo), float(self.hi))
 
 
@@ -193,8 +232,11 @@ def load_act_ranges(net, ranges: dict):
         mods[n].seen.fill_(bool(seen))
 
 
-def set_act_quant(net, on: bool, momentum: float = 0.9):
-    """Switch every ActRange of `net` on or off (the ranges are kept)."""
-    for m in net.modules():
+def set_act_quant(net, on: bool, momentum: float = 0.9, form: str = "int8"):
+    """Switch every ActRange of `net` on or off (the ranges are kept); those WIDE_ACTS[form]
+    names use the int16 grid."""
+    wide = WIDE_ACTS[form]
+    for name, m in net.named_modules():
         if isinstance(m, ActRange):
             m.active, m.momentum = on, momentum
+            m.bits = 16 if name.rsplit(".", 1)[-1] in wide else 8

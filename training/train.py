@@ -49,7 +49,7 @@ CHANGEABLE = ("train.epochs", "train.batch_size", "train.lr", "train.weight_deca
               "train.warmup_frac", "train.pos_lr_mult", "train.grad_clip", "train.seed",
               "model.dropout", "model.sigma_start", "model.sigma_end",
               "model.sigma_anneal_frac", "model.harden_at", "train.qat_epochs",
-              "train.qat_acts", "train.qat_act_momentum")
+              "train.qat_acts", "train.qat_act_momentum", "train.qat_form")
 
 
 def parse_args(argv):
@@ -219,7 +219,8 @@ class Trainer:
         if progress >= self.cfg.model.harden_at and self.cfg.model.harden_at < 1.0:
             self.harden()
         t = self.cfg.train
-        self.net.set_qat(self.in_qat(), acts=t.qat_acts, momentum=t.qat_act_momentum)
+        self.net.set_qat(self.in_qat(), acts=t.qat_acts, momentum=t.qat_act_momentum,
+                         form=t.qat_form)
 
     def in_qat(self) -> bool:
         """Whether the current epoch trains with fake-quantized weights (the last
