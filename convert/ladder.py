@@ -19,8 +19,9 @@ bit-exact with TFLite-Micro and cross-checked against it on the first sequences)
    accurate (a tie keeps the cheaper).
 
 The rung just below the choice is evaluated too (the table's "next cheaper"). Every tried form
-gets its instructions per step on the emulated Cortex-M4 (QEMU, both C paths, over
-COST_STEPS steps of the first validation sequence: convert/resources.py) and its RAM (state +
+gets its instructions per step on the emulated Cortex-M4 (QEMU, the fast C path, the
+default, over COST_STEPS steps of the first validation sequence: convert/resources.py; the
+chosen form's resource table in report.json `resources` has both paths) and its RAM (state +
 step scratch); without the cross toolchain the MAC count and the package's own RAM figures
 stand in (cost_source says which). Reported in report.json (forms_tried, form, ...) and
 printed as one table.
@@ -90,14 +91,14 @@ def float_val_accuracy(net, data, val_n: int) -> float | None:
 
 
 def cost(model_bytes: bytes, x_q: np.ndarray) -> dict:
-    """Instructions per step (mean, fast and portable C paths) and RAM bytes of one form, on
-    the emulated Cortex-M4 over COST_STEPS steps of x_q[:1]; the MAC count and the package's
-    state + arena bytes where the emulator is not available."""
+    """Instructions per step (mean, the fast C path: the default) and RAM bytes of one form,
+    on the emulated Cortex-M4 over COST_STEPS steps of x_q[:1]; the MAC count and the
+    package's state + arena bytes where the emulator is not available."""
     from mgrade_edge.convert.codegen import generate
     from mgrade_edge.convert.resources import measure
 
     try:
-        r = measure(model_bytes, generate, x_q[:1], steps=COST_STEPS)
+        r = measure(model_bytes, generate, x_q[:1], steps=COST_STEPS, paths=("fast",))
     except (RuntimeError, subprocess.SubprocessError, OSError) as e:
         return {"cost_source": f"estimate (no emulator measurement: {str(e).splitlines()[0]})",
                 "instructions_per_step": None, "ram_bytes": None}
@@ -191,8 +192,8 @@ def table(fields: dict) -> str:
     head = (f"form choice on {fields['val_n']} {fields['state_bits_split']} sequences "
             f"(float {'-' if fa is None else f'{100 * fa:.2f}%'}; keep the cheapest within "
             f"{fields['form_bound_points']} points):")
-    lines = [head, f"  {'form':8s} {'val %':>7s} {'vs float':>8s} {'instr/step fast':>15s} "
-                   f"{'portable':>9s} {'RAM B':>6s}  int16"]
+    lines = [head, f"  {'form':8s} {'val %':>7s} {'vs float':>8s} {'instr/step':>10s} "
+                   f"{'RAM B':>6s}  int16"]
     for r in fields["forms_tried"]:
         a = r["val_acc"]
         d = "-" if a is None or fa is None else f"{100 * (a - fa):+.2f}"
@@ -200,9 +201,9 @@ def table(fields: dict) -> str:
         ram_s = str(ram.get("fast", ram.get("package", "-")))
         mark = " <- chosen" if r["form"] == fields["form"] else ""
         lines.append(f"  {r['form']:8s} {'-' if a is None else f'{100 * a:.2f}':>7s} {d:>8s} "
-                     f"{_ips(r, 'fast'):>15s} {_ips(r, 'portable'):>9s} {ram_s:>6s}  "
+                     f"{_ips(r, 'fast'):>10s} {ram_s:>6s}  "
                      f"{r['widened']}{mark}")
     src = {r.get("cost_source") for r in fields["forms_tried"] if r.get("cost_source")}
     if src:
-        lines.append(f"  (instructions: {'; '.join(sorted(src))})")
+        lines.append(f"  (instructions per step on the fast C path: {'; '.join(sorted(src))})")
     return "\n".join(lines)

@@ -55,13 +55,14 @@ def estimate_us(instructions: float, clocks=CLOCKS_MHZ) -> dict:
 
 
 def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bool = False,
-            steps: int = MAX_STEPS, work=None) -> dict:
+            steps: int = MAX_STEPS, work=None, paths=tuple(PATHS)) -> dict:
     """The resource table of a model (.tflite bytes) as a JSON-ready dict.
 
     generate: convert.codegen.generate (bytes, out_dir) -> summary, the mg-prefixed package;
     x: int8 test sequences [S, T, n_in] (the first one, up to `steps` steps, is streamed);
     run: count instructions under QEMU; stack: also build the qemu-cm4 firmware and measure
-    its stack high-water mark over a protocol session of that sequence."""
+    its stack high-water mark over a protocol session of that sequence; paths: which kernel
+    paths to build and count (default both, "fast" and "portable")."""
     try:
         from benchmarks import mcu_cost as mc
     except ImportError:
@@ -98,7 +99,7 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
             run = stack = False
         logits, states = reference_steps(model_bytes, seq)
         write_test_vectors(gen, seq, logits, states)
-        for name, fast in PATHS.items():
+        for name, fast in ((n, PATHS[n]) for n in paths):
             b = mc.build_check("qemu-cm4", gen, work / "cm4", debug=False, fast=fast)
             mem = mc.memory_split(b)
             flash, ram = mem["flash"], mem["ram"]

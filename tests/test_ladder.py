@@ -160,8 +160,8 @@ def test_auto_climbs_the_ladder_only_when_the_earlier_choice_misses_the_bound(fl
         assert forms.FORMS[k - 1] in tried
     for t in tried.values():
         ips = t["instructions_per_step"]
-        if ips is not None:                 # the emulator ran: both C paths counted
-            assert ips["fast"] > 0 and ips["portable"] > 0 and t["ram_bytes"]["fast"] > 0
+        if ips is not None:                 # the emulator ran: the fast (default) C path
+            assert ips["fast"] > 0 and t["ram_bytes"]["fast"] > 0
     xq = Streamer(model, "tflm").quantize_input(data.x_val[:6].numpy())
     assert val_accuracy(model, xq, data.y_val[:6].numpy(), "mean", None) == acc[rep["form"]]
     out = capsys.readouterr().out
