@@ -915,42 +915,16 @@ MG_FAST_INLINE uint32_t mg_sxtb16_ror8(uint32_t x)
 MG_FAST_INLINE void mg_fdot16_x4(const int8_t *w, const uint32_t *xs, const int16_t *u16,
                                  int32_t depth, int32_t n, int32_t *d)
 {
-    int32_t k, j;
-#if !MG_DSP_NATIVE
-    /* without the DSP instructions their plain-C forms cost ~10 instructions per MAC here; a
-     * direct multiply-accumulate of the int16 inputs (load, load, multiply, add) is ~4.5,
-     * with each input loaded once for the 4 rows */
+    int32_t k = 0, j;
+    /* without the DSP instructions their plain-C forms cost ~10 instructions per MAC; a
+     * direct multiply-accumulate of the int16 inputs (load, load, multiply, add) is ~4.5, with
+     * each input loaded once for the 4 rows: there the block loop is skipped and the
+     * leftover-input loop takes the whole depth */
     if (n == 4) {
         const int8_t *w1 = w + depth, *w2 = w1 + depth, *w3 = w2 + depth;
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        (void)xs;
-        for (k = 0; k < depth; ++k) {
-            const int32_t x = u16[k];
-            a0 += (int32_t)w[k] * x;
-            a1 += (int32_t)w1[k] * x;
-            a2 += (int32_t)w2[k] * x;
-            a3 += (int32_t)w3[k] * x;
-        }
-        d[0] = a0;
-        d[1] = a1;
-        d[2] = a2;
-        d[3] = a3;
-        return;
-    }
-    for (j = 0; j < n; ++j) {
-        const int8_t *wj = w + j * depth;
-        int32_t a = 0;
-        for (k = 0; k < depth; ++k) {
-            a += (int32_t)wj[k] * (int32_t)u16[k];
-        }
-        d[j] = a;
-    }
-    return;
-#endif
-    if (n == 4) {
-        const int8_t *w1 = w + depth, *w2 = w1 + depth, *w3 = w2 + depth;
+#if MG_DSP_NATIVE
         const int32_t blocks = depth >> 2;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         for (k = 0; k < blocks; ++k) {
             const uint32_t x0 = xs[2 * k], x1 = xs[2 * k + 1];
             uint32_t v;
@@ -967,7 +941,11 @@ MG_FAST_INLINE void mg_fdot16_x4(const int8_t *w, const uint32_t *xs, const int1
             a3 = mg_smlad(mg_sxtb16(v), x0, a3);
             a3 = mg_smlad(mg_sxtb16_ror8(v), x1, a3);
         }
-        for (k = 4 * blocks; k < depth; ++k) {
+        k = 4 * blocks;
+#else
+        (void)xs;
+#endif
+        for (; k < depth; ++k) {
             const int32_t x = u16[k];
             a0 += (int32_t)w[k] * x;
             a1 += (int32_t)w1[k] * x;
@@ -981,7 +959,16 @@ MG_FAST_INLINE void mg_fdot16_x4(const int8_t *w, const uint32_t *xs, const int1
         return;
     }
     for (j = 0; j < n; ++j) {
+#if MG_DSP_NATIVE
         d[j] = mg_fdot16(w + j * depth, xs, u16, depth);
+#else
+        const int8_t *wj = w + j * depth;
+        int32_t a = 0;
+        for (k = 0; k < depth; ++k) {
+            a += (int32_t)wj[k] * (int32_t)u16[k];
+        }
+        d[j] = a;
+#endif
     }
 }
 
