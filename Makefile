@@ -138,10 +138,11 @@ arduino: venv
 	$(PY) -m mgrade_edge.convert.arduino $(MODEL) --out $(ARDUINO_LIB_DIR)
 
 # -n auto: one pytest-xdist worker per core; the trained fixtures are built once for all
-# workers (tests/conftest.py made_once); worksteal balances the long emulator/training tests
+# workers (tests/conftest.py made_once), in the background from the start (MG_PREBUILD_TRAINED:
+# the tests that use them run last); worksteal balances the long emulator/training tests
 PYTEST_JOBS ?= auto
 test: venv toolchain
-	$(PY) -m pytest -q -n $(PYTEST_JOBS) --dist worksteal --durations=15 tests
+	MG_PREBUILD_TRAINED=1 $(PY) -m pytest -q -n $(PYTEST_JOBS) --dist worksteal --durations=15 tests
 
 # the tests not marked slow (no training, no emulated boards): about 2 minutes on 2 cores
 test-fast: venv toolchain

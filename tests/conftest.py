@@ -42,12 +42,73 @@ TRAINED = ("digits_run", "digits_int8", "digits_int8_state8")     # the session'
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test that requests a trained fixture is `slow` (training takes minutes), marked
-    here so that none can be forgotten; tests that reach them through getfixturevalue or a
-    parametrized fixture carry the mark themselves."""
+    """Every test that requests a trained fixture is `slow` and `trained` (training takes
+    minutes), marked here so that none can be forgotten; tests that reach them through
+    getfixturevalue or a parametrized fixture carry both marks themselves. The `trained` tests
+    run last (a stable sort: the rest keep their order), so that under pytest-xdist the
+    fixtures are ready when a worker gets there (`make test` builds them in the background
+    from the start: pytest_sessionstart below) and no worker waits on another's training."""
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in TRAINED):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.trained)
+    items.sort(key=lambda item: item.get_closest_marker("trained") is not None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Under `make test` (MG_PREBUILD_TRAINED=1 and pytest-xdist's controller, before the
+    workers start): train and convert the digits fixtures in a background thread of the
+    controller, holding their locks (made_once) until each is built, so that the workers run
+    the other tests meanwhile instead of one of them stopping to train."""
+    config = session.config
+    if (not os.environ.get("MG_PREBUILD_TRAINED") or hasattr(config, "workerinput")
+            or not getattr(config.option, "numprocesses", None)):
+        return
+    import threading
+
+    root = config._tmp_path_factory.getbasetemp()     # the workers' shared_root
+    ready = threading.Event()
+    thread = threading.Thread(target=_prebuild_trained, args=(root, ready), daemon=True)
+    thread.start()
+    ready.wait(60)
+    config._mg_prebuild = thread
+
+
+def pytest_sessionfinish(session):
+    thread = getattr(session.config, "_mg_prebuild", None)
+    if thread is not None:
+        thread.join()
+
+
+def _prebuild_trained(root: Path, ready) -> None:
+    """The three trained fixtures' builds, in made_once's folders and lock files; a failed
+    build leaves no `.done`, so the fixture retries it in the test that needs it and fails
+    there with the command's output."""
+    from filelock import FileLock
+
+    run = root / "digits" / "run"
+    builds = {"digits_run": lambda: _train_digits(run),
+              "digits_int8": lambda: _convert_digits(run, run / "int8"),
+              "digits_int8_state8": lambda: _convert_digits(run, run / "int8_state8",
+                                                            "--state-bits", "8")}
+    locks = {key: FileLock(str(root / f"{key}.lock")) for key in TRAINED}
+    try:
+        for lock in locks.values():
+            lock.acquire()
+    finally:
+        ready.set()
+    try:
+        for key in TRAINED:
+            if not (root / f"{key}.done").exists():
+                builds[key]()
+                (root / f"{key}.done").touch()
+            locks[key].release()
+    except Exception:      # noqa: BLE001 - the fixture reruns the build and reports it
+        pass
+    finally:
+        for lock in locks.values():
+            lock.release(force=True)
 
 
 def _run(args, timeout=900):
@@ -78,28 +139,34 @@ def made_once(tmp_path_factory, key: str, path: Path, make) -> Path:
     return path
 
 
+def _train_digits(run: Path) -> None:
+    _run(["-m", "mgrade_edge.training.train", str(DEMO_CONFIG), "--out", str(run),
+          "--epochs", str(CI_EPOCHS)])
+
+
+def _convert_digits(run: Path, out: Path, *extra: str) -> None:
+    _run(["-m", "mgrade_edge.convert", str(run), "--out", str(out), *extra])
+
+
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """A trained digits mGRADE run folder (checkpoint.pt, metrics.jsonl)."""
-    return made_once(tmp_path_factory, "digits_run", shared_root(tmp_path_factory) / "digits" / "run",
-                     lambda run: _run(["-m", "mgrade_edge.training.train", str(DEMO_CONFIG),
-                                       "--out", str(run), "--epochs", str(CI_EPOCHS)]))
+    return made_once(tmp_path_factory, "digits_run",
+                     shared_root(tmp_path_factory) / "digits" / "run", _train_digits)
 
 
 @pytest.fixture(scope="session")
 def digits_int8(tmp_path_factory, digits_run) -> Path:
     """The converted model folder (model.tflite, report.json, test_data.npz)."""
     return made_once(tmp_path_factory, "digits_int8", digits_run / "int8",
-                     lambda out: _run(["-m", "mgrade_edge.convert", str(digits_run),
-                                       "--out", str(out)]))
+                     lambda out: _convert_digits(digits_run, out))
 
 
 @pytest.fixture(scope="session")
 def digits_int8_state8(tmp_path_factory, digits_run) -> Path:
     """The same run converted with an 8-bit minGRU state (--state-bits 8)."""
     return made_once(tmp_path_factory, "digits_int8_state8", digits_run / "int8_state8",
-                     lambda out: _run(["-m", "mgrade_edge.convert", str(digits_run),
-                                       "--out", str(out), "--state-bits", "8"]))
+                     lambda out: _convert_digits(digits_run, out, "--state-bits", "8"))
 
 
 @pytest.fixture(scope="session")

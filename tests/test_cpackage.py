@@ -195,6 +195,7 @@ def test_codegen_prints_the_table_and_names_the_model_after_its_folder(tiny_int8
 
 
 @pytest.mark.slow          # the session's trained digits model (or MGRADE_TEST_MODEL)
+@pytest.mark.trained
 def test_convert_stores_the_resource_table(request):
     """A conversion by python -m mgrade_edge.convert: report.json carries the table, measured, both
     paths bit-exact with TFLite-Micro on the emulated M4."""

@@ -18,6 +18,7 @@ pytestmark = [
         shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
         reason="arm toolchain / qemu not installed"),
     pytest.mark.slow,          # the trained model, a firmware build and a QEMU session
+    pytest.mark.trained,
 ]
 
 

@@ -36,7 +36,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny16", "tiny16u",
-                                        pytest.param("digits", marks=pytest.mark.slow)])
+                                        pytest.param("digits", marks=[pytest.mark.slow, pytest.mark.trained])])
 def model_dir(request) -> Path:
     """The tiny random model (seconds), the same with an int16 state and int16 gate (the int16
     tail and LOGISTIC on every target), with the int16 minGRU input as well (the 16x8 FCs),

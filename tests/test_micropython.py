@@ -47,7 +47,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module", params=["tiny", pytest.param("digits", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["tiny", pytest.param("digits", marks=[pytest.mark.slow, pytest.mark.trained])])
 def model_dir(request) -> Path:
     """The tiny random model (seconds), then the trained digits model (slow)."""
     env = os.environ.get("MGRADE_TEST_MODEL")

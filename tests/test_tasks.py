@@ -93,6 +93,9 @@ def test_digits_shapes_split_normalisation_determinism():
     assert np.allclose(d.x_val[:, :, 0].numpy(), expect, atol=1e-6)
     assert torch.equal(d.y_val, torch.from_numpy(ds.target[va]))
     assert d.x_train.min() == -1.0 and d.x_train.max() == 1.0
+    images, labels = digits.read_digits()       # the shipped file read without scikit-learn
+    assert np.array_equal(images, ds.data.astype(np.float32))
+    assert np.array_equal(labels, ds.target)
     assert_same(d, load_task("digits", {}, None, 0))
     other = load_task("digits", {}, None, 1)
     assert not torch.equal(d.y_val, other.y_val)
