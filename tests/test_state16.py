@@ -70,15 +70,24 @@ def _tails(model_bytes: bytes):
     return m, int8_view(m, meta, StepGraph(m, meta))[1]
 
 
-def _tail_graph(model_bytes: bytes, t: dict) -> bytes:
+def _tail_graph(model_bytes: bytes, t: dict, width: int | None = None) -> bytes:
     """The widened graph cut down to one layer's tail: inputs z_in (z8 or z_pre8), g8, h16;
-    outputs h16', h8."""
+    outputs h16', h8. width: the [1, H] activations made [1, width] (the tail is elementwise
+    with per-tensor scales, so one invoke covers width channels' worth of inputs)."""
     model = load_flatbuffer(model_bytes)
     g = model.subgraphs[0]
     keep = {op.index for op in t["z_ops"]} | {t["qg"].index, t["qh"].index, t["sub"].index,
                                                t["mul"].index, t["add_h"].index}
     g.operators = [op for k, op in enumerate(g.operators) if k in keep]
     g.inputs, g.outputs = [t["z_in"], t["g8"], t["h"]], [t["hnew"], t["h8"]]
+    if width is not None:
+        H = list(g.tensors[t["h"]].shape)
+        for op in g.operators:
+            for k in [*op.inputs, *op.outputs]:
+                tensor = g.tensors[k]
+                if k >= 0 and list(tensor.shape) == H and not model.buffers[tensor.buffer].data:
+                    tensor.shape = [1, width]
+                    tensor.shapeSignature = None
     model.metadata = None
     return pack_flatbuffer(model)
 
@@ -104,34 +113,31 @@ def _check_tail_exhaustive(model_bytes: bytes, n_h: int = 6):
 
     m, tails = _tails(model_bytes)
     assert tails
-    zz, gg = (v.reshape(-1) for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    zz, gg = (v.reshape(1, -1).astype(np.int8)
+              for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
     rng = np.random.default_rng(1)
-    for layer, (params, t) in tails.items():
-        interp = runtime.Interpreter.from_bytes(_tail_graph(model_bytes, t))
-        H = m.tensors[t["h"]].size
+    for layer, (params, t) in tails.items():     # all 65,536 pairs in one invoke per state
+        interp = runtime.Interpreter.from_bytes(_tail_graph(model_bytes, t, zz.shape[1]),
+                                                arena_size=16 << 20)
         hs = [-32768, 32767] + rng.integers(-20000, 20000, n_h - 2).tolist()
         for h in hs:
-            for k in range(0, len(zz) - H + 1, H):
-                z = zz[k:k + H][None].astype(np.int8)
-                g = gg[k:k + H][None].astype(np.int8)
-                hh = np.full((1, H), h, np.int16)
-                interp.set_input(z, 0)
-                interp.set_input(g, 1)
-                interp.set_input(hh, 2)
-                interp.invoke()
-                got16, got8 = tail(params, z, g, hh)
-                np.testing.assert_array_equal(got16, interp.get_output(0),
-                                              err_msg=f"layer {layer} h {h} h16")
-                np.testing.assert_array_equal(got8, interp.get_output(1),
-                                              err_msg=f"layer {layer} h {h} h8")
+            hh = np.full(zz.shape, h, np.int16)
+            interp.set_input(zz, 0)
+            interp.set_input(gg, 1)
+            interp.set_input(hh, 2)
+            interp.invoke()
+            got16, got8 = tail(params, zz, gg, hh)
+            np.testing.assert_array_equal(got16, interp.get_output(0),
+                                          err_msg=f"layer {layer} h {h} h16")
+            np.testing.assert_array_equal(got8, interp.get_output(1),
+                                          err_msg=f"layer {layer} h {h} h8")
 
 
 @pytest.mark.slow
 def test_tail_reference_matches_tflm_on_the_widened_graph(wide_model):
     """convert/state16.tail (parameters from the real graph) = TFLite-Micro on the cut-out
-    tail for every (z8, g8) and int16 states at both extremes and one in between (the
-    trained model's test below adds two more in between)."""
-    _check_tail_exhaustive(wide_model, 3)
+    tail for every (z8, g8) and 16 int16 states (both extremes and 14 in between)."""
+    _check_tail_exhaustive(wide_model, 16)
 
 
 def test_tail_reference_matches_tflm_on_widened_digits(digits_int8_state8):
@@ -140,7 +146,7 @@ def test_tail_reference_matches_tflm_on_widened_digits(digits_int8_state8):
     from mgrade_edge.convert.widen import widen_state
 
     model = (digits_int8_state8 / "model.tflite").read_bytes()
-    _check_tail_exhaustive(widen_state(model, read_metadata(model)["layers"], gate16=False), 4)
+    _check_tail_exhaustive(widen_state(model, read_metadata(model)["layers"], gate16=False), 16)
 
 
 def _c_struct(kind: str, p: dict) -> str:
