@@ -145,7 +145,7 @@ def storage_dtype(t: Tensor) -> np.dtype:
 # ---------------------------------------------------------------------------------------------
 # Per-operator parameters: one builder per operator family, each returning a typed record
 # (a TypedDict: a plain dict, so readers index it by field name; the fields are those of the
-# matching mcu/runtime/mg_kernels.h struct, in the order the builders have always written them)
+# matching mcu/runtime/mg_kernels.h struct, and each builder writes them in the C order)
 
 
 class BroadcastParams(TypedDict):
@@ -201,9 +201,21 @@ class DepthwiseConvParams(TypedDict):
     shift: list[int]
 
 
-class AddSubParams(TypedDict):
-    """mg_add_params_t (ADD and SUB): inputs shifted left by left_shift (20), each rescaled,
-    summed, rescaled to the output; bc the broadcast descriptor."""
+class RescaledOutput(TypedDict):
+    """The output side of ADD, SUB and MUL: output_offset + the sum or product rescaled by
+    (output_multiplier, output_shift), clamped to act_min..act_max; bc the broadcast
+    descriptor of the two inputs."""
+    output_offset: int
+    output_multiplier: int
+    output_shift: int
+    act_min: int
+    act_max: int
+    bc: BroadcastParams
+
+
+class AddSubParams(RescaledOutput):
+    """mg_add_params_t (ADD and SUB; C field order: left_shift, input1_*, input2_*, then the
+    RescaledOutput fields): inputs shifted left by left_shift (20), each rescaled, summed."""
     left_shift: int
     input1_offset: int
     input1_multiplier: int
@@ -211,24 +223,13 @@ class AddSubParams(TypedDict):
     input2_offset: int
     input2_multiplier: int
     input2_shift: int
-    output_offset: int
-    output_multiplier: int
-    output_shift: int
-    act_min: int
-    act_max: int
-    bc: BroadcastParams
 
 
-class MulParams(TypedDict):
-    """mg_mul_params_t: (a + input1_offset) * (b + input2_offset) rescaled to the output."""
+class MulParams(RescaledOutput):
+    """mg_mul_params_t: (a + input1_offset) * (b + input2_offset), then the RescaledOutput
+    fields."""
     input1_offset: int
     input2_offset: int
-    output_offset: int
-    output_multiplier: int
-    output_shift: int
-    act_min: int
-    act_max: int
-    bc: BroadcastParams
 
 
 class MinMaxParams(TypedDict):
