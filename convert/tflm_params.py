@@ -7,8 +7,11 @@ Calculate*OpData), nothing about C.
 * Prepare time, int8 and int16: `quantize_multiplier`, `requant_multiplier`,
   `mul_multiplier`, `addsub_multipliers` (scales in float32 as TFLite holds them).
   `op_params(model, op)` gives one int8 operator's parameters as plain ints and lists (the
-  fields of the matching mcu/runtime/mg_kernels.h struct); the generic graph package, the
-  mGRADE package and the MicroPython package all use it.
+  fields of the matching mcu/runtime/mg_kernels.h struct): it dispatches to its family's
+  builder (`PARAMS_BY_OP`: `fully_connected_params`, `depthwise_conv_params`,
+  `add_sub_params`, ...), each returning a typed record (`FullyConnectedParams`, ...: a
+  TypedDict, so a plain dict at run time); the generic graph package, the mGRADE package and
+  the MicroPython package all use it.
 * Per element (the reference the C kernels match bit for bit): `srdhm`, `rdbpot`, `mbqm`,
   `requant`, `add`, `sub`, `mul`, on Python ints or NumPy int64 arrays (results: int64).
 """
