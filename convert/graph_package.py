@@ -29,7 +29,8 @@ from mgrade_edge.convert.cemit import (
     tensor_pointer)
 from mgrade_edge.convert.tflite_reader import Model
 from mgrade_edge.convert.tflm_params import (
-    ALIAS_OPS, MAX_DIMS, CodegenError, check_supported, op_params, zero_point)
+    ALIAS_OPS, MAX_DIMS, CodegenError, DepthwiseConvParams, GatherParams, LogisticParams,
+    RequantParams, check_supported, op_params, zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,14 +55,12 @@ ADD_KEYS = ("left_shift", "input1_offset", "input1_multiplier", "input1_shift", 
             "output_shift", "act_min", "act_max")
 MUL_KEYS = ("input1_offset", "input2_offset", "output_offset", "output_multiplier",
             "output_shift", "act_min", "act_max")
-LOGISTIC_KEYS = ("size", "input_zero_point", "input_range_radius", "input_multiplier",
-                 "input_left_shift")
-REQUANT_KEYS = ("size", "input_offset", "output_offset", "multiplier", "shift", "act_min",
-                "act_max")
-DWCONV_KEYS = ("batches", "in_h", "in_w", "in_c", "filt_h", "filt_w", "out_h", "out_w", "out_c",
-               "depth_multiplier", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h",
-               "pad_w", "input_offset", "output_offset", "act_min", "act_max")
-GATHER_KEYS = ("batch_size", "outer_size", "axis_size", "inner_size", "coord_size", "elem_bytes")
+# the struct fields in C order are those of the op's record (convert/tflm_params.py)
+LOGISTIC_KEYS = tuple(LogisticParams.__annotations__)
+REQUANT_KEYS = tuple(RequantParams.__annotations__)
+DWCONV_KEYS = tuple(k for k in DepthwiseConvParams.__annotations__
+                    if k not in ("multiplier", "shift"))     # the arrays go in by name
+GATHER_KEYS = tuple(GatherParams.__annotations__)
 
 
 def add_fields(p: dict, bc: dict | None = None) -> dict:
