@@ -58,7 +58,9 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mgrade_edge.convert.forms import FORMS
 from mgrade_edge.training.console import native_stderr_to, progress, require, say, set_quiet
@@ -344,10 +346,9 @@ def round_weights(net, spec, data, calib: int, seed: int, method: str) -> dict:
     return {"weight_rounding": "gptq", "weight_rounding_output_error": per_tensor}
 
 
-def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
-            state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16,
-            weight_rounding: str = "auto", input_bits: int = 16, form: str | None = None) -> dict:
-    t0 = time.monotonic()
+def load_run(checkpoint: str, out: Path):
+    """(net, cfg, ckpt, task data) of a checkpoint with finite weights whose task data is the
+    one it was trained on (out is checked first: check_out); ConvertError otherwise."""
     check_out(out)
     net, cfg, ckpt = load_model(checkpoint)
     try:
@@ -359,31 +360,56 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
     check_task_data(ckpt["task_info"], data, checkpoint)
     if len(data.x_test) == 0:
         raise ConvertError("the task's test split is empty")
-    x_test, y_test = data.x_test[:n_test], data.y_test[:n_test]
-    len_test = None if data.len_test is None else data.len_test[:n_test]
-    float_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
+    return net, cfg, ckpt, data
+
+
+class EvalSplit(NamedTuple):
+    """The test sequences convert evaluates: x [N, T, n_in] float32, y [N] or [N, T] int64,
+    lengths [N] (None: every sequence has T steps); torch tensors."""
+    x: torch.Tensor
+    y: torch.Tensor
+    lengths: torch.Tensor | None
+
+
+def eval_split(data, n_test: int | None) -> EvalSplit:
+    """The first n_test test sequences (all with None)."""
+    return EvalSplit(data.x_test[:n_test], data.y_test[:n_test],
+                     None if data.len_test is None else data.len_test[:n_test])
+
+
+@dataclass
+class FloatReference:
+    """What the int8 model is measured against: test accuracies of the float and the hardened
+    net, the QAT view's report fields ({} for other runs), --form auto's validation reference
+    (None without auto) and the hardened net's test logits ([N, n] or [N, T, n])."""
+    float_acc: float | None
+    hardened_acc: float | None
+    qat_report: dict
+    float_val: float | None
+    hard_logits: torch.Tensor
+
+
+def float_reference(net, cfg, ckpt: dict, data, test: EvalSplit, auto: bool,
+                    val_n: int) -> FloatReference:
+    """Evaluate the float net, harden it (in place) and evaluate it again; with `auto` also
+    the validation reference: the float net, or for a QAT run what its QAT epochs trained."""
+    float_acc = evaluate(net, test.x, test.y, lengths=test.lengths)["acc"]
     net.harden()
-    hardened_acc = evaluate(net, x_test, y_test, lengths=len_test)["acc"]
-    qat_report = qat_view_accuracy(net, cfg, ckpt, x_test, y_test, len_test)
-    # --form auto's reference on the validation split: the float net, or for a QAT run what
-    # its QAT epochs trained (the QAT view)
-    auto = form == "auto" or (form is None and state_bits == "auto")
+    hardened_acc = evaluate(net, test.x, test.y, lengths=test.lengths)["acc"]
+    qat_report = qat_view_accuracy(net, cfg, ckpt, test.x, test.y, test.lengths)
     float_val = ladder.float_val_accuracy(net, data, val_n) if auto else None
     if auto and qat_report:
         xv, yv, lv, _ = ladder.val_split(data, val_n, note=lambda s: None)
         float_val = qat_view_accuracy(net, cfg, ckpt, xv, torch.as_tensor(yv),
                                       None if lv is None else torch.as_tensor(lv))["qat_acc"]
     with torch.no_grad():
-        hard_logits = net(x_test) if len_test is None else net(x_test, len_test)
-    codes_in = to_raw_units(net, data)     # from here on x is in the task's raw 8-bit codes
-    if codes_in:
-        x_test = data.x_test[:n_test]
-    spec = extract(net)
-    rounding_report = round_weights(net, spec, data, calib, cfg.train.seed,
-                                    choose_rounding(weight_rounding, cfg))
-    feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed, data.len_train)
-    say(f"converting with {len(feeds)} calibration steps ...")
-    raw = convert_int8(spec, feeds)
+        hard_logits = net(test.x) if test.lengths is None else net(test.x, test.lengths)
+    return FloatReference(float_acc, hardened_acc, qat_report, float_val, hard_logits)
+
+
+def converter_info(data, cfg, ckpt: dict, codes_in: bool) -> dict:
+    """The converter's extra metadata keys (task, seq_len, kernel_span, checkpoint_epoch,
+    class_names, input_units)."""
     info = {"task": data.name, "seq_len": data.seq_len, "kernel_span": cfg.model.span,
             "checkpoint_epoch": int(ckpt.get("epoch", 0))}
     if data.class_names is not None:
@@ -392,37 +418,86 @@ def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
         info["input_units"] = INPUT_UNITS_NORMALISED
     if codes_in:
         info["input_units"] = RAW_INPUT_UNITS
-    model_bytes, bits_report = choose_state_bits(raw, spec, info, state_bits, data, val_n,
-                                                 gate_bits, input_bits, form, float_val)
+    return info
+
+
+def int8_model(net, spec, data, cfg, calib: int, weight_rounding: str) -> tuple[bytes, int, dict]:
+    """(the int8 .tflite before the form is chosen, calibration steps, rounding report
+    fields): spec's weights rounded onto their grids, then calibrated and converted."""
+    rounding_report = round_weights(net, spec, data, calib, cfg.train.seed,
+                                    choose_rounding(weight_rounding, cfg))
+    feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed, data.len_train)
+    say(f"converting with {len(feeds)} calibration steps ...")
+    return convert_int8(spec, feeds), len(feeds), rounding_report
+
+
+def int8_report(model_bytes: bytes, data, cfg, calib: int, calib_steps: int, test: EvalSplit,
+                ref: FloatReference, bits_report: dict, rounding_report: dict):
+    """(report, TFLite-Micro streamer, x_q int8 [N, T, n_in], y, lengths) of the chosen model
+    on the test split: accuracies on every backend and their agreement, after the float
+    nets' accuracies, the form's fields (bits_report: choose_state_bits's) and the
+    rounding's."""
     tflm = Streamer(model_bytes, "tflm")
     grid_report = input_grid_report(tflm, data, calib, cfg.train.seed)    # warns first
     streamers = {"tflm": tflm, "litert": Streamer(model_bytes, "litert")}
-    x_q = streamers["tflm"].quantize_input(x_test.numpy())
-    y = y_test.numpy()
-    float_pred = hard_logits.argmax(-1).numpy()
+    x_q = tflm.quantize_input(test.x.numpy())
+    y = test.y.numpy()
     report = {"model_id": model_id(model_bytes), "task": data.name, "readout": data.readout,
               "n_test": int(len(x_q)), "calib_sequences": int(min(calib, len(data.x_train))),
-              "calib_steps": len(feeds),
-              "float_acc": float_acc, "hardened_acc": hardened_acc, **qat_report,
+              "calib_steps": calib_steps,
+              "float_acc": ref.float_acc, "hardened_acc": ref.hardened_acc, **ref.qat_report,
               **bits_report, **rounding_report, **grid_report}
-    lengths = None if len_test is None else len_test.numpy()
+    lengths = None if test.lengths is None else test.lengths.numpy()
     host_logits = host_test_logits(model_bytes, x_q, lengths)
     report.update(ladder.next_cheaper_accuracy(bits_report, x_q, y, data.readout, lengths))
     report.pop(ladder.NEXT_MODEL, None)
-    report.update(int8_eval(streamers, x_q, y, data.readout, float_pred, lengths, host_logits))
+    report.update(int8_eval(streamers, x_q, y, data.readout,
+                            ref.hard_logits.argmax(-1).numpy(), lengths, host_logits))
     report.update(litert_vs_tflm_bound(report))
-    report.update({
-        "hardening_cost_points": points(float_acc, hardened_acc),
-        "int8_cost_points_tflm": points(hardened_acc, report["int8_acc_tflm"]),
-        **({"int8_cost_points_tflm_vs_qat": points(qat_report["qat_acc"],
+    return report, tflm, x_q, y, lengths
+
+
+def model_fields(model_bytes: bytes, tflm: Streamer, spec, ref: FloatReference,
+                 report: dict) -> dict:
+    """report.json's accuracy costs (points), sizes, ops, quantization, state pairs and
+    delays of the chosen model."""
+    return {
+        "hardening_cost_points": points(ref.float_acc, ref.hardened_acc),
+        "int8_cost_points_tflm": points(ref.hardened_acc, report["int8_acc_tflm"]),
+        **({"int8_cost_points_tflm_vs_qat": points(ref.qat_report["qat_acc"],
                                                    report["int8_acc_tflm"])}
-           if qat_report else {}),
+           if ref.qat_report else {}),
         "model_bytes": len(model_bytes), "tflm_arena_bytes": tflm_arena_bytes(model_bytes),
         "ops": op_names(model_bytes),
-        "input_quant": streamers["tflm"].input_quant, "logits_quant": streamers["tflm"].output_quant,
+        "input_quant": tflm.input_quant, "logits_quant": tflm.output_quant,
         "state_pairs": state_pairs(spec),
-        "delays": [None if layer.delays is None else layer.delays.tolist() for layer in spec.layers],
-        "convert_s": round(time.monotonic() - t0, 1)})
+        "delays": [None if layer.delays is None else layer.delays.tolist()
+                   for layer in spec.layers]}
+
+
+def convert(checkpoint: str, out: Path, calib: int, n_test: int | None,
+            state_bits: str = "auto", val_n: int = 300, gate_bits: int = 16,
+            weight_rounding: str = "auto", input_bits: int = 16, form: str | None = None) -> dict:
+    """Checkpoint -> out/model.tflite, report.json, test_data.npz (module docstring); the
+    report."""
+    t0 = time.monotonic()
+    net, cfg, ckpt, data = load_run(checkpoint, out)
+    test = eval_split(data, n_test)
+    auto = form == "auto" or (form is None and state_bits == "auto")
+    ref = float_reference(net, cfg, ckpt, data, test, auto, val_n)
+    codes_in = to_raw_units(net, data)     # from here on x is in the task's raw 8-bit codes
+    if codes_in:
+        test = test._replace(x=data.x_test[:n_test])
+    spec = extract(net)
+    raw, calib_steps, rounding_report = int8_model(net, spec, data, cfg, calib, weight_rounding)
+    model_bytes, bits_report = choose_state_bits(raw, spec, converter_info(data, cfg, ckpt,
+                                                                           codes_in),
+                                                 state_bits, data, val_n, gate_bits,
+                                                 input_bits, form, ref.float_val)
+    report, tflm, x_q, y, lengths = int8_report(model_bytes, data, cfg, calib, calib_steps,
+                                                test, ref, bits_report, rounding_report)
+    report.update({**model_fields(model_bytes, tflm, spec, ref, report),
+                   "convert_s": round(time.monotonic() - t0, 1)})
     report["resources"] = device_resources(model_bytes, x_q, lengths)
     write_dir(out, model_bytes, report, x_q, y, lengths)
     return report

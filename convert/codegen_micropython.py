@@ -32,6 +32,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __name__ == "__main__":    # outside the project's venv: one line, not a traceback
@@ -114,7 +115,7 @@ def _bcast_maps(bc: dict):
     return m1, m2
 
 
-def _resolve_broadcast(T, op, bc: dict, ref, decls: list):
+def _resolve_broadcast(tensors, op, bc: dict, ref, decls: list):
     """(maps, operand expressions) of a binary op. An operand whose broadcast map is the
     identity is read directly; a broadcast constant is expanded here once (e.g. the per-channel
     BatchNorm affine); maps is None when both operands end up direct (the viper path)."""
@@ -127,9 +128,9 @@ def _resolve_broadcast(T, op, bc: dict, ref, decls: list):
         if list(maps[k]) == list(range(bc["count"])):
             continue
         ti = op.inputs[k]
-        if not T[ti].is_const:
+        if not tensors[ti].is_const:
             return maps, refs
-        data = np.asarray(T[ti].data).reshape(-1)[np.asarray(maps[k])]
+        data = np.asarray(tensors[ti].data).reshape(-1)[np.asarray(maps[k])]
         decls.append(f"_E{op.index}_{k} = array('b', {_bytes_lit(data)})   # broadcast once")
         direct[k] = f"_E{op.index}_{k}"
     return None, direct
@@ -146,7 +147,7 @@ class GraphCode:
     per step."""
 
     def __init__(self, model: Model):
-        self.T = model.tensors
+        self.tensors = model.tensors
         self.plan = plan_memory(model)
         self.slots: list[str] = []
         self._arena_slot: dict[tuple, int] = {}
@@ -162,7 +163,7 @@ class GraphCode:
         return len(self.slots) - 1
 
     def _tensor_expr(self, ti: int) -> str:
-        t, lc = self.T[ti], self.plan.loc[ti]
+        t, lc = self.tensors[ti], self.plan.loc[ti]
         if t.dtype not in (np.int8, np.int32):
             raise CodegenError(f"tensor {ti} ({t.name}) has type {t.type_name}")
         if lc.kind in ("input", "output"):
@@ -178,15 +179,19 @@ class GraphCode:
         lc = self.plan.loc[ti]
         if lc.kind == "const":
             return f"_C{lc.index}"
-        key = (lc.kind, lc.index, lc.offset, self.T[ti].nbytes)
+        key = (lc.kind, lc.index, lc.offset, self.tensors[ti].nbytes)
         if key not in self._arena_slot:
             self._arena_slot[key] = self.new_slot(self._tensor_expr(ti))
         return f"t[{self._arena_slot[key]}]"
 
+    def instance_ref(self, ti: int) -> str:
+        """`ref(ti)` as the Model's methods other than step spell it (self._t[k])."""
+        return self.ref(ti).replace("t[", "self._t[")
+
     def const(self, ti: int, python_read: bool) -> None:
         """Declare constant tensor ti: an int8 array() where Python code reads it, else raw
         bytes for viper; int32 (GATHER indices) as raw bytes."""
-        t = self.T[ti]
+        t = self.tensors[ti]
         if ti in self.consts and (not python_read or self.consts[ti].startswith("array")):
             return
         if t.dtype == np.int8:
@@ -210,49 +215,49 @@ def _check_multipliers(op, p: dict) -> None:
         raise CodegenError(f"op {op.index} ({op.op}): unexpected multiplier/shift {mults}")
 
 
-def _declare_constants(g: GraphCode, op) -> None:
+def _declare_constants(code: GraphCode, op) -> None:
     """The op's constant inputs as module-level _C<k> (biases are part of its _Q line)."""
     for k, i in enumerate(op.inputs):
-        if i < 0 or not g.T[i].is_const or (op.op in ALIAS_OPS and k > 0):
+        if i < 0 or not code.tensors[i].is_const or (op.op in ALIAS_OPS and k > 0):
             continue
         if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D") and k == 2:
             continue                               # bias: part of the op's _Q parameters
-        g.const(i, python_read=op.op not in _VIPER_CONSUMERS)
+        code.const(i, python_read=op.op not in _VIPER_CONSUMERS)
 
 
-def _emit_fc_or_depthwise(g: GraphCode, op, p: dict) -> None:
+def _emit_fc_or_depthwise(code: GraphCode, op, p: dict) -> None:
     """FULLY_CONNECTED / DEPTHWISE_CONV_2D: int32 accumulation (viper), per-channel mbqm32,
     clamp to int8."""
-    n, o, T, ref = op.index, op.outputs[0], g.T, g.ref
+    n, o, tensors, ref = op.index, op.outputs[0], code.tensors, code.ref
     b = op.inputs[2] if len(op.inputs) > 2 else -1
     if op.op == "FULLY_CONNECTED":
         foff = 0 if p["per_channel"] else p["filter_offset"]
-        g.decls.append(f"_P{n} = {_h([p['batches'], p['accum_depth'], p['output_depth'], p['input_offset'], foff], f'op {n}')}")
+        code.decls.append(f"_P{n} = {_h([p['batches'], p['accum_depth'], p['output_depth'], p['input_offset'], foff], f'op {n}')}")
         count, nch = p["batches"] * p["output_depth"], p["output_depth"]
-        g.body.append(f"        fc_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+        code.body.append(f"        fc_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
     else:
         keys = ["batches", "in_h", "in_w", "in_c", "filt_h", "filt_w", "out_h", "out_w",
                 "out_c", "depth_multiplier", "stride_h", "stride_w", "dilation_h",
                 "dilation_w", "pad_h", "pad_w", "input_offset"]
-        g.decls.append(f"_P{n} = {_h([p[k] for k in keys], f'op {n}')}")
-        count, nch = T[o].size, p["out_c"]
-        g.body.append(f"        dw_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
-    g.acc_max = max(g.acc_max, count)
+        code.decls.append(f"_P{n} = {_h([p[k] for k in keys], f'op {n}')}")
+        count, nch = tensors[o].size, p["out_c"]
+        code.body.append(f"        dw_acc(acc, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+    code.acc_max = max(code.acc_max, count)
     mult = list(p["multiplier"])
     per = int(len(mult) > 1)
-    bias = list(T[b].data.reshape(-1)) if b >= 0 else []
-    g.decls.append(f"_Q{n} = {_i32([nch, per, int(b >= 0)] + bias + mult + list(p['shift']))}")
-    g.decls.append(f"_O{n} = {_i32([count, p['output_offset'], p['act_min'], p['act_max']])}")
-    g.body.append(f"        mbqm32(acc, {count}, _Q{n})")
-    g.body.append(f"        clamp8({ref(o)}, acc, _O{n})")
+    bias = list(tensors[b].data.reshape(-1)) if b >= 0 else []
+    code.decls.append(f"_Q{n} = {_i32([nch, per, int(b >= 0)] + bias + mult + list(p['shift']))}")
+    code.decls.append(f"_O{n} = {_i32([count, p['output_offset'], p['act_min'], p['act_max']])}")
+    code.body.append(f"        mbqm32(acc, {count}, _Q{n})")
+    code.body.append(f"        clamp8({ref(o)}, acc, _O{n})")
 
 
-def _emit_arithmetic_direct(g: GraphCode, op, p: dict, refs) -> None:
+def _emit_arithmetic_direct(code: GraphCode, op, p: dict, refs) -> None:
     """ADD / SUB / MUL on operands read directly (no broadcast map): viper widen, mbqm32,
     combine, clamp."""
-    n, o, decls, body = op.index, op.outputs[0], g.decls, g.body
+    n, o, decls, body = op.index, op.outputs[0], code.decls, code.body
     cnt = p["bc"]["count"]
-    g.acc_max = max(g.acc_max, cnt)
+    code.acc_max = max(code.acc_max, cnt)
     a_, b_ = refs
     decls.append(f"_O{n} = {_i32([cnt, p['output_offset'], p['act_min'], p['act_max']])}")
     if op.op == "MUL":
@@ -270,45 +275,45 @@ def _emit_arithmetic_direct(g: GraphCode, op, p: dict, refs) -> None:
         body.append(f"        mbqm32(acc2, {cnt}, _Q{n}_2)")
         body.append(f"        combine(acc, acc2, {cnt}, {int(op.op == 'SUB')})")
     body.append(f"        mbqm32(acc, {cnt}, _Q{n})")
-    body.append(f"        clamp8({g.ref(o)}, acc, _O{n})")
+    body.append(f"        clamp8({code.ref(o)}, acc, _O{n})")
 
 
-def _emit_elementwise_broadcast(g: GraphCode, op, p: dict, maps, refs) -> None:
+def _emit_elementwise_broadcast(code: GraphCode, op, p: dict, maps, refs) -> None:
     """ADD / SUB / MUL / MINIMUM / MAXIMUM whose broadcasting no pre-expanded constant
     resolves: native Python-int loops over the broadcast maps _B<n>."""
     n, o = op.index, op.outputs[0]
-    g.decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
+    code.decls.append(f"_B{n} = ({_tuple(maps[0])}, {_tuple(maps[1])})")
     a_, b_, cnt = refs[0], refs[1], p["bc"]["count"]
     if op.op in ("ADD", "SUB"):
         keys = ["left_shift", "input1_offset", "input1_multiplier", "input1_shift",
                 "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
                 "output_multiplier", "output_shift", "act_min", "act_max"]
-        g.decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
-        g.body.append(f"        add_sub({g.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n}, "
+        code.decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+        code.body.append(f"        add_sub({code.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n}, "
                       f"{op.op == 'SUB'})")
     elif op.op == "MUL":
         keys = ["input1_offset", "input2_offset", "output_offset", "output_multiplier",
                 "output_shift", "act_min", "act_max"]
-        g.decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
-        g.body.append(f"        mul({g.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n})")
+        code.decls.append(f"_P{n} = {_tuple([p[k] for k in keys])}")
+        code.body.append(f"        mul({code.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, _P{n})")
     else:
-        g.body.append(f"        min_max({g.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, "
+        code.body.append(f"        min_max({code.ref(o)}, {a_}, {b_}, {cnt}, _B{n}, "
                       f"{op.op == 'MAXIMUM'})")
 
 
-def _emit_elementwise(g: GraphCode, op, p: dict) -> None:
+def _emit_elementwise(code: GraphCode, op, p: dict) -> None:
     """The binary elementwise ops: direct arithmetic, direct MINIMUM/MAXIMUM, or broadcast."""
-    maps, refs = _resolve_broadcast(g.T, op, p["bc"], g.ref, g.decls)
+    maps, refs = _resolve_broadcast(code.tensors, op, p["bc"], code.ref, code.decls)
     if maps is not None:
-        _emit_elementwise_broadcast(g, op, p, maps, refs)
+        _emit_elementwise_broadcast(code, op, p, maps, refs)
     elif op.op in ("ADD", "SUB", "MUL"):
-        _emit_arithmetic_direct(g, op, p, refs)
+        _emit_arithmetic_direct(code, op, p, refs)
     else:
-        g.body.append(f"        min_max({g.ref(op.outputs[0])}, {refs[0]}, {refs[1]}, "
+        code.body.append(f"        min_max({code.ref(op.outputs[0])}, {refs[0]}, {refs[1]}, "
                       f"{p['bc']['count']}, None, {op.op == 'MAXIMUM'})")
 
 
-def _emit_lookup_table(g: GraphCode, op, p: dict, q) -> None:
+def _emit_lookup_table(code: GraphCode, op, p: dict, q) -> None:
     """LOGISTIC, RELU, QUANTIZE: a 256-entry int8 table _L<n> (the board's own mg_quant
     arithmetic, q) applied by lut8."""
     n = op.index
@@ -319,38 +324,36 @@ def _emit_lookup_table(g: GraphCode, op, p: dict, q) -> None:
         tab = _table(lambda v: q.requant1(v, p["input_offset"], p["output_offset"],
                                           p["multiplier"], p["shift"], p["act_min"],
                                           p["act_max"]))
-    g.decls.append(f"_L{n} = {tab!r}")
-    g.body.append(f"        lut8({g.ref(op.outputs[0])}, {g.ref(op.inputs[0])}, _L{n}, "
+    code.decls.append(f"_L{n} = {tab!r}")
+    code.body.append(f"        lut8({code.ref(op.outputs[0])}, {code.ref(op.inputs[0])}, _L{n}, "
                   f"{p['size']})")
 
 
-def _emit_data_movement(g: GraphCode, op, p: dict) -> None:
+def _emit_data_movement(code: GraphCode, op, p: dict) -> None:
     """CONCATENATION, GATHER and the alias ops (RESHAPE, SQUEEZE, EXPAND_DIMS)."""
-    n, o, ref = op.index, op.outputs[0], g.ref
-    if op.op == "CONCATENATION" and p["outer"] == 1 and g.plan.loc[o].kind == "arena":
+    n, o, ref = op.index, op.outputs[0], code.ref
+    if op.op == "CONCATENATION" and p["outer"] == 1 and code.plan.loc[o].kind == "arena":
         # one copy per input into a view of the output made once in Model() (no
         # allocation per step)
-        pos = g.plan.loc[o].offset
+        pos = code.plan.loc[o].offset
         for i, nb in zip(op.inputs, p["copy_bytes"]):
-            dst = g.new_slot(f"mv[{pos}:{pos + nb}]")
-            g.body.append(f"        copy8(t[{dst}], {ref(i)}, {nb})")
+            dst = code.new_slot(f"mv[{pos}:{pos + nb}]")
+            code.body.append(f"        copy8(t[{dst}], {ref(i)}, {nb})")
             pos += nb
     elif op.op == "CONCATENATION":
         ins = ", ".join(ref(i) for i in op.inputs)
-        g.body.append(f"        concat({ref(o)}, ({ins},), {p['outer']}, "
+        code.body.append(f"        concat({ref(o)}, ({ins},), {p['outer']}, "
                       f"{_tuple(p['copy_bytes'])})")
     elif op.op == "GATHER":
         keys = ["batch_size", "outer_size", "axis_size", "inner_size", "coord_size"]
         vals = [p[k] for k in keys]
         vals[3] *= p["elem_bytes"]
-        g.decls.append(f"_P{n} = {_h(vals, f'op {n}')}")
-        g.body.append(f"        gather({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
+        code.decls.append(f"_P{n} = {_h(vals, f'op {n}')}")
+        code.body.append(f"        gather({ref(o)}, {ref(op.inputs[0])}, {ref(op.inputs[1])}, _P{n})")
     elif op.op in ALIAS_OPS:
         src = op.inputs[0]
-        if ref(src) != ref(o):
-            g.body.append(f"        copy8({ref(o)}, {ref(src)}, {g.T[o].nbytes})")
-        else:
-            g.body[-1] += " (alias)"
+        if ref(src) != ref(o):          # else an alias in place (_emit_graph's comment says so)
+            code.body.append(f"        copy8({ref(o)}, {ref(src)}, {code.tensors[o].nbytes})")
 
 
 def _emit_graph(model: Model) -> GraphCode:
@@ -358,27 +361,29 @@ def _emit_graph(model: Model) -> GraphCode:
     MicroPython statements (GraphCode)."""
     check_supported(model)
     q = _mg_quant()
-    g = GraphCode(model)
+    code = GraphCode(model)
     params = [op_params(model, op) for op in model.operators]
     for ti in model.inputs + model.outputs:          # graph inputs/outputs first, fixed order
-        g.ref(ti)
+        code.ref(ti)
     for op, p in zip(model.operators, params):
-        g.macs += op_macs(op, p)
+        code.macs += op_macs(op, p)
         _check_multipliers(op, p)
-        _declare_constants(g, op)
-        g.body.append(f"        # op {op.index}: {op.op} -> tensor {op.outputs[0]} "
-                      f"{list(g.T[op.outputs[0]].shape)}")
+        _declare_constants(code, op)
+        in_place = op.op in ALIAS_OPS and code.ref(op.inputs[0]) == code.ref(op.outputs[0])
+        code.body.append(f"        # op {op.index}: {op.op} -> tensor {op.outputs[0]} "
+                         f"{list(code.tensors[op.outputs[0]].shape)}"
+                         + (" (alias)" if in_place else ""))
         if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
-            _emit_fc_or_depthwise(g, op, p)
+            _emit_fc_or_depthwise(code, op, p)
         elif op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
-            _emit_elementwise(g, op, p)
+            _emit_elementwise(code, op, p)
         elif op.op in ("LOGISTIC", "RELU", "QUANTIZE"):
-            _emit_lookup_table(g, op, p, q)
+            _emit_lookup_table(code, op, p, q)
         else:
-            _emit_data_movement(g, op, p)
-    for ti, slot in g.plan.copies:
+            _emit_data_movement(code, op, p)
+    for ti, slot in code.plan.copies:
         raise CodegenError(f"graph output {slot} (tensor {ti}) is not produced by an operator")
-    return g
+    return code
 
 
 def state8_command(model_path: Path | None) -> str:
@@ -414,173 +419,254 @@ def refuse_state16(model: Model, model_path: Path | None = None) -> None:
                            "or use a C board")
 
 
-def generate_module(model: Model, meta: dict, model_id: str,
-                    model_path: Path | None = None) -> tuple[str, dict]:
-    """The source of mg_model.py and a summary dict (model_path: where the .tflite was read,
-    named in a refusal's conversion command)."""
-    T = model.tensors
-    step_meta = StepMetadata.of(meta)
+def _graph_io(model: Model, step_meta: StepMetadata) -> tuple[dict[str, int], dict[str, int]]:
+    """(input name -> tensor, output name -> tensor) of the metadata's roles (CodegenError
+    where their counts do not match the graph's)."""
     names_in, names_out = step_meta.inputs, step_meta.outputs
     if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
         raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
-    inp = dict(zip(names_in, model.inputs))
-    outp = dict(zip(names_out, model.outputs))
-    refuse_state16(model, model_path)
-    H = step_meta.channels
+    return dict(zip(names_in, model.inputs)), dict(zip(names_out, model.outputs))
+
+
+@dataclass
+class StateCode:
+    """The caller-side state handling (convert/stream.py's) as MicroPython lines, by where
+    they go: decls at module level (_D<l> delays, _R<l> ring sizes), init in Model.__init__
+    (the ring's frame views), reset in Model.reset, pre / post in Model.step before / after
+    the graph; ring_bytes: the rings' int8 bytes. Layers add up in order (`+`)."""
+    decls: list[str] = field(default_factory=list)
+    init: list[str] = field(default_factory=list)
+    reset: list[str] = field(default_factory=list)
+    pre: list[str] = field(default_factory=list)
+    post: list[str] = field(default_factory=list)
+    ring_bytes: int = 0
+
+    def __add__(self, other: StateCode) -> StateCode:
+        return StateCode(self.decls + other.decls, self.init + other.init,
+                         self.reset + other.reset, self.pre + other.pre,
+                         self.post + other.post, self.ring_bytes + other.ring_bytes)
+
+
+def _ring_state(code: GraphCode, layer: int, layer_meta, channels: int,
+                inputs: dict[str, int], outputs: dict[str, int]) -> StateCode:
+    """Layer `layer`'s delay ring of ring_frames frames of `channels` int8 values: reset to
+    its zero point, gather indices from the write slot before the graph, the frame output
+    into that slot after it."""
+    frames = layer_meta.ring_frames
+    ring, idx = inputs[names.ring(layer)], inputs[names.idx(layer)]
+    frame = outputs[names.frame(layer)]
+    delays = layer_meta.delay_array                                  # [H, N]
+    if delays.shape[0] != channels or delays.min() < 0 or delays.max() > frames:
+        raise CodegenError(f"layer {layer}: delays must be [H={channels}, N] within "
+                           f"0..{frames}")
+    taps = delays.shape[1]
+    ring_zero_point = zero_point(code.tensors[ring])
+    if delays.max() >= 65536:
+        raise CodegenError(f"layer {layer}: delays >= 65536 are not supported")
+    ref, ring_buffer = code.ref, code.instance_ref(ring)
+    delays_lit = np.asarray(delays.T.reshape(-1), '<u2').tobytes()
+    slot = f"self._w{layer}"
+    return StateCode(
+        decls=[f"_D{layer} = {delays_lit!r}   # delays, tap-major",
+               f"_R{layer} = {_h([channels, taps, frames], f'layer {layer}')}"],
+        init=[f"        self._ring{layer} = [memoryview({ring_buffer})[s * {channels}:"
+              f"(s + 1) * {channels}] for s in range({frames})]"],
+        reset=[f"        fill8({ring_buffer}, {ring_zero_point}, {frames * channels})",
+               f"        {slot} = 0"],
+        pre=[f"        ring_indices({ref(idx)}, _D{layer}, _R{layer}, {slot})"],
+        post=[f"        copy8(self._ring{layer}[{slot}], {ref(frame)}, {channels})",
+              f"        {slot} = {slot} + 1 if {slot} + 1 < {frames} else 0"],
+        ring_bytes=frames * channels)
+
+
+def _gru_state(code: GraphCode, layer: int, channels: int, inputs: dict[str, int],
+               outputs: dict[str, int]) -> StateCode:
+    """Layer `layer`'s int8 minGRU state of `channels` values: reset to its zero point, the
+    state output copied to the state input after each step."""
+    h, h_new = inputs[names.h(layer)], outputs[names.hnew(layer)]
+    tensors = code.tensors
+    if tensors[h].size != channels or tensors[h_new].size != channels:
+        raise CodegenError(f"layer {layer}: h{layer}/hnew{layer} must have {channels} elements")
+    return StateCode(
+        reset=[f"        fill8({code.instance_ref(h)}, {zero_point(tensors[h])}, "
+               f"{channels})"],
+        post=[f"        copy8({code.ref(h)}, {code.ref(h_new)}, {channels})"])
+
+
+def _streaming_state(code: GraphCode, step_meta: StepMetadata, inputs: dict[str, int],
+                     outputs: dict[str, int]) -> StateCode:
+    """Every layer's rings and minGRU states, layer by layer (ring first)."""
+    state = StateCode()
+    for layer, layer_meta in enumerate(step_meta.layers):
+        if layer_meta.ring_frames > 0:
+            state += _ring_state(code, layer, layer_meta, step_meta.channels, inputs,
+                                 outputs)
+        if layer_meta.rnn:
+            state += _gru_state(code, layer, step_meta.channels, inputs, outputs)
+    return state
+
+
+_KERNEL_IMPORT_LINES = [
+    "from array import array",
+    "",
+    "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
+    "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
+]
+
+_STEP_LOCALS_LINES = [       # the buffer list and int32 scratch as locals of step / invoke
+    "        t = self._t",
+    "        acc = self._acc",
+    "        acc2 = self._acc2",
+]
+
+_QUANTIZE_FUNCTION_LINES = [
+    "def quantize(frame, out=None):",
+    '    """float frame [N_IN] (the data\'s units) -> int8 array(\'b\'):',
+    "    round((v - mean) / step) + INPUT_ZERO_POINT per channel, clamped, in float32 (round",
+    '    half to even): the host\'s and the C package\'s arithmetic, bit for bit."""',
+    "    if out is None:",
+    "        out = array('b', bytes(N_IN))",
+    "    f = _F32",
+    "    for i in range(N_IN):",
+    "        f[0] = frame[i]",
+    "        f[0] = f[0] - _IN_MEAN[i]",
+    "        f[0] = f[0] / _IN_STEP[i]",
+    "        s = f[0]",
+    "        if s != s:",
+    "            s = 0.0",
+    "        s = 512.0 if s > 512.0 else (-512.0 if s < -512.0 else s)",
+    "        v = round(s) + INPUT_ZERO_POINT",
+    "        out[i] = -128 if v < -128 else (127 if v > 127 else v)",
+    "    return out",
+]
+
+
+def _buffer_init_lines(code: GraphCode, scratch_note: str = "") -> list[str]:
+    """The constructor's arena (int8, plan.arena_bytes), the buffer list self._t and the two
+    int32 scratch arrays of acc_max elements."""
+    scratch_bytes = 4 * max(code.acc_max, 1)
+    return ([f"        arena = array('b', bytes({max(code.plan.arena_bytes, 1)}))",
+             "        mv = memoryview(arena)",
+             "        self._arena = arena",
+             "        self._t = ["]
+            + [f"            {expr}," for expr in code.slots]
+            + ["        ]",
+               f"        self._acc = array('i', bytes({scratch_bytes})){scratch_note}",
+               f"        self._acc2 = array('i', bytes({scratch_bytes}))"])
+
+
+def _module_header_lines(model: Model, step_meta: StepMetadata, model_id: str, name: str,
+                         x_t: int, logits_t: int, macs: int) -> list[str]:
+    """The module docstring, imports and public constants (MODEL_ID ... STATES)."""
+    tensors = model.tensors
+    input_quant, logits_quant = tensors[x_t].quant, tensors[logits_t].quant
+    in_mean, in_step = frame_constants(step_meta, input_quant.scale[0])
     n_in, n_out = step_meta.n_in, step_meta.n_classes
-    x_t, logits_t = inp.get("x"), outp.get("logits")
-    if x_t is None or logits_t is None or T[x_t].size != n_in or T[logits_t].size != n_out:
-        raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
-    g = _emit_graph(model)
-    plan, slots, ref = g.plan, g.slots, g.ref
-    consts, decls, body, acc_max, macs = g.consts, g.decls, g.body, g.acc_max, g.macs
-
-    # ---- streaming state ------------------------------------------------------------------
-    init, reset, pre, post = [], [], [], []
-    rings = []
-    for i, lm in enumerate(step_meta.layers):
-        R = lm.ring_frames
-        if R > 0:
-            ring, idx, frame = inp[names.ring(i)], inp[names.idx(i)], outp[names.frame(i)]
-            d = lm.delay_array                                  # [H, N]
-            if d.shape[0] != H or d.min() < 0 or d.max() > R:
-                raise CodegenError(f"layer {i}: delays must be [H={H}, N] within 0..{R}")
-            N = d.shape[1]
-            zp = zero_point(T[ring])
-            if d.max() >= 65536:
-                raise CodegenError(f"layer {i}: delays >= 65536 are not supported")
-            decls.append(f"_D{i} = {np.asarray(d.T.reshape(-1), '<u2').tobytes()!r}   # delays, tap-major")
-            decls.append(f"_R{i} = {_h([H, N, R], f'layer {i}')}")
-            init.append(f"        self._ring{i} = [mv{i}[s * {H}:(s + 1) * {H}] for s in range({R})]"
-                        .replace(f"mv{i}", f"memoryview({ref(ring).replace('t[', 'self._t[')})"))
-            reset.append(f"        fill8({ref(ring).replace('t[', 'self._t[')}, {zp}, {R * H})")
-            reset.append(f"        self._w{i} = 0")
-            pre.append(f"        ring_indices({ref(idx)}, _D{i}, _R{i}, self._w{i})")
-            post.append(f"        copy8(self._ring{i}[self._w{i}], {ref(frame)}, {H})")
-            post.append(f"        self._w{i} = self._w{i} + 1 if self._w{i} + 1 < {R} else 0")
-            rings.append(R * H)
-        if lm.rnn:
-            h, hn = inp[names.h(i)], outp[names.hnew(i)]
-            if T[h].size != H or T[hn].size != H:
-                raise CodegenError(f"layer {i}: h{i}/hnew{i} must have {H} elements")
-            reset.append(f"        fill8({ref(h).replace('t[', 'self._t[')}, {zero_point(T[h])}, {H})")
-            post.append(f"        copy8({ref(h)}, {ref(hn)}, {H})")
-    states = step_meta.state_outputs
-
-    xq, lq = T[x_t].quant, T[logits_t].quant
-    in_mean, in_step = frame_constants(step_meta, xq.scale[0])
-    name = str(step_meta.task or "mgrade")[:31].replace('"', "")
-    lines = [
+    return [
         f'"""mGRADE model {model_id} (\'{name}\') for MicroPython. Generated by',
         "convert/codegen_micropython.py from model.tflite; do not edit.",
         "",
         "    m = Model(); logits = m.step(frame); m.reset()",
         "",
         f"x int8 [{n_in}] -> logits int8 [{n_out}] per step; {len(step_meta.layers)} layers of "
-        f"H = {H}; bit-exact with the TFLite-Micro interpreter.",
+        f"H = {step_meta.channels}; bit-exact with the TFLite-Micro interpreter.",
         '"""',
-        "from array import array",
-        "",
-        "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
-        "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
+        *_KERNEL_IMPORT_LINES,
         "",
         f"MODEL_ID = {bytes.fromhex(model_id)!r}   # first 8 bytes of sha256(model.tflite)",
         f"NAME = {name!r}",
         f"N_IN = {n_in}",
         f"N_OUT = {n_out}",
         f"MACS_PER_STEP = {macs}",
-        f"INPUT_SCALE = {float(xq.scale[0])!r}",
-        f"INPUT_ZERO_POINT = {zero_point(T[x_t])}",
+        f"INPUT_SCALE = {float(input_quant.scale[0])!r}",
+        f"INPUT_ZERO_POINT = {zero_point(tensors[x_t])}",
         f"INPUT_NORMALISED = {step_meta.input_mean_std is not None}   # quantize() normalises first",
         "# quantize(): per-channel mean and step = std * INPUT_SCALE (float32, little-endian:",
         "# the exact constants of the host and the C package, convert/input_norm.py)",
         f"_IN_MEAN = array('f', {in_mean.astype('<f4').tobytes()!r})",
         f"_IN_STEP = array('f', {in_step.astype('<f4').tobytes()!r})",
         "_F32 = array('f', [0.0])   # each operation rounded to float32 (as on the device)",
-        f"LOGITS_SCALE = {float(lq.scale[0])!r}",
-        f"LOGITS_ZERO_POINT = {zero_point(T[logits_t])}",
-        f"STATES = {tuple(states)!r}   # Model.state(name): graph state outputs after a step",
-        "",
-        "# ---- constant tensors ----",
+        f"LOGITS_SCALE = {float(logits_quant.scale[0])!r}",
+        f"LOGITS_ZERO_POINT = {zero_point(tensors[logits_t])}",
+        f"STATES = {tuple(step_meta.state_outputs)!r}   # Model.state(name): graph state outputs after a step",
     ]
-    for ti in sorted(consts):
-        lines.append(f"_C{ti} = {consts[ti]}   # {T[ti].name[:60]!r} {list(T[ti].shape)}")
-    lines += ["", "# ---- operator parameters (TFLM Prepare, convert/tflm_params.op_params) ----"]
-    lines += decls
-    state_slots = {nm: ref(outp[nm]) for nm in states}
-    lines += [
-        "",
-        "",
-        "def quantize(frame, out=None):",
-        '    """float frame [N_IN] (the data\'s units) -> int8 array(\'b\'):',
-        "    round((v - mean) / step) + INPUT_ZERO_POINT per channel, clamped, in float32 (round",
-        '    half to even): the host\'s and the C package\'s arithmetic, bit for bit."""',
-        "    if out is None:",
-        "        out = array('b', bytes(N_IN))",
-        "    f = _F32",
-        "    for i in range(N_IN):",
-        "        f[0] = frame[i]",
-        "        f[0] = f[0] - _IN_MEAN[i]",
-        "        f[0] = f[0] / _IN_STEP[i]",
-        "        s = f[0]",
-        "        if s != s:",
-        "            s = 0.0",
-        "        s = 512.0 if s > 512.0 else (-512.0 if s < -512.0 else s)",
-        "        v = round(s) + INPUT_ZERO_POINT",
-        "        out[i] = -128 if v < -128 else (127 if v > 127 else v)",
-        "    return out",
-        "",
-        "",
+
+
+def _constant_lines(code: GraphCode) -> list[str]:
+    """The module-level constant tensors _C<k>, each with its name and shape."""
+    tensors = code.tensors
+    return [f"_C{ti} = {code.consts[ti]}   # {tensors[ti].name[:60]!r} {list(tensors[ti].shape)}"
+            for ti in sorted(code.consts)]
+
+
+def _model_class_lines(code: GraphCode, state: StateCode, x_t: int, logits_t: int,
+                       state_refs: dict[str, str]) -> list[str]:
+    """class Model: __init__ (buffers, rings), reset, step (frame in, logits out) and state
+    (state_refs: state output name -> its buffer expression on self)."""
+    ref = code.ref
+    return [
         "class Model:",
         '    """One model instance: its own activations, delay rings and minGRU states."""',
         "",
         "    def __init__(self):",
-        f"        arena = array('b', bytes({max(plan.arena_bytes, 1)}))",
-        "        mv = memoryview(arena)",
-        "        self._arena = arena",
-        "        self._t = [",
-    ]
-    lines += [f"            {e}," for e in slots]
-    lines += [
-        "        ]",
-        f"        self._acc = array('i', bytes({4 * max(acc_max, 1)}))   # int32 scratch",
-        f"        self._acc2 = array('i', bytes({4 * max(acc_max, 1)}))",
-    ]
-    lines += init
-    lines += [
+        *_buffer_init_lines(code, "   # int32 scratch"),
+        *state.init,
         "        self.reset()",
         "",
         "    def reset(self):",
         '        """Zero the rings and states (their zero points): the start of a sequence."""',
-    ]
-    lines += reset or ["        pass"]
-    lines += [
+        *(state.reset or ["        pass"]),
         "",
         "    def step(self, x):",
         '        """One time step: x int8 [N_IN] (bytes, bytearray or array(\'b\')) -> the step\'s',
         "        logits, an array('b') [N_OUT] that the next step overwrites (copy it to keep it).\"\"\"",
         "        if len(x) != N_IN:",
         "            raise ValueError('frame must have %d values' % N_IN)",
-        "        t = self._t",
-        "        acc = self._acc",
-        "        acc2 = self._acc2",
+        *_STEP_LOCALS_LINES,
         f"        copy8({ref(x_t)}, x, N_IN)",
-    ]
-    lines += pre + body + post
-    lines += [
+        *state.pre, *code.body, *state.post,
         f"        return {ref(logits_t)}",
         "",
         "    def state(self, name):",
         '        """A state output of the last step (STATES): hnew<l> = minGRU state, frame<l> =',
         '        the layer\'s conv input written into its ring."""',
-        "        return {" + ", ".join(f"{k!r}: {v.replace('t[', 'self._t[')}"
-                              for k, v in state_slots.items()) + "}[name]",
+        "        return {" + ", ".join(f"{k!r}: {v}" for k, v in state_refs.items()) + "}[name]",
         "",
     ]
-    ring_bytes = sum(rings)
+
+
+def generate_module(model: Model, meta: dict, model_id: str,
+                    model_path: Path | None = None) -> tuple[str, dict]:
+    """The source of mg_model.py and a summary dict (model_path: where the .tflite was read,
+    named in a refusal's conversion command)."""
+    tensors = model.tensors
+    step_meta = StepMetadata.of(meta)
+    inputs, outputs = _graph_io(model, step_meta)
+    refuse_state16(model, model_path)
+    n_in, n_out = step_meta.n_in, step_meta.n_classes
+    x_t, logits_t = inputs.get("x"), outputs.get("logits")
+    if (x_t is None or logits_t is None or tensors[x_t].size != n_in
+            or tensors[logits_t].size != n_out):
+        raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
+    code = _emit_graph(model)
+    state = _streaming_state(code, step_meta, inputs, outputs)
+    name = str(step_meta.task or "mgrade")[:31].replace('"', "")
+    state_refs = {nm: code.instance_ref(outputs[nm]) for nm in step_meta.state_outputs}
+    lines = [
+        *_module_header_lines(model, step_meta, model_id, name, x_t, logits_t, code.macs),
+        "",
+        "# ---- constant tensors ----",
+        *_constant_lines(code),
+        "", "# ---- operator parameters (TFLM Prepare, convert/tflm_params.op_params) ----",
+        *code.decls, *state.decls,
+        "", "",
+        *_QUANTIZE_FUNCTION_LINES,
+        "", "",
+        *_model_class_lines(code, state, x_t, logits_t, state_refs),
+    ]
     summary = {"model_id": model_id, "name": name, "n_in": n_in, "n_out": n_out,
-               "macs_per_step": macs, "arena_bytes": plan.arena_bytes,
-               "ring_bytes": ring_bytes, "ops": len(model.operators)}
+               "macs_per_step": code.macs, "arena_bytes": code.plan.arena_bytes,
+               "ring_bytes": state.ring_bytes, "ops": len(model.operators)}
     return "\n".join(lines), summary
 
 
@@ -588,55 +674,46 @@ def generate_graph_module(model: Model, model_id: str) -> tuple[str, dict]:
     """The source of a stateless mg_model.py for any supported int8 .tflite (no mgrade
     metadata): class Graph with invoke(inputs) -> outputs, the graph's I/O in subgraph order
     (the counterpart of convert/graph_package.py's mg_graph_invoke; used to test every kernel)."""
-    T = model.tensors
-    g = _emit_graph(model)
-    ref = g.ref
-    io = lambda idx: tuple((T[i].name, "b" if T[i].dtype == np.int8 else "i", T[i].nbytes)  # noqa: E731
-                           for i in idx)
+    tensors = model.tensors
+    code = _emit_graph(model)
+    ref = code.ref
+
+    def io(idx):    # (name, array typecode, bytes) per tensor
+        return tuple((tensors[i].name, "b" if tensors[i].dtype == np.int8 else "i",
+                      tensors[i].nbytes) for i in idx)
+
     lines = [
         f'"""Graph {model_id} for MicroPython. Generated by convert/codegen_micropython.py '
         '--generic; do not edit."""',
-        "from array import array",
-        "",
-        "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
-        "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
+        *_KERNEL_IMPORT_LINES,
         "",
         f"MODEL_ID = {bytes.fromhex(model_id)!r}",
         f"INPUTS = {io(model.inputs)!r}   # (name, array typecode, bytes) in subgraph order",
         f"OUTPUTS = {io(model.outputs)!r}",
         "",
-    ]
-    lines += [f"_C{ti} = {v}" for ti, v in sorted(g.consts.items())] + g.decls
-    lines += [
+        *[f"_C{ti} = {v}" for ti, v in sorted(code.consts.items())],
+        *code.decls,
         "",
         "",
         "class Graph:",
         "    def __init__(self):",
-        f"        arena = array('b', bytes({max(g.plan.arena_bytes, 1)}))",
-        "        mv = memoryview(arena)",
-        "        self._arena = arena",
-        "        self._t = [",
-    ] + [f"            {e}," for e in g.slots] + [
-        "        ]",
-        f"        self._acc = array('i', bytes({4 * max(g.acc_max, 1)}))",
-        f"        self._acc2 = array('i', bytes({4 * max(g.acc_max, 1)}))",
+        *_buffer_init_lines(code),
         "",
         "    def invoke(self, inputs):",
         '        """inputs: buffers of the graph inputs (INPUTS order) -> the output buffers."""',
-        "        t = self._t",
-        "        acc = self._acc",
-        "        acc2 = self._acc2",
+        *_STEP_LOCALS_LINES,
+        *[f"        copy8({ref(ti)}, inputs[{k}], {tensors[ti].nbytes})"
+          for k, ti in enumerate(model.inputs)],
+        *code.body,
+        f"        return [{', '.join(ref(ti) for ti in model.outputs)}]",
+        "",
     ]
-    lines += [f"        copy8({ref(ti)}, inputs[{k}], {T[ti].nbytes})"
-              for k, ti in enumerate(model.inputs)]
-    lines += g.body
-    lines += [f"        return [{', '.join(ref(ti) for ti in model.outputs)}]", ""]
-    return "\n".join(lines), {"model_id": model_id, "name": "graph", "ops": len(model.operators),
-                              "arena_bytes": g.plan.arena_bytes, "ring_bytes": 0,
-                              "macs_per_step": g.macs,
-                              "unplanned_bytes": sum(T[i].nbytes for op in model.operators
-                                                     for i in op.outputs
-                                                     if g.plan.loc[i].kind == "arena")}
+    unplanned = sum(tensors[i].nbytes for op in model.operators for i in op.outputs
+                    if code.plan.loc[i].kind == "arena")
+    return "\n".join(lines), {"model_id": model_id, "name": "graph",
+                              "ops": len(model.operators),
+                              "arena_bytes": code.plan.arena_bytes, "ring_bytes": 0,
+                              "macs_per_step": code.macs, "unplanned_bytes": unplanned}
 
 
 def compile_mpy(out_dir: Path, arch: str, dst: Path | None = None) -> list[Path]:

@@ -7,14 +7,18 @@ Calculate*OpData), nothing about C.
 * Prepare time, int8 and int16: `quantize_multiplier`, `requant_multiplier`,
   `mul_multiplier`, `addsub_multipliers` (scales in float32 as TFLite holds them).
   `op_params(model, op)` gives one int8 operator's parameters as plain ints and lists (the
-  fields of the matching mcu/runtime/mg_kernels.h struct); the generic graph package, the
-  mGRADE package and the MicroPython package all use it.
+  fields of the matching mcu/runtime/mg_kernels.h struct): it dispatches to its family's
+  builder (`PARAMS_BY_OP`: `fully_connected_params`, `depthwise_conv_params`,
+  `add_sub_params`, ...), each returning a typed record (`FullyConnectedParams`, ...: a
+  TypedDict, so a plain dict at run time); the generic graph package, the mGRADE package and
+  the MicroPython package all use it.
 * Per element (the reference the C kernels match bit for bit): `srdhm`, `rdbpot`, `mbqm`,
   `requant`, `add`, `sub`, `mul`, on Python ints or NumPy int64 arrays (results: int64).
 """
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 
@@ -142,29 +146,169 @@ def storage_dtype(t: Tensor) -> np.dtype:
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-operator parameters
+# Per-operator parameters: one builder per operator family, each returning a typed record
+# (a TypedDict: a plain dict, so readers index it by field name; the fields are those of the
+# matching mcu/runtime/mg_kernels.h struct, and each builder writes them in the C order)
 
-def broadcast_params(model: Model, a: int, b: int, o: int) -> dict:
-    sa, sb, so = (model.tensors[i].shape for i in (a, b, o))
+
+class BroadcastParams(TypedDict):
+    """mg_bcast_t: `count` output elements; ndims 0 = elementwise (equal shapes), else the
+    output `shape` and each input's element `stride1` / `stride2` per dimension (0: broadcast)."""
+    count: int
+    ndims: int
+    shape: list[int]
+    stride1: list[int]
+    stride2: list[int]
+
+
+class FullyConnectedParams(TypedDict):
+    """mg_fc_params_t: [batches, accum_depth] x [output_depth, accum_depth] -> [batches,
+    output_depth]; one (multiplier, shift) per output channel, or one with per_channel 0."""
+    batches: int
+    accum_depth: int
+    output_depth: int
+    input_offset: int
+    filter_offset: int
+    output_offset: int
+    act_min: int
+    act_max: int
+    per_channel: int
+    multiplier: list[int]
+    shift: list[int]
+
+
+class DepthwiseConvParams(TypedDict):
+    """mg_dwconv_params_t: NHWC input [batches, in_h, in_w, in_c] -> [batches, out_h, out_w,
+    out_c]; one (multiplier, shift) per output channel."""
+    batches: int
+    in_h: int
+    in_w: int
+    in_c: int
+    filt_h: int
+    filt_w: int
+    out_h: int
+    out_w: int
+    out_c: int
+    depth_multiplier: int
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_h: int
+    pad_w: int
+    input_offset: int
+    output_offset: int
+    act_min: int
+    act_max: int
+    multiplier: list[int]
+    shift: list[int]
+
+
+class RescaledOutput(TypedDict):
+    """The output side of ADD, SUB and MUL: output_offset + the sum or product rescaled by
+    (output_multiplier, output_shift), clamped to act_min..act_max; bc the broadcast
+    descriptor of the two inputs."""
+    output_offset: int
+    output_multiplier: int
+    output_shift: int
+    act_min: int
+    act_max: int
+    bc: BroadcastParams
+
+
+class AddSubParams(RescaledOutput):
+    """mg_add_params_t (ADD and SUB; C field order: left_shift, input1_*, input2_*, then the
+    RescaledOutput fields): inputs shifted left by left_shift (20), each rescaled, summed."""
+    left_shift: int
+    input1_offset: int
+    input1_multiplier: int
+    input1_shift: int
+    input2_offset: int
+    input2_multiplier: int
+    input2_shift: int
+
+
+class MulParams(RescaledOutput):
+    """mg_mul_params_t: (a + input1_offset) * (b + input2_offset), then the RescaledOutput
+    fields."""
+    input1_offset: int
+    input2_offset: int
+
+
+class MinMaxParams(TypedDict):
+    """MINIMUM / MAXIMUM: only the broadcast descriptor (int8 in and out on one grid)."""
+    bc: BroadcastParams
+
+
+class LogisticParams(TypedDict):
+    """mg_logistic_params_t: `size` elements; the input's distance from its zero point in
+    Q4.27 after input_multiplier / input_left_shift, saturated beyond input_range_radius."""
+    size: int
+    input_zero_point: int
+    input_range_radius: int
+    input_multiplier: int
+    input_left_shift: int
+
+
+class RequantParams(TypedDict):
+    """mg_requant_params_t (RELU, QUANTIZE): `size` elements, clamp(output_offset +
+    mbqm(x - input_offset, multiplier, shift), act_min, act_max)."""
+    size: int
+    input_offset: int
+    output_offset: int
+    multiplier: int
+    shift: int
+    act_min: int
+    act_max: int
+
+
+class ConcatParams(TypedDict):
+    """mg_concat_params_t: `outer` rows, each the inputs' copy_bytes[k] bytes in turn."""
+    num_inputs: int
+    outer: int
+    copy_bytes: list[int]
+
+
+class GatherParams(TypedDict):
+    """mg_gather_params_t: sizes in elements of elem_bytes bytes."""
+    batch_size: int
+    outer_size: int
+    axis_size: int
+    inner_size: int
+    coord_size: int
+    elem_bytes: int
+
+
+class AliasParams(TypedDict):
+    """RESHAPE / SQUEEZE / EXPAND_DIMS: the bytes copied where input and output do not share
+    a buffer."""
+    bytes: int
+
+
+def broadcast_params(model: Model, a: int, b: int, o: int) -> BroadcastParams:
+    """The broadcast of tensors a and b onto output o (CodegenError beyond MAX_DIMS or where
+    the shapes do not broadcast)."""
+    shape_a, shape_b, shape_out = (model.tensors[i].shape for i in (a, b, o))
     count = model.tensors[o].size
-    if tuple(sa) == tuple(sb) and model.tensors[a].size == count:
-        return {"count": count, "ndims": 0, "shape": [], "stride1": [], "stride2": []}
-    n = len(so)
-    if n > MAX_DIMS or len(sa) > n or len(sb) > n:
-        raise CodegenError(f"broadcast {sa} x {sb} -> {so} is not supported")
+    if tuple(shape_a) == tuple(shape_b) and model.tensors[a].size == count:
+        return BroadcastParams(count=count, ndims=0, shape=[], stride1=[], stride2=[])
+    ndims = len(shape_out)
+    if ndims > MAX_DIMS or len(shape_a) > ndims or len(shape_b) > ndims:
+        raise CodegenError(f"broadcast {shape_a} x {shape_b} -> {shape_out} is not supported")
 
-    def strides(s):
-        s = [1] * (n - len(s)) + list(s)
-        st, acc = [0] * n, 1
-        for d in range(n - 1, -1, -1):
-            st[d] = 0 if (s[d] == 1 and so[d] != 1) else acc
-            if s[d] not in (1, so[d]):
-                raise CodegenError(f"shapes {sa} and {sb} do not broadcast to {so}")
-            acc *= s[d]
-        return st
+    def strides(shape):
+        padded = [1] * (ndims - len(shape)) + list(shape)
+        out, elems = [0] * ndims, 1
+        for d in range(ndims - 1, -1, -1):
+            out[d] = 0 if (padded[d] == 1 and shape_out[d] != 1) else elems
+            if padded[d] not in (1, shape_out[d]):
+                raise CodegenError(f"shapes {shape_a} and {shape_b} do not broadcast to "
+                                   f"{shape_out}")
+            elems *= padded[d]
+        return out
 
-    return {"count": count, "ndims": n, "shape": list(so), "stride1": strides(sa),
-            "stride2": strides(sb)}
+    return BroadcastParams(count=count, ndims=ndims, shape=list(shape_out),
+                           stride1=strides(shape_a), stride2=strides(shape_b))
 
 
 def _check_int8(model, *idx):
@@ -174,165 +318,242 @@ def _check_int8(model, *idx):
             raise CodegenError(f"tensor {i} ({t.name}) is {t.type_name}, expected int8")
 
 
+def _fused_activation(op) -> str:
+    """The operator's fused activation function ("NONE" where it has none)."""
+    return op.options.get("fused_activation_function", "NONE")
+
+
+def _channel_multipliers(input_scale, filter_scales, output_scale) -> tuple[list, list]:
+    """(multipliers, shifts), one per filter scale, of input_scale * filter_scale /
+    output_scale in double from the float32 scales."""
+    pairs = [quantize_multiplier(float(input_scale) * float(fs) / float(output_scale))
+             for fs in filter_scales]
+    return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+def _check_fully_connected_types(model: Model, op) -> None:
+    """int8 x int8 -> int8, or the 16x8 mode (convert/widen.py widen_input): int16 input and
+    output with zero point 0; an int32 bias."""
+    tensors = model.tensors
+    x, weights, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    bias = op.inputs[2] if len(op.inputs) > 2 else -1
+    if tensors[x].dtype == np.int16:
+        _check_int8(model, weights)
+        if tensors[out].dtype != np.int16 or zero_point(tensors[x]) or zero_point(tensors[out]):
+            raise CodegenError(f"FULLY_CONNECTED (op {op.index}) with an int16 input needs "
+                               "an int16 output, both with zero point 0")
+    else:
+        _check_int8(model, x, weights, out)
+    if bias >= 0 and tensors[bias].dtype != np.int32:
+        raise CodegenError("FULLY_CONNECTED bias must be int32")
+
+
+def fully_connected_params(model: Model, op) -> FullyConnectedParams:
+    """FULLY_CONNECTED (int8, or 16x8): CalculateOpDataFullyConnected."""
+    _check_fully_connected_types(model, op)
+    tensors = model.tensors
+    x, weights, out = tensors[op.inputs[0]], tensors[op.inputs[1]], tensors[op.outputs[0]]
+    in_scale, out_scale = scale(x), scale(out)
+    out_depth = out.shape[-1]
+    accum = weights.shape[-1]
+    if x.size % accum:
+        raise CodegenError("FULLY_CONNECTED input size is not a multiple of the depth")
+    if weights.quant.per_channel:
+        mults, shifts = _channel_multipliers(in_scale, weights.quant.scale, out_scale)
+        per_channel = 1
+    else:       # the scales' float32 product, then double
+        product = float(as_f32(in_scale * as_f32(weights.quant.scale[0])))
+        m, s = quantize_multiplier(product / float(out_scale))
+        mults, shifts, per_channel = [m], [s], 0
+    lo, hi = activation_range(_fused_activation(op), out)
+    return FullyConnectedParams(
+        batches=out.size // out_depth, accum_depth=accum, output_depth=out_depth,
+        input_offset=-zero_point(x), filter_offset=-zero_point(weights),
+        output_offset=zero_point(out), act_min=lo, act_max=hi, per_channel=per_channel,
+        multiplier=mults, shift=shifts)
+
+
+def _same_padding(stride: int, dilation: int, in_size: int, filter_size: int,
+                  out_size: int) -> int:
+    """TFLite's padding before the first element (0 for VALID, half the excess for SAME)."""
+    effective = (filter_size - 1) * dilation + 1
+    return max(0, (out_size - 1) * stride + effective - in_size) // 2
+
+
+def depthwise_conv_params(model: Model, op) -> DepthwiseConvParams:
+    """DEPTHWISE_CONV_2D, int8, 4-D NHWC: CalculateOpDataDepthwiseConv."""
+    _check_int8(model, op.inputs[0], op.inputs[1], op.outputs[0])
+    tensors = model.tensors
+    x, weights, out = tensors[op.inputs[0]], tensors[op.inputs[1]], tensors[op.outputs[0]]
+    if len(x.shape) != 4 or len(weights.shape) != 4 or len(out.shape) != 4:
+        raise CodegenError("DEPTHWISE_CONV_2D needs 4-D input/filter/output")
+    batches, in_h, in_w, in_c = x.shape
+    _, filt_h, filt_w, out_c = weights.shape
+    _, out_h, out_w, out_c2 = out.shape
+    if out_c != out_c2 or out_c % in_c:
+        raise CodegenError("DEPTHWISE_CONV_2D channel mismatch")
+    stride_h, stride_w = op.options.get("stride_h", 1), op.options.get("stride_w", 1)
+    dil_h = op.options.get("dilation_h_factor", 1)
+    dil_w = op.options.get("dilation_w_factor", 1)
+    fs = weights.quant.scale
+    mults, shifts = _channel_multipliers(
+        scale(x), [fs[c] if fs.size > 1 else fs[0] for c in range(out_c)], scale(out))
+    lo, hi = activation_range(_fused_activation(op), out)
+    return DepthwiseConvParams(
+        batches=batches, in_h=in_h, in_w=in_w, in_c=in_c, filt_h=filt_h, filt_w=filt_w,
+        out_h=out_h, out_w=out_w, out_c=out_c, depth_multiplier=out_c // in_c,
+        stride_h=stride_h, stride_w=stride_w, dilation_h=dil_h, dilation_w=dil_w,
+        pad_h=_same_padding(stride_h, dil_h, in_h, filt_h, out_h),
+        pad_w=_same_padding(stride_w, dil_w, in_w, filt_w, out_w),
+        input_offset=-zero_point(x), output_offset=zero_point(out), act_min=lo, act_max=hi,
+        multiplier=mults, shift=shifts)
+
+
+def add_sub_params(model: Model, op) -> AddSubParams:
+    """ADD / SUB, int8: CalculateOpDataAdd/Sub (left shift 20)."""
+    a, b, o = op.inputs[0], op.inputs[1], op.outputs[0]
+    _check_int8(model, a, b, o)
+    tensors = model.tensors
+    mult = addsub_multipliers(scale(tensors[a]), scale(tensors[b]), scale(tensors[o]),
+                              left_shift=20)
+    lo, hi = activation_range(_fused_activation(op), tensors[o])
+    return AddSubParams(
+        left_shift=20, input1_offset=-zero_point(tensors[a]),
+        input1_multiplier=mult["input1_multiplier"], input1_shift=mult["input1_shift"],
+        input2_offset=-zero_point(tensors[b]), input2_multiplier=mult["input2_multiplier"],
+        input2_shift=mult["input2_shift"], output_offset=zero_point(tensors[o]),
+        output_multiplier=mult["output_multiplier"], output_shift=mult["output_shift"],
+        act_min=lo, act_max=hi, bc=broadcast_params(model, a, b, o))
+
+
+def mul_params(model: Model, op) -> MulParams:
+    """MUL, int8: CalculateOpDataMul."""
+    a, b, o = op.inputs[0], op.inputs[1], op.outputs[0]
+    _check_int8(model, a, b, o)
+    tensors = model.tensors
+    m, s = mul_multiplier(scale(tensors[a]), scale(tensors[b]), scale(tensors[o]))
+    lo, hi = activation_range(_fused_activation(op), tensors[o])
+    return MulParams(input1_offset=-zero_point(tensors[a]),
+                     input2_offset=-zero_point(tensors[b]),
+                     output_offset=zero_point(tensors[o]), output_multiplier=m,
+                     output_shift=s, act_min=lo, act_max=hi,
+                     bc=broadcast_params(model, a, b, o))
+
+
+def min_max_params(model: Model, op) -> MinMaxParams:
+    """MINIMUM / MAXIMUM, int8."""
+    a, b, o = op.inputs[0], op.inputs[1], op.outputs[0]
+    _check_int8(model, a, b, o)
+    return MinMaxParams(bc=broadcast_params(model, a, b, o))
+
+
+def logistic_params(model: Model, op) -> LogisticParams:
+    """LOGISTIC, int8 (output zero point -128): CalculateArithmeticOpData / the int8 LOGISTIC
+    Prepare (input scaled to Q4.27)."""
+    i, o = op.inputs[0], op.outputs[0]
+    _check_int8(model, i, o)
+    x, out = model.tensors[i], model.tensors[o]
+    if zero_point(out) != -128:
+        raise CodegenError("int8 LOGISTIC output zero point must be -128 (TFLM)")
+    real = float(scale(x)) * float(1 << (31 - 4))
+    q, left_shift = math.frexp(real)
+    mult = tflite_round(q * (1 << 31))
+    if mult >= (1 << 31):          # static_cast<int32_t> wraps
+        mult -= 1 << 32
+    radius = math.floor(1.0 * ((1 << 4) - 1) * (1 << (31 - 4)) / (2.0 ** left_shift))
+    return LogisticParams(size=x.size, input_zero_point=zero_point(x), input_range_radius=radius,
+                          input_multiplier=mult, input_left_shift=left_shift)
+
+
+def relu_params(model: Model, op) -> RequantParams:
+    """RELU, int8: a requantization clamped below at the output zero point."""
+    i, o = op.inputs[0], op.outputs[0]
+    _check_int8(model, i, o)
+    x, out = model.tensors[i], model.tensors[o]
+    m, s = quantize_multiplier(float(scale(x) / scale(out)))   # float division, then double
+    return RequantParams(size=x.size, input_offset=zero_point(x), output_offset=zero_point(out),
+                         multiplier=m, shift=s, act_min=max(-128, zero_point(out)), act_max=127)
+
+
+def quantize_params(model: Model, op) -> RequantParams:
+    """QUANTIZE int8 -> int8 (a requantization)."""
+    i, o = op.inputs[0], op.outputs[0]
+    _check_int8(model, i, o)
+    x, out = model.tensors[i], model.tensors[o]
+    m, s = requant_multiplier(scale(x), scale(out))
+    return RequantParams(size=x.size, input_offset=zero_point(x), output_offset=zero_point(out),
+                         multiplier=m, shift=s, act_min=-128, act_max=127)
+
+
+def concatenation_params(model: Model, op) -> ConcatParams:
+    """CONCATENATION of inputs of the output's type (int8 ones on its grid: TFLM only
+    copies)."""
+    tensors = model.tensors
+    out = tensors[op.outputs[0]]
+    if _fused_activation(op) not in (None, "NONE"):
+        raise CodegenError("CONCATENATION with a fused activation is not supported")
+    axis = op.options.get("axis", 0)
+    if axis < 0:
+        axis += len(out.shape)
+    storage_dtype(out)
+    for i in op.inputs:
+        x = tensors[i]
+        if x.dtype != out.dtype:
+            raise CodegenError("CONCATENATION inputs must share the output type")
+        if out.dtype == np.int8 and (scale(x) != scale(out) or zero_point(x) != zero_point(out)):
+            raise CodegenError(
+                "int8 CONCATENATION with differing input/output quantization is rejected "
+                "by TFLite-Micro (it only copies); requantize the inputs first")
+    outer = int(np.prod(out.shape[:axis], dtype=np.int64))
+    copy = [int(np.prod(tensors[i].shape[axis:], dtype=np.int64)) * out.dtype.itemsize
+            for i in op.inputs]
+    return ConcatParams(num_inputs=len(op.inputs), outer=outer, copy_bytes=copy)
+
+
+def _elements(shape) -> int:
+    """The number of elements of a shape (1 for an empty one)."""
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def gather_params(model: Model, op) -> GatherParams:
+    """GATHER with int32 indices (TFLM), batch_dims and a negative axis resolved."""
+    params, coords = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
+    if coords.dtype != np.int32:
+        raise CodegenError("GATHER indices must be int32 (TFLM)")
+    storage_dtype(params)
+    axis = op.options.get("axis", 0)
+    axis = axis + len(params.shape) if axis < 0 else axis
+    batch_dims = op.options.get("batch_dims", 0)
+    batch_dims = batch_dims + len(coords.shape) if batch_dims < 0 else batch_dims
+    return GatherParams(batch_size=_elements(params.shape[:batch_dims]),
+                        outer_size=_elements(params.shape[batch_dims:axis]),
+                        axis_size=params.shape[axis],
+                        inner_size=_elements(params.shape[axis + 1:]),
+                        coord_size=_elements(coords.shape[batch_dims:]),
+                        elem_bytes=params.dtype.itemsize)
+
+
+def alias_params(model: Model, op) -> AliasParams:
+    """RESHAPE / SQUEEZE / EXPAND_DIMS."""
+    return AliasParams(bytes=model.tensors[op.outputs[0]].nbytes)
+
+
+PARAMS_BY_OP = {
+    "FULLY_CONNECTED": fully_connected_params, "DEPTHWISE_CONV_2D": depthwise_conv_params,
+    "ADD": add_sub_params, "SUB": add_sub_params, "MUL": mul_params,
+    "MINIMUM": min_max_params, "MAXIMUM": min_max_params, "LOGISTIC": logistic_params,
+    "RELU": relu_params, "QUANTIZE": quantize_params, "CONCATENATION": concatenation_params,
+    "GATHER": gather_params, **{name: alias_params for name in ALIAS_OPS}}
+
+
 def op_params(model: Model, op) -> dict:
-    """The TFLM Prepare-time parameters of one operator (plain ints and lists)."""
-    T = model.tensors
-    name = op.op
-    act = op.options.get("fused_activation_function", "NONE")
-    if name == "FULLY_CONNECTED":
-        i, w = op.inputs[0], op.inputs[1]
-        b = op.inputs[2] if len(op.inputs) > 2 else -1
-        o = op.outputs[0]
-        if T[i].dtype == np.int16:          # 16x8 mode (convert/widen.py widen_input)
-            _check_int8(model, w)
-            if T[o].dtype != np.int16 or zero_point(T[i]) or zero_point(T[o]):
-                raise CodegenError(f"FULLY_CONNECTED (op {op.index}) with an int16 input needs "
-                                   "an int16 output, both with zero point 0")
-        else:
-            _check_int8(model, i, w, o)
-        if b >= 0 and T[b].dtype != np.int32:
-            raise CodegenError("FULLY_CONNECTED bias must be int32")
-        tw, to = T[w], T[o]
-        in_s, out_s = scale(T[i]), scale(to)
-        out_depth = to.shape[-1]
-        accum = tw.shape[-1]
-        if T[i].size % accum:
-            raise CodegenError("FULLY_CONNECTED input size is not a multiple of the depth")
-        if tw.quant.per_channel:
-            fs = tw.quant.scale
-            mults = [quantize_multiplier(float(in_s) * float(s) / float(out_s)) for s in fs]
-            per_channel = 1
-        else:
-            prod = float(as_f32(in_s * as_f32(tw.quant.scale[0])))   # float product, then double
-            mults = [quantize_multiplier(prod / float(out_s))]
-            per_channel = 0
-        lo, hi = activation_range(act, to)
-        return dict(batches=to.size // out_depth, accum_depth=accum, output_depth=out_depth,
-                    input_offset=-zero_point(T[i]), filter_offset=-zero_point(tw), output_offset=zero_point(to),
-                    act_min=lo, act_max=hi, per_channel=per_channel,
-                    multiplier=[m for m, _ in mults], shift=[s for _, s in mults])
-    if name == "DEPTHWISE_CONV_2D":
-        i, w = op.inputs[0], op.inputs[1]
-        b = op.inputs[2] if len(op.inputs) > 2 else -1
-        o = op.outputs[0]
-        _check_int8(model, i, w, o)
-        ti, tw, to = T[i], T[w], T[o]
-        if len(ti.shape) != 4 or len(tw.shape) != 4 or len(to.shape) != 4:
-            raise CodegenError("DEPTHWISE_CONV_2D needs 4-D input/filter/output")
-        n, ih, iw, ic = ti.shape
-        _, fh, fw, oc = tw.shape
-        _, oh, ow, oc2 = to.shape
-        if oc != oc2 or oc % ic:
-            raise CodegenError("DEPTHWISE_CONV_2D channel mismatch")
-        sh, sw = op.options.get("stride_h", 1), op.options.get("stride_w", 1)
-        dh, dw = op.options.get("dilation_h_factor", 1), op.options.get("dilation_w_factor", 1)
-
-        def pad(stride, dil, insz, fsz, outsz):
-            eff = (fsz - 1) * dil + 1
-            return max(0, (outsz - 1) * stride + eff - insz) // 2
-
-        in_s, out_s = scale(ti), scale(to)
-        fs = tw.quant.scale
-        mults = [quantize_multiplier(float(in_s) * float(fs[c] if fs.size > 1 else fs[0])
-                                     / float(out_s)) for c in range(oc)]
-        lo, hi = activation_range(act, to)
-        return dict(batches=n, in_h=ih, in_w=iw, in_c=ic, filt_h=fh, filt_w=fw, out_h=oh,
-                    out_w=ow, out_c=oc, depth_multiplier=oc // ic, stride_h=sh, stride_w=sw,
-                    dilation_h=dh, dilation_w=dw, pad_h=pad(sh, dh, ih, fh, oh),
-                    pad_w=pad(sw, dw, iw, fw, ow), input_offset=-zero_point(ti),
-                    output_offset=zero_point(to), act_min=lo, act_max=hi,
-                    multiplier=[m for m, _ in mults], shift=[s for _, s in mults])
-    if name in ("ADD", "SUB"):
-        a, b2, o = op.inputs[0], op.inputs[1], op.outputs[0]
-        _check_int8(model, a, b2, o)
-        mult = addsub_multipliers(scale(T[a]), scale(T[b2]), scale(T[o]), left_shift=20)
-        lo, hi = activation_range(act, T[o])
-        return dict(left_shift=20, input1_offset=-zero_point(T[a]),
-                    input1_multiplier=mult["input1_multiplier"],
-                    input1_shift=mult["input1_shift"], input2_offset=-zero_point(T[b2]),
-                    input2_multiplier=mult["input2_multiplier"],
-                    input2_shift=mult["input2_shift"], output_offset=zero_point(T[o]),
-                    output_multiplier=mult["output_multiplier"], output_shift=mult["output_shift"],
-                    act_min=lo, act_max=hi, bc=broadcast_params(model, a, b2, o))
-    if name == "MUL":
-        a, b2, o = op.inputs[0], op.inputs[1], op.outputs[0]
-        _check_int8(model, a, b2, o)
-        m, s = mul_multiplier(scale(T[a]), scale(T[b2]), scale(T[o]))
-        lo, hi = activation_range(act, T[o])
-        return dict(input1_offset=-zero_point(T[a]), input2_offset=-zero_point(T[b2]),
-                    output_offset=zero_point(T[o]), output_multiplier=m, output_shift=s,
-                    act_min=lo, act_max=hi, bc=broadcast_params(model, a, b2, o))
-    if name in ("MINIMUM", "MAXIMUM"):
-        a, b2, o = op.inputs[0], op.inputs[1], op.outputs[0]
-        _check_int8(model, a, b2, o)
-        return dict(bc=broadcast_params(model, a, b2, o))
-    if name == "LOGISTIC":
-        i, o = op.inputs[0], op.outputs[0]
-        _check_int8(model, i, o)
-        if zero_point(T[o]) != -128:
-            raise CodegenError("int8 LOGISTIC output zero point must be -128 (TFLM)")
-        real = float(scale(T[i])) * float(1 << (31 - 4))
-        q, left_shift = math.frexp(real)
-        mult = tflite_round(q * (1 << 31))
-        if mult >= (1 << 31):          # static_cast<int32_t> wraps
-            mult -= 1 << 32
-        radius = math.floor(1.0 * ((1 << 4) - 1) * (1 << (31 - 4)) / (2.0 ** left_shift))
-        return dict(size=T[i].size, input_zero_point=zero_point(T[i]), input_range_radius=radius,
-                    input_multiplier=mult, input_left_shift=left_shift)
-    if name == "RELU":
-        i, o = op.inputs[0], op.outputs[0]
-        _check_int8(model, i, o)
-        real = float(scale(T[i]) / scale(T[o]))   # float division, then double
-        m, s = quantize_multiplier(real)
-        return dict(size=T[i].size, input_offset=zero_point(T[i]), output_offset=zero_point(T[o]),
-                    multiplier=m, shift=s, act_min=max(-128, zero_point(T[o])), act_max=127)
-    if name == "QUANTIZE":
-        i, o = op.inputs[0], op.outputs[0]
-        _check_int8(model, i, o)
-        m, s = requant_multiplier(scale(T[i]), scale(T[o]))
-        return dict(size=T[i].size, input_offset=zero_point(T[i]), output_offset=zero_point(T[o]),
-                    multiplier=m, shift=s, act_min=-128, act_max=127)
-    if name == "CONCATENATION":
-        o = op.outputs[0]
-        to = T[o]
-        if act not in (None, "NONE"):
-            raise CodegenError("CONCATENATION with a fused activation is not supported")
-        axis = op.options.get("axis", 0)
-        if axis < 0:
-            axis += len(to.shape)
-        storage_dtype(to)
-        for i in op.inputs:
-            ti = T[i]
-            if ti.dtype != to.dtype:
-                raise CodegenError("CONCATENATION inputs must share the output type")
-            if to.dtype == np.int8 and (scale(ti) != scale(to)
-                                        or zero_point(ti) != zero_point(to)):
-                raise CodegenError(
-                    "int8 CONCATENATION with differing input/output quantization is rejected "
-                    "by TFLite-Micro (it only copies); requantize the inputs first")
-        outer = int(np.prod(to.shape[:axis], dtype=np.int64))
-        copy = [int(np.prod(T[i].shape[axis:], dtype=np.int64)) * to.dtype.itemsize
-                for i in op.inputs]
-        return dict(num_inputs=len(op.inputs), outer=outer, copy_bytes=copy)
-    if name == "GATHER":
-        p, idx, o = op.inputs[0], op.inputs[1], op.outputs[0]
-        tp, ti = T[p], T[idx]
-        if ti.dtype != np.int32:
-            raise CodegenError("GATHER indices must be int32 (TFLM)")
-        storage_dtype(tp)
-        nd, ncd = len(tp.shape), len(ti.shape)
-        axis = op.options.get("axis", 0)
-        axis = axis + nd if axis < 0 else axis
-        bd = op.options.get("batch_dims", 0)
-        bd = bd + ncd if bd < 0 else bd
-        prod = lambda s: int(np.prod(s, dtype=np.int64))  # noqa: E731
-        return dict(batch_size=prod(tp.shape[:bd]), outer_size=prod(tp.shape[bd:axis]),
-                    axis_size=tp.shape[axis], inner_size=prod(tp.shape[axis + 1:]),
-                    coord_size=prod(ti.shape[bd:]), elem_bytes=tp.dtype.itemsize)
-    if name in ALIAS_OPS:
-        return dict(bytes=T[op.outputs[0]].nbytes)
-    raise CodegenError(f"operator {name} is not supported by the mgrade C runtime "
-                       f"(supported: {', '.join(SUPPORTED_OPS)})")
+    """The TFLM Prepare-time parameters of one operator (plain ints and lists: the typed record
+    of its family's builder, PARAMS_BY_OP)."""
+    builder = PARAMS_BY_OP.get(op.op)
+    if builder is None:
+        raise CodegenError(f"operator {op.op} is not supported by the mgrade C runtime "
+                           f"(supported: {', '.join(SUPPORTED_OPS)})")
+    return builder(model, op)
 
 
 

@@ -97,3 +97,20 @@ def test_fast_path_scalar_views_are_tflm_params():
         got = [codegen_fast.ref_add1(p, int(x), int(y)) for x, y in zip(a, b)]
         assert all(type(v) is int for v in got)
         assert got == tp.add(p, a, b).tolist()
+
+
+def test_each_supported_op_has_one_params_builder_whose_record_it_fills(tiny_int8):
+    """PARAMS_BY_OP holds one builder for each of SUPPORTED_OPS and no other; on every operator
+    of a converted model, op_params gives exactly the fields of its builder's typed record."""
+    import typing
+
+    from mgrade_edge.convert.tflite_reader import read_tflite
+
+    assert set(tp.PARAMS_BY_OP) == set(tp.SUPPORTED_OPS)
+    model = read_tflite((tiny_int8 / "model.tflite").read_bytes())
+    seen = set()
+    for op in model.operators:
+        record = typing.get_type_hints(tp.PARAMS_BY_OP[op.op])["return"]
+        assert set(tp.op_params(model, op)) == set(record.__required_keys__), op.op
+        seen.add(op.op)
+    assert {"FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD", "GATHER", "LOGISTIC"} <= seen
