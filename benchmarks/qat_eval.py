@@ -9,12 +9,10 @@ TFLite-Micro accuracy) and `python -m benchmarks.int8_attribution RUN --state16-
 with the int8 weights (`MGradeNet.set_qat`, float activations) and, for a `train.qat_acts`
 run, with its activations fake-quantized on the ranges its training ended with ("fake-
 quantized activations"): one calibration, TFLite-Micro only (convert also streams LiteRT
-twice per step), and the calibration's 64 sequences stepped as one batch instead of one by
-one. The weights are rounded as convert's default (--rounding auto: GPTQ, nearest for a QAT
-run). The calibration feeds are the converter's
-(`convert.calibration_feeds`: same sequences, same thinning) up to float rounding of the
-batched step, so the .tflite can differ from convert's in the last bit of a scale;
-`--check-against DIR` compares the accuracy with a convert output's report.json.
+twice per step). The weights are rounded as convert's default (--rounding auto: GPTQ,
+nearest for a QAT run); the calibration feeds are the converter's
+(`convert.calibration_feeds`: same sequences, same thinning, stepped as one batch), so the
+.tflite is convert's.
 """
 from __future__ import annotations
 
@@ -22,42 +20,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
-
-
-def batched_feeds(net, spec, x_train, n_seq: int, seed: int) -> list[dict]:
-    """convert.calibration_feeds (fixed-length tasks) with the sequences stepped together."""
-    from mgrade_edge.convert.__main__ import MAX_CALIB_FEEDS
-    from mgrade_edge.convert.calibrate import ring_from_past
-    from mgrade_edge.convert.graph import gather_indices
-
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(x_train), generator=gen)[:n_seq]
-    xs = x_train[pick]
-    S, T = xs.shape[:2]
-    stride = max(1, S * T // MAX_CALIB_FEEDS)
-    keep = {k for k in range(S * T) if k % stride == 0}     # k = seq * T + t, as convert
-    feeds: dict[int, dict] = {}
-    net.eval()
-    state = net.init_state(S)
-    with torch.no_grad():
-        for t in range(T):
-            wanted = [s for s in range(S) if s * T + t in keep]
-            for s in wanted:
-                feed = {"x": net.graph_input(xs[s, t:t + 1]).numpy().astype(np.float32)}
-                for i, (layer, ls) in enumerate(zip(spec.layers, state["layers"])):
-                    if layer.ring_frames > 0:
-                        past = ls["past"][s].numpy().astype(np.float32)
-                        feed[f"ring{i}"] = ring_from_past(past, t, layer.ring_frames)
-                        feed[f"idx{i}"] = gather_indices(layer.delays, t, layer.ring_frames)
-                    if layer.wz is not None:
-                        feed[f"h{i}"] = ls["h"][s:s + 1].numpy().astype(np.float32)
-                feeds[s * T + t] = feed
-            _, state = net.step(xs[:, t], state)
-    return [feeds[k] for k in sorted(feeds)]
 
 
 def tflm_acc(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
@@ -104,10 +68,10 @@ def measure(run: str, n_test: int, calib: int = 64, tflm: bool = True,
     if to_raw_units(net, data):           # as python -m mgrade_edge.convert: the device reads raw codes
         x = data.x_test[:n_test]
     spec = extract(net)
-    from mgrade_edge.convert.__main__ import choose_rounding, round_weights
+    from mgrade_edge.convert.__main__ import calibration_feeds, choose_rounding, round_weights
     rounding = round_weights(net, spec, data, calib, cfg.train.seed,
                              choose_rounding("auto", cfg))["weight_rounding"]
-    feeds = batched_feeds(net, spec, data.x_train, calib, cfg.train.seed)
+    feeds = calibration_feeds(net, spec, data.x_train, calib, cfg.train.seed)
     model = finalize(convert_int8(spec, feeds), spec,
                      {"task": data.name, "seq_len": data.seq_len,
                       "kernel_span": cfg.model.span,

@@ -153,15 +153,15 @@ def calibration_pick(n_train: int, n_seq: int, seed: int) -> torch.Tensor:
 
 def calibration_feeds(net, spec, x_train, n_seq: int, seed: int, lengths=None) -> list[dict]:
     """Graph inputs from n_seq training sequences (each over its own steps when `lengths` is
-    given), thinned to at most MAX_CALIB_FEEDS steps."""
+    given), thinned to at most MAX_CALIB_FEEDS steps (every stride-th step of the sequences
+    laid end to end); the sequences of one length are stepped as one batch."""
     pick = calibration_pick(len(x_train), n_seq, seed)
     seqs = x_train[pick] if lengths is None else [x_train[i, :lengths[i]] for i in pick]
-    total = sum(len(q) for q in seqs)
-    stride = max(1, total // MAX_CALIB_FEEDS)
-    feeds = [f for k, (f, _) in enumerate(progress(step_feeds(net, spec, seqs), total=total,
-                                                     desc="calibrate", unit="step", leave=False))
-             if k % stride == 0]
-    return feeds
+    starts = np.cumsum([0] + [len(q) for q in seqs])    # each sequence's first step, in order
+    stride = max(1, int(starts[-1]) // MAX_CALIB_FEEDS)
+    with progress(total=int(starts[-1]), desc="calibrate", unit="step", leave=False) as bar:
+        return [f for f, _ in step_feeds(net, spec, seqs, on_steps=bar.update,
+                                         keep=lambda s, t: (starts[s] + t) % stride == 0)]
 
 
 def int8_eval(streamers: dict, x_q: np.ndarray, y: np.ndarray, readout: str,

@@ -25,11 +25,11 @@ def gather_indices(delays: np.ndarray, t: int, ring_frames: int) -> np.ndarray:
 
 
 def ring_from_past(past: np.ndarray, t: int, ring_frames: int) -> np.ndarray:
-    """past [R, H] (frames t-1 .. t-R, newest first) -> graph ring [1, R*H] in slot order."""
-    ring = np.empty_like(past)
-    for d in range(1, ring_frames + 1):
-        ring[(t - d) % ring_frames] = past[d - 1]
-    return ring.reshape(1, -1)
+    """past [..., R, H] (frames t-1 .. t-R, newest first) -> graph ring [..., 1, R*H] in slot
+    order (frame t-d at slot (t-d) mod R); leading dimensions are a batch."""
+    ring = np.empty_like(past[..., :ring_frames, :])
+    ring[..., (t - np.arange(1, ring_frames + 1)) % ring_frames, :] = past[..., :ring_frames, :]
+    return ring.reshape(*past.shape[:-2], 1, -1)
 
 
 def write_slot(t: int, ring_frames: int) -> int:
