@@ -1,7 +1,7 @@
 """Convert a trained checkpoint to a hardened, int8, single-step streaming model.tflite.
 
     python -m mgrade_edge.convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
-                      [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest]
+                      [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest] [--threads N]
                       [--form auto|int8|state16|input16|mlp16]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "or auto (gptq, but nearest for a train.qat_epochs run). Default auto")
     p.add_argument("--val-n", type=int, default=300,
                    help="validation sequences --state-bits auto evaluates (default 300)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the float reference, calibration and weight "
+                        "rounding (default 1: that work is many small steps, where more "
+                        "threads mostly wait on each other, and far slower when other "
+                        "processes share the cores; 0 = torch's default)")
     p.add_argument("--quiet", action="store_true",
                    help="print only the final summary (and errors); TensorFlow's own log "
                         "lines always go to DIR/convert.log")
@@ -662,6 +667,11 @@ def main(argv=None) -> int:
     if args.calib <= 0 or (args.n_test is not None and args.n_test <= 0) or args.val_n <= 0:
         print("error: --calib, --n-test and --val-n must be > 0", file=sys.stderr)
         return 2
+    if args.threads < 0:
+        print("error: --threads must be >= 0 (0 = torch's default)", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(min(args.threads, os.cpu_count() or 1))
     if args.input_bits == 16 and (args.state_bits == "8" or args.gate_bits == 8):
         print("error: --input-bits 16 needs the int16 state and gate (--state-bits 16 or auto, "
               "--gate-bits 16); drop --input-bits or pass --input-bits 8", file=sys.stderr)
