@@ -74,7 +74,7 @@ from mgrade_edge.convert import ops16
 from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
 from mgrade_edge.convert.tflite_reader import Model, Operator, read_tflite
 from mgrade_edge.convert.tflm_params import (
-    ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
+    ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, requant, zero_point)
 from mgrade_edge.training import ring_layout
 
 
@@ -566,6 +566,26 @@ def _delay16_code(pk: Package, f: DelayFusion, dw16: dict, c: list) -> str:
             f"{ptr(f.frame, True)}, {P}_c16);")
 
 
+def _fast_delay16(pk: Package, f: DelayFusion, dw16: dict) -> tuple[list, str] | None:
+    """The fast path's declarations and call of a conv16 layer's delay conv (mg_fast.h
+    mg_delay_fast_s16: channel-major taps, the int16 taps from a 256-entry table, an int32
+    dot product), or None where that dot product could leave int32."""
+    P, L, N = pk.P, f.layer, f.delays.shape[1]
+    filt = np.asarray(pk.T[f.filt].data, np.int64).reshape(N, pk.H)       # [N, H]
+    if np.abs(filt).sum(axis=0).max() * 32768 >= 2 ** 31:
+        return None
+    lut = requant(dw16["taps16"], np.arange(-128, 128))
+    decls = [int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
+             int_array("int8_t", f"{P}_l{L}_filter_cm", filt.T.reshape(-1)),
+             int_array("int16_t", f"{P}_l{L}_taps16_lut", lut),
+             struct_decl("mg_delay16_fast_t", f"{P}_l{L}_delay16f", dict(
+                 p=f"&{P}_l{L}_delay16", delay=f"{P}_l{L}_delay_cm",
+                 filter=f"{P}_l{L}_filter_cm", taps16=f"{P}_l{L}_taps16_lut"))]
+    ring = f"m->ring{L}" if pk.ring_info[pk.delays.index(f)]["bytes"] else "NULL"
+    return decls, (f"    mg_delay_fast_s16(&{P}_l{L}_delay16f, {ring}, m->step_t, "
+                   f"{pk.ptr(f.frame, True)}, {P}_c16);")
+
+
 def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body: list):
     """The reference delay step's declarations and call (appended to c, body); returns the
     fast path (decls, statements, scratch words) or None, and where the reference-only
@@ -586,14 +606,19 @@ def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body
         c += input16_params(P, L, fp, lambda role: (
             f"{P}_t{ft['fcs'][role].inputs[1]}", f"{P}_t{ft['fcs'][role].inputs[2]}"
             if len(ft["fcs"][role].inputs) > 2 and ft["fcs"][role].inputs[2] >= 0 else "NULL"))
+        front = (f"    mg_input16_front_c16(&{P}_l{L}_in16, {H}, {ptr(ft['frame'], True)}, "
+                 f"{P}_c16, {P}_u16);")
         body += [f"    /* layer {L}: delay conv (16x8, int16 output) on the trimmed rings "
-                 f"(ops {f.ops}) */", call,
-                 f"    mg_input16_front_c16(&{P}_l{L}_in16, {H}, {ptr(ft['frame'], True)}, "
-                 f"{P}_c16, {P}_u16);"]
+                 f"(ops {f.ops}) */", call, front]
         if f.frame_output:
             body += ["#ifdef MG_MODEL_DEBUG",
                      f"    mg_copy(m->dbg_frame{L}, {ptr(f.frame, True)}, {H}u);", "#endif"]
-        return None, len(c)
+        f16 = _fast_delay16(pk, f, dw16)
+        if f16 is None:
+            pk.fast_report[f"op{f.anchor}"] = "MG_DELAY (int16 output): reference kernel"
+            return None, len(c)
+        return (f16[0], [f16[1], front.replace("mg_input16_front_c16(",
+                                               "mg_input16_front_c16_fast(")], (0, 0)), len(c)
     c.append(int_array("uint16_t", f"{P}_l{L}_delay", dl))
     c += mult_shift_lines(P, f"l{L}_dw", p)
     c.append(struct_decl("mg_delay_params_t", f"{P}_l{L}_delay_p", dict(
@@ -750,7 +775,7 @@ def model_c(pk: Package) -> list[str]:
         ref_c, ref_b = len(c), len(body)
         fast = None
         if op.op == "MG_DELAY" and _conv16(pk, pk.fused_at[op.index]):
-            fast_report[f"op{op.index}"] = "MG_DELAY (int16 output): reference kernel"
+            pass                        # _delay_code: both paths' int16 delay conv
         elif op.op == "MG_DELAY":
             fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
         elif op.op == "MG_MINGRU" and pk.fused_at[op.index].layer in pk.in16:
