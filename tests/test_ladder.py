@@ -168,6 +168,19 @@ def test_auto_climbs_the_ladder_only_when_the_earlier_choice_misses_the_bound(fl
     assert "<- chosen" in out and all(f in out for f in tried)
 
 
+def test_every_form_has_its_qat_grids():
+    """train.qat_form accepts every form of the ladder, and the QAT grids it sets are the
+    int16 tensors of that form (training.qat.WIDE_ACTS): conv16 adds the delay conv's output
+    to input16's, conv_mlp16 is conv16's and mlp16's together."""
+    from mgrade_edge.convert.forms import FORMS
+    from mgrade_edge.training.config import QAT_FORMS
+    from mgrade_edge.training.qat import WIDE_ACTS
+
+    assert set(QAT_FORMS) == set(FORMS) == set(WIDE_ACTS)
+    assert set(WIDE_ACTS["conv16"]) == set(WIDE_ACTS["input16"]) | {"aq_conv"}
+    assert set(WIDE_ACTS["conv_mlp16"]) == set(WIDE_ACTS["conv16"]) | set(WIDE_ACTS["mlp16"])
+
+
 def test_qat_form_puts_the_widened_tensors_on_int16_grids():
     """train.qat_form = "mlp16" (with qat_acts): the QAT epochs put the tensors the mlp16 form
     holds in int16 (u, the gate pre-activation, the MLP's hidden layer and output) on the
