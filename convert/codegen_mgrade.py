@@ -36,6 +36,10 @@ What the package does per step, compared with the interpreter graph:
   u16 from the frame and the conv output right after the delay step into the shared scratch
   `<P>_u16`, and `mg_mingru_step_u16` / `mg_mingru_fast_u16` run the 16x8 FCs on it and write
   the layer's residual output v8 as well (convert/input16.py; the view's two ADDs are dropped).
+* int16 delay-conv output (`--form conv16`, convert/widen.py widen_conv): the delay step is
+  `mg_delay_step_s16` (fast: `mg_delay_fast_s16`, mcu/runtime/mg_ops16.h / mg_fast.h: the
+  taps requantized to int16, TFLite's 16x8 depthwise arithmetic with an int64 bias) into the
+  static scratch `<P>_c16`, and `mg_input16_front_c16` adds it to the requantized frame.
 * Everything else: the generic kernels, as convert/graph_package.py emits them, on a static
   arena planned offline (convert/arena.py).
 
