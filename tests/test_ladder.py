@@ -339,6 +339,7 @@ def test_micropython_refuses_the_conv16_form_in_one_line(conv_model):
     assert "\n" not in str(e.value) and "--state-bits 8" in str(e.value)
 
 
+@pytest.mark.slow           # converts and measures the package on the emulated Cortex-M4
 def test_form_conv16_from_the_command_line(tmp_path):
     """`python -m mgrade_edge.convert CKPT --form conv16` writes the conv16 model (its
     metadata and report say so; the package's C build on the emulated Cortex-M4 measures it)
