@@ -22,8 +22,10 @@ tensors of the groups kept in float. Rows:
   frames`: every activation at int16 except the input and the frames (the gathered ring
   stays int8: TFLite-Micro has no int16 GATHER), the most a 16x8 layer could give.
 * `form F (simulated)`: the groups convert's form F holds in int16 (convert/forms.py GROUPS16:
-  state16, input16, mlp16; an upper bound: the real form still rounds the residual v to int8
-  where the MLP reads it); convert `--form F` for the real one.
+  state16, input16, conv16, mlp16, conv_mlp16; an upper bound: the real form still rounds the
+  residual v to int8 where the MLP reads it, and the gathered taps are int8 values
+  requantized to int16 where the simulation keeps the frames group's int8 grid);
+  convert `--form F` for the real one.
 
 Groups (per layer, all layers together): `input` (the frame x), `frames` (each layer's input
 frame = the encoder or the previous post-norm output, its delay ring and the gathered taps),

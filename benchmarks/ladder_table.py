@@ -2,6 +2,7 @@
 configs/ladder/ models, with the form `--form auto` chose and the next-cheaper form.
 
     python -m benchmarks.ladder_table --runs RUNS [--configs configs/ladder] [--n-test 1000]
+                                      [--val-n N] [--out-name int8]
                                       [--md OUT.md] [--json OUT.json] [--no-convert]
 
 RUNS/NAME is the run of configs/ladder/NAME.toml (train each first:
@@ -15,6 +16,8 @@ RUNS/NAME is the run of configs/ladder/NAME.toml (train each first:
    same test sequences (form_next_cheaper_test_acc: what the cheaper form would have given).
 
 Prints one Markdown table (and writes it with --md). --no-convert reads existing outputs.
+--val-n N passes convert's --val-n (the validation sequences auto chooses on; default 300),
+--out-name NAME writes RUNS/NAME/<NAME> instead of RUNS/NAME/int8.
 """
 from __future__ import annotations
 
@@ -54,9 +57,10 @@ def resources(rep: dict) -> tuple[float | None, float | None, int | None]:
     return ips[0], ips[1], ram
 
 
-def row(name: str, run: Path, n_test: int, do_convert: bool) -> dict:
-    out = run / "int8"
-    rep = convert(run, out, n_test, []) if do_convert else \
+def row(name: str, run: Path, n_test: int, do_convert: bool, extra: list | None = None,
+        out_name: str = "int8") -> dict:
+    out = run / out_name
+    rep = convert(run, out, n_test, extra or []) if do_convert else \
         json.loads((out / "report.json").read_text())
     form = rep.get("form") or ("input16" if rep.get("input_bits") == 16 else
                                "state16" if rep.get("state_bits") == 16 else "int8")
@@ -107,6 +111,9 @@ def main(argv=None) -> int:
                                                                "configs/ladder)")
     p.add_argument("--n-test", type=int, default=1000, help="test sequences (default 1000)")
     p.add_argument("--only", help="comma-separated config names")
+    p.add_argument("--val-n", type=int, help="convert's --val-n (default: convert's, 300)")
+    p.add_argument("--out-name", default="int8", help="convert output folder in each run "
+                                                        "(default int8)")
     p.add_argument("--no-convert", action="store_true", help="read existing convert outputs")
     p.add_argument("--md", help="write the table here")
     p.add_argument("--json", help="write the rows here")
@@ -122,7 +129,9 @@ def main(argv=None) -> int:
                   f"{args.configs}/{name}.toml --out {run})", flush=True)
             continue
         try:
-            rows.append(row(name, run, args.n_test, not args.no_convert))
+            rows.append(row(name, run, args.n_test, not args.no_convert,
+                            [] if args.val_n is None else ["--val-n", str(args.val_n)],
+                            args.out_name))
         except (RuntimeError, OSError, KeyError, subprocess.SubprocessError) as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             continue

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--form", choices=("auto",) + FORMS, default=None,
                    help="the deployed form, cheapest first (convert/forms.py): int8, state16 "
                         "(int16 minGRU state and gate), input16 (+ the minGRU input and "
-                        "residual), mlp16 (+ the MLP); auto: the cheapest within 0.5 points of "
+                        "residual), conv16 (+ the delay-conv output), mlp16 (input16 + the "
+                        "MLP), conv_mlp16 (both); auto: the cheapest within 0.5 points of "
                         "the float accuracy on the validation split, keeping the earlier "
                         "--state-bits auto choice where it is (convert/ladder.py). Overrides "
                         "--state-bits; default: --state-bits's choice (auto)")
@@ -277,7 +278,7 @@ def choose_state_bits(raw: bytes, spec, info: dict, state_bits: str, data, val_n
     minGRU state update in int16 (convert/widen.py; the gate z int16 too, or int8 with
     gate_bits 8; with input_bits 16 and an int16 gate also the minGRU's input u = frame +
     conv(frame) and the layer's residual sum, where the layer has a delay conv: widen_input);
-    form: one rung of convert/forms.py's ladder (int8, state16, input16, mlp16); auto (either
+    form: one rung of convert/forms.py's ladder (int8 ... conv_mlp16: forms.FORMS); auto (either
     flag): convert/ladder.py's choice on the first val_n validation sequences (the earlier
     rule, the more accurate of 8 and 16 with ties to 8, where that one is within 0.5 points of
     float_val_acc or float_val_acc is None; else the cheapest form of the whole ladder within the bound). A

@@ -36,6 +36,10 @@ What the package does per step, compared with the interpreter graph:
   u16 from the frame and the conv output right after the delay step into the shared scratch
   `<P>_u16`, and `mg_mingru_step_u16` / `mg_mingru_fast_u16` run the 16x8 FCs on it and write
   the layer's residual output v8 as well (convert/input16.py; the view's two ADDs are dropped).
+* int16 delay-conv output (`--form conv16`, convert/widen.py widen_conv): the delay step is
+  `mg_delay_step_s16` (fast: `mg_delay_fast_s16`, mcu/runtime/mg_ops16.h / mg_fast.h: the
+  taps requantized to int16, TFLite's 16x8 depthwise arithmetic with an int64 bias) into the
+  static scratch `<P>_c16`, and `mg_input16_front_c16` adds it to the requantized frame.
 * Everything else: the generic kernels, as convert/graph_package.py emits them, on a static
   arena planned offline (convert/arena.py).
 
@@ -74,7 +78,7 @@ from mgrade_edge.convert import ops16
 from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
 from mgrade_edge.convert.tflite_reader import Model, Operator, read_tflite
 from mgrade_edge.convert.tflm_params import (
-    ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
+    ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, requant, zero_point)
 from mgrade_edge.training import ring_layout
 
 
@@ -498,8 +502,9 @@ def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = Non
             used_consts |= {i for i in op.inputs[:1] if T[i].is_const}
         else:
             used_consts |= {i for i in op.inputs if i >= 0 and T[i].is_const}
-    for f in delays:
-        used_consts |= {f.filt} | ({f.bias} if f.bias >= 0 else set())
+    for f in delays:      # (a conv16 layer's int64 bias: _delay_code writes it)
+        used_consts |= {f.filt} | ({f.bias} if f.bias >= 0 and T[f.bias].dtype != np.int64
+                                   else set())
     for f in grus:
         for op, _ in f.fc.values():
             used_consts |= {i for i in op.inputs[1:] if i >= 0}
@@ -532,6 +537,59 @@ def model_data_c(pk: Package) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # mg_model.c
 
+def _conv16(pk: Package, f: DelayFusion) -> dict | None:
+    """The 16x8 conv parameters of a conv16 layer's delay (convert/input16.py), else None."""
+    return pk.in16[f.layer][0].get("dw16") if f.layer in pk.in16 else None
+
+
+def _delay16_code(pk: Package, f: DelayFusion, dw16: dict, c: list) -> str:
+    """The declarations of a conv16 layer's int16 delay conv (mg_ops16.h
+    mg_delay16_params_t: the ring layout, the 16x8 multipliers and int16 range in its
+    mg_delay_params_t, the taps' int8 -> int16 requantization, the int64 bias); returns the
+    mg_delay_step_s16 call writing <P>_c16."""
+    P, H, ptr, L = pk.P, pk.H, pk.ptr, f.layer
+    c.append(int_array("uint16_t", f"{P}_l{L}_delay", f.delays.T.reshape(-1)))
+    c += mult_shift_lines(P, f"l{L}_dw16", dw16)
+    c.append(struct_decl("mg_delay_params_t", f"{P}_l{L}_delay_p", dict(
+        channels=H, taps=f.delays.shape[1], delay=f"{P}_l{L}_delay",
+        ring_len=f"{P}_l{L}_ring_len", ring_off=f"{P}_l{L}_ring_off", filter=f"{P}_t{f.filt}",
+        bias="NULL", input_offset=0, output_offset=0, act_min=dw16["act_min"],
+        act_max=dw16["act_max"], multiplier=f"{P}_l{L}_dw16_mult",
+        shift=f"{P}_l{L}_dw16_shift")))
+    c.append(struct_decl("mg_requant_params_t", f"{P}_l{L}_taps16",
+                         pick(dw16["taps16"], REQUANT_KEYS)))
+    bias = "NULL"
+    if f.bias >= 0:
+        bias = f"{P}_l{L}_dw16_bias"
+        c.append(f"static const MG_ROM int64_t {bias}[{H}] = "
+                 f"{{{', '.join(f'{int(v)}LL' for v in pk.T[f.bias].data.reshape(-1))}}};")
+    c.append(struct_decl("mg_delay16_params_t", f"{P}_l{L}_delay16", dict(
+        d=f"&{P}_l{L}_delay_p", taps16=f"&{P}_l{L}_taps16", bias=bias)))
+    ring = f"m->ring{L}" if pk.ring_info[pk.delays.index(f)]["bytes"] else "NULL"
+    return (f"    mg_delay_step_s16(&{P}_l{L}_delay16, {ring}, m->step_t, "
+            f"{ptr(f.frame, True)}, {P}_c16);")
+
+
+def _fast_delay16(pk: Package, f: DelayFusion, dw16: dict) -> tuple[list, str] | None:
+    """The fast path's declarations and call of a conv16 layer's delay conv (mg_fast.h
+    mg_delay_fast_s16: channel-major taps, the int16 taps from a 256-entry table, an int32
+    dot product), or None where that dot product could leave int32."""
+    P, L, N = pk.P, f.layer, f.delays.shape[1]
+    filt = np.asarray(pk.T[f.filt].data, np.int64).reshape(N, pk.H)       # [N, H]
+    if np.abs(filt).sum(axis=0).max() * 32768 >= 2 ** 31:
+        return None
+    lut = requant(dw16["taps16"], np.arange(-128, 128))
+    decls = [int_array("uint16_t", f"{P}_l{L}_delay_cm", f.delays.reshape(-1)),
+             int_array("int8_t", f"{P}_l{L}_filter_cm", filt.T.reshape(-1)),
+             int_array("int16_t", f"{P}_l{L}_taps16_lut", lut),
+             struct_decl("mg_delay16_fast_t", f"{P}_l{L}_delay16f", dict(
+                 p=f"&{P}_l{L}_delay16", delay=f"{P}_l{L}_delay_cm",
+                 filter=f"{P}_l{L}_filter_cm", taps16=f"{P}_l{L}_taps16_lut"))]
+    ring = f"m->ring{L}" if pk.ring_info[pk.delays.index(f)]["bytes"] else "NULL"
+    return decls, (f"    mg_delay_fast_s16(&{P}_l{L}_delay16f, {ring}, m->step_t, "
+                   f"{pk.ptr(f.frame, True)}, {P}_c16);")
+
+
 def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body: list):
     """The reference delay step's declarations and call (appended to c, body); returns the
     fast path (decls, statements, scratch words) or None, and where the reference-only
@@ -545,6 +603,26 @@ def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body
     c.append(int_array("uint16_t", f"{P}_l{L}_ring_len", f.ring_len))
     c.append(int_array("uint32_t", f"{P}_l{L}_ring_off", ri["offsets"]))
     ref_c = len(c)          # the rest: reference path only
+    dw16 = _conv16(pk, f)
+    if dw16 is not None:    # conv16: the int16 delay conv and front, on both paths
+        fp, ft = pk.in16[L]
+        call = _delay16_code(pk, f, dw16, c)
+        c += input16_params(P, L, fp, lambda role: (
+            f"{P}_t{ft['fcs'][role].inputs[1]}", f"{P}_t{ft['fcs'][role].inputs[2]}"
+            if len(ft["fcs"][role].inputs) > 2 and ft["fcs"][role].inputs[2] >= 0 else "NULL"))
+        front = (f"    mg_input16_front_c16(&{P}_l{L}_in16, {H}, {ptr(ft['frame'], True)}, "
+                 f"{P}_c16, {P}_u16);")
+        body += [f"    /* layer {L}: delay conv (16x8, int16 output) on the trimmed rings "
+                 f"(ops {f.ops}) */", call, front]
+        if f.frame_output:
+            body += ["#ifdef MG_MODEL_DEBUG",
+                     f"    mg_copy(m->dbg_frame{L}, {ptr(f.frame, True)}, {H}u);", "#endif"]
+        f16 = _fast_delay16(pk, f, dw16)
+        if f16 is None:
+            pk.fast_report[f"op{f.anchor}"] = "MG_DELAY (int16 output): reference kernel"
+            return None, len(c)
+        return (f16[0], [f16[1], front.replace("mg_input16_front_c16(",
+                                               "mg_input16_front_c16_fast(")], (0, 0)), len(c)
     c.append(int_array("uint16_t", f"{P}_l{L}_delay", dl))
     c += mult_shift_lines(P, f"l{L}_dw", p)
     c.append(struct_decl("mg_delay_params_t", f"{P}_l{L}_delay_p", dict(
@@ -667,6 +745,9 @@ def model_c(pk: Package) -> list[str]:
     if pk.in16:
         c.append(f"static int16_t {P}_u16[{H}];   /* the minGRU input u in int16 "
                  "(mg_input16_front) */")
+    if any(t["conv16"] for _, t in pk.in16.values()):
+        c.append(f"static int16_t {P}_c16[{H}];   /* the delay conv output in int16 "
+                 "(mg_delay_step_s16) */")
     c.append("")
     c.append("/* ---- operator parameters (flash) ---- */")
 
@@ -697,7 +778,9 @@ def model_c(pk: Package) -> list[str]:
                 absorbed[eop.index] = op.index
         ref_c, ref_b = len(c), len(body)
         fast = None
-        if op.op == "MG_DELAY":
+        if op.op == "MG_DELAY" and _conv16(pk, pk.fused_at[op.index]):
+            pass                        # _delay_code: both paths' int16 delay conv
+        elif op.op == "MG_DELAY":
             fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
         elif op.op == "MG_MINGRU" and pk.fused_at[op.index].layer in pk.in16:
             fast = _fast_mingru_u16(P, model, pk.fused_at[op.index], pk.in16, fast_report)

@@ -10,6 +10,13 @@ The widened front of layer l (every int16 tensor symmetric, zero point 0):
     r16 = FC(u16) + RELU;  r8 = QUANTIZE(r16)          (where the graph has that FC)
     v16 = ADD(u16, h16');  v8 = QUANTIZE(v16)          the layer's residual output
 
+and in the conv16 form (widen_conv) c16 comes from the delay conv itself,
+
+    taps16 = QUANTIZE(taps8);  c16' = DEPTHWISE_CONV_2D(taps16);  c16 = RESHAPE(c16')
+
+(match_front's params["dw16"]; the package runs `mg_delay_step_s16` into the static scratch
+`<P>_c16` and `mg_input16_front_c16`, mcu/runtime/mg_ops16.h).
+
 In the int8 view (collapse) the QUANTIZE ops are dropped, u16 is the int8 u = ADD(frame, conv)
 the FCs read, they write p8 / r8 / z_pre (int8 in the view) and the residual ADD writes v8, so
 convert/mgrade_match.py matches the usual minGRU; the package computes u16 with
@@ -26,7 +33,8 @@ from mgrade_edge.convert.cemit import struct_decl
 from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
 from mgrade_edge.convert.mgrade_match import swap_add
 from mgrade_edge.convert import state16
-from mgrade_edge.convert.tflm_params import CodegenError, op_params, scale, zero_point
+from mgrade_edge.convert.tflm_params import (
+    CodegenError, activation_range, op_params, quantize_multiplier, scale, zero_point)
 
 
 def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
@@ -40,9 +48,12 @@ def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
     T, where = g.T, f"layer {layer} minGRU (int16 input)"
     u16 = gate_fc.inputs[0]
     add16 = g.prod(u16, "ADD", "u16 = ADD(QUANTIZE(frame), QUANTIZE(conv))", where)
-    qf, qc = (g.prod(t, "QUANTIZE", "QUANTIZE(int8 -> int16)", where) for t in add16.inputs)
-    frame, conv = qf.inputs[0], qc.inputs[0]
-    fcs, out8, drop = {"gate": gate_fc}, {}, [qf.index, qc.index]
+    qf = g.prod(add16.inputs[0], "QUANTIZE", "QUANTIZE(int8 -> int16)", where)
+    conv16 = _match_conv16(g, add16.inputs[1], where)
+    qc = None if conv16 else g.prod(add16.inputs[1], "QUANTIZE", "QUANTIZE(int8 -> int16)",
+                                    where)
+    frame, conv = qf.inputs[0], add16.inputs[1] if conv16 else qc.inputs[0]
+    fcs, out8, drop = {"gate": gate_fc}, {}, [qf.index] + ([] if conv16 else [qc.index])
     add_v = None
     for op in g.consumers.get(u16, []):
         if op is gate_fc:
@@ -72,10 +83,10 @@ def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
         raise CodegenError(f"{where}: the residual ADD must feed one QUANTIZE to int8")
     v16, v8 = add_v.outputs[0], users[0].outputs[0]
     drop.append(users[0].index)
-    for t in (frame, conv, v8):
+    for t in (frame, v8) + (() if conv16 else (conv,)):
         if T[t].dtype != np.int8:
             raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name}")
-    for t in (qf.outputs[0], qc.outputs[0], u16, v16):
+    for t in (qf.outputs[0], add16.inputs[1], u16, v16):
         if T[t].dtype != np.int16 or zero_point(T[t]) != 0:
             raise CodegenError(f"{where}: tensor {t} ({T[t].name}) must be int16, zero point 0")
     for op in (add16, add_v):
@@ -84,14 +95,15 @@ def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
             raise CodegenError(f"{where}: ADD (op {op.index}) has a fused activation or "
                                "broadcasts")
     n = T[frame].size
-    sf, sc, su = scale(T[qf.outputs[0]]), scale(T[qc.outputs[0]]), scale(T[u16])
+    sf, sc, su = scale(T[qf.outputs[0]]), scale(T[add16.inputs[1]]), scale(T[u16])
     s_h = scale(T[hnew])
     add_v_p = state16.addsub16_params(su, s_h, scale(T[v16]), sub=False)
     if add_v.inputs[0] == hnew:         # ADD(h, u): swap so that input1 is u16
         add_v_p = swap_add(add_v_p)
     params = dict(
         frame16=state16.requant_params(scale(T[frame]), zero_point(T[frame]), sf, 0, 16, n),
-        conv16=state16.requant_params(scale(T[conv]), zero_point(T[conv]), sc, 0, 16, n),
+        conv16=None if conv16 else state16.requant_params(scale(T[conv]), zero_point(T[conv]),
+                                                          sc, 0, 16, n),
         add_u=state16.addsub16_params(sf, sc, su, sub=False),
         add_v=add_v_p,
         v8=state16.requant_params(scale(T[v16]), 0, scale(T[v8]), zero_point(T[v8]), 8, n))
@@ -105,27 +117,74 @@ def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
             t16, t8 = op.outputs[0], out8[op.index]
             params["p8" if role == "cand" else "r8"] = state16.requant_params(
                 scale(T[t16]), 0, scale(T[t8]), zero_point(T[t8]), 8, T[t8].size)
+    if conv16:
+        params["dw16"], conv16_t = conv16
+        drop.append(conv16_t["q_taps"].index)
     tensors = dict(frame=frame, conv=conv, u16=u16, add_u=add16, fcs=fcs, out8=out8,
-                   add_v=add_v, v8=v8, drop=drop)
+                   add_v=add_v, v8=v8, drop=drop, conv16=conv16 and conv16[1])
     return params, tensors
+
+
+def _match_conv16(g, c16: int, where: str) -> tuple[dict, dict] | None:
+    """The conv16 chain c16 = RESHAPE(DEPTHWISE_CONV_2D(QUANTIZE(taps8))) (widen_conv) feeding
+    the front's ADD, or None where c16 is QUANTIZE(conv8) (input16). Returns (params: taps16
+    requantization, the 16x8 conv's per-channel multipliers/shifts and int16 range as
+    TFLM's Prepare computes them; tensors: dw op, q_taps op, taps8, bias (-1: none))."""
+    T = g.T
+    rs = g.producer.get(c16)
+    if rs is None or rs.op != "RESHAPE":
+        return None
+    dw = g.prod(rs.inputs[0], "DEPTHWISE_CONV_2D", "the 16x8 delay conv", where)
+    q_taps = g.prod(dw.inputs[0], "QUANTIZE", "QUANTIZE(taps: int8 -> int16)", where)
+    taps8, taps16, w = q_taps.inputs[0], dw.inputs[0], dw.inputs[1]
+    bias = dw.inputs[2] if len(dw.inputs) > 2 else -1
+    o = dw.outputs[0]
+    if T[taps8].dtype != np.int8 or any(T[t].dtype != np.int16 or zero_point(T[t])
+                                        for t in (taps16, o, c16)):
+        raise CodegenError(f"{where}: the delay conv must read int16 taps (zero point 0) "
+                           "requantized from int8 and write int16 (zero point 0)")
+    if bias >= 0 and T[bias].dtype != np.int64:
+        raise CodegenError(f"{where}: the 16x8 delay conv needs an int64 bias")
+    if len(g.consumers.get(c16, [])) != 1:
+        raise CodegenError(f"{where}: the int16 conv output feeds more than the front's ADD")
+    fs = T[w].quant.scale
+    s_in, s_out = scale(T[taps16]), scale(T[o])
+    H = T[o].shape[-1]
+    mults = [quantize_multiplier(float(s_in) * float(fs[c] if fs.size > 1 else fs[0])
+                                 / float(s_out)) for c in range(H)]
+    lo, hi = activation_range(dw.options.get("fused_activation_function", "NONE"), T[o])
+    params = dict(taps16=state16.requant_params(scale(T[taps8]), zero_point(T[taps8]), s_in, 0,
+                                                16, 1),
+                  multiplier=[m for m, _ in mults], shift=[s for _, s in mults],
+                  act_min=lo, act_max=hi)
+    return params, dict(dw=dw, q_taps=q_taps, taps8=taps8, bias=bias)
 
 
 def collapse(T: list, ops: list, fronts: dict) -> list:
     """The int8 view of the fronts: T (tensor list, edited in place) and the op list without
     the fronts' QUANTIZE ops: u16 is the view's int8 u = ADD(frame, conv), the FCs write their
-    int8 outputs, the residual ADD(u, h_new) writes v8. (The package computes none of these
+    int8 outputs, the residual ADD(u, h_new) writes v8; a conv16 front's delay conv reads the
+    int8 taps and writes (through its RESHAPE) c16, both int8 in the view, so
+    convert/mgrade_match.py matches the usual delay conv (its int8 parameters are not used:
+    the package runs mg_delay_step_s16 with params["dw16"]). (The package computes none of these
     view ops: mg_input16_front and mg_mingru_step_u16 do, codegen_mgrade drops them.)"""
     drop = {i for _, t in fronts.values() for i in t["drop"]}
     fc_of = {op.index: t for _, t in fronts.values() for op in t["fcs"].values()}
     add_u = {t["add_u"].index: t for _, t in fronts.values()}
     add_v = {t["add_v"].index: t for _, t in fronts.values()}
+    dw_of = {t["conv16"]["dw"].index: t for _, t in fronts.values() if t["conv16"]}
     for _, t in fronts.values():
-        T[t["u16"]] = dataclasses.replace(T[t["u16"]], dtype=np.dtype(np.int8),
-                                          type_name="INT8", quant=state16.VIEW_QUANT)
+        view16 = [t["u16"]] + ([t["conv16"]["dw"].outputs[0], t["conv"]] if t["conv16"] else [])
+        for k in view16:
+            T[k] = dataclasses.replace(T[k], dtype=np.dtype(np.int8), type_name="INT8",
+                                       quant=state16.VIEW_QUANT)
     out = []
     for op in ops:
         if op.index in drop:
             continue
+        if op.index in dw_of:           # the view's delay conv reads the int8 taps
+            op = dataclasses.replace(op, inputs=[dw_of[op.index]["conv16"]["taps8"]]
+                                     + list(op.inputs[1:]))
         if op.index in fc_of:
             t = fc_of[op.index]
             op = dataclasses.replace(op, outputs=[t["out8"].get(op.index, op.outputs[0])])
@@ -155,12 +214,14 @@ def emit_params(P: str, L: int, params: dict, consts) -> list[str]:
     """The const structs of layer L's int16 front, ending in `mg_input16_params_t
     {P}_l{L}_in16`; consts(role) -> (weights, bias) C names of that FC's constant tensors."""
     n = f"{P}_l{L}_in16"
+    conv16 = params["conv16"] is not None
     lines = [f"/* layer {L}: int16 minGRU input (convert/input16.py) */",
              struct_decl("mg_requant_params_t", f"{n}_frame16", pick(params["frame16"],
                                                                      REQUANT_KEYS)),
-             struct_decl("mg_requant_params_t", f"{n}_conv16", pick(params["conv16"],
-                                                                    REQUANT_KEYS)),
              struct_decl("mg_add_params_t", f"{n}_add_u", add_fields(params["add_u"]))]
+    if conv16:
+        lines.insert(2, struct_decl("mg_requant_params_t", f"{n}_conv16",
+                                    pick(params["conv16"], REQUANT_KEYS)))
     fields = {}
     for role in ("gate", "cand", "relu_fc"):
         if role not in params:
@@ -176,7 +237,8 @@ def emit_params(P: str, L: int, params: dict, consts) -> list[str]:
     lines += [struct_decl("mg_add_params_t", f"{n}_add_v", add_fields(params["add_v"])),
               struct_decl("mg_requant_params_t", f"{n}_v8", pick(params["v8"], REQUANT_KEYS))]
     lines.append(struct_decl("mg_input16_params_t", n, dict(
-        frame16=f"&{n}_frame16", conv16=f"&{n}_conv16", add_u=f"&{n}_add_u", **fields,
+        frame16=f"&{n}_frame16", conv16=f"&{n}_conv16" if conv16 else "NULL",
+        add_u=f"&{n}_add_u", **fields,
         p8=f"&{n}_p8", r8=f"&{n}_r8" if "r8" in params else "NULL", add_v=f"&{n}_add_v",
         v8=f"&{n}_v8")))
     return lines

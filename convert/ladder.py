@@ -192,7 +192,7 @@ def table(fields: dict) -> str:
     head = (f"form choice on {fields['val_n']} {fields['state_bits_split']} sequences "
             f"(float {'-' if fa is None else f'{100 * fa:.2f}%'}; keep the cheapest within "
             f"{fields['form_bound_points']} points):")
-    lines = [head, f"  {'form':8s} {'val %':>7s} {'vs float':>8s} {'instr/step':>10s} "
+    lines = [head, f"  {'form':10s} {'val %':>7s} {'vs float':>8s} {'instr/step':>10s} "
                    f"{'RAM B':>6s}  int16"]
     for r in fields["forms_tried"]:
         a = r["val_acc"]
@@ -200,7 +200,7 @@ def table(fields: dict) -> str:
         ram = r.get("ram_bytes") or {}
         ram_s = str(ram.get("fast", ram.get("package", "-")))
         mark = " <- chosen" if r["form"] == fields["form"] else ""
-        lines.append(f"  {r['form']:8s} {'-' if a is None else f'{100 * a:.2f}':>7s} {d:>8s} "
+        lines.append(f"  {r['form']:10s} {'-' if a is None else f'{100 * a:.2f}':>7s} {d:>8s} "
                      f"{_ips(r, 'fast'):>10s} {ram_s:>6s}  "
                      f"{r['widened']}{mark}")
     src = {r.get("cost_source") for r in fields["forms_tried"] if r.get("cost_source")}

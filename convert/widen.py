@@ -122,6 +122,24 @@ class _Rewriter:
         self.T.append(t)
         return len(self.T) - 1
 
+    def bias64(self, b: int, s_in8: float, s_in16: float) -> int:
+        """A copy of the int32 bias tensor b as int64 on the scale s_in16 * s_w (the bias
+        type of TFLite's 16x8 DEPTHWISE_CONV_2D)."""
+        import numpy as np
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        new = self.rescaled_bias(b, s_in8, s_in16)
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(new.astype("<i8").tobytes(), np.uint8).copy()
+        self.model.buffers.append(buf)
+        t = copy.deepcopy(self.T[b])
+        t.name = self.tname(b) + "_i64"
+        t.type, t.buffer = schema.TensorType.INT64, len(self.model.buffers) - 1
+        t.quantization.scale = [float(np.float32(s * s_in16 / s_in8))
+                                for s in self.T[b].quantization.scale]
+        self.T.append(t)
+        return len(self.T) - 1
+
     def fc16_fits(self, fc, s_in8: float, s_in16: float) -> bool:
         """Whether FC op `fc` can read an int16 input of scale s_in16 in place of its int8 one
         of scale s_in8: TFLite-Micro accumulates a 16x8 FC with an int32 bias in int32, so the
@@ -324,6 +342,59 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
             if not any(u8 in op.inputs for op in ops):
                 ops.remove(add_u)
     return pack_flatbuffer(model)
+
+
+def widen_conv(model_bytes: bytes) -> bytes:
+    """The int16-input step model (widen_input) with each delay conv's output in int16 too:
+    the conv reads the gathered int8 taps requantized to int16 and runs in TFLite's 16x8 mode
+    (int16 input and output, the same int8 per-channel weights, an int64 bias on the scale
+    s_taps16 * s_w), so its output reaches u16 = ADD(f16, c16) without an int8 rounding:
+
+        taps16 = QUANTIZE(taps8);  c16' = DEPTHWISE_CONV_2D(taps16);  c16 = RESHAPE(c16')
+        (was:  conv8' = DEPTHWISE_CONV_2D(taps8);  conv8 = RESHAPE(conv8');  c16 = QUANTIZE(conv8))
+
+    taps16 has the frame's int16 grid (the taps are copies of the frames), c16 keeps the grid
+    widen_input gave it. The ring and the gathered taps stay int8 (TFLite-Micro has no int16
+    GATHER). The int64 accumulator of the 16x8 kernel cannot overflow here (taps x 2^15 x
+    2^7 plus a bias rescaled from int32). Layers whose u is not int16 are left as they are."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from mgrade_edge.convert.quantize import pack_flatbuffer
+
+    rw = _Rewriter(model_bytes)
+    g, T, kind = rw.g, rw.T, rw.kind
+    I16 = schema.TensorType.INT16
+    producer = {o: op for op in g.operators for o in op.outputs}
+    ops = g.operators
+    for add_u in [op for op in ops if kind(op) == "ADD" and T[op.outputs[0]].type == I16]:
+        q_c = producer.get(add_u.inputs[1])
+        rs = q_c and producer.get(q_c.inputs[0])
+        dw = rs and producer.get(rs.inputs[0])
+        if not (q_c and kind(q_c) == "QUANTIZE" and rs and kind(rs) == "RESHAPE" and dw and
+                kind(dw) == "DEPTHWISE_CONV_2D"):
+            continue                        # not u16 = ADD(f16, QUANTIZE(conv8))
+        rs_taps = producer.get(dw.inputs[0])
+        if rs_taps is None or kind(rs_taps) != "RESHAPE" or \
+                kind(producer.get(rs_taps.inputs[0], rs_taps)) != "GATHER":
+            continue                        # a depthwise conv that is not the delay conv
+        conv8, c16 = q_c.inputs[0], q_c.outputs[0]
+        if any(conv8 in op.inputs for op in ops if op is not q_c):
+            raise ConvertError(f"{rw.tname(conv8)}: the int8 delay-conv output has other "
+                               "readers than QUANTIZE(int16); convert with --form input16")
+        taps8, dw8 = dw.inputs[0], dw.outputs[0]
+        s_t8 = float(T[taps8].quantization.scale[0])
+        s_t16 = _sym16(T[taps8].quantization)
+        taps16 = rw.new16(taps8, "_int16", s_t16)
+        dw16 = rw.new16(dw8, "_int16", float(T[c16].quantization.scale[0]))
+        has_bias = len(dw.inputs) > 2 and dw.inputs[2] >= 0
+        dw.inputs = [taps16, dw.inputs[1]] + ([rw.bias64(dw.inputs[2], s_t8, s_t16)]
+                                              if has_bias else dw.inputs[2:])
+        dw.outputs = [dw16]
+        rs.inputs = [dw16] + list(rs.inputs[1:])
+        rs.outputs = [c16]
+        ops.remove(q_c)
+        ops.insert(ops.index(dw), rw.new_op("QUANTIZE", [taps8], [taps16]))
+    return pack_flatbuffer(rw.model)
 
 
 def mlp_blocks(rw: "_Rewriter") -> list[tuple]:

@@ -168,6 +168,19 @@ def test_auto_climbs_the_ladder_only_when_the_earlier_choice_misses_the_bound(fl
     assert "<- chosen" in out and all(f in out for f in tried)
 
 
+def test_every_form_has_its_qat_grids():
+    """train.qat_form accepts every form of the ladder, and the QAT grids it sets are the
+    int16 tensors of that form (training.qat.WIDE_ACTS): conv16 adds the delay conv's output
+    to input16's, conv_mlp16 is conv16's and mlp16's together."""
+    from mgrade_edge.convert.forms import FORMS
+    from mgrade_edge.training.config import QAT_FORMS
+    from mgrade_edge.training.qat import WIDE_ACTS
+
+    assert set(QAT_FORMS) == set(FORMS) == set(WIDE_ACTS)
+    assert set(WIDE_ACTS["conv16"]) == set(WIDE_ACTS["input16"]) | {"aq_conv"}
+    assert set(WIDE_ACTS["conv_mlp16"]) == set(WIDE_ACTS["conv16"]) | set(WIDE_ACTS["mlp16"])
+
+
 def test_qat_form_puts_the_widened_tensors_on_int16_grids():
     """train.qat_form = "mlp16" (with qat_acts): the QAT epochs put the tensors the mlp16 form
     holds in int16 (u, the gate pre-activation, the MLP's hidden layer and output) on the
@@ -204,3 +217,170 @@ def test_qat_form_puts_the_widened_tensors_on_int16_grids():
     assert (y - x).abs().max() <= sym16_scale(lo, hi) / 2 + 1e-7
     net.set_qat(True, acts=True, form="int8")
     assert all(m.bits == 8 for m in net.modules() if isinstance(m, ActRange))
+
+
+# --- conv16 / conv_mlp16: the delay-conv output in int16 (convert/widen.py widen_conv) ------
+
+def _with_delay_bias(model8: bytes) -> bytes:
+    """model8 with nonzero int32 biases on each delay conv (trained models have zero ones
+    there; the int64 bias path of the 16x8 conv must be exercised too)."""
+    from mgrade_edge.convert.quantize import pack_flatbuffer
+    from mgrade_edge.convert.widen import _Rewriter
+
+    rw = _Rewriter(model8)
+    rng = np.random.default_rng(5)
+    for op in rw.g.operators:
+        if rw.kind(op) == "DEPTHWISE_CONV_2D" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            buf = rw.model.buffers[rw.T[op.inputs[2]].buffer]
+            n = len(buf.data) // 4
+            buf.data = np.frombuffer(rng.integers(-3000, 3000, n).astype("<i4").tobytes(),
+                                     np.uint8).copy()
+    return pack_flatbuffer(rw.model)
+
+
+@pytest.fixture(scope="module", params=["conv16", "conv_mlp16"])
+def conv_model(request, int8_small) -> bytes:  # noqa: F811
+    from mgrade_edge.convert.widen import widen_conv, widen_input, widen_mlp, widen_state
+
+    m8 = _with_delay_bias(int8_small)
+    layers = read_metadata(m8)["layers"]
+    m = widen_conv(widen_input(widen_state(m8, layers, gate16=True), layers))
+    return widen_mlp(m) if request.param == "conv_mlp16" else m
+
+
+def test_each_delay_conv_is_16x8_on_int8_taps(conv_model):
+    """Each delay conv reads its int8 gathered taps through QUANTIZE(int8 -> int16), runs
+    16x8 (int8 weights, int64 bias on the int16 taps' scale) and writes int16 straight into
+    the minGRU input's ADD; the ring, the GATHER and its taps stay int8; every int16 tensor
+    has zero point 0."""
+    m = read_tflite(conv_model)
+    T = m.tensors
+    prod = {o: op for op in m.operators for o in op.outputs}
+    gathers = [op for op in m.operators if op.op == "GATHER"]
+    assert len(gathers) == len(read_metadata(conv_model)["layers"])
+    for gop in gathers:
+        assert T[gop.outputs[0]].dtype == np.int8
+        rs = next(op for op in m.operators if gop.outputs[0] in op.inputs)
+        q = next(op for op in m.operators if rs.outputs[0] in op.inputs)
+        assert q.op == "QUANTIZE" and T[q.outputs[0]].dtype == np.int16
+        dw = next(op for op in m.operators if q.outputs[0] in op.inputs)
+        assert dw.op == "DEPTHWISE_CONV_2D" and T[dw.outputs[0]].dtype == np.int16
+        assert T[dw.inputs[1]].dtype == np.int8 and T[dw.inputs[2]].dtype == np.int64
+        s_b = T[dw.inputs[2]].quant.scale
+        s_w = T[dw.inputs[1]].quant.scale
+        np.testing.assert_allclose(s_b, s_w * T[q.outputs[0]].quant.scale[0], rtol=1e-6)
+        assert np.abs(T[dw.inputs[2]].data).max() > 0
+        rs2 = next(op for op in m.operators if dw.outputs[0] in op.inputs)
+        add = next(op for op in m.operators if rs2.outputs[0] in op.inputs)
+        assert rs2.op == "RESHAPE" and add.op == "ADD" and T[add.outputs[0]].dtype == np.int16
+        assert prod[add.inputs[0]].op == "QUANTIZE"          # the frame, requantized
+    for t in T:
+        if t.dtype == np.int16 and t.quant is not None:
+            assert int(t.quant.zero_point[0]) == 0
+
+
+def test_interpreters_agree_on_the_conv16_graph(conv_model, int8_small):  # noqa: F811
+    """LiteRT and TFLite-Micro run the conv16 graph within 2 LSB of each other on every
+    logit; it computes differently from input16 (the int8 conv output's rounding is gone) and
+    stays close to it."""
+    from mgrade_edge.convert.widen import widen_input, widen_state
+
+    m8 = _with_delay_bias(int8_small)
+    layers = read_metadata(m8)["layers"]
+    base = widen_input(widen_state(m8, layers, gate16=True), layers)
+    tflm, lite, ref = (Streamer(conv_model, "tflm"), Streamer(conv_model, "litert"),
+                       Streamer(base, "tflm"))
+    x = np.stack([tflm.quantize_input(v.numpy()) for v in _inputs(3, 40, 9)])
+    differs = False
+    for seq in x:
+        a, b, c = (s.run(seq).astype(np.int64) for s in (tflm, lite, ref))
+        assert np.abs(a - b).max() <= 2
+        assert np.abs(a - c).max() <= 12
+        differs |= bool((a != c).any())
+    assert differs
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
+@pytest.mark.parametrize("fast", [False, True], ids=["portable", "fast"])
+def test_package_bit_exact_with_int16_delay_conv(conv_model, tmp_path, fast):
+    """The generated package = the TFLM Streamer on every step's logits and the int8 copies
+    of the states, 0 LSB, on the portable and the fast path; each layer's delay conv runs
+    mg_delay_step_s16 (int64 bias) into the int16 scratch and the front adds it to the frame
+    (mg_input16_front_c16: mcu/runtime/mg_ops16.h)."""
+    from benchmarks import mcu_cost as mc
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(conv_model)
+    s = Streamer(conv_model, "tflm")
+    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
+    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
+    info = mc.generate(d, tmp_path / "gen", 5)
+    text = (tmp_path / "gen" / "mg_model.c").read_text()
+    assert text.count("mg_delay_step_s16(&") == 2 and "mg_delay_step_s8(" not in text
+    assert text.count("mg_delay_fast_s16(&") == 2      # the fast path has its own kernel
+    assert text.count("mg_input16_front_c16(&") == 2 and "_dw16_bias[8]" in text
+    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
+    got = mc.run_host_runner(exe, info["ref"]["x"])
+    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
+    np.testing.assert_array_equal(got, expect)
+
+
+def test_micropython_refuses_the_conv16_form_in_one_line(conv_model):
+    """The MicroPython generator refuses the conv16 forms in one line naming the 8-bit
+    conversion."""
+    from mgrade_edge.convert.codegen_micropython import generate_module
+    from mgrade_edge.convert.metadata import from_model
+    from mgrade_edge.convert.tflm_params import CodegenError
+
+    m = read_tflite(conv_model)
+    with pytest.raises(CodegenError) as e:
+        generate_module(m, from_model(m), m.model_id)
+    assert "\n" not in str(e.value) and "--state-bits 8" in str(e.value)
+
+
+@pytest.mark.slow           # converts and measures the package on the emulated Cortex-M4
+def test_form_conv16_from_the_command_line(tmp_path):
+    """`python -m mgrade_edge.convert CKPT --form conv16` writes the conv16 model (its
+    metadata and report say so; the package's C build on the emulated Cortex-M4 measures it)
+    and prints the form in its summary."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from mgrade_edge.training.checkpoint import FORMAT, build_model
+    from mgrade_edge.training.config import config_from_dict
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=rng.normal(size=(24, 20, 3)).astype(np.float32),
+             y_train=np.arange(24) % 2, x_test=rng.normal(size=(4, 20, 3)).astype(np.float32),
+             y_test=np.arange(4) % 2)
+    cfg = config_from_dict({"task": {"name": "npz", "path": str(data)},
+                            "model": {"d_model": 8, "n_layers": 2, "kernel_span": 6,
+                                      "n_taps": 2}, "train": {"epochs": 1}})
+    info = {"n_in": 3, "n_classes": 2, "readout": "mean", "seq_len": 20, "name": "npz",
+            "class_names": ["0", "1"], "input_mean": [0.0] * 3, "input_std": [1.0] * 3}
+    torch.manual_seed(0)
+    net = build_model(cfg, info)
+    torch.save({"format": FORMAT, "config": cfg.to_dict(), "task_info": info,
+                "model": net.state_dict()}, tmp_path / "checkpoint.pt")
+    res = subprocess.run([sys.executable, "-m", "mgrade_edge.convert",
+                          str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "int8"),
+                          "--form", "conv16", "--calib", "8", "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "form conv16" in res.stdout
+    rep = json.loads((tmp_path / "int8" / "report.json").read_text())
+    assert rep["form"] == "conv16" and rep["conv_bits"] == 16 and rep["input_bits"] == 16
+    model = (tmp_path / "int8" / "model.tflite").read_bytes()
+    assert read_metadata(model)["form"] == "conv16"
+    m = read_tflite(model)
+    dws = [op for op in m.operators if op.op == "DEPTHWISE_CONV_2D"
+           and m.tensors[op.outputs[0]].dtype == np.int16]
+    assert len(dws) == 2
+    if rep.get("resources"):                    # the cross toolchain and QEMU are installed
+        ips = rep["resources"]["paths"]["fast"]["instructions_per_step"]["mean"]
+        assert ips > 0

@@ -169,9 +169,12 @@ def fake_quant_act16(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 # the ActRange attributes (training/layers.py aq_<name>) whose tensors each form of the
 # converter (convert/forms.py) holds in int16: input16 widens u = x + conv and the gate's
 # pre-activation (its candidate and residual v are requantized to int8 after the int16 op);
-# mlp16 also the MLP's hidden layer and output (its input v and its sum w leave as int8)
+# conv16 also the delay conv's output; mlp16 input16's and the MLP's hidden layer and output
+# (its input v and its sum w leave as int8); conv_mlp16 both
 WIDE_ACTS = {"int8": (), "state16": (), "input16": ("aq_u", "aq_z"),
-             "mlp16": ("aq_u", "aq_z", "aq_fc1", "aq_fc2")}
+             "conv16": ("aq_u", "aq_z", "aq_conv"),
+             "mlp16": ("aq_u", "aq_z", "aq_fc1", "aq_fc2"),
+             "conv_mlp16": ("aq_u", "aq_z", "aq_conv", "aq_fc1", "aq_fc2")}
 
 
 class ActRange(torch.nn.Module):

@@ -46,6 +46,7 @@
 #include "mg_delay.h"
 #include "mg_kernels.h"
 #include "mg_mingru.h"
+#include "mg_ops16.h"
 #include "mg_quant.h"
 #include "mg_rom.h"
 #include "mg_state16.h"
@@ -988,6 +989,64 @@ MG_FAST_INLINE void mg_input16_front_fast(const mg_input16_params_t *q, int32_t 
     for (c = 0; c < n; ++c) {
         u16[c] = (int16_t)mg_fadd16(q->add_u, mg_frequant8(q->frame16, frame[c]),
                                     mg_frequant8(q->conv16, conv[c]));
+    }
+}
+
+/* mg_input16_front_c16 on the fast helpers: the conv output is int16 already (conv16). */
+MG_FAST_INLINE void mg_input16_front_c16_fast(const mg_input16_params_t *q, int32_t n,
+                                              const int8_t *frame, const int16_t *c16,
+                                              int16_t *u16)
+{
+    int32_t c;
+    for (c = 0; c < n; ++c) {
+        u16[c] = (int16_t)mg_fadd16(q->add_u, mg_frequant8(q->frame16, frame[c]), c16[c]);
+    }
+}
+
+/* mg_delay_step_s16 (conv16) on channel-major taps, the int16 tap of each int8 value from a
+ * 256-entry table and the dot product in int32 (taps x 2^7 x 2^15 < 2^31: generator-checked)
+ * before the int64 bias and requantization. */
+typedef struct {
+    const mg_delay16_params_t *p;   /* ring layout, multipliers, int16 range, int64 bias */
+    const uint16_t *delay;          /* [H * N] channel-major: delay[c * N + e] */
+    const int8_t *filter;           /* [H * N] channel-major */
+    const int16_t *taps16;          /* [256] QUANTIZE(int8 -> int16) of value v at v + 128 */
+} mg_delay16_fast_t;
+
+MG_FAST_INLINE void mg_delay_fast_s16(const mg_delay16_fast_t *f, int8_t *ring, uint32_t t,
+                                      const int8_t *frame, int16_t *out16)
+{
+    const mg_delay_params_t *d = f->p->d;
+    const int64_t *bias = f->p->bias;
+    const int16_t *lut = f->taps16 + 128;
+    const int32_t H = d->channels;
+    const int32_t N = d->taps;
+    const uint16_t *dl = f->delay;
+    const int8_t *fl = f->filter;
+    int32_t c, e;
+    for (c = 0; c < H; ++c, dl += N, fl += N) {
+        const uint32_t len = d->ring_len[c];
+        const int8_t cur = frame[c];
+        int32_t acc = 0;
+        int32_t y;
+        if (len) {
+            int8_t *slots = ring + d->ring_off[c];
+            const uint32_t pos = t % len;
+            MG_UNROLL
+            for (e = 0; e < N; ++e) {
+                const uint32_t k = dl[e];
+                const int8_t v = k == 0u ? cur : slots[pos >= k ? pos - k : pos + len - k];
+                acc += (int32_t)fl[e] * (int32_t)lut[v];
+            }
+            slots[pos] = cur;
+        } else {
+            for (e = 0; e < N; ++e) {
+                acc += (int32_t)fl[e] * (int32_t)lut[cur];
+            }
+        }
+        y = mg_mbqm64(bias ? (int64_t)acc + bias[c] : (int64_t)acc, d->multiplier[c],
+                      d->shift[c]);
+        out16[c] = (int16_t)(y < d->act_min ? d->act_min : y > d->act_max ? d->act_max : y);
     }
 }
 

@@ -6,6 +6,11 @@
  *                     accumulates in int32 as for int8: convert/widen.py fc16_fits)
  *     ADD             int16 + int16 -> int16, elementwise, zero points 0 (left shift 15)
  *
+ * and the int16 delay conv of the conv16 form (convert/widen.py widen_conv): the trimmed-ring
+ * delay step of mg_delay.h with each int8 tap requantized to int16 and TFLite's 16x8
+ * DEPTHWISE_CONV_2D (int64 accumulator and bias, MultiplyByQuantizedMultiplier on int64),
+ * writing the conv output c16 that mg_input16_front_c16 adds to the frame.
+ *
  * Parameters: the structs of mg_kernels.h, computed offline as TFLM's Prepare does
  * (convert/ops16.py). The per-element arithmetic is mg_elem.h's and mg_state16.h's, shared
  * with the fused minGRU kernels. Header-only `static inline`: a package without int16 ops
@@ -16,8 +21,10 @@
 
 #include <stdint.h>
 
+#include "mg_delay.h"
 #include "mg_elem.h"
 #include "mg_kernels.h"
+#include "mg_mingru.h"
 #include "mg_state16.h"
 
 /* QUANTIZE int8 -> int16 (p->size elements). */
@@ -66,6 +73,68 @@ static inline void mg_add_s16(const MG_ROM mg_add_params_t *p, int32_t n, const 
     int32_t k;
     for (k = 0; k < n; ++k) {
         out[k] = mg_add1_s16(p, a[k], b[k]);
+    }
+}
+
+/* TFLite's MultiplyByQuantizedMultiplier on an int64 value (the 16x8 convolutions): the
+ * multiplier reduced to 16 bits, one rounding shift. |x| < 2^47. */
+static inline int32_t mg_mbqm64(int64_t x, int32_t multiplier, int32_t shift)
+{
+    const int64_t reduced = multiplier < 0x7FFF0000 ? (int64_t)((multiplier + (1 << 15)) >> 16)
+                                                    : (int64_t)0x7FFF;
+    const int total_shift = 15 - (int)shift;
+    const int64_t round = (int64_t)1 << (total_shift - 1);
+    return (int32_t)((x * reduced + round) >> total_shift);
+}
+
+/* The delay conv with an int16 output (conv16 form). d: the ring layout, filter, per-channel
+ * multipliers/shifts of the 16x8 conv and its int16 activation range (d->bias, the offsets
+ * unused: the bias is int64, the int16 side has zero point 0). */
+typedef struct {
+    const MG_ROM mg_delay_params_t *d;
+    const MG_ROM mg_requant_params_t *taps16;   /* QUANTIZE tap: int8 -> int16 */
+    const MG_ROM int64_t *bias;                 /* [H] on taps16's scale x the filter's; NULL */
+} mg_delay16_params_t;
+
+/* Step t as mg_delay_step_s8 (the same ring slots, frame[c] written after its taps are
+ * read), out16[c] = clamp(mbqm64(sum_e filter[e][c] * q16(tap_e) + bias[c])). */
+static inline void mg_delay_step_s16(const MG_ROM mg_delay16_params_t *p, int8_t *ring,
+                                     uint32_t t, const int8_t *frame, int16_t *out16)
+{
+    const MG_ROM mg_delay_params_t *d = p->d;
+    const int32_t H = d->channels;
+    int32_t c, e;
+    for (c = 0; c < H; ++c) {
+        const uint32_t len = d->ring_len[c];
+        int8_t *slots = len ? ring + d->ring_off[c] : ring;
+        const uint32_t pos = len ? t % len : 0u;    /* slot of frame t */
+        int64_t acc = 0;
+        int32_t y;
+        for (e = 0; e < d->taps; ++e) {
+            const uint32_t dl = d->delay[e * H + c];
+            /* (t - dl) mod len with 1 <= dl <= len */
+            const int8_t v = dl == 0u ? frame[c] : slots[pos >= dl ? pos - dl : pos + len - dl];
+            acc += (int64_t)d->filter[e * H + c] * (int64_t)mg_requant32(p->taps16, v);
+        }
+        if (mg_rom_nonnull(p->bias)) {
+            acc += p->bias[c];
+        }
+        y = mg_mbqm64(acc, d->multiplier[c], d->shift[c]);
+        out16[c] = (int16_t)(y < d->act_min ? d->act_min : y > d->act_max ? d->act_max : y);
+        if (len) {
+            slots[pos] = frame[c];
+        }
+    }
+}
+
+/* u16[c] = ADD(QUANTIZE(frame8[c]), c16[c]) for c < n: mg_input16_front with the conv
+ * output already int16 (q->conv16 unused). */
+static inline void mg_input16_front_c16(const MG_ROM mg_input16_params_t *q, int32_t n,
+                                        const int8_t *frame, const int16_t *c16, int16_t *u16)
+{
+    int32_t c;
+    for (c = 0; c < n; ++c) {
+        u16[c] = mg_add1_s16(q->add_u, (int16_t)mg_requant32(q->frame16, frame[c]), c16[c]);
     }
 }
 
