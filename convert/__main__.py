@@ -2,7 +2,7 @@
 
     python -m mgrade_edge.convert CHECKPOINT --out DIR [--calib N] [--n-test N] [--state-bits 8|16|auto]
                       [--gate-bits 8|16] [--val-n N] [--rounding auto|gptq|nearest] [--threads N]
-                      [--form auto|int8|state16|input16|mlp16]
+                      [--form auto|int8|state16|input16|conv16|mlp16|conv_mlp16]
 
 Writes DIR/model.tflite, DIR/report.json (accuracies float / hardened / int8 on LiteRT and
 TFLite-Micro, LiteRT vs TFLM difference, sizes, ops, the device resource table "resources" of
