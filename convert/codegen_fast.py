@@ -407,8 +407,10 @@ def g_split_tables(cand_rows, cand_p, relu_rows, relu_p, dot_bound, relu_table, 
         v = _fc_out(cand_rows[c], cand_p, d)
         return ref_requant1(p8, v) if p8 is not None else v
 
+    q_table = logistic_min_table(sig_p, min_c)      # v is an int8 FC / QUANTIZE output
+
     def q_of(v):
-        return ref_logistic1(sig_p, min(v, min_c))
+        return int(q_table[v + 128]) if -128 <= v <= 127 else ref_logistic1(sig_p, min(v, min_c))
 
     split, r_lo, q_hi = [], set(), set()
     for c in range(H):
