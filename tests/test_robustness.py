@@ -20,6 +20,7 @@ import torch
 
 from tests.conftest import ROOT
 from tests.test_train import run_train, write_cfg
+from tests.tiny_runs import tiny_digits_run
 from mgrade_edge.training.checkpoint import load_model, load_raw
 
 STALL_ENV = "MGRADE_TEST_STALL_CKPT_WRITE"   # training.checkpoint's test hook (see there)
@@ -37,14 +38,11 @@ def non_finite(state: dict) -> list[str]:
     return bad
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A finished 1-epoch tiny digits run (copy it before changing it)."""
-    base = tmp_path_factory.mktemp("tiny")
-    cfg = write_cfg(base, epochs=1)
-    res = run_train(cfg, "--out", base / "run")
-    assert res.returncode == 0, res.stderr
-    return base / "run"
+    """A finished 1-epoch tiny digits run (copy it before changing it), trained once per test
+    run for this module, test_qat and test_train (tests/tiny_runs.py)."""
+    return tiny_digits_run(tmp_path_factory)
 
 
 def copy_run(tiny_run, tmp_path) -> tuple[Path, Path]:

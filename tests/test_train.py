@@ -1,6 +1,7 @@
 """The train command: outputs, resume after a real kill, DDP, bad input, the memory report."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,9 +189,9 @@ def test_unknown_key_and_wrong_type_are_clear(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_with_other_architecture_is_refused(tmp_path):
-    cfg = write_cfg(tmp_path, epochs=1)
-    assert run_train(cfg, "--out", tmp_path / "run").returncode == 0
+def test_resume_with_other_architecture_is_refused(tmp_path, tmp_path_factory):
+    from tests.tiny_runs import tiny_digits_run
+    shutil.copytree(tiny_digits_run(tmp_path_factory), tmp_path / "run")    # write_cfg(epochs=1)
     other = write_cfg(tmp_path, name="other.toml", epochs=2)
     other.write_text(other.read_text().replace("d_model = 8", "d_model = 12"))
     res = run_train(other, "--out", tmp_path / "run", "--resume")
@@ -206,10 +207,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_memory_report_cli(tmp_path):
+def test_memory_report_cli(tmp_path, tmp_path_factory):
+    from tests.tiny_runs import tiny_digits_run
     cfg = write_cfg(tmp_path, epochs=1)
-    assert run_train(cfg, "--out", tmp_path / "run").returncode == 0
-    out = subprocess.run([sys.executable, "-m", "mgrade_edge.training.memory", str(tmp_path / "run"),
+    run = tiny_digits_run(tmp_path_factory)            # trained from the same config, read only
+    out = subprocess.run([sys.executable, "-m", "mgrade_edge.training.memory", str(run),
                           "--harden", "--json"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
