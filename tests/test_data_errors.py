@@ -247,6 +247,7 @@ threads = 1
 
 
 @pytest.mark.slow          # trains (seconds) and converts (about a minute on a busy machine)
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
 def test_unlabelled_test_split_reports_na_and_json_null(tmp_path, capsys):
     """Train and convert through the commands' main() in this process (what they print is
     what the commands print; their exit codes and one-line errors are tested above)."""

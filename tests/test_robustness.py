@@ -179,6 +179,7 @@ def test_convert_out_at_the_run_folder_is_refused_and_nothing_deleted(tiny_run, 
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
 def test_convert_replaces_only_its_own_files_and_uses_normal_modes(tiny_run, tmp_path, capsys):
     from mgrade_edge.convert.__main__ import main as convert_main
     out = tmp_path / "int8"
