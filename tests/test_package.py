@@ -24,21 +24,28 @@ def _run(args, cwd, timeout=600, **kw):
                           timeout=timeout, **kw)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built once from a copy of the tracked files (the checkout stays
-    clean: setuptools writes build/ and *.egg-info where it builds)."""
-    src = tmp_path_factory.mktemp("src") / "mgrade-edge"
-    files = _run(["git", "ls-files", "-z"], ROOT).stdout.split("\0")
-    for f in filter(None, files):
-        if (ROOT / f).is_file():
-            (src / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, src / f)
-    out = tmp_path_factory.mktemp("wheel")
-    res = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                "-q", "-w", out, src], src)
-    assert res.returncode == 0, res.stdout + res.stderr
-    (whl,) = out.glob("mgrade_edge-*.whl")
+    """The project's wheel, built once per test run (for every xdist worker: made_once) from a
+    copy of the tracked files (the checkout stays clean: setuptools writes build/ and
+    *.egg-info where it builds)."""
+    from tests.conftest import made_once, shared_root
+
+    def build(base: Path) -> None:
+        shutil.rmtree(base, ignore_errors=True)            # a failed earlier try
+        src, out = base / "src" / "mgrade-edge", base / "wheel"
+        out.mkdir(parents=True)
+        files = _run(["git", "ls-files", "-z"], ROOT).stdout.split("\0")
+        for f in filter(None, files):
+            if (ROOT / f).is_file():
+                (src / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, src / f)
+        res = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", out, src], src)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    base = made_once(tmp_path_factory, "wheel", shared_root(tmp_path_factory) / "wheel", build)
+    (whl,) = (base / "wheel").glob("mgrade_edge-*.whl")
     return whl
 
 

@@ -14,6 +14,7 @@ from mgrade_edge.convert.quantize import convert_int8
 from mgrade_edge.convert.spec import extract
 from mgrade_edge.convert.tflite_reader import read_tflite
 from tests.test_train import final_weights, run_train, write_cfg
+from tests.tiny_runs import tiny_digits_run
 from mgrade_edge.training.checkpoint import load_raw
 from mgrade_edge.training.config import ConfigError, ModelConfig, config_from_dict
 from mgrade_edge.training.model import MGradeNet
@@ -203,17 +204,17 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("acts", [False, True], ids=["weights", "weights+acts"])
-def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path, acts):
-    base = tmp_path / "base"
-    res = run_train(write_cfg(tmp_path, "base.toml", epochs=1), "--out", base)
-    assert res.returncode == 0, res.stderr
+def test_qat_fine_tune_of_a_finished_run_resumes_and_checkpoints(tmp_path, tmp_path_factory,
+                                                                 acts):
+    import shutil
+    base = tmp_path / "base"       # a finished 1-epoch run of write_cfg(epochs=1), both cases'
+    shutil.copytree(tiny_digits_run(tmp_path_factory), base)
     qcfg = write_cfg(tmp_path, "qat.toml", epochs=1,
                      extra="qat_epochs = 1\n" + ("qat_acts = true\n" if acts else ""))
     # the changed key must be allowed
     res = run_train(qcfg, "--out", base, "--resume", "--epochs", "2")
     assert res.returncode == 2 and "--allow-change train.qat_epochs" in res.stderr
     # the fine-tune, uninterrupted, and the same killed mid-epoch (--ckpt-every 0) and resumed
-    import shutil
     runs = {}
     for name in ("whole", "cut"):
         runs[name] = tmp_path / name

@@ -20,6 +20,7 @@ import torch
 
 from tests.conftest import ROOT
 from tests.test_train import run_train, write_cfg
+from tests.tiny_runs import tiny_digits_run
 from mgrade_edge.training.checkpoint import load_model, load_raw
 
 STALL_ENV = "MGRADE_TEST_STALL_CKPT_WRITE"   # training.checkpoint's test hook (see there)
@@ -37,14 +38,11 @@ def non_finite(state: dict) -> list[str]:
     return bad
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A finished 1-epoch tiny digits run (copy it before changing it)."""
-    base = tmp_path_factory.mktemp("tiny")
-    cfg = write_cfg(base, epochs=1)
-    res = run_train(cfg, "--out", base / "run")
-    assert res.returncode == 0, res.stderr
-    return base / "run"
+    """A finished 1-epoch tiny digits run (copy it before changing it), trained once per test
+    run for this module, test_qat and test_train (tests/tiny_runs.py)."""
+    return tiny_digits_run(tmp_path_factory)
 
 
 def copy_run(tiny_run, tmp_path) -> tuple[Path, Path]:
@@ -181,11 +179,17 @@ def test_convert_out_at_the_run_folder_is_refused_and_nothing_deleted(tiny_run, 
 
 
 @pytest.mark.slow
-def test_convert_replaces_only_its_own_files_and_uses_normal_modes(tiny_run, tmp_path):
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
+def test_convert_replaces_only_its_own_files_and_uses_normal_modes(tiny_run, tmp_path, capsys):
+    from mgrade_edge.convert.__main__ import main as convert_main
     out = tmp_path / "int8"
-    cmd = [sys.executable, "-m", "mgrade_edge.convert", str(tiny_run), "--out", str(out), "--calib", "4",
-           "--n-test", "10"]
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=600).returncode == 0
+    # --state-bits 8: the folder handling is the same for every form, and the auto form
+    # choice (two forms built, evaluated and measured under QEMU) is test_ladder's subject
+    args = [str(tiny_run), "--out", str(out), "--calib", "4", "--n-test", "10",
+            "--state-bits", "8"]
+    # the first conversion through main() in this process, the second through the command
+    assert in_process(convert_main, args, capsys)[0] == 0
+    cmd = [sys.executable, "-m", "mgrade_edge.convert", *args]
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask          # not mkdtemp's 0700

@@ -350,17 +350,24 @@ def test_codegen_refuses_int16_logistic_off_its_grid(int8_small, tmp_path):
     assert not (tmp_path / "gen" / "mg_model.c").exists()
 
 
+@pytest.fixture(scope="module")
+def small2_int8():
+    """(spec, int8 .tflite before the state width is chosen) of _small_net(2), for both cases
+    of the auto test (the same conversion: once)."""
+    net = _small_net(2)
+    spec = extract(net)
+    return spec, convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
+
+
 @pytest.mark.parametrize("n_val", [0, 6], ids=["no_val_split", "val_split"])
-def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, capsys):
+def test_state_bits_auto_judges_on_val_or_falls_back_to_train(n_val, small2_int8, capsys):
     """--state-bits auto (convert's default) streams both widths through TFLite-Micro on the
     validation split; a task without one is judged on its last --val-n training sequences
     (never the test split), says so on stdout and records state_bits_split = "train"."""
     from mgrade_edge.convert.__main__ import choose_state_bits
     from mgrade_edge.training.tasks._base import TaskData
 
-    net = _small_net(2)
-    spec = extract(net)
-    raw = convert_int8(spec, calibration_feeds(net, spec, _inputs(4, 30, 5), 4, 0))
+    spec, raw = small2_int8
     x_tr, x_va = _inputs(9, 20, 6), _inputs(n_val, 20, 7)
     data = TaskData(x_tr, torch.arange(9) % 4, x_va, torch.arange(n_val) % 4,
                     _inputs(2, 20, 8), torch.zeros(2, dtype=torch.long), 3, 4, 20, "mean",
@@ -441,21 +448,21 @@ def test_micropython_refusal_names_the_conversion_command(tiny_models, tmp_path)
 
 
 @pytest.mark.slow
-def test_micropython_refusal_command_converts_the_run(digits_int8, digits_run, tmp_path):
+def test_micropython_refusal_command_converts_the_run(digits_int8, digits_run,
+                                                      digits_int8_state8, tmp_path):
     """The demo layout (RUN/int8 beside RUN/checkpoint.pt, what `make convert` writes, 16-bit
     state by --state-bits auto): every entry point names the run and a sibling output folder,
-    and that very command gives a model the MicroPython target takes."""
-    import shlex
-    import sys
-
+    and that very command gives a model the MicroPython target takes (the session's
+    digits_int8_state8 is that command's conversion, `python -m mgrade_edge.convert RUN --out
+    RUN/int8_state8 --state-bits 8`: converting the run a second time only to another
+    sibling folder would check nothing more)."""
     from mgrade_edge.convert.codegen_micropython import generate
 
     want = f"python -m mgrade_edge.convert {digits_run} --out {digits_run}/int8s8 --state-bits 8"
     for name, res in _refusal_entry_points(digits_int8, tmp_path).items():
         assert want in _refusal_line(res), name
-    argv = shlex.split(want)
-    res = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True,
-                         text=True, timeout=1800)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    generate(digits_run / "int8s8" / "model.tflite", tmp_path / "pkg8")
+    assert digits_int8_state8.parent == digits_run          # a sibling of RUN/int8, as named
+    import json
+    assert json.loads((digits_int8_state8 / "report.json").read_text())["state_bits"] == 8
+    generate(digits_int8_state8 / "model.tflite", tmp_path / "pkg8")
     assert (tmp_path / "pkg8" / "mg_model.py").is_file()
