@@ -4,7 +4,8 @@
     torchrun --nproc_per_node=2 -m mgrade_edge.training.train CONFIG --out DIR     # DDP (gloo on CPU)
 
 Writes DIR/checkpoint.pt (weights, config, optimiser, schedule, RNG state, progress),
-DIR/metrics.jsonl (one JSON object per epoch) and DIR/curves.png. Checkpoints are written at
+DIR/metrics.jsonl (one JSON object per epoch, written every epoch) and DIR/curves.png (after the
+first epoch, then at most every 30 s, and at the end or a stop). Checkpoints are written at
 the end of every epoch, every --ckpt-every seconds and on Ctrl-C/SIGTERM; `--resume` continues
 from the last one and ends with the same weights as an uninterrupted run.
 
@@ -41,6 +42,7 @@ from mgrade_edge.training.console import progress, require, say, set_quiet
 EXIT_USER_ERROR, EXIT_NAN, EXIT_INTERRUPTED = 2, 3, 130
 MAX_WEIGHT = 1e6            # a parameter beyond this magnitude means the run has diverged
 PARENT_ENV = "MGRADE_PARENT_PID"   # set by the sweep: die (SIGTERM, checkpoint) with it
+CURVES_EVERY_S = 30.0       # curves.png is redrawn at most this often while training
 
 # --resume: keys that may differ silently (they change neither data nor results), keys that
 # may change when named with --allow-change, and keys that never may (task, architecture)
@@ -140,6 +142,7 @@ class Trainer:
         self.history: list[dict] = []
         self.stop_requested = False
         self.saved_at: tuple[int, int] | None = None   # (epoch, batch) of the last checkpoint
+        self.plotted_at: float | None = None            # time.monotonic() of the last curves.png
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -333,21 +336,29 @@ class Trainer:
         """Accuracy at chance level, with a margin: 1.2 / n_classes."""
         return 1.2 / max(1, self.data.n_classes)
 
-    def write_outputs(self):
-        """metrics.jsonl and curves.png from the history (idempotent; each file atomic)."""
+    def write_outputs(self, plot: bool | None = None):
+        """metrics.jsonl and curves.png from the history (idempotent; each file atomic).
+        metrics.jsonl every time; curves.png (half a second of matplotlib) after the first
+        epoch, then at most every CURVES_EVERY_S seconds, and always with plot=True (the end
+        of the run, a stop)."""
         if not self.history:
             return
         write_metrics(self.out, self.history)
-        tmp = self.out / "curves.tmp.png"
-        plot_curves(self.history, tmp, title=self.cfg.task.name)
-        os.replace(tmp, self.out / "curves.png")
+        now = time.monotonic()
+        if plot is None:
+            plot = self.plotted_at is None or now - self.plotted_at >= CURVES_EVERY_S
+        if plot:
+            tmp = self.out / "curves.tmp.png"
+            plot_curves(self.history, tmp, title=self.cfg.task.name)
+            os.replace(tmp, self.out / "curves.png")
+            self.plotted_at = now
 
     def finish(self):
         """Everything a finished run holds besides its checkpoint, written again (a kill
         after the last checkpoint may have left it missing or stale)."""
         if self.rank != 0 or not self.history:
             return
-        self.write_outputs()
+        self.write_outputs(plot=True)
         last = self.history[-1]
         if last["val_acc"] <= self.chance():
             print(f"warning: final validation accuracy {100 * last['val_acc']:.2f}% is at "
@@ -520,6 +531,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except TrainingStopped as e:
+        if trainer is not None:
+            trainer.finish()          # curves.png up to the last finished epoch
         print(f"stopped: {e}", file=sys.stderr)
         return e.code
     except (MemoryError, torch.OutOfMemoryError) as e:
