@@ -20,7 +20,9 @@ bit-exact with TFLite-Micro and cross-checked against it on the first sequences)
 
 The rung just below the choice is evaluated too (the table's "next cheaper"). Every tried form
 gets its instructions per step on the emulated Cortex-M4 (QEMU, the fast C path, the
-default, over COST_STEPS steps of the first validation sequence: convert/resources.py; the
+default, over the first test sequence's first resources.MAX_STEPS steps, as report.json's
+resource table, so that the chosen form's row and that table agree and share one build:
+convert/resources.py; the
 chosen form's resource table in report.json `resources` has both paths) and its RAM (state +
 step scratch); without the cross toolchain the MAC count and the package's own RAM figures
 stand in (cost_source says which). Reported in report.json (forms_tried, form, ...) and
@@ -39,7 +41,6 @@ from mgrade_edge.training.console import progress, say
 from mgrade_edge.training.evaluate import IGNORE, accuracy
 
 BOUND_POINTS = 0.5
-COST_STEPS = 16
 NEXT_MODEL = "_next_cheaper_model"    # choose's field with the next-cheaper form's bytes
 
 
@@ -90,15 +91,27 @@ def float_val_accuracy(net, data, val_n: int) -> float | None:
     return evaluate(net, xv, y, lengths=None if lv is None else torch.as_tensor(lv))["acc"]
 
 
+def cost_sequence(streamer: Streamer, data, x_val_q: np.ndarray) -> np.ndarray:
+    """int8 [1, T, n_in]: the sequence the costs are measured on, the one report.json's
+    resource table streams (the first test sequence over its own steps, quantized as
+    test_data.npz), or the first validation sequence where the task has no test sequences."""
+    if len(data.x_test) == 0:
+        return x_val_q[:1]
+    x = data.x_test[:1].numpy()
+    if data.len_test is not None:
+        x = x[:, :int(data.len_test[0])]
+    return streamer.quantize_input(x)
+
+
 def cost(model_bytes: bytes, x_q: np.ndarray) -> dict:
     """Instructions per step (mean, the fast C path: the default) and RAM bytes of one form,
-    on the emulated Cortex-M4 over COST_STEPS steps of x_q[:1]; the MAC count and the
-    package's state + arena bytes where the emulator is not available."""
+    on the emulated Cortex-M4 streaming x_q [1, T, n_in] (resources.measure's steps); the MAC
+    count and the package's state + arena bytes where the emulator is not available."""
     from mgrade_edge.convert.codegen import generate
     from mgrade_edge.convert.resources import measure
 
     try:
-        r = measure(model_bytes, generate, x_q[:1], steps=COST_STEPS, paths=("fast",))
+        r = measure(model_bytes, generate, x_q, paths=("fast",))
     except (RuntimeError, subprocess.SubprocessError, OSError) as e:
         return {"cost_source": f"estimate (no emulator measurement: {str(e).splitlines()[0]})",
                 "instructions_per_step": None, "ram_bytes": None}
@@ -123,7 +136,9 @@ def choose(raw: bytes, spec, info: dict, data, val_n: int, float_val_acc: float 
     today16 = forms.name_of(forms.build(raw, spec, info, "input16", gate_bits, note=lambda s: None,
                                         input_bits=input_bits)[1])
     xv, yv, lv, split = val_split(data, val_n)
-    xq = Streamer(rungs["int8"][0], "tflm").quantize_input(xv.numpy())
+    streamer = Streamer(rungs["int8"][0], "tflm")
+    xq = streamer.quantize_input(xv.numpy())
+    x_cost = cost_sequence(streamer, data, xq)
     acc: dict[str, float | None] = {}
 
     def evaluated(name: str) -> float | None:
@@ -155,7 +170,7 @@ def choose(raw: bytes, spec, info: dict, data, val_n: int, float_val_acc: float 
             continue
         row = {"form": f, "widened": forms.WIDENED[f], "val_acc": acc[f]}
         if measure_cost:
-            row.update(cost(rungs[f][0], xq))
+            row.update(cost(rungs[f][0], x_cost))
         tried.append(row)
     model, extra = rungs[chosen]
     fields = {**extra, "state_bits_choice": "auto", "state_bits_split": split,
