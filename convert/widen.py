@@ -254,7 +254,7 @@ def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True
     from mgrade_edge.convert.quantize import pack_flatbuffer
 
     rw = _Rewriter(model_bytes)
-    producer = {o: op for op in rw.g.operators for o in op.outputs}
+    producer = {out: op for op in rw.g.operators for out in op.outputs}
     tensor_in, tensor_out = _step_io_tensors(rw, meta_layers)
     for layer, layer_meta in enumerate(meta_layers):
         if layer_meta["rnn"]:
@@ -365,7 +365,7 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
     from mgrade_edge.convert.quantize import pack_flatbuffer
 
     rw = _Rewriter(model_bytes)
-    producer = {o: op for op in rw.g.operators for o in op.outputs}
+    producer = {out: op for op in rw.g.operators for out in op.outputs}
     tensor_in, tensor_out = _step_io_tensors(rw, meta_layers)
     for layer, layer_meta in enumerate(meta_layers):
         if not layer_meta["rnn"]:
