@@ -211,26 +211,34 @@ def _q(T, t):
     return scale(T[t]), zero_point(T[t])
 
 
-def match_tail(g, layer: int) -> tuple[dict, dict]:
-    """The int16 tail of layer `layer` in the real graph (g: mgrade_match.StepGraph).
-    Returns (params {z16 (int8 gate) or zq16 + sig16 (int16 gate), g16, sub, mul, add_h, h8},
-    tensors {z_in (z8 or z_pre8), g8, z16, g16, h, hnew, h8, d, m; z_ops: the ops z_in -> z16;
-    qg, qh, sub, mul, add_h: ops; gate_int16; ops: the op indices the int8 view drops})."""
-    T, where = g.T, f"layer {layer} minGRU (int16 state)"
-    h, hnew = g.inp[names.h(layer)], g.out[names.hnew(layer)]
-    for t in (h, hnew):
-        if T[t].dtype != np.int16 or zero_point(T[t]) != 0:
-            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name} with "
-                               f"zero point {zero_point(T[t])}; an int16 state needs h and hnew "
-                               "int16 with zero point 0 (convert --state-bits 16)")
-    if not g.same_quant(h, hnew):
+def _state_tensors(graph, layer: int, where: str) -> tuple[int, int]:
+    """(h, hnew): layer `layer`'s int16 state input and output, checked to be int16 with zero
+    point 0 and to share one quantization (the state stays tied)."""
+    tensors = graph.T
+    state, new_state = graph.inp[names.h(layer)], graph.out[names.hnew(layer)]
+    for tensor in (state, new_state):
+        if tensors[tensor].dtype != np.int16 or zero_point(tensors[tensor]) != 0:
+            raise CodegenError(f"{where}: tensor {tensor} ({tensors[tensor].name}) is "
+                               f"{tensors[tensor].type_name} with zero point "
+                               f"{zero_point(tensors[tensor])}; an int16 state needs h and "
+                               "hnew int16 with zero point 0 (convert --state-bits 16)")
+    if not graph.same_quant(state, new_state):
         raise CodegenError(f"{where}: h{layer} and hnew{layer} have different quantization")
-    add_h = g.prod(hnew, "ADD", names.hnew(layer), where)
-    if h not in add_h.inputs:
+    return state, new_state
+
+
+def _update_ops(graph, layer: int, state: int, new_state: int, where: str) -> dict:
+    """The update hnew = ADD(h, MUL(z16, SUB(QUANTIZE(g8), h))) read back from hnew:
+    {add_h, h_input (0 or 1: which ADD input is h), mul, sub, qg (the g8 -> g16 QUANTIZE),
+    z16 (the MUL's gate input), gate_int16 (z16 is an int16 LOGISTIC's output, not a
+    QUANTIZE of the int8 one)}; state, new_state: the tensors h and hnew."""
+    add_h = graph.prod(new_state, "ADD", names.hnew(layer), where)
+    if state not in add_h.inputs:
         raise CodegenError(f"{where}: the last ADD does not read h{layer}")
-    k_h = add_h.inputs.index(h)
-    mul = g.prod(add_h.inputs[1 - k_h], "MUL", "z * (g - h)", where)
-    kinds = [g.producer[t].op if t in g.producer else None for t in mul.inputs]
+    h_input = add_h.inputs.index(state)
+    mul_op = graph.prod(add_h.inputs[1 - h_input], "MUL", "z * (g - h)", where)
+    kinds = [graph.producer[tensor].op if tensor in graph.producer else None
+             for tensor in mul_op.inputs]
     if sorted(map(str, kinds)) == ["QUANTIZE", "SUB"]:
         gate_int16 = False                  # z16 = QUANTIZE(LOGISTIC(z_pre8))
     elif sorted(map(str, kinds)) == ["LOGISTIC", "SUB"]:
@@ -238,83 +246,137 @@ def match_tail(g, layer: int) -> tuple[dict, dict]:
     else:
         raise CodegenError(f"{where}: expected MUL(QUANTIZE(z) or int16 LOGISTIC, SUB), got "
                            f"MUL{tuple(kinds)}")
-    k_z = kinds.index("LOGISTIC" if gate_int16 else "QUANTIZE")
-    z16 = mul.inputs[k_z]
-    sub_op = g.producer[mul.inputs[1 - k_z]]
-    if sub_op.inputs[1] != h:
+    z_input = kinds.index("LOGISTIC" if gate_int16 else "QUANTIZE")
+    z16 = mul_op.inputs[z_input]
+    sub_op = graph.producer[mul_op.inputs[1 - z_input]]
+    if sub_op.inputs[1] != state:
         raise CodegenError(f"{where}: expected SUB(g16, h{layer})")
-    qg = g.prod(sub_op.inputs[0], "QUANTIZE", "g16", where)
-    gate_fc16 = False
-    if gate_int16:
-        sig = g.producer[z16]
-        zp16 = sig.inputs[0]
-        qz = g.prod(zp16, ("QUANTIZE", "FULLY_CONNECTED"), "z_pre16", where)
-        gate_fc16 = qz.op == "FULLY_CONNECTED"      # a 16x8 gate FC (convert/input16.py)
-        if not gate_fc16:
-            g.prod(qz.inputs[0], "FULLY_CONNECTED", "the gate pre-activation", where)
-        z_ops, mid = [qz, sig], {zp16: {sig.index}}
-        if T[zp16].dtype != np.int16 or zero_point(T[zp16]) != 0:
-            raise CodegenError(f"{where}: the int16 LOGISTIC's input must be int16 with zero "
-                               "point 0")
-        pot, l2 = _checked_log2(scale(T[z16]))
-        if not (pot and l2 == -15):
-            raise CodegenError(f"{where}: the int16 LOGISTIC's output scale is "
-                               f"{float(scale(T[z16])):g}; TFLite needs 2^-15")
-    else:
-        qz = g.producer[z16]
-        g.prod(qz.inputs[0], "LOGISTIC", "the gate z", where)
-        z_ops, mid = [qz], {}
-    z_in = zp16 if gate_fc16 else qz.inputs[0]
-    users = g.consumers.get(hnew, [])
-    qh = [op for op in users if op.op == "QUANTIZE"]
-    if len(qh) != 1 or len(users) != 1 + int(gate_fc16):   # + the int16 residual ADD(u16, .)
+    qg = graph.prod(sub_op.inputs[0], "QUANTIZE", "g16", where)
+    return dict(add_h=add_h, h_input=h_input, mul=mul_op, sub=sub_op, qg=qg, z16=z16,
+                gate_int16=gate_int16)
+
+
+def _gate_ops(graph, z16: int, gate_int16: bool, where: str) -> dict:
+    """The ops that make the tail's gate z16: {z_ops (the ops z_in -> z16, in order), z_in
+    (the gate's input tensor: z8, z_pre8, or z_pre16 of a 16x8 gate FC), z_reader (the op
+    reading z_in), zp16 (the int16 LOGISTIC's input; None with an int8 gate), mid ({zp16:
+    {the LOGISTIC's index}}: the inner tensor and its only reader), gate_fc16 (the gate FC is
+    16x8 itself, convert/input16.py)}."""
+    tensors = graph.T
+    if not gate_int16:
+        qz = graph.producer[z16]
+        graph.prod(qz.inputs[0], "LOGISTIC", "the gate z", where)
+        return dict(z_ops=[qz], z_in=qz.inputs[0], z_reader=qz, zp16=None, mid={},
+                    gate_fc16=False)
+    logistic = graph.producer[z16]
+    zp16 = logistic.inputs[0]
+    qz = graph.prod(zp16, ("QUANTIZE", "FULLY_CONNECTED"), "z_pre16", where)
+    gate_fc16 = qz.op == "FULLY_CONNECTED"      # a 16x8 gate FC (convert/input16.py)
+    if not gate_fc16:
+        graph.prod(qz.inputs[0], "FULLY_CONNECTED", "the gate pre-activation", where)
+    if tensors[zp16].dtype != np.int16 or zero_point(tensors[zp16]) != 0:
+        raise CodegenError(f"{where}: the int16 LOGISTIC's input must be int16 with zero "
+                           "point 0")
+    pot, log2_scale = _checked_log2(scale(tensors[z16]))
+    if not (pot and log2_scale == -15):
+        raise CodegenError(f"{where}: the int16 LOGISTIC's output scale is "
+                           f"{float(scale(tensors[z16])):g}; TFLite needs 2^-15")
+    return dict(z_ops=[qz, logistic], z_in=zp16 if gate_fc16 else qz.inputs[0],
+                z_reader=logistic if gate_fc16 else qz, zp16=zp16,
+                mid={zp16: {logistic.index}}, gate_fc16=gate_fc16)
+
+
+def _state_to_int8(graph, layer: int, new_state: int, gate_fc16: bool, where: str):
+    """The one QUANTIZE hnew16 -> h8 (new_state: hnew; with a 16x8 gate FC hnew also feeds
+    the int16 residual ADD(u16, .), nothing else)."""
+    readers = graph.consumers.get(new_state, [])
+    quantizes = [op for op in readers if op.op == "QUANTIZE"]
+    if len(quantizes) != 1 or len(readers) != 1 + int(gate_fc16):
         raise CodegenError(f"{where}: hnew{layer} must feed one QUANTIZE to int8")
-    qh = qh[0]
-    g8, g16, d, m, h8 = (qg.inputs[0], qg.outputs[0], sub_op.outputs[0], mul.outputs[0],
-                         qh.outputs[0])
-    for t, want in ((z_in, np.int16 if gate_fc16 else np.int8), (g8, np.int8), (h8, np.int8), (z16, np.int16),
-                    (g16, np.int16), (d, np.int16), (m, np.int16)):
-        if T[t].dtype != want:
-            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name}")
-    for t in (z16, g16, d, m):
-        if zero_point(T[t]) != 0:
-            raise CodegenError(f"{where}: int16 tensor {t} has a nonzero zero point")
-    for op in (sub_op, mul, add_h):
+    return quantizes[0]
+
+
+def _check_tail(graph, layer: int, tail: dict, where: str):
+    """Every tensor of a matched tail (match_tail's tensors dict, plus z_reader and mid from
+    _gate_ops) has the type the C kernel assumes, the int16 ones zero point 0; SUB, MUL and
+    ADD are elementwise without a fused activation; each inner tensor has only its reader."""
+    tensors, state = graph.T, tail["h"]
+    z_in_type = np.int16 if tail["gate_fc16"] else np.int8
+    for tensor, want in ((tail["z_in"], z_in_type), (tail["g8"], np.int8), (tail["h8"], np.int8),
+                    (tail["z16"], np.int16), (tail["g16"], np.int16), (tail["d"], np.int16),
+                    (tail["m"], np.int16)):
+        if tensors[tensor].dtype != want:
+            raise CodegenError(f"{where}: tensor {tensor} ({tensors[tensor].name}) is "
+                               f"{tensors[tensor].type_name}")
+    for tensor in (tail["z16"], tail["g16"], tail["d"], tail["m"]):
+        if zero_point(tensors[tensor]) != 0:
+            raise CodegenError(f"{where}: int16 tensor {tensor} has a nonzero zero point")
+    for op in (tail["sub"], tail["mul"], tail["add_h"]):
         if op.options.get("fused_activation_function", "NONE") not in (None, "NONE"):
             raise CodegenError(f"{where}: {op.op} (op {op.index}) has a fused activation")
-        if any(T[t].size != T[h].size for t in op.inputs + op.outputs):
+        if any(tensors[tensor].size != tensors[state].size
+               for tensor in op.inputs + op.outputs):
             raise CodegenError(f"{where}: {op.op} (op {op.index}) broadcasts")
-    for t, allowed in ((z16, {mul.index}), (g16, {sub_op.index}), (d, {mul.index}),
-                       (m, {add_h.index}), (z_in, {sig.index if gate_fc16 else qz.index}),
-                       (g8, {qg.index}),
-                       *mid.items()):
-        g.only_consumers(t, allowed, where, f"tensor {t}")
-    g.only_consumers(h, {sub_op.index, add_h.index}, where, f"h{layer}")
-    s_z, zp_z = _q(T, z_in)
-    s_g8, zp_g8 = _q(T, g8)
-    s_h, s_h8 = scale(T[h]), scale(T[h8])
-    if gate_fc16:
-        zq = dict(zq16=None, sig16=logistic16_params(scale(T[zp16])))
-    elif gate_int16:
-        zq = dict(zq16=requant_params(s_z, zp_z, scale(T[zp16]), 0, 16, T[h].size),
-                  sig16=logistic16_params(scale(T[zp16])))
+    for tensor, allowed in ((tail["z16"], {tail["mul"].index}),
+                            (tail["g16"], {tail["sub"].index}),
+                            (tail["d"], {tail["mul"].index}), (tail["m"], {tail["add_h"].index}),
+                            (tail["z_in"], {tail["z_reader"].index}),
+                            (tail["g8"], {tail["qg"].index}), *tail["mid"].items()):
+        graph.only_consumers(tensor, allowed, where, f"tensor {tensor}")
+    graph.only_consumers(state, {tail["sub"].index, tail["add_h"].index}, where, f"h{layer}")
+
+
+def _tail_params(tensors, tail: dict) -> dict:
+    """The tail's Prepare-time parameters from its tensors' scales and zero points (match_tail
+    lists the keys); add_h with input1 = h whichever ADD input h is."""
+    size = tensors[tail["h"]].size
+    s_z, zp_z = _q(tensors, tail["z_in"])
+    s_g8, zp_g8 = _q(tensors, tail["g8"])
+    s_h, s_h8 = scale(tensors[tail["h"]]), scale(tensors[tail["h8"]])
+    s_z16, s_g16, s_d, s_m = (scale(tensors[tail[k]]) for k in ("z16", "g16", "d", "m"))
+    if tail["gate_fc16"]:
+        gate = dict(zq16=None, sig16=logistic16_params(scale(tensors[tail["zp16"]])))
+    elif tail["gate_int16"]:
+        s_zp16 = scale(tensors[tail["zp16"]])
+        gate = dict(zq16=requant_params(s_z, zp_z, s_zp16, 0, 16, size),
+                    sig16=logistic16_params(s_zp16))
     else:
-        zq = dict(z16=requant_params(s_z, zp_z, scale(T[z16]), 0, 16, T[h].size))
+        gate = dict(z16=requant_params(s_z, zp_z, s_z16, 0, 16, size))
     params = dict(
-        **zq,
-        g16=requant_params(s_g8, zp_g8, scale(T[g16]), 0, 16, T[h].size),
-        sub=addsub16_params(scale(T[g16]), s_h, scale(T[d]), sub=True),
-        mul=mul16_params(scale(T[z16]), scale(T[d]), scale(T[m])),
-        add_h=addsub16_params(s_h, scale(T[m]), scale(T[hnew]), sub=False),
-        h8=requant_params(s_h, 0, s_h8, zero_point(T[h8]), 8, T[h].size))
-    if k_h == 1:        # ADD(m, h): swap so that input1 is h
+        **gate,
+        g16=requant_params(s_g8, zp_g8, s_g16, 0, 16, size),
+        sub=addsub16_params(s_g16, s_h, s_d, sub=True),
+        mul=mul16_params(s_z16, s_d, s_m),
+        add_h=addsub16_params(s_h, s_m, scale(tensors[tail["hnew"]]), sub=False),
+        h8=requant_params(s_h, 0, s_h8, zero_point(tensors[tail["h8"]]), 8, size))
+    if tail["h_input"] == 1:        # ADD(m, h): swap so that input1 is h
         params["add_h"] = swap_add(params["add_h"])
     # MUL is symmetric in its inputs with zero points 0 and a product multiplier
-    tensors = dict(z_in=z_in, g8=g8, z16=z16, g16=g16, h=h, hnew=hnew, h8=h8, d=d, m=m,
-                   z_ops=z_ops, qg=qg, qh=qh, sub=sub_op, mul=mul, add_h=add_h,
-                   gate_int16=gate_int16, gate_fc16=gate_fc16,
-                   ops=[qg.index, qh.index] + ([] if gate_fc16 else [qz.index]))
-    return params, tensors
+    return params
+
+
+def match_tail(graph, layer: int) -> tuple[dict, dict]:
+    """The int16 tail of layer `layer` in the real graph (graph: mgrade_match.StepGraph).
+    Returns (params {z16 (int8 gate) or zq16 + sig16 (int16 gate), g16, sub, mul, add_h, h8},
+    tensors {z_in (z8 or z_pre8), g8, z16, g16, h, hnew, h8, d, m; z_ops: the ops z_in -> z16;
+    qg, qh, sub, mul, add_h: ops; gate_int16; ops: the op indices the int8 view drops})."""
+    where = f"layer {layer} minGRU (int16 state)"
+    state, new_state = _state_tensors(graph, layer, where)
+    update = _update_ops(graph, layer, state, new_state, where)
+    gate = _gate_ops(graph, update["z16"], update["gate_int16"], where)
+    qh = _state_to_int8(graph, layer, new_state, gate["gate_fc16"], where)
+    qg, sub_op, mul_op = update["qg"], update["sub"], update["mul"]
+    tensors = dict(z_in=gate["z_in"], g8=qg.inputs[0], z16=update["z16"], g16=qg.outputs[0],
+                   h=state, hnew=new_state, h8=qh.outputs[0], d=sub_op.outputs[0],
+                   m=mul_op.outputs[0], z_ops=gate["z_ops"], qg=qg, qh=qh, sub=sub_op,
+                   mul=mul_op, add_h=update["add_h"], gate_int16=update["gate_int16"],
+                   gate_fc16=gate["gate_fc16"],
+                   ops=[qg.index, qh.index] + ([] if gate["gate_fc16"]
+                                               else [gate["z_ops"][0].index]))
+    matched = {**tensors, "z_reader": gate["z_reader"], "mid": gate["mid"],
+               "zp16": gate["zp16"], "h_input": update["h_input"]}
+    _check_tail(graph, layer, matched, where)
+    return _tail_params(graph.T, matched), tensors
 
 
 # the int8 grid an int16 tensor is given in the int8 view when its view parameters are unused

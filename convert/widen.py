@@ -22,6 +22,7 @@ run it bit-exact). `python -m mgrade_edge.convert --state-bits 16|auto [--gate-b
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from mgrade_edge.convert import names
 from mgrade_edge.convert.errors import ConvertError
@@ -75,17 +76,25 @@ class _Rewriter:
         n = self.T[t].name
         return n.decode() if isinstance(n, bytes) else n
 
+    def new_tensor(self, like: int, suffix: str, dtype: int, scale: float,
+                   zero_point: int) -> int:
+        """A new tensor shaped like `like` (no data), of flatbuffer type `dtype` with one
+        (scale, zero point); its index."""
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        tensor = copy.deepcopy(self.T[like])
+        tensor.name = self.tname(like) + suffix
+        tensor.type, tensor.buffer = dtype, 0
+        tensor.quantization = schema.QuantizationParametersT()
+        tensor.quantization.scale, tensor.quantization.zeroPoint = [scale], [zero_point]
+        self.T.append(tensor)
+        return len(self.T) - 1
+
     def new16(self, like: int, suffix: str, scale: float) -> int:
         """A new int16 tensor shaped like `like`, symmetric (zero point 0) with `scale`."""
         from tensorflow.lite.python import schema_py_generated as schema
 
-        t = copy.deepcopy(self.T[like])
-        t.name = self.tname(like) + suffix
-        t.type, t.buffer = schema.TensorType.INT16, 0
-        t.quantization = schema.QuantizationParametersT()
-        t.quantization.scale, t.quantization.zeroPoint = [scale], [0]
-        self.T.append(t)
-        return len(self.T) - 1
+        return self.new_tensor(like, suffix, schema.TensorType.INT16, scale, 0)
 
     def new_op(self, name: str, inputs: list, outputs: list, options=None):
         from tensorflow.lite.python import schema_py_generated as schema
@@ -154,88 +163,180 @@ class _Rewriter:
             self.rescaled_bias(fc.inputs[2], s_in8, s_in16)).max(initial=0) > room)
 
 
+def _retype16(tensor, scale: float):
+    """Make the flatbuffer tensor int16, symmetric (zero point 0) with `scale`, no min/max."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    tensor.type = schema.TensorType.INT16
+    quant = tensor.quantization
+    quant.scale, quant.zeroPoint, quant.min, quant.max = [scale], [0], None, None
+
+
+@dataclass
+class _StateUpdate:
+    """One layer's int8 minGRU update hnew = ADD(h, MUL(LOGISTIC(z_pre), SUB(g, h))) in the
+    flatbuffer: tensor indices and ops (widen_state rewrites them)."""
+    state: int                  # the state input h
+    new_state: int              # the state output hnew
+    add_h: object               # ADD(h, m) -> hnew
+    mul: object                 # MUL(z, d) -> m
+    logistic: object            # LOGISTIC(z_pre) -> z
+    sub: object                 # SUB(g, h) -> d
+    candidate: int              # the candidate g
+    gate_pre: int               # the gate's pre-activation z_pre
+    gate: int                   # the gate z
+    new_state_readers: list     # the ops reading hnew (the residual sum)
+
+
+def _match_state_update(rw: _Rewriter, producer: dict, layer: int, state: int,
+                        new_state: int) -> _StateUpdate:
+    """Layer `layer`'s int8 minGRU update read back from its state output hnew (producer:
+    tensor -> the op writing it); ConvertError when it is not ADD(h, MUL(z, SUB(g, h)))."""
+    add_h = producer[new_state]
+    other_inputs = [tensor for tensor in add_h.inputs if tensor != state]
+    mul = producer.get(other_inputs[0]) if len(other_inputs) == 1 else None
+    if mul is None or rw.kind(add_h) != "ADD" or rw.kind(mul) != "MUL":
+        raise ConvertError(f"layer {layer}: the minGRU update is not ADD(h, MUL(z, SUB(g, h)))")
+    z_input = [rw.kind(producer[tensor]) if tensor in producer else None
+               for tensor in mul.inputs].index("LOGISTIC")
+    logistic = producer[mul.inputs[z_input]]
+    sub = producer[mul.inputs[1 - z_input]]
+    if rw.kind(sub) != "SUB" or sub.inputs[1] != state:
+        raise ConvertError(f"layer {layer}: expected SUB(g, h{layer})")
+    return _StateUpdate(state=state, new_state=new_state, add_h=add_h, mul=mul,
+                        logistic=logistic, sub=sub, candidate=sub.inputs[0],
+                        gate_pre=logistic.inputs[0], gate=logistic.outputs[0],
+                        new_state_readers=[op for op in rw.g.operators
+                                           if new_state in op.inputs])
+
+
+def _widen_state_update(rw: _Rewriter, update: _StateUpdate, gate16: bool):
+    """Rewrite one matched update to int16 (the module doc's graph): QUANTIZE ops in, SUB,
+    MUL, h and hnew retyped int16, hnew's readers moved to its int8 copy."""
+    tensors, ops = rw.T, rw.g.operators
+    hnew_quant = tensors[update.new_state].quantization
+    hnew8 = rw.new_tensor(update.new_state, "_int8", tensors[update.new_state].type,
+                          float(hnew_quant.scale[0]), int(hnew_quant.zeroPoint[0]))
+    g16 = rw.new16(update.candidate, "_int16", _sym16(tensors[update.candidate].quantization))
+    s_state = _sym16(hnew_quant)
+    if gate16:              # LOGISTIC(QUANTIZE(z_pre)) in int16
+        z_pre16 = rw.new16(update.gate_pre, "_int16", _sym16(tensors[update.gate_pre].quantization))
+        _retype16(tensors[update.gate], 1.0 / 32768.0)
+        update.logistic.inputs = [z_pre16]
+        ops.insert(ops.index(update.logistic),
+                   rw.new_op("QUANTIZE", [update.gate_pre], [z_pre16]))
+    else:                   # QUANTIZE(LOGISTIC(z_pre)) to int16
+        z16 = rw.new16(update.gate, "_int16", 1.0 / 32768.0)
+        update.mul.inputs = [z16 if tensor == update.gate else tensor
+                             for tensor in update.mul.inputs]
+        ops.insert(ops.index(update.logistic) + 1, rw.new_op("QUANTIZE", [update.gate], [z16]))
+    for inner in (update.sub.outputs[0], update.mul.outputs[0]):
+        _retype16(tensors[inner], _sym16(tensors[inner].quantization))
+    _retype16(tensors[update.state], s_state)
+    _retype16(tensors[update.new_state], s_state)
+    update.sub.inputs = [g16, update.state]
+    for op in update.new_state_readers:
+        op.inputs = [hnew8 if tensor == update.new_state else tensor for tensor in op.inputs]
+    ops.insert(ops.index(update.sub), rw.new_op("QUANTIZE", [update.candidate], [g16]))
+    ops.insert(ops.index(update.add_h) + 1, rw.new_op("QUANTIZE", [update.new_state], [hnew8]))
+
+
+def _step_io_tensors(rw: _Rewriter, meta_layers: list[dict]) -> tuple[dict, dict]:
+    """({input name: tensor index}, {output name: tensor index}) of the step graph."""
+    in_names, out_names = names.step_io(names.meta_layers(meta_layers))
+    return dict(zip(in_names, rw.g.inputs)), dict(zip(out_names, rw.g.outputs))
+
+
 def widen_state(model_bytes: bytes, meta_layers: list[dict], gate16: bool = True) -> bytes:
     """The int8 step model with every minGRU state path in int16 (see the module doc).
     gate16=True runs the gate's LOGISTIC in int16 (z on a 1/32768 grid); gate16=False keeps
     LOGISTIC(z) int8 (z on its 1/256 grid) and requantizes z to int16 after it."""
+    from mgrade_edge.convert.quantize import pack_flatbuffer
+
+    rw = _Rewriter(model_bytes)
+    producer = {out: op for op in rw.g.operators for out in op.outputs}
+    tensor_in, tensor_out = _step_io_tensors(rw, meta_layers)
+    for layer, layer_meta in enumerate(meta_layers):
+        if layer_meta["rnn"]:
+            update = _match_state_update(rw, producer, layer, tensor_in[names.h(layer)],
+                                         tensor_out[names.hnew(layer)])
+            _widen_state_update(rw, update, gate16)
+    return pack_flatbuffer(rw.model)
+
+
+def _input_gate(rw: _Rewriter, producer: dict, layer: int, state: int) -> tuple:
+    """(gate FC, q_zp): the FC computing layer `layer`'s gate pre-activation z_pre8 and the
+    QUANTIZE z_pre8 -> z_pre16 feeding the int16 LOGISTIC, found from the int16 state h
+    (`state`) through SUB(g16, h) and MUL(z16, d16). ConvertError when the state or the gate
+    is int8."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from mgrade_edge.convert.quantize import load_flatbuffer, pack_flatbuffer
+    kind, ops = rw.kind, rw.g.operators
+    if rw.T[state].type != schema.TensorType.INT16:
+        raise ConvertError(f"layer {layer}: --input-bits 16 needs the 16-bit state path")
+    subs_of_h = [op for op in ops if state in op.inputs and kind(op) == "SUB"]
+    sub = subs_of_h[0] if subs_of_h else None
+    mul = next((op for op in ops if sub and sub.outputs[0] in op.inputs), None)
+    if mul is None or kind(mul) != "MUL":
+        raise ConvertError(f"layer {layer}: the minGRU update is not MUL(z, SUB(g, h))")
+    logistic = producer[[tensor for tensor in mul.inputs if tensor != sub.outputs[0]][0]]
+    q_zp = producer.get(logistic.inputs[0])
+    if kind(logistic) != "LOGISTIC" or q_zp is None or kind(q_zp) != "QUANTIZE":
+        raise ConvertError(f"layer {layer}: --input-bits 16 needs the int16 gate "
+                           f"(--gate-bits 16)")
+    return producer[q_zp.inputs[0]], q_zp
 
-    model = load_flatbuffer(model_bytes)
-    g = model.subgraphs[0]
-    T = g.tensors
-    kind, opcode = _op_codes(model)
 
-    def new_tensor(like: int, name: str, dtype, scale: float, zp: int) -> int:
-        t = copy.deepcopy(T[like])
-        t.name = (T[like].name.decode() if isinstance(T[like].name, bytes)
-                  else T[like].name) + name
-        t.type = dtype
-        t.buffer = 0
-        t.quantization = schema.QuantizationParametersT()
-        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
-        T.append(t)
-        return len(T) - 1
-
-    def set16(t: int, scale: float):
-        T[t].type = schema.TensorType.INT16
-        q = T[t].quantization
-        q.scale, q.zeroPoint, q.min, q.max = [scale], [0], None, None
-
-    def quantize_op(src: int, dst: int):
-        op = schema.OperatorT()
-        op.opcodeIndex = opcode("QUANTIZE")
-        op.inputs, op.outputs = [src], [dst]
-        return op
-
-    producer = {o: op for op in g.operators for o in op.outputs}
-    in_names, out_names = names.step_io(names.meta_layers(meta_layers))
-    tensor_in = dict(zip(in_names, g.inputs))
-    tensor_out = dict(zip(out_names, g.outputs))
-    I16 = schema.TensorType.INT16
-    for i, layer in enumerate(meta_layers):
-        if not layer["rnn"]:
+def _widen_u(rw: _Rewriter, add_u, u_fcs: list, gate_fc, q_zp) -> int:
+    """u16 = ADD(QUANTIZE(frame8), QUANTIZE(conv8)) after u8 = add_u, and each FC reading u8
+    (u_fcs) made 16x8 on u16 with its bias on u16's scale: the gate FC writes the int16
+    LOGISTIC's input in place of q_zp (removed), the others an int16 output requantized to
+    their int8 one. Returns u16's tensor index."""
+    tensors, ops = rw.T, rw.g.operators
+    frame8, conv8 = add_u.inputs
+    u8 = gate_fc.inputs[0]
+    s_u8, s_u16 = float(tensors[u8].quantization.scale[0]), _sym16(tensors[u8].quantization)
+    frame16 = rw.new16(frame8, "_int16", _sym16(tensors[frame8].quantization))
+    conv16 = rw.new16(conv8, "_int16", _sym16(tensors[conv8].quantization))
+    u16 = rw.new16(u8, "_int16", s_u16)
+    after_add = ops.index(add_u) + 1
+    add_opts = (add_u.builtinOptionsType, copy.deepcopy(add_u.builtinOptions))
+    ops[after_add:after_add] = [rw.new_op("QUANTIZE", [frame8], [frame16]),
+                                rw.new_op("QUANTIZE", [conv8], [conv16]),
+                                rw.new_op("ADD", [frame16, conv16], [u16], add_opts)]
+    for fc in u_fcs:
+        out8 = fc.outputs[0]
+        fc.inputs = [u16, fc.inputs[1]] + (
+            [rw.bias16(fc.inputs[2], s_u8, s_u16)] if len(fc.inputs) > 2 and fc.inputs[2] >= 0
+            else fc.inputs[2:])
+        if fc is gate_fc:                   # its int16 output is the LOGISTIC's input
+            fc.outputs = [q_zp.outputs[0]]
+            ops.remove(q_zp)
             continue
-        h, hnew = tensor_in[names.h(i)], tensor_out[names.hnew(i)]
-        add_h = producer[hnew]
-        mt = [t for t in add_h.inputs if t != h]
-        mul = producer.get(mt[0]) if len(mt) == 1 else None
-        if mul is None or kind(add_h) != "ADD" or kind(mul) != "MUL":
-            raise ConvertError(f"layer {i}: the minGRU update is not ADD(h, MUL(z, SUB(g, h)))")
-        k_z = [kind(producer[t]) if t in producer else None for t in mul.inputs].index("LOGISTIC")
-        sig = producer[mul.inputs[k_z]]
-        sub = producer[mul.inputs[1 - k_z]]
-        if kind(sub) != "SUB" or sub.inputs[1] != h:
-            raise ConvertError(f"layer {i}: expected SUB(g, h{i})")
-        gt, zpre, z = sub.inputs[0], sig.inputs[0], sig.outputs[0]
-        users = [op for op in g.operators if hnew in op.inputs]
-        # new and retyped tensors
-        hnew8 = new_tensor(hnew, "_int8", T[hnew].type, float(T[hnew].quantization.scale[0]),
-                           int(T[hnew].quantization.zeroPoint[0]))
-        g16 = new_tensor(gt, "_int16", I16, _sym16(T[gt].quantization), 0)
-        s_state = _sym16(T[hnew].quantization)
-        if gate16:
-            zpre16 = new_tensor(zpre, "_int16", I16, _sym16(T[zpre].quantization), 0)
-            set16(z, 1.0 / 32768.0)
-            sig.inputs = [zpre16]
-            g.operators.insert(g.operators.index(sig), quantize_op(zpre, zpre16))
-        else:
-            z16 = new_tensor(z, "_int16", I16, 1.0 / 32768.0, 0)
-            mul.inputs = [z16 if t == z else t for t in mul.inputs]
-            g.operators.insert(g.operators.index(sig) + 1, quantize_op(z, z16))
-        set16(sub.outputs[0], _sym16(T[sub.outputs[0]].quantization))
-        set16(mul.outputs[0], _sym16(T[mul.outputs[0]].quantization))
-        set16(h, s_state)
-        set16(hnew, s_state)
-        # rewire
-        sub.inputs = [g16, h]
-        for op in users:
-            op.inputs = [hnew8 if t == hnew else t for t in op.inputs]
-        ops = g.operators
-        ops.insert(ops.index(sub), quantize_op(gt, g16))
-        ops.insert(ops.index(add_h) + 1, quantize_op(hnew, hnew8))
-    return pack_flatbuffer(model)
+        out16 = rw.new16(out8, "_int16", _sym16(tensors[out8].quantization))
+        fc.outputs = [out16]
+        ops.insert(ops.index(fc) + 1, rw.new_op("QUANTIZE", [out16], [out8]))
+    return u16
+
+
+def _widen_residual(rw: _Rewriter, layer: int, hnew: int, add_u, u8: int, u16: int):
+    """The layer's output sum v8 = ADD(u8, QUANTIZE(hnew16)) taken as v16 = ADD(u16, hnew16),
+    then QUANTIZE to v8; u8's ADD goes when nothing reads u8 any more."""
+    ops, kind = rw.g.operators, rw.kind
+    quantizes_of_hnew = [op for op in ops if hnew in op.inputs and kind(op) == "QUANTIZE"]
+    h8 = quantizes_of_hnew[0].outputs[0] if len(quantizes_of_hnew) == 1 else None
+    add_v = [op for op in ops if kind(op) == "ADD" and h8 in op.inputs and u8 in op.inputs]
+    if len(add_v) != 1:
+        raise ConvertError(f"layer {layer}: expected the residual ADD(u, h_new)")
+    add_v = add_v[0]
+    v8 = add_v.outputs[0]
+    v16 = rw.new16(v8, "_int16", _sym16(rw.T[v8].quantization))
+    u_input = list(add_v.inputs).index(u8)
+    add_v.inputs = [u16, hnew] if u_input == 0 else [hnew, u16]
+    add_v.outputs = [v16]
+    ops.insert(ops.index(add_v) + 1, rw.new_op("QUANTIZE", [v16], [v8]))
+    if not any(u8 in op.inputs for op in ops):
+        ops.remove(add_u)
 
 
 def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = True,
@@ -261,87 +362,32 @@ def widen_input(model_bytes: bytes, meta_layers: list[dict], residual: bool = Tr
     Layers whose u is not a residual sum (no delay conv) are left as they are, and so is a
     layer whose FC biases on u16's scale would not leave the int32 accumulator room for the
     dot product (a bias far larger than the input's range: its index goes to `skipped`)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
     from mgrade_edge.convert.quantize import pack_flatbuffer
 
     rw = _Rewriter(model_bytes)
-    model, g, T, kind, new16, new_op, bias16 = rw.model, rw.g, rw.T, rw.kind, rw.new16, \
-        rw.new_op, rw.bias16
-    I16 = schema.TensorType.INT16
-
-    producer = {o: op for op in g.operators for o in op.outputs}
-    in_names, out_names = names.step_io(names.meta_layers(meta_layers))
-    tensor_in = dict(zip(in_names, g.inputs))
-    out_t = dict(zip(out_names, g.outputs))
-    for i, layer in enumerate(meta_layers):
-        if not layer["rnn"]:
+    producer = {out: op for op in rw.g.operators for out in op.outputs}
+    tensor_in, tensor_out = _step_io_tensors(rw, meta_layers)
+    for layer, layer_meta in enumerate(meta_layers):
+        if not layer_meta["rnn"]:
             continue
-        h = tensor_in[names.h(i)]
-        if T[h].type != I16:
-            raise ConvertError(f"layer {i}: --input-bits 16 needs the 16-bit state path")
-        users_h = [op for op in g.operators if h in op.inputs and kind(op) == "SUB"]
-        sub = users_h[0] if users_h else None
-        mul = next((op for op in g.operators if sub and sub.outputs[0] in op.inputs), None)
-        if mul is None or kind(mul) != "MUL":
-            raise ConvertError(f"layer {i}: the minGRU update is not MUL(z, SUB(g, h))")
-        sig = producer[[t for t in mul.inputs if t != sub.outputs[0]][0]]
-        q_zp = producer.get(sig.inputs[0])
-        if kind(sig) != "LOGISTIC" or q_zp is None or kind(q_zp) != "QUANTIZE":
-            raise ConvertError(f"layer {i}: --input-bits 16 needs the int16 gate "
-                               f"(--gate-bits 16)")
-        gate = producer[q_zp.inputs[0]]
-        u8 = gate.inputs[0]
+        gate_fc, q_zp = _input_gate(rw, producer, layer, tensor_in[names.h(layer)])
+        u8 = gate_fc.inputs[0]
         add_u = producer.get(u8)
-        if add_u is None or kind(add_u) != "ADD":
+        if add_u is None or rw.kind(add_u) != "ADD":
             continue                        # no residual sum: u is a frame, nothing to gain
-        fcs = [op for op in g.operators if kind(op) == "FULLY_CONNECTED" and op.inputs[0] == u8]
-        frame8, conv8 = add_u.inputs
-        s = {t: _sym16(T[t].quantization) for t in (frame8, conv8, u8)}
-        s_u8 = float(T[u8].quantization.scale[0])
+        u_fcs = [op for op in rw.g.operators
+                 if rw.kind(op) == "FULLY_CONNECTED" and op.inputs[0] == u8]
+        s_u8, s_u16 = float(rw.T[u8].quantization.scale[0]), _sym16(rw.T[u8].quantization)
         # the 16x8 FCs' int32 accumulators must hold bias and dot product, else this layer
         # keeps its int8 input
-        if not all(rw.fc16_fits(fc, s_u8, s[u8]) for fc in fcs):
+        if not all(rw.fc16_fits(fc, s_u8, s_u16) for fc in u_fcs):
             if skipped is not None:
-                skipped.append(i)
+                skipped.append(layer)
             continue
-        f16, c16, u16 = new16(frame8, "_int16", s[frame8]), new16(conv8, "_int16", s[conv8]), \
-            new16(u8, "_int16", s[u8])
-        ops = g.operators
-        at = ops.index(add_u) + 1
-        add_opts = (add_u.builtinOptionsType, copy.deepcopy(add_u.builtinOptions))
-        ops[at:at] = [new_op("QUANTIZE", [frame8], [f16]), new_op("QUANTIZE", [conv8], [c16]),
-                      new_op("ADD", [f16, c16], [u16], add_opts)]
-        for fc in fcs:
-            out8 = fc.outputs[0]
-            fc.inputs = [u16, fc.inputs[1]] + (
-                [bias16(fc.inputs[2], s_u8, s[u8])] if len(fc.inputs) > 2 and fc.inputs[2] >= 0
-                else fc.inputs[2:])
-            if fc is gate:                  # its int16 output is the LOGISTIC's input
-                fc.outputs = [q_zp.outputs[0]]
-                ops.remove(q_zp)
-                continue
-            out16 = new16(out8, "_int16", _sym16(T[out8].quantization))
-            fc.outputs = [out16]
-            ops.insert(ops.index(fc) + 1, new_op("QUANTIZE", [out16], [out8]))
+        u16 = _widen_u(rw, add_u, u_fcs, gate_fc, q_zp)
         if residual:        # v = u + h_new from u16 and the int16 state, then to int8
-            hnew = out_t[names.hnew(i)]
-            q_h8 = [op for op in ops if hnew in op.inputs and kind(op) == "QUANTIZE"]
-            h8 = q_h8[0].outputs[0] if len(q_h8) == 1 else None
-            add_v = [op for op in ops if kind(op) == "ADD" and h8 in op.inputs
-                     and u8 in op.inputs]
-            if len(add_v) != 1:
-                raise ConvertError(f"layer {i}: expected the residual ADD(u, h_new)")
-            add_v = add_v[0]
-            v8 = add_v.outputs[0]
-            v16 = new16(v8, "_int16", _sym16(T[v8].quantization))
-            k_u = list(add_v.inputs).index(u8)
-            add_v.inputs = [u16, hnew] if k_u == 0 else [hnew, u16]
-            add_v.outputs = [v16]
-            ops.insert(ops.index(add_v) + 1, new_op("QUANTIZE", [v16], [v8]))
-            if not any(u8 in op.inputs for op in ops):
-                ops.remove(add_u)
-    return pack_flatbuffer(model)
+            _widen_residual(rw, layer, tensor_out[names.hnew(layer)], add_u, u8, u16)
+    return pack_flatbuffer(rw.model)
 
 
 def widen_conv(model_bytes: bytes) -> bytes:
