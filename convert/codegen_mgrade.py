@@ -416,48 +416,78 @@ class Package:
 def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = None) -> Package:
     """Match the fused subgraphs, plan memory, lay out the rings and collect the constants."""
     check_supported(model)
-    P = prefix
-    g = StepGraph(model, meta)
+    step_graph = StepGraph(model, meta)
     # int16 state tails (convert/widen.py, convert/state16.py) collapsed to the int8 graph
-    # shape the matcher knows; s16: {layer: (params, tensors)}, the tails' own C calls
-    model, s16, in16 = int8_view(model, meta, g)
-    if s16:
-        g = StepGraph(model, meta)
-    T = model.tensors
-    H = StepMetadata.of(meta).channels
+    # shape the matcher knows; tails16: {layer: (params, tensors)}, the tails' own C calls
+    model, tails16, fronts16 = int8_view(model, meta, step_graph)
+    if tails16:
+        step_graph = StepGraph(model, meta)
+    channels = StepMetadata.of(meta).channels
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
-    x_t, logits_t = g.inp.get(names.X), g.out.get(names.LOGITS)
-    if x_t is None or logits_t is None:
-        raise CodegenError("mgrade metadata has no x input / logits output")
-    if T[x_t].size != n_in or T[logits_t].size != n_out or T[x_t].dtype != np.int8 \
-            or T[logits_t].dtype != np.int8:
-        raise CodegenError(f"x must be int8 [1, {n_in}] and logits int8 [1, {n_out}]")
+    x_t, logits_t = _io_tensors(model.tensors, step_graph, n_in, n_out)
     delays, grus = match(model, meta)
     fused_at = {f.anchor: f for f in delays + grus}
-    replaced = {i for f in delays + grus for i in f.ops}
-    # int16 inputs (convert/input16.py): the view's ADD(frame, conv) and ADD(u, h_new) are
-    # computed by mg_input16_front and mg_mingru_step_u16, which also writes v8
-    replaced |= {t[k].index for _, t in in16.values() for k in ("add_u", "add_v")}
+    new_ops = _fused_operators(model, fused_at, fronts16)
+    pm, plan, ptr = _plan_package(model, new_ops, x_t, logits_t, grus, prefix)
+    macs_graph = sum(ops16.macs(model, op) if ops16.is_wide(model, op)
+                     else op_macs(op, op_params(model, op)) for op in model.operators)
+    macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * channels for f in grus
+                     if f.shares_dot)
+    ring_info = _ring_info(delays, layers, meta, channels)
+    period = ring_layout.wrap_period(v for f in delays for v in f.ring_len)
+    used_consts = _used_consts(model.tensors, new_ops, delays, grus)
+    return Package(
+        model, meta, prefix, step_graph, channels, n_in, n_out, x_t, logits_t, delays, grus,
+        fused_at, new_ops, pm, plan, ptr, macs_graph, macs_saved, ring_info, period,
+        used_consts, sum(model.tensors[i].nbytes for i in used_consts),
+        model_name(name or meta.get("task") or "mgrade"),
+        [n for n in meta["outputs"] if n != names.LOGITS], tails16, fronts16)
 
-    # --- operator list with the fused calls, and the memory plan ---------------------------
+
+def _io_tensors(tensors: list, step_graph: StepGraph, n_in: int, n_out: int) -> tuple[int, int]:
+    """The tensor indices of the x input (int8 [1, n_in]) and the logits output (int8
+    [1, n_out]); CodegenError where either is missing or has another type or size."""
+    x_t, logits_t = step_graph.inp.get(names.X), step_graph.out.get(names.LOGITS)
+    if x_t is None or logits_t is None:
+        raise CodegenError("mgrade metadata has no x input / logits output")
+    if tensors[x_t].size != n_in or tensors[logits_t].size != n_out or \
+            tensors[x_t].dtype != np.int8 or tensors[logits_t].dtype != np.int8:
+        raise CodegenError(f"x must be int8 [1, {n_in}] and logits int8 [1, {n_out}]")
+    return x_t, logits_t
+
+
+def _fused_operators(model: Model, fused_at: dict, fronts16: dict) -> list[Operator]:
+    """The view's operator list with one MG_DELAY / MG_MINGRU per fusion (fused_at: anchor op
+    index -> fusion) at its anchor and the fused ops dropped. An int16-input layer's
+    (fronts16, convert/input16.py) view ADD(frame, conv) and ADD(u, h_new) are dropped too:
+    mg_input16_front and mg_mingru_step_u16 compute them, and its MG_MINGRU reads only h and
+    also writes v8."""
+    replaced = {i for f in fused_at.values() for i in f.ops}
+    replaced |= {t[k].index for _, t in fronts16.values() for k in ("add_u", "add_v")}
     new_ops: list[Operator] = []
     for op in model.operators:
         if op.index in fused_at:
             f = fused_at[op.index]
             if isinstance(f, DelayFusion):
                 new_ops.append(Operator(op.index, "MG_DELAY", [f.frame], [f.out]))
-            elif f.layer in in16:
+            elif f.layer in fronts16:
                 new_ops.append(Operator(op.index, "MG_MINGRU", [f.h],
-                                        [f.hnew, in16[f.layer][1]["v8"]]))
+                                        [f.hnew, fronts16[f.layer][1]["v8"]]))
             else:
                 new_ops.append(Operator(op.index, "MG_MINGRU", [f.u, f.h], [f.hnew]))
         elif op.index not in replaced:
             new_ops.append(op)
-    state_in = [f.h for f in grus]
-    state_out = [f.hnew for f in grus]
-    pm = dataclasses.replace(model, operators=new_ops, inputs=[x_t] + state_in,
-                             outputs=[logits_t] + state_out,
+    return new_ops
+
+
+def _plan_package(model: Model, new_ops: list[Operator], x_t: int, logits_t: int, grus: list,
+                  prefix: str) -> tuple[Model, Plan, object]:
+    """The package model (new_ops; x and the states in, logits and the new states out), its
+    memory plan, and ptr(tensor, const) -> the C expression of a tensor's buffer (x, logits,
+    the instance's state `m->h<layer>`, a constant or the arena)."""
+    pm = dataclasses.replace(model, operators=new_ops, inputs=[x_t] + [f.h for f in grus],
+                             outputs=[logits_t] + [f.hnew for f in grus],
                              input_names=[names.X] + [names.h(f.layer) for f in grus],
                              output_names=[names.LOGITS] + [names.hnew(f.layer) for f in grus])
     plan = plan_memory(pm)
@@ -474,49 +504,48 @@ def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = Non
             return "x"
         return state_name(slot)
 
-    ptr = tensor_pointer(T, plan, P, input_expr,
+    ptr = tensor_pointer(model.tensors, plan, prefix, input_expr,
                          lambda slot, ct, q: "logits" if slot == 0 else state_name(slot))
+    return pm, plan, ptr
 
-    # --- MACs ---------------------------------------------------------------------------------
-    macs_graph = sum(ops16.macs(model, op) if ops16.is_wide(model, op)
-                     else op_macs(op, op_params(model, op)) for op in model.operators)
-    macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * H for f in grus if f.shares_dot)
 
-    # --- rings (training/ring_layout.py) --------------------------------------------------------
+def _ring_info(delays: list, layers: list, meta: dict, channels: int) -> list[dict]:
+    """Per delay layer (training/ring_layout.py): its ring's bytes and frame offsets, the
+    graph's ring bytes, the plain (unpacked) ring's frames and bytes, and its kernel span."""
     ring_info = []
     for f in delays:
         span = layers[f.layer].get("kernel_span", meta.get("kernel_span"))
         plain = ring_layout.plain_frames(span, f.delays)
         ring_info.append(dict(layer=f.layer, bytes=int(f.ring_len.sum()),
                               offsets=ring_layout.offsets(f.ring_len),
-                              graph_bytes=f.graph_ring_frames * H, plain_frames=plain,
-                              plain_bytes=plain * H, kernel_span=span))
-    period = ring_layout.wrap_period(v for f in delays for v in f.ring_len)
+                              graph_bytes=f.graph_ring_frames * channels, plain_frames=plain,
+                              plain_bytes=plain * channels, kernel_span=span))
+    return ring_info
 
-    # --- constants ------------------------------------------------------------------------------
+
+def _used_consts(tensors: list, new_ops: list[Operator], delays: list, grus: list) -> set[int]:
+    """The constant tensors the package's ops and fused calls read (an ALIAS op: its input
+    only; a conv16 layer's int64 bias is left out: _delay_code writes it); CodegenError where
+    one of them is not a constant."""
     used_consts: set[int] = set()
     for op in new_ops:
         if op.op in ("MG_DELAY", "MG_MINGRU"):
             continue
         if op.op in ALIAS_OPS:
-            used_consts |= {i for i in op.inputs[:1] if T[i].is_const}
+            used_consts |= {i for i in op.inputs[:1] if tensors[i].is_const}
         else:
-            used_consts |= {i for i in op.inputs if i >= 0 and T[i].is_const}
-    for f in delays:      # (a conv16 layer's int64 bias: _delay_code writes it)
-        used_consts |= {f.filt} | ({f.bias} if f.bias >= 0 and T[f.bias].dtype != np.int64
+            used_consts |= {i for i in op.inputs if i >= 0 and tensors[i].is_const}
+    for f in delays:
+        used_consts |= {f.filt} | ({f.bias} if f.bias >= 0 and tensors[f.bias].dtype != np.int64
                                    else set())
     for f in grus:
         for op, _ in f.fc.values():
             used_consts |= {i for i in op.inputs[1:] if i >= 0}
         used_consts.add(f.min_const)
     for ti in used_consts:
-        if not T[ti].is_const:
-            raise CodegenError(f"tensor {ti} ({T[ti].name}) is expected to be a constant")
-
-    return Package(
-        model, meta, P, g, H, n_in, n_out, x_t, logits_t, delays, grus, fused_at, new_ops, pm,
-        plan, ptr, macs_graph, macs_saved, ring_info, period, used_consts,
-        sum(T[i].nbytes for i in used_consts), model_name(name or meta.get("task") or "mgrade"), [n for n in meta["outputs"] if n != names.LOGITS], s16, in16)
+        if not tensors[ti].is_const:
+            raise CodegenError(f"tensor {ti} ({tensors[ti].name}) is expected to be a constant")
+    return used_consts
 
 
 # ---------------------------------------------------------------------------------------------
