@@ -416,48 +416,78 @@ class Package:
 def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = None) -> Package:
     """Match the fused subgraphs, plan memory, lay out the rings and collect the constants."""
     check_supported(model)
-    P = prefix
-    g = StepGraph(model, meta)
+    step_graph = StepGraph(model, meta)
     # int16 state tails (convert/widen.py, convert/state16.py) collapsed to the int8 graph
-    # shape the matcher knows; s16: {layer: (params, tensors)}, the tails' own C calls
-    model, s16, in16 = int8_view(model, meta, g)
-    if s16:
-        g = StepGraph(model, meta)
-    T = model.tensors
-    H = StepMetadata.of(meta).channels
+    # shape the matcher knows; tails16: {layer: (params, tensors)}, the tails' own C calls
+    model, tails16, fronts16 = int8_view(model, meta, step_graph)
+    if tails16:
+        step_graph = StepGraph(model, meta)
+    channels = StepMetadata.of(meta).channels
     layers = meta["layers"]
     n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
-    x_t, logits_t = g.inp.get(names.X), g.out.get(names.LOGITS)
-    if x_t is None or logits_t is None:
-        raise CodegenError("mgrade metadata has no x input / logits output")
-    if T[x_t].size != n_in or T[logits_t].size != n_out or T[x_t].dtype != np.int8 \
-            or T[logits_t].dtype != np.int8:
-        raise CodegenError(f"x must be int8 [1, {n_in}] and logits int8 [1, {n_out}]")
+    x_t, logits_t = _io_tensors(model.tensors, step_graph, n_in, n_out)
     delays, grus = match(model, meta)
     fused_at = {f.anchor: f for f in delays + grus}
-    replaced = {i for f in delays + grus for i in f.ops}
-    # int16 inputs (convert/input16.py): the view's ADD(frame, conv) and ADD(u, h_new) are
-    # computed by mg_input16_front and mg_mingru_step_u16, which also writes v8
-    replaced |= {t[k].index for _, t in in16.values() for k in ("add_u", "add_v")}
+    new_ops = _fused_operators(model, fused_at, fronts16)
+    pm, plan, ptr = _plan_package(model, new_ops, x_t, logits_t, grus, prefix)
+    macs_graph = sum(ops16.macs(model, op) if ops16.is_wide(model, op)
+                     else op_macs(op, op_params(model, op)) for op in model.operators)
+    macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * channels for f in grus
+                     if f.shares_dot)
+    ring_info = _ring_info(delays, layers, meta, channels)
+    period = ring_layout.wrap_period(v for f in delays for v in f.ring_len)
+    used_consts = _used_consts(model.tensors, new_ops, delays, grus)
+    return Package(
+        model, meta, prefix, step_graph, channels, n_in, n_out, x_t, logits_t, delays, grus,
+        fused_at, new_ops, pm, plan, ptr, macs_graph, macs_saved, ring_info, period,
+        used_consts, sum(model.tensors[i].nbytes for i in used_consts),
+        model_name(name or meta.get("task") or "mgrade"),
+        [n for n in meta["outputs"] if n != names.LOGITS], tails16, fronts16)
 
-    # --- operator list with the fused calls, and the memory plan ---------------------------
+
+def _io_tensors(tensors: list, step_graph: StepGraph, n_in: int, n_out: int) -> tuple[int, int]:
+    """The tensor indices of the x input (int8 [1, n_in]) and the logits output (int8
+    [1, n_out]); CodegenError where either is missing or has another type or size."""
+    x_t, logits_t = step_graph.inp.get(names.X), step_graph.out.get(names.LOGITS)
+    if x_t is None or logits_t is None:
+        raise CodegenError("mgrade metadata has no x input / logits output")
+    if tensors[x_t].size != n_in or tensors[logits_t].size != n_out or \
+            tensors[x_t].dtype != np.int8 or tensors[logits_t].dtype != np.int8:
+        raise CodegenError(f"x must be int8 [1, {n_in}] and logits int8 [1, {n_out}]")
+    return x_t, logits_t
+
+
+def _fused_operators(model: Model, fused_at: dict, fronts16: dict) -> list[Operator]:
+    """The view's operator list with one MG_DELAY / MG_MINGRU per fusion (fused_at: anchor op
+    index -> fusion) at its anchor and the fused ops dropped. An int16-input layer's
+    (fronts16, convert/input16.py) view ADD(frame, conv) and ADD(u, h_new) are dropped too:
+    mg_input16_front and mg_mingru_step_u16 compute them, and its MG_MINGRU reads only h and
+    also writes v8."""
+    replaced = {i for f in fused_at.values() for i in f.ops}
+    replaced |= {t[k].index for _, t in fronts16.values() for k in ("add_u", "add_v")}
     new_ops: list[Operator] = []
     for op in model.operators:
         if op.index in fused_at:
             f = fused_at[op.index]
             if isinstance(f, DelayFusion):
                 new_ops.append(Operator(op.index, "MG_DELAY", [f.frame], [f.out]))
-            elif f.layer in in16:
+            elif f.layer in fronts16:
                 new_ops.append(Operator(op.index, "MG_MINGRU", [f.h],
-                                        [f.hnew, in16[f.layer][1]["v8"]]))
+                                        [f.hnew, fronts16[f.layer][1]["v8"]]))
             else:
                 new_ops.append(Operator(op.index, "MG_MINGRU", [f.u, f.h], [f.hnew]))
         elif op.index not in replaced:
             new_ops.append(op)
-    state_in = [f.h for f in grus]
-    state_out = [f.hnew for f in grus]
-    pm = dataclasses.replace(model, operators=new_ops, inputs=[x_t] + state_in,
-                             outputs=[logits_t] + state_out,
+    return new_ops
+
+
+def _plan_package(model: Model, new_ops: list[Operator], x_t: int, logits_t: int, grus: list,
+                  prefix: str) -> tuple[Model, Plan, object]:
+    """The package model (new_ops; x and the states in, logits and the new states out), its
+    memory plan, and ptr(tensor, const) -> the C expression of a tensor's buffer (x, logits,
+    the instance's state `m->h<layer>`, a constant or the arena)."""
+    pm = dataclasses.replace(model, operators=new_ops, inputs=[x_t] + [f.h for f in grus],
+                             outputs=[logits_t] + [f.hnew for f in grus],
                              input_names=[names.X] + [names.h(f.layer) for f in grus],
                              output_names=[names.LOGITS] + [names.hnew(f.layer) for f in grus])
     plan = plan_memory(pm)
@@ -474,49 +504,48 @@ def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = Non
             return "x"
         return state_name(slot)
 
-    ptr = tensor_pointer(T, plan, P, input_expr,
+    ptr = tensor_pointer(model.tensors, plan, prefix, input_expr,
                          lambda slot, ct, q: "logits" if slot == 0 else state_name(slot))
+    return pm, plan, ptr
 
-    # --- MACs ---------------------------------------------------------------------------------
-    macs_graph = sum(ops16.macs(model, op) if ops16.is_wide(model, op)
-                     else op_macs(op, op_params(model, op)) for op in model.operators)
-    macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * H for f in grus if f.shares_dot)
 
-    # --- rings (training/ring_layout.py) --------------------------------------------------------
+def _ring_info(delays: list, layers: list, meta: dict, channels: int) -> list[dict]:
+    """Per delay layer (training/ring_layout.py): its ring's bytes and frame offsets, the
+    graph's ring bytes, the plain (unpacked) ring's frames and bytes, and its kernel span."""
     ring_info = []
     for f in delays:
         span = layers[f.layer].get("kernel_span", meta.get("kernel_span"))
         plain = ring_layout.plain_frames(span, f.delays)
         ring_info.append(dict(layer=f.layer, bytes=int(f.ring_len.sum()),
                               offsets=ring_layout.offsets(f.ring_len),
-                              graph_bytes=f.graph_ring_frames * H, plain_frames=plain,
-                              plain_bytes=plain * H, kernel_span=span))
-    period = ring_layout.wrap_period(v for f in delays for v in f.ring_len)
+                              graph_bytes=f.graph_ring_frames * channels, plain_frames=plain,
+                              plain_bytes=plain * channels, kernel_span=span))
+    return ring_info
 
-    # --- constants ------------------------------------------------------------------------------
+
+def _used_consts(tensors: list, new_ops: list[Operator], delays: list, grus: list) -> set[int]:
+    """The constant tensors the package's ops and fused calls read (an ALIAS op: its input
+    only; a conv16 layer's int64 bias is left out: _delay_code writes it); CodegenError where
+    one of them is not a constant."""
     used_consts: set[int] = set()
     for op in new_ops:
         if op.op in ("MG_DELAY", "MG_MINGRU"):
             continue
         if op.op in ALIAS_OPS:
-            used_consts |= {i for i in op.inputs[:1] if T[i].is_const}
+            used_consts |= {i for i in op.inputs[:1] if tensors[i].is_const}
         else:
-            used_consts |= {i for i in op.inputs if i >= 0 and T[i].is_const}
-    for f in delays:      # (a conv16 layer's int64 bias: _delay_code writes it)
-        used_consts |= {f.filt} | ({f.bias} if f.bias >= 0 and T[f.bias].dtype != np.int64
+            used_consts |= {i for i in op.inputs if i >= 0 and tensors[i].is_const}
+    for f in delays:
+        used_consts |= {f.filt} | ({f.bias} if f.bias >= 0 and tensors[f.bias].dtype != np.int64
                                    else set())
     for f in grus:
         for op, _ in f.fc.values():
             used_consts |= {i for i in op.inputs[1:] if i >= 0}
         used_consts.add(f.min_const)
     for ti in used_consts:
-        if not T[ti].is_const:
-            raise CodegenError(f"tensor {ti} ({T[ti].name}) is expected to be a constant")
-
-    return Package(
-        model, meta, P, g, H, n_in, n_out, x_t, logits_t, delays, grus, fused_at, new_ops, pm,
-        plan, ptr, macs_graph, macs_saved, ring_info, period, used_consts,
-        sum(T[i].nbytes for i in used_consts), model_name(name or meta.get("task") or "mgrade"), [n for n in meta["outputs"] if n != names.LOGITS], s16, in16)
+        if not tensors[ti].is_const:
+            raise CodegenError(f"tensor {ti} ({tensors[ti].name}) is expected to be a constant")
+    return used_consts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,28 +571,28 @@ def _conv16(pk: Package, f: DelayFusion) -> dict | None:
     return pk.in16[f.layer][0].get("dw16") if f.layer in pk.in16 else None
 
 
-def _delay16_code(pk: Package, f: DelayFusion, dw16: dict, c: list) -> str:
-    """The declarations of a conv16 layer's int16 delay conv (mg_ops16.h
+def _delay16_code(pk: Package, f: DelayFusion, dw16: dict, decls: list) -> str:
+    """The declarations (appended to decls) of a conv16 layer's int16 delay conv (mg_ops16.h
     mg_delay16_params_t: the ring layout, the 16x8 multipliers and int16 range in its
     mg_delay_params_t, the taps' int8 -> int16 requantization, the int64 bias); returns the
     mg_delay_step_s16 call writing <P>_c16."""
     P, H, ptr, L = pk.P, pk.H, pk.ptr, f.layer
-    c.append(int_array("uint16_t", f"{P}_l{L}_delay", f.delays.T.reshape(-1)))
-    c += mult_shift_lines(P, f"l{L}_dw16", dw16)
-    c.append(struct_decl("mg_delay_params_t", f"{P}_l{L}_delay_p", dict(
+    decls.append(int_array("uint16_t", f"{P}_l{L}_delay", f.delays.T.reshape(-1)))
+    decls += mult_shift_lines(P, f"l{L}_dw16", dw16)
+    decls.append(struct_decl("mg_delay_params_t", f"{P}_l{L}_delay_p", dict(
         channels=H, taps=f.delays.shape[1], delay=f"{P}_l{L}_delay",
         ring_len=f"{P}_l{L}_ring_len", ring_off=f"{P}_l{L}_ring_off", filter=f"{P}_t{f.filt}",
         bias="NULL", input_offset=0, output_offset=0, act_min=dw16["act_min"],
         act_max=dw16["act_max"], multiplier=f"{P}_l{L}_dw16_mult",
         shift=f"{P}_l{L}_dw16_shift")))
-    c.append(struct_decl("mg_requant_params_t", f"{P}_l{L}_taps16",
+    decls.append(struct_decl("mg_requant_params_t", f"{P}_l{L}_taps16",
                          pick(dw16["taps16"], REQUANT_KEYS)))
     bias = "NULL"
     if f.bias >= 0:
         bias = f"{P}_l{L}_dw16_bias"
-        c.append(f"static const MG_ROM int64_t {bias}[{H}] = "
+        decls.append(f"static const MG_ROM int64_t {bias}[{H}] = "
                  f"{{{', '.join(f'{int(v)}LL' for v in pk.T[f.bias].data.reshape(-1))}}};")
-    c.append(struct_decl("mg_delay16_params_t", f"{P}_l{L}_delay16", dict(
+    decls.append(struct_decl("mg_delay16_params_t", f"{P}_l{L}_delay16", dict(
         d=f"&{P}_l{L}_delay_p", taps16=f"&{P}_l{L}_taps16", bias=bias)))
     ring = f"m->ring{L}" if pk.ring_info[pk.delays.index(f)]["bytes"] else "NULL"
     return (f"    mg_delay_step_s16(&{P}_l{L}_delay16, {ring}, m->step_t, "
@@ -590,299 +619,401 @@ def _fast_delay16(pk: Package, f: DelayFusion, dw16: dict) -> tuple[list, str] |
                    f"{pk.ptr(f.frame, True)}, {P}_c16);")
 
 
-def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast, c: list, body: list):
-    """The reference delay step's declarations and call (appended to c, body); returns the
-    fast path (decls, statements, scratch words) or None, and where the reference-only
-    declarations start in c."""
-    P, H, ptr = pk.P, pk.H, pk.ptr
-    ri = pk.ring_info[pk.delays.index(f)]
-    L, p = f.layer, f.dw
-    dl = f.delays.T.reshape(-1)       # tap-major [N*H]
-    c.append(f"/* layer {L} delay conv: replaces ops {f.ops} (CONCATENATION/GATHER/"
-             f"RESHAPE/DEPTHWISE_CONV_2D) */")
-    c.append(int_array("uint16_t", f"{P}_l{L}_ring_len", f.ring_len))
-    c.append(int_array("uint32_t", f"{P}_l{L}_ring_off", ri["offsets"]))
-    ref_c = len(c)          # the rest: reference path only
+def _input16_decls(pk: Package, layer: int) -> list[str]:
+    """The declarations of layer `layer`'s int16 front (convert/input16.py), both paths."""
+    prefix = pk.P
+    front_params, front = pk.in16[layer]
+
+    def fc_weights_bias(role: str) -> tuple[str, str]:
+        inputs = front["fcs"][role].inputs
+        return (f"{prefix}_t{inputs[1]}",
+                f"{prefix}_t{inputs[2]}" if len(inputs) > 2 and inputs[2] >= 0 else "NULL")
+    return input16_params(prefix, layer, front_params, fc_weights_bias)
+
+
+def _debug_frame_copy(pk: Package, f: DelayFusion) -> list[str]:
+    """The debug copy of a delay layer's frame into m->dbg_frame<layer> (none unless the
+    graph outputs the frame)."""
+    if not f.frame_output:
+        return []
+    return ["#ifdef MG_MODEL_DEBUG",
+            f"    mg_copy(m->dbg_frame{f.layer}, {pk.ptr(f.frame, True)}, {pk.H}u);", "#endif"]
+
+
+def _delay16_layer_code(pk: Package, f: DelayFusion, dw16: dict, shared: list[str]):
+    """A conv16 layer's delay step (int16 delay conv, then the int16 front), the same code's
+    declarations on both paths: (shared + its declarations, no reference-only declarations,
+    the reference statements, the fast path or None)."""
+    prefix, layer, ptr = pk.P, f.layer, pk.ptr
+    shared = list(shared)
+    call = _delay16_code(pk, f, dw16, shared)
+    shared += _input16_decls(pk, layer)
+    front = (f"    mg_input16_front_c16(&{prefix}_l{layer}_in16, {pk.H}, "
+             f"{ptr(pk.in16[layer][1]['frame'], True)}, {prefix}_c16, {prefix}_u16);")
+    ref_body = [f"    /* layer {layer}: delay conv (16x8, int16 output) on the trimmed rings "
+                f"(ops {f.ops}) */", call, front] + _debug_frame_copy(pk, f)
+    fast16 = _fast_delay16(pk, f, dw16)
+    if fast16 is None:
+        pk.fast_report[f"op{f.anchor}"] = "MG_DELAY (int16 output): reference kernel"
+        return shared, [], ref_body, None
+    return shared, [], ref_body, (fast16[0], [fast16[1], front.replace(
+        "mg_input16_front_c16(", "mg_input16_front_c16_fast(")], (0, 0))
+
+
+def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast):
+    """A delay layer's step: (declarations both paths read, the reference path's own
+    declarations, the reference statements (the debug frame copy last), the fast path
+    (decls, statements, scratch words) or None)."""
+    prefix, channels, ptr, layer, dw_params = pk.P, pk.H, pk.ptr, f.layer, f.dw
+    ring_info = pk.ring_info[pk.delays.index(f)]
+    shared = [f"/* layer {layer} delay conv: replaces ops {f.ops} (CONCATENATION/GATHER/"
+              f"RESHAPE/DEPTHWISE_CONV_2D) */",
+              int_array("uint16_t", f"{prefix}_l{layer}_ring_len", f.ring_len),
+              int_array("uint32_t", f"{prefix}_l{layer}_ring_off", ring_info["offsets"])]
     dw16 = _conv16(pk, f)
     if dw16 is not None:    # conv16: the int16 delay conv and front, on both paths
-        fp, ft = pk.in16[L]
-        call = _delay16_code(pk, f, dw16, c)
-        c += input16_params(P, L, fp, lambda role: (
-            f"{P}_t{ft['fcs'][role].inputs[1]}", f"{P}_t{ft['fcs'][role].inputs[2]}"
-            if len(ft["fcs"][role].inputs) > 2 and ft["fcs"][role].inputs[2] >= 0 else "NULL"))
-        front = (f"    mg_input16_front_c16(&{P}_l{L}_in16, {H}, {ptr(ft['frame'], True)}, "
-                 f"{P}_c16, {P}_u16);")
-        body += [f"    /* layer {L}: delay conv (16x8, int16 output) on the trimmed rings "
-                 f"(ops {f.ops}) */", call, front]
-        if f.frame_output:
-            body += ["#ifdef MG_MODEL_DEBUG",
-                     f"    mg_copy(m->dbg_frame{L}, {ptr(f.frame, True)}, {H}u);", "#endif"]
-        f16 = _fast_delay16(pk, f, dw16)
-        if f16 is None:
-            pk.fast_report[f"op{f.anchor}"] = "MG_DELAY (int16 output): reference kernel"
-            return None, len(c)
-        return (f16[0], [f16[1], front.replace("mg_input16_front_c16(",
-                                               "mg_input16_front_c16_fast(")], (0, 0)), len(c)
-    c.append(int_array("uint16_t", f"{P}_l{L}_delay", dl))
-    c += mult_shift_lines(P, f"l{L}_dw", p)
-    c.append(struct_decl("mg_delay_params_t", f"{P}_l{L}_delay_p", dict(
-        channels=H, taps=f.delays.shape[1], delay=f"{P}_l{L}_delay",
-        ring_len=f"{P}_l{L}_ring_len", ring_off=f"{P}_l{L}_ring_off", filter=f"{P}_t{f.filt}",
-        bias=f"{P}_t{f.bias}" if f.bias >= 0 else "NULL", input_offset=p["input_offset"],
-        output_offset=p["output_offset"], act_min=p["act_min"], act_max=p["act_max"],
-        multiplier=f"{P}_l{L}_dw_mult", shift=f"{P}_l{L}_dw_shift")))
-    ring = f"m->ring{L}" if ri["bytes"] else "NULL"
+        return _delay16_layer_code(pk, f, dw16, shared)
+    ref_decls = [int_array("uint16_t", f"{prefix}_l{layer}_delay", f.delays.T.reshape(-1))]
+    ref_decls += mult_shift_lines(prefix, f"l{layer}_dw", dw_params)
+    ref_decls.append(struct_decl("mg_delay_params_t", f"{prefix}_l{layer}_delay_p", dict(
+        channels=channels, taps=f.delays.shape[1], delay=f"{prefix}_l{layer}_delay",
+        ring_len=f"{prefix}_l{layer}_ring_len", ring_off=f"{prefix}_l{layer}_ring_off",
+        filter=f"{prefix}_t{f.filt}", bias=f"{prefix}_t{f.bias}" if f.bias >= 0 else "NULL",
+        input_offset=dw_params["input_offset"], output_offset=dw_params["output_offset"],
+        act_min=dw_params["act_min"], act_max=dw_params["act_max"],
+        multiplier=f"{prefix}_l{layer}_dw_mult", shift=f"{prefix}_l{layer}_dw_shift")))
+    ring = f"m->ring{layer}" if ring_info["bytes"] else "NULL"
     front = []
-    if L in pk.in16:        # int16 minGRU input: u16 from the frame and this conv output
-        fp, ft = pk.in16[L]
-        decls = input16_params(P, L, fp, lambda role: (
-            f"{P}_t{ft['fcs'][role].inputs[1]}", f"{P}_t{ft['fcs'][role].inputs[2]}"
-            if len(ft["fcs"][role].inputs) > 2 and ft["fcs"][role].inputs[2] >= 0 else "NULL"))
-        c[ref_c:ref_c] = decls          # both paths
-        ref_c += len(decls)
-        front = [f"    mg_input16_front(&{P}_l{L}_in16, {H}, {ptr(ft['frame'], True)}, "
-                 f"{ptr(ft['conv'], True)}, {P}_u16);"]
-    body.append(f"    /* layer {L}: delay conv on the trimmed rings (ops {f.ops}) */")
-    body.append(f"    mg_delay_step_s8(&{P}_l{L}_delay_p, {ring}, m->step_t, "
-                f"{ptr(f.frame, True)}, {ptr(f.out, False)});")
-    body += front
-    radd = residual.get(f.anchor)
-    add_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
-    fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{P}_l{L}_delay_f, {ring}, m->step_t, "
-                               f"{ptr(f.frame, True)}, {ptr(f.out, False)}, {add_out});"]
+    if layer in pk.in16:    # int16 minGRU input: u16 from the frame and this conv output
+        shared += _input16_decls(pk, layer)
+        front_tensors = pk.in16[layer][1]
+        front = [f"    mg_input16_front(&{prefix}_l{layer}_in16, {channels}, "
+                 f"{ptr(front_tensors['frame'], True)}, {ptr(front_tensors['conv'], True)}, "
+                 f"{prefix}_u16);"]
+    ref_body = [f"    /* layer {layer}: delay conv on the trimmed rings (ops {f.ops}) */",
+                f"    mg_delay_step_s8(&{prefix}_l{layer}_delay_p, {ring}, m->step_t, "
+                f"{ptr(f.frame, True)}, {ptr(f.out, False)});"] + front
+    residual_add = residual.get(f.anchor)
+    add_out = ptr(pk.op(residual_add[0]).outputs[0], False) if residual_add else "NULL"
+    fast = fast and (fast[0], [f"    mg_delay_fast_s8(&{prefix}_l{layer}_delay_f, {ring}, "
+                               f"m->step_t, {ptr(f.frame, True)}, {ptr(f.out, False)}, "
+                               f"{add_out});"]
                      + [ln.replace("mg_input16_front(", "mg_input16_front_fast(")
                         for ln in front], fast[2])
-    if f.frame_output:
-        body += ["#ifdef MG_MODEL_DEBUG",
-                 f"    mg_copy(m->dbg_frame{L}, {ptr(f.frame, True)}, {H}u);",
-                 "#endif"]
-    return fast, ref_c
+    return shared, ref_decls, ref_body + _debug_frame_copy(pk, f), fast
 
 
-def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast, c: list, body: list):
-    """The reference minGRU step's declarations and call (appended to c, body); returns the
-    fast path or None, and where the reference-only declarations start in c."""
-    P, H, T, ptr = pk.P, pk.H, pk.T, pk.ptr
-    L = f.layer
-    c.append(f"/* layer {L} minGRU: replaces ops {f.ops} */")
-    for nm in ("add_g", "sub", "add_h"):
-        c.append(struct_decl("mg_add_params_t", f"{P}_l{L}_{nm}", add_fields(getattr(f, nm))))
-    c.append(struct_decl("mg_mul_params_t", f"{P}_l{L}_mul", mul_fields(f.mul)))
-    ref_c = len(c)
-    for role, (fop, p) in f.fc.items():
-        c += fc_struct_lines(P, f"l{L}_{role}", p)
-    c.append(struct_decl("mg_logistic_params_t", f"{P}_l{L}_sig_z", pick(f.sig_z, LOGISTIC_KEYS)))
-    c.append(struct_decl("mg_logistic_params_t", f"{P}_l{L}_sig_p", pick(f.sig_p, LOGISTIC_KEYS)))
+def _mingru_ref_decls(pk: Package, f: GruFusion) -> list[str]:
+    """The minGRU layer's FC, logistic and relu parameters and its mg_mingru_params_t."""
+    prefix, layer = pk.P, f.layer
+    decls = []
+    for role, (_, fc_params) in f.fc.items():
+        decls += fc_struct_lines(prefix, f"l{layer}_{role}", fc_params)
+    for sig in ("sig_z", "sig_p"):
+        decls.append(struct_decl("mg_logistic_params_t", f"{prefix}_l{layer}_{sig}",
+                                 pick(getattr(f, sig), LOGISTIC_KEYS)))
     if f.relu is not None:
-        c.append(struct_decl("mg_requant_params_t", f"{P}_l{L}_relu", pick(f.relu, REQUANT_KEYS)))
+        decls.append(struct_decl("mg_requant_params_t", f"{prefix}_l{layer}_relu",
+                                 pick(f.relu, REQUANT_KEYS)))
 
     def fc_ref(role):
         if role not in f.fc:
             return dict(fc="NULL", weights="NULL", bias="NULL")
-        fop = f.fc[role][0]
-        b = fop.inputs[2] if len(fop.inputs) > 2 else -1
-        return dict(fc=f"&{P}_l{L}_{role}", weights=f"{P}_t{fop.inputs[1]}",
-                    bias=f"{P}_t{b}" if b >= 0 else "NULL")
+        fc_op = f.fc[role][0]
+        bias = fc_op.inputs[2] if len(fc_op.inputs) > 2 else -1
+        return dict(fc=f"&{prefix}_l{layer}_{role}", weights=f"{prefix}_t{fc_op.inputs[1]}",
+                    bias=f"{prefix}_t{bias}" if bias >= 0 else "NULL")
 
-    c.append(struct_decl("mg_mingru_params_t", f"{P}_l{L}_gru", dict(
-        channels=H, gate=fc_ref("gate"), sig_z=f"&{P}_l{L}_sig_z", cand=fc_ref("cand"),
-        min_const=f"{P}_t{f.min_const}", min_stride=0 if T[f.min_const].size == 1 else 1,
-        sig_p=f"&{P}_l{L}_sig_p", relu_fc=fc_ref("relu_fc"), relu_fc_shares_dot=int(f.shares_dot),
-        relu=f"&{P}_l{L}_relu" if f.relu is not None else "NULL", add_g=f"&{P}_l{L}_add_g",
-        sub=f"&{P}_l{L}_sub", mul=f"&{P}_l{L}_mul", add_h=f"&{P}_l{L}_add_h")))
-    body.append(f"    /* layer {L}: minGRU step, state updated in place (ops {f.ops}) */")
-    u = f"{P}_u16" if L in pk.in16 else ptr(f.u, True)     # int16 u: the static scratch
-    body.append(f"    mg_mingru_step_s8(&{P}_l{L}_gru, {u}, m->h{L});")
-    if fast is not None:
-        radd = residual.get(f.anchor)
-        v_out = ptr(pk.op(radd[0]).outputs[0], False) if radd else "NULL"
-        fast = (fast[0], [f"    mg_mingru_fast_s8(&{P}_l{L}_gru_f, {u}, "
-                          f"m->h{L}, {P}_xq, {P}_acc, {v_out});"], fast[2])
-    if L in pk.s16:         # int16 state: the tail's structs (both paths) and the s16 calls
-        decls = s16_params(P, L, pk.s16[L][0], logistic_table(f.sig_z))
-        c[ref_c:ref_c] = decls
-        ref_c += len(decls)
-        body[-1] = (f"    mg_mingru_step_s16(&{P}_l{L}_gru, &{P}_l{L}_s16, {u}, "
-                    f"m->h16_{L}, m->h{L});")
-        if L in pk.in16:
-            v8 = ptr(pk.in16[L][1]["v8"], False)
-            body[-1] = (f"    mg_mingru_step_u16(&{P}_l{L}_gru, &{P}_l{L}_s16, &{P}_l{L}_in16, "
-                        f"{P}_u16, m->h16_{L}, m->h{L}, {v8});")
-            if fast is not None:        # (decls, words) from _fast_mingru_u16
-                fast = (fast[0], [f"    mg_mingru_fast_u16(&{P}_l{L}_gru, &{P}_l{L}_s16, "
-                                  f"&{P}_l{L}_in16f, {P}_u16, m->h16_{L}, m->h{L}, {v8}, "
-                                  f"{P}_xq, {P}_acc);"], fast[2])
-            return fast, len(c)         # every declaration serves both paths
-        if fast is not None:
-            fast = (fast[0], [f"    mg_mingru_fast_s16(&{P}_l{L}_gru_f, &{P}_l{L}_s16, "
-                              f"{u}, m->h16_{L}, m->h{L}, {P}_xq, {P}_acc, "
-                              f"{v_out});"], fast[2])
-    return fast, ref_c
+    decls.append(struct_decl("mg_mingru_params_t", f"{prefix}_l{layer}_gru", dict(
+        channels=pk.H, gate=fc_ref("gate"), sig_z=f"&{prefix}_l{layer}_sig_z",
+        cand=fc_ref("cand"), min_const=f"{prefix}_t{f.min_const}",
+        min_stride=0 if pk.T[f.min_const].size == 1 else 1, sig_p=f"&{prefix}_l{layer}_sig_p",
+        relu_fc=fc_ref("relu_fc"), relu_fc_shares_dot=int(f.shares_dot),
+        relu=f"&{prefix}_l{layer}_relu" if f.relu is not None else "NULL",
+        add_g=f"&{prefix}_l{layer}_add_g", sub=f"&{prefix}_l{layer}_sub",
+        mul=f"&{prefix}_l{layer}_mul", add_h=f"&{prefix}_l{layer}_add_h")))
+    return decls
 
 
-def model_c(pk: Package) -> list[str]:
-    """Operator parameters, the shared step scratch and <P>_model_init/step/info (+ the debug
-    accessors) over an instance <P>_model_t (declared in <P>_model_data.h); fills pk.fast_report with the ops the fast path leaves to the reference
-    kernels."""
-    model, P, PU, T, H, ptr, plan = pk.model, pk.P, pk.PU, pk.T, pk.H, pk.ptr, pk.plan
-    mid = model.model_id
-    info = struct_decl("mg_model_info_t", f"{P}_info", dict(
-        name=f'"{pk.name}"', id=[f"0x{mid[k:k + 2]}" for k in range(0, 16, 2)], n_in=pk.n_in,
-        n_out=pk.n_out, n_macs_per_step=f"{pk.macs_graph}u"), storage="static const")
-    c = [f"/* Generated by convert/codegen_mgrade.py from a .tflite, model id {mid}.",
-         f" * Do not edit. Implements mcu/runtime/mg_model.h ({P}_model_*): per-stream state in",
-         f" * a {P}_model_t instance, fused delay rings (mg_delay.h) and minGRU steps",
-         " * (mg_mingru.h), generic kernels for the rest. */",
-         f'#include "{P}_model_data.h"', "", "#include <stddef.h>", "",
-         '#include "mg_delay.h"', '#include "mg_fast.h"', '#include "mg_kernels.h"',
-         '#include "mg_mingru.h"',
-         '#include "mg_model.h"', '#include "mg_ops16.h"', "", info, "",
-         "/* ---- step scratch (RAM), shared by every instance: steps of two instances may",
-         " * interleave but must not run concurrently (two threads, or an ISR stepping one",
-         " * while the main loop steps another) ---- */"]
-    c.append(f"static int32_t {P}_arena_words[{max(1, (plan.arena_bytes + 3) // 4)}];"
-             "   /* step scratch */")
-    if pk.in16:
-        c.append(f"static int16_t {P}_u16[{H}];   /* the minGRU input u in int16 "
-                 "(mg_input16_front) */")
-    if any(t["conv16"] for _, t in pk.in16.values()):
-        c.append(f"static int16_t {P}_c16[{H}];   /* the delay conv output in int16 "
-                 "(mg_delay_step_s16) */")
-    c.append("")
-    c.append("/* ---- operator parameters (flash) ---- */")
+def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast):
+    """A minGRU layer's step: (declarations both paths read, the reference path's own
+    declarations, the reference statements, the fast path or None). An int16 state
+    (convert/state16.py) steps with the s16 calls, an int16 input too with the u16 ones."""
+    prefix, ptr, layer = pk.P, pk.ptr, f.layer
+    shared = [f"/* layer {layer} minGRU: replaces ops {f.ops} */"]
+    for nm in ("add_g", "sub", "add_h"):
+        shared.append(struct_decl("mg_add_params_t", f"{prefix}_l{layer}_{nm}",
+                                  add_fields(getattr(f, nm))))
+    shared.append(struct_decl("mg_mul_params_t", f"{prefix}_l{layer}_mul", mul_fields(f.mul)))
+    ref_decls = _mingru_ref_decls(pk, f)
+    u_in = f"{prefix}_u16" if layer in pk.in16 else ptr(f.u, True)  # int16 u: static scratch
+    comment = f"    /* layer {layer}: minGRU step, state updated in place (ops {f.ops}) */"
+    residual_add = residual.get(f.anchor)
+    v_out = ptr(pk.op(residual_add[0]).outputs[0], False) if residual_add else "NULL"
+    gru_s16_args = f"&{prefix}_l{layer}_gru, &{prefix}_l{layer}_s16"
+    if layer not in pk.s16:
+        fast = fast and (fast[0], [f"    mg_mingru_fast_s8(&{prefix}_l{layer}_gru_f, {u_in}, "
+                                   f"m->h{layer}, {prefix}_xq, {prefix}_acc, {v_out});"],
+                         fast[2])
+        call = f"    mg_mingru_step_s8(&{prefix}_l{layer}_gru, {u_in}, m->h{layer});"
+        return shared, ref_decls, [comment, call], fast
+    # int16 state: the tail's structs (both paths) and the s16 calls
+    shared += s16_params(prefix, layer, pk.s16[layer][0], logistic_table(f.sig_z))
+    if layer in pk.in16:
+        v8 = ptr(pk.in16[layer][1]["v8"], False)
+        call = (f"    mg_mingru_step_u16({gru_s16_args}, &{prefix}_l{layer}_in16, {prefix}_u16, "
+                f"m->h16_{layer}, m->h{layer}, {v8});")
+        fast = fast and (fast[0], [f"    mg_mingru_fast_u16({gru_s16_args}, "
+                                   f"&{prefix}_l{layer}_in16f, {prefix}_u16, m->h16_{layer}, "
+                                   f"m->h{layer}, {v8}, {prefix}_xq, {prefix}_acc);"], fast[2])
+        return shared + ref_decls, [], [comment, call], fast   # every declaration: both paths
+    call = f"    mg_mingru_step_s16({gru_s16_args}, {u_in}, m->h16_{layer}, m->h{layer});"
+    fast = fast and (fast[0], [f"    mg_mingru_fast_s16(&{prefix}_l{layer}_gru_f, "
+                               f"&{prefix}_l{layer}_s16, {u_in}, m->h16_{layer}, m->h{layer}, "
+                               f"{prefix}_xq, {prefix}_acc, {v_out});"], fast[2])
+    return shared, ref_decls, [comment, call], fast
 
-    body: list[str] = []
-    residual = _residual_adds(model, pk.new_ops, T, pk.fused_at, pk.g.graph_outputs, H)
+
+@dataclass
+class _OpCode:
+    """One step op's C, decided before it is emitted: declarations both paths read (a fused
+    ADD's or FC epilogue's first), the reference path's own declarations and statements, and
+    the fast path: None, or (its declarations or None: the reference ones serve, its
+    statements, (FC input scratch words, accumulator words))."""
+    shared: list[str]
+    ref_decls: list[str]
+    ref_body: list[str]
+    fast: tuple | None
+
+
+def _prof_kind(op: Operator, readout_op: int) -> str:
+    """The MG_PROF bucket of a step op."""
+    return ("MG_PROF_DELAY" if op.op == "MG_DELAY" else "MG_PROF_MINGRU"
+            if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
+            else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
+
+
+def _op_fast(pk: Package, op: Operator, residual: dict, absorbed: dict, chain: list,
+             wide: bool):
+    """The fast path of `op` or None (then the reference code runs on both paths): the fused
+    steps' fast kernels (a fused ADD stays an op where its step has none), a comment for an
+    op fused into another's fast step, the fast kernel of a generic op (with its FC
+    epilogue); records the ops left to the reference kernels in pk.fast_report."""
+    prefix, model, fusion = pk.P, pk.model, pk.fused_at.get(op.index)
+    fast = None
+    if op.op == "MG_DELAY" and _conv16(pk, fusion):
+        pass                        # _delay_code: both paths' int16 delay conv
+    elif op.op == "MG_DELAY":
+        fast = _fast_delay(prefix, pk.T, fusion, residual.get(op.index))
+    elif op.op == "MG_MINGRU" and fusion.layer in pk.in16:
+        fast = _fast_mingru_u16(prefix, model, fusion, pk.in16, pk.fast_report)
+    elif op.op == "MG_MINGRU":
+        fast = _fast_mingru(prefix, model, pk.T, fusion, pk.fast_report,
+                            residual.get(op.index), fusion.layer in pk.s16)
+    if fast is None and op.index in residual:      # no fast step: the ADD stays
+        absorbed.pop(residual.pop(op.index)[0])
+    if op.op in ("MG_DELAY", "MG_MINGRU"):
+        return fast
+    if op.index in absorbed:
+        return (None, [f"    /* op {op.index}: {op.op} fused into the fast step of op "
+                       f"{absorbed[op.index]} */"], (0, 0))
+    if wide:            # int16 op (convert/ops16.py): the portable kernel on both paths
+        pk.fast_report[f"op{op.index}"] = f"{op.op} (int16): reference kernel"
+        return None
+    if op.op in ALIAS_OPS:
+        return None
+    fast = emit_fast_op(model, op, op_params(model, op), pk.ptr, prefix)
+    if fast is None:
+        pk.fast_report[f"op{op.index}"] = f"{op.op}: reference kernel"
+        for eop, _, _ in chain:
+            absorbed.pop(eop.index, None)
+        return None
+    return _epilogue_call(prefix, op, chain, fast, pk.ptr) if chain else fast
+
+
+def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predeclared: set,
+             readout_op: int) -> _OpCode:
+    """The C of one step op. A fused step's residual ADD and an FC's epilogue ops are declared
+    first (and their own declarations later dropped: predeclared); residual / absorbed say
+    which ops the fast steps fuse (updated where a fast kernel is missing)."""
+    model, ptr, plan, prefix = pk.model, pk.ptr, pk.plan, pk.P
+    shared: list[str] = []
+    if op.index in residual:        # the fused ADD's parameters, declared first
+        add_op = pk.op(residual[op.index][0])
+        shared += emit_op(pk.pm, add_op, op_params(model, add_op), ptr, plan, prefix)[0]
+        predeclared.add(add_op.index)
+    chain = []
+    wide = op.op not in ("MG_DELAY", "MG_MINGRU") and ops16.is_wide(model, op)
+    if op.op == "FULLY_CONNECTED" and op.index != readout_op and not wide:
+        chain = _fc_epilogue(model, pk.new_ops, op, plan, pk.g.graph_outputs)
+        for eop, _, _ in chain:
+            shared += emit_op(pk.pm, eop, op_params(model, eop), ptr, plan, prefix)[0]
+            predeclared.add(eop.index)
+            absorbed[eop.index] = op.index
+    fast = _op_fast(pk, op, residual, absorbed, chain, wide)
+    if op.op == "MG_DELAY":
+        own_shared, ref_decls, ref_body, fast = _delay_code(pk, pk.fused_at[op.index],
+                                                            residual, fast)
+    elif op.op == "MG_MINGRU":
+        own_shared, ref_decls, ref_body, fast = _mingru_code(pk, pk.fused_at[op.index],
+                                                             residual, fast)
+    else:
+        own_shared = []
+        ref_decls, ref_body = (ops16.emit(model, op, ptr, prefix) if wide else
+                               emit_op(pk.pm, op, op_params(model, op), ptr, plan, prefix))
+    if op.index in predeclared:
+        ref_decls = []              # declared with the fused op
+    return _OpCode(shared + list(own_shared), list(ref_decls), list(ref_body), fast)
+
+
+def _op_code_lines(code: _OpCode, kind: str) -> tuple[list[str], list[str]]:
+    """(declarations, step statements) of one op: with a fast path, `#if MG_FAST` picks its
+    declarations (where it has its own) and statements, the debug lines (from the first
+    `#ifdef MG_MODEL_DEBUG`) after both; then the op's MG_PROF mark."""
+    if code.fast is None:
+        return code.shared + code.ref_decls, code.ref_body + [f"    MG_PROF({kind});"]
+    fast_decls, fast_body, _ = code.fast
+    decls = code.shared + code.ref_decls
+    if fast_decls is not None:
+        decls = code.shared + ["#if MG_FAST"] + fast_decls + (
+            ["#else"] + code.ref_decls if code.ref_decls else []) + ["#endif"]
+    debug_at = next((k for k, line in enumerate(code.ref_body)
+                     if line == "#ifdef MG_MODEL_DEBUG"), len(code.ref_body))
+    body = (["#if MG_FAST"] + fast_body + ["#else"] + code.ref_body[:debug_at] + ["#endif"]
+            + code.ref_body[debug_at:] + [f"    MG_PROF({kind});"])
+    return decls, body
+
+
+def _step_code(pk: Package) -> tuple[list[str], list[str], int, int]:
+    """The operator parameter declarations and the statements of <P>_model_step, op by op,
+    and the fast path's FC scratch sizes (input words, accumulator words; 0: none)."""
+    residual = _residual_adds(pk.model, pk.new_ops, pk.T, pk.fused_at, pk.g.graph_outputs,
+                              pk.H)
     for k in [k for k, f in pk.fused_at.items() if f.layer in pk.in16 and k in residual]:
         del residual[k]         # int16 input: the conv output must exist for mg_input16_front
     absorbed = {a[0]: layer for layer, a in residual.items()}
     predeclared: set[int] = set()
-    xq_words = acc_words = 0
-    fast_report = pk.fast_report
     readout_op = pk.g.producer[pk.logits_t].index if pk.logits_t in pk.g.producer else -1
+    decls: list[str] = []
+    body: list[str] = []
+    xq_words = acc_words = 0
     for op in pk.new_ops:
-        kind = ("MG_PROF_DELAY" if op.op == "MG_DELAY" else "MG_PROF_MINGRU"
-                if op.op == "MG_MINGRU" else "MG_PROF_READOUT" if op.index == readout_op
-                else "MG_PROF_FC" if op.op == "FULLY_CONNECTED" else "MG_PROF_ELEM")
-        if op.index in residual:        # the fused ADD's parameters, declared first
-            aop = pk.op(residual[op.index][0])
-            c += emit_op(pk.pm, aop, op_params(model, aop), ptr, plan, P)[0]
-            predeclared.add(aop.index)
-        chain = []
-        wide = op.op not in ("MG_DELAY", "MG_MINGRU") and ops16.is_wide(model, op)
-        if op.op == "FULLY_CONNECTED" and op.index != readout_op and not wide:
-            chain = _fc_epilogue(model, pk.new_ops, op, plan, pk.g.graph_outputs)
-            for eop, _, _ in chain:
-                c += emit_op(pk.pm, eop, op_params(model, eop), ptr, plan, P)[0]
-                predeclared.add(eop.index)
-                absorbed[eop.index] = op.index
-        ref_c, ref_b = len(c), len(body)
-        fast = None
-        if op.op == "MG_DELAY" and _conv16(pk, pk.fused_at[op.index]):
-            pass                        # _delay_code: both paths' int16 delay conv
-        elif op.op == "MG_DELAY":
-            fast = _fast_delay(P, T, pk.fused_at[op.index], residual.get(op.index))
-        elif op.op == "MG_MINGRU" and pk.fused_at[op.index].layer in pk.in16:
-            fast = _fast_mingru_u16(P, model, pk.fused_at[op.index], pk.in16, fast_report)
-        elif op.op == "MG_MINGRU":
-            fast = _fast_mingru(P, model, T, pk.fused_at[op.index], fast_report,
-                                residual.get(op.index),
-                                pk.fused_at[op.index].layer in pk.s16)
-        if fast is None and op.index in residual:      # no fast step: the ADD stays
-            absorbed.pop(residual.pop(op.index)[0])
-        if op.op in ("MG_DELAY", "MG_MINGRU"):
-            pass
-        elif op.index in absorbed:
-            fast = (None, [f"    /* op {op.index}: {op.op} fused into the fast step of op "
-                           f"{absorbed[op.index]} */"], (0, 0))
-        elif wide:          # int16 op (convert/ops16.py): the portable kernel on both paths
-            fast_report[f"op{op.index}"] = f"{op.op} (int16): reference kernel"
-        elif op.op not in ALIAS_OPS:
-            fast = emit_fast_op(model, op, op_params(model, op), ptr, P)
-            if fast is None:
-                fast_report[f"op{op.index}"] = f"{op.op}: reference kernel"
-                for eop, _, _ in chain:
-                    absorbed.pop(eop.index, None)
-            elif chain:
-                fast = _epilogue_call(P, op, chain, fast, ptr)
-        if op.op == "MG_DELAY":
-            fast, ref_c = _delay_code(pk, pk.fused_at[op.index], residual, fast, c, body)
-        elif op.op == "MG_MINGRU":
-            fast, ref_c = _mingru_code(pk, pk.fused_at[op.index], residual, fast, c, body)
-        elif wide:
-            decls, lines = ops16.emit(model, op, ptr, P)
-            c += decls
-            body += lines
-        else:
-            decls, lines = emit_op(pk.pm, op, op_params(model, op), ptr, plan, P)
-            c += decls
-            body += lines
-        if op.index in predeclared:
-            del c[ref_c:]               # declared with the fused op
-        if fast is not None:
-            fdecls, fbody, (words, accw) = fast
-            xq_words = max(xq_words, words)
-            acc_words = max(acc_words, accw)
-            if fdecls is not None:
-                c[ref_c:] = ["#if MG_FAST"] + fdecls + (["#else"] + c[ref_c:] if c[ref_c:]
-                                                         else []) + ["#endif"]
-            dbg_at = [k for k in range(ref_b, len(body)) if body[k] == "#ifdef MG_MODEL_DEBUG"]
-            keep = body[dbg_at[0]:] if dbg_at else []
-            ref_lines = body[ref_b:dbg_at[0]] if dbg_at else body[ref_b:]
-            body[ref_b:] = ["#if MG_FAST"] + fbody + ["#else"] + ref_lines + ["#endif"] + keep
-        body.append(f"    MG_PROF({kind});")
-    c.append("")
-    if xq_words:
-        c.append("#if MG_FAST")
-        c.append(f"static uint32_t {P}_xq[{xq_words}];   /* FC input, expanded (mg_ffc_expand) */")
-        c.append(f"static int32_t {P}_acc[{max(1, acc_words)}];   /* FC dot products */")
-        c.append("#endif")
-    c.append("")
-    c += [f"void {P}_model_init({P}_model_t *m)", "{", "    int32_t k;", "    (void)k;"]
-    for f, ri in zip(pk.delays, pk.ring_info):
-        if ri["bytes"]:
-            c.append(f"    mg_delay_reset(m->ring{f.layer}, sizeof m->ring{f.layer}, "
-                     f"(int8_t){f.zero_point});")
+        code = _op_code(pk, op, residual, absorbed, predeclared, readout_op)
+        if code.fast is not None:
+            xq_words = max(xq_words, code.fast[2][0])
+            acc_words = max(acc_words, code.fast[2][1])
+        op_decls, op_body = _op_code_lines(code, _prof_kind(op, readout_op))
+        decls += op_decls
+        body += op_body
+    return decls, body, xq_words, acc_words
+
+
+def _model_c_head(pk: Package) -> list[str]:
+    """mg_model.c's header comment, includes, mg_model_info_t and the static scratch."""
+    prefix, mid = pk.P, pk.model.model_id
+    info = struct_decl("mg_model_info_t", f"{prefix}_info", dict(
+        name=f'"{pk.name}"', id=[f"0x{mid[k:k + 2]}" for k in range(0, 16, 2)], n_in=pk.n_in,
+        n_out=pk.n_out, n_macs_per_step=f"{pk.macs_graph}u"), storage="static const")
+    head = [f"/* Generated by convert/codegen_mgrade.py from a .tflite, model id {mid}.",
+            f" * Do not edit. Implements mcu/runtime/mg_model.h ({prefix}_model_*): per-stream "
+            "state in",
+            f" * a {prefix}_model_t instance, fused delay rings (mg_delay.h) and minGRU steps",
+            " * (mg_mingru.h), generic kernels for the rest. */",
+            f'#include "{prefix}_model_data.h"', "", "#include <stddef.h>", "",
+            '#include "mg_delay.h"', '#include "mg_fast.h"', '#include "mg_kernels.h"',
+            '#include "mg_mingru.h"',
+            '#include "mg_model.h"', '#include "mg_ops16.h"', "", info, "",
+            "/* ---- step scratch (RAM), shared by every instance: steps of two instances may",
+            " * interleave but must not run concurrently (two threads, or an ISR stepping one",
+            " * while the main loop steps another) ---- */",
+            f"static int32_t {prefix}_arena_words[{max(1, (pk.plan.arena_bytes + 3) // 4)}];"
+            "   /* step scratch */"]
+    if pk.in16:
+        head.append(f"static int16_t {prefix}_u16[{pk.H}];   /* the minGRU input u in int16 "
+                    "(mg_input16_front) */")
+    if any(t["conv16"] for _, t in pk.in16.values()):
+        head.append(f"static int16_t {prefix}_c16[{pk.H}];   /* the delay conv output in int16 "
+                    "(mg_delay_step_s16) */")
+    return head + ["", "/* ---- operator parameters (flash) ---- */"]
+
+
+def _fast_scratch_lines(prefix: str, xq_words: int, acc_words: int) -> list[str]:
+    """The fast path's FC scratch (none where no fast FC runs)."""
+    if not xq_words:
+        return []
+    return ["#if MG_FAST",
+            f"static uint32_t {prefix}_xq[{xq_words}];   /* FC input, expanded (mg_ffc_expand) */",
+            f"static int32_t {prefix}_acc[{max(1, acc_words)}];   /* FC dot products */",
+            "#endif"]
+
+
+def _model_init_lines(pk: Package) -> list[str]:
+    """<P>_model_init: rings and (debug) frames reset to their zero points, states to h0."""
+    prefix, channels = pk.P, pk.H
+    lines = [f"void {prefix}_model_init({prefix}_model_t *m)", "{", "    int32_t k;",
+             "    (void)k;"]
+    for f, ring in zip(pk.delays, pk.ring_info):
+        if ring["bytes"]:
+            lines.append(f"    mg_delay_reset(m->ring{f.layer}, sizeof m->ring{f.layer}, "
+                         f"(int8_t){f.zero_point});")
     for f in pk.grus:
-        c += [f"    for (k = 0; k < {H}; ++k) {{",
-              f"        m->h{f.layer}[k] = (int8_t){f.zero_point};"]
-        c += [f"        m->h16_{f.layer}[k] = 0;"] if f.layer in pk.s16 else []
-        c += ["    }"]
-    dbg = [f"    mg_delay_reset(m->dbg_frame{f.layer}, {H}u, 0);"
-           for f in pk.delays if f.frame_output]
-    if dbg:
-        c += ["#ifdef MG_MODEL_DEBUG"] + dbg + ["#endif"]
-    c += ["    m->step_t = 0u;", "}", "",
-          f"void {P}_model_step({P}_model_t *m, const int8_t *x, int8_t *logits)", "{",
-          f"    int8_t *const arena = (int8_t *){P}_arena_words;",
-          "    int status = 0;   /* set by a generic GATHER on a bad index (none expected) */",
-          "    (void)arena;"]
-    c += body
-    c.append("    (void)status;")
+        lines += [f"    for (k = 0; k < {channels}; ++k) {{",
+                  f"        m->h{f.layer}[k] = (int8_t){f.zero_point};"]
+        lines += [f"        m->h16_{f.layer}[k] = 0;"] if f.layer in pk.s16 else []
+        lines += ["    }"]
+    debug = [f"    mg_delay_reset(m->dbg_frame{f.layer}, {channels}u, 0);"
+             for f in pk.delays if f.frame_output]
+    if debug:
+        lines += ["#ifdef MG_MODEL_DEBUG"] + debug + ["#endif"]
+    return lines + ["    m->step_t = 0u;", "}", ""]
+
+
+def _model_step_lines(pk: Package, body: list[str]) -> list[str]:
+    """<P>_model_step around the op statements `body`, then the step counter's advance, and
+    <P>_model_info."""
+    prefix = pk.P
+    lines = [f"void {prefix}_model_step({prefix}_model_t *m, const int8_t *x, int8_t *logits)",
+             "{", f"    int8_t *const arena = (int8_t *){prefix}_arena_words;",
+             "    int status = 0;   /* set by a generic GATHER on a bad index (none expected) */",
+             "    (void)arena;"] + body + ["    (void)status;"]
     if pk.period:
-        c.append(f"    m->step_t = (m->step_t + 1u == {PU}_MODEL_RING_PERIOD) ? 0u : "
-                 f"m->step_t + 1u;")
+        lines.append(f"    m->step_t = (m->step_t + 1u == {pk.PU}_MODEL_RING_PERIOD) ? 0u : "
+                     f"m->step_t + 1u;")
     else:
-        c.append("    ++m->step_t;")
-    c += ["}", "", f"const mg_model_info_t *{P}_model_info(void)", "{", f"    return &{P}_info;",
-          "}", ""]
-    # debug accessors: the states in graph output order (outputs[1:])
-    c += ["#ifdef MG_MODEL_DEBUG", f"const int8_t *{P}_model_debug_state(const {P}_model_t *m, "
-          "int k)", "{", "    switch (k) {"]
+        lines.append("    ++m->step_t;")
+    return lines + ["}", "", f"const mg_model_info_t *{prefix}_model_info(void)", "{",
+                    f"    return &{prefix}_info;", "}", ""]
+
+
+def _debug_accessor_lines(pk: Package) -> list[str]:
+    """The MG_MODEL_DEBUG accessors: the states in graph output order (outputs[1:]), the
+    int16 states, the step counter."""
+    prefix = pk.P
+    lines = ["#ifdef MG_MODEL_DEBUG", f"const int8_t *{prefix}_model_debug_state(const "
+             f"{prefix}_model_t *m, int k)", "{", "    switch (k) {"]
     for k, nm in enumerate(pk.state_names):
         role = names.parse(nm)
         if role and role[0] == "hnew":
-            c.append(f"    case {k}: return m->h{role[1]};   /* {nm} */")
+            lines.append(f"    case {k}: return m->h{role[1]};   /* {nm} */")
         elif role and role[0] == "frame":
-            c.append(f"    case {k}: return m->dbg_frame{role[1]};   /* {nm} */")
+            lines.append(f"    case {k}: return m->dbg_frame{role[1]};   /* {nm} */")
         else:
             raise CodegenError(f"unknown state output {nm!r} in the metadata")
-    c += ["    default: return NULL;", "    }", "}", ""]
-    c += debug16_lines(P, [f.layer for f in pk.grus], pk.s16)
-    c += [f"uint32_t {P}_model_debug_step_counter(const {P}_model_t *m)", "{",
-          "    return m->step_t;", "}",
-          "#endif /* MG_MODEL_DEBUG */", ""]
-    return c
+    lines += ["    default: return NULL;", "    }", "}", ""]
+    lines += debug16_lines(prefix, [f.layer for f in pk.grus], pk.s16)
+    return lines + [f"uint32_t {prefix}_model_debug_step_counter(const {prefix}_model_t *m)",
+                    "{", "    return m->step_t;", "}", "#endif /* MG_MODEL_DEBUG */", ""]
+
+
+def model_c(pk: Package) -> list[str]:
+    """Operator parameters, the shared step scratch and <P>_model_init/step/info (+ the debug
+    accessors) over an instance <P>_model_t (declared in <P>_model_data.h); fills
+    pk.fast_report with the ops the fast path leaves to the reference kernels. Each op's code
+    is decided whole (_op_code) before it is written: nothing emitted is edited afterwards."""
+    head = _model_c_head(pk)
+    decls, body, xq_words, acc_words = _step_code(pk)
+    return (head + decls + [""] + _fast_scratch_lines(pk.P, xq_words, acc_words) + [""]
+            + _model_init_lines(pk) + _model_step_lines(pk, body) + _debug_accessor_lines(pk))
 
 
 # ---------------------------------------------------------------------------------------------

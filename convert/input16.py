@@ -37,25 +37,55 @@ from mgrade_edge.convert.tflm_params import (
     CodegenError, activation_range, op_params, quantize_multiplier, scale, zero_point)
 
 
-def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
-    """The int16 front of layer `layer` (g: mgrade_match.StepGraph; gate_fc: the 16x8 gate FC
-    the tail matcher found; hnew: the int16 state output). Returns (params {frame16, conv16,
-    add_u, gate, cand, relu_fc?, p8, r8?, add_v?, v8?}, tensors {frame, conv, u16, add_u, fcs
-    {role: op}, out8 {FC op index: its int8 output in the view}, add_v, v8, drop: op
+def match_front(step_graph, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
+    """The int16 front of layer `layer` (step_graph: mgrade_match.StepGraph; gate_fc: the 16x8
+    gate FC the tail matcher found; hnew: the int16 state output). Returns (params {frame16,
+    conv16, add_u, gate, cand, relu_fc?, p8, r8?, add_v?, v8?}, tensors {frame, conv, u16,
+    add_u, fcs {role: op}, out8 {FC op index: its int8 output in the view}, add_v, v8, drop: op
     indices}). "frame" is the int16 ADD's input1 source and "conv" its input2 source (the frame
     and the conv output in the graph's order); add_v (None where the residual is int8) is
     ADD(u16, h16') with input1 = u16 in its params."""
-    T, where = g.T, f"layer {layer} minGRU (int16 input)"
+    where = f"layer {layer} minGRU (int16 input)"
     u16 = gate_fc.inputs[0]
-    add16 = g.prod(u16, "ADD", "u16 = ADD(QUANTIZE(frame), QUANTIZE(conv))", where)
-    qf = g.prod(add16.inputs[0], "QUANTIZE", "QUANTIZE(int8 -> int16)", where)
-    conv16 = _match_conv16(g, add16.inputs[1], where)
-    qc = None if conv16 else g.prod(add16.inputs[1], "QUANTIZE", "QUANTIZE(int8 -> int16)",
+    add_u, frame, conv, conv16, drop = _match_front_sum(step_graph, u16, where)
+    fcs, out8, add_v, quantize_ops = _match_u16_readers(step_graph, layer, gate_fc, hnew, where)
+    drop += [op.index for op in quantize_ops]
+    tensors = dict(frame=frame, conv=conv, u16=u16, add_u=add_u, fcs=fcs, out8=out8,
+                   add_v=add_v, v8=quantize_ops[-1].outputs[0], drop=drop,
+                   conv16=conv16 and conv16[1])
+    _check_front_tensors(step_graph.T, where, tensors)
+    params = _front_params(step_graph, where, hnew, tensors)
+    if conv16:
+        params["dw16"] = conv16[0]
+        drop.append(conv16[1]["q_taps"].index)
+    return params, tensors
+
+
+def _match_front_sum(step_graph, u16: int, where: str) -> tuple:
+    """The front's sum u16 = ADD(QUANTIZE(frame8), conv16) where conv16 is QUANTIZE(conv8)
+    (input16) or the widened conv chain (_match_conv16). Returns (the ADD op, frame tensor,
+    conv tensor (the ADD's input2 where the conv is widened, else conv8), _match_conv16's
+    result or None, [the QUANTIZE op indices the package drops])."""
+    add_u = step_graph.prod(u16, "ADD", "u16 = ADD(QUANTIZE(frame), QUANTIZE(conv))", where)
+    quantize_frame = step_graph.prod(add_u.inputs[0], "QUANTIZE", "QUANTIZE(int8 -> int16)",
+                                     where)
+    conv16 = _match_conv16(step_graph, add_u.inputs[1], where)
+    if conv16:
+        return add_u, quantize_frame.inputs[0], add_u.inputs[1], conv16, [quantize_frame.index]
+    quantize_conv = step_graph.prod(add_u.inputs[1], "QUANTIZE", "QUANTIZE(int8 -> int16)",
                                     where)
-    frame, conv = qf.inputs[0], add16.inputs[1] if conv16 else qc.inputs[0]
-    fcs, out8, drop = {"gate": gate_fc}, {}, [qf.index] + ([] if conv16 else [qc.index])
-    add_v = None
-    for op in g.consumers.get(u16, []):
+    return (add_u, quantize_frame.inputs[0], quantize_conv.inputs[0], None,
+            [quantize_frame.index, quantize_conv.index])
+
+
+def _match_u16_readers(step_graph, layer: int, gate_fc, hnew: int, where: str) -> tuple:
+    """The ops reading u16 besides the gate FC: the candidate (and relu) FCs, each feeding one
+    QUANTIZE to int8, and the residual ADD(u16, hnew) feeding one QUANTIZE to int8. Returns
+    (fcs {role: FC op}, out8 {FC op index: its int8 output}, the residual ADD, [the QUANTIZE
+    ops after the candidate FCs, then the residual's])."""
+    u16 = gate_fc.inputs[0]
+    fcs, out8, quantize_ops, add_v = {"gate": gate_fc}, {}, [], None
+    for op in step_graph.consumers.get(u16, []):
         if op is gate_fc:
             continue
         if op.op == "ADD" and add_v is None and hnew in op.inputs:
@@ -68,61 +98,80 @@ def match_front(g, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
         role = "relu_fc" if act == "RELU" else "cand"
         if role in fcs:
             raise CodegenError(f"{where}: two candidate FCs with activation {act}")
-        users = g.consumers.get(op.outputs[0], [])
+        users = step_graph.consumers.get(op.outputs[0], [])
         if len(users) != 1 or users[0].op != "QUANTIZE":
             raise CodegenError(f"{where}: the candidate FC (op {op.index}) must feed one "
                                "QUANTIZE to int8")
         fcs[role], out8[op.index] = op, users[0].outputs[0]
-        drop.append(users[0].index)
+        quantize_ops.append(users[0])
     if "cand" not in fcs:
         raise CodegenError(f"{where}: no candidate FC reads u16")
     if add_v is None:
         raise CodegenError(f"{where}: expected the residual ADD(u16, hnew{layer})")
-    users = g.consumers.get(add_v.outputs[0], [])
-    if len(users) != 1 or users[0].op != "QUANTIZE" or add_v.outputs[0] in g.graph_outputs:
+    users = step_graph.consumers.get(add_v.outputs[0], [])
+    if len(users) != 1 or users[0].op != "QUANTIZE" or \
+            add_v.outputs[0] in step_graph.graph_outputs:
         raise CodegenError(f"{where}: the residual ADD must feed one QUANTIZE to int8")
-    v16, v8 = add_v.outputs[0], users[0].outputs[0]
-    drop.append(users[0].index)
-    for t in (frame, v8) + (() if conv16 else (conv,)):
-        if T[t].dtype != np.int8:
-            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) is {T[t].type_name}")
-    for t in (qf.outputs[0], add16.inputs[1], u16, v16):
-        if T[t].dtype != np.int16 or zero_point(T[t]) != 0:
-            raise CodegenError(f"{where}: tensor {t} ({T[t].name}) must be int16, zero point 0")
-    for op in (add16, add_v):
+    return fcs, out8, add_v, quantize_ops + [users[0]]
+
+
+def _check_front_tensors(tensors: list, where: str, front: dict) -> None:
+    """CodegenError unless the front's (match_front's tensors) frame, v8 (and conv8 where the
+    conv is not widened) are int8, the int16 sum, its inputs and the residual are int16 with
+    zero point 0, and neither ADD has a fused activation or broadcasts."""
+    add_u, add_v, conv = front["add_u"], front["add_v"], front["conv"]
+    u16, v16 = front["u16"], add_v.outputs[0]
+    for t in (front["frame"], front["v8"]) + (() if front["conv16"] else (conv,)):
+        if tensors[t].dtype != np.int8:
+            raise CodegenError(f"{where}: tensor {t} ({tensors[t].name}) is "
+                               f"{tensors[t].type_name}")
+    for t in (add_u.inputs[0], add_u.inputs[1], u16, v16):
+        if tensors[t].dtype != np.int16 or zero_point(tensors[t]) != 0:
+            raise CodegenError(f"{where}: tensor {t} ({tensors[t].name}) must be int16, zero "
+                               "point 0")
+    for op in (add_u, add_v):
         if op.options.get("fused_activation_function", "NONE") not in (None, "NONE") or \
-                any(T[t].size != T[u16].size for t in op.inputs + op.outputs):
+                any(tensors[t].size != tensors[u16].size for t in op.inputs + op.outputs):
             raise CodegenError(f"{where}: ADD (op {op.index}) has a fused activation or "
                                "broadcasts")
-    n = T[frame].size
-    sf, sc, su = scale(T[qf.outputs[0]]), scale(T[add16.inputs[1]]), scale(T[u16])
-    s_h = scale(T[hnew])
-    add_v_p = state16.addsub16_params(su, s_h, scale(T[v16]), sub=False)
+
+
+def _front_params(step_graph, where: str, hnew: int, front: dict) -> dict:
+    """The kernel parameters of the front (match_front's tensors): requantizations frame8 ->
+    int16 (frame16), conv8 -> int16 (conv16; None where the conv is widened), v16 -> v8, the
+    candidate FC outputs -> int8 (p8, r8), the int16 ADDs' (add_u; add_v with input1 = u16)
+    and each FC's op_params (16x8: depth limited so the int32 accumulator cannot overflow)."""
+    tensors = step_graph.T
+    add_u, add_v, frame, conv, v8 = (front[k] for k in ("add_u", "add_v", "frame", "conv", "v8"))
+    frame16, conv_in16, u16, v16 = add_u.inputs[0], add_u.inputs[1], front["u16"], \
+        add_v.outputs[0]
+    n = tensors[frame].size
+    scale_frame, scale_conv, scale_u = (scale(tensors[t]) for t in (frame16, conv_in16, u16))
+    add_v_params = state16.addsub16_params(scale_u, scale(tensors[hnew]), scale(tensors[v16]),
+                                           sub=False)
     if add_v.inputs[0] == hnew:         # ADD(h, u): swap so that input1 is u16
-        add_v_p = swap_add(add_v_p)
+        add_v_params = swap_add(add_v_params)
     params = dict(
-        frame16=state16.requant_params(scale(T[frame]), zero_point(T[frame]), sf, 0, 16, n),
-        conv16=None if conv16 else state16.requant_params(scale(T[conv]), zero_point(T[conv]),
-                                                          sc, 0, 16, n),
-        add_u=state16.addsub16_params(sf, sc, su, sub=False),
-        add_v=add_v_p,
-        v8=state16.requant_params(scale(T[v16]), 0, scale(T[v8]), zero_point(T[v8]), 8, n))
-    for role, op in fcs.items():
-        p = op_params(g.m, op)
-        if p["accum_depth"] * 32768 * 128 >= 2 ** 31:
-            raise CodegenError(f"{where}: depth {p['accum_depth']} can overflow the int32 "
-                               "accumulator of a 16x8 FC; convert with --input-bits 8")
-        params[role] = p
+        frame16=state16.requant_params(scale(tensors[frame]), zero_point(tensors[frame]),
+                                       scale_frame, 0, 16, n),
+        conv16=None if front["conv16"] else state16.requant_params(
+            scale(tensors[conv]), zero_point(tensors[conv]), scale_conv, 0, 16, n),
+        add_u=state16.addsub16_params(scale_frame, scale_conv, scale_u, sub=False),
+        add_v=add_v_params,
+        v8=state16.requant_params(scale(tensors[v16]), 0, scale(tensors[v8]),
+                                  zero_point(tensors[v8]), 8, n))
+    for role, op in front["fcs"].items():
+        fc_params = op_params(step_graph.m, op)
+        if fc_params["accum_depth"] * 32768 * 128 >= 2 ** 31:
+            raise CodegenError(f"{where}: depth {fc_params['accum_depth']} can overflow the "
+                               "int32 accumulator of a 16x8 FC; convert with --input-bits 8")
+        params[role] = fc_params
         if role != "gate":
-            t16, t8 = op.outputs[0], out8[op.index]
+            out16, out_int8 = op.outputs[0], front["out8"][op.index]
             params["p8" if role == "cand" else "r8"] = state16.requant_params(
-                scale(T[t16]), 0, scale(T[t8]), zero_point(T[t8]), 8, T[t8].size)
-    if conv16:
-        params["dw16"], conv16_t = conv16
-        drop.append(conv16_t["q_taps"].index)
-    tensors = dict(frame=frame, conv=conv, u16=u16, add_u=add16, fcs=fcs, out8=out8,
-                   add_v=add_v, v8=v8, drop=drop, conv16=conv16 and conv16[1])
-    return params, tensors
+                scale(tensors[out16]), 0, scale(tensors[out_int8]),
+                zero_point(tensors[out_int8]), 8, tensors[out_int8].size)
+    return params
 
 
 def _match_conv16(g, c16: int, where: str) -> tuple[dict, dict] | None:

@@ -305,7 +305,8 @@ def test_generating_c_and_micropython_loads_neither_torch_nor_tensorflow(tiny_in
 
 # modules split into functions of one job each (issue 27); the rest of convert/ joins as it is
 SHORT_FUNCTION_MODULES = ("tflm_params", "codegen_micropython", "graph_package", "arena",
-                          "mgrade_match", "__main__", "metadata", "widen", "state16")
+                          "mgrade_match", "__main__", "metadata", "widen", "state16",
+                          "input16", "codegen_mgrade")
 MAX_FUNCTION_LINES = 80
 
 
