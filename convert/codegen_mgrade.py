@@ -107,6 +107,16 @@ def _fast_delay(P: str, T, f: DelayFusion, add=None):
     return decls, None, (0, 0)
 
 
+def _relu_table(prefix: str, name: str, relu_params: dict | None, decls: list[str]):
+    """(C name of the RELU branch's 256-entry requantization table or "NULL", the table
+    int8 [256] or None); the table's declaration is appended to decls."""
+    if relu_params is None:
+        return "NULL", None
+    table = requant_table(relu_params)
+    decls.append(table_decl(prefix, name, table))
+    return f"{prefix}_{name}", table
+
+
 def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
                  state16: bool = False):
     """Fast minGRU step declarations (None where a condition of the fast kernel fails); add =
@@ -152,12 +162,7 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
         else:
             decls += ffc_decls(P, f"l{L}_relu_fc_f", p, lay["relu_fc"])
         relu_fc = f"&{P}_l{L}_relu_fc_f"
-    relu = "NULL"
-    relu_tab = None
-    if f.relu is not None:
-        relu_tab = requant_table(f.relu)
-        decls.append(table_decl(P, f"l{L}_relu_lut", relu_tab))
-        relu = f"{P}_l{L}_relu_lut"
+    relu, relu_tab = _relu_table(P, f"l{L}_relu_lut", f.relu, decls)
     split = dict(g_split="NULL", g_neg="NULL", g_pos="NULL")
     if "relu_fc" in f.fc and f.shares_dot and mc.size == 1:
         gs = g_split_tables(lay["cand"][1], f.fc["cand"][1], lay["relu_fc"][1],
@@ -214,12 +219,7 @@ def _fast_mingru_u16(P: str, model: Model, f: GruFusion, in16: dict, report: dic
     else:
         sig, min_const = logistic_table(f.sig_p), f"{P}_t{f.min_const}"
     decls.append(table_decl(P, f"l{L}_in16_sig_q", sig))
-    relu = "NULL"
-    relu_tab = None
-    if f.relu is not None:
-        relu_tab = requant_table(f.relu)
-        decls.append(table_decl(P, f"l{L}_in16_relu", relu_tab))
-        relu = f"{P}_l{L}_in16_relu"
+    relu, relu_tab = _relu_table(P, f"l{L}_in16_relu", f.relu, decls)
     split = dict(g_split="NULL", g_neg="NULL", g_pos="NULL")
     if "relu_fc" in rows and f.shares_dot and mc.size == 1:     # g() of the shared dot alone
         bound = 32768 * np.abs(fc_weights(model, in16[L][1]["fcs"]["cand"])[0]
