@@ -57,16 +57,7 @@ def test_interpreters_agree_on_the_mlp16_graph(mlp_model, int8_small):  # noqa: 
     from mgrade_edge.convert.widen import widen_state
 
     base = widen_state(int8_small, read_metadata(int8_small)["layers"], gate16=True)
-    tflm, lite, ref = (Streamer(mlp_model, "tflm"), Streamer(mlp_model, "litert"),
-                       Streamer(base, "tflm"))
-    x = np.stack([tflm.quantize_input(v.numpy()) for v in _inputs(3, 40, 9)])
-    differs = False
-    for seq in x:
-        a, b, c = (s.run(seq).astype(np.int64) for s in (tflm, lite, ref))
-        assert np.abs(a - b).max() <= 2
-        assert np.abs(a - c).max() <= 12
-        differs |= bool((a != c).any())
-    assert differs
+    _assert_interpreters_agree_and_differ(mlp_model, base)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
@@ -75,22 +66,9 @@ def test_package_bit_exact_with_int16_mlp(mlp_model, tmp_path, fast):
     """The generated package = the TFLM Streamer on every step's logits and the int8 copies
     of the states, 0 LSB, on the portable and the fast path; the MLP runs the int16 kernels
     (mg_ops16.h), which the fast path reports as falling back to the reference kernel."""
-    from benchmarks import mcu_cost as mc
-
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "model.tflite").write_bytes(mlp_model)
-    s = Streamer(mlp_model, "tflm")
-    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
-    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
-    info = mc.generate(d, tmp_path / "gen", 5)
-    text = (tmp_path / "gen" / "mg_model.c").read_text()
+    text = _package_matches_tflm(mlp_model, tmp_path, fast)
     assert text.count("mg_fully_connected_s16(") == 2 * 2
     assert "mg_add_s16(" in text and "mg_requantize_s8_s16(" in text
-    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
-    got = mc.run_host_runner(exe, info["ref"]["x"])
-    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
-    np.testing.assert_array_equal(got, expect)
 
 
 def test_micropython_refuses_the_mlp16_form_in_one_line(mlp_model, tmp_path):
@@ -288,16 +266,7 @@ def test_interpreters_agree_on_the_conv16_graph(conv_model, int8_small):  # noqa
     m8 = _with_delay_bias(int8_small)
     layers = read_metadata(m8)["layers"]
     base = widen_input(widen_state(m8, layers, gate16=True), layers)
-    tflm, lite, ref = (Streamer(conv_model, "tflm"), Streamer(conv_model, "litert"),
-                       Streamer(base, "tflm"))
-    x = np.stack([tflm.quantize_input(v.numpy()) for v in _inputs(3, 40, 9)])
-    differs = False
-    for seq in x:
-        a, b, c = (s.run(seq).astype(np.int64) for s in (tflm, lite, ref))
-        assert np.abs(a - b).max() <= 2
-        assert np.abs(a - c).max() <= 12
-        differs |= bool((a != c).any())
-    assert differs
+    _assert_interpreters_agree_and_differ(conv_model, base)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc not installed")
@@ -307,23 +276,10 @@ def test_package_bit_exact_with_int16_delay_conv(conv_model, tmp_path, fast):
     of the states, 0 LSB, on the portable and the fast path; each layer's delay conv runs
     mg_delay_step_s16 (int64 bias) into the int16 scratch and the front adds it to the frame
     (mg_input16_front_c16: mcu/runtime/mg_ops16.h)."""
-    from benchmarks import mcu_cost as mc
-
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "model.tflite").write_bytes(conv_model)
-    s = Streamer(conv_model, "tflm")
-    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
-    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
-    info = mc.generate(d, tmp_path / "gen", 5)
-    text = (tmp_path / "gen" / "mg_model.c").read_text()
+    text = _package_matches_tflm(conv_model, tmp_path, fast)
     assert text.count("mg_delay_step_s16(&") == 2 and "mg_delay_step_s8(" not in text
     assert text.count("mg_delay_fast_s16(&") == 2      # the fast path has its own kernel
     assert text.count("mg_input16_front_c16(&") == 2 and "_dw16_bias[8]" in text
-    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
-    got = mc.run_host_runner(exe, info["ref"]["x"])
-    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
-    np.testing.assert_array_equal(got, expect)
 
 
 def test_micropython_refuses_the_conv16_form_in_one_line(conv_model):
@@ -384,3 +340,37 @@ def test_form_conv16_from_the_command_line(tmp_path):
     if rep.get("resources"):                    # the cross toolchain and QEMU are installed
         ips = rep["resources"]["paths"]["fast"]["instructions_per_step"]["mean"]
         assert ips > 0
+
+
+def _assert_interpreters_agree_and_differ(model: bytes, base: bytes) -> None:
+    """TFLite-Micro and LiteRT run `model` within 2 LSB on 3 random sequences; it differs from
+    `base` (the form one rung below) on some logit and stays within 12 LSB of it."""
+    tflm, lite, ref = Streamer(model, "tflm"), Streamer(model, "litert"), Streamer(base, "tflm")
+    x = np.stack([tflm.quantize_input(v.numpy()) for v in _inputs(3, 40, 9)])
+    differs = False
+    for seq in x:
+        a, b, c = (s.run(seq).astype(np.int64) for s in (tflm, lite, ref))
+        assert np.abs(a - b).max() <= 2
+        assert np.abs(a - c).max() <= 12
+        differs |= bool((a != c).any())
+    assert differs
+
+
+def _package_matches_tflm(model: bytes, tmp_path, fast: bool) -> str:
+    """The generated package, built with host gcc (portable or fast path), equals the TFLM
+    reference on every step's logits and state copies of 5 random sequences (0 LSB); returns
+    mg_model.c's text for the caller's kernel checks."""
+    from benchmarks import mcu_cost as mc
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(model)
+    s = Streamer(model, "tflm")
+    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
+    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
+    info = mc.generate(d, tmp_path / "gen", 5)
+    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
+    got = mc.run_host_runner(exe, info["ref"]["x"])
+    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
+    np.testing.assert_array_equal(got, expect)
+    return (tmp_path / "gen" / "mg_model.c").read_text()
