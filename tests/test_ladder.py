@@ -12,6 +12,7 @@ import pytest
 from mgrade_edge.convert.quantize import read_metadata
 from mgrade_edge.convert.stream import Streamer
 from mgrade_edge.convert.tflite_reader import read_tflite
+from tests.package_check import package_matches_tflm
 from tests.test_state16 import _inputs, int8_small  # noqa: F401  (fixture)
 
 
@@ -66,7 +67,7 @@ def test_package_bit_exact_with_int16_mlp(mlp_model, tmp_path, fast):
     """The generated package = the TFLM Streamer on every step's logits and the int8 copies
     of the states, 0 LSB, on the portable and the fast path; the MLP runs the int16 kernels
     (mg_ops16.h), which the fast path reports as falling back to the reference kernel."""
-    text = _package_matches_tflm(mlp_model, tmp_path, fast)
+    text = package_matches_tflm(mlp_model, tmp_path, fast)
     assert text.count("mg_fully_connected_s16(") == 2 * 2
     assert "mg_add_s16(" in text and "mg_requantize_s8_s16(" in text
 
@@ -276,7 +277,7 @@ def test_package_bit_exact_with_int16_delay_conv(conv_model, tmp_path, fast):
     of the states, 0 LSB, on the portable and the fast path; each layer's delay conv runs
     mg_delay_step_s16 (int64 bias) into the int16 scratch and the front adds it to the frame
     (mg_input16_front_c16: mcu/runtime/mg_ops16.h)."""
-    text = _package_matches_tflm(conv_model, tmp_path, fast)
+    text = package_matches_tflm(conv_model, tmp_path, fast)
     assert text.count("mg_delay_step_s16(&") == 2 and "mg_delay_step_s8(" not in text
     assert text.count("mg_delay_fast_s16(&") == 2      # the fast path has its own kernel
     assert text.count("mg_input16_front_c16(&") == 2 and "_dw16_bias[8]" in text
@@ -355,22 +356,3 @@ def _assert_interpreters_agree_and_differ(model: bytes, base: bytes) -> None:
         differs |= bool((a != c).any())
     assert differs
 
-
-def _package_matches_tflm(model: bytes, tmp_path, fast: bool) -> str:
-    """The generated package, built with host gcc (portable or fast path), equals the TFLM
-    reference on every step's logits and state copies of 5 random sequences (0 LSB); returns
-    mg_model.c's text for the caller's kernel checks."""
-    from benchmarks import mcu_cost as mc
-
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "model.tflite").write_bytes(model)
-    s = Streamer(model, "tflm")
-    x = np.stack([s.quantize_input(v.numpy()) for v in _inputs(5, 50, 11)])
-    np.savez(d / "test_data.npz", x=x, y=np.zeros(len(x), np.int64))
-    info = mc.generate(d, tmp_path / "gen", 5)
-    exe = mc.build_host_runner(tmp_path / "gen", tmp_path / "runner", fast=fast)
-    got = mc.run_host_runner(exe, info["ref"]["x"])
-    expect = np.concatenate([info["ref"]["logits"], info["ref"]["states"]], axis=2)
-    np.testing.assert_array_equal(got, expect)
-    return (tmp_path / "gen" / "mg_model.c").read_text()
