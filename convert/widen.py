@@ -116,34 +116,29 @@ class _Rewriter:
 
     def bias16(self, b: int, s_in8: float, s_in16: float) -> int:
         """A copy of the int32 bias tensor b on the scale s_in16 * s_w."""
-        import numpy as np
-        from tensorflow.lite.python import schema_py_generated as schema
-
-        new = self.rescaled_bias(b, s_in8, s_in16)
-        buf = schema.BufferT()
-        buf.data = np.frombuffer(new.astype("<i4").tobytes(), np.uint8).copy()
-        self.model.buffers.append(buf)
-        t = copy.deepcopy(self.T[b])
-        t.name = self.tname(b) + "_u16"
-        t.buffer = len(self.model.buffers) - 1
-        t.quantization.scale = [float(np.float32(s * s_in16 / s_in8))
-                                for s in self.T[b].quantization.scale]
-        self.T.append(t)
-        return len(self.T) - 1
+        return self._rescaled_bias_copy(b, s_in8, s_in16, wide=False)
 
     def bias64(self, b: int, s_in8: float, s_in16: float) -> int:
         """A copy of the int32 bias tensor b as int64 on the scale s_in16 * s_w (the bias
         type of TFLite's 16x8 DEPTHWISE_CONV_2D)."""
+        return self._rescaled_bias_copy(b, s_in8, s_in16, wide=True)
+
+    def _rescaled_bias_copy(self, b: int, s_in8: float, s_in16: float, wide: bool) -> int:
+        """A new constant tensor: bias b's values on the scale s_in16 * s_w, int32 (named
+        <b>_u16) or, wide, int64 (<b>_i64); its index."""
         import numpy as np
         from tensorflow.lite.python import schema_py_generated as schema
 
         new = self.rescaled_bias(b, s_in8, s_in16)
         buf = schema.BufferT()
-        buf.data = np.frombuffer(new.astype("<i8").tobytes(), np.uint8).copy()
+        buf.data = np.frombuffer(new.astype("<i8" if wide else "<i4").tobytes(),
+                                 np.uint8).copy()
         self.model.buffers.append(buf)
         t = copy.deepcopy(self.T[b])
-        t.name = self.tname(b) + "_i64"
-        t.type, t.buffer = schema.TensorType.INT64, len(self.model.buffers) - 1
+        t.name = self.tname(b) + ("_i64" if wide else "_u16")
+        t.buffer = len(self.model.buffers) - 1
+        if wide:
+            t.type = schema.TensorType.INT64
         t.quantization.scale = [float(np.float32(s * s_in16 / s_in8))
                                 for s in self.T[b].quantization.scale]
         self.T.append(t)
