@@ -23,14 +23,8 @@ void mg_delay_step_s8(const MG_ROM mg_delay_params_t *p, int8_t *ring, uint32_t 
         const int32_t cur = (int32_t)frame[c];
         int32_t acc = 0;
         for (e = 0; e < p->taps; ++e) {
-            const uint32_t d = p->delay[e * H + c];
-            int32_t v;
-            if (d == 0u) {
-                v = cur;
-            } else {
-                /* (t - d) mod len with 1 <= d <= len */
-                v = (int32_t)slots[pos >= d ? pos - d : pos + len - d];
-            }
+            const int32_t v = (int32_t)mg_ring_tap(slots, pos, len, p->delay[e * H + c],
+                                                   (int8_t)cur);
             acc += (int32_t)p->filter[e * H + c] * (v + p->input_offset);
         }
         if (p->bias) {

@@ -38,6 +38,15 @@ typedef struct {
     const MG_ROM int32_t *shift;        /* [H] */
 } mg_delay_params_t;
 
+/* The frame a tap of delay d reads at the step whose slot is pos (t mod len): the current
+ * frame `cur` for d = 0, else slot (t - d) mod len of the channel's len slots (1 <= d <= len).
+ * One definition for every delay kernel (reference and fast, int8 and int16 outputs). */
+static inline int8_t mg_ring_tap(const int8_t *slots, uint32_t pos, uint32_t len, uint32_t d,
+                                 int8_t cur)
+{
+    return d == 0u ? cur : slots[pos >= d ? pos - d : pos + len - d];
+}
+
 /* Sets every ring slot to the frames' zero point (= float 0: the frames before t = 0). */
 void mg_delay_reset(int8_t *ring, size_t ring_bytes, int8_t zero_point);
 

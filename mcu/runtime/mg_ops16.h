@@ -111,9 +111,7 @@ static inline void mg_delay_step_s16(const MG_ROM mg_delay16_params_t *p, int8_t
         int64_t acc = 0;
         int32_t y;
         for (e = 0; e < d->taps; ++e) {
-            const uint32_t dl = d->delay[e * H + c];
-            /* (t - dl) mod len with 1 <= dl <= len */
-            const int8_t v = dl == 0u ? frame[c] : slots[pos >= dl ? pos - dl : pos + len - dl];
+            const int8_t v = mg_ring_tap(slots, pos, len, d->delay[e * H + c], frame[c]);
             acc += (int64_t)d->filter[e * H + c] * (int64_t)mg_requant32(p->taps16, v);
         }
         if (mg_rom_nonnull(p->bias)) {
