@@ -51,7 +51,7 @@ import numpy as np
 from mgrade_edge.convert import names
 from mgrade_edge.convert.forms import GROUPS16
 from mgrade_edge.convert.metadata import from_model as mgrade_metadata
-from mgrade_edge.convert.mgrade_match import match
+from mgrade_edge.convert.program import build_program
 from mgrade_edge.convert.rings import gather_indices, write_slot
 from mgrade_edge.convert.tflite_reader import Model, read_tflite
 
@@ -68,7 +68,8 @@ GROUPS = ("input", "frames", "conv", "resid", "gate_z", "cand", "update", "state
 def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
     """Activation tensor index -> group name (every non-constant tensor an op writes or the
     graph reads, except the int32 gather indices)."""
-    delays, grus = match(model, meta)
+    program = build_program(model, meta)
+    delays, grus = program.delays, program.grus
     T = model.tensors
     role: dict[int, str] = {}
     inp = dict(zip(meta["inputs"], model.inputs))

@@ -14,8 +14,8 @@ models link into one firmware; every stream is its own mg_model_t.)
 compiled with mcu/runtime/{mg_quant,mg_kernels,mg_delay,mg_mingru}.c (include mcu/runtime).
 The .tflite is the only source: shapes, quantization, delays and ring sizes come from it.
 One writer per generated file (`model_data_c`, `model_c`, `model_data_h`) over one analysed
-`Package` (`analyse`: fusions from convert/mgrade_match.py, the memory plan, ring layout from
-training/ring_layout.py, constants).
+`Package` (`analyse`: the step program of convert/program.py, one operator per step, the
+memory plan, constants).
 
 What the package does per step, compared with the interpreter graph:
 
@@ -28,14 +28,13 @@ What the package does per step, compared with the interpreter graph:
   one `mg_mingru_step_s8` call, channel by channel, updating the state in place (the state
   input and output quantization are tied by convert/, checked here).
 * int16 minGRU state (`python -m mgrade_edge.convert --state-bits 16 / auto`, convert/widen.py): the
-  widened tail is collapsed to the int8 shape above (`state16.int8_view` in `analyse`), the
-  step becomes `mg_mingru_step_s16` / `mg_mingru_fast_s16` on the instance's int16 state
+  layer's MinGRUStep carries the int16 tail (convert/state16.py match_tail), the step becomes `mg_mingru_step_s16` / `mg_mingru_fast_s16` on the instance's int16 state
   `m->h16_<l>` whose int8 copy `m->h<l>` the residual reads (convert/state16.py).
 * int16 minGRU input (`python -m mgrade_edge.convert --input-bits 16`, the default with an int16 gate;
   convert/widen.py widen_input): `mg_input16_front` (fast: `mg_input16_front_fast`) computes
   u16 from the frame and the conv output right after the delay step into the shared scratch
   `<P>_u16`, and `mg_mingru_step_u16` / `mg_mingru_fast_u16` run the 16x8 FCs on it and write
-  the layer's residual output v8 as well (convert/input16.py; the view's two ADDs are dropped).
+  the layer's residual output v8 as well (convert/input16.py: the front, one Front16 of the step).
 * int16 delay-conv output (`--form conv16`, convert/widen.py widen_conv): the delay step is
   `mg_delay_step_s16` (fast: `mg_delay_fast_s16`, mcu/runtime/mg_ops16.h / mg_fast.h: the
   taps requantized to int16, TFLite's 16x8 depthwise arithmetic with an int64 bias) into the
@@ -45,9 +44,9 @@ What the package does per step, compared with the interpreter graph:
 
 The fused kernels keep TFLite-Micro's integer arithmetic, so the package is bit-exact with the
 TFLM Streamer (convert/stream.py): tests/test_mcu_model.py checks every step's logits and
-states. The subgraphs are matched per layer from the metadata's input/output roles
-(convert/mgrade_match.py); a graph of another shape is refused with a CodegenError naming the
-layer and what was expected.
+states. The steps are matched once per layer from the metadata's input/output roles
+(convert/program.py build_program); a graph of another shape is refused with a CodegenError
+naming the layer and what was expected.
 """
 from __future__ import annotations
 
@@ -71,21 +70,21 @@ from mgrade_edge.convert.graph_package import (
     LOGISTIC_KEYS, REQUANT_KEYS, add_fields, emit_op, fc_struct_lines, mul_fields,
     mult_shift_lines, pick)
 from mgrade_edge.convert.input_norm import frame_constants
-from mgrade_edge.convert.metadata import StepMetadata, from_model as mgrade_metadata, input_norm
-from mgrade_edge.convert.mgrade_match import DelayFusion, GruFusion, StepGraph, match
-from mgrade_edge.convert.input16 import emit_params as input16_params, int8_view
+from mgrade_edge.convert.metadata import from_model as mgrade_metadata, input_norm
+from mgrade_edge.convert.input16 import emit_params as input16_params
+from mgrade_edge.convert.program import build_program
+from mgrade_edge.convert.steps import DelayStep, MinGRUStep, OpStep, StepProgram
 from mgrade_edge.convert import ops16
 from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
 from mgrade_edge.convert.tflite_reader import Model, Operator, read_tflite
 from mgrade_edge.convert.tflm_params import (
-    ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, requant, zero_point)
-from mgrade_edge.training import ring_layout
+    ALIAS_OPS, CodegenError, op_params, requant, zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fast-path declarations of the fused steps (mcu/runtime/mg_fast.h)
 
-def _fast_delay(P: str, T, f: DelayFusion, add=None):
+def _fast_delay(P: str, T, f: DelayStep, add=None):
     """Fast delay step: channel-major taps, folded bias, FC-style requantization; add =
     (ADD op index, swap) of a residual ADD(frame, conv) fused into the same pass."""
     p = f.dw
@@ -117,7 +116,7 @@ def _relu_table(prefix: str, name: str, relu_params: dict | None, decls: list[st
     return f"{prefix}_{name}", table
 
 
-def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
+def _fast_mingru(P: str, model: Model, T, f: MinGRUStep, report: dict, add=None,
                  state16: bool = False):
     """Fast minGRU step declarations (None where a condition of the fast kernel fails); add =
     (ADD op index, swap) of a residual ADD(u, h_new) fused into the same pass; state16: the
@@ -134,7 +133,7 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
         if lay[role] is None:
             report[f"l{L}_gru"] = f"{role}: {why}"
             return None
-    if not all(add_ok(x) for x in (f.add_g, f.sub, f.add_h)):
+    if not all(add_ok(x) for x in (f.add_g, f.sub, f.add_h) if x is not None):
         report[f"l{L}_gru"] = "ADD/SUB parameters outside the fast kernel's range"
         return None
     decls = []
@@ -179,14 +178,15 @@ def _fast_mingru(P: str, model: Model, T, f: GruFusion, report: dict, add=None,
         channels=H, gate=f"&{P}_l{L}_gate_f", cand=f"&{P}_l{L}_cand_f",
         sig_z="NULL" if state16 else f"{P}_l{L}_sig_z_lut", **sig, relu_fc=relu_fc,
         relu_fc_shares_dot=int(f.shares_dot),
-        relu=relu, add_g=f"&{P}_l{L}_add_g", sub=f"&{P}_l{L}_sub", mul=f"&{P}_l{L}_mul",
-        add_h=f"&{P}_l{L}_add_h", **split, add_v=f"&{P}_op{add[0]}" if add else "NULL",
+        relu=relu, add_g=f"&{P}_l{L}_add_g",
+        **{k: f"&{P}_l{L}_{k}" if getattr(f, k) is not None else "NULL"
+           for k in ("sub", "mul", "add_h")}, **split, add_v=f"&{P}_op{add[0]}" if add else "NULL",
         add_v_swap=int(add[1]) if add else 0)))
     n_acc = (3 if "relu_fc" in f.fc and not f.shares_dot else 2) * 4 * ((H + 3) // 4)
     return decls, None, (2 * lay["gate"][2], n_acc)
 
 
-def _fast_mingru_u16(P: str, model: Model, f: GruFusion, in16: dict, report: dict):
+def _fast_mingru_u16(P: str, model: Model, f: MinGRUStep, in16: dict, report: dict):
     """Fast declarations of an int16-input minGRU step (mg_fast.h mg_mingru_fast_u16): the
     candidate's int8 tables and the mg_input16_fast_t; None (reference kernel) where the fast
     kernel's conditions fail."""
@@ -292,7 +292,7 @@ def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H:
                           for t in chain for u in users.get(t, [])) and \
                 not any(t in graph_outputs for t in chain)
         else:
-            want = (f.u, f.hnew)
+            want = (f.u, f.h8)
             private = True
         if sorted(ins) != sorted(want) or ins[0] == ins[1] or not private:
             continue
@@ -367,160 +367,142 @@ def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
 
 @dataclass
 class Package:
-    """An mGRADE step graph, matched and planned: everything the file writers need."""
-    model: Model
-    meta: dict
+    """An mGRADE step program (convert/program.py) laid out for C: the package's operator
+    list (the program's fused steps as MG_DELAY / MG_MINGRU), its memory plan, the buffer of
+    every tensor, the constants it stores."""
+    program: StepProgram
     P: str                        # C symbol prefix
-    g: StepGraph
-    H: int
-    n_in: int
-    n_out: int
-    x_t: int                      # tensor of the x input
-    logits_t: int                 # tensor of the logits output
-    delays: list[DelayFusion]
-    grus: list[GruFusion]
-    fused_at: dict                # anchor op index -> fusion
-    new_ops: list[Operator]       # the op list with MG_DELAY / MG_MINGRU in place of the fused
+    new_ops: list[Operator]       # one operator per step: MG_DELAY / MG_MINGRU for the fused
     pm: Model                     # the model with new_ops, x + states in, logits + states out
     plan: Plan
     ptr: object                   # ptr(tensor, const) -> C expression of its buffer
-    macs_graph: int
-    macs_saved: int
-    ring_info: list[dict]
-    period: int                   # step counter wrap (0: 2^32)
     used_consts: set[int]
     const_bytes: int
     name: str                     # model name in mg_model_info_t
-    state_names: list[str]        # the graph's state outputs (debug accessor order)
-    s16: dict = field(default_factory=dict)     # int16-state layers: {layer: (params, tensors)}
-    in16: dict = field(default_factory=dict)    # int16-input layers: {layer: (params, tensors)}
     fast_report: dict = field(default_factory=dict)
 
-    def op(self, index: int) -> Operator:
-        """The operator of graph index `index` (the int8 view drops ops: not a list index)."""
-        return self.op_at[index]
+    model = property(lambda self: self.program.model)
+    meta = property(lambda self: self.program.meta)
+    H = property(lambda self: self.program.channels)
+    n_in = property(lambda self: self.program.n_in)
+    n_out = property(lambda self: self.program.n_out)
+    x_t = property(lambda self: self.program.x)
+    logits_t = property(lambda self: self.program.logits)
+    delays = property(lambda self: self.program.delays)
+    grus = property(lambda self: self.program.grus)
+    period = property(lambda self: self.program.period)
+    state_names = property(lambda self: self.program.state_names)
+    macs_graph = property(lambda self: self.program.macs)
+    T = property(lambda self: self.program.model.tensors)
 
     @property
-    def op_at(self) -> dict:
-        return {o.index: o for o in self.model.operators}
+    def macs_saved(self) -> int:
+        """MACs the shared candidate / relu dot product saves per step."""
+        return sum(f.fc["relu_fc"][1]["accum_depth"] * self.H for f in self.grus
+                   if f.shares_dot)
+
+    @property
+    def fused_at(self) -> dict:
+        """anchor op index -> its DelayStep / MinGRUStep."""
+        return {f.anchor: f for f in self.delays + self.grus}
+
+    @property
+    def s16(self) -> dict:
+        """int16-state layers: {layer: (tail params, tail tensors)} (convert/state16.py)."""
+        return {f.layer: (f.tail16.params, f.tail16.tensors) for f in self.grus if f.tail16}
+
+    @property
+    def in16(self) -> dict:
+        """int16-input layers: {layer: (front params, front tensors)} (convert/input16.py)."""
+        return {f.layer: (f.front16.params, f.front16.tensors) for f in self.grus
+                if f.front16}
+
+    @property
+    def ring_info(self) -> list[dict]:
+        """Per delay layer: its ring's bytes and frame offsets, the graph's ring bytes, the
+        plain (unpacked) ring's frames and bytes, and its kernel span."""
+        return [dict(layer=f.layer, bytes=f.ring.bytes, offsets=f.ring.offsets,
+                     graph_bytes=f.ring.graph_bytes, plain_frames=f.ring.plain_frames,
+                     plain_bytes=f.ring.plain_bytes, kernel_span=f.ring.kernel_span)
+                for f in self.delays]
+
+    @property
+    def graph_outputs(self) -> set[int]:
+        return set(self.program.model.outputs)
+
+    @property
+    def readout_op(self) -> int:
+        """The index of the operator writing the logits (-1: none)."""
+        return next((s.op.index for s in self.program.steps
+                     if isinstance(s, OpStep) and self.logits_t in s.op.outputs), -1)
+
+    def op(self, index: int) -> Operator:
+        """The graph operator of index `index`."""
+        return next(o for o in self.model.operators if o.index == index)
 
     @property
     def PU(self) -> str:
         return self.P.upper()
 
-    @property
-    def T(self):
-        return self.model.tensors
-
 
 def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = None) -> Package:
-    """Match the fused subgraphs, plan memory, lay out the rings and collect the constants."""
-    check_supported(model)
-    step_graph = StepGraph(model, meta)
-    # int16 state tails (convert/widen.py, convert/state16.py) collapsed to the int8 graph
-    # shape the matcher knows; tails16: {layer: (params, tensors)}, the tails' own C calls
-    model, tails16, fronts16 = int8_view(model, meta, step_graph)
-    if tails16:
-        step_graph = StepGraph(model, meta)
-    channels = StepMetadata.of(meta).channels
-    layers = meta["layers"]
-    n_in, n_out = int(meta["n_in"]), int(meta["n_classes"])
-    x_t, logits_t = _io_tensors(model.tensors, step_graph, n_in, n_out)
-    delays, grus = match(model, meta)
-    fused_at = {f.anchor: f for f in delays + grus}
-    new_ops = _fused_operators(model, fused_at, fronts16)
-    pm, plan, ptr = _plan_package(model, new_ops, x_t, logits_t, grus, prefix)
-    macs_graph = sum(ops16.macs(model, op) if ops16.is_wide(model, op)
-                     else op_macs(op, op_params(model, op)) for op in model.operators)
-    macs_saved = sum(f.fc["relu_fc"][1]["accum_depth"] * channels for f in grus
-                     if f.shares_dot)
-    ring_info = _ring_info(delays, layers, meta, channels)
-    period = ring_layout.wrap_period(v for f in delays for v in f.ring_len)
-    used_consts = _used_consts(model.tensors, new_ops, delays, grus)
-    return Package(
-        model, meta, prefix, step_graph, channels, n_in, n_out, x_t, logits_t, delays, grus,
-        fused_at, new_ops, pm, plan, ptr, macs_graph, macs_saved, ring_info, period,
-        used_consts, sum(model.tensors[i].nbytes for i in used_consts),
-        model_name(name or meta.get("task") or "mgrade"),
-        [n for n in meta["outputs"] if n != names.LOGITS], tails16, fronts16)
+    """The step program (convert/program.py), its operator list, memory plan and constants."""
+    program = build_program(model, meta)
+    new_ops = _step_operators(program)
+    pm, plan, ptr = _plan_package(program, new_ops, prefix)
+    used_consts = _used_consts(model.tensors, new_ops, program.delays, program.grus)
+    return Package(program, prefix, new_ops, pm, plan, ptr, used_consts,
+                   sum(model.tensors[i].nbytes for i in used_consts),
+                   model_name(name or meta.get("task") or "mgrade"))
 
 
-def _io_tensors(tensors: list, step_graph: StepGraph, n_in: int, n_out: int) -> tuple[int, int]:
-    """The tensor indices of the x input (int8 [1, n_in]) and the logits output (int8
-    [1, n_out]); CodegenError where either is missing or has another type or size."""
-    x_t, logits_t = step_graph.inp.get(names.X), step_graph.out.get(names.LOGITS)
-    if x_t is None or logits_t is None:
-        raise CodegenError("mgrade metadata has no x input / logits output")
-    if tensors[x_t].size != n_in or tensors[logits_t].size != n_out or \
-            tensors[x_t].dtype != np.int8 or tensors[logits_t].dtype != np.int8:
-        raise CodegenError(f"x must be int8 [1, {n_in}] and logits int8 [1, {n_out}]")
-    return x_t, logits_t
+def _step_operators(program: StepProgram) -> list[Operator]:
+    """One operator per step: MG_DELAY (reads the frame, writes the int8 conv output; conv16
+    writes the static <P>_c16), MG_MINGRU (reads u and an int8 state, writes the int8 state or
+    its copy h8; an int16 input reads the static <P>_u16 and also writes v8), the others
+    as in the graph."""
+    ops = []
+    for s in program.steps:
+        if isinstance(s, DelayStep):
+            ops.append(Operator(s.anchor, "MG_DELAY", [s.frame],
+                                [s.out] if s.conv16 is None else []))
+        elif isinstance(s, MinGRUStep):
+            reads = ([] if s.front16 else [s.u]) + ([s.h] if s.tail16 is None else [])
+            ops.append(Operator(s.anchor, "MG_MINGRU", reads,
+                                [s.h8] + ([s.v8] if s.front16 else [])))
+        else:
+            ops.append(s.op)
+    return ops
 
 
-def _fused_operators(model: Model, fused_at: dict, fronts16: dict) -> list[Operator]:
-    """The view's operator list with one MG_DELAY / MG_MINGRU per fusion (fused_at: anchor op
-    index -> fusion) at its anchor and the fused ops dropped. An int16-input layer's
-    (fronts16, convert/input16.py) view ADD(frame, conv) and ADD(u, h_new) are dropped too:
-    mg_input16_front and mg_mingru_step_u16 compute them, and its MG_MINGRU reads only h and
-    also writes v8."""
-    replaced = {i for f in fused_at.values() for i in f.ops}
-    replaced |= {t[k].index for _, t in fronts16.values() for k in ("add_u", "add_v")}
-    new_ops: list[Operator] = []
-    for op in model.operators:
-        if op.index in fused_at:
-            f = fused_at[op.index]
-            if isinstance(f, DelayFusion):
-                new_ops.append(Operator(op.index, "MG_DELAY", [f.frame], [f.out]))
-            elif f.layer in fronts16:
-                new_ops.append(Operator(op.index, "MG_MINGRU", [f.h],
-                                        [f.hnew, fronts16[f.layer][1]["v8"]]))
-            else:
-                new_ops.append(Operator(op.index, "MG_MINGRU", [f.u, f.h], [f.hnew]))
-        elif op.index not in replaced:
-            new_ops.append(op)
-    return new_ops
-
-
-def _plan_package(model: Model, new_ops: list[Operator], x_t: int, logits_t: int, grus: list,
-                  prefix: str) -> tuple[Model, Plan, object]:
-    """The package model (new_ops; x and the states in, logits and the new states out), its
-    memory plan, and ptr(tensor, const) -> the C expression of a tensor's buffer (x, logits,
-    the instance's state `m->h<layer>`, a constant or the arena)."""
-    pm = dataclasses.replace(model, operators=new_ops, inputs=[x_t] + [f.h for f in grus],
-                             outputs=[logits_t] + [f.hnew for f in grus],
-                             input_names=[names.X] + [names.h(f.layer) for f in grus],
-                             output_names=[names.LOGITS] + [names.hnew(f.layer) for f in grus])
+def _plan_package(program: StepProgram, new_ops: list[Operator], prefix: str
+                  ) -> tuple[Model, Plan, object]:
+    """The package model (new_ops; x and the int8 states in, logits and the int8 states or
+    copies out), its memory plan, and ptr(tensor, const) -> the C expression of a tensor's
+    buffer (x, logits, the instance's int8 state `m->h<layer>`, a constant or the arena)."""
+    state8 = [f for f in program.grus if f.tail16 is None]
+    pm = dataclasses.replace(program.model, operators=new_ops,
+                             inputs=[program.x] + [f.h for f in state8],
+                             outputs=[program.logits] + [f.h8 for f in program.grus],
+                             input_names=[names.X] + [names.h(f.layer) for f in state8],
+                             output_names=[names.LOGITS]
+                             + [names.hnew(f.layer) for f in program.grus])
     plan = plan_memory(pm)
     for ti, _ in plan.copies:
         raise CodegenError(f"graph output tensor {ti} is not produced by an operator")
-
-    def state_name(slot: int) -> str:
-        return f"m->{names.h(grus[slot - 1].layer)}"     # the instance's state (mg_model_t)
 
     def input_expr(slot: int, ct: str, const: bool) -> str:
         if slot == 0:
             if not const:
                 raise CodegenError("the x input is written by an operator")
             return "x"
-        return state_name(slot)
+        return f"m->{names.h(state8[slot - 1].layer)}"      # the instance's state
 
-    ptr = tensor_pointer(model.tensors, plan, prefix, input_expr,
-                         lambda slot, ct, q: "logits" if slot == 0 else state_name(slot))
+    def output_expr(slot: int, ct: str, q) -> str:
+        return "logits" if slot == 0 else f"m->{names.h(program.grus[slot - 1].layer)}"
+
+    ptr = tensor_pointer(program.model.tensors, plan, prefix, input_expr, output_expr)
     return pm, plan, ptr
-
-
-def _ring_info(delays: list, layers: list, meta: dict, channels: int) -> list[dict]:
-    """Per delay layer (training/ring_layout.py): its ring's bytes and frame offsets, the
-    graph's ring bytes, the plain (unpacked) ring's frames and bytes, and its kernel span."""
-    ring_info = []
-    for f in delays:
-        span = layers[f.layer].get("kernel_span", meta.get("kernel_span"))
-        plain = ring_layout.plain_frames(span, f.delays)
-        ring_info.append(dict(layer=f.layer, bytes=int(f.ring_len.sum()),
-                              offsets=ring_layout.offsets(f.ring_len),
-                              graph_bytes=f.graph_ring_frames * channels, plain_frames=plain,
-                              plain_bytes=plain * channels, kernel_span=span))
-    return ring_info
 
 
 def _used_consts(tensors: list, new_ops: list[Operator], delays: list, grus: list) -> set[int]:
@@ -566,12 +548,12 @@ def model_data_c(pk: Package) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # mg_model.c
 
-def _conv16(pk: Package, f: DelayFusion) -> dict | None:
+def _conv16(pk: Package, f: DelayStep) -> dict | None:
     """The 16x8 conv parameters of a conv16 layer's delay (convert/input16.py), else None."""
-    return pk.in16[f.layer][0].get("dw16") if f.layer in pk.in16 else None
+    return f.conv16
 
 
-def _delay16_code(pk: Package, f: DelayFusion, dw16: dict, decls: list) -> str:
+def _delay16_code(pk: Package, f: DelayStep, dw16: dict, decls: list) -> str:
     """The declarations (appended to decls) of a conv16 layer's int16 delay conv (mg_ops16.h
     mg_delay16_params_t: the ring layout, the 16x8 multipliers and int16 range in its
     mg_delay_params_t, the taps' int8 -> int16 requantization, the int64 bias); returns the
@@ -594,12 +576,12 @@ def _delay16_code(pk: Package, f: DelayFusion, dw16: dict, decls: list) -> str:
                  f"{{{', '.join(f'{int(v)}LL' for v in pk.T[f.bias].data.reshape(-1))}}};")
     decls.append(struct_decl("mg_delay16_params_t", f"{P}_l{L}_delay16", dict(
         d=f"&{P}_l{L}_delay_p", taps16=f"&{P}_l{L}_taps16", bias=bias)))
-    ring = f"m->ring{L}" if pk.ring_info[pk.delays.index(f)]["bytes"] else "NULL"
+    ring = f"m->ring{L}" if f.ring.bytes else "NULL"
     return (f"    mg_delay_step_s16(&{P}_l{L}_delay16, {ring}, m->step_t, "
             f"{ptr(f.frame, True)}, {P}_c16);")
 
 
-def _fast_delay16(pk: Package, f: DelayFusion, dw16: dict) -> tuple[list, str] | None:
+def _fast_delay16(pk: Package, f: DelayStep, dw16: dict) -> tuple[list, str] | None:
     """The fast path's declarations and call of a conv16 layer's delay conv (mg_fast.h
     mg_delay_fast_s16: channel-major taps, the int16 taps from a 256-entry table, an int32
     dot product), or None where that dot product could leave int32."""
@@ -614,7 +596,7 @@ def _fast_delay16(pk: Package, f: DelayFusion, dw16: dict) -> tuple[list, str] |
              struct_decl("mg_delay16_fast_t", f"{P}_l{L}_delay16f", dict(
                  p=f"&{P}_l{L}_delay16", delay=f"{P}_l{L}_delay_cm",
                  filter=f"{P}_l{L}_filter_cm", taps16=f"{P}_l{L}_taps16_lut"))]
-    ring = f"m->ring{L}" if pk.ring_info[pk.delays.index(f)]["bytes"] else "NULL"
+    ring = f"m->ring{L}" if f.ring.bytes else "NULL"
     return decls, (f"    mg_delay_fast_s16(&{P}_l{L}_delay16f, {ring}, m->step_t, "
                    f"{pk.ptr(f.frame, True)}, {P}_c16);")
 
@@ -631,7 +613,7 @@ def _input16_decls(pk: Package, layer: int) -> list[str]:
     return input16_params(prefix, layer, front_params, fc_weights_bias)
 
 
-def _debug_frame_copy(pk: Package, f: DelayFusion) -> list[str]:
+def _debug_frame_copy(pk: Package, f: DelayStep) -> list[str]:
     """The debug copy of a delay layer's frame into m->dbg_frame<layer> (none unless the
     graph outputs the frame)."""
     if not f.frame_output:
@@ -640,7 +622,7 @@ def _debug_frame_copy(pk: Package, f: DelayFusion) -> list[str]:
             f"    mg_copy(m->dbg_frame{f.layer}, {pk.ptr(f.frame, True)}, {pk.H}u);", "#endif"]
 
 
-def _delay16_layer_code(pk: Package, f: DelayFusion, dw16: dict, shared: list[str]):
+def _delay16_layer_code(pk: Package, f: DelayStep, dw16: dict, shared: list[str]):
     """A conv16 layer's delay step (int16 delay conv, then the int16 front), the same code's
     declarations on both paths: (shared + its declarations, no reference-only declarations,
     the reference statements, the fast path or None)."""
@@ -660,7 +642,7 @@ def _delay16_layer_code(pk: Package, f: DelayFusion, dw16: dict, shared: list[st
         "mg_input16_front_c16(", "mg_input16_front_c16_fast(")], (0, 0))
 
 
-def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast):
+def _delay_code(pk: Package, f: DelayStep, residual: dict, fast):
     """A delay layer's step: (declarations both paths read, the reference path's own
     declarations, the reference statements (the debug frame copy last), the fast path
     (decls, statements, scratch words) or None)."""
@@ -703,48 +685,57 @@ def _delay_code(pk: Package, f: DelayFusion, residual: dict, fast):
     return shared, ref_decls, ref_body + _debug_frame_copy(pk, f), fast
 
 
-def _mingru_ref_decls(pk: Package, f: GruFusion) -> list[str]:
-    """The minGRU layer's FC, logistic and relu parameters and its mg_mingru_params_t."""
+def _mingru_ref_decls(pk: Package, f: MinGRUStep) -> list[str]:
+    """The minGRU layer's FC, logistic and relu parameters and its mg_mingru_params_t (an
+    int16 input's FCs are the front's: NULL here; sig_z, sub, mul, add_h NULL where the int16
+    tail computes them)."""
     prefix, layer = pk.P, f.layer
+    fcs = {} if f.front16 else f.fc
     decls = []
-    for role, (_, fc_params) in f.fc.items():
+    for role, (_, fc_params) in fcs.items():
         decls += fc_struct_lines(prefix, f"l{layer}_{role}", fc_params)
     for sig in ("sig_z", "sig_p"):
-        decls.append(struct_decl("mg_logistic_params_t", f"{prefix}_l{layer}_{sig}",
-                                 pick(getattr(f, sig), LOGISTIC_KEYS)))
+        if getattr(f, sig) is not None:
+            decls.append(struct_decl("mg_logistic_params_t", f"{prefix}_l{layer}_{sig}",
+                                     pick(getattr(f, sig), LOGISTIC_KEYS)))
     if f.relu is not None:
         decls.append(struct_decl("mg_requant_params_t", f"{prefix}_l{layer}_relu",
                                  pick(f.relu, REQUANT_KEYS)))
 
     def fc_ref(role):
-        if role not in f.fc:
+        if role not in fcs:
             return dict(fc="NULL", weights="NULL", bias="NULL")
-        fc_op = f.fc[role][0]
+        fc_op = fcs[role][0]
         bias = fc_op.inputs[2] if len(fc_op.inputs) > 2 else -1
         return dict(fc=f"&{prefix}_l{layer}_{role}", weights=f"{prefix}_t{fc_op.inputs[1]}",
                     bias=f"{prefix}_t{bias}" if bias >= 0 else "NULL")
 
     decls.append(struct_decl("mg_mingru_params_t", f"{prefix}_l{layer}_gru", dict(
-        channels=pk.H, gate=fc_ref("gate"), sig_z=f"&{prefix}_l{layer}_sig_z",
+        channels=pk.H, gate=fc_ref("gate"),
+        sig_z=f"&{prefix}_l{layer}_sig_z" if f.sig_z is not None else "NULL",
         cand=fc_ref("cand"), min_const=f"{prefix}_t{f.min_const}",
         min_stride=0 if pk.T[f.min_const].size == 1 else 1, sig_p=f"&{prefix}_l{layer}_sig_p",
         relu_fc=fc_ref("relu_fc"), relu_fc_shares_dot=int(f.shares_dot),
         relu=f"&{prefix}_l{layer}_relu" if f.relu is not None else "NULL",
-        add_g=f"&{prefix}_l{layer}_add_g", sub=f"&{prefix}_l{layer}_sub",
-        mul=f"&{prefix}_l{layer}_mul", add_h=f"&{prefix}_l{layer}_add_h")))
+        add_g=f"&{prefix}_l{layer}_add_g",
+        **{k: f"&{prefix}_l{layer}_{k}" if getattr(f, k) is not None else "NULL"
+           for k in ("sub", "mul", "add_h")})))
     return decls
 
 
-def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast):
+def _mingru_code(pk: Package, f: MinGRUStep, residual: dict, fast):
     """A minGRU layer's step: (declarations both paths read, the reference path's own
     declarations, the reference statements, the fast path or None). An int16 state
     (convert/state16.py) steps with the s16 calls, an int16 input too with the u16 ones."""
     prefix, ptr, layer = pk.P, pk.ptr, f.layer
     shared = [f"/* layer {layer} minGRU: replaces ops {f.ops} */"]
-    for nm in ("add_g", "sub", "add_h"):
-        shared.append(struct_decl("mg_add_params_t", f"{prefix}_l{layer}_{nm}",
-                                  add_fields(getattr(f, nm))))
-    shared.append(struct_decl("mg_mul_params_t", f"{prefix}_l{layer}_mul", mul_fields(f.mul)))
+    for nm in ("add_g", "sub", "add_h"):        # sub, add_h, mul: an int8 state's update
+        if getattr(f, nm) is not None:
+            shared.append(struct_decl("mg_add_params_t", f"{prefix}_l{layer}_{nm}",
+                                      add_fields(getattr(f, nm))))
+    if f.mul is not None:
+        shared.append(struct_decl("mg_mul_params_t", f"{prefix}_l{layer}_mul",
+                                  mul_fields(f.mul)))
     ref_decls = _mingru_ref_decls(pk, f)
     u_in = f"{prefix}_u16" if layer in pk.in16 else ptr(f.u, True)  # int16 u: static scratch
     comment = f"    /* layer {layer}: minGRU step, state updated in place (ops {f.ops}) */"
@@ -758,7 +749,8 @@ def _mingru_code(pk: Package, f: GruFusion, residual: dict, fast):
         call = f"    mg_mingru_step_s8(&{prefix}_l{layer}_gru, {u_in}, m->h{layer});"
         return shared, ref_decls, [comment, call], fast
     # int16 state: the tail's structs (both paths) and the s16 calls
-    shared += s16_params(prefix, layer, pk.s16[layer][0], logistic_table(f.sig_z))
+    shared += s16_params(prefix, layer, pk.s16[layer][0],
+                         logistic_table(f.sig_z) if f.sig_z is not None else None)
     if layer in pk.in16:
         v8 = ptr(pk.in16[layer][1]["v8"], False)
         call = (f"    mg_mingru_step_u16({gru_s16_args}, &{prefix}_l{layer}_in16, {prefix}_u16, "
@@ -845,7 +837,7 @@ def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predecla
     chain = []
     wide = op.op not in ("MG_DELAY", "MG_MINGRU") and ops16.is_wide(model, op)
     if op.op == "FULLY_CONNECTED" and op.index != readout_op and not wide:
-        chain = _fc_epilogue(model, pk.new_ops, op, plan, pk.g.graph_outputs)
+        chain = _fc_epilogue(model, pk.new_ops, op, plan, pk.graph_outputs)
         for eop, _, _ in chain:
             shared += emit_op(pk.pm, eop, op_params(model, eop), ptr, plan, prefix)[0]
             predeclared.add(eop.index)
@@ -887,13 +879,13 @@ def _op_code_lines(code: _OpCode, kind: str) -> tuple[list[str], list[str]]:
 def _step_code(pk: Package) -> tuple[list[str], list[str], int, int]:
     """The operator parameter declarations and the statements of <P>_model_step, op by op,
     and the fast path's FC scratch sizes (input words, accumulator words; 0: none)."""
-    residual = _residual_adds(pk.model, pk.new_ops, pk.T, pk.fused_at, pk.g.graph_outputs,
+    residual = _residual_adds(pk.model, pk.new_ops, pk.T, pk.fused_at, pk.graph_outputs,
                               pk.H)
     for k in [k for k, f in pk.fused_at.items() if f.layer in pk.in16 and k in residual]:
         del residual[k]         # int16 input: the conv output must exist for mg_input16_front
     absorbed = {a[0]: layer for layer, a in residual.items()}
     predeclared: set[int] = set()
-    readout_op = pk.g.producer[pk.logits_t].index if pk.logits_t in pk.g.producer else -1
+    readout_op = pk.readout_op
     decls: list[str] = []
     body: list[str] = []
     xq_words = acc_words = 0
@@ -931,7 +923,7 @@ def _model_c_head(pk: Package) -> list[str]:
     if pk.in16:
         head.append(f"static int16_t {prefix}_u16[{pk.H}];   /* the minGRU input u in int16 "
                     "(mg_input16_front) */")
-    if any(t["conv16"] for _, t in pk.in16.values()):
+    if any(f.conv16 is not None for f in pk.delays):
         head.append(f"static int16_t {prefix}_c16[{pk.H}];   /* the delay conv output in int16 "
                     "(mg_delay_step_s16) */")
     return head + ["", "/* ---- operator parameters (flash) ---- */"]
@@ -1091,7 +1083,7 @@ def _data_h_ring_defines(pk: Package) -> list[str]:
                   f"#define {PU}_MODEL_RING{layer}_BYTES {ri['bytes']}          /* trimmed: "
                   "sum_c R_c */",
                   f"#define {PU}_MODEL_RING{layer}_GRAPH_BYTES {ri['graph_bytes']}   /* the "
-                  f"graph's ring input: R * H, R = {f.graph_ring_frames} */",
+                  f"graph's ring input: R * H, R = {f.ring.graph_frames} */",
                   f"#define {PU}_MODEL_RING{layer}_PLAIN_BYTES {ri['plain_bytes']}   /* plain "
                   f"buffer: {ri['plain_frames']} frames x H"
                   + (" (kernel_span - 1 past frames) */" if ri["kernel_span"] is not None

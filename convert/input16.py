@@ -1,6 +1,6 @@
 """The int16 minGRU input (convert/widen.py widen_input, `convert --input-bits 16`) for the C
 runtime: the graph matcher, the operator parameters as TFLite-Micro's Prepare computes them,
-the int8 view the fused-kernel matcher reads, and the C declarations.
+and the C declarations.
 
 The widened front of layer l (every int16 tensor symmetric, zero point 0):
 
@@ -17,15 +17,11 @@ and in the conv16 form (widen_conv) c16 comes from the delay conv itself,
 (match_front's params["dw16"]; the package runs `mg_delay_step_s16` into the static scratch
 `<P>_c16` and `mg_input16_front_c16`, mcu/runtime/mg_ops16.h).
 
-In the int8 view (collapse) the QUANTIZE ops are dropped, u16 is the int8 u = ADD(frame, conv)
-the FCs read, they write p8 / r8 / z_pre (int8 in the view) and the residual ADD writes v8, so
-convert/mgrade_match.py matches the usual minGRU; the package computes u16 with
-`mg_input16_front` right after the layer's delay step and runs `mg_mingru_step_u16`
-(mcu/runtime/mg_mingru.h), which also writes v8, in place of the view's two ADDs.
+The step program (convert/program.py) takes the whole front into the layer's MinGRUStep
+(Front16); the package computes u16 with `mg_input16_front` right after the layer's delay step
+and runs `mg_mingru_step_u16` (mcu/runtime/mg_mingru.h), which also writes v8.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
@@ -207,56 +203,6 @@ def _match_conv16(g, c16: int, where: str) -> tuple[dict, dict] | None:
                   multiplier=[m for m, _ in mults], shift=[s for _, s in mults],
                   act_min=lo, act_max=hi)
     return params, dict(dw=dw, q_taps=q_taps, taps8=taps8, bias=bias)
-
-
-def collapse(T: list, ops: list, fronts: dict) -> list:
-    """The int8 view of the fronts: T (tensor list, edited in place) and the op list without
-    the fronts' QUANTIZE ops: u16 is the view's int8 u = ADD(frame, conv), the FCs write their
-    int8 outputs, the residual ADD(u, h_new) writes v8; a conv16 front's delay conv reads the
-    int8 taps and writes (through its RESHAPE) c16, both int8 in the view, so
-    convert/mgrade_match.py matches the usual delay conv (its int8 parameters are not used:
-    the package runs mg_delay_step_s16 with params["dw16"]). (The package computes none of these
-    view ops: mg_input16_front and mg_mingru_step_u16 do, codegen_mgrade drops them.)"""
-    drop = {i for _, t in fronts.values() for i in t["drop"]}
-    fc_of = {op.index: t for _, t in fronts.values() for op in t["fcs"].values()}
-    add_u = {t["add_u"].index: t for _, t in fronts.values()}
-    add_v = {t["add_v"].index: t for _, t in fronts.values()}
-    dw_of = {t["conv16"]["dw"].index: t for _, t in fronts.values() if t["conv16"]}
-    for _, t in fronts.values():
-        view16 = [t["u16"]] + ([t["conv16"]["dw"].outputs[0], t["conv"]] if t["conv16"] else [])
-        for k in view16:
-            T[k] = dataclasses.replace(T[k], dtype=np.dtype(np.int8), type_name="INT8",
-                                       quant=state16.VIEW_QUANT)
-    out = []
-    for op in ops:
-        if op.index in drop:
-            continue
-        if op.index in dw_of:           # the view's delay conv reads the int8 taps
-            op = dataclasses.replace(op, inputs=[dw_of[op.index]["conv16"]["taps8"]]
-                                     + list(op.inputs[1:]))
-        if op.index in fc_of:
-            t = fc_of[op.index]
-            op = dataclasses.replace(op, outputs=[t["out8"].get(op.index, op.outputs[0])])
-        elif op.index in add_u:
-            t = add_u[op.index]
-            op = dataclasses.replace(op, inputs=[t["frame"], t["conv"]])
-        elif op.index in add_v:
-            op = dataclasses.replace(op, outputs=[add_v[op.index]["v8"]])
-        out.append(op)
-    return out
-
-
-def int8_view(model, meta: dict, g) -> tuple[object, dict, dict]:
-    """state16.int8_view, then each int16 front collapsed (collapse). Returns (view model,
-    {layer: (tail params, tail tensors)}, {layer: (front params, front tensors)})."""
-    view, tails = state16.int8_view(model, meta, g)
-    fronts = {L: match_front(g, L, t["z_ops"][0], t["hnew"])
-              for L, (_, t) in tails.items() if t["gate_fc16"]}
-    if not fronts:
-        return view, tails, {}
-    T = list(view.tensors)
-    ops = collapse(T, view.operators, fronts)
-    return dataclasses.replace(view, tensors=T, operators=ops), tails, fronts
 
 
 def emit_params(P: str, L: int, params: dict, consts) -> list[str]:

@@ -1,10 +1,13 @@
-"""The mGRADE fusion matcher: finds, per layer of an mGRADE step graph, the subgraphs the
-package replaces by one fused kernel call, from the metadata's input/output roles.
+"""The mGRADE fusion matcher's pieces: per layer of a step graph, the subgraphs the package
+replaces by one fused step, found from the metadata's input/output roles on the .tflite as
+written (convert/program.py assembles them into the step program).
 
 * Delay convolution: CONCATENATION(frame<l>, ring<l>) -> GATHER(idx<l>) -> RESHAPE ->
-  DEPTHWISE_CONV_2D (or GATHER(frame, constant indices) when every delay is 0) -> DelayFusion.
-* minGRU: FC_z, LOGISTIC, FC_h, MINIMUM, LOGISTIC, FC_h+RELU (or RELU), ADD, SUB, MUL, ADD
-  (h_new = h + z * (g(p) - h)) -> GruFusion.
+  DEPTHWISE_CONV_2D (or GATHER(frame, constant indices) when every delay is 0; conv16: a
+  QUANTIZE to int16 before a 16x8 DEPTHWISE_CONV_2D) -> `match_delay`, a DelayStep.
+* minGRU, int8 parts: the update h_new = h + z * (g - h) (`match_update8`), the candidate
+  g = RELU-part(p) + LOGISTIC(MINIMUM(p, c)) (`match_candidate`), the FCs (`fc_params`);
+  the int16 state tail and input front are convert/state16.py's and convert/input16.py's.
 
 A graph of another shape is refused with a CodegenError naming the layer and what was
 expected. Uses the TFLM parameters (convert/tflm_params.py); knows nothing about C.
@@ -18,47 +21,10 @@ import numpy as np
 from mgrade_edge.convert import names
 from mgrade_edge.convert.errors import ConvertError
 from mgrade_edge.convert.metadata import StepMetadata
+from mgrade_edge.convert.steps import DelayStep, RingLayout
 from mgrade_edge.convert.tflite_reader import Model, Operator
 from mgrade_edge.convert.tflm_params import CodegenError, op_params, zero_point
 from mgrade_edge.training import ring_layout
-
-
-@dataclass
-class DelayFusion:
-    layer: int
-    ops: list[int]           # matched operator indices (replaced)
-    anchor: int              # position of the fused call (the DEPTHWISE_CONV_2D)
-    frame: int               # tensor: the layer input at t (conv input, written to the ring)
-    out: int                 # tensor: the DEPTHWISE_CONV_2D output
-    dw: dict                 # DEPTHWISE_CONV_2D parameters (op_params)
-    filt: int                # filter tensor [1, 1, N, H]
-    bias: int                # bias tensor or -1
-    delays: np.ndarray       # [H, N]
-    ring_len: np.ndarray     # [H] R_c
-    graph_ring_frames: int   # R of the graph's ring input
-    zero_point: int          # of the frames (ring reset value)
-    frame_output: bool       # the graph has a frame{l} output (ring_frames > 0)
-
-
-@dataclass
-class GruFusion:
-    layer: int
-    ops: list[int]
-    anchor: int              # the final ADD (h + z * (g - h))
-    u: int                   # input tensor
-    h: int                   # state input tensor
-    hnew: int                # state output tensor
-    zero_point: int
-    fc: dict                 # role -> (op, params): gate, cand, relu_fc (optional)
-    sig_z: dict
-    sig_p: dict
-    min_const: int           # const tensor of the MINIMUM
-    relu: dict | None        # RELU op params (None: fused into relu_fc)
-    shares_dot: bool
-    add_g: dict
-    sub: dict
-    mul: dict
-    add_h: dict
 
 
 def _typed_metadata(meta: dict | StepMetadata) -> StepMetadata:
@@ -179,10 +145,20 @@ def _match_constant_gather(graph: StepGraph, gather: Operator, channels: int, ta
     return frame, [], [frame]
 
 
+def _only_reader(graph: StepGraph, t: int, kind: str, where: str, what: str) -> Operator:
+    """The one op reading tensor t, which must be a `kind` reading it as its first input."""
+    users = graph.consumers.get(t, [])
+    if len(users) != 1 or users[0].op != kind or users[0].inputs[0] != t:
+        raise CodegenError(f"{where}: expected {what} to feed one {kind}")
+    return users[0]
+
+
 def _match_tap_conv(graph: StepGraph, gather: Operator, channels: int, taps: int, where: str
-                    ) -> tuple[Operator, Operator, dict]:
-    """GATHER -> RESHAPE [1, 1, N, H] -> DEPTHWISE_CONV_2D, the VALID tap convolution:
-    (RESHAPE op, DEPTHWISE_CONV_2D op, its op_params)."""
+                    ) -> tuple[list[Operator], Operator, dict | None]:
+    """GATHER -> RESHAPE [1, 1, N, H] -> DEPTHWISE_CONV_2D, the VALID tap convolution, or
+    (conv16, convert/widen.py widen_conv) RESHAPE -> QUANTIZE (int8 -> int16) ->
+    DEPTHWISE_CONV_2D 16x8: ([RESHAPE op (+ the QUANTIZE)], DEPTHWISE_CONV_2D op, its int8
+    op_params or None for the 16x8 conv, whose parameters convert/input16.py computes)."""
     tensors = graph.tensors
     if (_axis(gather, len(tensors[gather.inputs[0]].shape)) != 1
             or gather.options.get("batch_dims", 0)):
@@ -197,11 +173,22 @@ def _match_tap_conv(graph: StepGraph, gather: Operator, channels: int, taps: int
     if tuple(tensors[reshaped].shape) != (1, 1, taps, channels):
         raise CodegenError(f"{where}: taps reshaped to {tensors[reshaped].shape}, expected "
                            f"(1, 1, {taps}, {channels})")
+    chain, taps_in = [reshape], reshaped
     users = graph.consumers.get(reshaped, [])
-    if len(users) != 1 or users[0].op != "DEPTHWISE_CONV_2D" or users[0].inputs[0] != reshaped:
-        raise CodegenError(f"{where}: expected the taps to feed one DEPTHWISE_CONV_2D")
-    dw = users[0]
-    graph.only_consumers(reshaped, {dw.index}, where, "the reshaped taps")
+    if len(users) == 1 and users[0].op == "QUANTIZE" and \
+            tensors[users[0].outputs[0]].dtype == np.int16:          # conv16: int16 taps
+        chain.append(users[0])
+        taps_in = users[0].outputs[0]
+        graph.only_consumers(reshaped, {users[0].index}, where, "the reshaped taps")
+    dw = _only_reader(graph, taps_in, "DEPTHWISE_CONV_2D", where, "the taps")
+    graph.only_consumers(taps_in, {dw.index}, where, "the reshaped taps")
+    if len(chain) == 2:
+        filt, out = tensors[dw.inputs[1]], tensors[dw.outputs[0]]
+        if tuple(filt.shape) != (1, 1, taps, channels) or out.size != channels or \
+                dw.options.get("padding", "VALID") != "VALID":
+            raise CodegenError(f"{where}: the 16x8 DEPTHWISE_CONV_2D is not the [1,1,N,H] "
+                               "VALID tap convolution")
+        return chain, dw, None
     params = op_params(graph.model, dw)
     expect = dict(batches=1, in_h=1, in_w=taps, in_c=channels, filt_h=1, filt_w=taps, out_h=1,
                   out_w=1, out_c=channels, depth_multiplier=1, pad_h=0, pad_w=0)
@@ -209,30 +196,41 @@ def _match_tap_conv(graph: StepGraph, gather: Operator, channels: int, taps: int
     if bad:
         raise CodegenError(f"{where}: DEPTHWISE_CONV_2D is not the [1,1,N,H] VALID tap "
                            f"convolution (unexpected {bad})")
-    return reshape, dw, params
+    return chain, dw, params
 
 
-def _match_delay(graph: StepGraph, meta: StepMetadata, layer: int, gather: Operator) -> DelayFusion:
-    """Layer `layer`'s delay convolution, from its GATHER."""
+def ring_layout_of(meta: dict, layer: int, delays: np.ndarray, frames: int,
+                   channels: int) -> RingLayout:
+    """Layer `layer`'s trimmed ring (training/ring_layout.py) for its delays [H, N]."""
+    span = meta["layers"][layer].get("kernel_span", meta.get("kernel_span"))
+    lengths = ring_layout.channel_lengths(delays)
+    return RingLayout(lengths, ring_layout.offsets(lengths), frames,
+                      ring_layout.plain_frames(span, delays), span, channels)
+
+
+def match_delay(graph: StepGraph, meta: dict, layer: int, gather: Operator) -> DelayStep:
+    """Layer `layer`'s delay convolution, from its GATHER (conv16: `conv16` is left None
+    here; convert/program.py fills it from the int16 front)."""
+    step_meta = graph.meta
     tensors, where = graph.tensors, f"layer {layer} delay conv"
-    channels = meta.channels
-    delays = _checked_delays(meta, layer, where)
-    taps, frames = delays.shape[1], meta.layers[layer].ring_frames
+    channels = step_meta.channels
+    delays = _checked_delays(step_meta, layer, where)
+    taps, frames = delays.shape[1], step_meta.layers[layer].ring_frames
     if frames > 0:
         frame, source_ops, chain = _match_ring_gather(graph, layer, gather, frames, channels, taps,
                                                       where)
     else:
         frame, source_ops, chain = _match_constant_gather(graph, gather, channels, taps, where)
-    reshape, dw, params = _match_tap_conv(graph, gather, channels, taps, where)
-    for t in chain + [gather.outputs[0], reshape.outputs[0]]:
+    tap_ops, dw, params = _match_tap_conv(graph, gather, channels, taps, where)
+    for t in chain + [gather.outputs[0], tap_ops[0].outputs[0]]:
         if not graph.same_quant(t, frame) or tensors[t].dtype != np.int8:
             raise CodegenError(f"{where}: tensor {t} ({tensors[t].name}) does not share the "
                                "frame's int8 quantization (the taps must be plain copies)")
-    ops = source_ops + [gather.index, reshape.index, dw.index]
-    return DelayFusion(layer, sorted(ops), dw.index, frame, dw.outputs[0], params, dw.inputs[1],
-                       dw.inputs[2] if len(dw.inputs) > 2 else -1, delays,
-                       ring_layout.channel_lengths(delays), frames, zero_point(tensors[frame]),
-                       frames > 0)
+    ops = source_ops + [gather.index] + [op.index for op in tap_ops] + [dw.index]
+    return DelayStep(layer, sorted(ops), dw.index, frame, dw.outputs[0], delays, dw.inputs[1],
+                     dw.inputs[2] if len(dw.inputs) > 2 else -1, params, None,
+                     ring_layout_of(meta, layer, delays, frames, channels),
+                     zero_point(tensors[frame]), frames > 0, channels * taps)
 
 
 def swap_add(p: dict) -> dict:
@@ -249,63 +247,76 @@ def _swap_mul(p: dict) -> dict:
     return q
 
 
-@dataclass
-class _GruOps:
-    """The operators of one matched minGRU h_new = h + z * (g(p) - h), and which operand of
-    each commutative op holds what (to bring its parameters to the canonical order)."""
-    add_h: Operator          # ADD(h, m); h_first: h is its input1
-    h_first: bool
-    mul: Operator            # MUL(z, d); z_first: z is its input1
-    z_first: bool
-    sig_z: Operator          # z = LOGISTIC(gate FC)
-    sub: Operator            # d = SUB(g, h)
-    add_g: Operator          # g = ADD(r, q); relu_first: the RELU branch r is its input1
-    relu_first: bool
-    sig_p: Operator          # q = LOGISTIC(MINIMUM(p, c))
-    minimum: Operator
-    min_const: int           # the MINIMUM's constant operand
-    gate: Operator           # FULLY_CONNECTED of the gate pre-activation
-    cand: Operator           # FULLY_CONNECTED of the candidate p
-    relu: Operator | None    # RELU(p or a second FC), None where the FC fuses it
-    relu_fc: Operator | None  # the FC of the RELU branch, None where it is RELU(p)
-
-    @property
-    def ops(self) -> list[Operator]:
-        return [self.gate, self.sig_z, self.cand, self.minimum, self.sig_p, self.add_g,
-                self.sub, self.mul, self.add_h] + [o for o in (self.relu, self.relu_fc)
-                                                   if o is not None]
-
-
-def _producer_kinds(graph: StepGraph, op: Operator) -> list[str | None]:
+def producer_kinds(graph: StepGraph, op: Operator) -> list[str | None]:
     """The op kind producing each input of `op` (None: a graph input or constant)."""
     return [graph.producer.get(t).op if t in graph.producer else None for t in op.inputs]
 
 
-def _match_update(graph: StepGraph, layer: int, h: int, h_new: int, where: str):
-    """h_new = ADD(h, MUL(LOGISTIC(.), SUB(g, h))): (add_h, h_first, mul, z_first, sig_z,
-    sub)."""
+@dataclass
+class Update8:
+    """The int8 state update h_new = ADD(h, MUL(z, SUB(g, h))) and its parameters in the
+    canonical operand order ADD(h, m), MUL(z, d), SUB(g, h)."""
+    ops: list[Operator]
+    sig_z: Operator              # z = LOGISTIC(gate pre-activation)
+    g: int                       # tensor: the candidate g the SUB reads
+    sub: dict
+    mul: dict
+    add_h: dict
+
+
+def _elementwise(graph: StepGraph, op: Operator, channels: int, where: str) -> dict:
+    """op_params of an elementwise [1, H] ADD / SUB / MUL (CodegenError where it broadcasts)."""
+    p = op_params(graph.model, op)
+    if p["bc"]["ndims"] != 0 or p["bc"]["count"] != channels:
+        raise CodegenError(f"{where}: {op.op} (op {op.index}) broadcasts; expected "
+                           f"[1, {channels}]")
+    return p
+
+
+def match_update8(graph: StepGraph, layer: int, h: int, h_new: int, channels: int,
+                  where: str) -> Update8:
+    """h_new = ADD(h, MUL(LOGISTIC(.), SUB(g, h))), the int8 state's update."""
     add_h = graph.prod(h_new, "ADD", names.hnew(layer), where)
     if h not in add_h.inputs:
         raise CodegenError(f"{where}: the last ADD does not read h{layer}")
     k_h = add_h.inputs.index(h)
     mul = graph.prod(add_h.inputs[1 - k_h], "MUL", "z * (g - h)", where)
-    kinds = _producer_kinds(graph, mul)
+    kinds = producer_kinds(graph, mul)
     if sorted(map(str, kinds)) != ["LOGISTIC", "SUB"]:
         raise CodegenError(f"{where}: expected MUL(LOGISTIC, SUB), got MUL{tuple(kinds)}")
     k_z = kinds.index("LOGISTIC")
     sub = graph.producer[mul.inputs[1 - k_z]]
     if sub.inputs[1] != h:
         raise CodegenError(f"{where}: expected SUB(g, h{layer})")
-    return add_h, k_h == 0, mul, k_z == 0, graph.producer[mul.inputs[k_z]], sub
+    add_p = _elementwise(graph, add_h, channels, where)
+    mul_p = _elementwise(graph, mul, channels, where)
+    return Update8([add_h, mul, sub], graph.producer[mul.inputs[k_z]], sub.inputs[0],
+                   _elementwise(graph, sub, channels, where),
+                   _swap_mul(mul_p) if k_z == 1 else mul_p,
+                   swap_add(add_p) if k_h == 1 else add_p)
 
 
-def _match_gru_ops(graph: StepGraph, layer: int, channels: int, h: int, h_new: int,
-                   where: str) -> _GruOps:
-    """The operators of layer `layer`'s minGRU, from its state output back to the FCs."""
+@dataclass
+class Candidate:
+    """g = ADD(RELU-part, LOGISTIC(MINIMUM(p, c))): the ops, the tensors p (the candidate's
+    int8 output) and r (the RELU branch's int8 output: RELU(p), RELU(FC) or an FC with a fused
+    RELU), and the parameters in the canonical order ADD(r, q)."""
+    ops: list[Operator]
+    p: int
+    r_source: int                # the tensor the RELU branch starts from (p or an FC output)
+    relu: Operator | None        # RELU op (None: the branch is an FC with a fused RELU)
+    min_const: int
+    sig_p: dict
+    relu_params: dict | None
+    add_g: dict
+
+
+def match_candidate(graph: StepGraph, g: int, channels: int, where: str) -> Candidate:
+    """The candidate g(p) from the tensor g back to p (the int8 candidate: an FC output, or
+    with an int16 input the QUANTIZE of the 16x8 FC's)."""
     tensors = graph.tensors
-    add_h, h_first, mul, z_first, sig_z, sub = _match_update(graph, layer, h, h_new, where)
-    add_g = graph.prod(sub.inputs[0], "ADD", "g(p)", where)
-    kinds = _producer_kinds(graph, add_g)
+    add_g = graph.prod(g, "ADD", "g(p)", where)
+    kinds = producer_kinds(graph, add_g)
     if kinds.count("LOGISTIC") != 1:
         raise CodegenError(f"{where}: expected ADD(RELU(p), LOGISTIC(MINIMUM(p, 0))), got "
                            f"ADD{tuple(kinds)}")
@@ -316,136 +327,72 @@ def _match_gru_ops(graph: StepGraph, layer: int, channels: int, h: int, h_new: i
     if len(consts) != 1 or tensors[consts[0]].size not in (1, channels):
         raise CodegenError(f"{where}: MINIMUM needs one constant operand of size 1 or "
                            f"{channels}")
-    p_t = next(t for t in minimum.inputs if t != consts[0])
-    cand = graph.prod(p_t, "FULLY_CONNECTED", "the MINIMUM input p", where)
-    gate = graph.prod(sig_z.inputs[0], "FULLY_CONNECTED", "the gate pre-activation", where)
-    relu, relu_fc = None, None
-    relu_op = graph.prod(add_g.inputs[1 - k_q], ("FULLY_CONNECTED", "RELU"), "the RELU branch",
-                     where)
-    if relu_op.op == "RELU":
-        relu = relu_op
-        if relu_op.inputs[0] != p_t:
-            relu_fc = graph.prod(relu_op.inputs[0], "FULLY_CONNECTED", "the RELU input", where)
-    else:
-        relu_fc = relu_op
-    return _GruOps(add_h, h_first, mul, z_first, sig_z, sub, add_g, k_q == 1, sig_p, minimum,
-                   consts[0], gate, cand, relu, relu_fc)
+    p = next(t for t in minimum.inputs if t != consts[0])
+    graph.prod(p, ("FULLY_CONNECTED", "QUANTIZE"), "the MINIMUM input p", where)
+    branch = graph.prod(add_g.inputs[1 - k_q], ("FULLY_CONNECTED", "RELU", "QUANTIZE"),
+                        "the RELU branch", where)
+    relu = branch if branch.op == "RELU" else None
+    r_source = branch.inputs[0] if relu is not None else branch.outputs[0]
+    if relu is not None and r_source != p:
+        graph.prod(r_source, ("FULLY_CONNECTED", "QUANTIZE"), "the RELU input", where)
+    for op in (sig_p,) + ((relu,) if relu is not None else ()):
+        if tensors[op.inputs[0]].size != channels:
+            raise CodegenError(f"{where}: {op.op} (op {op.index}) is not [1, {channels}]")
+    add_p = _elementwise(graph, add_g, channels, where)
+    return Candidate([add_g, sig_p, minimum] + ([relu] if relu is not None else []), p,
+                     r_source, relu, consts[0], op_params(graph.model, sig_p),
+                     op_params(graph.model, relu) if relu is not None else None,
+                     swap_add(add_p) if k_q == 0 else add_p)
 
 
-def _fc_params(graph: StepGraph, ops: _GruOps, channels: int, where: str) -> dict:
+def fc_params(graph: StepGraph, fcs: dict, channels: int, where: str) -> dict:
     """role -> (FC op, op_params) of gate, cand and relu_fc (where there is one), each
     [1, |u|] -> [1, H] on the same input u."""
-    u = ops.cand.inputs[0]
-    for fc in [ops.gate, ops.cand] + ([ops.relu_fc] if ops.relu_fc is not None else []):
+    u = fcs["cand"].inputs[0]
+    out = {}
+    for role, fc in fcs.items():
         if fc.inputs[0] != u:
             raise CodegenError(f"{where}: the gate and candidate FULLY_CONNECTED ops read "
                                "different inputs")
-    fcs = {"gate": (ops.gate, op_params(graph.model, ops.gate)),
-           "cand": (ops.cand, op_params(graph.model, ops.cand))}
-    if ops.relu_fc is not None:
-        fcs["relu_fc"] = (ops.relu_fc, op_params(graph.model, ops.relu_fc))
-    for role, (_, p) in fcs.items():
+        p = op_params(graph.model, fc)
         u_size = graph.tensors[u].size
         if p["batches"] != 1 or p["output_depth"] != channels or u_size != p["accum_depth"]:
             raise CodegenError(f"{where}: {role} FULLY_CONNECTED is not [1, {u_size}] -> "
                                f"[1, {channels}]")
-    return fcs
+        out[role] = (fc, p)
+    return out
 
 
-def _check_enclosed(graph: StepGraph, layer: int, h: int, ops: _GruOps, where: str) -> set[int]:
-    """The matched op indices; CodegenError where an op plays two roles or an intermediate
-    (or the state input h) is read outside the fused subgraph."""
-    op_list = ops.ops
-    indices = {op.index for op in op_list}
-    if len(indices) != len(op_list):
-        raise CodegenError(f"{where}: the subgraph reuses an operator in two roles")
-    for op in op_list:
-        if op is not ops.add_h:
-            graph.only_consumers(op.outputs[0], indices, where, f"{op.op} (op {op.index}) output")
-    graph.only_consumers(h, {ops.sub.index, ops.add_h.index}, where, names.h(layer))
-    return indices
-
-
-def _elementwise_params(graph: StepGraph, ops: _GruOps, channels: int, where: str) -> dict:
-    """name -> op_params of add_g, sub, mul, add_h (elementwise [1, H]), operands in the
-    canonical order ADD(r, q), MUL(z, d), ADD(h, m)."""
-    params = {}
-    for name, op in (("add_g", ops.add_g), ("sub", ops.sub), ("mul", ops.mul),
-                     ("add_h", ops.add_h)):
-        p = op_params(graph.model, op)
-        if p["bc"]["ndims"] != 0 or p["bc"]["count"] != channels:
-            raise CodegenError(f"{where}: {op.op} (op {op.index}) broadcasts; expected "
-                               f"[1, {channels}]")
-        params[name] = p
-    if not ops.relu_first:
-        params["add_g"] = swap_add(params["add_g"])
-    if not ops.h_first:
-        params["add_h"] = swap_add(params["add_h"])
-    if not ops.z_first:
-        params["mul"] = _swap_mul(params["mul"])
-    return params
-
-
-def _shares_dot(ops: _GruOps, fcs: dict) -> bool:
+def shares_dot(fcs: dict) -> bool:
     """Whether the RELU branch's FC has the candidate's weights and input arithmetic (one dot
-    product serves both)."""
-    if ops.relu_fc is None:
+    product serves both); fcs: fc_params' result."""
+    if "relu_fc" not in fcs:
         return False
-    cand, relu_fc = fcs["cand"][1], fcs["relu_fc"][1]
-    return (ops.relu_fc.inputs[1] == ops.cand.inputs[1]
+    (cand_op, cand), (relu_op, relu_fc) = fcs["cand"], fcs["relu_fc"]
+    return (relu_op.inputs[1] == cand_op.inputs[1]
             and all(cand[k] == relu_fc[k] for k in ("per_channel", "input_offset",
                                                     "filter_offset", "accum_depth")))
 
 
-def _match_mingru(graph: StepGraph, layer: int, channels: int) -> GruFusion:
-    """Layer `layer`'s minGRU of H = `channels` channels (the metadata's; the graph's state
-    must agree)."""
-    tensors, where = graph.tensors, f"layer {layer} minGRU"
-    h, h_new = graph.inp.get(names.h(layer)), graph.out.get(names.hnew(layer))
-    if h is None or h_new is None:
-        raise CodegenError(f"{where}: metadata has no h{layer}/hnew{layer}")
-    if not graph.same_quant(h, h_new):
-        raise CodegenError(f"{where}: h{layer} and hnew{layer} have different quantization; "
-                           "the state must be tied (convert/quantize.py finalize)")
-    if tensors[h].size != channels:
-        raise CodegenError(f"{where}: h{layer} has {tensors[h].size} elements, the metadata "
-                           f"{channels} channels")
-    ops = _match_gru_ops(graph, layer, channels, h, h_new, where)
-    fcs = _fc_params(graph, ops, channels, where)
-    indices = _check_enclosed(graph, layer, h, ops, where)
-    elem = _elementwise_params(graph, ops, channels, where)
-    for op in (ops.sig_z, ops.sig_p) + ((ops.relu,) if ops.relu is not None else ()):
-        if tensors[op.inputs[0]].size != channels:
-            raise CodegenError(f"{where}: {op.op} (op {op.index}) is not [1, {channels}]")
-    return GruFusion(layer, sorted(indices), ops.add_h.index, ops.cand.inputs[0], h, h_new,
-                     zero_point(tensors[h]), fcs, op_params(graph.model, ops.sig_z),
-                     op_params(graph.model, ops.sig_p), ops.min_const,
-                     op_params(graph.model, ops.relu) if ops.relu is not None else None,
-                     _shares_dot(ops, fcs), elem["add_g"], elem["sub"], elem["mul"],
-                     elem["add_h"])
+def check_enclosed(graph: StepGraph, ops: list[Operator], outputs: set[int], where: str
+                   ) -> None:
+    """CodegenError where an op plays two roles or a tensor the ops produce (other than
+    `outputs`) is read outside them."""
+    indices = {op.index for op in ops}
+    if len(indices) != len(ops):
+        raise CodegenError(f"{where}: the subgraph reuses an operator in two roles")
+    for op in ops:
+        for t in op.outputs:
+            if t not in outputs:
+                graph.only_consumers(t, indices, where, f"{op.op} (op {op.index}) output")
 
 
-def match(model: Model, meta: dict) -> tuple[list[DelayFusion], list[GruFusion]]:
-    """The per-layer fused subgraphs of an mGRADE step graph (CodegenError if it has another
-    shape)."""
-    graph = StepGraph(model, meta)
-    step_meta = graph.meta
-    layers = step_meta.layers
-    gathers = [op for op in model.operators if op.op == "GATHER"]
-    conv_layers = [i for i, lm in enumerate(layers) if lm.conv]
+def match_delays(graph: StepGraph, meta: dict) -> list[DelayStep]:
+    """Every delay-conv layer's DelayStep (CodegenError if the graph has another shape)."""
+    gathers = [op for op in graph.model.operators if op.op == "GATHER"]
+    conv_layers = [i for i, lm in enumerate(graph.meta.layers) if lm.conv]
     if len(gathers) != len(conv_layers):
         raise CodegenError(f"metadata has {len(conv_layers)} delay-conv layers but the graph "
                            f"has {len(gathers)} GATHER ops")
-    delays = [_match_delay(graph, step_meta, layer, gather)
-              for layer, gather in zip(conv_layers, gathers)]
-    grus = [_match_mingru(graph, i, step_meta.channels) for i, lm in enumerate(layers) if lm.rnn]
-    seen: set[int] = set()
-    for f in delays + grus:
-        if seen & set(f.ops):
-            raise CodegenError(f"layer {f.layer}: fused subgraphs overlap")
-        seen |= set(f.ops)
-    # the ring/idx inputs and the frame outputs must be fully handled by the fused ops
-    for name, t in graph.inp.items():
-        if (names.parse(name) or ("",))[0] in ("ring", "idx"):
-            graph.only_consumers(t, seen, "graph", f"input {name}")
-    return delays, grus
+    return [match_delay(graph, meta, layer, gather)
+            for layer, gather in zip(conv_layers, gathers)]

@@ -33,7 +33,6 @@ the fast path reads z16 from a 256-entry table of z_in computed here (`z16_table
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -42,7 +41,7 @@ from mgrade_edge.convert import metadata, names
 from mgrade_edge.convert.cemit import int_array, struct_decl
 from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
 from mgrade_edge.convert.mgrade_match import StepGraph, swap_add
-from mgrade_edge.convert.tflite_reader import Quant, read_tflite
+from mgrade_edge.convert.tflite_reader import read_tflite
 from mgrade_edge.convert.tflm_params import (
     CodegenError, add, addsub_multipliers, as_f32, mul, mul_multiplier, requant,
     requant_multiplier, scale, sub, zero_point)
@@ -379,51 +378,6 @@ def match_tail(graph, layer: int) -> tuple[dict, dict]:
     return _tail_params(graph.T, matched), tensors
 
 
-# the int8 grid an int16 tensor is given in the int8 view when its view parameters are unused
-VIEW_QUANT = Quant(np.array([1.0 / 16.0], np.float32), np.array([0], np.int64))
-
-
-def int8_view(model, meta: dict, g) -> tuple[object, dict]:
-    """The model with each int16 tail collapsed to the int8 graph shape the minGRU matcher
-    knows (MUL(z8, SUB(g8, h)), ADD(h, .) -> hnew): the three QUANTIZE ops removed, the
-    residual users of h8 reading hnew, and h, hnew, d, m retyped int8 in the view, h and hnew
-    with h8's quantization (so the residual's parameters stay right; the view's SUB, MUL and
-    ADD parameters are not used). An int16 gate becomes the int8 LOGISTIC(z_pre8) with the
-    int8 output grid (its parameters are not used either: the tail reads z_pre8). Returns (view model, {layer: (params, tensors)})."""
-    tails = {}
-    for i, lm in enumerate(meta.get("layers") or []):
-        if lm.get("rnn") and is_state16(model, meta, i):
-            tails[i] = match_tail(g, i)
-    if not tails:
-        return model, {}
-    T = list(model.tensors)
-    drop, remap_in = set(), {}
-    for params, t in tails.values():
-        for k in ("h", "hnew", "d", "m"):
-            T[t[k]] = dataclasses.replace(T[t[k]], dtype=np.dtype(np.int8), type_name="INT8")
-        for k in ("h", "hnew"):     # the residual now reads hnew: give it h8's quantization
-            T[t[k]] = dataclasses.replace(T[t[k]], quant=T[t["h8"]].quant)
-        drop |= set(t["ops"])
-        if t["gate_int16"]:       # LOGISTIC16(QUANTIZE(z_pre8)) -> the int8 LOGISTIC(z_pre8)
-            zp16 = t["z_ops"][0].outputs[0]
-            if t["gate_fc16"]:    # LOGISTIC16(FC16(u16)): the FC's output seen as int8
-                T[zp16] = dataclasses.replace(T[zp16], dtype=np.dtype(np.int8), type_name="INT8",
-                                              quant=VIEW_QUANT)
-            else:
-                remap_in[zp16] = t["z_in"]
-            T[t["z16"]] = dataclasses.replace(
-                T[t["z16"]], dtype=np.dtype(np.int8), type_name="INT8",
-                quant=Quant(np.array([1.0 / 256.0], np.float32), np.array([-128], np.int64)))
-        else:
-            remap_in[t["z16"]] = t["z_in"]
-        remap_in[t["g16"]] = t["g8"]
-        remap_in[t["h8"]] = t["hnew"]
-    ops = [dataclasses.replace(op, inputs=[remap_in.get(i, i) for i in op.inputs])
-           for op in model.operators if op.index not in drop]
-    outs = [remap_in.get(o, o) for o in model.outputs]
-    return dataclasses.replace(model, tensors=T, operators=ops, outputs=outs), tails
-
-
 # ---------------------------------------------------------------------------------------------
 # C emission (codegen hook)
 
@@ -481,6 +435,8 @@ def debug_int8(model_bytes: bytes) -> dict:
     meta = metadata.from_model(m)
     if meta is None:
         return {}
-    _, tails = int8_view(m, meta, StepGraph(m, meta))
+    graph = StepGraph(m, meta)
+    tails = {L: match_tail(graph, L)[0] for L, lm in enumerate(meta.get("layers") or [])
+             if lm.get("rnn") and is_state16(m, meta, L)}
     return {names.hnew(L): (lambda v, p=p["h8"]: requant(p, v).astype(np.int8))
-            for L, (p, _) in tails.items()}
+            for L, p in tails.items()}

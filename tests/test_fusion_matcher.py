@@ -1,4 +1,4 @@
-"""The mGRADE fusion matcher (convert.codegen_mgrade.match) on graphs that ALMOST match.
+"""The step program's matcher (convert.program.build_program) on graphs that ALMOST match.
 
 Each case edits a real converted .tflite (the tiny random model of tests/tiny_model.py) with
 the flatbuffer schema objects: an op swapped for another, operands in the wrong order, a
@@ -194,13 +194,11 @@ REFUSED = [
                                         r"used outside the fused subgraph"),
     (taps_also_feed_the_readout, r"layer 0 delay conv: expected the GATHER output to feed "
                                  r"one RESHAPE"),
-    # the matcher alone refuses an int16 state; the package writer first tries the int16
-    # state path (convert/state16.py), which refuses what is not convert/widen.py's tail
-    (state_h_is_int16, r"tensor \d+ \(h0\) is INT16, expected int8",
-     r"layer 0 minGRU \(int16 state\): tensor \d+ \(h0\) is INT16 with zero point -?\d+; an "
-     r"int16 state needs"),
-    (state_h_is_int16_zp0, r"tensor \d+ \(h0\) is INT16, expected int8",
-     r"layer 0 minGRU \(int16 state\): expected"),
+    # an int16 state is matched as the int16 tail (convert/state16.py), which refuses what
+    # is not convert/widen.py's
+    (state_h_is_int16, r"layer 0 minGRU \(int16 state\): tensor \d+ \(h0\) is INT16 with zero "
+                       r"point -?\d+; an int16 state needs"),
+    (state_h_is_int16_zp0, r"layer 0 minGRU \(int16 state\): expected"),
     (ring_is_int16, r"layer 0 delay conv: tensor \d+ .*int8"),
     (taps_requantized, r"layer 0 delay conv: tensor \d+ .*does not share the frame's int8 "
                        r"quantization"),
@@ -212,18 +210,18 @@ REFUSED = [
                          ids=[r[0].__name__ for r in REFUSED])
 def test_almost_matching_graph_is_refused(tiny_int8, tmp_path, edit, message, gen_message):
     from mgrade_edge.convert.codegen import CodegenError, generate
-    from mgrade_edge.convert.mgrade_match import match
+    from mgrade_edge.convert.program import build_program
     from mgrade_edge.convert.tflite_reader import read_tflite
 
     model = (tiny_int8 / "model.tflite").read_bytes()
     meta = _meta(model)
-    match(read_tflite(model), meta)                  # the unedited graph matches
+    build_program(read_tflite(model), meta)          # the unedited graph matches
     e = Edit(model)
     edit(e, meta)
     bad = e.bytes()
     assert bad != model
     with pytest.raises(CodegenError, match=message):
-        match(read_tflite(bad), meta)
+        build_program(read_tflite(bad), meta)
     with pytest.raises(CodegenError, match=gen_message):
         generate(bad, tmp_path / "pkg")
     assert not (tmp_path / "pkg" / "mg_model.c").exists()

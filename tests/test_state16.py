@@ -60,14 +60,14 @@ def wide_model(request, int8_small) -> bytes:
 
 
 def _tails(model_bytes: bytes):
+    """(the parsed model, {layer: (tail params, tail tensors)}) from its step program."""
     from mgrade_edge.convert.metadata import from_model
-    from mgrade_edge.convert.mgrade_match import StepGraph
-    from mgrade_edge.convert.state16 import int8_view
+    from mgrade_edge.convert.program import build_program
     from mgrade_edge.convert.tflite_reader import read_tflite
 
     m = read_tflite(model_bytes)
-    meta = from_model(m)
-    return m, int8_view(m, meta, StepGraph(m, meta))[1]
+    program = build_program(m, from_model(m))
+    return m, {g.layer: (g.tail16.params, g.tail16.tensors) for g in program.grus if g.tail16}
 
 
 def _tail_graph(model_bytes: bytes, t: dict, width: int | None = None) -> bytes:

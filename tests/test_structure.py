@@ -36,10 +36,12 @@ LAYERS = [
     ["arena"],                                # static memory plan
     ["cemit"],                                # C text helpers
     ["codegen_fast"],                         # fast-path arithmetic, tables, layouts
-    ["graph_package", "mgrade_match"],        # generic package writer; fusion matcher
+    ["steps"],                                # the step program's records
+    ["graph_package", "mgrade_match"],        # generic package writer; fusion matcher pieces
     ["state16"],                              # int16 minGRU state tail: params, match, C
     ["input16"],                              # int16 minGRU input front: params, match, C
     ["ops16"],                                # generic int16 ops of the widened forms: params, C
+    ["program"],                              # the step program, matched once from the .tflite
     ["codegen_mgrade", "vectors"],            # mGRADE package writer; TFLM test vectors
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
