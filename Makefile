@@ -126,11 +126,12 @@ endif
 
 # the self-contained C folder of a run (convert/cpackage.py): runtime + model + example main +
 # Makefile + README with the resource table; resources also measures the stack high-water
+# (host_tools/firmware_stack.py: the same command with the firmware's protocol session)
 package: venv toolchain
 	$(PY) -m mgrade_edge.convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME)
 
 resources: venv toolchain
-	$(PY) -m mgrade_edge.convert.cpackage $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
+	$(PY) -m mgrade_edge.host_tools.firmware_stack $(MODEL) --out $(MODEL)/c --name $(MODEL_NAME) --stack
 
 # the model as an Arduino library for the IDE (mcu/README.md "Arduino"), any board
 ARDUINO_LIB_DIR ?= build/$(RUN_NAME)/arduino

@@ -57,8 +57,8 @@ def build(gen_dir: Path, out: Path) -> Path:
     srcs = [HARNESS, gen_dir / "mg_avr_tv.c"] + [gen_dir / s for s in mc.PACKAGE_SRCS] + \
         [mc.RUNTIME / s for s in mc.RUNTIME_SRCS]
     elf = out / "model_cost.elf"
-    mc._run(["avr-gcc", *AVR_FLAGS, "-I", mc.RUNTIME, "-I", gen_dir, *srcs,
-             "-Wl,--gc-sections", "-o", elf])
+    mc.run_tool(["avr-gcc", *AVR_FLAGS, "-I", mc.RUNTIME, "-I", gen_dir, *srcs,
+                 "-Wl,--gc-sections", "-o", elf])
     return elf
 
 
@@ -83,7 +83,7 @@ def sizes(elf: Path) -> dict:
     from mgrade_edge.host_tools.arduino_build import avr_size
 
     s = avr_size(elf)
-    syms = mc._nm_sizes("avr-nm", elf)
+    syms = mc.nm_sizes("avr-nm", elf)
     tv = sum(syms.get(n, (0, ""))[0] for n in ("mg_tv_x", "mg_tv_logits"))
     return {"flash": s["flash"] - tv, "ram": s["ram"]}
 

@@ -187,15 +187,15 @@ def build_and_run(target: str, case_dir, out_dir, fast_emulated: bool = False,
     emu = (["-DMG_DSP_EMULATE"] if fast_emulated else []) + [f"-D{d}" for d in defines]
     if target == "host":
         exe = out_dir / "fast_check_host"
-        mc._run(["gcc", *mc.WARN, "-O2", "-DMG_HOST", *emu, *inc, *srcs, "-o", exe])
+        mc.run_tool(["gcc", *mc.WARN, "-O2", "-DMG_HOST", *emu, *inc, *srcs, "-o", exe])
         r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
         text = r.stdout
     else:
         t = mc.TARGETS[target]
         elf = out_dir / f"fast_check_{target}.elf"
-        mc._run([t["cc"], *mc.WARN, *t["flags"], *emu, *inc, *srcs,
-                 mc.HARNESS / "mg_test_libc.c", *t["platform"], *t["ldflags"], "-lgcc",
-                 "-o", elf])
+        mc.run_tool([t["cc"], *mc.WARN, *t["flags"], *emu, *inc, *srcs,
+                     mc.HARNESS / "mg_test_libc.c", *t["platform"], *t["ldflags"], "-lgcc",
+                     "-o", elf])
         r = subprocess.run([*t["qemu"], "-display", "none", "-monitor", "none", "-serial",
                             "none", "-semihosting", "-icount", "shift=0", "-kernel", str(elf)],
                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)

@@ -15,9 +15,10 @@ and the messages); the default is the run folder's name (RUN for RUN/int8/model.
 convert's layout; otherwise the model's folder). For an mGRADE model the resource table
 (convert/resources.py: flash, RAM of a Cortex-M4 build) is printed at the end; --measure
 adds instructions per step under QEMU (the first sequence of test_data.npz beside the model;
-8 zero frames without one) and the microsecond estimates, --stack the firmware's stack
-high-water mark. For a whole self-contained C folder (runtime, model, example main,
-Makefile, README) see `python -m mgrade_edge.convert.cpackage` (make package).
+8 zero frames without one) and the microsecond estimates (the firmware's stack high-water
+mark: `mgrade-package MODEL_DIR --stack`, a host tool runs it). For a whole self-contained
+C folder (runtime, model, example main, Makefile, README) see
+`python -m mgrade_edge.convert.cpackage` (make package).
 
 Layers of convert/ code generation (each imports only from the layers above it):
 
@@ -111,13 +112,19 @@ def main(argv=None) -> int:
     ap.add_argument("--measure", action="store_true",
                     help="resource table: also instructions/step under QEMU and the us estimates")
     ap.add_argument("--stack", action="store_true",
-                    help="resource table: also the qemu-cm4 firmware's stack high-water mark")
+                    help="moved: the firmware's stack high-water mark is measured by "
+                         "`mgrade-package MODEL_DIR --stack` (host tools)")
     ap.add_argument("--no-resources", action="store_true",
                     help="skip the resource table (no Cortex-M4 build)")
     a = ap.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a.prefix):
         print(f"codegen: error: --prefix {a.prefix!r} is not a C identifier (letters, digits, "
               f"_; not starting with a digit)", file=sys.stderr)
+        return 2
+    if a.stack:
+        print(f"codegen: error: --stack runs the firmware in QEMU through the host tools: use "
+              f"`mgrade-package {Path(a.model).parent} --stack` (the C folder and its table)",
+              file=sys.stderr)
         return 2
     name = a.name or run_name(a.model)
     try:
@@ -132,15 +139,15 @@ def main(argv=None) -> int:
     if "summary" in s:
         print(f"{name}: {s['summary']}")
         if not a.no_resources:
-            x = resources.test_inputs(Path(a.model).parent) if a.measure or a.stack else None
+            x = resources.test_inputs(Path(a.model).parent) if a.measure else None
             try:
-                res = resource_table(Path(a.model).read_bytes(), x, run=a.measure,
-                                     stack=a.stack)
+                res = resource_table(Path(a.model).read_bytes(), x, run=a.measure)
             except (RuntimeError, subprocess.SubprocessError) as e:   # a failed build or run
                 print(f"codegen: error: resource table: {e}", file=sys.stderr)
                 return 1
             cmd = f"python -m mgrade_edge.convert.codegen {a.model} --out {a.out}"
-            print(resources.table(res, {"run": f"{cmd} --measure", "stack": f"{cmd} --stack"}))
+            print(resources.table(res, {"run": f"{cmd} --measure", "stack":
+                                        f"mgrade-package {Path(a.model).parent} --stack"}))
         return 0
     print(f"model {s['model_id']}: {len(s['ops'])} ops, arena {s['arena_bytes']} B "
           f"(unshared {s['unplanned_bytes']} B), constants {s['const_bytes']} B, "

@@ -1,7 +1,8 @@
 """A self-contained C folder for one converted model: everything to build it into a firmware.
 
-    python -m mgrade_edge.convert.cpackage MODEL_DIR [--out DIR] [--name NAME] [--prefix P] [--stack]
+    python -m mgrade_edge.convert.cpackage MODEL_DIR [--out DIR] [--name NAME] [--prefix P]
                                [--no-run] [--quiet]
+    mgrade-package MODEL_DIR [same options] [--stack]
     make package RUN=runs/demo            (-> runs/demo/int8/c/; make resources adds --stack)
 
 MODEL_DIR is a folder written by `python -m mgrade_edge.convert` (model.tflite, test_data.npz,
@@ -23,9 +24,11 @@ files, types and functions (<name>_model_init / _step / _info, made a C identifi
 overrides the prefix, e.g. --prefix mg for the mg_model.h names). The resource table
 (convert/resources.py) is taken from report.json when it holds one for this model with
 instruction counts, else measured (Cortex-M4 builds, QEMU; --no-run: sizes only); --stack
-also measures the stack high-water mark of the qemu-cm4 firmware. The table is stored in
-report.json and printed. An existing DIR must be a previous output of this command (it is
-replaced) or empty.
+also measures the stack high-water mark of the qemu-cm4 firmware over a protocol session: a
+host tool does that (host_tools/firmware_stack.py), so --stack needs the command run through
+it (`mgrade-package`, `python -m mgrade_edge.host_tools.firmware_stack`: the same options).
+The table is stored in report.json and printed. An existing DIR must be a previous output of
+this command (it is replaced) or empty.
 """
 from __future__ import annotations
 
@@ -245,9 +248,11 @@ stream ({P}_model_t); the scratch is shared by all streams.
 
 
 def write_package(model_dir, out, name: str | None = None, prefix: str | None = None,
-                  run: bool = True, stack: bool = False) -> dict:
+                  run: bool = True, stack=None) -> dict:
     """Write the folder `out` for converted model folder `model_dir`; returns {"out", "name",
-    "prefix", "model_id", "resources"}. Raises PackageError on a user mistake."""
+    "prefix", "model_id", "resources"}. stack: None, or the stack probe that fills the table's
+    stack row (resources.measure; host_tools/firmware_stack.probe). Raises PackageError on a
+    user mistake."""
     from mgrade_edge.convert.vectors import reference_steps
 
     model_dir, out = Path(model_dir), Path(out)
@@ -289,7 +294,7 @@ def write_package(model_dir, out, name: str | None = None, prefix: str | None = 
         res = resources.stored(model_dir, mid)
         if res is None or (run and not res["paths"]) or \
                 (run and res["paths"]["fast"]["instructions_per_step"] is None) or \
-                (stack and not res.get("stack")):
+                (stack is not None and not res.get("stack")):
             try:
                 res = resource_table(model_bytes, x[None], run=run, stack=stack)
             except (RuntimeError, subprocess.SubprocessError) as e:
@@ -300,7 +305,7 @@ def write_package(model_dir, out, name: str | None = None, prefix: str | None = 
                  f"python -m mgrade_edge.convert.cpackage {model_dir}",
                  "stack": f"make resources RUN={model_dir.parent}"
                  if model_dir.name.startswith("int8") else
-                 f"python -m mgrade_edge.convert.cpackage {model_dir} --stack"}
+                 f"mgrade-package {model_dir} --stack"}
         (tmp / "README.md").write_text(readme(P, name, mid, model_srcs, runtime_srcs, res,
                                               hints))
         if out.exists():
@@ -322,8 +327,11 @@ def _ours(folder: Path) -> bool:
         return False
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mgrade_edge.convert.cpackage",
+def main(argv=None, stack_probe=None,
+         prog: str = "python -m mgrade_edge.convert.cpackage") -> int:
+    """The command line; stack_probe: what measures --stack (host_tools/firmware_stack.py passes
+    its probe; without one --stack is refused in one line)."""
+    ap = argparse.ArgumentParser(prog=prog,
                                  description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -337,10 +345,15 @@ def main(argv=None) -> int:
                     help="resource table without the QEMU instruction counts")
     ap.add_argument("--quiet", action="store_true", help="print only the folder written")
     a = ap.parse_args(argv)
+    if a.stack and stack_probe is None:
+        print("cpackage: error: --stack runs the firmware in QEMU through the host tools: use "
+              "`mgrade-package ... --stack` (python -m mgrade_edge.host_tools.firmware_stack, "
+              "the same options)", file=sys.stderr)
+        return 2
     d = Path(a.model_dir)
     try:
         r = write_package(d, Path(a.out) if a.out else d / "c", a.name, a.prefix,
-                          run=not a.no_run, stack=a.stack)
+                          run=not a.no_run, stack=stack_probe if a.stack else None)
     except PackageError as e:
         print(f"cpackage: error: {e}", file=sys.stderr)
         return 2

@@ -7,13 +7,15 @@ package`: its README.md; `make resources` adds the stack) print:
 * flash of the model package + runtime, split into int8 weights, parameters (biases,
   requantization multipliers/shifts, lookup tables, operator structs) and code, from the
   symbols of a linked Cortex-M4 build (arm-none-eabi-gcc -O2, --gc-sections:
-  benchmarks/mcu_cost.py's build_check + memory_split), for both kernel paths: fast
+  convert/mcu_harness.py's build_check + memory_split), for both kernel paths: fast
   (MG_FAST=1, the default on a core with the DSP extension) and portable (MG_FAST=0, any
   C99 target: the path a Cortex-M0+ runs);
 * RAM: one stream's state (delay rings, minGRU states, step counter) and the shared step
   scratch (arena + fast-path buffers); the stack high-water mark of the qemu-cm4 firmware
-  (protocol app + model, painted at reset: mcu/boards/mg_stack.h) with --stack;
-* instructions per step of the emulated Cortex-M4 (QEMU mps2-an386 -icount: mcu_cost's
+  (protocol app + model, painted at reset: mcu/boards/mg_stack.h) when a stack probe is
+  given (host_tools/firmware_stack.probe: it runs a protocol session, so the host tools pass
+  it in; `mgrade-package --stack`, make resources);
+* instructions per step of the emulated Cortex-M4 (QEMU mps2-an386 -icount: the harness's
   run_check, the logits checked against TFLite-Micro on the way) for both paths, over the
   first --steps steps of the first test sequence;
 * an ESTIMATE of microseconds per step at 64, 160 and 240 MHz: instructions / MHz, i.e. one
@@ -23,7 +25,8 @@ package`: its README.md; `make resources` adds the stack) print:
 `measure` needs arm-none-eabi-gcc (and qemu-system-arm for the instruction counts); without
 them the flash/instruction rows say so and the RAM rows come from the generated package
 (state, arena). It takes the package writer as an argument (convert.codegen.generate) so that
-this module sits below codegen in convert/'s layers.
+this module sits below codegen in convert/'s layers. The harness's C sources come from the
+installed package (mgrade_edge.mcu), so the table is measured from a wheel as from a checkout.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from mgrade_edge.convert import mcu_harness as mc
 
 CLOCKS_MHZ = (64, 160, 240)
 PATHS = {"fast": True, "portable": False}
@@ -60,21 +65,16 @@ def estimate_us(instructions: float, clocks=CLOCKS_MHZ) -> dict:
     return {str(f): instructions / f for f in clocks}
 
 
-def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bool = False,
+def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack=None,
             steps: int = MAX_STEPS, work=None, paths=tuple(PATHS)) -> dict:
     """The resource table of a model (.tflite bytes) as a JSON-ready dict.
 
     generate: convert.codegen.generate (bytes, out_dir) -> summary, the mg-prefixed package;
     x: int8 test sequences [S, T, n_in] (the first one, up to `steps` steps, is streamed);
-    run: count instructions under QEMU; stack: also build the qemu-cm4 firmware and measure
-    its stack high-water mark over a protocol session of that sequence; paths: which kernel
-    paths to build and count (default both, "fast" and "portable")."""
-    try:
-        from benchmarks import mcu_cost as mc
-    except ImportError:
-        raise RuntimeError("the resource table is measured with the Cortex-M4 harness of a "
-                           "checkout of mgrade-edge (its benchmarks/ and mcu/runtime/tests/): "
-                           "run this from the repo's folder") from None
+    run: count instructions under QEMU; stack: None, or the stack probe (gen_dir, out_dir,
+    seq) -> {"board", "path", "used", "reserved", "steps"} (host_tools/firmware_stack.probe:
+    the qemu-cm4 firmware's stack high-water mark over a protocol session of that sequence);
+    paths: which kernel paths to build and count (default both, "fast" and "portable")."""
     from mgrade_edge.convert.tflite_reader import model_id
     from mgrade_edge.convert.vectors import reference_steps, write_test_vectors
 
@@ -89,7 +89,7 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
         if info.get("kind") != "mgrade":
             raise ValueError("the resource table needs an mGRADE streaming model (mgrade "
                              "metadata, made by `python -m mgrade_edge.convert`)")
-        defs = mc._header_defines(gen / "mg_model_data.h")
+        defs = mc.header_defines(gen / "mg_model_data.h")
         seq = _sequence(defs["MG_MODEL_N_IN"], x, steps)
         res = {"model_id": model_id(model_bytes), "target": mc.TARGETS["qemu-cm4"]["label"],
                "clock_mhz": list(CLOCKS_MHZ), "estimate_note": ESTIMATE_NOTE,
@@ -102,7 +102,7 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
             return res
         if (run or stack) and not mc.have("qemu-system-arm"):
             res["missing"] = "qemu-system-arm not found (make toolchain): no instruction counts"
-            run = stack = False
+            run, stack = False, None
         key = (hashlib.sha256(model_bytes).hexdigest(), seq.shape, seq.tobytes(), run)
         todo = [n for n in paths if (key, n) not in _MEASURED]
         if todo:
@@ -130,8 +130,8 @@ def measure(model_bytes: bytes, generate, x=None, *, run: bool = True, stack: bo
             _MEASURED[(key, name)] = p
         for name in paths:
             res["paths"][name] = copy.deepcopy(_MEASURED[(key, name)])
-        if stack:
-            res["stack"] = stack_high_water(gen, work / "fw", seq)
+        if stack is not None:
+            res["stack"] = stack(gen, work / "fw", seq)
         return res
     finally:
         if tmp is not None:
@@ -153,17 +153,6 @@ def _weight_bytes(model_bytes: bytes, symbols: dict) -> int:
         elif re.fullmatch(r"mg_\w*f_w|mg_l\d+_filter_cm", name):
             total += size
     return total
-
-
-def stack_high_water(gen: Path, out: Path, seq: np.ndarray) -> dict:
-    """The qemu-cm4 firmware (fast path) built from package `gen`, one protocol session of
-    `seq` streamed, the painted stack read back (benchmarks/firmware_cost.py)."""
-    from benchmarks import firmware_cost as fc
-
-    fw = fc.build(gen, out, fast=True)
-    r = fc.stack_high_water(fw, seq)
-    return {"board": "qemu-cm4", "path": "fast", "used": r["stack_used"],
-            "reserved": fw["stack_reserved"], "steps": r["steps"]}
 
 
 def test_inputs(model_dir):

@@ -31,28 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+# BOARDS: the emulated boards' QEMU binary, machine and extra arguments; BIOS_BOARDS: those
+# loaded as -bios (no semihosting, no -icount). One table with the harness's TARGETS.
+from mgrade_edge.convert.mcu_harness import BIOS_BOARDS, BOARDS
 from mgrade_edge.host_tools.serving import stop_on_signals, wait_for_exit
 
 DEFAULT_QEMU = "qemu-system-arm"
 DEFAULT_MACHINE = "mps2-an386"
-
-# The emulated boards (mcu/boards/<name>/): QEMU binary, machine and its extra arguments.
-BOARDS = {
-    "qemu-cm0": ("qemu-system-arm", "microbit", ()),           # nRF51822, Cortex-M0
-    "qemu-cm3": ("qemu-system-arm", "mps2-an385", ()),
-    "qemu-cm4": ("qemu-system-arm", "mps2-an386", ()),
-    "qemu-cm7": ("qemu-system-arm", "mps2-an500", ()),
-    "qemu-cm33": ("qemu-system-arm", "mps2-an505", ()),
-    "qemu-cm55": ("qemu-system-arm", "mps3-an547", ()),
-    "qemu-rv32": ("qemu-system-riscv32", "virt", ("-bios", "none")),   # RV32IMC
-    # Arduino sketches (mcu/boards/arduino, ATmega at 16 MHz; Serial is USART0)
-    "arduino-mega": ("qemu-system-avr", "mega2560", ()),
-    "arduino-uno": ("qemu-system-avr", "uno", ()),
-}
-# Boards whose image QEMU loads as its -bios, without semihosting and without -icount (QEMU's
-# AVR target aborts with "Bad icount read" when the sketch reads a timer; their cost is
-# counted in simavr: benchmarks/avr_cost.py).
-BIOS_BOARDS = ("arduino-mega", "arduino-uno")
 
 
 def board_qemu(board: str) -> tuple[str, str, tuple[str, ...]]:

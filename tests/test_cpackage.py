@@ -155,6 +155,38 @@ def test_resource_table_is_consistent(tiny_int8, tmp_path):
         (d / "c" / "README.md").read_text()
 
 
+def test_convert_refuses_stack_in_one_line(tiny_int8, tmp_path):
+    """The stack row needs the host tools (a protocol session in QEMU): convert's codegen and
+    cpackage answer --stack with one line naming the command that measures it."""
+    for args in (["mgrade_edge.convert.cpackage", tiny_int8, "--out", tmp_path / "c"],
+                 ["mgrade_edge.convert.codegen", tiny_int8 / "model.tflite", "--out",
+                  tmp_path / "g"]):
+        r = subprocess.run([sys.executable, "-m", *map(str, args), "--stack"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) == 1 and "mgrade-package" in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "g").exists()
+
+
+@pytest.mark.skipif(not HAVE_QEMU, reason="arm toolchain / qemu not installed")
+def test_stack_row_from_the_host_tools_probe(tiny_int8, tmp_path):
+    """The C folder with the probe host_tools/firmware_stack passes in (what mgrade-package
+    --stack does): the qemu-cm4 firmware of this model ran a protocol session of its first
+    test sequence, and the painted stack it read back is in the table and the README."""
+    from mgrade_edge.convert.cpackage import write_package
+    from mgrade_edge.host_tools.firmware_stack import probe
+
+    d = tmp_path / "r" / "int8"
+    shutil.copytree(tiny_int8, d)
+    r = write_package(d, d / "c", run=False, stack=probe)
+    s = r["resources"]["stack"]
+    steps = np.load(d / "test_data.npz")["x"].shape[1]
+    assert s["board"] == "qemu-cm4" and s["steps"] == min(steps, 256), s
+    assert 64 < s["used"] <= s["reserved"], s
+    assert f"| RAM: stack high-water | {s['used']} B of {s['reserved']} B reserved" in \
+        (d / "c" / "README.md").read_text()
+
+
 def test_make_builds_per_run_and_compare_builds_the_firmware():
     """`make -n`: two runs get their own build folders, compare builds the firmware first."""
     outs = {}

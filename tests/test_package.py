@@ -56,7 +56,10 @@ def test_wheel_has_one_namespaced_package_and_the_c_sources(wheel):
     for must in ("mgrade_edge/training/layers.py", "mgrade_edge/convert/codegen.py",
                  "mgrade_edge/host_tools/stream_eval.py", "mgrade_edge/mcu/runtime/mg_model.h",
                  "mgrade_edge/mcu/runtime/mg_fast.h", "mgrade_edge/mcu/app/mg_app.c",
-                 "mgrade_edge/mcu/micropython/mg_app.py"):
+                 "mgrade_edge/mcu/micropython/mg_app.py",
+                 "mgrade_edge/mcu/runtime/tests/model_check.c",        # the resource table's
+                 "mgrade_edge/mcu/runtime/tests/qemu/platform.c",      # Cortex-M4 harness
+                 "mgrade_edge/mcu/boards/qemu-shared/sections.ld"):
         assert must in names, must
     ep = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(ep).decode()
@@ -134,3 +137,20 @@ def test_installed_package_trains_the_layer_and_writes_c_outside_the_repo(wheel,
     assert res.returncode == 0, res.stdout + res.stderr
     res = _run(["make", "-s", "-C", work / "c"], work)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
+        pytest.skip("arm toolchain / qemu not installed: no resource table")
+    # the resource table from the installed harness (mgrade_edge.mcu's runtime/tests, no
+    # benchmarks/): instructions per step on both paths; and the stack row through
+    # mgrade-package's module (host_tools/firmware_stack.py), on a copy (it stores the table)
+    res = _run([py, "-m", "mgrade_edge.convert.codegen", tiny_int8 / "model.tflite", "--out",
+                work / "gen", "--measure"], work)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    row = next(r for r in res.stdout.splitlines() if "instructions/step (M4)" in r)
+    fast, portable = (int(v) for v in row.split()[-2:])
+    assert 0 < fast < portable, row
+    model = shutil.copytree(tiny_int8, work / "model")
+    res = _run([py, "-m", "mgrade_edge.host_tools.firmware_stack", model, "--out",
+                work / "c-stack", "--no-run", "--stack"], work)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    row = next(r for r in res.stdout.splitlines() if "stack high-water" in r)
+    assert int(row.split()[3]) > 0 and "reserved" in row, row

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ast
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,8 @@ CONVERT = ROOT / "convert"
 
 # lowest first; see `python -m mgrade_edge.convert.codegen --help` and docs/design.md
 LAYERS = [
-    ["errors", "tflite_reader", "names", "rings"],  # ConvertError; the .tflite; tensor names; rings
+    ["errors", "tflite_reader", "names", "rings",   # ConvertError; the .tflite; tensor names; rings
+     "mcu_harness"],                          # the emulated-core build/run/size harness
     ["spec"],                                 # StepSpec from the network
     ["metadata", "graph"],                    # the metadata schema; the TF step graph
     ["calibrate", "quantize", "rounding", "input_norm", "raw_input"],   # calibration feeds;
@@ -154,12 +157,6 @@ def test_package_writers_import_no_private_names(module):
 # lowest first: a folder imports only from its own and the folders before it
 FOLDERS = ["training", "convert", "host_tools", "benchmarks"]
 
-# The one upward edge left (issue 27): the resource table is measured with the Cortex-M4
-# harness of a checkout (benchmarks/mcu_cost.py, firmware_cost.py), imported lazily and
-# refused in one line where benchmarks/ is missing. A new upward import fails the test.
-KNOWN_UPWARD = {("convert/resources.py", "benchmarks.mcu_cost"),
-                ("convert/resources.py", "benchmarks.firmware_cost")}
-
 # What host_tools/ may take from training/ and convert/: modules the host install (the `host`
 # extra: numpy, pyserial, tflite-micro; no torch, no TensorFlow) can import, each checked
 # below in a fresh interpreter.
@@ -169,6 +166,8 @@ HOST_LIGHT = {
     "convert.metadata",             # the model's metadata (class names), flatbuffers only
     "convert.stream",               # the TFLite-Micro reference (stream_eval's default)
     "convert.codegen_micropython",  # compile_mpy for the MicroPython launcher
+    "convert.mcu_harness",          # the emulated boards' QEMU table (emulator.BOARDS), MCU dir
+    "convert.cpackage",             # the C folder, run by firmware_stack with its stack probe
 }
 
 # The writers of the codegen half: C package, MicroPython package, C folder, Arduino library,
@@ -200,8 +199,8 @@ def project_imports(path: Path) -> list[tuple[str, int]]:
 
 
 def folder_violations(root: Path) -> list[str]:
-    """Every import of a later folder (upward) not in KNOWN_UPWARD, and every host_tools
-    import from training/ or convert/ outside HOST_LIGHT."""
+    """Every import of a later folder (upward), and every host_tools import from training/ or
+    convert/ outside HOST_LIGHT."""
     level = {f: k for k, f in enumerate(FOLDERS)}
     bad = []
     for folder in FOLDERS:
@@ -209,7 +208,7 @@ def folder_violations(root: Path) -> list[str]:
             rel = path.relative_to(root).as_posix()
             for mod, line in project_imports(path):
                 top = mod.split(".")[0]
-                if level[top] > level[folder] and (rel, mod) not in KNOWN_UPWARD:
+                if level[top] > level[folder]:
                     bad.append(f"{rel}:{line} imports {mod}: {top}/ comes after {folder}/")
                 if folder == "host_tools" and top in ("training", "convert") \
                         and mod.count(".") == 1 and mod not in HOST_LIGHT:
@@ -225,14 +224,6 @@ def test_folders_import_downward_only():
     assert not bad, "\n".join(bad)
 
 
-def test_the_known_upward_imports_still_exist():
-    """KNOWN_UPWARD names real imports (an entry left behind after a fix would hide the
-    next upward import from the same place)."""
-    seen = {(p, m) for p, _ in KNOWN_UPWARD
-            for m, _ in project_imports(ROOT / p)}
-    assert KNOWN_UPWARD <= seen, KNOWN_UPWARD - seen
-
-
 def test_the_folder_check_catches_upward_and_heavy_host_imports(tmp_path):
     """The checker on a small tree: training/ importing convert/ (as memory.py once imported
     convert.rings), host_tools/ taking convert.spec, a lazy importlib string."""
@@ -244,10 +235,13 @@ def test_the_folder_check_catches_upward_and_heavy_host_imports(tmp_path):
         "import importlib\n\ndef f():\n    from mgrade_edge.convert.spec import extract\n"
         "    importlib.import_module('mgrade_edge.training.train')\n")
     (tmp_path / "convert" / "ok.py").write_text("from mgrade_edge.training import ring_layout\n")
+    (tmp_path / "convert" / "resources.py").write_text(      # as the resource table once did
+        "def measure():\n    from benchmarks import mcu_cost as mc\n")
     bad = folder_violations(tmp_path)
     assert any(b.startswith("training/memory.py:1 imports convert") for b in bad), bad
     assert any("tool.py:4 imports convert.spec" in b for b in bad), bad
     assert any("tool.py:5 imports training.train" in b for b in bad), bad
+    assert any("resources.py:2 imports benchmarks.mcu_cost" in b for b in bad), bad
     assert not any("ok.py" in b for b in bad), bad
 
 
@@ -320,3 +314,72 @@ def test_no_function_over_80_lines_in_convert():
                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                  and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, long
+
+
+# --------------------------------------------------------------------------- package data
+def package_data_files() -> set[Path]:
+    """The files under mcu/ that pyproject.toml's package-data globs put into the wheel (as
+    mgrade_edge.mcu), resolved against the checkout."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mcu = ROOT / cfg["package-dir"]["mgrade_edge.mcu"]
+    return {p.resolve() for g in cfg["package-data"]["mgrade_edge.mcu"] for p in mcu.glob(g)
+            if p.is_file()}
+
+
+def harness_files() -> set[Path]:
+    """Every file under mcu/ that mcu_harness.build_check reads for each emulated target: the
+    runtime and harness sources it compiles, the link scripts (-T, and what they INCLUDE from
+    the -L folder), the board.mk its CPU flags come from, and the headers the qemu-cm4 build
+    (the resource table's) includes (arm-none-eabi-gcc -MM, both kernel paths)."""
+    from mgrade_edge.convert import mcu_harness as h
+
+    gen = ROOT / "no-such-generated-package"
+    files = set()
+    for target, t in h.TARGETS.items():
+        if "platform" not in t:
+            continue
+        files |= {Path(p) for g in h.harness_sources(target, gen).values() for p in g
+                  if gen not in Path(p).parents}
+        ld = t["ldflags"]
+        scripts = [Path(ld[k + 1]) for k, f in enumerate(ld) if f == "-T"]
+        libdirs = [Path(ld[k + 1]) for k, f in enumerate(ld) if f == "-L"]
+        files |= set(scripts)
+        for s in scripts:
+            for inc in re.findall(r"^\s*INCLUDE\s+(\S+)", s.read_text(), re.M):
+                files |= {d / inc for d in libdirs if (d / inc).is_file()}
+    files |= {h.BOARDS_DIR / b / "board.mk" for b in h.CORES}
+    t = h.TARGETS["qemu-cm4"]
+    if shutil.which(t["cc"]):
+        for fast in (0, 1):
+            for src in [*h.harness_sources("qemu-cm4", gen)["runtime"],
+                        *h.harness_sources("qemu-cm4", gen)["harness"]]:
+                if gen in src.parents:
+                    continue
+                r = subprocess.run([t["cc"], *h.WARN, *t["flags"], f"-DMG_FAST={fast}", "-I",
+                                    str(h.RUNTIME), "-I", str(h.HARNESS), "-I", str(gen), "-MM",
+                                    "-MG", str(src)], capture_output=True, text=True)
+                assert r.returncode == 0, r.stderr
+                deps = r.stdout.replace("\\\n", " ").split(":", 1)[1].split()
+                found = [(src.parent / d).resolve() for d in deps]   # -MG: the generated
+                files |= {d for d in found if d.is_file()             # package's are absent
+                          and d.is_relative_to(h.MCU.resolve())}
+    return {f.resolve() for f in files}
+
+
+def test_the_harness_c_sources_are_package_data():
+    """The resource table builds model_check.c & co. from the installed mgrade_edge.mcu: every
+    file the harness reads must exist and be declared package data (a glob dropped from
+    pyproject.toml, or a new platform file outside the globs, fails here, not in a user's
+    wheel)."""
+    from mgrade_edge.convert import mcu_harness as h
+
+    assert h.MCU.resolve() == (ROOT / "mcu").resolve()
+    files = harness_files()
+    assert {h.HARNESS.resolve() / "model_check.c", h.HARNESS.resolve() / "mg_test_platform.h",
+            h.RUNTIME.resolve() / "mg_model.h"} <= files, sorted(files)
+    missing = sorted(str(f) for f in files if not f.is_file())
+    assert not missing, missing
+    undeclared = sorted(str(f.relative_to(ROOT)) for f in files - package_data_files())
+    assert not undeclared, undeclared
