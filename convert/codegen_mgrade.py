@@ -186,12 +186,12 @@ def _fast_mingru(P: str, model: Model, T, f: MinGRUStep, report: dict, add=None,
     return decls, None, (2 * lay["gate"][2], n_acc)
 
 
-def _fast_mingru_u16(P: str, model: Model, f: MinGRUStep, in16: dict, report: dict):
+def _fast_mingru_u16(P: str, model: Model, f: MinGRUStep, report: dict):
     """Fast declarations of an int16-input minGRU step (mg_fast.h mg_mingru_fast_u16): the
     candidate's int8 tables and the mg_input16_fast_t; None (reference kernel) where the fast
     kernel's conditions fail."""
     L = f.layer
-    params = in16[L][0]
+    params, front = f.front16.params, f.front16.tensors
     roles = [r for r in ("gate", "cand", "relu_fc") if r in params]
     fcs = [params[r] for r in roles]
     if any(p["input_offset"] or (not p["per_channel"] and p["filter_offset"]) for p in fcs) \
@@ -200,7 +200,7 @@ def _fast_mingru_u16(P: str, model: Model, f: MinGRUStep, in16: dict, report: di
         return None
     decls, rows = [], {}
     for role in roles:          # FC16 outputs from their dots: bias and rounding in the rows
-        op, p = in16[L][1]["fcs"][role], params[role]
+        op, p = front["fcs"][role], params[role]
         w, bias = fc_weights(model, op)
         bias = np.zeros(p["output_depth"], np.int64) if bias is None else bias.astype(np.int64)
         if w is None or np.any(np.abs(bias) + 32768 * np.abs(w.astype(np.int64)).sum(1)
@@ -222,7 +222,7 @@ def _fast_mingru_u16(P: str, model: Model, f: MinGRUStep, in16: dict, report: di
     relu, relu_tab = _relu_table(P, f"l{L}_in16_relu", f.relu, decls)
     split = dict(g_split="NULL", g_neg="NULL", g_pos="NULL")
     if "relu_fc" in rows and f.shares_dot and mc.size == 1:     # g() of the shared dot alone
-        bound = 32768 * np.abs(fc_weights(model, in16[L][1]["fcs"]["cand"])[0]
+        bound = 32768 * np.abs(fc_weights(model, front["fcs"]["cand"])[0]
                                .astype(np.int64)).sum(1)
         gs = g_split_tables(rows["cand"], params["cand"], rows["relu_fc"], params["relu_fc"],
                             bound, relu_tab, f.sig_p, int(mc[0]), f.add_g, params["p8"],
@@ -239,7 +239,7 @@ def _fast_mingru_u16(P: str, model: Model, f: MinGRUStep, in16: dict, report: di
                   sig_q=f"{P}_l{L}_in16_sig_q", min_const=min_const, relu=relu, **split)
     w16 = {r: f"{P}_l{L}_in16_{r}_w16" for r in rows if not (r == "relu_fc" and f.shares_dot)}
     decls += ["#if MG_FDOT16_W16"]      # int16 weight copies for the DSP cores' dots
-    decls += [fdot16_w16_decl(w16[r], fc_weights(model, in16[L][1]["fcs"][r])[0]) for r in w16]
+    decls += [fdot16_w16_decl(w16[r], fc_weights(model, front["fcs"][r])[0]) for r in w16]
     decls += [struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", dict(
         fields, **{("relu" if r == "relu_fc" else r) + "_w16": v for r, v in w16.items()})),
         "#else", struct_decl("mg_input16_fast_t", f"{P}_l{L}_in16f", fields), "#endif"]
@@ -372,8 +372,8 @@ class Package:
     every tensor, the constants it stores."""
     program: StepProgram
     P: str                        # C symbol prefix
-    new_ops: list[Operator]       # one operator per step: MG_DELAY / MG_MINGRU for the fused
-    pm: Model                     # the model with new_ops, x + states in, logits + states out
+    step_ops: list[Operator]      # one operator per step: MG_DELAY / MG_MINGRU for the fused
+    step_model: Model             # the model with step_ops, x + int8 states in, logits + states out
     plan: Plan
     ptr: object                   # ptr(tensor, const) -> C expression of its buffer
     used_consts: set[int]
@@ -407,17 +407,6 @@ class Package:
         return {f.anchor: f for f in self.delays + self.grus}
 
     @property
-    def s16(self) -> dict:
-        """int16-state layers: {layer: (tail params, tail tensors)} (convert/state16.py)."""
-        return {f.layer: (f.tail16.params, f.tail16.tensors) for f in self.grus if f.tail16}
-
-    @property
-    def in16(self) -> dict:
-        """int16-input layers: {layer: (front params, front tensors)} (convert/input16.py)."""
-        return {f.layer: (f.front16.params, f.front16.tensors) for f in self.grus
-                if f.front16}
-
-    @property
     def ring_info(self) -> list[dict]:
         """Per delay layer: its ring's bytes and frame offsets, the graph's ring bytes, the
         plain (unpacked) ring's frames and bytes, and its kernel span."""
@@ -445,13 +434,18 @@ class Package:
         return self.P.upper()
 
 
+def _state16(pk: Package) -> list[MinGRUStep]:
+    """The minGRU steps with an int16 state."""
+    return [f for f in pk.grus if f.tail16 is not None]
+
+
 def analyse(model: Model, meta: dict, prefix: str = "mg", name: str | None = None) -> Package:
     """The step program (convert/program.py), its operator list, memory plan and constants."""
     program = build_program(model, meta)
-    new_ops = _step_operators(program)
-    pm, plan, ptr = _plan_package(program, new_ops, prefix)
-    used_consts = _used_consts(model.tensors, new_ops, program.delays, program.grus)
-    return Package(program, prefix, new_ops, pm, plan, ptr, used_consts,
+    step_ops = _step_operators(program)
+    step_model, plan, ptr = _plan_package(program, step_ops, prefix)
+    used_consts = _used_consts(model.tensors, step_ops, program.delays, program.grus)
+    return Package(program, prefix, step_ops, step_model, plan, ptr, used_consts,
                    sum(model.tensors[i].nbytes for i in used_consts),
                    model_name(name or meta.get("task") or "mgrade"))
 
@@ -475,19 +469,19 @@ def _step_operators(program: StepProgram) -> list[Operator]:
     return ops
 
 
-def _plan_package(program: StepProgram, new_ops: list[Operator], prefix: str
+def _plan_package(program: StepProgram, step_ops: list[Operator], prefix: str
                   ) -> tuple[Model, Plan, object]:
-    """The package model (new_ops; x and the int8 states in, logits and the int8 states or
+    """The package model (step_ops; x and the int8 states in, logits and the int8 states or
     copies out), its memory plan, and ptr(tensor, const) -> the C expression of a tensor's
     buffer (x, logits, the instance's int8 state `m->h<layer>`, a constant or the arena)."""
     state8 = [f for f in program.grus if f.tail16 is None]
-    pm = dataclasses.replace(program.model, operators=new_ops,
+    step_model = dataclasses.replace(program.model, operators=step_ops,
                              inputs=[program.x] + [f.h for f in state8],
                              outputs=[program.logits] + [f.h8 for f in program.grus],
                              input_names=[names.X] + [names.h(f.layer) for f in state8],
                              output_names=[names.LOGITS]
                              + [names.hnew(f.layer) for f in program.grus])
-    plan = plan_memory(pm)
+    plan = plan_memory(step_model)
     for ti, _ in plan.copies:
         raise CodegenError(f"graph output tensor {ti} is not produced by an operator")
 
@@ -502,15 +496,15 @@ def _plan_package(program: StepProgram, new_ops: list[Operator], prefix: str
         return "logits" if slot == 0 else f"m->{names.h(program.grus[slot - 1].layer)}"
 
     ptr = tensor_pointer(program.model.tensors, plan, prefix, input_expr, output_expr)
-    return pm, plan, ptr
+    return step_model, plan, ptr
 
 
-def _used_consts(tensors: list, new_ops: list[Operator], delays: list, grus: list) -> set[int]:
+def _used_consts(tensors: list, step_ops: list[Operator], delays: list, grus: list) -> set[int]:
     """The constant tensors the package's ops and fused calls read (an ALIAS op: its input
     only; a conv16 layer's int64 bias is left out: _delay_code writes it); CodegenError where
     one of them is not a constant."""
     used_consts: set[int] = set()
-    for op in new_ops:
+    for op in step_ops:
         if op.op in ("MG_DELAY", "MG_MINGRU"):
             continue
         if op.op in ALIAS_OPS:
@@ -604,7 +598,8 @@ def _fast_delay16(pk: Package, f: DelayStep, dw16: dict) -> tuple[list, str] | N
 def _input16_decls(pk: Package, layer: int) -> list[str]:
     """The declarations of layer `layer`'s int16 front (convert/input16.py), both paths."""
     prefix = pk.P
-    front_params, front = pk.in16[layer]
+    front = pk.program.gru(layer).front16
+    front_params, front = front.params, front.tensors
 
     def fc_weights_bias(role: str) -> tuple[str, str]:
         inputs = front["fcs"][role].inputs
@@ -631,7 +626,8 @@ def _delay16_layer_code(pk: Package, f: DelayStep, dw16: dict, shared: list[str]
     call = _delay16_code(pk, f, dw16, shared)
     shared += _input16_decls(pk, layer)
     front = (f"    mg_input16_front_c16(&{prefix}_l{layer}_in16, {pk.H}, "
-             f"{ptr(pk.in16[layer][1]['frame'], True)}, {prefix}_c16, {prefix}_u16);")
+             f"{ptr(pk.program.gru(layer).front16.tensors['frame'], True)}, {prefix}_c16, "
+             f"{prefix}_u16);")
     ref_body = [f"    /* layer {layer}: delay conv (16x8, int16 output) on the trimmed rings "
                 f"(ops {f.ops}) */", call, front] + _debug_frame_copy(pk, f)
     fast16 = _fast_delay16(pk, f, dw16)
@@ -666,9 +662,10 @@ def _delay_code(pk: Package, f: DelayStep, residual: dict, fast):
         multiplier=f"{prefix}_l{layer}_dw_mult", shift=f"{prefix}_l{layer}_dw_shift")))
     ring = f"m->ring{layer}" if ring_info["bytes"] else "NULL"
     front = []
-    if layer in pk.in16:    # int16 minGRU input: u16 from the frame and this conv output
+    gru = pk.program.gru(layer)
+    if gru and gru.front16:    # int16 minGRU input: u16 from the frame and this conv output
         shared += _input16_decls(pk, layer)
-        front_tensors = pk.in16[layer][1]
+        front_tensors = gru.front16.tensors
         front = [f"    mg_input16_front(&{prefix}_l{layer}_in16, {channels}, "
                  f"{ptr(front_tensors['frame'], True)}, {ptr(front_tensors['conv'], True)}, "
                  f"{prefix}_u16);"]
@@ -737,22 +734,22 @@ def _mingru_code(pk: Package, f: MinGRUStep, residual: dict, fast):
         shared.append(struct_decl("mg_mul_params_t", f"{prefix}_l{layer}_mul",
                                   mul_fields(f.mul)))
     ref_decls = _mingru_ref_decls(pk, f)
-    u_in = f"{prefix}_u16" if layer in pk.in16 else ptr(f.u, True)  # int16 u: static scratch
+    u_in = f"{prefix}_u16" if f.front16 else ptr(f.u, True)  # int16 u: static scratch
     comment = f"    /* layer {layer}: minGRU step, state updated in place (ops {f.ops}) */"
     residual_add = residual.get(f.anchor)
     v_out = ptr(pk.op(residual_add[0]).outputs[0], False) if residual_add else "NULL"
     gru_s16_args = f"&{prefix}_l{layer}_gru, &{prefix}_l{layer}_s16"
-    if layer not in pk.s16:
+    if f.tail16 is None:
         fast = fast and (fast[0], [f"    mg_mingru_fast_s8(&{prefix}_l{layer}_gru_f, {u_in}, "
                                    f"m->h{layer}, {prefix}_xq, {prefix}_acc, {v_out});"],
                          fast[2])
         call = f"    mg_mingru_step_s8(&{prefix}_l{layer}_gru, {u_in}, m->h{layer});"
         return shared, ref_decls, [comment, call], fast
     # int16 state: the tail's structs (both paths) and the s16 calls
-    shared += s16_params(prefix, layer, pk.s16[layer][0],
+    shared += s16_params(prefix, layer, f.tail16.params,
                          logistic_table(f.sig_z) if f.sig_z is not None else None)
-    if layer in pk.in16:
-        v8 = ptr(pk.in16[layer][1]["v8"], False)
+    if f.front16:
+        v8 = ptr(f.v8, False)
         call = (f"    mg_mingru_step_u16({gru_s16_args}, &{prefix}_l{layer}_in16, {prefix}_u16, "
                 f"m->h16_{layer}, m->h{layer}, {v8});")
         fast = fast and (fast[0], [f"    mg_mingru_fast_u16({gru_s16_args}, "
@@ -797,11 +794,11 @@ def _op_fast(pk: Package, op: Operator, residual: dict, absorbed: dict, chain: l
         pass                        # _delay_code: both paths' int16 delay conv
     elif op.op == "MG_DELAY":
         fast = _fast_delay(prefix, pk.T, fusion, residual.get(op.index))
-    elif op.op == "MG_MINGRU" and fusion.layer in pk.in16:
-        fast = _fast_mingru_u16(prefix, model, fusion, pk.in16, pk.fast_report)
+    elif op.op == "MG_MINGRU" and fusion.front16:
+        fast = _fast_mingru_u16(prefix, model, fusion, pk.fast_report)
     elif op.op == "MG_MINGRU":
         fast = _fast_mingru(prefix, model, pk.T, fusion, pk.fast_report,
-                            residual.get(op.index), fusion.layer in pk.s16)
+                            residual.get(op.index), fusion.tail16 is not None)
     if fast is None and op.index in residual:      # no fast step: the ADD stays
         absorbed.pop(residual.pop(op.index)[0])
     if op.op in ("MG_DELAY", "MG_MINGRU"):
@@ -832,14 +829,14 @@ def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predecla
     shared: list[str] = []
     if op.index in residual:        # the fused ADD's parameters, declared first
         add_op = pk.op(residual[op.index][0])
-        shared += emit_op(pk.pm, add_op, op_params(model, add_op), ptr, plan, prefix)[0]
+        shared += emit_op(pk.step_model, add_op, op_params(model, add_op), ptr, plan, prefix)[0]
         predeclared.add(add_op.index)
     chain = []
     wide = op.op not in ("MG_DELAY", "MG_MINGRU") and ops16.is_wide(model, op)
     if op.op == "FULLY_CONNECTED" and op.index != readout_op and not wide:
-        chain = _fc_epilogue(model, pk.new_ops, op, plan, pk.graph_outputs)
+        chain = _fc_epilogue(model, pk.step_ops, op, plan, pk.graph_outputs)
         for eop, _, _ in chain:
-            shared += emit_op(pk.pm, eop, op_params(model, eop), ptr, plan, prefix)[0]
+            shared += emit_op(pk.step_model, eop, op_params(model, eop), ptr, plan, prefix)[0]
             predeclared.add(eop.index)
             absorbed[eop.index] = op.index
     fast = _op_fast(pk, op, residual, absorbed, chain, wide)
@@ -852,7 +849,7 @@ def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predecla
     else:
         own_shared = []
         ref_decls, ref_body = (ops16.emit(model, op, ptr, prefix) if wide else
-                               emit_op(pk.pm, op, op_params(model, op), ptr, plan, prefix))
+                               emit_op(pk.step_model, op, op_params(model, op), ptr, plan, prefix))
     if op.index in predeclared:
         ref_decls = []              # declared with the fused op
     return _OpCode(shared + list(own_shared), list(ref_decls), list(ref_body), fast)
@@ -879,9 +876,10 @@ def _op_code_lines(code: _OpCode, kind: str) -> tuple[list[str], list[str]]:
 def _step_code(pk: Package) -> tuple[list[str], list[str], int, int]:
     """The operator parameter declarations and the statements of <P>_model_step, op by op,
     and the fast path's FC scratch sizes (input words, accumulator words; 0: none)."""
-    residual = _residual_adds(pk.model, pk.new_ops, pk.T, pk.fused_at, pk.graph_outputs,
+    residual = _residual_adds(pk.model, pk.step_ops, pk.T, pk.fused_at, pk.graph_outputs,
                               pk.H)
-    for k in [k for k, f in pk.fused_at.items() if f.layer in pk.in16 and k in residual]:
+    front_layers = {f.layer for f in pk.grus if f.front16}
+    for k in [k for k, f in pk.fused_at.items() if f.layer in front_layers and k in residual]:
         del residual[k]         # int16 input: the conv output must exist for mg_input16_front
     absorbed = {a[0]: layer for layer, a in residual.items()}
     predeclared: set[int] = set()
@@ -889,7 +887,7 @@ def _step_code(pk: Package) -> tuple[list[str], list[str], int, int]:
     decls: list[str] = []
     body: list[str] = []
     xq_words = acc_words = 0
-    for op in pk.new_ops:
+    for op in pk.step_ops:
         code = _op_code(pk, op, residual, absorbed, predeclared, readout_op)
         if code.fast is not None:
             xq_words = max(xq_words, code.fast[2][0])
@@ -920,7 +918,7 @@ def _model_c_head(pk: Package) -> list[str]:
             " * while the main loop steps another) ---- */",
             f"static int32_t {prefix}_arena_words[{max(1, (pk.plan.arena_bytes + 3) // 4)}];"
             "   /* step scratch */"]
-    if pk.in16:
+    if any(f.front16 for f in pk.grus):
         head.append(f"static int16_t {prefix}_u16[{pk.H}];   /* the minGRU input u in int16 "
                     "(mg_input16_front) */")
     if any(f.conv16 is not None for f in pk.delays):
@@ -951,7 +949,7 @@ def _model_init_lines(pk: Package) -> list[str]:
     for f in pk.grus:
         lines += [f"    for (k = 0; k < {channels}; ++k) {{",
                   f"        m->h{f.layer}[k] = (int8_t){f.zero_point};"]
-        lines += [f"        m->h16_{f.layer}[k] = 0;"] if f.layer in pk.s16 else []
+        lines += [f"        m->h16_{f.layer}[k] = 0;"] if f.tail16 else []
         lines += ["    }"]
     debug = [f"    mg_delay_reset(m->dbg_frame{f.layer}, {channels}u, 0);"
              for f in pk.delays if f.frame_output]
@@ -992,7 +990,8 @@ def _debug_accessor_lines(pk: Package) -> list[str]:
         else:
             raise CodegenError(f"unknown state output {nm!r} in the metadata")
     lines += ["    default: return NULL;", "    }", "}", ""]
-    lines += debug16_lines(prefix, [f.layer for f in pk.grus], pk.s16)
+    lines += debug16_lines(prefix, [f.layer for f in pk.grus],
+                           {f.layer for f in pk.grus if f.tail16})
     return lines + [f"uint32_t {prefix}_model_debug_step_counter(const {prefix}_model_t *m)",
                     "{", "    return m->step_t;", "}", "#endif /* MG_MODEL_DEBUG */", ""]
 
@@ -1015,7 +1014,7 @@ def ring_totals(pk: Package) -> dict:
     """Bytes of the package's rings (trimmed, as the graph holds them, plain) and states."""
     ri = pk.ring_info
     ring = sum(r["bytes"] for r in ri)
-    h = pk.H * len(pk.grus) + pk.H * len(pk.s16)     # an int16 state: 2H bytes
+    h = pk.H * len(pk.grus) + pk.H * len(_state16(pk))     # an int16 state: 2H bytes
     return dict(ring=ring, graph=sum(r["graph_bytes"] for r in ri),
                 plain=sum(r["plain_bytes"] for r in ri), h=h, state=ring + h + 4,
                 spans_known=all(r["kernel_span"] is not None for r in ri))
@@ -1100,10 +1099,10 @@ def _data_h_state_defines(pk: Package) -> list[str]:
     debug state count."""
     PU, H, tot = pk.PU, pk.H, ring_totals(pk)
     return [f"#define {PU}_MODEL_H_BYTES {tot['h']}",
-            f"#define {PU}_MODEL_STATE_BITS {16 if pk.s16 else 8}   /* minGRU state width */",
-            f"#define {PU}_MODEL_INPUT_BITS {16 if pk.in16 else 8}   /* minGRU input u width "
+            f"#define {PU}_MODEL_STATE_BITS {16 if _state16(pk) else 8}   /* minGRU state width */",
+            f"#define {PU}_MODEL_INPUT_BITS {16 if any(f.front16 for f in pk.grus) else 8}   /* minGRU input u width "
             "(convert --input-bits) */",
-            f"#define {PU}_MODEL_H8_COPY_BYTES {H * len(pk.s16)}   /* int8 copies of int16 "
+            f"#define {PU}_MODEL_H8_COPY_BYTES {H * len(_state16(pk))}   /* int8 copies of int16 "
             "states (written each step, read by the residual) */",
             f"#define {PU}_MODEL_STATE_BYTES {tot['state']}   /* + the step counter */",
             f"#define {PU}_MODEL_ARENA_BYTES {pk.plan.arena_bytes}",
@@ -1154,7 +1153,7 @@ def instance_decl(pk: Package) -> list[str]:
     out += [f"struct {P}_model_s {{",
             f"    uint32_t step_t;   /* steps since init, wrapped at {PU}_MODEL_RING_PERIOD */"]
     for f in pk.grus:
-        if f.layer in pk.s16:
+        if f.tail16:
             out += [f"    int16_t h16_{f.layer}[{H}];   /* layer {f.layer} minGRU state (int16) */",
                     f"    int8_t h{f.layer}[{H}];   /* its int8 copy (written each step) */"]
         else:
@@ -1211,7 +1210,7 @@ def package_summary(pk: Package, files: list[Path]) -> dict:
     }
     summary["summary"] = (
         f"model {mid} (mgrade package): {len(model.operators)} graph ops -> "
-        f"{len(pk.new_ops)} calls ({len(pk.delays)} delay, {len(pk.grus)} minGRU fused), "
+        f"{len(pk.step_ops)} calls ({len(pk.delays)} delay, {len(pk.grus)} minGRU fused), "
         f"state {tot['state']} B (rings {tot['ring']} B vs graph ring {tot['graph']} B, "
         f"plain {tot['plain']} B), arena {plan.arena_bytes} B, constants {pk.const_bytes} B, "
         f"{pk.macs_graph} MACs/step -> {', '.join(map(str, files))}")

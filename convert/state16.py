@@ -418,12 +418,12 @@ def emit_params(P: str, L: int, params: dict, z8_of_pre=None) -> list[str]:
     return lines
 
 
-def debug16_lines(P: str, layers: list[int], s16: dict) -> list[str]:
+def debug16_lines(P: str, layers: list[int], state16_layers: set[int]) -> list[str]:
     """<P>_model_debug_state16(m, layer): instance m's int16 state array of minGRU layer
-    `layer`, NULL for an int8 state."""
+    `layer` (those in state16_layers), NULL for an int8 state."""
     c = [f"const int16_t *{P}_model_debug_state16(const {P}_model_t *m, int layer)", "{",
          "    (void)m;", "    switch (layer) {"]
-    c += [f"    case {L}: return m->h16_{L};" for L in layers if L in s16]
+    c += [f"    case {L}: return m->h16_{L};" for L in layers if L in state16_layers]
     c += ["    default: (void)layer; return NULL;", "    }", "}", ""]
     return c
 
