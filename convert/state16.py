@@ -37,11 +37,10 @@ import math
 
 import numpy as np
 
-from mgrade_edge.convert import metadata, names
+from mgrade_edge.convert import names
 from mgrade_edge.convert.cemit import int_array, struct_decl
 from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
-from mgrade_edge.convert.mgrade_match import StepGraph, swap_add
-from mgrade_edge.convert.tflite_reader import read_tflite
+from mgrade_edge.convert.mgrade_match import swap_add
 from mgrade_edge.convert.tflm_params import (
     CodegenError, add, addsub_multipliers, as_f32, mul, mul_multiplier, requant,
     requant_multiplier, scale, sub, zero_point)
@@ -196,15 +195,6 @@ def tail(s: dict, z_in, g8, h16):
 
 # ---------------------------------------------------------------------------------------------
 # Graph matching (codegen hook)
-
-def is_state16(model, meta: dict, layer: int) -> bool:
-    """Whether layer `layer`'s state output is int16 (a widened graph)."""
-    outs = meta.get("outputs") or []
-    if names.hnew(layer) not in outs:
-        return False
-    t = model.outputs[outs.index(names.hnew(layer))]
-    return model.tensors[t].dtype == np.int16
-
 
 def _q(T, t):
     return scale(T[t]), zero_point(T[t])
@@ -426,17 +416,3 @@ def debug16_lines(P: str, layers: list[int], state16_layers: set[int]) -> list[s
     c += [f"    case {L}: return m->h16_{L};" for L in layers if L in state16_layers]
     c += ["    default: (void)layer; return NULL;", "    }", "}", ""]
     return c
-
-
-def debug_int8(model_bytes: bytes) -> dict:
-    """{hnew<l>: int16 state -> its int8 copy h8 (the tail's last QUANTIZE)} for the widened
-    layers of a step model: what the package's mg_model_debug_state(k) exposes."""
-    m = read_tflite(model_bytes)
-    meta = metadata.from_model(m)
-    if meta is None:
-        return {}
-    graph = StepGraph(m, meta)
-    tails = {L: match_tail(graph, L)[0] for L, lm in enumerate(meta.get("layers") or [])
-             if lm.get("rnn") and is_state16(m, meta, L)}
-    return {names.hnew(L): (lambda v, p=p["h8"]: requant(p, v).astype(np.int8))
-            for L, p in tails.items()}

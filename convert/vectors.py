@@ -12,8 +12,25 @@ from pathlib import Path
 import numpy as np
 
 from mgrade_edge.convert.cemit import carray
-from mgrade_edge.convert.state16 import debug_int8
+from mgrade_edge.convert import names
+from mgrade_edge.convert.metadata import from_model
+from mgrade_edge.convert.program import build_program
 from mgrade_edge.convert.stream import Streamer
+from mgrade_edge.convert.tflite_reader import read_tflite
+from mgrade_edge.convert.tflm_params import requant
+
+
+def debug_int8(model_bytes: bytes) -> dict:
+    """{hnew<l>: int16 state -> its int8 copy h8 (the tail's last QUANTIZE)} for the layers
+    with an int16 state (the step program's Tail16): what the package's
+    mg_model_debug_state(k) exposes. Empty for a graph without mgrade metadata."""
+    model = read_tflite(model_bytes)
+    meta = from_model(model)
+    if meta is None:
+        return {}
+    return {names.hnew(g.layer): (lambda v, p=g.tail16.params["h8"]:
+                                  requant(p, v).astype(np.int8))
+            for g in build_program(model, meta).grus if g.tail16 is not None}
 
 
 def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +39,7 @@ def reference_steps(model_bytes: bytes, x_q: np.ndarray) -> tuple[np.ndarray, np
     minGRU state as its int8 copy, what the package's mg_model_debug_state exposes)."""
     s = Streamer(model_bytes, "tflm")
     state_names = s.step_meta.state_outputs
-    to8 = debug_int8(model_bytes)           # convert/state16.py: {hnew<l>: int16 -> int8}
+    to8 = debug_int8(model_bytes)           # {hnew<l>: int16 -> int8}
     logits, states = [], []
     for seq in x_q:
         lg, raw = s.run(np.ascontiguousarray(seq), return_states=True)

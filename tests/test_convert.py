@@ -53,7 +53,7 @@ def test_litert_vs_tflm_on_identical_inputs(digits_int8):
     """Every output of one step, in its own LSB: int8 ones within STEP_LSB_BOUND; an int16
     minGRU state (--state-bits 16 / auto) compared through its int8 copy (the tail's last
     QUANTIZE, what the residual reads), so the same bound holds at the same range."""
-    from mgrade_edge.convert.state16 import debug_int8
+    from mgrade_edge.convert.vectors import debug_int8
     model = (digits_int8 / "model.tflite").read_bytes()
     bound = STEP_LSB_BOUND_INPUT16 if report(digits_int8).get("input_bits") == 16 and \
         report(digits_int8).get("state_bits") == 16 else STEP_LSB_BOUND
