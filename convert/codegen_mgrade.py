@@ -78,7 +78,7 @@ from mgrade_edge.convert import ops16
 from mgrade_edge.convert.state16 import debug16_lines, emit_params as s16_params
 from mgrade_edge.convert.tflite_reader import Model, Operator, read_tflite
 from mgrade_edge.convert.tflm_params import (
-    ALIAS_OPS, CodegenError, op_params, requant, zero_point)
+    ALIAS_OPS, CodegenError, requant, zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def _op_sequence(ops: list):
     return seq, alias, root
 
 
-def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H: int) -> dict:
+def _residual_adds(program: StepProgram, ops: list, fused_at: dict, graph_outputs) -> dict:
     """The residual ADD right after a fused delay (ADD(frame, conv), the conv output used by
     nothing else) or minGRU step (ADD(u, h_new)) that the fast step can compute in the same
     pass: {fused op index: (ADD op index, swap)}. Only where the ADD is the next non-alias op
@@ -279,10 +279,10 @@ def _residual_adds(model: Model, ops: list, T, fused_at: dict, graph_outputs, H:
         if f is None or op.op not in ("MG_DELAY", "MG_MINGRU"):
             continue
         nxt = seq[k + 1]
-        if nxt.op != "ADD" or len(nxt.inputs) != 2 or ops16.is_wide(model, nxt):
+        if nxt.op != "ADD" or len(nxt.inputs) != 2 or program.op_steps[nxt.index].wide:
             continue
-        p = op_params(model, nxt)
-        if not add_ok(p) or elementwise_count(p) != H:
+        p = program.op_steps[nxt.index].params
+        if not add_ok(p) or elementwise_count(p) != program.channels:
             continue
         ins = [root(i) for i in nxt.inputs]
         if op.op == "MG_DELAY":
@@ -319,7 +319,7 @@ def _epilogue_call(P: str, fc, chain, fast, ptr):
     return fdecls + [decl], [head, call], words
 
 
-def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
+def _fc_epilogue(program: StepProgram, ops: list, fc, plan, graph_outputs) -> list:
     """Elementwise ADD/SUB/MUL ops that directly follow a FULLY_CONNECTED and read its value
     (and one other vector of the same size): [(op, swap, other tensor)], at most 3. Stops at
     an op whose input is used elsewhere, at a graph output, and where writing the final result
@@ -329,7 +329,7 @@ def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
     for op in ops:
         for i in op.inputs:
             users.setdefault(root(i), []).append(op)
-    n = op_params(model, fc)["output_depth"]
+    n = program.op_steps[fc.index].params["output_depth"]
     k = next(i for i, op in enumerate(seq) if op.index == fc.index)
     cur, chain = fc.outputs[0], []
     for nxt in seq[k + 1:k + 4]:
@@ -340,7 +340,7 @@ def _fc_epilogue(model: Model, ops: list, fc, plan, graph_outputs) -> list:
             break
         if [u.index for u in users.get(cur, [])] != [nxt.index]:
             break
-        p = op_params(model, nxt)
+        p = program.op_steps[nxt.index].params
         if elementwise_count(p) != n or (nxt.op != "MUL" and not add_ok(p)):
             break
         swap = ins[1] == cur
@@ -812,7 +812,7 @@ def _op_fast(pk: Package, op: Operator, residual: dict, absorbed: dict, chain: l
         return None
     if op.op in ALIAS_OPS:
         return None
-    fast = emit_fast_op(model, op, op_params(model, op), pk.ptr, prefix)
+    fast = emit_fast_op(model, op, pk.program.op_steps[op.index].params, pk.ptr, prefix)
     if fast is None:
         pk.fast_report[f"op{op.index}"] = f"{op.op}: reference kernel"
         for eop, _, _ in chain:
@@ -827,17 +827,19 @@ def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predecla
     first (and their own declarations later dropped: predeclared); residual / absorbed say
     which ops the fast steps fuse (updated where a fast kernel is missing)."""
     model, ptr, plan, prefix = pk.model, pk.ptr, pk.plan, pk.prefix
+    params = {i: s.params for i, s in pk.program.op_steps.items()}
     shared: list[str] = []
     if op.index in residual:        # the fused ADD's parameters, declared first
         add_op = pk.op(residual[op.index][0])
-        shared += emit_op(pk.step_model, add_op, op_params(model, add_op), ptr, plan, prefix)[0]
+        shared += emit_op(pk.step_model, add_op, params[add_op.index], ptr, plan, prefix)[0]
         predeclared.add(add_op.index)
     chain = []
-    wide = op.op not in ("MG_DELAY", "MG_MINGRU") and ops16.is_wide(model, op)
+    step = pk.program.op_steps.get(op.index) if op.op not in ("MG_DELAY", "MG_MINGRU") else None
+    wide = step is not None and step.wide
     if op.op == "FULLY_CONNECTED" and op.index != readout_op and not wide:
-        chain = _fc_epilogue(model, pk.step_ops, op, plan, pk.graph_outputs)
+        chain = _fc_epilogue(pk.program, pk.step_ops, op, plan, pk.graph_outputs)
         for eop, _, _ in chain:
-            shared += emit_op(pk.step_model, eop, op_params(model, eop), ptr, plan, prefix)[0]
+            shared += emit_op(pk.step_model, eop, params[eop.index], ptr, plan, prefix)[0]
             predeclared.add(eop.index)
             absorbed[eop.index] = op.index
     fast = _op_fast(pk, op, residual, absorbed, chain, wide)
@@ -849,8 +851,8 @@ def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predecla
                                                              residual, fast)
     else:
         own_shared = []
-        ref_decls, ref_body = (ops16.emit(model, op, ptr, prefix) if wide else
-                               emit_op(pk.step_model, op, op_params(model, op), ptr, plan, prefix))
+        ref_decls, ref_body = (ops16.emit(model, op, step.params, ptr, prefix) if wide else
+                               emit_op(pk.step_model, op, step.params, ptr, plan, prefix))
     if op.index in predeclared:
         ref_decls = []              # declared with the fused op
     return _OpCode(shared + list(own_shared), list(ref_decls), list(ref_body), fast)
@@ -877,8 +879,7 @@ def _op_code_lines(code: _OpCode, kind: str) -> tuple[list[str], list[str]]:
 def _step_code(pk: Package) -> tuple[list[str], list[str], int, int]:
     """The operator parameter declarations and the statements of <P>_model_step, op by op,
     and the fast path's FC scratch sizes (input words, accumulator words; 0: none)."""
-    residual = _residual_adds(pk.model, pk.step_ops, pk.tensors, pk.fused_at, pk.graph_outputs,
-                              pk.H)
+    residual = _residual_adds(pk.program, pk.step_ops, pk.fused_at, pk.graph_outputs)
     front_layers = {f.layer for f in pk.grus if f.front16}
     for k in [k for k, f in pk.fused_at.items() if f.layer in front_layers and k in residual]:
         del residual[k]         # int16 input: the conv output must exist for mg_input16_front

@@ -62,10 +62,11 @@ def macs(model, op) -> int:
     return op_macs(op, op_params(model, op)) if op.op == "FULLY_CONNECTED" else 0
 
 
-def emit(model, op, ptr, P: str) -> tuple[list[str], list[str]]:
-    """(file-scope declarations, step-body statements) of a wide op; ptr(tensor, const) is the
-    C expression of a tensor's buffer."""
-    T, p, n = model.tensors, params(model, op), f"{P}_op{op.index}"
+def emit(model, op, p: dict, ptr, P: str) -> tuple[list[str], list[str]]:
+    """(file-scope declarations, step-body statements) of a wide op with its parameters p
+    (`params`, as the step program holds them); ptr(tensor, const) is the C expression of a
+    tensor's buffer."""
+    T, n = model.tensors, f"{P}_op{op.index}"
     o = op.outputs[0]
     body = [f"    /* op {op.index}: {op.op} (int16) -> tensor {o} '{T[o].name}' "
             f"{list(T[o].shape)} */"]

@@ -16,6 +16,7 @@ ones of convert/state16.py / convert/input16.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -178,6 +179,11 @@ class StepProgram:
     @property
     def macs(self) -> int:
         return sum(s.macs for s in self.steps)
+
+    @cached_property
+    def op_steps(self) -> dict[int, OpStep]:
+        """graph operator index -> its OpStep (the operators no fused step replaces)."""
+        return {s.op.index: s for s in self.steps if isinstance(s, OpStep)}
 
     def gru(self, layer: int) -> MinGRUStep | None:
         return next((s for s in self.grus if s.layer == layer), None)
