@@ -5,15 +5,21 @@ Lowest layer of the code generators (see `python -m mgrade_edge.convert.codegen 
 (tensorflow/lite/kernels/internal/quantization_util.cc, kernel_util.cc and the TFLM kernels'
 Calculate*OpData), nothing about C.
 * Prepare time, int8 and int16: `quantize_multiplier`, `requant_multiplier`,
-  `mul_multiplier`, `addsub_multipliers` (scales in float32 as TFLite holds them).
+  `mul_multiplier`, `addsub_multipliers`, `channel_multipliers` (scales in float32 as TFLite
+  holds them).
   `op_params(model, op)` gives one int8 operator's parameters as plain ints and lists (the
   fields of the matching mcu/runtime/mg_kernels.h struct): it dispatches to its family's
   builder (`PARAMS_BY_OP`: `fully_connected_params`, `depthwise_conv_params`,
   `add_sub_params`, ...), each returning a typed record (`FullyConnectedParams`, ...: a
   TypedDict, so a plain dict at run time); the generic graph package, the mGRADE package and
-  the MicroPython package all use it.
+  the MicroPython package all use it. The int16 ops of the widened forms (symmetric, zero
+  point 0; state16's tail, input16's front, ops16) from their tensors' scales:
+  `requant_params` (QUANTIZE int8 <-> int16), `addsub16_params`, `mul16_params`,
+  `logistic16_params` (with TFLite's `checked_log2`), each a dict of the C struct's fields.
 * Per element (the reference the C kernels match bit for bit): `srdhm`, `rdbpot`, `mbqm`,
-  `requant`, `add`, `sub`, `mul`, on Python ints or NumPy int64 arrays (results: int64).
+  `wrap32`, `requant`, `add`, `sub`, `mul` (int8 and int16), `logistic16` (int16, on
+  `SIGMOID_LUT16`), on Python ints or NumPy int64 arrays (results: int64); the int8
+  `logistic` (with gemmlowp's `logistic_q4`) on one Python int, which codegen_fast tabulates.
 """
 from __future__ import annotations
 

@@ -124,10 +124,10 @@ def test_each_supported_op_has_one_params_builder_whose_record_it_fills(tiny_int
 
 
 def _int16_cases(rng, op: str, n_sets: int):
-    """(one-op model, inputs, input dtype, output dtype, parameters) for n_sets random scale sets of an int16
-    op of the widened forms: QUANTIZE int8 -> int16 (every int8 input) and int16 -> int8
-    (every int16 input), ADD / SUB / MUL int16 (random pairs plus the extremes), int16
-    tensors with zero point 0 as convert/widen.py writes them."""
+    """(one-op model, inputs, input dtype, output dtype, parameters) for n_sets random scale
+    sets of an int16 op of the widened forms: QUANTIZE int8 -> int16 (every int8 input) and
+    int16 -> int8 (every int16 input), ADD / SUB / MUL int16 (random pairs plus the
+    extremes), int16 tensors with zero point 0 as convert/widen.py writes them."""
     i16 = np.arange(-32768, 32768)
     for s1, s2, so in _scale_sets(rng, n_sets).tolist():
         zp8 = int(rng.integers(-128, 128))
