@@ -9,9 +9,10 @@ reference kernels get (convert/tflm_params.op_params); used by the mGRADE packag
   the odd-input offset folded into the bias (`ffc_layout`); refused (None: the package keeps
   the reference kernel) where the exactness conditions do not hold.
 * 256-entry tables for every int8 -> int8 function of one input (LOGISTIC, RELU, QUANTIZE,
-  LOGISTIC(MINIMUM(x, c))), computed by running the reference integer arithmetic (a Python
-  port of mcu/runtime/mg_quant.c and mg_elem.h, `ref_*` below) on all 256 inputs, so exact by
-  construction; tests/test_fast_kernels.py also checks the port against the C reference.
+  LOGISTIC(MINIMUM(x, c))), computed by running TFLite's per-element integer arithmetic
+  (convert/tflm_params.py: `logistic`, `requant`, ...; mcu/runtime/mg_quant.c and mg_elem.h
+  in C) on all 256 inputs, so exact by construction; tests/test_fast_kernels.py also checks
+  the tables against the C reference.
 """
 from __future__ import annotations
 
@@ -19,97 +20,14 @@ import numpy as np
 
 from mgrade_edge.convert import tflm_params as tp
 from mgrade_edge.convert.cemit import designated, int_array, struct_decl
-from mgrade_edge.convert.tflm_params import INT32_MAX, INT32_MIN
 
 
 # ---------------------------------------------------------------------------------------------
-# Reference integer arithmetic (mg_quant.c / mg_elem.h, TFLite-Micro), Python ints
-
-def _wrap32(v: int) -> int:
-    return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
 # Scalar (Python int) views of tflm_params' per-element arithmetic (its one home), for the
 # table builders below, which loop over the 256 int8 inputs
 
-def ref_srdhm(a: int, b: int) -> int:
-    return int(tp.srdhm(a, b))
-
-
-def ref_rdbpot(x: int, e: int) -> int:
-    return int(tp.rdbpot(x, e))
-
-
 def ref_mbqm(x: int, m: int, shift: int) -> int:
     return int(tp.mbqm(x, m, shift))
-
-
-def _sat_shl(x: int, e: int) -> int:
-    thr = (1 << (31 - e)) - 1
-    if x > thr:
-        return INT32_MAX
-    if x < -thr:
-        return INT32_MIN
-    return _wrap32(x << e)
-
-
-def _rounding_half_sum(a: int, b: int) -> int:
-    s = a + b
-    sign = 1 if s >= 0 else -1
-    q = abs(s + sign) // 2
-    return q if s + sign >= 0 else -q
-
-
-def _exp_quarter(a: int) -> int:
-    const_term, one_third = 1895147668, 715827883
-    x = _wrap32(a + (1 << 28))
-    x2 = ref_srdhm(x, x)
-    x3 = ref_srdhm(x2, x)
-    x4 = ref_srdhm(x2, x2)
-    x4_4 = ref_rdbpot(x4, 2)
-    poly = ref_rdbpot(_wrap32(ref_srdhm(_wrap32(x4_4 + x3), one_third) + x2), 1)
-    return _wrap32(const_term + ref_srdhm(const_term, _wrap32(x + poly)))
-
-
-def _exp_neg_q4(a: int) -> int:
-    barrel = [1672461947, 1302514674, 790015084, 290630308, 39332535, 720401]
-    quarter = 1 << 25
-    mask = quarter - 1
-    amq = (a & mask) - quarter
-    result = _exp_quarter(_sat_shl(amq, 4))
-    rem = _wrap32(amq - a)
-    for k in range(6):
-        if rem & (1 << (27 + k - 2)):
-            result = ref_srdhm(result, barrel[k])
-    return INT32_MAX if a == 0 else result
-
-
-def _one_over_one_plus(a: int) -> int:
-    half_den = _rounding_half_sum(a, INT32_MAX)
-    x = _wrap32(1515870810 + ref_srdhm(half_den, -1010580540))
-    for _ in range(3):
-        hdx = ref_srdhm(half_den, x)
-        one_minus = _wrap32((1 << 29) - hdx)
-        x = _wrap32(x + _sat_shl(ref_srdhm(x, one_minus), 2))
-    return _sat_shl(x, 1)
-
-
-def ref_logistic_q4(x: int) -> int:
-    if x == 0:
-        return 1 << 30
-    pos = _one_over_one_plus(_exp_neg_q4(-abs(x)))
-    return pos if x > 0 else INT32_MAX - pos
-
-
-def ref_logistic1(p: dict, v: int) -> int:
-    x = v - p["input_zero_point"]
-    if x <= -p["input_range_radius"]:
-        return -128
-    if x >= p["input_range_radius"]:
-        return 127
-    y = ref_rdbpot(ref_logistic_q4(ref_mbqm(x, p["input_multiplier"], p["input_left_shift"])),
-                   31 - 8) - 128
-    return max(-128, min(127, y))
 
 
 def ref_requant1(p: dict, v: int) -> int:
@@ -121,7 +39,7 @@ def ref_requant1(p: dict, v: int) -> int:
 
 def logistic_table(p: dict) -> np.ndarray:
     """int8 [256]: LOGISTIC of v = -128..127 (index v + 128)."""
-    return np.array([ref_logistic1(p, v) for v in range(-128, 128)], np.int8)
+    return np.array([tp.logistic(p, v) for v in range(-128, 128)], np.int8)
 
 
 def requant_table(p: dict) -> np.ndarray:
@@ -131,7 +49,7 @@ def requant_table(p: dict) -> np.ndarray:
 
 def logistic_min_table(p: dict, c: int) -> np.ndarray:
     """int8 [256]: LOGISTIC(MINIMUM(v, c)) of v = -128..127."""
-    return np.array([ref_logistic1(p, min(v, c)) for v in range(-128, 128)], np.int8)
+    return np.array([tp.logistic(p, min(v, c)) for v in range(-128, 128)], np.int8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +328,7 @@ def g_split_tables(cand_rows, cand_p, relu_rows, relu_p, dot_bound, relu_table, 
     q_table = logistic_min_table(sig_p, min_c)      # v is an int8 FC / QUANTIZE output
 
     def q_of(v):
-        return int(q_table[v + 128]) if -128 <= v <= 127 else ref_logistic1(sig_p, min(v, min_c))
+        return int(q_table[v + 128]) if -128 <= v <= 127 else tp.logistic(sig_p, min(v, min_c))
 
     split, r_lo, q_hi = [], set(), set()
     for c in range(H):

@@ -28,9 +28,9 @@ import numpy as np
 from mgrade_edge.convert.cemit import struct_decl
 from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
 from mgrade_edge.convert.mgrade_match import swap_add
-from mgrade_edge.convert import state16
 from mgrade_edge.convert.tflm_params import (
-    CodegenError, activation_range, op_params, quantize_multiplier, scale, zero_point)
+    CodegenError, activation_range, addsub16_params, channel_multipliers, op_params,
+    requant_params, scale, zero_point)
 
 
 def match_front(step_graph, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]:
@@ -143,19 +143,19 @@ def _front_params(step_graph, where: str, hnew: int, front: dict) -> dict:
         add_v.outputs[0]
     n = tensors[frame].size
     scale_frame, scale_conv, scale_u = (scale(tensors[t]) for t in (frame16, conv_in16, u16))
-    add_v_params = state16.addsub16_params(scale_u, scale(tensors[hnew]), scale(tensors[v16]),
-                                           sub=False)
+    add_v_params = addsub16_params(scale_u, scale(tensors[hnew]), scale(tensors[v16]),
+                                   sub=False)
     if add_v.inputs[0] == hnew:         # ADD(h, u): swap so that input1 is u16
         add_v_params = swap_add(add_v_params)
     params = dict(
-        frame16=state16.requant_params(scale(tensors[frame]), zero_point(tensors[frame]),
-                                       scale_frame, 0, 16, n),
-        conv16=None if front["conv16"] else state16.requant_params(
+        frame16=requant_params(scale(tensors[frame]), zero_point(tensors[frame]),
+                               scale_frame, 0, 16, n),
+        conv16=None if front["conv16"] else requant_params(
             scale(tensors[conv]), zero_point(tensors[conv]), scale_conv, 0, 16, n),
-        add_u=state16.addsub16_params(scale_frame, scale_conv, scale_u, sub=False),
+        add_u=addsub16_params(scale_frame, scale_conv, scale_u, sub=False),
         add_v=add_v_params,
-        v8=state16.requant_params(scale(tensors[v16]), 0, scale(tensors[v8]),
-                                  zero_point(tensors[v8]), 8, n))
+        v8=requant_params(scale(tensors[v16]), 0, scale(tensors[v8]),
+                          zero_point(tensors[v8]), 8, n))
     for role, op in front["fcs"].items():
         fc_params = op_params(step_graph.m, op)
         if fc_params["accum_depth"] * 32768 * 128 >= 2 ** 31:
@@ -164,7 +164,7 @@ def _front_params(step_graph, where: str, hnew: int, front: dict) -> dict:
         params[role] = fc_params
         if role != "gate":
             out16, out_int8 = op.outputs[0], front["out8"][op.index]
-            params["p8" if role == "cand" else "r8"] = state16.requant_params(
+            params["p8" if role == "cand" else "r8"] = requant_params(
                 scale(tensors[out16]), 0, scale(tensors[out_int8]),
                 zero_point(tensors[out_int8]), 8, tensors[out_int8].size)
     return params
@@ -195,13 +195,11 @@ def _match_conv16(g, c16: int, where: str) -> tuple[dict, dict] | None:
     fs = T[w].quant.scale
     s_in, s_out = scale(T[taps16]), scale(T[o])
     H = T[o].shape[-1]
-    mults = [quantize_multiplier(float(s_in) * float(fs[c] if fs.size > 1 else fs[0])
-                                 / float(s_out)) for c in range(H)]
+    mults, shifts = channel_multipliers(s_in, [fs[c] if fs.size > 1 else fs[0]
+                                               for c in range(H)], s_out)
     lo, hi = activation_range(dw.options.get("fused_activation_function", "NONE"), T[o])
-    params = dict(taps16=state16.requant_params(scale(T[taps8]), zero_point(T[taps8]), s_in, 0,
-                                                16, 1),
-                  multiplier=[m for m, _ in mults], shift=[s for _, s in mults],
-                  act_min=lo, act_max=hi)
+    params = dict(taps16=requant_params(scale(T[taps8]), zero_point(T[taps8]), s_in, 0, 16, 1),
+                  multiplier=mults, shift=shifts, act_min=lo, act_max=hi)
     return params, dict(dw=dw, q_taps=q_taps, taps8=taps8, bias=bias)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from mgrade_edge.convert.cemit import struct_decl
 from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, fc_struct_lines, pick
-from mgrade_edge.convert.state16 import addsub16_params, requant_params
-from mgrade_edge.convert.tflm_params import CodegenError, op_macs, op_params, scale, zero_point
+from mgrade_edge.convert.tflm_params import (
+    CodegenError, addsub16_params, op_macs, op_params, requant_params, scale, zero_point)
 
 WIDE_OPS = ("QUANTIZE", "FULLY_CONNECTED", "ADD")
 

@@ -1,6 +1,7 @@
-"""The int16 minGRU state path (convert/widen.py) for the C runtime: operator parameters as
-TFLite-Micro's Prepare computes them, a NumPy reference of the arithmetic, and the graph
-matcher the code generator calls.
+"""The int16 minGRU state path (convert/widen.py) for the C runtime: the graph matcher the
+step program calls, the tail's parameters (TFLite-Micro's Prepare-time math for each op, from
+convert/tflm_params.py: requant_params, addsub16_params, mul16_params, logistic16_params), a
+NumPy reference of the whole tail composed of tflm_params' per-element functions, and the C.
 
 The widened tail of layer l (every int16 tensor symmetric, zero point 0), with the gate z
 either int8 (widen gate16=False: z8 = LOGISTIC(z_pre8) on its 1/256 grid, then requantized)
@@ -18,7 +19,7 @@ or int16 (widen gate16=True: z on a 1/32768 grid, so slow gates keep their small
 then, both variants:
 
     g16 = QUANTIZE(g8)            int8 -> int16 requantize
-    d16 = SUB(g16, h16)           left_shift 15, double-computed multipliers (see addsub16_params)
+    d16 = SUB(g16, h16)           left_shift 15, double-computed multipliers (addsub16_params)
     m16 = MUL(z16, d16)           QuantizeMultiplier(s_z s_d / s_m)          (mul_common.cc)
     h16' = ADD(h16, m16)          left_shift 15, double-computed multipliers (add_common.cc)
     h8 = QUANTIZE(h16')           int16 -> int8 requantize (feeds the residual ADD)
@@ -33,8 +34,6 @@ the fast path reads z16 from a 256-entry table of z_in computed here (`z16_table
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from mgrade_edge.convert import names
@@ -42,129 +41,14 @@ from mgrade_edge.convert.cemit import int_array, struct_decl
 from mgrade_edge.convert.graph_package import REQUANT_KEYS, add_fields, mul_fields, pick
 from mgrade_edge.convert.mgrade_match import swap_add
 from mgrade_edge.convert.tflm_params import (
-    CodegenError, add, addsub_multipliers, as_f32, mul, mul_multiplier, requant,
-    requant_multiplier, scale, sub, zero_point)
-
-I16_MIN, I16_MAX = -32768, 32767
+    CodegenError, add, addsub16_params, checked_log2, logistic16, logistic16_params, mul,
+    mul16_params, requant, requant_params, scale, sub, zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
-# Prepare-time parameters (plain ints), from scales (float32) and zero points
-
-def requant_params(s_in, zp_in: int, s_out, zp_out: int, out_bits: int, size: int = 0) -> dict:
-    """QUANTIZE int8 <-> int16 (PrepareQuantizeReference): effective scale in double."""
-    m, s = requant_multiplier(s_in, s_out)
-    lo, hi = (-128, 127) if out_bits == 8 else (I16_MIN, I16_MAX)
-    return dict(size=size, input_offset=int(zp_in), output_offset=int(zp_out), multiplier=m,
-                shift=s, act_min=lo, act_max=hi)
-
-
-def addsub16_params(s1, s2, so, sub: bool) -> dict:
-    """int16 ADD / SUB (zero points 0, no fused activation): tflm_params.addsub_multipliers
-    with left_shift 15 (the real multipliers in double for both ops, as the tflite-micro
-    wheel computes them; tests/test_state16.py checks it on a trained model)."""
-    del sub                   # same arithmetic for both (kept for the call sites' clarity)
-    m = addsub_multipliers(s1, s2, so, left_shift=15)
-    return dict(left_shift=15, input1_offset=0, input1_multiplier=m["input1_multiplier"],
-                input1_shift=m["input1_shift"], input2_offset=0,
-                input2_multiplier=m["input2_multiplier"], input2_shift=m["input2_shift"],
-                output_offset=0, output_multiplier=m["output_multiplier"],
-                output_shift=m["output_shift"], act_min=I16_MIN, act_max=I16_MAX)
-
-
-def mul16_params(s1, s2, so) -> dict:
-    """int16 MUL (zero points 0): QuantizeMultiplier(double s1 * s2 / so)."""
-    m, s = mul_multiplier(s1, s2, so)
-    return dict(input1_offset=0, input2_offset=0, output_offset=0, output_multiplier=m,
-                output_shift=s, act_min=I16_MIN, act_max=I16_MAX)
-
-
-# sigmoid(i / 24), i = 0..255, in unsigned 0.16 fixed point: the table TFLite's int16 LOGISTIC
-# interpolates (one entry per 2^9 input units of 1/(3 * 4096)). Its values are close to, but in
-# 43 entries one above or below, round(65536 * sigmoid(i / 24)), so they cannot be computed
-# from the formula: they were recovered from the TFLite-Micro interpreter's int16 LOGISTIC
-# outputs over every rescaled input |v| < 255 * 2^9 of both signs (tests/tflm_probe.py; where
-# two values give the same output for every input, the one nearer the formula).
-# tests/test_state16.py checks `logistic16` against TFLite-Micro on all those inputs, and that
-# mcu/runtime/mg_quant.c's mg_sigmoid_lut16 holds the same values.
-SIGMOID_LUT16 = (
-    32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149,
-    40794, 41432, 42064, 42688, 43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369,
-    47911, 48443, 48964, 49475, 49975, 50464, 50942, 51409, 51865, 52311, 52745, 53169,
-    53581, 53983, 54374, 54755, 55125, 55485, 55834, 56174, 56503, 56823, 57133, 57433,
-    57724, 58007, 58280, 58544, 58800, 59048, 59288, 59519, 59743, 59959, 60168, 60370,
-    60565, 60753, 60935, 61110, 61279, 61441, 61599, 61750, 61896, 62036, 62172, 62302,
-    62428, 62549, 62666, 62778, 62886, 62990, 63090, 63186, 63279, 63368, 63454, 63536,
-    63615, 63691, 63765, 63835, 63903, 63968, 64030, 64090, 64148, 64204, 64257, 64308,
-    64357, 64405, 64450, 64494, 64536, 64576, 64614, 64652, 64687, 64721, 64754, 64786,
-    64816, 64845, 64873, 64900, 64926, 64950, 64974, 64997, 65019, 65039, 65060, 65079,
-    65097, 65115, 65132, 65149, 65164, 65179, 65194, 65208, 65221, 65234, 65246, 65258,
-    65269, 65280, 65291, 65301, 65310, 65319, 65328, 65337, 65345, 65352, 65360, 65367,
-    65374, 65381, 65387, 65393, 65399, 65404, 65410, 65415, 65420, 65425, 65429, 65433,
-    65438, 65442, 65445, 65449, 65453, 65456, 65459, 65462, 65465, 65468, 65471, 65474,
-    65476, 65479, 65481, 65483, 65485, 65488, 65489, 65491, 65493, 65495, 65497, 65498,
-    65500, 65501, 65503, 65504, 65505, 65507, 65508, 65509, 65510, 65511, 65512, 65513,
-    65514, 65515, 65516, 65517, 65517, 65518, 65519, 65520, 65520, 65521, 65522, 65522,
-    65523, 65523, 65524, 65524, 65525, 65525, 65526, 65526, 65526, 65527, 65527, 65528,
-    65528, 65528, 65529, 65529, 65529, 65529, 65530, 65530, 65530, 65530, 65531, 65531,
-    65531, 65531, 65531, 65532, 65532, 65532, 65532, 65532, 65532, 65533, 65533, 65533,
-    65533, 65533, 65533, 65533, 65533, 65534, 65534, 65534, 65534, 65534, 65534, 65534,
-    65534, 65534, 65534, 65534,
-)
-
-
-def sigmoid_lut16() -> np.ndarray:
-    """int64 [256]: SIGMOID_LUT16 as an array."""
-    return np.array(SIGMOID_LUT16, np.int64)
-
-
-def _checked_log2(x) -> tuple[bool, int]:
-    """TFLite's CheckedLog2 on a float32 scale: (|log2 x - round| < 1e-3, round(log2 x)),
-    computed in float32 as the C++ does."""
-    x = as_f32(x)
-    l2 = np.float32(np.float32(math.log(x)) * np.float32(1.0 / np.float32(math.log(2.0))))
-    r = float(np.sign(l2) * np.floor(abs(l2) + 0.5))         # TfLiteRound: half away from 0
-    return abs(float(l2) - r) < 1e-3, int(r)
-
-
-def logistic16_params(s_in) -> dict:
-    """int16 LOGISTIC, input zero point 0, output scale 2^-15 (CalculateArithmeticOpDataLogistic):
-    the kernel rescales x to units of 1/(3 * 4096) as (x * input_multiplier + round) >>
-    input_left_shift. TFLM's power-of-two case (scale 2^-12: multiplier 0, meaning 3 << shift,
-    shift 0) is resolved here, so the C kernel always multiplies."""
-    pot, log2r = _checked_log2(s_in)
-    shift = 12 + log2r
-    if pot and shift == 0:
-        return dict(input_multiplier=3, input_left_shift=0)
-    mult = float(as_f32(s_in)) * 4096.0 * 3.0
-    shift = 0
-    while mult <= 32767.0 / 2.0 and shift <= 30:
-        shift += 1
-        mult *= 2.0
-    if int(mult) > 32767:
-        raise CodegenError(f"int16 LOGISTIC: input scale {float(as_f32(s_in)):g} is too large "
-                           "(TFLite-Micro needs a multiplier below 2^15)")
-    return dict(input_multiplier=int(mult), input_left_shift=shift)
-
-
-# ---------------------------------------------------------------------------------------------
-# NumPy reference (int64 arrays; TFLM double rounding): srdhm, rdbpot, mbqm, requant, add,
-# sub, mul come from tflm_params (one home for TFLite's fixed-point arithmetic)
-
-def logistic16(p: dict, x):
-    """int16 LOGISTIC of int16 x (logistic16_params) -> [0, 32767] (scale 2^-15)."""
-    x = np.asarray(x, np.int64)
-    sh = p["input_left_shift"]
-    v = (x * p["input_multiplier"] + ((1 << (sh - 1)) if sh > 0 else 0)) >> sh
-    a = np.abs(v)
-    uh = a >> 9
-    lut = sigmoid_lut16()
-    k = np.minimum(uh, 254)
-    ua, ub = lut[k], lut[k + 1]
-    r = np.where(uh >= 255, 0x7FFF << 10, (ua << 9) + (a & 0x1FF) * (ub - ua))
-    r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
-    return r >> 10
-
+# NumPy reference of the tail (int64 arrays; TFLM double rounding), composed of tflm_params'
+# per-element functions (requant, add, sub, mul, logistic16: one home for TFLite's fixed-point
+# arithmetic)
 
 def gate16(s: dict, z_in):
     """The tail's int16 gate z of its int8 input z_in: QUANTIZE(z8) when the graph's gate is
@@ -266,7 +150,7 @@ def _gate_ops(graph, z16: int, gate_int16: bool, where: str) -> dict:
     if tensors[zp16].dtype != np.int16 or zero_point(tensors[zp16]) != 0:
         raise CodegenError(f"{where}: the int16 LOGISTIC's input must be int16 with zero "
                            "point 0")
-    pot, log2_scale = _checked_log2(scale(tensors[z16]))
+    pot, log2_scale = checked_log2(scale(tensors[z16]))
     if not (pot and log2_scale == -15):
         raise CodegenError(f"{where}: the int16 LOGISTIC's output scale is "
                            f"{float(scale(tensors[z16])):g}; TFLite needs 2^-15")

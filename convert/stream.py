@@ -30,7 +30,8 @@ BACKENDS = ("tflm", "litert")
 STEP_LSB_BOUND = 16
 # With the int16 minGRU input (convert --input-bits 16) the residual sum takes the int16 state
 # directly, where the two already differ by up to ~1,600 int16 LSB (their int16 ADD/SUB
-# multipliers differ: convert/state16.addsub16_params); measured up to 20 LSB on a digits model.
+# multipliers differ: convert/tflm_params.addsub16_params); measured up to 20 LSB on a digits
+# model.
 STEP_LSB_BOUND_INPUT16 = 32
 
 

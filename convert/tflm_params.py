@@ -5,15 +5,21 @@ Lowest layer of the code generators (see `python -m mgrade_edge.convert.codegen 
 (tensorflow/lite/kernels/internal/quantization_util.cc, kernel_util.cc and the TFLM kernels'
 Calculate*OpData), nothing about C.
 * Prepare time, int8 and int16: `quantize_multiplier`, `requant_multiplier`,
-  `mul_multiplier`, `addsub_multipliers` (scales in float32 as TFLite holds them).
+  `mul_multiplier`, `addsub_multipliers`, `channel_multipliers` (scales in float32 as TFLite
+  holds them).
   `op_params(model, op)` gives one int8 operator's parameters as plain ints and lists (the
   fields of the matching mcu/runtime/mg_kernels.h struct): it dispatches to its family's
   builder (`PARAMS_BY_OP`: `fully_connected_params`, `depthwise_conv_params`,
   `add_sub_params`, ...), each returning a typed record (`FullyConnectedParams`, ...: a
   TypedDict, so a plain dict at run time); the generic graph package, the mGRADE package and
-  the MicroPython package all use it.
+  the MicroPython package all use it. The int16 ops of the widened forms (symmetric, zero
+  point 0; state16's tail, input16's front, ops16) from their tensors' scales:
+  `requant_params` (QUANTIZE int8 <-> int16), `addsub16_params`, `mul16_params`,
+  `logistic16_params` (with TFLite's `checked_log2`), each a dict of the C struct's fields.
 * Per element (the reference the C kernels match bit for bit): `srdhm`, `rdbpot`, `mbqm`,
-  `requant`, `add`, `sub`, `mul`, on Python ints or NumPy int64 arrays (results: int64).
+  `wrap32`, `requant`, `add`, `sub`, `mul` (int8 and int16), `logistic16` (int16, on
+  `SIGMOID_LUT16`), on Python ints or NumPy int64 arrays (results: int64); the int8
+  `logistic` (with gemmlowp's `logistic_q4`) on one Python int, which codegen_fast tabulates.
 """
 from __future__ import annotations
 
@@ -104,6 +110,80 @@ def addsub_multipliers(s1, s2, so, left_shift: int) -> dict:
     mo, sho = quantize_multiplier_smaller_than_one_exp(ro)
     return dict(left_shift=left_shift, input1_multiplier=m1, input1_shift=sh1,
                 input2_multiplier=m2, input2_shift=sh2, output_multiplier=mo, output_shift=sho)
+
+
+def channel_multipliers(input_scale, filter_scales, output_scale) -> tuple[list, list]:
+    """(multipliers, shifts), one per filter scale, of input_scale * filter_scale /
+    output_scale in double from the float32 scales (FC per channel, DEPTHWISE_CONV_2D int8
+    and 16x8)."""
+    pairs = [quantize_multiplier(float(input_scale) * float(fs) / float(output_scale))
+             for fs in filter_scales]
+    return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+# int16 operators of the widened forms (convert/widen.py: int16 tensors symmetric, zero point
+# 0, no fused activation): the records of mg_requant_params_t, mg_add_params_t,
+# mg_mul_params_t and mg_logistic16_params_t from the tensors' scales (float32)
+
+I16_MIN, I16_MAX = -32768, 32767
+
+
+def requant_params(s_in, zp_in: int, s_out, zp_out: int, out_bits: int, size: int = 0) -> dict:
+    """QUANTIZE int8 <-> int16 (PrepareQuantizeReference): effective scale in double; the
+    output range of out_bits (8 or 16)."""
+    m, s = requant_multiplier(s_in, s_out)
+    lo, hi = (-128, 127) if out_bits == 8 else (I16_MIN, I16_MAX)
+    return dict(size=size, input_offset=int(zp_in), output_offset=int(zp_out), multiplier=m,
+                shift=s, act_min=lo, act_max=hi)
+
+
+def addsub16_params(s1, s2, so, sub: bool) -> dict:
+    """int16 ADD / SUB (zero points 0, no fused activation): addsub_multipliers with
+    left_shift 15 (the real multipliers in double for both ops, as the tflite-micro wheel
+    computes them; tests/test_tflm_arith.py and tests/test_state16.py check it)."""
+    del sub                   # same arithmetic for both (kept for the call sites' clarity)
+    m = addsub_multipliers(s1, s2, so, left_shift=15)
+    return dict(left_shift=15, input1_offset=0, input1_multiplier=m["input1_multiplier"],
+                input1_shift=m["input1_shift"], input2_offset=0,
+                input2_multiplier=m["input2_multiplier"], input2_shift=m["input2_shift"],
+                output_offset=0, output_multiplier=m["output_multiplier"],
+                output_shift=m["output_shift"], act_min=I16_MIN, act_max=I16_MAX)
+
+
+def mul16_params(s1, s2, so) -> dict:
+    """int16 MUL (zero points 0): QuantizeMultiplier(double s1 * s2 / so)."""
+    m, s = mul_multiplier(s1, s2, so)
+    return dict(input1_offset=0, input2_offset=0, output_offset=0, output_multiplier=m,
+                output_shift=s, act_min=I16_MIN, act_max=I16_MAX)
+
+
+def checked_log2(x) -> tuple[bool, int]:
+    """TFLite's CheckedLog2 on a float32 scale: (|log2 x - round| < 1e-3, round(log2 x)),
+    computed in float32 as the C++ does."""
+    x = as_f32(x)
+    l2 = np.float32(np.float32(math.log(x)) * np.float32(1.0 / np.float32(math.log(2.0))))
+    r = float(np.sign(l2) * np.floor(abs(l2) + 0.5))         # TfLiteRound: half away from 0
+    return abs(float(l2) - r) < 1e-3, int(r)
+
+
+def logistic16_params(s_in) -> dict:
+    """int16 LOGISTIC, input zero point 0, output scale 2^-15 (CalculateArithmeticOpDataLogistic):
+    the kernel rescales x to units of 1/(3 * 4096) as (x * input_multiplier + round) >>
+    input_left_shift. TFLM's power-of-two case (scale 2^-12: multiplier 0, meaning 3 << shift,
+    shift 0) is resolved here, so the C kernel always multiplies."""
+    pot, log2r = checked_log2(s_in)
+    shift = 12 + log2r
+    if pot and shift == 0:
+        return dict(input_multiplier=3, input_left_shift=0)
+    mult = float(as_f32(s_in)) * 4096.0 * 3.0
+    shift = 0
+    while mult <= 32767.0 / 2.0 and shift <= 30:
+        shift += 1
+        mult *= 2.0
+    if int(mult) > 32767:
+        raise CodegenError(f"int16 LOGISTIC: input scale {float(as_f32(s_in)):g} is too large "
+                           "(TFLite-Micro needs a multiplier below 2^15)")
+    return dict(input_multiplier=int(mult), input_left_shift=shift)
 
 
 def activation_range(act: str, t: Tensor) -> tuple[int, int]:
@@ -323,14 +403,6 @@ def _fused_activation(op) -> str:
     return op.options.get("fused_activation_function", "NONE")
 
 
-def _channel_multipliers(input_scale, filter_scales, output_scale) -> tuple[list, list]:
-    """(multipliers, shifts), one per filter scale, of input_scale * filter_scale /
-    output_scale in double from the float32 scales."""
-    pairs = [quantize_multiplier(float(input_scale) * float(fs) / float(output_scale))
-             for fs in filter_scales]
-    return [m for m, _ in pairs], [s for _, s in pairs]
-
-
 def _check_fully_connected_types(model: Model, op) -> None:
     """int8 x int8 -> int8, or the 16x8 mode (convert/widen.py widen_input): int16 input and
     output with zero point 0; an int32 bias."""
@@ -359,7 +431,7 @@ def fully_connected_params(model: Model, op) -> FullyConnectedParams:
     if x.size % accum:
         raise CodegenError("FULLY_CONNECTED input size is not a multiple of the depth")
     if weights.quant.per_channel:
-        mults, shifts = _channel_multipliers(in_scale, weights.quant.scale, out_scale)
+        mults, shifts = channel_multipliers(in_scale, weights.quant.scale, out_scale)
         per_channel = 1
     else:       # the scales' float32 product, then double
         product = float(as_f32(in_scale * as_f32(weights.quant.scale[0])))
@@ -396,7 +468,7 @@ def depthwise_conv_params(model: Model, op) -> DepthwiseConvParams:
     dil_h = op.options.get("dilation_h_factor", 1)
     dil_w = op.options.get("dilation_w_factor", 1)
     fs = weights.quant.scale
-    mults, shifts = _channel_multipliers(
+    mults, shifts = channel_multipliers(
         scale(x), [fs[c] if fs.size > 1 else fs[0] for c in range(out_c)], scale(out))
     lo, hi = activation_range(_fused_activation(op), out)
     return DepthwiseConvParams(
@@ -584,6 +656,11 @@ def check_supported(model: Model) -> None:
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
+def wrap32(v):
+    """v wrapped to int32 (two's complement), as a C int32_t store of a wider value."""
+    return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
 def srdhm(a, b):
     """SaturatingRoundingDoublingHighMul(int32 a, int32 b): round(a * b / 2^31), ties away from
     zero; INT32_MIN * INT32_MIN saturates to INT32_MAX."""
@@ -609,7 +686,7 @@ def mbqm(x, m: int, shift: int):
     positive shift, then srdhm and a rounding right shift for a negative one."""
     x = np.asarray(x, np.int64)
     if shift > 0:
-        x = ((x << shift) + (1 << 31)) % (1 << 32) - (1 << 31)     # int32 wrap
+        x = wrap32(x << shift)
     return rdbpot(srdhm(x, m), max(0, -shift))
 
 
@@ -647,3 +724,147 @@ def mul(p: dict, a, b):
                                                             + p["input2_offset"])
     out = mbqm(v, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
     return np.clip(out, p["act_min"], p["act_max"])
+
+
+# int8 LOGISTIC (gemmlowp's fixed-point logistic, reference_integer_ops::Logistic, as
+# mcu/runtime/mg_quant.c's mg_logistic1_s8) on one Python int; the fast path tabulates it
+# (codegen_fast.logistic_table)
+
+def _srdhm1(a: int, b: int) -> int:
+    return int(srdhm(a, b))
+
+
+def _rdbpot1(x: int, e: int) -> int:
+    return int(rdbpot(x, e))
+
+
+def _sat_shl(x: int, e: int) -> int:
+    """SaturatingRoundingMultiplyByPOT<e> for e > 0: x * 2^e saturated to int32."""
+    thr = (1 << (31 - e)) - 1
+    if x > thr:
+        return INT32_MAX
+    if x < -thr:
+        return INT32_MIN
+    return wrap32(x << e)
+
+
+def _rounding_half_sum(a: int, b: int) -> int:
+    s = a + b
+    sign = 1 if s >= 0 else -1
+    q = abs(s + sign) // 2
+    return q if s + sign >= 0 else -q
+
+
+def _exp_quarter(a: int) -> int:
+    """exp_on_interval_between_negative_one_quarter_and_0_excl (Q0.31)."""
+    const_term, one_third = 1895147668, 715827883
+    x = wrap32(a + (1 << 28))
+    x2 = _srdhm1(x, x)
+    x3 = _srdhm1(x2, x)
+    x4 = _srdhm1(x2, x2)
+    x4_4 = _rdbpot1(x4, 2)
+    poly = _rdbpot1(wrap32(_srdhm1(wrap32(x4_4 + x3), one_third) + x2), 1)
+    return wrap32(const_term + _srdhm1(const_term, wrap32(x + poly)))
+
+
+def _exp_neg_q4(a: int) -> int:
+    """exp_on_negative_values of a Q4.27 a <= 0 (Q0.31)."""
+    barrel = [1672461947, 1302514674, 790015084, 290630308, 39332535, 720401]
+    quarter = 1 << 25
+    mask = quarter - 1
+    amq = (a & mask) - quarter
+    result = _exp_quarter(_sat_shl(amq, 4))
+    rem = wrap32(amq - a)
+    for k in range(6):
+        if rem & (1 << (27 + k - 2)):
+            result = _srdhm1(result, barrel[k])
+    return INT32_MAX if a == 0 else result
+
+
+def _one_over_one_plus(a: int) -> int:
+    """one_over_one_plus_x_for_x_in_0_1 (Q0.31 in, Q0.31 out), three Newton steps."""
+    half_den = _rounding_half_sum(a, INT32_MAX)
+    x = wrap32(1515870810 + _srdhm1(half_den, -1010580540))
+    for _ in range(3):
+        hdx = _srdhm1(half_den, x)
+        one_minus = wrap32((1 << 29) - hdx)
+        x = wrap32(x + _sat_shl(_srdhm1(x, one_minus), 2))
+    return _sat_shl(x, 1)
+
+
+def logistic_q4(x: int) -> int:
+    """gemmlowp logistic of a Q4.27 int32 x -> Q0.31."""
+    if x == 0:
+        return 1 << 30
+    pos = _one_over_one_plus(_exp_neg_q4(-abs(x)))
+    return pos if x > 0 else INT32_MAX - pos
+
+
+def logistic(p: dict, v: int) -> int:
+    """LOGISTIC, int8, of one int8 v with logistic_params fields -> int8 (output zero point
+    -128, scale 1/256)."""
+    x = v - p["input_zero_point"]
+    if x <= -p["input_range_radius"]:
+        return -128
+    if x >= p["input_range_radius"]:
+        return 127
+    y = _rdbpot1(logistic_q4(int(mbqm(x, p["input_multiplier"], p["input_left_shift"]))),
+                 31 - 8) - 128
+    return max(-128, min(127, y))
+
+
+# int16 LOGISTIC (reference_integer_ops::Logistic, int16; mcu/runtime/mg_state16.h
+# mg_logistic1_s16)
+
+# sigmoid(i / 24), i = 0..255, in unsigned 0.16 fixed point: the table TFLite's int16 LOGISTIC
+# interpolates (one entry per 2^9 input units of 1/(3 * 4096)). Its values are close to, but in
+# 43 entries one above or below, round(65536 * sigmoid(i / 24)), so they cannot be computed
+# from the formula: they were recovered from the TFLite-Micro interpreter's int16 LOGISTIC
+# outputs over every rescaled input |v| < 255 * 2^9 of both signs (tests/tflm_probe.py; where
+# two values give the same output for every input, the one nearer the formula).
+# tests/test_logistic16.py checks `logistic16` against TFLite-Micro on all those inputs, and
+# that mcu/runtime/mg_quant.c's mg_sigmoid_lut16 holds the same values.
+SIGMOID_LUT16 = (
+    32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149,
+    40794, 41432, 42064, 42688, 43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369,
+    47911, 48443, 48964, 49475, 49975, 50464, 50942, 51409, 51865, 52311, 52745, 53169,
+    53581, 53983, 54374, 54755, 55125, 55485, 55834, 56174, 56503, 56823, 57133, 57433,
+    57724, 58007, 58280, 58544, 58800, 59048, 59288, 59519, 59743, 59959, 60168, 60370,
+    60565, 60753, 60935, 61110, 61279, 61441, 61599, 61750, 61896, 62036, 62172, 62302,
+    62428, 62549, 62666, 62778, 62886, 62990, 63090, 63186, 63279, 63368, 63454, 63536,
+    63615, 63691, 63765, 63835, 63903, 63968, 64030, 64090, 64148, 64204, 64257, 64308,
+    64357, 64405, 64450, 64494, 64536, 64576, 64614, 64652, 64687, 64721, 64754, 64786,
+    64816, 64845, 64873, 64900, 64926, 64950, 64974, 64997, 65019, 65039, 65060, 65079,
+    65097, 65115, 65132, 65149, 65164, 65179, 65194, 65208, 65221, 65234, 65246, 65258,
+    65269, 65280, 65291, 65301, 65310, 65319, 65328, 65337, 65345, 65352, 65360, 65367,
+    65374, 65381, 65387, 65393, 65399, 65404, 65410, 65415, 65420, 65425, 65429, 65433,
+    65438, 65442, 65445, 65449, 65453, 65456, 65459, 65462, 65465, 65468, 65471, 65474,
+    65476, 65479, 65481, 65483, 65485, 65488, 65489, 65491, 65493, 65495, 65497, 65498,
+    65500, 65501, 65503, 65504, 65505, 65507, 65508, 65509, 65510, 65511, 65512, 65513,
+    65514, 65515, 65516, 65517, 65517, 65518, 65519, 65520, 65520, 65521, 65522, 65522,
+    65523, 65523, 65524, 65524, 65525, 65525, 65526, 65526, 65526, 65527, 65527, 65528,
+    65528, 65528, 65529, 65529, 65529, 65529, 65530, 65530, 65530, 65530, 65531, 65531,
+    65531, 65531, 65531, 65532, 65532, 65532, 65532, 65532, 65532, 65533, 65533, 65533,
+    65533, 65533, 65533, 65533, 65533, 65534, 65534, 65534, 65534, 65534, 65534, 65534,
+    65534, 65534, 65534, 65534,
+)
+
+
+def sigmoid_lut16() -> np.ndarray:
+    """int64 [256]: SIGMOID_LUT16 as an array."""
+    return np.array(SIGMOID_LUT16, np.int64)
+
+
+def logistic16(p: dict, x):
+    """int16 LOGISTIC of int16 x (logistic16_params) -> [0, 32767] (scale 2^-15)."""
+    x = np.asarray(x, np.int64)
+    sh = p["input_left_shift"]
+    v = (x * p["input_multiplier"] + ((1 << (sh - 1)) if sh > 0 else 0)) >> sh
+    a = np.abs(v)
+    uh = a >> 9
+    lut = sigmoid_lut16()
+    k = np.minimum(uh, 254)
+    ua, ub = lut[k], lut[k + 1]
+    r = np.where(uh >= 255, 0x7FFF << 10, (ua << 9) + (a & 0x1FF) * (ub - ua))
+    r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
+    return r >> 10

@@ -1,4 +1,4 @@
-"""The int16 LOGISTIC (the int16 gate of the 16-bit minGRU state): convert/state16's
+"""The int16 LOGISTIC (the int16 gate of the 16-bit minGRU state): convert/tflm_params'
 Prepare-time parameters, table and NumPy kernel against TFLite-Micro on every rescaled input
 of both signs, and the C kernel (mcu/runtime/mg_state16.h) and table (mg_quant.c) against the
 NumPy kernel, bit-exact."""
@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from mgrade_edge.convert.state16 import SIGMOID_LUT16, logistic16, logistic16_params
+from mgrade_edge.convert.tflm_params import SIGMOID_LUT16, logistic16, logistic16_params
 from tests.conftest import ROOT
 from tests.tflm_probe import TABLE_SPAN, outputs_by_v, probe_scales, recover_table
 

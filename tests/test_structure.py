@@ -35,10 +35,10 @@ LAYERS = [
     #   raw 8-bit codes
     ["stream", "widen"],                      # the Python streamer; int16 state variant
     ["forms"],                                # the widening ladder: the forms, cheapest first
-    ["tflm_params"],                          # TFLM Prepare-time parameters
+    ["tflm_params"],                          # TFLM arithmetic, int8/int16: params, per element
     ["arena"],                                # static memory plan
     ["cemit"],                                # C text helpers
-    ["codegen_fast"],                         # fast-path arithmetic, tables, layouts
+    ["codegen_fast"],                         # fast-path tables, layouts
     ["steps"],                                # the step program's records
     ["graph_package", "mgrade_match"],        # generic package writer; fusion matcher pieces
     ["state16"],                              # int16 minGRU state tail: params, match, C

@@ -1,8 +1,12 @@
-"""convert/tflm_params.py is the one home of TFLite's fixed-point arithmetic (state16's int16
-tail and codegen_fast's tables use it): its per-element functions equal their definitions,
-computed here with exact rationals, over random and edge inputs, and its Prepare-time
-multipliers for int8 and int16 differ only in the left shift. (tests/test_elementwise_tflm.py
-and tests/test_state16.py hold the composed ops against the TFLite-Micro interpreter itself.)"""
+"""convert/tflm_params.py is the one home of TFLite's fixed-point arithmetic, int8 and int16
+(state16's tail, input16's front, ops16, codegen_fast's tables and layouts use it): its
+per-element functions equal their definitions, computed here with exact rationals, over random
+and edge inputs; its Prepare-time multipliers for int8 and int16 differ only in the left
+shift; its int16 operator parameters (requant_params, addsub16_params, mul16_params) with the
+per-element functions, and its int8 LOGISTIC, equal the TFLite-Micro interpreter on one-op
+models over random scales; its gemmlowp logistic equals the C runtime's (mg_quant.c).
+(tests/test_elementwise_tflm.py, tests/test_logistic16.py and tests/test_state16.py hold
+int8 ADD/SUB, the int16 LOGISTIC and the composed int16 tail against TFLite-Micro.)"""
 from __future__ import annotations
 
 import math
@@ -12,6 +16,9 @@ import numpy as np
 import pytest
 
 from mgrade_edge.convert import codegen_fast, tflm_params as tp
+from mgrade_edge.convert.tflite_reader import read_tflite
+from tests.test_bite_quant import q  # noqa: F401  (fixture: mg_quant.c through ctypes)
+from tests.tflm_probe import one_op_model, run_one_op
 
 RNG_SEED = 27
 
@@ -114,3 +121,76 @@ def test_each_supported_op_has_one_params_builder_whose_record_it_fills(tiny_int
         assert set(tp.op_params(model, op)) == set(record.__required_keys__), op.op
         seen.add(op.op)
     assert {"FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD", "GATHER", "LOGISTIC"} <= seen
+
+
+def _int16_cases(rng, op: str, n_sets: int):
+    """(one-op model, inputs, input dtype, output dtype, parameters) for n_sets random scale
+    sets of an int16 op of the widened forms: QUANTIZE int8 -> int16 (every int8 input) and
+    int16 -> int8 (every int16 input), ADD / SUB / MUL int16 (random pairs plus the
+    extremes), int16 tensors with zero point 0 as convert/widen.py writes them."""
+    i16 = np.arange(-32768, 32768)
+    for s1, s2, so in _scale_sets(rng, n_sets).tolist():
+        zp8 = int(rng.integers(-128, 128))
+        if op == "QUANTIZE8to16":
+            s16 = s1 * 2.0 ** -rng.uniform(6, 9)
+            yield (one_op_model("QUANTIZE", [("INT8", s1, zp8)], ("INT16", s16, 0), 256),
+                   [np.arange(-128, 128)], np.int8, np.int16,
+                   tp.requant_params(s1, zp8, s16, 0, 16))
+        elif op == "QUANTIZE16to8":
+            s8 = s1 * 2.0 ** rng.uniform(6, 9)
+            yield (one_op_model("QUANTIZE", [("INT16", s1, 0)], ("INT8", s8, zp8), len(i16)),
+                   [i16], np.int16, np.int8, tp.requant_params(s1, 0, s8, zp8, 8))
+        else:
+            n = 20_000
+            ab = [np.concatenate([rng.integers(-32768, 32768, n), [-32768, 32767, 0, -32768]]),
+                  np.concatenate([rng.integers(-32768, 32768, n), [-32768, 32767, 0, 32767]])]
+            p = (tp.mul16_params(s1, s2, so) if op == "MUL"
+                 else tp.addsub16_params(s1, s2, so, sub=op == "SUB"))
+            model = one_op_model(op, [("INT16", s1, 0), ("INT16", s2, 0)], ("INT16", so, 0),
+                                 len(ab[0]))
+            yield model, ab, np.int16, np.int16, p
+
+
+@pytest.mark.parametrize("op", ["QUANTIZE8to16", "QUANTIZE16to8", "ADD", "SUB", "MUL"])
+def test_int16_params_and_elementwise_equal_tflm(op):
+    """requant_params / addsub16_params / mul16_params with requant / add / sub / mul = the
+    TFLite-Micro interpreter's int16 QUANTIZE, ADD, SUB and MUL (the ops of the int16 tail,
+    front and ops16), 0 differing outputs over 12 random scale sets each."""
+    rng = np.random.default_rng(RNG_SEED + 5 + len(op))
+    fn = {"ADD": tp.add, "SUB": tp.sub, "MUL": tp.mul}.get(op)
+    bad = []
+    for k, (model, xs, in_dtype, out_dtype, p) in enumerate(_int16_cases(rng, op, 12)):
+        want = run_one_op(model, xs, in_dtype)
+        got = tp.requant(p, xs[0]) if fn is None else fn(p, *xs)
+        assert got.min() >= np.iinfo(out_dtype).min and got.max() <= np.iinfo(out_dtype).max
+        if (n := int((got != want).sum())):
+            bad.append((k, n))
+    assert not bad, f"{op}: (scale set, differing outputs): {bad}"
+
+
+def test_int8_logistic_equals_tflm():
+    """logistic_params (read from a one-op .tflite) with logistic = TFLite-Micro's int8
+    LOGISTIC on all 256 inputs, over 40 random input scales and zero points."""
+    rng = np.random.default_rng(RNG_SEED + 6)
+    x = np.arange(-128, 128)
+    saturated = set()
+    for k in range(40):
+        s_in, zp = float(np.float32(2.0 ** rng.uniform(-9, 0))), int(rng.integers(-128, 128))
+        model = one_op_model("LOGISTIC", [("INT8", s_in, zp)], ("INT8", 1 / 256, -128), 256)
+        m = read_tflite(model)
+        p = tp.op_params(m, m.operators[0])
+        got = [tp.logistic(p, int(v)) for v in x]
+        assert got == run_one_op(model, [x], np.int8).tolist(), (k, s_in, zp)
+        saturated |= {got[0], got[-1]}
+    assert {-128, 127} <= saturated          # both saturation branches were reached
+
+
+def test_logistic_q4_equals_the_c_runtime(q):  # noqa: F811
+    """logistic_q4 (the gemmlowp logistic the int8 LOGISTIC tables use) = mg_quant.c's
+    mg_logistic_q4 on edge values and random Q4.27 inputs."""
+    rng = np.random.default_rng(RNG_SEED + 7)
+    xs = [0, 1, -1, 1 << 27, -(1 << 27), tp.INT32_MAX, tp.INT32_MIN + 1]
+    xs += rng.integers(-16 << 27, 16 << 27, 3000).tolist()
+    xs += rng.integers(-(1 << 26), 1 << 26, 1000).tolist()
+    for x in xs:
+        assert tp.logistic_q4(int(x)) == q.mg_logistic_q4(int(x)), x

@@ -8,7 +8,7 @@ the 9 bits t = |v| & 511, with a rounding that differs by sign:
                                             y = (2^25 - r + 2^9 - 1) >> 10  (v < 0).
 `outputs_by_v` runs the real interpreter at enough scales that every v of both signs appears;
 `recover_table` finds the table entries consistent with all of them. Used by
-tests/test_state16.py; convert/state16.SIGMOID_LUT16 holds the result.
+tests/test_logistic16.py; convert/tflm_params.SIGMOID_LUT16 holds the result.
 """
 from __future__ import annotations
 
