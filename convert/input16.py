@@ -49,7 +49,7 @@ def match_front(step_graph, layer: int, gate_fc, hnew: int) -> tuple[dict, dict]
     tensors = dict(frame=frame, conv=conv, u16=u16, add_u=add_u, fcs=fcs, out8=out8,
                    add_v=add_v, v8=quantize_ops[-1].outputs[0], drop=drop,
                    conv16=conv16 and conv16[1])
-    _check_front_tensors(step_graph.T, where, tensors)
+    _check_front_tensors(step_graph.tensors, where, tensors)
     params = _front_params(step_graph, where, hnew, tensors)
     if conv16:
         params["dw16"] = conv16[0]
@@ -137,7 +137,7 @@ def _front_params(step_graph, where: str, hnew: int, front: dict) -> dict:
     int16 (frame16), conv8 -> int16 (conv16; None where the conv is widened), v16 -> v8, the
     candidate FC outputs -> int8 (p8, r8), the int16 ADDs' (add_u; add_v with input1 = u16)
     and each FC's op_params (16x8: depth limited so the int32 accumulator cannot overflow)."""
-    tensors = step_graph.T
+    tensors = step_graph.tensors
     add_u, add_v, frame, conv, v8 = (front[k] for k in ("add_u", "add_v", "frame", "conv", "v8"))
     frame16, conv_in16, u16, v16 = add_u.inputs[0], add_u.inputs[1], front["u16"], \
         add_v.outputs[0]
@@ -157,7 +157,7 @@ def _front_params(step_graph, where: str, hnew: int, front: dict) -> dict:
         v8=requant_params(scale(tensors[v16]), 0, scale(tensors[v8]),
                           zero_point(tensors[v8]), 8, n))
     for role, op in front["fcs"].items():
-        fc_params = op_params(step_graph.m, op)
+        fc_params = op_params(step_graph.model, op)
         if fc_params["accum_depth"] * 32768 * 128 >= 2 ** 31:
             raise CodegenError(f"{where}: depth {fc_params['accum_depth']} can overflow the "
                                "int32 accumulator of a 16x8 FC; convert with --input-bits 8")
@@ -170,17 +170,17 @@ def _front_params(step_graph, where: str, hnew: int, front: dict) -> dict:
     return params
 
 
-def _match_conv16(g, c16: int, where: str) -> tuple[dict, dict] | None:
+def _match_conv16(graph, c16: int, where: str) -> tuple[dict, dict] | None:
     """The conv16 chain c16 = RESHAPE(DEPTHWISE_CONV_2D(QUANTIZE(taps8))) (widen_conv) feeding
     the front's ADD, or None where c16 is QUANTIZE(conv8) (input16). Returns (params: taps16
     requantization, the 16x8 conv's per-channel multipliers/shifts and int16 range as
     TFLM's Prepare computes them; tensors: dw op, q_taps op, taps8, bias (-1: none))."""
-    T = g.T
-    rs = g.producer.get(c16)
+    T = graph.tensors
+    rs = graph.producer.get(c16)
     if rs is None or rs.op != "RESHAPE":
         return None
-    dw = g.prod(rs.inputs[0], "DEPTHWISE_CONV_2D", "the 16x8 delay conv", where)
-    q_taps = g.prod(dw.inputs[0], "QUANTIZE", "QUANTIZE(taps: int8 -> int16)", where)
+    dw = graph.prod(rs.inputs[0], "DEPTHWISE_CONV_2D", "the 16x8 delay conv", where)
+    q_taps = graph.prod(dw.inputs[0], "QUANTIZE", "QUANTIZE(taps: int8 -> int16)", where)
     taps8, taps16, w = q_taps.inputs[0], dw.inputs[0], dw.inputs[1]
     bias = dw.inputs[2] if len(dw.inputs) > 2 else -1
     o = dw.outputs[0]
@@ -190,7 +190,7 @@ def _match_conv16(g, c16: int, where: str) -> tuple[dict, dict] | None:
                            "requantized from int8 and write int16 (zero point 0)")
     if bias >= 0 and T[bias].dtype != np.int64:
         raise CodegenError(f"{where}: the 16x8 delay conv needs an int64 bias")
-    if len(g.consumers.get(c16, [])) != 1:
+    if len(graph.consumers.get(c16, [])) != 1:
         raise CodegenError(f"{where}: the int16 conv output feeds more than the front's ADD")
     fs = T[w].quant.scale
     s_in, s_out = scale(T[taps16]), scale(T[o])

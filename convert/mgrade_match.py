@@ -41,7 +41,6 @@ class StepGraph:
     def __init__(self, model: Model, meta: dict | StepMetadata):
         self.model = model
         self.tensors = model.tensors
-        self.m, self.T = model, model.tensors      # the short names state16/input16 read
         self.producer: dict[int, Operator] = {}
         self.consumers: dict[int, list[Operator]] = {}
         for op in model.operators:

@@ -87,7 +87,7 @@ def _q(T, t):
 def _state_tensors(graph, layer: int, where: str) -> tuple[int, int]:
     """(h, hnew): layer `layer`'s int16 state input and output, checked to be int16 with zero
     point 0 and to share one quantization (the state stays tied)."""
-    tensors = graph.T
+    tensors = graph.tensors
     state, new_state = graph.inp[names.h(layer)], graph.out[names.hnew(layer)]
     for tensor in (state, new_state):
         if tensors[tensor].dtype != np.int16 or zero_point(tensors[tensor]) != 0:
@@ -135,7 +135,7 @@ def _gate_ops(graph, z16: int, gate_int16: bool, where: str) -> dict:
     reading z_in), zp16 (the int16 LOGISTIC's input; None with an int8 gate), mid ({zp16:
     {the LOGISTIC's index}}: the inner tensor and its only reader), gate_fc16 (the gate FC is
     16x8 itself, convert/input16.py)}."""
-    tensors = graph.T
+    tensors = graph.tensors
     if not gate_int16:
         qz = graph.producer[z16]
         graph.prod(qz.inputs[0], "LOGISTIC", "the gate z", where)
@@ -173,7 +173,7 @@ def _check_tail(graph, layer: int, tail: dict, where: str):
     """Every tensor of a matched tail (match_tail's tensors dict, plus z_reader and mid from
     _gate_ops) has the type the C kernel assumes, the int16 ones zero point 0; SUB, MUL and
     ADD are elementwise without a fused activation; each inner tensor has only its reader."""
-    tensors, state = graph.T, tail["h"]
+    tensors, state = graph.tensors, tail["h"]
     z_in_type = np.int16 if tail["gate_fc16"] else np.int8
     for tensor, want in ((tail["z_in"], z_in_type), (tail["g8"], np.int8), (tail["h8"], np.int8),
                     (tail["z16"], np.int16), (tail["g16"], np.int16), (tail["d"], np.int16),
@@ -249,7 +249,7 @@ def match_tail(graph, layer: int) -> tuple[dict, dict]:
     matched = {**tensors, "z_reader": gate["z_reader"], "mid": gate["mid"],
                "zp16": gate["zp16"], "h_input": update["h_input"]}
     _check_tail(graph, layer, matched, where)
-    return _tail_params(graph.T, matched), tensors
+    return _tail_params(graph.tensors, matched), tensors
 
 
 # ---------------------------------------------------------------------------------------------
