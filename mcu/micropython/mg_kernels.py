@@ -1,6 +1,7 @@
 """int8 kernels of the MicroPython model package, TFLite-Micro reference arithmetic.
 
-Counterpart of mcu/runtime/mg_kernels.c: the same operations in the same order. The loops
+Counterpart of mcu/runtime/mg_kernels.c (the per-op kernels) and of mg_delay.c / mg_mingru.c
+(the fused steps delay8 and mingru8): the same operations in the same order. The loops
 whose values stay within 32 bits (dot products, gathers, copies, table look-ups) are
 `@micropython.viper`, and so is every requantization (mbqm32: the 32 x 32 -> 64-bit SRDHM
 product on 15-bit limbs, so that no value leaves int32 on a 32-bit port and no long int is
@@ -226,30 +227,6 @@ def concat(out, inputs, outer, sizes):
             src = inputs[k] if r == 0 else memoryview(inputs[k])[r * n:]
             copy8(dst[pos:] if pos else dst, src, n)
             pos += n
-
-
-@micropython.viper
-def ring_indices(idx: ptr32, delays: ptr16, p: ptr16, w: int):
-    """Gather indices into concat(frame_t, ring) for one step (convert/graph.gather_indices):
-    tap e of channel c with delay d reads c (d == 0) or (1 + (w - d) mod R) * H + c, where
-    w = t mod R is this step's write slot. p = (H, N, R); delays tap-major [N*H]."""
-    H = int(p[0])
-    N = int(p[1])
-    R = int(p[2])
-    e = 0
-    while e < N:
-        c = 0
-        while c < H:
-            d = int(delays[e * H + c])
-            if d == 0:
-                idx[e * H + c] = c
-            else:
-                s = w - d
-                if s < 0:
-                    s += R
-                idx[e * H + c] = (1 + s) * H + c
-            c += 1
-        e += 1
 
 
 @micropython.viper
