@@ -454,13 +454,15 @@ def refuse_wide(program: StepProgram, model_path: Path | None = None) -> None:
         raise CodegenError(_STATE16_REFUSAL.format(command=state8_command(model_path)))
 
 
-def _graph_io(model: Model, step_meta: StepMetadata) -> tuple[dict[str, int], dict[str, int]]:
-    """(input name -> tensor, output name -> tensor) of the metadata's roles (CodegenError
-    where their counts do not match the graph's)."""
-    names_in, names_out = step_meta.inputs, step_meta.outputs
-    if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
-        raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
-    return dict(zip(names_in, model.inputs)), dict(zip(names_out, model.outputs))
+def _state_tensors(program: StepProgram) -> dict[str, int]:
+    """The graph's state outputs (program.state_names, in order) -> their tensors, from the
+    steps: hnew<l> a minGRU step's state output, frame<l> a delay step's frame."""
+    found = {names.hnew(g.layer): g.hnew for g in program.grus}
+    found.update({names.frame(d.layer): d.frame for d in program.delays if d.frame_output})
+    missing = [n for n in program.state_names if n not in found]
+    if missing:
+        raise CodegenError(f"state outputs {missing} belong to no delay or minGRU step")
+    return {n: found[n] for n in program.state_names}
 
 
 @dataclass
@@ -476,7 +478,7 @@ class StateCode:
     ring_bytes: int = 0
 
 
-def _step_model(program: StepProgram, outputs: dict[str, int]) -> Model:
+def _step_model(program: StepProgram, states: dict[str, int]) -> Model:
     """The package's operator list (one MG_DELAY / MG_MINGRU per fused step, the graph's
     other operators) as a model for the memory plan: x and the int8 states in, logits and
     the state outputs (hnew<l>, frame<l>) out; the ring and index inputs are gone."""
@@ -488,10 +490,9 @@ def _step_model(program: StepProgram, outputs: dict[str, int]) -> Model:
             ops.append(Operator(s.anchor, "MG_MINGRU", [s.u, s.h], [s.hnew]))
         else:
             ops.append(s.op)
-    state_t = [outputs[n] for n in program.state_names]
     return dataclasses.replace(
         program.model, operators=ops, inputs=[program.x] + [g.h for g in program.grus],
-        outputs=[program.logits] + state_t,
+        outputs=[program.logits] + list(states.values()),
         input_names=[names.X] + [names.h(g.layer) for g in program.grus],
         output_names=[names.LOGITS] + list(program.state_names))
 
@@ -602,11 +603,11 @@ def _mingru_params(tensors, s: MinGRUStep, channels: int, q) -> tuple[bytes, byt
     return b"".join(blob), np.asarray(ints + fc_rows + elem, "<i4").tobytes()
 
 
-def _emit_program(program: StepProgram, outputs: dict[str, int]) -> tuple[GraphCode, StateCode]:
+def _emit_program(program: StepProgram, states: dict[str, int]) -> tuple[GraphCode, StateCode]:
     """The step program as MicroPython: the fused steps as delay8 / mingru8 calls on the
     instance's trimmed rings and states (updated in place: hnew<l> is h<l>'s buffer), every
     other step with the per-op emitters on its program parameters."""
-    pm = _step_model(program, outputs)
+    pm = _step_model(program, states)
     code = GraphCode(pm, alias={g.hnew: g.h for g in program.grus})
     tensors, H, q = code.tensors, program.channels, _mg_quant()
     for ti in pm.inputs + pm.outputs:                 # graph inputs/outputs first, fixed order
@@ -779,15 +780,14 @@ def generate_module(model: Model, meta: dict, model_id: str,
                     model_path: Path | None = None) -> tuple[str, dict]:
     """The source of mg_model.py and a summary dict (model_path: where the .tflite was read,
     named in a refusal's conversion command)."""
-    step_meta = StepMetadata.of(meta)
-    inputs, outputs = _graph_io(model, step_meta)
     refuse_state16(model, model_path)
     program = build_program(model, meta)
     refuse_wide(program, model_path)
-    x_t, logits_t = program.x, program.logits
-    code, state = _emit_program(program, outputs)
+    step_meta, x_t, logits_t = program.step_meta, program.x, program.logits
+    states = _state_tensors(program)
+    code, state = _emit_program(program, states)
     name = str(step_meta.task or "mgrade")[:31].replace('"', "")
-    state_refs = {nm: code.instance_ref(outputs[nm]) for nm in step_meta.state_outputs}
+    state_refs = {nm: code.instance_ref(ti) for nm, ti in states.items()}
     lines = [
         *_module_header_lines(model, step_meta, model_id, name, x_t, logits_t, code.macs),
         "",
