@@ -12,14 +12,26 @@ On a board:
     m.reset()
     frame = mg_model.quantize(floats)     # float frame -> int8 (the model's input scale)
 
-The package runs the interpreter graph operator by operator (like convert/graph_package.py:
-same Prepare-time parameters from convert/tflm_params.op_params, same static memory plan from
-convert/arena.plan_memory) with the integer arithmetic of mcu/runtime, so its logits are bit-exact
-with the TFLite-Micro interpreter. The caller-side state handling is convert/stream.py's:
-rings start at their zero point, the gather indices of step t come from the write slot
-t mod R, the frame output goes into that slot, each minGRU state output becomes the next input.
+The package runs the model's step program (convert/program.py build_program, matched once
+from the .tflite; convert/steps.py), as the C package's reference path does:
+
+* DelayStep: one `delay8` call per layer on its per-channel trimmed ring (channel c keeps R_c
+  = max delay frames at offsets[c]; a step counter wrapped at program.period gives slot
+  (t - d) mod R_c; the frame goes into slot t mod R_c): mcu/runtime/mg_delay.c
+  mg_delay_step_s8. No ring or index input, no CONCATENATION, no GATHER.
+* MinGRUStep: one `mingru8` call per layer, channel by channel, the state updated in place
+  (mg_mingru.c mg_mingru_step_s8): gate FC, LOGISTIC, candidate FC, MINIMUM + LOGISTIC, RELU
+  branch, ADD, SUB, MUL, ADD.
+* OpStep: the per-op emitters on the step's parameters (convert/tflm_params.op_params), on a
+  static arena planned over the program's steps (convert/arena.plan_memory).
+
+Every value goes through TFLite-Micro's integer arithmetic (mcu/micropython/mg_kernels.py,
+mg_quant.py), so the logits and states are bit-exact with the TFLite-Micro interpreter
+(convert/stream.py's Streamer, whose ring of R frames the trimmed rings reproduce).
 Single-input int8 ops (LOGISTIC, RELU, QUANTIZE) become 256-byte tables, computed here with
-mcu/micropython/mg_quant.py, the very module the board runs.
+mcu/micropython/mg_quant.py, the very module the board runs. Only int8 steps are implemented:
+an int16 state, gate, input or delay-conv output is refused in one line (refuse_wide).
+`--generic` (generate_graph_module) runs any supported int8 graph operator by operator.
 
 With --mpy ARCH (x64 for the unix port; armv6m RP2040, armv7emsp STM32/nRF, xtensawin ESP32,
 ...) every module is also compiled with mpy-cross into DIR/mpy/ (viper code is
@@ -28,6 +40,7 @@ architecture-specific, so the kernels need the board's ARCH).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import shutil
 import subprocess
@@ -45,7 +58,10 @@ from mgrade_edge.convert import names
 from mgrade_edge.convert.arena import plan_memory
 from mgrade_edge.convert.input_norm import frame_constants
 from mgrade_edge.convert.metadata import StepMetadata, from_model as mgrade_metadata
-from mgrade_edge.convert.tflite_reader import Model, model_id as tflite_model_id, read_tflite
+from mgrade_edge.convert.program import build_program
+from mgrade_edge.convert.steps import DelayStep, MinGRUStep, OpStep, StepProgram
+from mgrade_edge.convert.tflite_reader import (
+    Model, Operator, model_id as tflite_model_id, read_tflite)
 from mgrade_edge.convert.tflm_params import (
     ALIAS_OPS, CodegenError, check_supported, op_macs, op_params, zero_point)
 
@@ -146,9 +162,10 @@ class GraphCode:
     statements; acc_max: int32 accumulator elements the step needs; macs: multiply-accumulates
     per step."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, alias: dict[int, int] | None = None):
         self.tensors = model.tensors
         self.plan = plan_memory(model)
+        self.alias = alias or {}          # tensor -> the tensor whose buffer it is (h <- hnew)
         self.slots: list[str] = []
         self._arena_slot: dict[tuple, int] = {}
         self.consts: dict[int, str] = {}
@@ -176,6 +193,7 @@ class GraphCode:
         """The Python expression of tensor ti's buffer ("None" for an absent input)."""
         if ti < 0:
             return "None"
+        ti = self.alias.get(ti, ti)
         lc = self.plan.loc[ti]
         if lc.kind == "const":
             return f"_C{lc.index}"
@@ -356,31 +374,36 @@ def _emit_data_movement(code: GraphCode, op, p: dict) -> None:
             code.body.append(f"        copy8({ref(o)}, {ref(src)}, {code.tensors[o].nbytes})")
 
 
+def _emit_op(code: GraphCode, op, p: dict, q) -> None:
+    """One graph operator (op_params p; q: mg_quant for the tables) as step statements."""
+    _check_multipliers(op, p)
+    _declare_constants(code, op)
+    in_place = op.op in ALIAS_OPS and code.ref(op.inputs[0]) == code.ref(op.outputs[0])
+    code.body.append(f"        # op {op.index}: {op.op} -> tensor {op.outputs[0]} "
+                     f"{list(code.tensors[op.outputs[0]].shape)}"
+                     + (" (alias)" if in_place else ""))
+    if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+        _emit_fc_or_depthwise(code, op, p)
+    elif op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
+        _emit_elementwise(code, op, p)
+    elif op.op in ("LOGISTIC", "RELU", "QUANTIZE"):
+        _emit_lookup_table(code, op, p, q)
+    else:
+        _emit_data_movement(code, op, p)
+
+
 def _emit_graph(model: Model) -> GraphCode:
     """The operators of a supported one-subgraph graph (tflm_params.check_supported) as
-    MicroPython statements (GraphCode)."""
+    MicroPython statements (GraphCode): the generic (--generic) path."""
     check_supported(model)
     q = _mg_quant()
     code = GraphCode(model)
-    params = [op_params(model, op) for op in model.operators]
     for ti in model.inputs + model.outputs:          # graph inputs/outputs first, fixed order
         code.ref(ti)
-    for op, p in zip(model.operators, params):
+    for op in model.operators:
+        p = op_params(model, op)
         code.macs += op_macs(op, p)
-        _check_multipliers(op, p)
-        _declare_constants(code, op)
-        in_place = op.op in ALIAS_OPS and code.ref(op.inputs[0]) == code.ref(op.outputs[0])
-        code.body.append(f"        # op {op.index}: {op.op} -> tensor {op.outputs[0]} "
-                         f"{list(code.tensors[op.outputs[0]].shape)}"
-                         + (" (alias)" if in_place else ""))
-        if op.op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
-            _emit_fc_or_depthwise(code, op, p)
-        elif op.op in ("ADD", "SUB", "MUL", "MINIMUM", "MAXIMUM"):
-            _emit_elementwise(code, op, p)
-        elif op.op in ("LOGISTIC", "RELU", "QUANTIZE"):
-            _emit_lookup_table(code, op, p, q)
-        else:
-            _emit_data_movement(code, op, p)
+        _emit_op(code, op, p, q)
     for ti, slot in code.plan.copies:
         raise CodegenError(f"graph output {slot} (tensor {ti}) is not produced by an operator")
     return code
@@ -408,32 +431,45 @@ def _shown(p: Path) -> str:
         return str(p)
 
 
+_STATE16_REFUSAL = (
+    "this model keeps a 16-bit minGRU state (what convert's default --state-bits auto picks "
+    "on long sequences), which the MicroPython target does not implement; convert it with an "
+    "8-bit state: {command} (then MODEL=<that folder> for make), or use a C board")
+
+
 def refuse_state16(model: Model, model_path: Path | None = None) -> None:
     """CodegenError (one line with the conversion command that fits) for a model with a
     16-bit minGRU state (convert/state16.py: int16 state inputs), which this target lacks."""
     if any(model.tensors[t].dtype == np.int16 for t in model.inputs):
-        raise CodegenError("this model keeps a 16-bit minGRU state (what convert's default "
-                           "--state-bits auto picks on long sequences), which the MicroPython "
-                           "target does not implement; convert it with an 8-bit state: "
-                           f"{state8_command(model_path)} (then MODEL=<that folder> for make), "
-                           "or use a C board")
+        raise CodegenError(_STATE16_REFUSAL.format(command=state8_command(model_path)))
 
 
-def _graph_io(model: Model, step_meta: StepMetadata) -> tuple[dict[str, int], dict[str, int]]:
-    """(input name -> tensor, output name -> tensor) of the metadata's roles (CodegenError
-    where their counts do not match the graph's)."""
-    names_in, names_out = step_meta.inputs, step_meta.outputs
-    if len(names_in) != len(model.inputs) or len(names_out) != len(model.outputs):
-        raise CodegenError("mgrade metadata inputs/outputs do not match the graph")
-    return dict(zip(names_in, model.inputs)), dict(zip(names_out, model.outputs))
+def refuse_wide(program: StepProgram, model_path: Path | None = None) -> None:
+    """refuse_state16's CodegenError for a program with any int16 step (an int16 minGRU
+    state, gate or input, an int16 delay-conv output, a wide generic op), which this target
+    lacks: an 8-bit-state conversion makes every step int8."""
+    if any(g.state_bits == 16 or g.gate_bits == 16 or g.input_bits == 16
+           for g in program.grus) or any(d.conv_bits == 16 for d in program.delays) \
+            or any(s.wide for s in program.steps if isinstance(s, OpStep)):
+        raise CodegenError(_STATE16_REFUSAL.format(command=state8_command(model_path)))
+
+
+def _state_tensors(program: StepProgram) -> dict[str, int]:
+    """The graph's state outputs (program.state_names, in order) -> their tensors, from the
+    steps: hnew<l> a minGRU step's state output, frame<l> a delay step's frame."""
+    found = {names.hnew(g.layer): g.hnew for g in program.grus}
+    found.update({names.frame(d.layer): d.frame for d in program.delays if d.frame_output})
+    missing = [n for n in program.state_names if n not in found]
+    if missing:
+        raise CodegenError(f"state outputs {missing} belong to no delay or minGRU step")
+    return {n: found[n] for n in program.state_names}
 
 
 @dataclass
 class StateCode:
-    """The caller-side state handling (convert/stream.py's) as MicroPython lines, by where
-    they go: decls at module level (_D<l> delays, _R<l> ring sizes), init in Model.__init__
-    (the ring's frame views), reset in Model.reset, pre / post in Model.step before / after
-    the graph; ring_bytes: the rings' int8 bytes. Layers add up in order (`+`)."""
+    """The instance state of the fused steps as MicroPython lines, by where they go: decls at
+    module level, init in Model.__init__ (the trimmed rings), reset in Model.reset, post in
+    Model.step after the steps (the step counter); ring_bytes: the rings' int8 bytes."""
     decls: list[str] = field(default_factory=list)
     init: list[str] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)
@@ -441,76 +477,181 @@ class StateCode:
     post: list[str] = field(default_factory=list)
     ring_bytes: int = 0
 
-    def __add__(self, other: StateCode) -> StateCode:
-        return StateCode(self.decls + other.decls, self.init + other.init,
-                         self.reset + other.reset, self.pre + other.pre,
-                         self.post + other.post, self.ring_bytes + other.ring_bytes)
+
+def _step_model(program: StepProgram, states: dict[str, int]) -> Model:
+    """The package's operator list (one MG_DELAY / MG_MINGRU per fused step, the graph's
+    other operators) as a model for the memory plan: x and the int8 states in, logits and
+    the state outputs (hnew<l>, frame<l>) out; the ring and index inputs are gone."""
+    ops = []
+    for s in program.steps:
+        if isinstance(s, DelayStep):
+            ops.append(Operator(s.anchor, "MG_DELAY", [s.frame], [s.out]))
+        elif isinstance(s, MinGRUStep):
+            ops.append(Operator(s.anchor, "MG_MINGRU", [s.u, s.h], [s.hnew]))
+        else:
+            ops.append(s.op)
+    return dataclasses.replace(
+        program.model, operators=ops, inputs=[program.x] + [g.h for g in program.grus],
+        outputs=[program.logits] + list(states.values()),
+        input_names=[names.X] + [names.h(g.layer) for g in program.grus],
+        output_names=[names.LOGITS] + list(program.state_names))
 
 
-def _ring_state(code: GraphCode, layer: int, layer_meta, channels: int,
-                inputs: dict[str, int], outputs: dict[str, int]) -> StateCode:
-    """Layer `layer`'s delay ring of ring_frames frames of `channels` int8 values: reset to
-    its zero point, gather indices from the write slot before the graph, the frame output
-    into that slot after it."""
-    frames = layer_meta.ring_frames
-    ring, idx = inputs[names.ring(layer)], inputs[names.idx(layer)]
-    frame = outputs[names.frame(layer)]
-    delays = layer_meta.delay_array                                  # [H, N]
-    if delays.shape[0] != channels or delays.min() < 0 or delays.max() > frames:
-        raise CodegenError(f"layer {layer}: delays must be [H={channels}, N] within "
-                           f"0..{frames}")
-    taps = delays.shape[1]
-    ring_zero_point = zero_point(code.tensors[ring])
-    if delays.max() >= 65536:
-        raise CodegenError(f"layer {layer}: delays >= 65536 are not supported")
-    ref, ring_buffer = code.ref, code.instance_ref(ring)
-    delays_lit = np.asarray(delays.T.reshape(-1), '<u2').tobytes()
-    slot = f"self._w{layer}"
-    return StateCode(
-        decls=[f"_D{layer} = {delays_lit!r}   # delays, tap-major",
-               f"_R{layer} = {_h([channels, taps, frames], f'layer {layer}')}"],
-        init=[f"        self._ring{layer} = [memoryview({ring_buffer})[s * {channels}:"
-              f"(s + 1) * {channels}] for s in range({frames})]"],
-        reset=[f"        fill8({ring_buffer}, {ring_zero_point}, {frames * channels})",
-               f"        {slot} = 0"],
-        pre=[f"        ring_indices({ref(idx)}, _D{layer}, _R{layer}, {slot})"],
-        post=[f"        copy8(self._ring{layer}[{slot}], {ref(frame)}, {channels})",
-              f"        {slot} = {slot} + 1 if {slot} + 1 < {frames} else 0"],
-        ring_bytes=frames * channels)
+def _expand(values, n: int, what: str) -> list[int]:
+    """values (1 or n of them) as n ints."""
+    v = [int(x) for x in np.asarray(values).reshape(-1)]
+    if len(v) == 1:
+        v = v * n
+    if len(v) != n:
+        raise CodegenError(f"{what}: {len(v)} values, expected 1 or {n}")
+    return v
 
 
-def _gru_state(code: GraphCode, layer: int, channels: int, inputs: dict[str, int],
-               outputs: dict[str, int]) -> StateCode:
-    """Layer `layer`'s int8 minGRU state of `channels` values: reset to its zero point, the
-    state output copied to the state input after each step."""
-    h, h_new = inputs[names.h(layer)], outputs[names.hnew(layer)]
-    tensors = code.tensors
-    if tensors[h].size != channels or tensors[h_new].size != channels:
-        raise CodegenError(f"layer {layer}: h{layer}/hnew{layer} must have {channels} elements")
-    return StateCode(
-        reset=[f"        fill8({code.instance_ref(h)}, {zero_point(tensors[h])}, "
-               f"{channels})"],
-        post=[f"        copy8({code.ref(h)}, {code.ref(h_new)}, {channels})"])
+def _nonnegative(mults, where: str) -> None:
+    """mbqm's multipliers lie in [0, 2^31) (as quantize_multiplier makes them)."""
+    if any(int(m) < 0 for m in mults):
+        raise CodegenError(f"{where}: unexpected negative multiplier")
 
 
-def _streaming_state(code: GraphCode, step_meta: StepMetadata, inputs: dict[str, int],
-                     outputs: dict[str, int]) -> StateCode:
-    """Every layer's rings and minGRU states, layer by layer (ring first)."""
+def _delay_params(tensors, s: DelayStep, channels: int) -> bytes:
+    """delay8's parameters (mg_kernels.delay8): int32 header and per-channel rows, the
+    delays uint16 [N, H], the filter int8 [N, H]."""
+    p, H = s.dw, channels
+    N = s.delays.shape[1]
+    where = f"layer {s.layer} delay conv"
+    if s.delays.shape[0] != H or s.delays.min() < 0 or s.delays.max() > 65535:
+        raise CodegenError(f"{where}: delays must be [H={H}, N] within 0..65535")
+    mult, shift = _expand(p["multiplier"], H, where), _expand(p["shift"], H, where)
+    _nonnegative(mult, where)
+    bias = (_expand(tensors[s.bias].data, H, where) if s.bias >= 0 else [0] * H)
+    head = 8 + 5 * H
+    delay_at = 2 * head                                     # in int16 units
+    filt_at = 2 * delay_at + 2 * N * H                      # in bytes
+    rows = []
+    for c in range(H):
+        rows += [int(s.ring.ring_len[c]), int(s.ring.offsets[c]), bias[c], mult[c], shift[c]]
+    filt = np.asarray(tensors[s.filt].data, np.int64).reshape(N, H)
+    return (np.asarray([H, N, p["input_offset"], p["output_offset"], p["act_min"],
+                        p["act_max"], delay_at, filt_at] + rows, "<i4").tobytes()
+            + np.asarray(s.delays.T.reshape(-1), "<u2").tobytes()
+            + filt.astype(np.int8).tobytes())
+
+
+_ADD_KEYS = ("left_shift", "input1_offset", "input1_multiplier", "input1_shift",
+             "input2_offset", "input2_multiplier", "input2_shift", "output_offset",
+             "output_multiplier", "output_shift", "act_min", "act_max")
+_MUL_KEYS = ("input1_offset", "input2_offset", "output_offset", "output_multiplier",
+             "output_shift", "act_min", "act_max")
+
+
+def _mingru_params(tensors, s: MinGRUStep, channels: int, q) -> tuple[bytes, bytes]:
+    """mingru8's (w, q) (mg_kernels.mingru8): the weights, tables and MINIMUM constant as
+    bytes, and the int32 parameters."""
+    H, where = channels, f"layer {s.layer} minGRU"
+    D = s.fc["cand"][1]["accum_depth"]
+    own_relu = "relu_fc" in s.fc and not s.shares_dot
+    blob, at = [], {}
+
+    def put(key, data: bytes):
+        at[key] = sum(len(b) for b in blob)
+        blob.append(data)
+
+    ints, fc_rows = [], []
+    for role in ("gate", "cand", "relu_fc"):
+        if role not in s.fc:
+            put(role, b"")
+            fc_rows += [0] * (5 + 3 * H)
+            continue
+        op, p = s.fc[role]
+        if p["batches"] != 1 or p["accum_depth"] != D or p["output_depth"] != H:
+            raise CodegenError(f"{where}: {role} FULLY_CONNECTED is not [1, {D}] -> [1, {H}]")
+        w = np.asarray(tensors[op.inputs[1]].data).reshape(H, D).astype(np.int8)
+        put(role, w.tobytes() if role != "relu_fc" or own_relu else b"")
+        b = op.inputs[2] if len(op.inputs) > 2 else -1
+        mult = _expand(p["multiplier"], H, where)
+        _nonnegative(mult, where)
+        fc_rows += [p["input_offset"], 0 if p["per_channel"] else p["filter_offset"],
+                    p["output_offset"], p["act_min"], p["act_max"]]
+        fc_rows += (_expand(tensors[b].data, H, where) if b >= 0 else [0] * H)
+        fc_rows += mult + _expand(p["shift"], H, where)
+    lz = _table(lambda v: q.logistic1(v, s.sig_z["input_zero_point"],
+                                      s.sig_z["input_range_radius"],
+                                      s.sig_z["input_multiplier"], s.sig_z["input_left_shift"]))
+    lp = _table(lambda v: q.logistic1(v, s.sig_p["input_zero_point"],
+                                      s.sig_p["input_range_radius"],
+                                      s.sig_p["input_multiplier"], s.sig_p["input_left_shift"]))
+    put("lz", lz)
+    put("lp", lp)
+    r = s.relu
+    put("lr", _table(lambda v: q.requant1(v, r["input_offset"], r["output_offset"],
+                                          r["multiplier"], r["shift"], r["act_min"],
+                                          r["act_max"])) if r is not None else b"")
+    put("min", np.asarray(_expand(tensors[s.min_const].data, H, where), np.int8).tobytes())
+    elem = []
+    for nm, keys in (("add_g", _ADD_KEYS), ("sub", _ADD_KEYS), ("mul", _MUL_KEYS),
+                     ("add_h", _ADD_KEYS)):
+        p = getattr(s, nm)
+        if p is None or p["bc"]["count"] != H:
+            raise CodegenError(f"{where}: {nm} must be an int8 [1, {H}] elementwise op")
+        if nm != "mul" and any(p[k] > 0 for k in ("input1_shift", "input2_shift",
+                                                 "output_shift")):
+            raise CodegenError(f"{where}: {nm}: ADD/SUB rescale with right shifts only")
+        _nonnegative([p[k] for k in keys if k.endswith("multiplier")], f"{where}: {nm}")
+        elem += [int(p[k]) for k in keys]
+    ints = [H, D, int("relu_fc" in s.fc), int(s.shares_dot), int(r is not None),
+            at["gate"], at["cand"], at["relu_fc"], at["lz"], at["lp"], at["lr"], at["min"]]
+    return b"".join(blob), np.asarray(ints + fc_rows + elem, "<i4").tobytes()
+
+
+def _emit_program(program: StepProgram, states: dict[str, int]) -> tuple[GraphCode, StateCode]:
+    """The step program as MicroPython: the fused steps as delay8 / mingru8 calls on the
+    instance's trimmed rings and states (updated in place: hnew<l> is h<l>'s buffer), every
+    other step with the per-op emitters on its program parameters."""
+    pm = _step_model(program, states)
+    code = GraphCode(pm, alias={g.hnew: g.h for g in program.grus})
+    tensors, H, q = code.tensors, program.channels, _mg_quant()
+    for ti in pm.inputs + pm.outputs:                 # graph inputs/outputs first, fixed order
+        code.ref(ti)
+    for ti, slot in code.plan.copies:
+        raise CodegenError(f"graph output {slot} (tensor {ti}) is not produced by an operator")
     state = StateCode()
-    for layer, layer_meta in enumerate(step_meta.layers):
-        if layer_meta.ring_frames > 0:
-            state += _ring_state(code, layer, layer_meta, step_meta.channels, inputs,
-                                 outputs)
-        if layer_meta.rnn:
-            state += _gru_state(code, layer, step_meta.channels, inputs, outputs)
-    return state
+    period = program.period if 0 < program.period < 1 << 30 else 1 << 30
+    for s in program.steps:
+        if isinstance(s, OpStep):
+            _emit_op(code, s.op, s.params, q)
+        elif isinstance(s, DelayStep):
+            L, n = s.layer, s.ring.bytes
+            state.decls.append(f"_Y{L} = {_delay_params(tensors, s, H)!r}   # layer {L} delay")
+            state.init += [f"        self._ring{L} = array('b', bytes({max(n, 1)}))",
+                           f"        self._lay{L} = (self._ring{L}, _Y{L})"]
+            state.reset.append(f"        fill8(self._ring{L}, {s.zero_point}, {n})")
+            state.ring_bytes += n
+            code.body += [f"        # layer {L}: delay conv on the trimmed ring "
+                          f"({n} B; replaces ops {s.ops})",
+                          f"        delay8({code.ref(s.out)}, {code.ref(s.frame)}, st, "
+                          f"self._lay{L})"]
+        else:
+            L = s.layer
+            w, qq = _mingru_params(tensors, s, H, q)
+            state.decls += [f"_GW{L} = {w!r}   # layer {L} minGRU weights, tables",
+                            f"_GQ{L} = {qq!r}"]
+            state.reset.append(f"        fill8({code.instance_ref(s.h)}, {s.zero_point}, {H})")
+            code.body += [f"        # layer {L}: minGRU step, state in place (replaces ops "
+                          f"{s.ops})",
+                          f"        mingru8({code.ref(s.h)}, {code.ref(s.u)}, _GW{L}, _GQ{L})"]
+    if program.delays:
+        state.reset.append("        self._st = 0")
+        state.pre.append("        st = self._st")
+        state.post.append(f"        self._st = st + 1 if st + 1 < {period} else 0")
+    code.macs = program.macs
+    return code, state
 
 
 _KERNEL_IMPORT_LINES = [
     "from array import array",
     "",
-    "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, dw_acc, fc_acc, fill8,",
-    "                        gather, lut8, mbqm32, min_max, mul, ring_indices, widen)",
+    "from mg_kernels import (add_sub, clamp8, combine, concat, copy8, delay8, dw_acc, fc_acc,",
+    "                        fill8, gather, lut8, mbqm32, min_max, mingru8, mul, widen)",
 ]
 
 _STEP_LOCALS_LINES = [       # the buffer list and int32 scratch as locals of step / invoke
@@ -639,34 +780,31 @@ def generate_module(model: Model, meta: dict, model_id: str,
                     model_path: Path | None = None) -> tuple[str, dict]:
     """The source of mg_model.py and a summary dict (model_path: where the .tflite was read,
     named in a refusal's conversion command)."""
-    tensors = model.tensors
-    step_meta = StepMetadata.of(meta)
-    inputs, outputs = _graph_io(model, step_meta)
     refuse_state16(model, model_path)
-    n_in, n_out = step_meta.n_in, step_meta.n_classes
-    x_t, logits_t = inputs.get("x"), outputs.get("logits")
-    if (x_t is None or logits_t is None or tensors[x_t].size != n_in
-            or tensors[logits_t].size != n_out):
-        raise CodegenError(f"expected an x input [1, {n_in}] and a logits output [1, {n_out}]")
-    code = _emit_graph(model)
-    state = _streaming_state(code, step_meta, inputs, outputs)
+    program = build_program(model, meta)
+    refuse_wide(program, model_path)
+    step_meta, x_t, logits_t = program.step_meta, program.x, program.logits
+    states = _state_tensors(program)
+    code, state = _emit_program(program, states)
     name = str(step_meta.task or "mgrade")[:31].replace('"', "")
-    state_refs = {nm: code.instance_ref(outputs[nm]) for nm in step_meta.state_outputs}
+    state_refs = {nm: code.instance_ref(ti) for nm, ti in states.items()}
     lines = [
         *_module_header_lines(model, step_meta, model_id, name, x_t, logits_t, code.macs),
         "",
         "# ---- constant tensors ----",
         *_constant_lines(code),
-        "", "# ---- operator parameters (TFLM Prepare, convert/tflm_params.op_params) ----",
+        "", "# ---- step parameters (the step program, convert/program.py) ----",
         *code.decls, *state.decls,
         "", "",
         *_QUANTIZE_FUNCTION_LINES,
         "", "",
         *_model_class_lines(code, state, x_t, logits_t, state_refs),
     ]
-    summary = {"model_id": model_id, "name": name, "n_in": n_in, "n_out": n_out,
-               "macs_per_step": code.macs, "arena_bytes": code.plan.arena_bytes,
-               "ring_bytes": state.ring_bytes, "ops": len(model.operators)}
+    summary = {"model_id": model_id, "name": name, "n_in": program.n_in,
+               "n_out": program.n_out, "macs_per_step": code.macs,
+               "arena_bytes": code.plan.arena_bytes, "ring_bytes": state.ring_bytes,
+               "graph_ring_bytes": sum(d.ring.graph_bytes for d in program.delays),
+               "ops": len(model.operators), "steps": len(program.steps)}
     return "\n".join(lines), summary
 
 

@@ -68,6 +68,14 @@ class Ptr:
         self.view[int(i)] = v
 
 
+class _PtrType(str):
+    """A viper pointer type: its name as an annotation ("ptr8"), and the cast ptr8(buffer)
+    inside a viper function (the fused kernels take some buffers in a tuple)."""
+
+    def __call__(self, buf):
+        return Ptr(buf, int(self[3:]))
+
+
 def _viper(fn):
     ann = dict(fn.__annotations__)
 
@@ -122,8 +130,9 @@ def load_package(pkg: Path, names=("mg_quant", "mg_kernels", "mg_model")) -> dic
             mod = types.ModuleType(name)
             mod.__file__ = str(Path(pkg) / f"{name}.py")
             src = (Path(pkg) / f"{name}.py").read_text()
-            # viper code reads annotations ptr8/ptr16/ptr32 as names and casts with int()
-            mod.__dict__.update(ptr8="ptr8", ptr16="ptr16", ptr32="ptr32")
+            # viper code reads annotations ptr8/ptr16/ptr32 as names, casts with int() and ptr8()
+            mod.__dict__.update(ptr8=_PtrType("ptr8"), ptr16=_PtrType("ptr16"),
+                                ptr32=_PtrType("ptr32"))
             mod.__dict__["int"] = I32 if name == "mg_kernels" else int
             code = compile(src, mod.__file__, "exec", dont_inherit=True)
             sys.modules[name] = mod

@@ -111,6 +111,54 @@ def test_bit_exact_with_tflm(pkg, ref, tmp_path, variant):
           f"+{m.group(5)} B")
 
 
+def _run_vectors(pkg_dir: Path, x: np.ndarray, tmp: Path) -> np.ndarray:
+    """mg_check.py over int8 x [S, T, n_in] on the unix port: per-step logits + states."""
+    S, T, n_in = x.shape
+    vin, vout = tmp / "in.bin", tmp / "out.bin"
+    vin.write_bytes(struct.pack("<III", S, T, n_in) + x.tobytes())
+    r = _upy(pkg_dir, "mg_check.py", str(vin), str(vout))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return np.frombuffer(vout.read_bytes(), np.int8).reshape(S, T, -1)
+
+
+@pytest.mark.parametrize("cfg_index", [1, 2, 3, 4, 5])
+def test_fused_steps_on_every_tiny_shape(tiny_models, cfg_index, tmp_path):
+    """The fused delay and minGRU kernels (delay8, mingru8: the step program's DelayStep and
+    MinGRUStep) on the other tiny shapes: a wider layer, odd H with a ring-less layer, conv
+    only, minGRU only, delays past 255. Every step's logits and states equal TFLite-Micro
+    (0 LSB) over sequences long enough for every ring to wrap twice, and the first steps
+    under the 32-bit simulation (tests/mpy_sim32.py) too; the package keeps the
+    trimmed rings (sum_c R_c bytes per layer, fewer than the graph's R * H) and no GATHER."""
+    from tiny_model import CONFIGS
+    from mgrade_edge.convert.codegen_micropython import generate
+    from mgrade_edge.convert.program import build_program
+    from mgrade_edge.convert.metadata import from_model
+    from mgrade_edge.convert.tflite_reader import read_tflite
+    from mgrade_edge.convert.vectors import reference_steps
+
+    folder = tiny_models(CONFIGS[cfg_index])
+    tflite = (folder / "model.tflite").read_bytes()
+    s = generate(folder / "model.tflite", tmp_path / "pkg")
+    model = read_tflite(tflite)
+    program = build_program(model, from_model(model))
+    text = (tmp_path / "pkg" / "mg_model.py").read_text()
+    assert text.count("        delay8(") == len(program.delays)
+    assert text.count("        mingru8(") == len(program.grus)
+    assert "gather(" not in text.split("class Model")[1]
+    assert s["ring_bytes"] == sum(int(d.ring_len.sum()) for d in program.delays)
+    assert s["ring_bytes"] <= s["graph_ring_bytes"]
+    x = np.load(folder / "test_data.npz")["x"]
+    logits, states = reference_steps(tflite, x)
+    got = _run_vectors(tmp_path / "pkg", x, tmp_path)
+    np.testing.assert_array_equal(got, np.concatenate([logits, states], axis=2))
+    from mpy_sim32 import load_package          # and no viper value leaves int32
+
+    m = load_package(tmp_path / "pkg")["mg_model"].Model()
+    for t in range(6):
+        np.testing.assert_array_equal(np.frombuffer(bytes(m.step(x[0, t].tobytes())), np.int8),
+                                      logits[0, t])
+
+
 # ---- the arithmetic against the C runtime, and on a simulated 32-bit port -------------------
 
 @pytest.fixture(scope="module")

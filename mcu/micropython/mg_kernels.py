@@ -1,6 +1,7 @@
 """int8 kernels of the MicroPython model package, TFLite-Micro reference arithmetic.
 
-Counterpart of mcu/runtime/mg_kernels.c: the same operations in the same order. The loops
+Counterpart of mcu/runtime/mg_kernels.c (the per-op kernels) and of mg_delay.c / mg_mingru.c
+(the fused steps delay8 and mingru8): the same operations in the same order. The loops
 whose values stay within 32 bits (dot products, gathers, copies, table look-ups) are
 `@micropython.viper`, and so is every requantization (mbqm32: the 32 x 32 -> 64-bit SRDHM
 product on 15-bit limbs, so that no value leaves int32 on a 32-bit port and no long int is
@@ -229,30 +230,6 @@ def concat(out, inputs, outer, sizes):
 
 
 @micropython.viper
-def ring_indices(idx: ptr32, delays: ptr16, p: ptr16, w: int):
-    """Gather indices into concat(frame_t, ring) for one step (convert/graph.gather_indices):
-    tap e of channel c with delay d reads c (d == 0) or (1 + (w - d) mod R) * H + c, where
-    w = t mod R is this step's write slot. p = (H, N, R); delays tap-major [N*H]."""
-    H = int(p[0])
-    N = int(p[1])
-    R = int(p[2])
-    e = 0
-    while e < N:
-        c = 0
-        while c < H:
-            d = int(delays[e * H + c])
-            if d == 0:
-                idx[e * H + c] = c
-            else:
-                s = w - d
-                if s < 0:
-                    s += R
-                idx[e * H + c] = (1 + s) * H + c
-            c += 1
-        e += 1
-
-
-@micropython.viper
 def fill8(dst: ptr8, v: int, n: int):
     """dst[0..n) = v (an int8 value)."""
     i = 0
@@ -401,3 +378,344 @@ def combine(u: ptr16, w: ptr16, n: int, sub: int):
         u[2 * i] = v
         u[2 * i + 1] = v >> 16
         i += 1
+
+
+# ---- the fused steps of the step program (convert/steps.py) ---------------------------------
+# One call per layer and step, channel by channel, as mcu/runtime/mg_delay.c mg_delay_step_s8
+# and mg_mingru.c mg_mingru_step_s8 compute them. Every requantization is mbqm32's SRDHM on
+# 15-bit limbs, written out once inside each kernel (viper has no inlining; a call per value
+# would cost more than the arithmetic). Parameters are int32 read through ptr16 halves, as
+# above; the layout is written by convert/codegen_micropython.py (_delay_params, _mingru_params).
+
+@micropython.viper
+def delay8(out: ptr8, frame: ptr8, t: int, lay):
+    """A layer's delay convolution on its trimmed ring, then the frame written into it
+    (mg_delay_step_s8): channel c keeps len_c past frames at ring[off_c:]; tap e reads frame
+    t - d (d = delay[e, c]; d == 0: frame[c]) at slot (t - d) mod len_c; out[c] = the
+    requantized, clamped sum_e filter[e, c] * (tap + in_off) + bias[c]; then frame[c] goes to
+    slot t mod len_c. t: the step counter (wrapped at a common multiple of every len_c).
+    lay = (ring, params): params int32 (H, N, in_off, out_off, act_min, act_max,
+    delay index (int16 units), filter byte offset, then per channel (len, off, bias, mult,
+    shift)), the delays uint16 [N, H] and the filter int8 [N, H]."""
+    ring = ptr8(lay[0])
+    q = ptr16(lay[1])
+    qb = ptr8(lay[1])
+    H = int(q[0])
+    N = int(q[2])
+    xo = (((int(q[5]) ^ 0x8000) - 0x8000) << 16) | int(q[4])
+    oo = (((int(q[7]) ^ 0x8000) - 0x8000) << 16) | int(q[6])
+    lo = (((int(q[9]) ^ 0x8000) - 0x8000) << 16) | int(q[8])
+    hi = (((int(q[11]) ^ 0x8000) - 0x8000) << 16) | int(q[10])
+    di = (int(q[13]) << 16) | int(q[12])
+    fi = (int(q[15]) << 16) | int(q[14])
+    c = 0
+    while c < H:
+        k = 16 + 10 * c
+        ln = (int(q[k + 1]) << 16) | int(q[k])
+        off = (int(q[k + 3]) << 16) | int(q[k + 2])
+        pos = 0
+        if ln > 0:
+            pos = t % ln
+        cur = (int(frame[c]) ^ 0x80) - 0x80
+        v = 0
+        e = 0
+        while e < N:
+            d = int(q[di + e * H + c])
+            x = cur
+            if d != 0:
+                if pos >= d:
+                    x = (int(ring[off + pos - d]) ^ 0x80) - 0x80
+                else:
+                    x = (int(ring[off + pos + ln - d]) ^ 0x80) - 0x80
+            v += ((int(qb[fi + e * H + c]) ^ 0x80) - 0x80) * (x + xo)
+            e += 1
+        v += (((int(q[k + 5]) ^ 0x8000) - 0x8000) << 16) | int(q[k + 4])
+        m = (int(q[k + 7]) << 16) | int(q[k + 6])
+        s = (((int(q[k + 9]) ^ 0x8000) - 0x8000) << 16) | int(q[k + 8])
+        # ---- v = mbqm(v, m, s): as mbqm32 ----
+        r = 0
+        if s > 0:
+            kk = 32 - s
+            tt = v & (((1 << (kk - 1)) - 1) * 2 + 1)
+            hh = (1 << (kk - 1)) - 1
+            if tt > hh:
+                tt = tt - hh - hh - 2
+            v = tt << s
+        else:
+            r = 0 - s
+        neg = v < 0
+        if neg:
+            if v + 1073741823 + 1073741823 + 1 < 0:
+                a0 = 0
+                a1 = 0
+                a2 = 2
+            else:
+                v = 0 - v
+                a0 = v & 0x7FFF
+                a1 = (v >> 15) & 0x7FFF
+                a2 = v >> 30
+            n0 = 0x7FFF
+            n1 = 0x7FFF
+            n2 = 0
+        else:
+            a0 = v & 0x7FFF
+            a1 = (v >> 15) & 0x7FFF
+            a2 = v >> 30
+            n0 = 0
+            n1 = 0
+            n2 = 1
+        m0 = m & 0x7FFF
+        m1 = (m >> 15) & 0x7FFF
+        m2 = m >> 30
+        col = a0 * m0 + n0
+        col = a0 * m1 + a1 * m0 + n1 + (col >> 15)
+        col = a0 * m2 + a1 * m1 + a2 * m0 + n2 + (col >> 15)
+        v = (col >> 1) + ((a1 * m2 + a2 * m1) << 14) + ((a2 * m2) << 29)
+        if neg:
+            v = 0 - v
+        if r > 0:
+            mask = ((1 << (r - 1)) - 1) * 2 + 1
+            rem = v & mask
+            thr = mask >> 1
+            if v < 0:
+                thr += 1
+            v = v >> r
+            if rem > thr:
+                v += 1
+        # ---- end mbqm ----
+        v += oo
+        if v < lo:
+            v = lo
+        if v > hi:
+            v = hi
+        out[c] = v
+        if ln > 0:
+            ring[off + pos] = frame[c]
+        c += 1
+
+
+@micropython.viper
+def mingru8(h: ptr8, u: ptr8, w: ptr8, q: ptr16):
+    """A layer's int8 minGRU step, channel by channel, the state h [H] updated in place
+    (mg_mingru_step_s8): z = LZ[FC_z(u)], p = FC_p(u), g = ADD(r, LP[min(p, minc)]) with
+    r = RELU-part (its own FC, the candidate's dot product, or p; then the RELU table),
+    h = ADD(h, MUL(z, SUB(g, h))). u [D] int8 must not alias h.
+    w: bytes holding the FC weights [H, D] (gate, candidate, RELU FC), the 256-entry tables
+    LZ, LP, LR and the MINIMUM constant [H]. q: int32 (H, D, has RELU FC, RELU FC shares
+    the candidate's dot, has RELU table, byte offsets of wz wp wr LZ LP LR minc; then per FC
+    (gate, cand, relu): in_off, f_off, out_off, act_min, act_max, bias [H], mult [H],
+    shift [H]; then ADD g, SUB, ADD h (left_shift, off1, mult1, shift1, off2, mult2, shift2,
+    out_off, out_mult, out_shift, act_min, act_max) with MUL (off1, off2, out_off,
+    out_mult, out_shift, act_min, act_max) between SUB and ADD h)."""
+    H = int(q[0])
+    D = int(q[2])
+    rfc = int(q[4])
+    shared = int(q[6])
+    rt = int(q[8])
+    owz = (int(q[11]) << 16) | int(q[10])
+    owp = (int(q[13]) << 16) | int(q[12])
+    owr = (int(q[15]) << 16) | int(q[14])
+    olz = (int(q[17]) << 16) | int(q[16])
+    olp = (int(q[19]) << 16) | int(q[18])
+    olr = (int(q[21]) << 16) | int(q[20])
+    omn = (int(q[23]) << 16) | int(q[22])
+    fcs = 5 + 3 * H                       # int32 per FC block
+    fb0 = 12
+    xz = (((int(q[2 * fb0 + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * fb0])
+    fz = (((int(q[2 * fb0 + 3]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * fb0 + 2])
+    fb1 = fb0 + fcs
+    xp = (((int(q[2 * fb1 + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * fb1])
+    fp = (((int(q[2 * fb1 + 3]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * fb1 + 2])
+    fb2 = fb1 + fcs
+    xr = (((int(q[2 * fb2 + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * fb2])
+    fr = (((int(q[2 * fb2 + 3]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * fb2 + 2])
+    own = 0
+    if rfc and not shared:
+        own = 1
+    eb = fb2 + fcs                        # ADD g, SUB, MUL, ADD h
+    c = 0
+    while c < H:
+        hc = (int(h[c]) ^ 0x80) - 0x80
+        dz = 0
+        dp = 0
+        dr = 0
+        bz = owz + c * D
+        bp = owp + c * D
+        br = owr + c * D
+        d = 0
+        while d < D:
+            x = (int(u[d]) ^ 0x80) - 0x80
+            dz += (((int(w[bz + d]) ^ 0x80) - 0x80) + fz) * (x + xz)
+            dp += (((int(w[bp + d]) ^ 0x80) - 0x80) + fp) * (x + xp)
+            if own:
+                dr += (((int(w[br + d]) ^ 0x80) - 0x80) + fr) * (x + xr)
+            d += 1
+        if shared:
+            dr = dp
+        z = 0
+        r = 0
+        qv = 0
+        g = 0
+        dd = 0
+        mm = 0
+        e1 = 0
+        e2 = 0
+        ab = 0
+        jj = 0
+        k = 0
+        while k < 13:
+            # ---- select the value v and the multiplier/shift indices of stage k ----
+            if k < 3:
+                fb = fb0 + k * fcs
+                v = dz
+                if k == 1:
+                    v = dp
+                elif k == 2:
+                    v = dr
+                i = fb + 5 + c
+                v += (((int(q[2 * i + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * i])
+                mi = i + H
+                si = mi + H
+            elif k == 9:                  # MUL(z, SUB)
+                ab = eb + 24
+                o1 = (((int(q[2 * ab + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * ab])
+                o2 = (((int(q[2 * ab + 3]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * ab + 2])
+                v = (o1 + z) * (o2 + dd)
+                mi = ab + 3
+                si = ab + 4
+            else:
+                j = k - 3
+                if k > 9:
+                    j = k - 4
+                if j < 3:                 # ADD g = r + q
+                    ab = eb
+                    jj = j
+                    x1 = r
+                    x2 = qv
+                elif j < 6:               # SUB g - h
+                    ab = eb + 12
+                    jj = j - 3
+                    x1 = g
+                    x2 = hc
+                else:                     # ADD h + MUL
+                    ab = eb + 31
+                    jj = j - 6
+                    x1 = hc
+                    x2 = mm
+                ls = int(q[2 * ab])
+                if jj == 0:
+                    o1 = (((int(q[2 * ab + 3]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * ab + 2])
+                    v = (o1 + x1) << ls
+                    mi = ab + 2
+                elif jj == 1:
+                    o2 = (((int(q[2 * ab + 9]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * ab + 8])
+                    v = (o2 + x2) << ls
+                    mi = ab + 5
+                else:
+                    v = e1 + e2
+                    if j == 5:
+                        v = e1 - e2
+                    mi = ab + 8
+                si = mi + 1
+            m = (int(q[2 * mi + 1]) << 16) | int(q[2 * mi])
+            s = (((int(q[2 * si + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * si])
+            # ---- v = mbqm(v, m, s): as mbqm32 ----
+            rr = 0
+            if s > 0:
+                kk = 32 - s
+                tt = v & (((1 << (kk - 1)) - 1) * 2 + 1)
+                hh = (1 << (kk - 1)) - 1
+                if tt > hh:
+                    tt = tt - hh - hh - 2
+                v = tt << s
+            else:
+                rr = 0 - s
+            neg = v < 0
+            if neg:
+                if v + 1073741823 + 1073741823 + 1 < 0:
+                    a0 = 0
+                    a1 = 0
+                    a2 = 2
+                else:
+                    v = 0 - v
+                    a0 = v & 0x7FFF
+                    a1 = (v >> 15) & 0x7FFF
+                    a2 = v >> 30
+                n0 = 0x7FFF
+                n1 = 0x7FFF
+                n2 = 0
+            else:
+                a0 = v & 0x7FFF
+                a1 = (v >> 15) & 0x7FFF
+                a2 = v >> 30
+                n0 = 0
+                n1 = 0
+                n2 = 1
+            m0 = m & 0x7FFF
+            m1 = (m >> 15) & 0x7FFF
+            m2 = m >> 30
+            col = a0 * m0 + n0
+            col = a0 * m1 + a1 * m0 + n1 + (col >> 15)
+            col = a0 * m2 + a1 * m1 + a2 * m0 + n2 + (col >> 15)
+            v = (col >> 1) + ((a1 * m2 + a2 * m1) << 14) + ((a2 * m2) << 29)
+            if neg:
+                v = 0 - v
+            if rr > 0:
+                mask = ((1 << (rr - 1)) - 1) * 2 + 1
+                rem = v & mask
+                thr = mask >> 1
+                if v < 0:
+                    thr += 1
+                v = v >> rr
+                if rem > thr:
+                    v += 1
+            # ---- end mbqm; the stage's output ----
+            if k < 3 or k == 9 or jj == 2:
+                if k < 3:
+                    oi = fb + 2
+                elif k == 9:
+                    oi = ab + 2
+                else:
+                    oi = ab + 7
+                li = oi + 1
+                if k == 9:
+                    li = ab + 5
+                elif k > 2:
+                    li = ab + 10
+                v += (((int(q[2 * oi + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * oi])
+                lo = (((int(q[2 * li + 1]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * li])
+                hi = (((int(q[2 * li + 3]) ^ 0x8000) - 0x8000) << 16) | int(q[2 * li + 2])
+                if v < lo:
+                    v = lo
+                if v > hi:
+                    v = hi
+                if k == 0:
+                    z = (int(w[olz + (v & 0xFF)]) ^ 0x80) - 0x80
+                elif k == 1:
+                    mc = (int(w[omn + c]) ^ 0x80) - 0x80
+                    if v < mc:
+                        mc = v
+                    qv = (int(w[olp + (mc & 0xFF)]) ^ 0x80) - 0x80
+                    if not rfc:
+                        r = v
+                        if rt:
+                            r = (int(w[olr + (r & 0xFF)]) ^ 0x80) - 0x80
+                        k += 1            # no RELU FC: stage 2 is skipped
+                elif k == 2:
+                    r = v
+                    if rt:
+                        r = (int(w[olr + (r & 0xFF)]) ^ 0x80) - 0x80
+                elif k == 9:
+                    mm = v
+                elif k < 6:
+                    g = v
+                elif k < 9:
+                    dd = v
+                else:
+                    h[c] = v
+            elif jj == 0:
+                e1 = v
+            else:
+                e2 = v
+            k += 1
+        c += 1
