@@ -606,6 +606,40 @@ typedef struct {
     int32_t add_swap;               /* 0: ADD(frame, conv), 1: ADD(conv, frame) */
 } mg_delay_fast_t;
 
+/* The dot product of channel c's N taps at step t on its trimmed ring (mg_delay.h: len =
+ * ring_len[c] slots from ring + ring_off[c], none where len is 0), then the channel's frame
+ * value cur written to slot t mod len: sum_e fl[e] * tap_e with tap_e the int8 frame of delay dl[e] (0: cur),
+ * taken as is (mapped 0) or through the 256-entry int16 table lut (mapped 1, lut indexed by
+ * the int8 value). Both fast delay kernels inline it with `mapped` a constant: no test in
+ * the loop, the same code as a kernel written out for each. */
+MG_FAST_INLINE int32_t mg_delay_fast_dot(int8_t *ring, const uint16_t *ring_len,
+                                         const uint32_t *ring_off, int32_t c, uint32_t t,
+                                         const uint16_t *dl, const int8_t *fl, int32_t N,
+                                         int8_t cur, int mapped, const int16_t *lut)
+{
+    const uint32_t len = ring_len[c];
+    int32_t acc = 0;
+    int32_t e;
+    if (len) {
+        int8_t *slots = ring + ring_off[c];
+        const uint32_t pos = t % len;
+        MG_UNROLL
+        for (e = 0; e < N; ++e) {
+            const uint32_t d = dl[e];
+            const int32_t v = d == 0u ? (int32_t)cur
+                                      : (int32_t)slots[pos >= d ? pos - d : pos + len - d];
+            acc += (int32_t)fl[e] * (mapped ? (int32_t)lut[v] : v);
+        }
+        slots[pos] = cur;
+    } else {
+        const int32_t v = mapped ? (int32_t)lut[cur] : (int32_t)cur;
+        for (e = 0; e < N; ++e) {
+            acc += (int32_t)fl[e] * v;
+        }
+    }
+    return acc;
+}
+
 MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uint32_t t,
                                      const int8_t *frame, int8_t *out, int8_t *add_out)
 {
@@ -613,29 +647,12 @@ MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uin
     const int32_t N = p->taps;
     const uint16_t *dl = p->delay;
     const int8_t *fl = p->filter;
-    int32_t c, e;
+    int32_t c;
     for (c = 0; c < H; ++c, dl += N, fl += N) {
-        const uint32_t len = p->ring_len[c];
         const int8_t cur = frame[c];
-        int32_t acc = 0;
-        int8_t y;
-        if (len) {
-            int8_t *slots = ring + p->ring_off[c];
-            const uint32_t pos = t % len;
-            MG_UNROLL
-            for (e = 0; e < N; ++e) {
-                const uint32_t d = dl[e];
-                const int32_t v = d == 0u ? (int32_t)cur
-                                          : (int32_t)slots[pos >= d ? pos - d : pos + len - d];
-                acc += (int32_t)fl[e] * v;
-            }
-            slots[pos] = cur;
-        } else {
-            for (e = 0; e < N; ++e) {
-                acc += (int32_t)fl[e] * (int32_t)cur;
-            }
-        }
-        y = mg_ffc_out1(p->q, acc, c);
+        const int32_t acc = mg_delay_fast_dot(ring, p->ring_len, p->ring_off, c, t, dl, fl,
+                                              N, cur, 0, (const int16_t *)0);
+        const int8_t y = mg_ffc_out1(p->q, acc, c);
         if (p->add) {
             add_out[c] = p->add_swap ? mg_fadd1(p->add, y, cur) : mg_fadd1(p->add, cur, y);
         } else {
@@ -1023,28 +1040,11 @@ MG_FAST_INLINE void mg_delay_fast_s16(const mg_delay16_fast_t *f, int8_t *ring, 
     const int32_t N = d->taps;
     const uint16_t *dl = f->delay;
     const int8_t *fl = f->filter;
-    int32_t c, e;
+    int32_t c;
     for (c = 0; c < H; ++c, dl += N, fl += N) {
-        const uint32_t len = d->ring_len[c];
-        const int8_t cur = frame[c];
-        int32_t acc = 0;
-        int32_t y;
-        if (len) {
-            int8_t *slots = ring + d->ring_off[c];
-            const uint32_t pos = t % len;
-            MG_UNROLL
-            for (e = 0; e < N; ++e) {
-                const uint32_t k = dl[e];
-                const int8_t v = k == 0u ? cur : slots[pos >= k ? pos - k : pos + len - k];
-                acc += (int32_t)fl[e] * (int32_t)lut[v];
-            }
-            slots[pos] = cur;
-        } else {
-            for (e = 0; e < N; ++e) {
-                acc += (int32_t)fl[e] * (int32_t)lut[cur];
-            }
-        }
-        y = mg_mbqm64(bias ? (int64_t)acc + bias[c] : (int64_t)acc, d->multiplier[c],
+        const int32_t acc = mg_delay_fast_dot(ring, d->ring_len, d->ring_off, c, t, dl, fl, N,
+                                              frame[c], 1, lut);
+        const int32_t y = mg_mbqm64(bias ? (int64_t)acc + bias[c] : (int64_t)acc, d->multiplier[c],
                       d->shift[c]);
         out16[c] = (int16_t)(y < d->act_min ? d->act_min : y > d->act_max ? d->act_max : y);
     }
