@@ -93,6 +93,47 @@ static inline int32_t mg_half(const uint32_t *p, int k)     /* halfword k of the
 #endif
 
 #if MG_FFC_DOT_ASM
+/* The frame of the two 4-row group loops below (mg_ffc_dot, mg_fdot16_w16), BLOCK, SETUP
+ * and FINISH their own. AAPCS: r2 blocks, r3 groups, [sp] d; after SETUP r0 points at the
+ * input blocks (8 bytes each) and r1 at the weights. Per group: sums r4-r7 zeroed, BLOCK
+ * (which advances r0 and r1) four times a turn for blocks / 4 turns then once a turn for
+ * blocks % 4, r0 rewound to the first input block, FINISH on r4-r7, the 4 sums stored to d.
+ * r3 counts the turns in the loop; groups and d live on the stack (d at [sp, #44]). */
+#define MG_GROUPS4_ASM(SETUP, BLOCK, FINISH)                                                 \
+    "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"                                   \
+    "    cmp     r3, #0\n"                                                                   \
+    "    ble     9f\n"                                                                       \
+    "    sub     sp, sp, #8\n"                                                               \
+    "    str     r3, [sp]\n"                 /* groups left */                               \
+    SETUP                                                                                    \
+    "1:  movs    r4, #0\n"                                                                   \
+    "    movs    r5, #0\n"                                                                   \
+    "    movs    r6, #0\n"                                                                   \
+    "    movs    r7, #0\n"                                                                   \
+    "    lsrs    r3, r2, #2\n"               /* four blocks a turn */                        \
+    "    beq     3f\n"                                                                       \
+    "2:\n"                                                                                   \
+    BLOCK BLOCK BLOCK BLOCK                                                                  \
+    "    subs    r3, r3, #1\n"                                                               \
+    "    bne     2b\n"                                                                       \
+    "3:  ands    r3, r2, #3\n"                                                               \
+    "    beq     5f\n"                                                                       \
+    "4:\n"                                                                                   \
+    BLOCK                                                                                    \
+    "    subs    r3, r3, #1\n"                                                               \
+    "    bne     4b\n"                                                                       \
+    "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */             \
+    FINISH                                                                                   \
+    "    ldr     r3, [sp, #44]\n"                                                            \
+    "    stmia   r3!, {r4, r5, r6, r7}\n"                                                    \
+    "    str     r3, [sp, #44]\n"                                                            \
+    "    ldr     r3, [sp]\n"                                                                 \
+    "    subs    r3, r3, #1\n"                                                               \
+    "    str     r3, [sp]\n"                                                                 \
+    "    bne     1b\n"                                                                       \
+    "    add     sp, sp, #8\n"                                                               \
+    "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"
+
 /* The same loop in Thumb-2 for cores with the DSP extension: one LDRD for the block's input
  * pair (R, P) and one LDM for the group's 4 weight words, then per channel SMLAD(W, P),
  * SXTB16(W), SMLAD(W', R): 14 instructions per 16 MACs (the C loop: 18, GCC loads each word
@@ -105,42 +146,11 @@ __attribute__((naked, noinline)) void mg_ffc_dot(const uint32_t *xq0 MG_ARG,
                                                  int32_t blocks MG_ARG, int32_t groups MG_ARG,
                                                  int32_t *d MG_ARG)
 {
-    __asm__(
-        "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
-        "    cmp     r3, #0\n"
-        "    ble     9f\n"
-        "    sub     sp, sp, #8\n"
-        "    str     r3, [sp]\n"                 /* groups left; d at [sp, #44] */
-        "1:  movs    r4, #0\n"
-        "    movs    r5, #0\n"
-        "    movs    r6, #0\n"
-        "    movs    r7, #0\n"
-        "    lsrs    r3, r2, #2\n"               /* four blocks a turn */
-        "    beq     3f\n"
-        "2:\n"
-        MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     2b\n"
-        "3:  ands    r3, r2, #3\n"
-        "    beq     5f\n"
-        "4:\n"
-        MG_DOT_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     4b\n"
-        "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */
-        "    asrs    r4, r4, #8\n"               /* exact: 256 |dot| < 2^31 */
-        "    asrs    r5, r5, #8\n"
-        "    asrs    r6, r6, #8\n"
-        "    asrs    r7, r7, #8\n"
-        "    ldr     r3, [sp, #44]\n"
-        "    stmia   r3!, {r4, r5, r6, r7}\n"
-        "    str     r3, [sp, #44]\n"
-        "    ldr     r3, [sp]\n"
-        "    subs    r3, r3, #1\n"
-        "    str     r3, [sp]\n"
-        "    bne     1b\n"
-        "    add     sp, sp, #8\n"
-        "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+    __asm__(MG_GROUPS4_ASM("", MG_DOT_BLOCK_ASM,
+                           "    asrs    r4, r4, #8\n"      /* exact: 256 |dot| < 2^31 */
+                           "    asrs    r5, r5, #8\n"
+                           "    asrs    r6, r6, #8\n"
+                           "    asrs    r7, r7, #8\n"));
 }
 /* One block of mg_fdot16_rows4: row pointer RP (post-incremented), accumulator ACC. */
 #define MG_DOT16_ROW_ASM(RP, ACC)                                                            \
@@ -225,41 +235,10 @@ __attribute__((naked, noinline)) void mg_fdot16_w16(const uint32_t *w16 MG_ARG,
                                                     int32_t blocks MG_ARG, int32_t groups MG_ARG,
                                                     int32_t *d MG_ARG)
 {
-    __asm__(
-        "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
-        "    cmp     r3, #0\n"
-        "    ble     9f\n"
-        "    sub     sp, sp, #8\n"
-        "    str     r3, [sp]\n"                 /* groups left; d at [sp, #44] */
-        "    mov     r12, r0\n"                  /* (w16, xs) -> (xs, w16) */
-        "    mov     r0, r1\n"
-        "    mov     r1, r12\n"
-        "1:  movs    r4, #0\n"
-        "    movs    r5, #0\n"
-        "    movs    r6, #0\n"
-        "    movs    r7, #0\n"
-        "    lsrs    r3, r2, #2\n"               /* four blocks a turn */
-        "    beq     3f\n"
-        "2:\n"
-        MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     2b\n"
-        "3:  ands    r3, r2, #3\n"
-        "    beq     5f\n"
-        "4:\n"
-        MG_DOT16W_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     4b\n"
-        "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */
-        "    ldr     r3, [sp, #44]\n"
-        "    stmia   r3!, {r4, r5, r6, r7}\n"
-        "    str     r3, [sp, #44]\n"
-        "    ldr     r3, [sp]\n"
-        "    subs    r3, r3, #1\n"
-        "    str     r3, [sp]\n"
-        "    bne     1b\n"
-        "    add     sp, sp, #8\n"
-        "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+    __asm__(MG_GROUPS4_ASM("    mov     r12, r0\n"      /* (w16, xs) -> (xs, w16) */
+                           "    mov     r0, r1\n"
+                           "    mov     r1, r12\n",
+                           MG_DOT16W_BLOCK_ASM, ""));
 }
 #elif !MG_DSP_NATIVE
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
