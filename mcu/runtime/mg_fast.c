@@ -240,34 +240,19 @@ __attribute__((naked, noinline)) void mg_fdot16_w16(const uint32_t *w16 MG_ARG,
                            "    mov     r1, r12\n",
                            MG_DOT16W_BLOCK_ASM, ""));
 }
-#elif !MG_DSP_NATIVE
-void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
-                int32_t *d)
-{
-    for (; groups > 0; --groups, d += 4) {      /* one block a turn (fewer live registers) */
-        const uint32_t *xq = xq0;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int32_t k;
-        for (k = blocks; k > 0; --k) {
-            MG_DOT_BLOCK(xq, wp);
-            xq += 2;
-            wp += 4;
-        }
-        d[0] = a0 >> 8;     /* exact: 256 * |dot| < 2^31 (generator-checked) */
-        d[1] = a1 >> 8;
-        d[2] = a2 >> 8;
-        d[3] = a3 >> 8;
-    }
-}
 #else
+/* The C loop (no DSP extension, or -DMG_FFC_DOT_C): with native SMLAD four blocks (16 inputs
+ * x 4 channels) a turn, then one; without, one block a turn throughout (fewer live
+ * registers). */
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
                 int32_t *d)
 {
     for (; groups > 0; --groups, d += 4) {
         const uint32_t *xq = xq0;
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int32_t k;
-        for (k = blocks >> 2; k > 0; --k) {   /* four blocks (16 inputs x 4 channels) a turn */
+        int32_t k = blocks;
+#if MG_DSP_NATIVE
+        for (k = blocks >> 2; k > 0; --k) {
             MG_DOT_BLOCK(xq, wp);
             MG_DOT_BLOCK(xq + 2, wp + 4);
             MG_DOT_BLOCK(xq + 4, wp + 8);
@@ -275,7 +260,9 @@ void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t
             xq += 8;
             wp += 16;
         }
-        for (k = blocks & 3; k > 0; --k) {
+        k = blocks & 3;
+#endif
+        for (; k > 0; --k) {
             MG_DOT_BLOCK(xq, wp);
             xq += 2;
             wp += 4;

@@ -255,19 +255,6 @@ MG_FAST_INLINE int32_t mg_fq_mul_round(int32_t a, int32_t m, int e, int32_t zp)
             (a >> 31)) >> e;
 }
 
-/* mg_mbqm(x, m, shift), any x (shift > 0 wraps like the reference). */
-static inline int32_t mg_fq_mbqm(int32_t x, int32_t m, int shift)
-{
-#if MG_SINGLE_ROUNDING
-    return mg_mbqm(x, m, shift);
-#else
-    if (shift > 0) {
-        return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
-    }
-    return mg_fq_rdbpot(mg_fq_srdhm(x, m), -shift);
-#endif
-}
-
 /* mg_mbqm(x, m, shift) when |x| < 2^30 (|srdhm| <= |x|). */
 static inline int32_t mg_fq_mbqm_b(int32_t x, int32_t m, int shift)
 {
