@@ -630,15 +630,13 @@ MG_FAST_INLINE int32_t mg_delay_fast_dot(int8_t *ring, const uint16_t *ring_len,
 MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uint32_t t,
                                      const int8_t *frame, int8_t *out, int8_t *add_out)
 {
-    const int32_t H = p->channels;
-    const int32_t N = p->taps;
     const uint16_t *dl = p->delay;
     const int8_t *fl = p->filter;
     int32_t c;
-    for (c = 0; c < H; ++c, dl += N, fl += N) {
+    for (c = 0; c < p->channels; ++c, dl += p->taps, fl += p->taps) {
         const int8_t cur = frame[c];
         const int32_t acc = mg_delay_fast_dot(ring, p->ring_len, p->ring_off, c, t, dl, fl,
-                                              N, cur, 0, (const int16_t *)0);
+                                              p->taps, cur, 0, (const int16_t *)0);
         const int8_t y = mg_ffc_out1(p->q, acc, c);
         if (p->add) {
             add_out[c] = p->add_swap ? mg_fadd1(p->add, y, cur) : mg_fadd1(p->add, cur, y);
@@ -1023,14 +1021,12 @@ MG_FAST_INLINE void mg_delay_fast_s16(const mg_delay16_fast_t *f, int8_t *ring, 
     const mg_delay_params_t *d = f->p->d;
     const int64_t *bias = f->p->bias;
     const int16_t *lut = f->taps16 + 128;
-    const int32_t H = d->channels;
-    const int32_t N = d->taps;
     const uint16_t *dl = f->delay;
     const int8_t *fl = f->filter;
     int32_t c;
-    for (c = 0; c < H; ++c, dl += N, fl += N) {
-        const int32_t acc = mg_delay_fast_dot(ring, d->ring_len, d->ring_off, c, t, dl, fl, N,
-                                              frame[c], 1, lut);
+    for (c = 0; c < d->channels; ++c, dl += d->taps, fl += d->taps) {
+        const int32_t acc = mg_delay_fast_dot(ring, d->ring_len, d->ring_off, c, t, dl, fl,
+                                              d->taps, frame[c], 1, lut);
         const int32_t y = mg_mbqm64(bias ? (int64_t)acc + bias[c] : (int64_t)acc, d->multiplier[c],
                       d->shift[c]);
         out16[c] = (int16_t)(y < d->act_min ? d->act_min : y > d->act_max ? d->act_max : y);
