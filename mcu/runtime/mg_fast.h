@@ -474,6 +474,14 @@ MG_FAST_INLINE int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
                           + mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
                                        (int)p->input2_shift));
 }
+
+/* The residual ADD of a fused kernel in the graph's operand order: ADD(x, y), or ADD(y, x)
+ * where swap is set (x: the kernel's input, y: its output). */
+MG_FAST_INLINE int8_t mg_fadd1_res(const mg_add_params_t *p, int32_t swap, int8_t x, int8_t y)
+{
+    return swap ? mg_fadd1(p, y, x) : mg_fadd1(p, x, y);
+}
+
 MG_FAST_INLINE int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
 {
     const int ls = (int)p->left_shift;
@@ -639,7 +647,7 @@ MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uin
                                               p->taps, cur, 0, (const int16_t *)0);
         const int8_t y = mg_ffc_out1(p->q, acc, c);
         if (p->add) {
-            add_out[c] = p->add_swap ? mg_fadd1(p->add, y, cur) : mg_fadd1(p->add, cur, y);
+            add_out[c] = mg_fadd1_res(p->add, p->add_swap, cur, y);
         } else {
             out[c] = y;
         }
@@ -719,29 +727,6 @@ MG_FAST_INLINE int mg_mingru_fast_dots(const mg_mingru_fast_t *p, const int8_t *
         mg_ffc_dot(xq, p->relu_fc->w, blocks, groups, acc + 8 * groups);
     }
     return separate_r;
-}
-
-/* One step, h [H] updated in place (and v [H] = the residual ADD where add_v is set); xq:
- * scratch of 2 * gate->blocks words, acc: of 3 * (H rounded up to 4) words. */
-MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
-                                      uint32_t *xq, int32_t *acc, int8_t *v)
-{
-    const int32_t H = p->channels;
-    const int32_t groups = (H + 3) >> 2;
-    const int32_t *dz = acc, *dp = acc + 4 * groups, *dr = acc + 8 * groups;
-    const int separate_r = mg_mingru_fast_dots(p, u, xq, acc);
-    int32_t c;
-    for (c = 0; c < H; ++c) {
-        int8_t zp;
-        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &zp);
-        const int8_t z = (p->sig_z + 128)[zp];
-        int8_t hc = h[c];
-        hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
-        h[c] = hc;
-        if (p->add_v) {
-            v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c]) : mg_fadd1(p->add_v, u[c], hc);
-        }
-    }
 }
 
 /* ---- the int16 state path (mg_state16.h): the same z and g, then the int16 tail ------- */
@@ -829,13 +814,15 @@ MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t
     return hn;
 }
 
-/* One step with an int16 state: h [H] int16 updated in place, h8 [H] = int8 h_new, and
- * v [H] = the residual ADD(u, h8) where add_v is set. The gate z16 comes from s->z16_lut
- * indexed by z_pre (int8 or int16 gate alike; p->sig_z unused).
- * Offsets of the int16 ops are 0 (checked by convert/state16.py). */
-MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
-                                       const int8_t *u, int16_t *h, int8_t *h8, uint32_t *xq,
-                                       int32_t *acc, int8_t *v)
+/* One minGRU step of either state width: the dots, then per channel g, z and the state
+ * update, int8 (s NULL: h [H] updated in place) or int16 (s: h16 [H] updated in place, h8
+ * [H] = int8 h_new; the gate z16 from s->z16_lut indexed by z_pre, p->sig_z unused), and
+ * v [H] = the residual ADD(u, h_new8) where add_v is set. xq: scratch of 2 * gate->blocks
+ * words, acc: of 3 * (H rounded up to 4) words. Inlined with s a constant (NULL or a
+ * package's params): one kernel body, no test of s in the loop. */
+MG_FAST_INLINE void mg_mingru_fast_step(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
+                                        const int8_t *u, int8_t *h, int16_t *h16, int8_t *h8,
+                                        uint32_t *xq, int32_t *acc, int8_t *v)
 {
     const int32_t H = p->channels;
     const int32_t groups = (H + 3) >> 2;
@@ -845,12 +832,36 @@ MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state
     for (c = 0; c < H; ++c) {
         int8_t zp, hb;
         const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &zp);
-        h[c] = mg_fstate16_update1(s, (s->z16_lut + 128)[zp], gv, h[c], &hb);
-        h8[c] = hb;
+        if (s) {
+            h16[c] = mg_fstate16_update1(s, (s->z16_lut + 128)[zp], gv, h16[c], &hb);
+            h8[c] = hb;
+        } else {
+            const int8_t z = (p->sig_z + 128)[zp];
+            hb = h[c];
+            hb = mg_fadd1(p->add_h, hb, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hb)));
+            h[c] = hb;
+        }
         if (p->add_v) {
-            v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hb, u[c]) : mg_fadd1(p->add_v, u[c], hb);
+            v[c] = mg_fadd1_res(p->add_v, p->add_v_swap, u[c], hb);
         }
     }
+}
+
+/* One step, h [H] int8 updated in place (and v where add_v is set). */
+MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
+                                      uint32_t *xq, int32_t *acc, int8_t *v)
+{
+    mg_mingru_fast_step(p, (const mg_state16_params_t *)0, u, h, (int16_t *)0, (int8_t *)0, xq,
+                        acc, v);
+}
+
+/* One step with an int16 state: h [H] int16 updated in place, h8 [H] = int8 h_new (and v
+ * where add_v is set). Offsets of the int16 ops are 0 (checked by convert/state16.py). */
+MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
+                                       const int8_t *u, int16_t *h, int8_t *h8, uint32_t *xq,
+                                       int32_t *acc, int8_t *v)
+{
+    mg_mingru_fast_step(p, s, u, (int8_t *)0, h, h8, xq, acc, v);
 }
 
 /* ---- the int16 minGRU input (mg_mingru.h mg_mingru_step_u16) -------------------------- */
