@@ -892,25 +892,6 @@ typedef struct {
  * halfwords, so that SXTB16 of a weight word and of it shifted by 8 pair with them. */
 void mg_fpack16(const int16_t *u16, int32_t depth, uint32_t *xs);
 
-/* sum_d w[d] u16[d] of one int8 weight row (2 SMLAD per 4 weights; the depth % 4 tail from
- * u16 directly). |sum| < 2^31 (generator-checked: depth * 2^15 * 2^7). */
-MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int16_t *u16,
-                                 int32_t depth)
-{
-    int32_t acc = 0;
-    int32_t k, d;
-    const int32_t blocks = depth >> 2;
-    for (k = 0; k < blocks; ++k) {
-        const uint32_t wv = mg_fload4(w + 4 * k);
-        acc = mg_smlad(mg_sxtb16(wv), xs[2 * k], acc);
-        acc = mg_smlad(mg_sxtb16(wv >> 8), xs[2 * k + 1], acc);
-    }
-    for (d = 4 * blocks; d < depth; ++d) {
-        acc += (int32_t)w[d] * (int32_t)u16[d];
-    }
-    return acc;
-}
-
 /* SXTB16(x ROR 8): bytes 1 and 3 sign-extended to halfwords (one instruction with DSP). */
 MG_FAST_INLINE uint32_t mg_sxtb16_ror8(uint32_t x)
 {
@@ -921,6 +902,32 @@ MG_FAST_INLINE uint32_t mg_sxtb16_ror8(uint32_t x)
 #else
     return mg_sxtb16(x >> 8);
 #endif
+}
+
+/* a + the 4 products of the int8 weights w[0..3] with their int16 inputs, packed as
+ * mg_fpack16 packs them (x0: u0, u2; x1: u1, u3): SXTB16 of the weight word and of it
+ * rotated by 8, two SMLAD. */
+MG_FAST_INLINE int32_t mg_fdot16_word(const int8_t *w, uint32_t x0, uint32_t x1, int32_t a)
+{
+    const uint32_t v = mg_fload4(w);
+    return mg_smlad(mg_sxtb16_ror8(v), x1, mg_smlad(mg_sxtb16(v), x0, a));
+}
+
+/* sum_d w[d] u16[d] of one int8 weight row (2 SMLAD per 4 weights; the depth % 4 tail from
+ * u16 directly). |sum| < 2^31 (generator-checked: depth * 2^15 * 2^7). */
+MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int16_t *u16,
+                                 int32_t depth)
+{
+    int32_t acc = 0;
+    int32_t k, d;
+    const int32_t blocks = depth >> 2;
+    for (k = 0; k < blocks; ++k) {
+        acc = mg_fdot16_word(w + 4 * k, xs[2 * k], xs[2 * k + 1], acc);
+    }
+    for (d = 4 * blocks; d < depth; ++d) {
+        acc += (int32_t)w[d] * (int32_t)u16[d];
+    }
+    return acc;
 }
 
 /* d[j] = mg_fdot16 of rows j < n (n <= 4) of w (row-major, `depth` per row): with n = 4 the
@@ -941,19 +948,10 @@ MG_FAST_INLINE void mg_fdot16_x4(const int8_t *w, const uint32_t *xs, const int1
         const int32_t blocks = depth >> 2;
         for (k = 0; k < blocks; ++k) {
             const uint32_t x0 = xs[2 * k], x1 = xs[2 * k + 1];
-            uint32_t v;
-            v = mg_fload4(w + 4 * k);
-            a0 = mg_smlad(mg_sxtb16(v), x0, a0);
-            a0 = mg_smlad(mg_sxtb16_ror8(v), x1, a0);
-            v = mg_fload4(w1 + 4 * k);
-            a1 = mg_smlad(mg_sxtb16(v), x0, a1);
-            a1 = mg_smlad(mg_sxtb16_ror8(v), x1, a1);
-            v = mg_fload4(w2 + 4 * k);
-            a2 = mg_smlad(mg_sxtb16(v), x0, a2);
-            a2 = mg_smlad(mg_sxtb16_ror8(v), x1, a2);
-            v = mg_fload4(w3 + 4 * k);
-            a3 = mg_smlad(mg_sxtb16(v), x0, a3);
-            a3 = mg_smlad(mg_sxtb16_ror8(v), x1, a3);
+            a0 = mg_fdot16_word(w + 4 * k, x0, x1, a0);
+            a1 = mg_fdot16_word(w1 + 4 * k, x0, x1, a1);
+            a2 = mg_fdot16_word(w2 + 4 * k, x0, x1, a2);
+            a3 = mg_fdot16_word(w3 + 4 * k, x0, x1, a3);
         }
         k = 4 * blocks;
 #else
