@@ -173,4 +173,15 @@ static inline int8_t mg_requant1_s8(const MG_ROM mg_requant_params_t *p, int8_t 
     return (int8_t)mg_requant32(p, in);
 }
 
+/* TFLite's MultiplyByQuantizedMultiplier on an int64 value (the 16x8 convolutions): the
+ * multiplier reduced to 16 bits, one rounding shift. |x| < 2^47. */
+static inline int32_t mg_mbqm64(int64_t x, int32_t multiplier, int32_t shift)
+{
+    const int64_t reduced = multiplier < 0x7FFF0000 ? (int64_t)((multiplier + (1 << 15)) >> 16)
+                                                    : (int64_t)0x7FFF;
+    const int total_shift = 15 - (int)shift;
+    const int64_t round = (int64_t)1 << (total_shift - 1);
+    return (int32_t)((x * reduced + round) >> total_shift);
+}
+
 #endif /* MG_ELEM_H */
