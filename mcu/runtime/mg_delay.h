@@ -50,17 +50,17 @@ static inline int8_t mg_ring_tap(const int8_t *slots, uint32_t pos, uint32_t len
 
 /* Step t of the delay conv of either output width, the one body of mg_delay_step_s8 and
  * mg_delay_step_s16 (mg_ops16.h), which inline it with `wide` a constant (no test of it in
- * the loops). Per channel c: the taps of the len = ring_len[c] slots (mg_ring_tap), then
+ * the loops: MG_ALWAYS_INLINE, mg_elem.h). Per channel c: the taps of the len = ring_len[c] slots (mg_ring_tap), then
  *   wide 0: out8[c] = requant_clamp(sum_e filter * (tap + input_offset) + bias[c]) in int32
  *           (TFLM's int8 DEPTHWISE_CONV_2D);
  *   wide 1: out16[c] = clamp(mbqm64(sum_e filter * QUANTIZE16(tap) + bias64[c])) in int64
  *           (the 16x8 conv of the conv16 form: taps16 the int8 -> int16 QUANTIZE, bias64 [H]
  *           or NULL, d's offsets and bias unused),
  * then frame[c] written to slot t mod len. */
-static inline void mg_delay_step(const MG_ROM mg_delay_params_t *d, int wide,
-                                 const MG_ROM mg_requant_params_t *taps16,
-                                 const MG_ROM int64_t *bias64, int8_t *ring, uint32_t t,
-                                 const int8_t *frame, int8_t *out8, int16_t *out16)
+MG_ALWAYS_INLINE void mg_delay_step(const MG_ROM mg_delay_params_t *d, int wide,
+                                   const MG_ROM mg_requant_params_t *taps16,
+                                   const MG_ROM int64_t *bias64, int8_t *ring, uint32_t t,
+                                   const int8_t *frame, int8_t *out8, int16_t *out16)
 {
     const int32_t H = d->channels;
     int32_t c, e;

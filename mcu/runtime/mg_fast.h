@@ -110,11 +110,7 @@
 #error "MG_FDOT16_W16 needs the Thumb-2 dot (MG_FFC_DOT_ASM)"
 #endif
 
-#if defined(__GNUC__)
-#define MG_FAST_INLINE static inline __attribute__((always_inline))
-#else
-#define MG_FAST_INLINE static inline
-#endif
+#define MG_FAST_INLINE MG_ALWAYS_INLINE     /* mg_elem.h */
 
 #ifdef __cplusplus
 extern "C" {
@@ -606,7 +602,7 @@ typedef struct {
  * value cur written to slot t mod len: sum_e fl[e] * tap_e with tap_e the int8 frame of delay dl[e] (0: cur),
  * taken as is (mapped 0) or through the 256-entry int16 table lut (mapped 1, lut indexed by
  * the int8 value). Both fast delay kernels inline it with `mapped` a constant: no test in
- * the loop, the same code as a kernel written out for each. */
+ * the loop, the same code as a kernel written out for each (MG_FAST_INLINE). */
 MG_FAST_INLINE int32_t mg_delay_fast_dot(int8_t *ring, const uint16_t *ring_len,
                                          const uint32_t *ring_off, int32_t c, uint32_t t,
                                          const uint16_t *dl, const int8_t *fl, int32_t N,

@@ -53,17 +53,7 @@ static inline void mg_fully_connected_s16(const MG_ROM mg_fc_params_t *p, const 
                                           const MG_ROM int8_t *filter,
                                           const MG_ROM int32_t *bias, int16_t *out)
 {
-    int32_t b, c;
-    for (b = 0; b < p->batches; ++b) {
-        const int16_t *x = in + b * p->accum_depth;
-        for (c = 0; c < p->output_depth; ++c) {
-            int32_t acc = mg_fc_dot1_s16(p, x, filter + c * p->accum_depth);
-            if (bias != NULL) {
-                acc += bias[c];
-            }
-            out[b * p->output_depth + c] = (int16_t)mg_fc_out32(p, acc, c);
-        }
-    }
+    mg_fc_rows(p, 1, (const int8_t *)0, in, filter, bias, (int8_t *)0, out);
 }
 
 /* ADD int16, n elements (no broadcast). */
