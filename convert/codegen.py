@@ -58,7 +58,7 @@ if __name__ == "__main__":    # outside the project's venv: one line, not a trac
 
 from mgrade_edge.convert import resources
 from mgrade_edge.convert.codegen_mgrade import generate_package
-from mgrade_edge.convert.errors import ConvertError
+from mgrade_edge.convert.errors import ConvertError, package_line
 from mgrade_edge.convert.graph_package import generate_graph_package
 from mgrade_edge.convert.metadata import from_model
 from mgrade_edge.convert.tflite_reader import Model, TFLiteReadError, read_tflite
@@ -149,9 +149,11 @@ def main(argv=None) -> int:
             print(resources.table(res, {"run": f"{cmd} --measure", "stack":
                                         f"mgrade-package {Path(a.model).parent} --stack"}))
         return 0
-    print(f"model {s['model_id']}: {len(s['ops'])} ops, arena {s['arena_bytes']} B "
-          f"(unshared {s['unplanned_bytes']} B), constants {s['const_bytes']} B, "
-          f"graph I/O {s['io_bytes']} B -> {', '.join(s['files'])}")
+    print(package_line(s["model_id"], [f"{len(s['ops'])} ops",
+                                       f"arena {s['arena_bytes']} B (unshared "
+                                       f"{s['unplanned_bytes']} B)",
+                                       f"constants {s['const_bytes']} B",
+                                       f"graph I/O {s['io_bytes']} B"], ", ".join(s["files"])))
     return 0
 
 

@@ -56,6 +56,7 @@ import numpy as np
 
 from mgrade_edge.convert import names
 from mgrade_edge.convert.arena import plan_memory
+from mgrade_edge.convert.errors import package_line
 from mgrade_edge.convert.input_norm import frame_constants
 from mgrade_edge.convert.metadata import StepMetadata, from_model as mgrade_metadata
 from mgrade_edge.convert.program import build_program
@@ -927,10 +928,11 @@ def main(argv=None) -> int:
     except (CodegenError, OSError, ValueError) as e:   # ValueError: not a .tflite
         print(f"codegen_micropython: error: {e}", file=sys.stderr)
         return 2
-    extra = f", .mpy ({s['mpy_arch']}) {s['mpy_bytes']} B" if "mpy_bytes" in s else ""
-    print(f"model {s['model_id']} ({s['name']}): {s['ops']} ops, arena {s['arena_bytes']} B, "
-          f"rings {s['ring_bytes']} B, {s['macs_per_step']} MACs/step; package source "
-          f"{s['source_bytes']} B{extra} -> {a.out}")
+    extra = [f".mpy ({s['mpy_arch']}) {s['mpy_bytes']} B"] if "mpy_bytes" in s else []
+    print(package_line(s["model_id"], [f"{s['ops']} ops", f"arena {s['arena_bytes']} B",
+                                       f"rings {s['ring_bytes']} B",
+                                       f"{s['macs_per_step']} MACs/step; package source "
+                                       f"{s['source_bytes']} B", *extra], a.out, s["name"]))
     return 0
 
 

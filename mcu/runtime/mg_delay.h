@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mg_elem.h"
 #include "mg_rom.h"
 
 #ifdef __cplusplus
@@ -45,6 +46,57 @@ static inline int8_t mg_ring_tap(const int8_t *slots, uint32_t pos, uint32_t len
                                  int8_t cur)
 {
     return d == 0u ? cur : slots[pos >= d ? pos - d : pos + len - d];
+}
+
+/* Step t of the delay conv of either output width, the one body of mg_delay_step_s8 and
+ * mg_delay_step_s16 (mg_ops16.h), which inline it with `wide` a constant (no test of it in
+ * the loops: MG_ALWAYS_INLINE, mg_elem.h). Per channel c: the taps of the len = ring_len[c] slots (mg_ring_tap), then
+ *   wide 0: out8[c] = requant_clamp(sum_e filter * (tap + input_offset) + bias[c]) in int32
+ *           (TFLM's int8 DEPTHWISE_CONV_2D);
+ *   wide 1: out16[c] = clamp(mbqm64(sum_e filter * QUANTIZE16(tap) + bias64[c])) in int64
+ *           (the 16x8 conv of the conv16 form: taps16 the int8 -> int16 QUANTIZE, bias64 [H]
+ *           or NULL, d's offsets and bias unused),
+ * then frame[c] written to slot t mod len. */
+MG_ALWAYS_INLINE void mg_delay_step(const MG_ROM mg_delay_params_t *d, int wide,
+                                   const MG_ROM mg_requant_params_t *taps16,
+                                   const MG_ROM int64_t *bias64, int8_t *ring, uint32_t t,
+                                   const int8_t *frame, int8_t *out8, int16_t *out16)
+{
+    const int32_t H = d->channels;
+    int32_t c, e;
+    for (c = 0; c < H; ++c) {
+        const uint32_t len = d->ring_len[c];
+        int8_t *slots = len ? ring + d->ring_off[c] : ring;
+        const uint32_t pos = len ? t % len : 0u;    /* slot of frame t */
+        const int8_t cur = frame[c];
+        int32_t acc = 0;
+        int64_t acc64 = 0;
+        for (e = 0; e < d->taps; ++e) {
+            const int8_t v = mg_ring_tap(slots, pos, len, d->delay[e * H + c], cur);
+            if (wide) {
+                acc64 += (int64_t)d->filter[e * H + c] * (int64_t)mg_requant32(taps16, v);
+            } else {
+                acc += (int32_t)d->filter[e * H + c] * ((int32_t)v + d->input_offset);
+            }
+        }
+        if (wide) {
+            int32_t y;
+            if (mg_rom_nonnull(bias64)) {
+                acc64 += bias64[c];
+            }
+            y = mg_mbqm64(acc64, d->multiplier[c], d->shift[c]);
+            out16[c] = (int16_t)(y < d->act_min ? d->act_min : y > d->act_max ? d->act_max : y);
+        } else {
+            if (d->bias) {
+                acc += d->bias[c];
+            }
+            out8[c] = mg_requant_clamp1(acc, d->multiplier[c], d->shift[c], d->output_offset,
+                                        d->act_min, d->act_max);
+        }
+        if (len) {
+            slots[pos] = cur;
+        }
+    }
 }
 
 /* Sets every ring slot to the frames' zero point (= float 0: the frames before t = 0). */

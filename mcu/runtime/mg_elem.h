@@ -13,6 +13,14 @@
 #include "mg_kernels.h"
 #include "mg_quant.h"
 
+/* `static inline`, and with GCC inlined before its early optimizations: a body shared by two
+ * kernels (`wide`, `mapped`: constant flags) compiles in each as if written out there. */
+#if defined(__GNUC__)
+#define MG_ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define MG_ALWAYS_INLINE static inline
+#endif
+
 static inline int32_t mg_clamp32(int32_t v, int32_t lo, int32_t hi)
 {
     if (v < lo) {
@@ -89,6 +97,34 @@ static inline int32_t mg_fc_out32(const MG_ROM mg_fc_params_t *p, int32_t acc, i
 static inline int8_t mg_fc_out1(const MG_ROM mg_fc_params_t *p, int32_t acc, int32_t oc)
 {
     return (int8_t)mg_fc_out32(p, acc, oc);
+}
+
+/* FULLY_CONNECTED of either input width, the one body of mg_fully_connected_s8
+ * (mg_kernels.c) and mg_fully_connected_s16 (mg_ops16.h), which inline it with `wide` a
+ * constant: input [batches, accum_depth] int8 (wide 0: in8 -> out8) or int16 (wide 1: in16 ->
+ * out16, TFLite's 16x8 mode), filter [output_depth, accum_depth] int8, bias int32 or NULL,
+ * output [batches, output_depth]. */
+MG_ALWAYS_INLINE void mg_fc_rows(const MG_ROM mg_fc_params_t *p, int wide, const int8_t *in8,
+                                const int16_t *in16, const MG_ROM int8_t *filter,
+                                const MG_ROM int32_t *bias, int8_t *out8, int16_t *out16)
+{
+    int32_t b, oc;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *x8 = wide ? (const int8_t *)0 : in8 + b * p->accum_depth;
+        const int16_t *x16 = wide ? in16 + b * p->accum_depth : (const int16_t *)0;
+        for (oc = 0; oc < p->output_depth; ++oc) {
+            int32_t acc = wide ? mg_fc_dot1_s16(p, x16, filter + oc * p->accum_depth)
+                               : mg_fc_dot1(p, x8, filter + oc * p->accum_depth);
+            if (bias) {
+                acc += bias[oc];
+            }
+            if (wide) {
+                out16[b * p->output_depth + oc] = (int16_t)mg_fc_out32(p, acc, oc);
+            } else {
+                out8[b * p->output_depth + oc] = mg_fc_out1(p, acc, oc);
+            }
+        }
+    }
 }
 
 /* ADD / SUB: one input rescaled to the common left-shifted scale. */
@@ -171,6 +207,17 @@ static inline int32_t mg_requant32(const MG_ROM mg_requant_params_t *p, int32_t 
 static inline int8_t mg_requant1_s8(const MG_ROM mg_requant_params_t *p, int8_t in)
 {
     return (int8_t)mg_requant32(p, in);
+}
+
+/* TFLite's MultiplyByQuantizedMultiplier on an int64 value (the 16x8 convolutions): the
+ * multiplier reduced to 16 bits, one rounding shift. |x| < 2^47. */
+static inline int32_t mg_mbqm64(int64_t x, int32_t multiplier, int32_t shift)
+{
+    const int64_t reduced = multiplier < 0x7FFF0000 ? (int64_t)((multiplier + (1 << 15)) >> 16)
+                                                    : (int64_t)0x7FFF;
+    const int total_shift = 15 - (int)shift;
+    const int64_t round = (int64_t)1 << (total_shift - 1);
+    return (int32_t)((x * reduced + round) >> total_shift);
 }
 
 #endif /* MG_ELEM_H */

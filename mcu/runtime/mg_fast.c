@@ -93,6 +93,47 @@ static inline int32_t mg_half(const uint32_t *p, int k)     /* halfword k of the
 #endif
 
 #if MG_FFC_DOT_ASM
+/* The frame of the two 4-row group loops below (mg_ffc_dot, mg_fdot16_w16), BLOCK, SETUP
+ * and FINISH their own. AAPCS: r2 blocks, r3 groups, [sp] d; after SETUP r0 points at the
+ * input blocks (8 bytes each) and r1 at the weights. Per group: sums r4-r7 zeroed, BLOCK
+ * (which advances r0 and r1) four times a turn for blocks / 4 turns then once a turn for
+ * blocks % 4, r0 rewound to the first input block, FINISH on r4-r7, the 4 sums stored to d.
+ * r3 counts the turns in the loop; groups and d live on the stack (d at [sp, #44]). */
+#define MG_GROUPS4_ASM(SETUP, BLOCK, FINISH)                                                 \
+    "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"                                   \
+    "    cmp     r3, #0\n"                                                                   \
+    "    ble     9f\n"                                                                       \
+    "    sub     sp, sp, #8\n"                                                               \
+    "    str     r3, [sp]\n"                 /* groups left */                               \
+    SETUP                                                                                    \
+    "1:  movs    r4, #0\n"                                                                   \
+    "    movs    r5, #0\n"                                                                   \
+    "    movs    r6, #0\n"                                                                   \
+    "    movs    r7, #0\n"                                                                   \
+    "    lsrs    r3, r2, #2\n"               /* four blocks a turn */                        \
+    "    beq     3f\n"                                                                       \
+    "2:\n"                                                                                   \
+    BLOCK BLOCK BLOCK BLOCK                                                                  \
+    "    subs    r3, r3, #1\n"                                                               \
+    "    bne     2b\n"                                                                       \
+    "3:  ands    r3, r2, #3\n"                                                               \
+    "    beq     5f\n"                                                                       \
+    "4:\n"                                                                                   \
+    BLOCK                                                                                    \
+    "    subs    r3, r3, #1\n"                                                               \
+    "    bne     4b\n"                                                                       \
+    "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */             \
+    FINISH                                                                                   \
+    "    ldr     r3, [sp, #44]\n"                                                            \
+    "    stmia   r3!, {r4, r5, r6, r7}\n"                                                    \
+    "    str     r3, [sp, #44]\n"                                                            \
+    "    ldr     r3, [sp]\n"                                                                 \
+    "    subs    r3, r3, #1\n"                                                               \
+    "    str     r3, [sp]\n"                                                                 \
+    "    bne     1b\n"                                                                       \
+    "    add     sp, sp, #8\n"                                                               \
+    "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"
+
 /* The same loop in Thumb-2 for cores with the DSP extension: one LDRD for the block's input
  * pair (R, P) and one LDM for the group's 4 weight words, then per channel SMLAD(W, P),
  * SXTB16(W), SMLAD(W', R): 14 instructions per 16 MACs (the C loop: 18, GCC loads each word
@@ -105,42 +146,11 @@ __attribute__((naked, noinline)) void mg_ffc_dot(const uint32_t *xq0 MG_ARG,
                                                  int32_t blocks MG_ARG, int32_t groups MG_ARG,
                                                  int32_t *d MG_ARG)
 {
-    __asm__(
-        "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
-        "    cmp     r3, #0\n"
-        "    ble     9f\n"
-        "    sub     sp, sp, #8\n"
-        "    str     r3, [sp]\n"                 /* groups left; d at [sp, #44] */
-        "1:  movs    r4, #0\n"
-        "    movs    r5, #0\n"
-        "    movs    r6, #0\n"
-        "    movs    r7, #0\n"
-        "    lsrs    r3, r2, #2\n"               /* four blocks a turn */
-        "    beq     3f\n"
-        "2:\n"
-        MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM MG_DOT_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     2b\n"
-        "3:  ands    r3, r2, #3\n"
-        "    beq     5f\n"
-        "4:\n"
-        MG_DOT_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     4b\n"
-        "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */
-        "    asrs    r4, r4, #8\n"               /* exact: 256 |dot| < 2^31 */
-        "    asrs    r5, r5, #8\n"
-        "    asrs    r6, r6, #8\n"
-        "    asrs    r7, r7, #8\n"
-        "    ldr     r3, [sp, #44]\n"
-        "    stmia   r3!, {r4, r5, r6, r7}\n"
-        "    str     r3, [sp, #44]\n"
-        "    ldr     r3, [sp]\n"
-        "    subs    r3, r3, #1\n"
-        "    str     r3, [sp]\n"
-        "    bne     1b\n"
-        "    add     sp, sp, #8\n"
-        "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
+    __asm__(MG_GROUPS4_ASM("", MG_DOT_BLOCK_ASM,
+                           "    asrs    r4, r4, #8\n"      /* exact: 256 |dot| < 2^31 */
+                           "    asrs    r5, r5, #8\n"
+                           "    asrs    r6, r6, #8\n"
+                           "    asrs    r7, r7, #8\n"));
 }
 /* One block of mg_fdot16_rows4: row pointer RP (post-incremented), accumulator ACC. */
 #define MG_DOT16_ROW_ASM(RP, ACC)                                                            \
@@ -225,70 +235,24 @@ __attribute__((naked, noinline)) void mg_fdot16_w16(const uint32_t *w16 MG_ARG,
                                                     int32_t blocks MG_ARG, int32_t groups MG_ARG,
                                                     int32_t *d MG_ARG)
 {
-    __asm__(
-        "    push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n"
-        "    cmp     r3, #0\n"
-        "    ble     9f\n"
-        "    sub     sp, sp, #8\n"
-        "    str     r3, [sp]\n"                 /* groups left; d at [sp, #44] */
-        "    mov     r12, r0\n"                  /* (w16, xs) -> (xs, w16) */
-        "    mov     r0, r1\n"
-        "    mov     r1, r12\n"
-        "1:  movs    r4, #0\n"
-        "    movs    r5, #0\n"
-        "    movs    r6, #0\n"
-        "    movs    r7, #0\n"
-        "    lsrs    r3, r2, #2\n"               /* four blocks a turn */
-        "    beq     3f\n"
-        "2:\n"
-        MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM MG_DOT16W_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     2b\n"
-        "3:  ands    r3, r2, #3\n"
-        "    beq     5f\n"
-        "4:\n"
-        MG_DOT16W_BLOCK_ASM
-        "    subs    r3, r3, #1\n"
-        "    bne     4b\n"
-        "5:  sub     r0, r0, r2, lsl #3\n"       /* back to the first input block */
-        "    ldr     r3, [sp, #44]\n"
-        "    stmia   r3!, {r4, r5, r6, r7}\n"
-        "    str     r3, [sp, #44]\n"
-        "    ldr     r3, [sp]\n"
-        "    subs    r3, r3, #1\n"
-        "    str     r3, [sp]\n"
-        "    bne     1b\n"
-        "    add     sp, sp, #8\n"
-        "9:  pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");
-}
-#elif !MG_DSP_NATIVE
-void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
-                int32_t *d)
-{
-    for (; groups > 0; --groups, d += 4) {      /* one block a turn (fewer live registers) */
-        const uint32_t *xq = xq0;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int32_t k;
-        for (k = blocks; k > 0; --k) {
-            MG_DOT_BLOCK(xq, wp);
-            xq += 2;
-            wp += 4;
-        }
-        d[0] = a0 >> 8;     /* exact: 256 * |dot| < 2^31 (generator-checked) */
-        d[1] = a1 >> 8;
-        d[2] = a2 >> 8;
-        d[3] = a3 >> 8;
-    }
+    __asm__(MG_GROUPS4_ASM("    mov     r12, r0\n"      /* (w16, xs) -> (xs, w16) */
+                           "    mov     r0, r1\n"
+                           "    mov     r1, r12\n",
+                           MG_DOT16W_BLOCK_ASM, ""));
 }
 #else
+/* The C loop (no DSP extension, or -DMG_FFC_DOT_C): with native SMLAD four blocks (16 inputs
+ * x 4 channels) a turn, then one; without, one block a turn throughout (fewer live
+ * registers). */
 void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t groups,
                 int32_t *d)
 {
     for (; groups > 0; --groups, d += 4) {
         const uint32_t *xq = xq0;
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        int32_t k;
-        for (k = blocks >> 2; k > 0; --k) {   /* four blocks (16 inputs x 4 channels) a turn */
+        int32_t k = blocks;
+#if MG_DSP_NATIVE
+        for (k = blocks >> 2; k > 0; --k) {
             MG_DOT_BLOCK(xq, wp);
             MG_DOT_BLOCK(xq + 2, wp + 4);
             MG_DOT_BLOCK(xq + 4, wp + 8);
@@ -296,7 +260,9 @@ void mg_ffc_dot(const uint32_t *xq0, const uint32_t *wp, int32_t blocks, int32_t
             xq += 8;
             wp += 16;
         }
-        for (k = blocks & 3; k > 0; --k) {
+        k = blocks & 3;
+#endif
+        for (; k > 0; --k) {
             MG_DOT_BLOCK(xq, wp);
             xq += 2;
             wp += 4;

@@ -110,11 +110,7 @@
 #error "MG_FDOT16_W16 needs the Thumb-2 dot (MG_FFC_DOT_ASM)"
 #endif
 
-#if defined(__GNUC__)
-#define MG_FAST_INLINE static inline __attribute__((always_inline))
-#else
-#define MG_FAST_INLINE static inline
-#endif
+#define MG_FAST_INLINE MG_ALWAYS_INLINE     /* mg_elem.h */
 
 #ifdef __cplusplus
 extern "C" {
@@ -253,19 +249,6 @@ MG_FAST_INLINE int32_t mg_fq_mul_round(int32_t a, int32_t m, int e, int32_t zp)
     }
     return (mg_fq_srdhm_add(a, m, ((int32_t)1 << (e - 1)) + zp * ((int32_t)1 << e)) +
             (a >> 31)) >> e;
-}
-
-/* mg_mbqm(x, m, shift), any x (shift > 0 wraps like the reference). */
-static inline int32_t mg_fq_mbqm(int32_t x, int32_t m, int shift)
-{
-#if MG_SINGLE_ROUNDING
-    return mg_mbqm(x, m, shift);
-#else
-    if (shift > 0) {
-        return mg_fq_srdhm((int32_t)((uint32_t)x << shift), m);
-    }
-    return mg_fq_rdbpot(mg_fq_srdhm(x, m), -shift);
-#endif
 }
 
 /* mg_mbqm(x, m, shift) when |x| < 2^30 (|srdhm| <= |x|). */
@@ -487,6 +470,14 @@ MG_FAST_INLINE int8_t mg_fadd1(const mg_add_params_t *p, int8_t a, int8_t b)
                           + mg_fadd_in(b, p->input2_offset, ls, p->input2_multiplier,
                                        (int)p->input2_shift));
 }
+
+/* The residual ADD of a fused kernel in the graph's operand order: ADD(x, y), or ADD(y, x)
+ * where swap is set (x: the kernel's input, y: its output). */
+MG_FAST_INLINE int8_t mg_fadd1_res(const mg_add_params_t *p, int32_t swap, int8_t x, int8_t y)
+{
+    return swap ? mg_fadd1(p, y, x) : mg_fadd1(p, x, y);
+}
+
 MG_FAST_INLINE int8_t mg_fsub1(const mg_add_params_t *p, int8_t a, int8_t b)
 {
     const int ls = (int)p->left_shift;
@@ -606,38 +597,53 @@ typedef struct {
     int32_t add_swap;               /* 0: ADD(frame, conv), 1: ADD(conv, frame) */
 } mg_delay_fast_t;
 
+/* The dot product of channel c's N taps at step t on its trimmed ring (mg_delay.h: len =
+ * ring_len[c] slots from ring + ring_off[c], none where len is 0), then the channel's frame
+ * value cur written to slot t mod len: sum_e fl[e] * tap_e with tap_e the int8 frame of delay dl[e] (0: cur),
+ * taken as is (mapped 0) or through the 256-entry int16 table lut (mapped 1, lut indexed by
+ * the int8 value). Both fast delay kernels inline it with `mapped` a constant: no test in
+ * the loop, the same code as a kernel written out for each (MG_FAST_INLINE). */
+MG_FAST_INLINE int32_t mg_delay_fast_dot(int8_t *ring, const uint16_t *ring_len,
+                                         const uint32_t *ring_off, int32_t c, uint32_t t,
+                                         const uint16_t *dl, const int8_t *fl, int32_t N,
+                                         int8_t cur, int mapped, const int16_t *lut)
+{
+    const uint32_t len = ring_len[c];
+    int32_t acc = 0;
+    int32_t e;
+    if (len) {
+        int8_t *slots = ring + ring_off[c];
+        const uint32_t pos = t % len;
+        MG_UNROLL
+        for (e = 0; e < N; ++e) {
+            const uint32_t d = dl[e];
+            const int32_t v = d == 0u ? (int32_t)cur
+                                      : (int32_t)slots[pos >= d ? pos - d : pos + len - d];
+            acc += (int32_t)fl[e] * (mapped ? (int32_t)lut[v] : v);
+        }
+        slots[pos] = cur;
+    } else {
+        const int32_t v = mapped ? (int32_t)lut[cur] : (int32_t)cur;
+        for (e = 0; e < N; ++e) {
+            acc += (int32_t)fl[e] * v;
+        }
+    }
+    return acc;
+}
+
 MG_FAST_INLINE void mg_delay_fast_s8(const mg_delay_fast_t *p, int8_t *ring, uint32_t t,
                                      const int8_t *frame, int8_t *out, int8_t *add_out)
 {
-    const int32_t H = p->channels;
-    const int32_t N = p->taps;
     const uint16_t *dl = p->delay;
     const int8_t *fl = p->filter;
-    int32_t c, e;
-    for (c = 0; c < H; ++c, dl += N, fl += N) {
-        const uint32_t len = p->ring_len[c];
+    int32_t c;
+    for (c = 0; c < p->channels; ++c, dl += p->taps, fl += p->taps) {
         const int8_t cur = frame[c];
-        int32_t acc = 0;
-        int8_t y;
-        if (len) {
-            int8_t *slots = ring + p->ring_off[c];
-            const uint32_t pos = t % len;
-            MG_UNROLL
-            for (e = 0; e < N; ++e) {
-                const uint32_t d = dl[e];
-                const int32_t v = d == 0u ? (int32_t)cur
-                                          : (int32_t)slots[pos >= d ? pos - d : pos + len - d];
-                acc += (int32_t)fl[e] * v;
-            }
-            slots[pos] = cur;
-        } else {
-            for (e = 0; e < N; ++e) {
-                acc += (int32_t)fl[e] * (int32_t)cur;
-            }
-        }
-        y = mg_ffc_out1(p->q, acc, c);
+        const int32_t acc = mg_delay_fast_dot(ring, p->ring_len, p->ring_off, c, t, dl, fl,
+                                              p->taps, cur, 0, (const int16_t *)0);
+        const int8_t y = mg_ffc_out1(p->q, acc, c);
         if (p->add) {
-            add_out[c] = p->add_swap ? mg_fadd1(p->add, y, cur) : mg_fadd1(p->add, cur, y);
+            add_out[c] = mg_fadd1_res(p->add, p->add_swap, cur, y);
         } else {
             out[c] = y;
         }
@@ -717,29 +723,6 @@ MG_FAST_INLINE int mg_mingru_fast_dots(const mg_mingru_fast_t *p, const int8_t *
         mg_ffc_dot(xq, p->relu_fc->w, blocks, groups, acc + 8 * groups);
     }
     return separate_r;
-}
-
-/* One step, h [H] updated in place (and v [H] = the residual ADD where add_v is set); xq:
- * scratch of 2 * gate->blocks words, acc: of 3 * (H rounded up to 4) words. */
-MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
-                                      uint32_t *xq, int32_t *acc, int8_t *v)
-{
-    const int32_t H = p->channels;
-    const int32_t groups = (H + 3) >> 2;
-    const int32_t *dz = acc, *dp = acc + 4 * groups, *dr = acc + 8 * groups;
-    const int separate_r = mg_mingru_fast_dots(p, u, xq, acc);
-    int32_t c;
-    for (c = 0; c < H; ++c) {
-        int8_t zp;
-        const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &zp);
-        const int8_t z = (p->sig_z + 128)[zp];
-        int8_t hc = h[c];
-        hc = mg_fadd1(p->add_h, hc, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hc)));
-        h[c] = hc;
-        if (p->add_v) {
-            v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hc, u[c]) : mg_fadd1(p->add_v, u[c], hc);
-        }
-    }
 }
 
 /* ---- the int16 state path (mg_state16.h): the same z and g, then the int16 tail ------- */
@@ -827,13 +810,15 @@ MG_FAST_INLINE int16_t mg_fstate16_update1(const mg_state16_params_t *s, int32_t
     return hn;
 }
 
-/* One step with an int16 state: h [H] int16 updated in place, h8 [H] = int8 h_new, and
- * v [H] = the residual ADD(u, h8) where add_v is set. The gate z16 comes from s->z16_lut
- * indexed by z_pre (int8 or int16 gate alike; p->sig_z unused).
- * Offsets of the int16 ops are 0 (checked by convert/state16.py). */
-MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
-                                       const int8_t *u, int16_t *h, int8_t *h8, uint32_t *xq,
-                                       int32_t *acc, int8_t *v)
+/* One minGRU step of either state width: the dots, then per channel g, z and the state
+ * update, int8 (s NULL: h [H] updated in place) or int16 (s: h16 [H] updated in place, h8
+ * [H] = int8 h_new; the gate z16 from s->z16_lut indexed by z_pre, p->sig_z unused), and
+ * v [H] = the residual ADD(u, h_new8) where add_v is set. xq: scratch of 2 * gate->blocks
+ * words, acc: of 3 * (H rounded up to 4) words. Inlined with s a constant (NULL or a
+ * package's params): one kernel body, no test of s in the loop. */
+MG_FAST_INLINE void mg_mingru_fast_step(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
+                                        const int8_t *u, int8_t *h, int16_t *h16, int8_t *h8,
+                                        uint32_t *xq, int32_t *acc, int8_t *v)
 {
     const int32_t H = p->channels;
     const int32_t groups = (H + 3) >> 2;
@@ -843,12 +828,36 @@ MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state
     for (c = 0; c < H; ++c) {
         int8_t zp, hb;
         const int8_t gv = mg_mingru_fast_g1(p, c, dz, dp, dr, separate_r, &zp);
-        h[c] = mg_fstate16_update1(s, (s->z16_lut + 128)[zp], gv, h[c], &hb);
-        h8[c] = hb;
+        if (s) {
+            h16[c] = mg_fstate16_update1(s, (s->z16_lut + 128)[zp], gv, h16[c], &hb);
+            h8[c] = hb;
+        } else {
+            const int8_t z = (p->sig_z + 128)[zp];
+            hb = h[c];
+            hb = mg_fadd1(p->add_h, hb, mg_fmul1(p->mul, z, mg_fsub1(p->sub, gv, hb)));
+            h[c] = hb;
+        }
         if (p->add_v) {
-            v[c] = p->add_v_swap ? mg_fadd1(p->add_v, hb, u[c]) : mg_fadd1(p->add_v, u[c], hb);
+            v[c] = mg_fadd1_res(p->add_v, p->add_v_swap, u[c], hb);
         }
     }
+}
+
+/* One step, h [H] int8 updated in place (and v where add_v is set). */
+MG_FAST_INLINE void mg_mingru_fast_s8(const mg_mingru_fast_t *p, const int8_t *u, int8_t *h,
+                                      uint32_t *xq, int32_t *acc, int8_t *v)
+{
+    mg_mingru_fast_step(p, (const mg_state16_params_t *)0, u, h, (int16_t *)0, (int8_t *)0, xq,
+                        acc, v);
+}
+
+/* One step with an int16 state: h [H] int16 updated in place, h8 [H] = int8 h_new (and v
+ * where add_v is set). Offsets of the int16 ops are 0 (checked by convert/state16.py). */
+MG_FAST_INLINE void mg_mingru_fast_s16(const mg_mingru_fast_t *p, const mg_state16_params_t *s,
+                                       const int8_t *u, int16_t *h, int8_t *h8, uint32_t *xq,
+                                       int32_t *acc, int8_t *v)
+{
+    mg_mingru_fast_step(p, s, u, (int8_t *)0, h, h8, xq, acc, v);
 }
 
 /* ---- the int16 minGRU input (mg_mingru.h mg_mingru_step_u16) -------------------------- */
@@ -879,25 +888,6 @@ typedef struct {
  * halfwords, so that SXTB16 of a weight word and of it shifted by 8 pair with them. */
 void mg_fpack16(const int16_t *u16, int32_t depth, uint32_t *xs);
 
-/* sum_d w[d] u16[d] of one int8 weight row (2 SMLAD per 4 weights; the depth % 4 tail from
- * u16 directly). |sum| < 2^31 (generator-checked: depth * 2^15 * 2^7). */
-MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int16_t *u16,
-                                 int32_t depth)
-{
-    int32_t acc = 0;
-    int32_t k, d;
-    const int32_t blocks = depth >> 2;
-    for (k = 0; k < blocks; ++k) {
-        const uint32_t wv = mg_fload4(w + 4 * k);
-        acc = mg_smlad(mg_sxtb16(wv), xs[2 * k], acc);
-        acc = mg_smlad(mg_sxtb16(wv >> 8), xs[2 * k + 1], acc);
-    }
-    for (d = 4 * blocks; d < depth; ++d) {
-        acc += (int32_t)w[d] * (int32_t)u16[d];
-    }
-    return acc;
-}
-
 /* SXTB16(x ROR 8): bytes 1 and 3 sign-extended to halfwords (one instruction with DSP). */
 MG_FAST_INLINE uint32_t mg_sxtb16_ror8(uint32_t x)
 {
@@ -908,6 +898,32 @@ MG_FAST_INLINE uint32_t mg_sxtb16_ror8(uint32_t x)
 #else
     return mg_sxtb16(x >> 8);
 #endif
+}
+
+/* a + the 4 products of the int8 weights w[0..3] with their int16 inputs, packed as
+ * mg_fpack16 packs them (x0: u0, u2; x1: u1, u3): SXTB16 of the weight word and of it
+ * rotated by 8, two SMLAD. */
+MG_FAST_INLINE int32_t mg_fdot16_word(const int8_t *w, uint32_t x0, uint32_t x1, int32_t a)
+{
+    const uint32_t v = mg_fload4(w);
+    return mg_smlad(mg_sxtb16_ror8(v), x1, mg_smlad(mg_sxtb16(v), x0, a));
+}
+
+/* sum_d w[d] u16[d] of one int8 weight row (2 SMLAD per 4 weights; the depth % 4 tail from
+ * u16 directly). |sum| < 2^31 (generator-checked: depth * 2^15 * 2^7). */
+MG_FAST_INLINE int32_t mg_fdot16(const int8_t *w, const uint32_t *xs, const int16_t *u16,
+                                 int32_t depth)
+{
+    int32_t acc = 0;
+    int32_t k, d;
+    const int32_t blocks = depth >> 2;
+    for (k = 0; k < blocks; ++k) {
+        acc = mg_fdot16_word(w + 4 * k, xs[2 * k], xs[2 * k + 1], acc);
+    }
+    for (d = 4 * blocks; d < depth; ++d) {
+        acc += (int32_t)w[d] * (int32_t)u16[d];
+    }
+    return acc;
 }
 
 /* d[j] = mg_fdot16 of rows j < n (n <= 4) of w (row-major, `depth` per row): with n = 4 the
@@ -928,19 +944,10 @@ MG_FAST_INLINE void mg_fdot16_x4(const int8_t *w, const uint32_t *xs, const int1
         const int32_t blocks = depth >> 2;
         for (k = 0; k < blocks; ++k) {
             const uint32_t x0 = xs[2 * k], x1 = xs[2 * k + 1];
-            uint32_t v;
-            v = mg_fload4(w + 4 * k);
-            a0 = mg_smlad(mg_sxtb16(v), x0, a0);
-            a0 = mg_smlad(mg_sxtb16_ror8(v), x1, a0);
-            v = mg_fload4(w1 + 4 * k);
-            a1 = mg_smlad(mg_sxtb16(v), x0, a1);
-            a1 = mg_smlad(mg_sxtb16_ror8(v), x1, a1);
-            v = mg_fload4(w2 + 4 * k);
-            a2 = mg_smlad(mg_sxtb16(v), x0, a2);
-            a2 = mg_smlad(mg_sxtb16_ror8(v), x1, a2);
-            v = mg_fload4(w3 + 4 * k);
-            a3 = mg_smlad(mg_sxtb16(v), x0, a3);
-            a3 = mg_smlad(mg_sxtb16_ror8(v), x1, a3);
+            a0 = mg_fdot16_word(w + 4 * k, x0, x1, a0);
+            a1 = mg_fdot16_word(w1 + 4 * k, x0, x1, a1);
+            a2 = mg_fdot16_word(w2 + 4 * k, x0, x1, a2);
+            a3 = mg_fdot16_word(w3 + 4 * k, x0, x1, a3);
         }
         k = 4 * blocks;
 #else
@@ -1019,32 +1026,13 @@ MG_FAST_INLINE void mg_delay_fast_s16(const mg_delay16_fast_t *f, int8_t *ring, 
     const mg_delay_params_t *d = f->p->d;
     const int64_t *bias = f->p->bias;
     const int16_t *lut = f->taps16 + 128;
-    const int32_t H = d->channels;
-    const int32_t N = d->taps;
     const uint16_t *dl = f->delay;
     const int8_t *fl = f->filter;
-    int32_t c, e;
-    for (c = 0; c < H; ++c, dl += N, fl += N) {
-        const uint32_t len = d->ring_len[c];
-        const int8_t cur = frame[c];
-        int32_t acc = 0;
-        int32_t y;
-        if (len) {
-            int8_t *slots = ring + d->ring_off[c];
-            const uint32_t pos = t % len;
-            MG_UNROLL
-            for (e = 0; e < N; ++e) {
-                const uint32_t k = dl[e];
-                const int8_t v = k == 0u ? cur : slots[pos >= k ? pos - k : pos + len - k];
-                acc += (int32_t)fl[e] * (int32_t)lut[v];
-            }
-            slots[pos] = cur;
-        } else {
-            for (e = 0; e < N; ++e) {
-                acc += (int32_t)fl[e] * (int32_t)lut[cur];
-            }
-        }
-        y = mg_mbqm64(bias ? (int64_t)acc + bias[c] : (int64_t)acc, d->multiplier[c],
+    int32_t c;
+    for (c = 0; c < d->channels; ++c, dl += d->taps, fl += d->taps) {
+        const int32_t acc = mg_delay_fast_dot(ring, d->ring_len, d->ring_off, c, t, dl, fl,
+                                              d->taps, frame[c], 1, lut);
+        const int32_t y = mg_mbqm64(bias ? (int64_t)acc + bias[c] : (int64_t)acc, d->multiplier[c],
                       d->shift[c]);
         out16[c] = (int16_t)(y < d->act_min ? d->act_min : y > d->act_max ? d->act_max : y);
     }

@@ -55,17 +55,7 @@ void mg_fully_connected_s8(const MG_ROM mg_fc_params_t *p, const int8_t *input,
                            const MG_ROM int8_t *filter,
                            const MG_ROM int32_t *bias, int8_t *output)
 {
-    int32_t b, oc;
-    for (b = 0; b < p->batches; ++b) {
-        const int8_t *in = input + b * p->accum_depth;
-        for (oc = 0; oc < p->output_depth; ++oc) {
-            int32_t acc = mg_fc_dot1(p, in, filter + oc * p->accum_depth);
-            if (bias) {
-                acc += bias[oc];
-            }
-            output[b * p->output_depth + oc] = mg_fc_out1(p, acc, oc);
-        }
-    }
+    mg_fc_rows(p, 0, input, (const int16_t *)0, filter, bias, output, (int16_t *)0);
 }
 
 void mg_depthwise_conv_s8(const MG_ROM mg_dwconv_params_t *p, const int8_t *input,

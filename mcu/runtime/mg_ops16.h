@@ -53,17 +53,7 @@ static inline void mg_fully_connected_s16(const MG_ROM mg_fc_params_t *p, const 
                                           const MG_ROM int8_t *filter,
                                           const MG_ROM int32_t *bias, int16_t *out)
 {
-    int32_t b, c;
-    for (b = 0; b < p->batches; ++b) {
-        const int16_t *x = in + b * p->accum_depth;
-        for (c = 0; c < p->output_depth; ++c) {
-            int32_t acc = mg_fc_dot1_s16(p, x, filter + c * p->accum_depth);
-            if (bias != NULL) {
-                acc += bias[c];
-            }
-            out[b * p->output_depth + c] = (int16_t)mg_fc_out32(p, acc, c);
-        }
-    }
+    mg_fc_rows(p, 1, (const int8_t *)0, in, filter, bias, (int8_t *)0, out);
 }
 
 /* ADD int16, n elements (no broadcast). */
@@ -74,17 +64,6 @@ static inline void mg_add_s16(const MG_ROM mg_add_params_t *p, int32_t n, const 
     for (k = 0; k < n; ++k) {
         out[k] = mg_add1_s16(p, a[k], b[k]);
     }
-}
-
-/* TFLite's MultiplyByQuantizedMultiplier on an int64 value (the 16x8 convolutions): the
- * multiplier reduced to 16 bits, one rounding shift. |x| < 2^47. */
-static inline int32_t mg_mbqm64(int64_t x, int32_t multiplier, int32_t shift)
-{
-    const int64_t reduced = multiplier < 0x7FFF0000 ? (int64_t)((multiplier + (1 << 15)) >> 16)
-                                                    : (int64_t)0x7FFF;
-    const int total_shift = 15 - (int)shift;
-    const int64_t round = (int64_t)1 << (total_shift - 1);
-    return (int32_t)((x * reduced + round) >> total_shift);
 }
 
 /* The delay conv with an int16 output (conv16 form). d: the ring layout, filter, per-channel
@@ -101,28 +80,7 @@ typedef struct {
 static inline void mg_delay_step_s16(const MG_ROM mg_delay16_params_t *p, int8_t *ring,
                                      uint32_t t, const int8_t *frame, int16_t *out16)
 {
-    const MG_ROM mg_delay_params_t *d = p->d;
-    const int32_t H = d->channels;
-    int32_t c, e;
-    for (c = 0; c < H; ++c) {
-        const uint32_t len = d->ring_len[c];
-        int8_t *slots = len ? ring + d->ring_off[c] : ring;
-        const uint32_t pos = len ? t % len : 0u;    /* slot of frame t */
-        int64_t acc = 0;
-        int32_t y;
-        for (e = 0; e < d->taps; ++e) {
-            const int8_t v = mg_ring_tap(slots, pos, len, d->delay[e * H + c], frame[c]);
-            acc += (int64_t)d->filter[e * H + c] * (int64_t)mg_requant32(p->taps16, v);
-        }
-        if (mg_rom_nonnull(p->bias)) {
-            acc += p->bias[c];
-        }
-        y = mg_mbqm64(acc, d->multiplier[c], d->shift[c]);
-        out16[c] = (int16_t)(y < d->act_min ? d->act_min : y > d->act_max ? d->act_max : y);
-        if (len) {
-            slots[pos] = frame[c];
-        }
-    }
+    mg_delay_step(p->d, 1, p->taps16, p->bias, ring, t, frame, (int8_t *)0, out16);
 }
 
 /* u16[c] = ADD(QUANTIZE(frame8[c]), c16[c]) for c < n: mg_input16_front with the conv

@@ -1,6 +1,6 @@
 /* mg_test_platform.h - what model_check.c needs from a bare-metal test platform
  * (implemented in tests/qemu/ for the QEMU Cortex-M boards, tests/rv32/ for qemu-rv32,
- * tests/xtensa/ for the lx106 sim). */
+ * tests/xtensa/ for the lx106 sim, with the parts they share in mg_test_baremetal.c). */
 #ifndef MG_TEST_PLATFORM_H
 #define MG_TEST_PLATFORM_H
 

@@ -1,6 +1,7 @@
 /* Bare-metal test platform for qemu-system-xtensa -M sim -cpu lx106 -semihosting:
  * output and exit through the simulator's SIMCALL semihosting interface (a2 = call
- * number: 1 exit, 4 write; arguments in a3..a5), CCOUNT as the tick counter. */
+ * number: 1 exit, 4 write; arguments in a3..a5), CCOUNT as the tick counter (the
+ * calibration loop: ../mg_test_baremetal.c). */
 #include <stdint.h>
 
 #include "../mg_test_platform.h"
@@ -34,10 +35,6 @@ void mg_test_exit(int code)
     }
 }
 
-void mg_test_platform_init(void)
-{
-}
-
 uint32_t mg_test_ticks(void)
 {
     uint32_t v;
@@ -45,20 +42,8 @@ uint32_t mg_test_ticks(void)
     return v;
 }
 
-uint32_t mg_test_ticks_since(uint32_t start)
-{
-    return mg_test_ticks() - start;
-}
-
-uint32_t mg_test_calibrate(uint32_t *instructions)
-{
-    const uint32_t n = 1000000u;
-    uint32_t t0, r = n;
-    t0 = mg_test_ticks();
-    __asm__ volatile("1: addi %0, %0, -1\n\tbnez %0, 1b" : "+r"(r));
-    *instructions = 2u * n;
-    return mg_test_ticks_since(t0);
-}
+#define MG_TEST_UP_TICKS
+#include "../mg_test_baremetal.c"
 
 void mg_xt_start(void)
 {
