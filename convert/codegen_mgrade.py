@@ -419,8 +419,8 @@ class Package:
                      if isinstance(s, OpStep) and self.program.logits in s.op.outputs), -1)
 
     def op(self, index: int) -> Operator:
-        """The graph operator of index `index`."""
-        return next(o for o in self.model.operators if o.index == index)
+        """The graph operator of index `index` (read_tflite numbers them by position)."""
+        return self.model.operators[index]
 
     @property
     def macro_prefix(self) -> str:
@@ -820,11 +820,11 @@ def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predecla
     first (and their own declarations later dropped: predeclared); residual / absorbed say
     which ops the fast steps fuse (updated where a fast kernel is missing)."""
     model, ptr, plan, prefix = pk.model, pk.ptr, pk.plan, pk.prefix
-    params = {i: s.params for i, s in pk.program.op_steps.items()}
     shared: list[str] = []
     if op.index in residual:        # the fused ADD's parameters, declared first
         add_op = pk.op(residual[op.index][0])
-        shared += emit_op(pk.step_model, add_op, params[add_op.index], ptr, plan, prefix)[0]
+        shared += emit_op(pk.step_model, add_op, pk.program.op_steps[add_op.index].params, ptr,
+                          plan, prefix)[0]
         predeclared.add(add_op.index)
     chain = []
     step = pk.program.op_steps.get(op.index) if op.op not in ("MG_DELAY", "MG_MINGRU") else None
@@ -832,7 +832,8 @@ def _op_code(pk: Package, op: Operator, residual: dict, absorbed: dict, predecla
     if op.op == "FULLY_CONNECTED" and op.index != readout_op and not wide:
         chain = _fc_epilogue(pk.program, pk.step_ops, op, plan, pk.graph_outputs)
         for eop, _, _ in chain:
-            shared += emit_op(pk.step_model, eop, params[eop.index], ptr, plan, prefix)[0]
+            shared += emit_op(pk.step_model, eop, pk.program.op_steps[eop.index].params, ptr,
+                              plan, prefix)[0]
             predeclared.add(eop.index)
             absorbed[eop.index] = op.index
     fast = _op_fast(pk, op, residual, absorbed, chain, wide)

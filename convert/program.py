@@ -78,18 +78,16 @@ def _candidate_fcs(graph: StepGraph, cand: Candidate, where: str) -> dict:
     return fcs
 
 
-def _tail_ops(graph: StepGraph, t: dict) -> list:
+def _tail_ops(t: dict) -> list:
     """The operators of an int16 tail (match_tail's tensors)."""
-    ops = [t["qg"], t["qh"], t["sub"], t["mul"], t["add_h"]] + list(t["z_ops"])
-    return ops
+    return [t["qg"], t["qh"], t["sub"], t["mul"], t["add_h"]] + list(t["z_ops"])
 
 
 def _front_ops(graph: StepGraph, t: dict) -> list:
     """The operators of an int16 front (match_front's tensors) but its conv16 chain, which
     belongs to the delay step."""
     drop = set(t["drop"]) - ({t["conv16"]["q_taps"].index} if t["conv16"] else set())
-    by_index = {op.index: op for op in graph.model.operators}
-    return [by_index[i] for i in sorted(drop)] + [t["add_u"], t["add_v"]] + \
+    return [graph.model.operators[i] for i in sorted(drop)] + [t["add_u"], t["add_v"]] + \
         [op for role, op in t["fcs"].items() if role != "gate"]
 
 
@@ -104,7 +102,7 @@ def match_mingru(graph: StepGraph, layer: int, channels: int) -> MinGRUStep:
         where = f"layer {layer} minGRU (int16 state)"
         g, h8 = tail.tensors["g8"], tail.tensors["h8"]
         gate, sig_z_ops = _gate_of_tail(graph, tail, where)
-        ops = _tail_ops(graph, tail.tensors) + sig_z_ops
+        ops = _tail_ops(tail.tensors) + sig_z_ops
         if tail.tensors["gate_fc16"]:
             front = Front16(*match_front(graph, layer, tail.tensors["z_ops"][0], h_new))
             ops += _front_ops(graph, front.tensors)
