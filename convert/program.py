@@ -131,8 +131,8 @@ def match_mingru(graph: StepGraph, layer: int, channels: int) -> MinGRUStep:
         front.tensors["u16"] if front else fcs["cand"][0].inputs[0], h, h_new, h8,
         front.tensors["v8"] if front else None, zero_point(tensors[h8]), fcs, sig_z,
         cand.sig_p, cand.min_const, cand.relu_params, shares_dot(fcs), cand.add_g,
-        update and update.sub, update and update.mul, update and update.add_h, tail, front,
-        sum(p["accum_depth"] * channels for _, p in fcs.values()))
+        *((update.sub, update.mul, update.add_h) if update else (None, None, None)), tail,
+        front, sum(p["accum_depth"] * channels for _, p in fcs.values()))
 
 
 def _attach_conv16(graph: StepGraph, delays: list[DelayStep], grus: list[MinGRUStep]) -> None:
