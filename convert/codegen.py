@@ -28,13 +28,14 @@ Layers of convert/ code generation (each imports only from the layers above it):
   tflm_params      TFLite-Micro Prepare-time parameters of each operator (op_params)
   arena            static tensor arena planned offline (Loc, Plan, plan_memory)
   cemit            C text: ctype, arrays, tensor pointers, C99 designated initialisers
-  codegen_fast     fast-path reference arithmetic, tables and weight layouts (mg_fast.h)
+  codegen_fast     fast-path tables and weight layouts (mg_fast.h)
   steps            the step program's records (DelayStep, MinGRUStep, OpStep, StepProgram)
   graph_package    generic graph package writer (emit_op per operator)
   mgrade_match     the fusion matcher's pieces (delay conv, int8 minGRU parts)
   state16, input16 the int16 minGRU state tail and input front: matchers, parameters, C
   ops16            generic int16 operators: parameters, C
   program          build_program: the step program, matched once from the .tflite as written
+  fast_steps       the fused steps' fast-path declarations, the ops a fast step absorbs
   codegen_mgrade   mGRADE package writer (reads the program), one function per generated file
   resources        the resource table (flash, RAM, instructions, estimated us per step)
   codegen          this dispatcher (generate, main); codegen_micropython sits beside it

@@ -45,6 +45,7 @@ LAYERS = [
     ["input16"],                              # int16 minGRU input front: params, match, C
     ["ops16"],                                # generic int16 ops of the widened forms: params, C
     ["program"],                              # the step program, matched once from the .tflite
+    ["fast_steps"],                           # the fast path of the fused steps: declarations, absorbed ops
     ["codegen_mgrade", "vectors"],            # mGRADE package writer; TFLM test vectors
     ["resources"],                            # the resource table (flash, RAM, instructions)
     ["codegen", "codegen_micropython"],       # dispatcher; MicroPython package
