@@ -232,7 +232,7 @@ def match_tail(graph, layer: int) -> tuple[dict, dict]:
     """The int16 tail of layer `layer` in the real graph (graph: mgrade_match.StepGraph).
     Returns (params {z16 (int8 gate) or zq16 + sig16 (int16 gate), g16, sub, mul, add_h, h8},
     tensors {z_in (z8 or z_pre8), g8, z16, g16, h, hnew, h8, d, m; z_ops: the ops z_in -> z16;
-    qg, qh, sub, mul, add_h: ops; gate_int16; ops: the op indices the int8 view drops})."""
+    qg, qh, sub, mul, add_h: ops; gate_int16, gate_fc16: the gate's form})."""
     where = f"layer {layer} minGRU (int16 state)"
     state, new_state = _state_tensors(graph, layer, where)
     update = _update_ops(graph, layer, state, new_state, where)
@@ -243,9 +243,7 @@ def match_tail(graph, layer: int) -> tuple[dict, dict]:
                    h=state, hnew=new_state, h8=qh.outputs[0], d=sub_op.outputs[0],
                    m=mul_op.outputs[0], z_ops=gate["z_ops"], qg=qg, qh=qh, sub=sub_op,
                    mul=mul_op, add_h=update["add_h"], gate_int16=update["gate_int16"],
-                   gate_fc16=gate["gate_fc16"],
-                   ops=[qg.index, qh.index] + ([] if gate["gate_fc16"]
-                                               else [gate["z_ops"][0].index]))
+                   gate_fc16=gate["gate_fc16"])
     matched = {**tensors, "z_reader": gate["z_reader"], "mid": gate["mid"],
                "zp16": gate["zp16"], "h_input": update["h_input"]}
     _check_tail(graph, layer, matched, where)
