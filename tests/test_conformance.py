@@ -91,6 +91,21 @@ def micropython_unix(request, tmp):
         assert mp.log_text() == "", mp.log_text()        # the app caught no exception
 
 
+@contextlib.contextmanager
+def arduino_mega(request, tmp):
+    """The mg_protocol example of the toy model's Arduino library (convert/arduino.py,
+    package_dir = the toy model), built by arduino-builder for the Mega 2560 and run on
+    qemu-system-avr -M mega2560 (host_tools/emulator.Emulator, board arduino-mega)."""
+    from mgrade_edge.convert.arduino import write_library
+    from mgrade_edge.host_tools.arduino_build import build_example
+    from mgrade_edge.host_tools.emulator import Emulator
+
+    lib = write_library(TOY, tmp / "lib", name="mgrade_toy", package_dir=TOY, make_zip=False)
+    b = build_example(lib["dir"], "mg_protocol", tmp / "build", "mega", timeout=300)
+    with Emulator(b["elf"], board="arduino-mega") as e:
+        yield e.url
+
+
 def _micropython() -> str:
     from mgrade_edge.host_tools.micropython_unix import find_micropython
     return find_micropython() or "micropython"
@@ -107,6 +122,9 @@ TARGETS = [
            ("arm-none-eabi-gcc", "qemu-system-arm"), units_per_tick=1),
     Target("qemu-rv32", qemu_firmware("qemu-rv32"), "qemu-rv32",
            "instructions", ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"), units_per_tick=1),
+    # the Arduino library's sketch (mcu/boards/arduino): Timer1 at F_CPU / 8, 8 cycles a tick
+    Target("arduino-mega", arduino_mega, "arduino-mega2560", "cycles",
+           ("arduino-builder", "avr-gcc", "avr-size", "qemu-system-avr"), units_per_tick=8),
 ]
 
 
