@@ -4,9 +4,9 @@ Every rule of the protocol that a device must keep is checked here, byte by byte
 hand-built frames (tests/raw_link.py), against every target this machine can run: the C app
 built for the host, the firmware on the emulated Cortex-M4, Cortex-M0 and RISC-V boards (QEMU),
 the MicroPython app on the unix port, and the Arduino library's mg_protocol sketch on the
-emulated Arduino Mega 2560 (arduino-builder, qemu-system-avr). All run the toy model (tests/fixtures/toy_model: C, MicroPython and its Python
-twin ToyModel, the reference), so a target that breaks a rule fails here under its own id
-(`-k qemu-cm4`).
+emulated Arduino Mega 2560 (arduino-builder, qemu-system-avr). All run the toy model
+(tests/fixtures/toy_model: C, MicroPython and its Python twin ToyModel, the reference), so a
+target that breaks a rule fails here under its own id (`-k qemu-cm4`, `-k arduino-mega`).
 
 Adding a target is adding one entry to TARGETS: a name, a launcher (a context manager factory
 `launch(request, tmp_path) -> socket://HOST:PORT URL` of a device running the toy model; a new
