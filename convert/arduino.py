@@ -1,9 +1,12 @@
 """A converted model as an Arduino library (and its .zip for the IDE's "Add .ZIP Library").
 
     python -m mgrade_edge.convert.arduino MODEL_DIR --out DIR [--name NAME] [--prefix mg] [--no-zip]
+    python -m mgrade_edge.convert.arduino --model-src PKG_DIR --out DIR ...
 
 MODEL_DIR is a converted model folder (model.tflite with the mgrade metadata, as
-`python -m mgrade_edge.convert` writes it) or a .tflite file. DIR/<NAME>/ gets an Arduino library
+`python -m mgrade_edge.convert` writes it) or a .tflite file. --model-src takes a C model package
+folder as it is instead (every .c/.h there, with <prefix>_model_data.h; like the firmware's
+MODEL_SRC, e.g. tests/fixtures/toy_model). DIR/<NAME>/ gets an Arduino library
 (library format 1.5) and DIR/<NAME>.zip the same folder zipped:
 
     <NAME>/library.properties
@@ -103,14 +106,26 @@ def _package_define(package_dir: Path, prefix: str, key: str) -> str | None:
     return m.group(1).strip('"') if m else None
 
 
-def write_library(model: Path, out: Path, name: str | None = None, prefix: str = "mg",
+def check_package_dir(package_dir: Path, prefix: str = "mg") -> None:
+    """ArduinoLibraryError unless package_dir holds a C model package: .c sources and
+    <prefix>_model_data.h (what the library's header includes)."""
+    d = Path(package_dir)
+    if not (d / f"{prefix}_model_data.h").is_file() or not any(d.glob("*.c")):
+        raise ArduinoLibraryError(f"{d} is not a C model package (needs .c files and "
+                                  f"{prefix}_model_data.h, as convert.codegen writes them)")
+
+
+def write_library(model: Path | None, out: Path, name: str | None = None, prefix: str = "mg",
                   package_dir: Path | None = None, make_zip: bool = True) -> dict:
     """Write the library for `model` (a converted folder or a .tflite) under out/<name>/ (and
-    out/<name>.zip). package_dir: an already generated package to take instead of running the
-    code generator. Returns {'dir', 'zip', 'name', 'header', 'files', 'const_bytes'}."""
+    out/<name>.zip). package_dir: a C model package folder to take as it is instead of running
+    the code generator (then `model` may be None). Returns {'dir', 'zip', 'name', 'header',
+    'files', 'const_bytes'}."""
     from mgrade_edge.convert.codegen import generate
 
-    model = Path(model)
+    if package_dir is not None:
+        check_package_dir(package_dir, prefix)
+    model = Path(model if model is not None else package_dir)
     tflite = model / "model.tflite" if model.is_dir() else model
     if package_dir is None and not tflite.is_file():
         raise ArduinoLibraryError(f"no model.tflite in {model}: convert a run first "
@@ -166,14 +181,20 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n", 1)[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="converted model folder (model.tflite) or a .tflite file")
+    ap.add_argument("model", nargs="?", default=None,
+                    help="converted model folder (model.tflite) or a .tflite file")
+    ap.add_argument("--model-src", default=None, metavar="PKG_DIR",
+                    help="take this C model package folder as it is (no code generation)")
     ap.add_argument("--out", required=True, help="folder that gets <NAME>/ and <NAME>.zip")
     ap.add_argument("--name", default=None, help="library name (default mgrade_<model name>)")
     ap.add_argument("--prefix", default="mg", help="C prefix of the model package (default mg)")
     ap.add_argument("--no-zip", action="store_true", help="skip the .zip")
     a = ap.parse_args(argv)
+    if (a.model is None) == (a.model_src is None):
+        ap.error("give a converted MODEL_DIR or --model-src PKG_DIR (one of them)")
     try:
-        r = write_library(Path(a.model), Path(a.out), a.name, a.prefix, make_zip=not a.no_zip)
+        r = write_library(a.model, Path(a.out), a.name, a.prefix, make_zip=not a.no_zip,
+                          package_dir=a.model_src)
     except ArduinoLibraryError as e:
         print(f"convert.arduino: error: {e}", file=sys.stderr)
         return 2

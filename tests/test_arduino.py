@@ -107,6 +107,38 @@ def test_cli_one_line_errors(tmp_path):
     assert r.stderr.count("\n") == 1 and "model.tflite" in r.stderr
 
 
+def test_cli_model_src(tmp_path):
+    """--model-src takes a C model package as it is (the toy model, like the firmware's
+    MODEL_SRC); a folder without one is one line."""
+    toy = ROOT / "tests" / "fixtures" / "toy_model"
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.arduino", "--model-src",
+                        str(toy), "--out", str(tmp_path), "--name", "mgrade_toy", "--no-zip"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    src = tmp_path / "mgrade_toy" / "src"
+    assert (src / "toy_model.c").read_bytes() == (toy / "toy_model.c").read_bytes()
+    assert (src / "mg_app.c").is_file() and not (tmp_path / "mgrade_toy.zip").exists()
+    r = subprocess.run([sys.executable, "-m", "mgrade_edge.convert.arduino", "--model-src",
+                        str(ROOT / "tests"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "not a C model package" in r.stderr
+
+
+@needs_avr_gcc
+def test_qemu_skip_hazards_found(tmp_path):
+    """arduino_build.qemu_skip_hazards finds the skip-over-ret qemu-system-avr hangs on: a
+    signed 16 x 16 -> 32-bit product links libgcc's __usmulhisi3_tail (`sbrs r27, 7; ret`)."""
+    from mgrade_edge.host_tools.arduino_build import qemu_skip_hazards
+
+    src = tmp_path / "m.c"
+    src.write_text("#include <stdint.h>\nvolatile int16_t a = -5, b = 7; volatile int32_t c;\n"
+                   "int main(void) { c = (int32_t)a * b; return 0; }\n")
+    elf = tmp_path / "m.elf"
+    subprocess.run(["avr-gcc", "-mmcu=atmega2560", "-Os", str(src), "-o", str(elf)], check=True)
+    assert any("sbrs" in h and h.endswith("; ret") for h in qemu_skip_hazards(elf))
+
+
 @needs_arduino
 def test_examples_build_outside_repo(library, tmp_path):
     """Both examples from a copy of the library in a sketchbook-like folder outside the repo,
@@ -142,7 +174,10 @@ def mega_firmware(request, tiny_models, tmp_path_factory):
 def test_mega_qemu_bit_exact(mega_firmware, tmp_path):
     """make compare BOARD=arduino-mega's path: emulated_eval starts qemu-system-avr -M
     mega2560, stream_eval streams every test sequence with every step's logits."""
+    from mgrade_edge.host_tools.arduino_build import qemu_skip_hazards
+
     model, b = mega_firmware
+    assert qemu_skip_hazards(b["elf"]) == []          # nothing qemu-system-avr hangs on
     out = tmp_path / "m.json"
     r = subprocess.run([sys.executable, "host_tools/emulated_eval.py", str(b["elf"]), "--board",
                         "arduino-mega", "--model", str(model), "--timeout", "60", "--json",

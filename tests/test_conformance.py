@@ -2,10 +2,11 @@
 
 Every rule of the protocol that a device must keep is checked here, byte by byte with
 hand-built frames (tests/raw_link.py), against every target this machine can run: the C app
-built for the host, the firmware on the emulated Cortex-M4 board (QEMU), the MicroPython app on
-the unix port. All run the toy model (tests/fixtures/toy_model: C, MicroPython and its Python
-twin ToyModel, the reference), so a target that breaks a rule fails here under its own id
-(`-k qemu-cm4`).
+built for the host, the firmware on the emulated Cortex-M4, Cortex-M0 and RISC-V boards (QEMU),
+the MicroPython app on the unix port, and the Arduino library's mg_protocol sketch on the
+emulated Arduino Mega 2560 (arduino-builder, qemu-system-avr). All run the toy model
+(tests/fixtures/toy_model: C, MicroPython and its Python twin ToyModel, the reference), so a
+target that breaks a rule fails here under its own id (`-k qemu-cm4`, `-k arduino-mega`).
 
 Adding a target is adding one entry to TARGETS: a name, a launcher (a context manager factory
 `launch(request, tmp_path) -> socket://HOST:PORT URL` of a device running the toy model; a new
@@ -91,6 +92,25 @@ def micropython_unix(request, tmp):
         assert mp.log_text() == "", mp.log_text()        # the app caught no exception
 
 
+@contextlib.contextmanager
+def arduino_mega(request, tmp):
+    """The mg_protocol example of the toy model's Arduino library (convert/arduino.py with the
+    toy model as its package, like --model-src), built by arduino-builder for the Mega 2560 and
+    run on qemu-system-avr -M mega2560 (host_tools/emulator.Emulator, board arduino-mega)."""
+    from mgrade_edge.convert.arduino import write_library
+    from mgrade_edge.host_tools.arduino_build import (APT_HINT, build_example, have_toolchain,
+                                                      qemu_skip_hazards)
+    from mgrade_edge.host_tools.emulator import Emulator
+
+    if not have_toolchain():                   # the AVR core (boards.txt) is no executable
+        pytest.skip(f"arduino-mega: {APT_HINT}")
+    lib = write_library(None, tmp / "lib", name="mgrade_toy", package_dir=TOY, make_zip=False)
+    b = build_example(lib["dir"], "mg_protocol", tmp / "build", "mega", timeout=300)
+    assert qemu_skip_hazards(b["elf"]) == []           # code the emulator would hang on
+    with Emulator(b["elf"], board="arduino-mega") as e:
+        yield e.url
+
+
 def _micropython() -> str:
     from mgrade_edge.host_tools.micropython_unix import find_micropython
     return find_micropython() or "micropython"
@@ -107,6 +127,9 @@ TARGETS = [
            ("arm-none-eabi-gcc", "qemu-system-arm"), units_per_tick=1),
     Target("qemu-rv32", qemu_firmware("qemu-rv32"), "qemu-rv32",
            "instructions", ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"), units_per_tick=1),
+    # the Arduino library's sketch (mcu/boards/arduino): Timer1 at F_CPU / 8, 8 cycles a tick
+    Target("arduino-mega", arduino_mega, "arduino-mega2560", "cycles",
+           ("arduino-builder", "avr-gcc", "avr-size", "qemu-system-avr"), units_per_tick=8),
 ]
 
 
