@@ -303,7 +303,6 @@ class Candidate:
     ops: list[Operator]
     p: int
     r_source: int                # the tensor the RELU branch starts from (p or an FC output)
-    relu: Operator | None        # RELU op (None: the branch is an FC with a fused RELU)
     min_const: int
     sig_p: dict
     relu_params: dict | None
@@ -339,7 +338,7 @@ def match_candidate(graph: StepGraph, g: int, channels: int, where: str) -> Cand
             raise CodegenError(f"{where}: {op.op} (op {op.index}) is not [1, {channels}]")
     add_p = _elementwise(graph, add_g, channels, where)
     return Candidate([add_g, sig_p, minimum] + ([relu] if relu is not None else []), p,
-                     r_source, relu, consts[0], op_params(graph.model, sig_p),
+                     r_source, consts[0], op_params(graph.model, sig_p),
                      op_params(graph.model, relu) if relu is not None else None,
                      swap_add(add_p) if k_q == 0 else add_p)
 
