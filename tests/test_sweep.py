@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mgrade_edge.training.sweep import (aggregate, expand, load_results, matched_table, pareto,
-                            plot_series, width_table)
+                            plot_series, width_table, write_report)
 from mgrade_edge.training.sweep_convert import convert_settings, needs_convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +107,36 @@ def test_aggregate_int8_needs_every_seed_converted():
     header, _, row = width_table(agg)
     assert header.startswith("| H | L | mGRADE: float % / int8 % (int8 B) | pure minGRU")
     assert row == "| 8 | 2 | 90.00 / 80.00 (1,761) | 90.00 / convert failed (1,761) |"
+
+
+def test_report_gives_epochs_wall_time_and_a_float_matching(tmp_path):
+    """The per-config table carries epochs and training wall time (read back from the run's
+    metrics.jsonl for rows written before rows held it), and a second matching on float
+    accuracy follows the int8 one: here the minGRU baseline collapses on int8, so the int8
+    matching picks the small mGRADE and the float matching the large one."""
+    def row(family, name, h, nbytes, fl, i8, **extra):
+        return {"family": family, "name": name + "-s0", "seed": 0, "d_model": h, "n_layers": 3,
+                "epochs": 10, "hardened_test_acc": fl, "int8_acc": i8, "int8_float_acc": fl,
+                "int8_n_test": 100, "convert_error": None, "param_values": nbytes // 2,
+                "state_values": 10, "int8_bytes": nbytes, "fp32_bytes": 4 * nbytes, **extra}
+    rows = [row("mgrade", "mgrade-H8", 8, 1000, 0.95, 0.94, train_s=100.0),
+            row("mgrade", "mgrade-H16", 16, 3000, 0.99, 0.98, train_s=300.0),
+            row("rnn", "rnn-H16", 16, 2000, 0.97, 0.60)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "runs" / "rnn-H16-s0"
+    run.mkdir(parents=True)
+    run.joinpath("metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "epoch_s": 60.25}) + "\n" for e in range(1, 11)))
+    assert [r.get("train_s") for r in load_results(tmp_path)] == [100.0, 300.0, 602.5]
+    write_report(tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert config_line(md, "rnn-H16").endswith("| 8000 | 10 | 602 |")
+    assert config_line(md, "mgrade-H16").endswith("| 12000 | 10 | 300 |")
+    matched = json.loads((tmp_path / "matched.json").read_text())
+    assert [r["mgrade_config"] for r in matched["rows"]] == ["mgrade-H8"]
+    assert [r["mgrade_config"] for r in matched["float_rows"]] == ["mgrade-H16"]
+    assert abs(matched["float_rows"][0]["memory_ratio"] - 1.5) < 1e-12
+    assert "matching on the **float** accuracy" in md
 
 
 def config_line(results_md: str, config: str) -> str:

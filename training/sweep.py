@@ -164,18 +164,36 @@ def measure_run(family: str, name: str, out: Path) -> dict:
             "d_model": config.model.d_model, "n_layers": config.model.n_layers,
             "kernel_span": config.model.span if config.model.use_conv else 0,
             "n_taps": config.model.n_taps if config.model.use_conv else 0,
-            "epochs": last["epoch"], "val_acc": last["val_acc"], "test_acc": last["test_acc"],
+            "epochs": last["epoch"], "train_s": train_seconds(ckpt["history"]),
+            "val_acc": last["val_acc"], "test_acc": last["test_acc"],
             "hardened_test_acc": hard["acc"], "train_params": mem["train_params"],
             "param_values": total["param_values"], "state_values": total["state_values"],
             "int8_bytes": total["int8_bytes"], "fp32_bytes": total["fp32_bytes"],
             "int8_bytes_plain_ring": mem["total"]["plain"]["int8_bytes"]}
 
 
+def train_seconds(history: list[dict]) -> float:
+    """Training wall time of a run (s): the sum of its epochs' `epoch_s` (evaluation
+    included, time between an interruption and its resume not)."""
+    return round(sum(h.get("epoch_s") or 0.0 for h in history), 1)
+
+
 def load_results(out: Path) -> list[dict]:
+    """DIR/results.jsonl's rows; a row written before rows carried `train_s` gets it from its
+    run's metrics.jsonl when that is there."""
     path = out / "results.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in rows:
+        metrics = out / "runs" / r.get("name", "") / "metrics.jsonl"
+        if "train_s" not in r and metrics.is_file():
+            try:
+                r["train_s"] = train_seconds([json.loads(line) for line in
+                                              metrics.read_text().splitlines() if line.strip()])
+            except (ValueError, AttributeError):
+                pass
+    return rows
 
 
 def save_results(out: Path, rows: list[dict]):
@@ -208,6 +226,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                     "acc_int8": _mean(i8), "acc_int8_min": min(i8) if ok else None,
                     "acc_int8_max": max(i8) if ok else None,
                     "int8_cost": None if cost is None else 100 * cost,
+                    "train_s": _mean([r.get("train_s") for r in rs]),
                     "int8_n_test": min(r.get("int8_n_test") or 0 for r in rs) if ok else None,
                     "convert_failed": sum(bool(r.get("convert_error")) for r in rs)})
     return out
@@ -306,6 +325,23 @@ def width_table(agg: list[dict]) -> list[str]:
     return lines
 
 
+def matched_lines(table: list[dict], agg: list[dict]) -> list[str]:
+    """Markdown lines of a matched_table: header, then one row per baseline family."""
+    lines = ["| baseline | its best (smallest at that accuracy) | float % | int8 % | int8 B | "
+             "smallest mGRADE matching it | float % | int8 % | int8 B | memory ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    by_name = {p["name"]: p for p in agg}
+    for r in table:
+        b, m = by_name[r["baseline_config"]], by_name.get(r["mgrade_config"])
+        ratio = f"{r['memory_ratio']:.2f}" if r["memory_ratio"] is not None else "no match"
+        lines.append(f"| {FAMILY_LABELS.get(r['baseline'], r['baseline'])} | "
+                     f"{r['baseline_config']} | {_pct(b['acc_float'])} | {_pct(b['acc_int8'])} | "
+                     f"{r['baseline_int8_bytes']} | {r['mgrade_config'] or '-'} | "
+                     + (f"{_pct(m['acc_float'])} | {_pct(m['acc_int8'])} | "
+                        f"{r['mgrade_int8_bytes']}" if m else "- | - | -") + f" | {ratio} |")
+    return lines
+
+
 def write_report(out: Path, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")
@@ -346,28 +382,25 @@ def write_report(out: Path, title: str = ""):
              + (" (int8 step model on TFLite-Micro, bit-exact with the device, on "
                 + ("/".join(map(str, n_test)) or "?") + " test sequences); float = hardened "
                 "float model on the whole test set." if metric == "int8" else
-                " (conversion off: no int8 figures)."), "",
-             "| baseline | its best (smallest at that accuracy) | float % | int8 % | int8 B | "
-             "smallest mGRADE matching it | float % | int8 % | int8 B | memory ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    by_name = {p["name"]: p for p in agg}
-    for r in table:
-        b, m = by_name[r["baseline_config"]], by_name.get(r["mgrade_config"])
-        ratio = f"{r['memory_ratio']:.2f}" if r["memory_ratio"] is not None else "no match"
-        lines.append(f"| {FAMILY_LABELS.get(r['baseline'], r['baseline'])} | "
-                     f"{r['baseline_config']} | {_pct(b['acc_float'])} | {_pct(b['acc_int8'])} | "
-                     f"{r['baseline_int8_bytes']} | {r['mgrade_config'] or '-'} | "
-                     + (f"{_pct(m['acc_float'])} | {_pct(m['acc_int8'])} | "
-                        f"{r['mgrade_int8_bytes']}" if m else "- | - | -") + f" | {ratio} |")
+                " (conversion off: no int8 figures)."), ""]
+    lines += matched_lines(table, agg)
     n_matched = len(lines)
+    float_table = matched_table(with_metric(agg, "float")) if metric == "int8" else []
+    if float_table:
+        lines += ["", "The same matching on the **float** accuracy (what each family learns, "
+                  "before the converter; a baseline that loses much more to int8 than mGRADE "
+                  "does is better judged here):", ""] + matched_lines(float_table, agg)
     lines += ["", "| config | family | seeds | float % (mean, min-max) | int8 % (mean, min-max) | "
-              "int8 cost (points) | params | state | int8 B | fp32 B |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "int8 cost (points) | params | state | int8 B | fp32 B | epochs | "
+              "train wall (s, mean) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(agg, key=lambda p: (p["family"], p["int8_bytes"])):
         cost = "-" if p["int8_cost"] is None else f"{p['int8_cost']:+.2f}"
+        wall = "-" if p.get("train_s") is None else f"{p['train_s']:,.0f}"
         lines.append(f"| {p['name']} | {p['family']} | {p['seeds']} | {_acc_cell(p, 'float')} | "
                      f"{_acc_cell(p, 'int8')} | {cost} | {p['param_values']} | "
-                     f"{p['state_values']} | {p['int8_bytes']} | {p['fp32_bytes']} |")
+                     f"{p['state_values']} | {p['int8_bytes']} | {p['fp32_bytes']} | "
+                     f"{p.get('epochs', '-')} | {wall} |")
     lines += [""] + width_table(agg)
     failed = [r for r in rows if r.get("convert_error")]
     if failed:
@@ -377,7 +410,8 @@ def write_report(out: Path, title: str = ""):
     lines.append("int8 cost: hardened float minus int8 accuracy on the converter's test "
                  "sequences, mean over seeds.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "matched.json").write_text(json.dumps({"metric": metric, "rows": table}, indent=1))
+    (out / "matched.json").write_text(json.dumps({"metric": metric, "rows": table,
+                                                  "float_rows": float_table}, indent=1))
     print("\n".join(lines[:n_matched]))
 
 
