@@ -138,6 +138,19 @@ def test_report_gives_epochs_wall_time_and_a_float_matching(tmp_path):
     assert abs(matched["float_rows"][0]["memory_ratio"] - 1.5) < 1e-12
     assert "matching on the **float** accuracy" in md
 
+    # benchmarks/sweep_table: the same runs, one row each, with the form and M4 instructions
+    # from a run's int8/report.json ("-" where there is none)
+    from benchmarks.sweep_table import table_lines
+    (run / "int8").mkdir()
+    run.joinpath("int8", "report.json").write_text(json.dumps(
+        {"form": "state16", "resources": {"paths": {"fast": {
+            "instructions_per_step": {"mean": 21863.4}}}}}))
+    lines = table_lines(tmp_path)
+    assert len(lines) == 2 + len(rows)
+    assert lines[2].startswith("| mGRADE | 8 | 0 | 95.00 | **94.00** | - | 1,000 | 10 | 100 |")
+    assert lines[-1] == ("| minGRU | 16 | 0 | 97.00 | **60.00** | state16 | 2,000 | 10 | 602 | "
+                         "21,863 |")
+
 
 def config_line(results_md: str, config: str) -> str:
     (line,) = [ln for ln in results_md.splitlines() if ln.startswith(f"| {config} |")]
