@@ -58,16 +58,17 @@ from mgrade_edge.convert.tflite_reader import Model, read_tflite
 # rows with a group set simulated at int16 (symmetric, the int8 tensor's range): the fix
 # candidates (the minGRU state path)
 WIDE_ROWS = (("state",), ("state", "update"), ("state", "update", "gate_z"))
-GROUPS = ("input", "frames", "conv", "resid", "gate_z", "cand", "update", "state", "mix",
-          "mlp", "postnorm", "readout")
+GROUPS = ("input", "frames", "conv", "resid", "gate_z", "cand", "cand_p", "update", "state",
+          "mix", "mlp", "postnorm", "readout")
 
 
 # ---------------------------------------------------------------------------------------------
 # tensor roles
 
-def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
+def tensor_groups(model: Model, meta: dict, split_cand: bool = False) -> dict[int, str]:
     """Activation tensor index -> group name (every non-constant tensor an op writes or the
-    graph reads, except the int32 gather indices)."""
+    graph reads, except the int32 gather indices). split_cand: the candidate FC's output p
+    is its own group `cand_p` (otherwise part of `cand`)."""
     program = build_program(model, meta)
     delays, grus = program.delays, program.grus
     T = model.tensors
@@ -97,6 +98,8 @@ def tensor_groups(model: Model, meta: dict) -> dict[int, str]:
                 role[t] = "gate_z"
             elif op.op in ("SUB", "MUL"):
                 role[t] = "update"
+            elif split_cand and op.op == "FULLY_CONNECTED":
+                role[t] = "cand_p"
             else:
                 role[t] = "cand"
     conv_out = {t for t, r in role.items() if r == "conv"}
@@ -154,12 +157,12 @@ class FakeQuantStep:
     logits = sim.run(x)       # x float [B, T, n_in] -> per-step logits float [B, T, n]
     """
 
-    def __init__(self, model_bytes: bytes):
+    def __init__(self, model_bytes: bytes, split_cand: bool = False):
         self.model = read_tflite(model_bytes)
         self.meta = mgrade_metadata(self.model)
         if self.meta is None:
             raise ValueError("not an mGRADE step model (no metadata)")
-        self.role = tensor_groups(self.model, self.meta)
+        self.role = tensor_groups(self.model, self.meta, split_cand)
         self.quantized = set(GROUPS)
         self.wide: set[str] = set()            # quantized groups simulated at int16
         self.const = {t.index: _deq(t) for t in self.model.tensors if t.is_const}
@@ -304,10 +307,11 @@ def row_stats(logits: np.ndarray, ref: np.ndarray, y: np.ndarray, ref_pred: np.n
 
 def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarray,
                 batch: int = 500, progress=None, quick: bool = False,
-                only: list[str] | None = None) -> dict:
+                only: list[str] | None = None, split_cand: bool = False) -> dict:
     """Every row of the table on x [B, T, n_in] (float), labels y [B], float per-step logits
-    ref [B, T, n]. Returns {"positions": [...], "rows": {name: row_stats}}."""
-    sim = FakeQuantStep(model_bytes)
+    ref [B, T, n]; split_cand: the candidate FC's output p is its own group. Returns
+    {"positions": [...], "rows": {name: row_stats}}."""
+    sim = FakeQuantStep(model_bytes, split_cand)
     present = sorted(set(sim.role.values()), key=GROUPS.index)
     configs = {"all int8": (set(GROUPS), set()),
                "int8 weights, float activations": (set(), set())}
@@ -327,6 +331,8 @@ def attribution(model_bytes: bytes, x: np.ndarray, y: np.ndarray, ref: np.ndarra
         for g in present:                 # widening one more group on top of the path
             if g not in path16 and g not in ("input", "frames"):
                 configs[f"int16 path + {g}"] = (set(GROUPS), path16 | {g})
+        if {"cand", "cand_p"} <= set(present):      # the whole candidate, p included
+            configs["int16 path + cand + cand_p"] = (set(GROUPS), path16 | {"cand", "cand_p"})
         wide_all = set(present) - {"input", "frames"}
         configs["int16 all but frames"] = (set(GROUPS), wide_all)
         for form, groups in GROUPS16.items():     # the converter's rungs (convert/forms.py)
@@ -385,6 +391,9 @@ def main(argv=None) -> int:
                         "(widen_state(gate16=False))")
     p.add_argument("--rows", help="comma-separated row name prefixes to run (default: all), "
                                   "e.g. 'all int8,int16'")
+    p.add_argument("--split-cand", action="store_true",
+                   help="make the candidate FC's output p its own group `cand_p` (rows "
+                        "`int16 path + cand` then leave p on its int8 grid)")
     p.add_argument("--quick", action="store_true",
                    help="leave out the `only int8: G` rows")
     p.add_argument("--json", help="write the rows as JSON here")
@@ -447,6 +456,7 @@ def main(argv=None) -> int:
               + " ".join(f"{d:.3f}" for d in r["drift"]), flush=True)
 
     res = attribution(model_bytes, x, y, ref, progress=show, quick=args.quick,
+                      split_cand=args.split_cand,
                       only=args.rows.split(",") if args.rows else None)
     tflm_acc = None
     if args.tflm:

@@ -279,3 +279,26 @@ def test_attribution_simulates_the_graph_convert_deploys(slow_stream):
     assert lsb(simulated["int16"], tflm["int16"]) < 0.5
     assert lsb(tflm["int8"], tflm["int16"]) > 2.0                      # the test can tell
     assert lsb(simulated["int8"], tflm["int16"]) > 2.0
+
+
+def test_attribution_split_candidate_group(slow_stream):
+    """--split-cand: the candidate FC's output p becomes its own group `cand_p`, every other
+    tensor keeps its group, and the walk with both candidate groups in float is the walk with
+    the unsplit `cand` in float (the split only relabels)."""
+    from benchmarks.int8_attribution import GROUPS, FakeQuantStep
+
+    model, x, _ = slow_stream
+    whole, split = FakeQuantStep(model), FakeQuantStep(model, split_cand=True)
+    p = {t for t, g in split.role.items() if g == "cand_p"}
+    assert p and "cand_p" not in whole.role.values()
+    assert all(whole.role[t] == "cand" for t in p)
+    assert {t: g for t, g in split.role.items() if t not in p} == \
+        {t: g for t, g in whole.role.items() if t not in p}
+    producer = {op.outputs[0]: op.op for op in split.model.operators}
+    assert {producer[t] for t in p} == {"FULLY_CONNECTED"}
+    xs = x[None, :200].numpy()
+    whole.quantized = set(GROUPS) - {"cand"}
+    split.quantized = set(GROUPS) - {"cand", "cand_p"}
+    assert np.array_equal(whole.run(xs), split.run(xs))
+    split.quantized = set(GROUPS) - {"cand"}              # p back on its int8 grid
+    assert not np.array_equal(whole.run(xs), split.run(xs))
