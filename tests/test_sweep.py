@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mgrade_edge.training.sweep import (aggregate, expand, load_results, matched_table, pareto,
-                            plot_series, width_table, write_report)
+                            plot_series, width_table, write_report, zoom_range)
 from mgrade_edge.training.sweep_convert import convert_settings, needs_convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +150,19 @@ def test_report_gives_epochs_wall_time_and_a_float_matching(tmp_path):
     assert lines[2].startswith("| mGRADE | 8 | 0 | 95.00 | **94.00** | - | 1,000 | 10 | 100 |")
     assert lines[-1] == ("| minGRU | 16 | 0 | 97.00 | **60.00** | state16 | 2,000 | 10 | 602 | "
                          "21,863 |")
+
+
+def test_zoom_panel_only_when_a_baseline_squashes_the_plot():
+    """A baseline 20 points below mGRADE gets the plot a second panel spanning mGRADE's
+    range and the best point; figures within a few points of each other get none."""
+    def series(rnn_acc):
+        return {"mgrade": {"points": [(100, 98.6), (200, 99.0)], "float": [(100, 98.7)]},
+                "conv": {"points": [(150, 98.8)], "float": []},
+                "rnn": {"points": [(120, rnn_acc)], "float": []}}
+    lo, hi = zoom_range(series(78.0))
+    assert 98.4 < lo < 98.6 and 99.0 < hi < 99.2
+    assert zoom_range(series(97.8)) is None
+    assert zoom_range({"conv": {"points": [(1, 50.0)], "float": []}}) is None
 
 
 def config_line(results_md: str, config: str) -> str:

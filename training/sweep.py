@@ -51,6 +51,7 @@ import itertools
 import json
 import os
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -292,6 +293,22 @@ def plot_series(agg: list[dict], metric: str) -> dict:
     return series
 
 
+def zoom_range(series: dict) -> tuple[float, float] | None:
+    """The accuracy range (%) of a second, zoomed panel: from just below mGRADE's lowest point
+    to just above the best point, when the whole plot's range is over 3 times as tall (a
+    baseline far below, e.g. a device collapse, would squash the comparison); else None."""
+    acc = [a for s in series.values() for key in ("points", "float") for _, a in s[key]]
+    mine = [a for _, a in series.get("mgrade", {}).get("points", [])]
+    if not mine or not acc:
+        return None
+    top = max(a for s in series.values() for _, a in s["points"])
+    span = max(top - min(mine), 0.2)
+    lo = min(mine) - 0.25 * span
+    if top - min(acc) <= 3 * (top - lo):
+        return None
+    return lo, top + 0.15 * span
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
@@ -353,26 +370,34 @@ def write_report(out: Path, title: str = ""):
         return
     agg = aggregate(rows)
     metric = report_metric(rows)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family, s in plot_series(agg, metric).items():
-        color = FAMILY_COLORS.get(family)
-        label = FAMILY_LABELS.get(family, family)
-        if s["front"]:
-            ax.plot(*zip(*s["front"]), marker="o", label=label, color=color)
-            ax.scatter(*zip(*s["points"]), color=color, alpha=0.3, s=12)
-        if s["float"]:
-            ax.scatter(*zip(*s["float"]), color=color, alpha=0.35, s=22, marker="x",
-                       linewidths=0.8)
-    if metric == "int8":
-        ax.scatter([], [], color="gray", alpha=0.5, marker="x", label="float (same model)")
-    ax.set_xscale("log")
-    ax.set(xlabel="memory footprint at int8 (bytes: weights + state)",
-           ylabel=("test accuracy (%, int8 on TFLite-Micro = device, mean over seeds)"
-                   if metric == "int8" else "test accuracy (%, float hardened, mean over seeds)"),
-           title=title or "accuracy vs memory")
-    ax.yaxis.label.set_size(8)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    series = plot_series(agg, metric)
+    zoom = zoom_range(series)
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(12 if zoom else 7, 4.8),
+                             squeeze=False)
+    for ax in axes[0]:
+        for family, s in series.items():
+            color = FAMILY_COLORS.get(family)
+            label = FAMILY_LABELS.get(family, family)
+            if s["front"]:
+                ax.plot(*zip(*s["front"]), marker="o", label=label, color=color)
+                ax.scatter(*zip(*s["points"]), color=color, alpha=0.3, s=12)
+            if s["float"]:
+                ax.scatter(*zip(*s["float"]), color=color, alpha=0.35, s=22, marker="x",
+                           linewidths=0.8)
+        if metric == "int8":
+            ax.scatter([], [], color="gray", alpha=0.5, marker="x", label="float (same model)")
+        ax.set_xscale("log")
+        ax.set(xlabel="memory footprint at int8 (bytes: weights + state)",
+               ylabel=("test accuracy (%, int8 on TFLite-Micro = device, mean over seeds)"
+                       if metric == "int8" else
+                       "test accuracy (%, float hardened, mean over seeds)"))
+        ax.yaxis.label.set_size(8)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=8)
+    if zoom:
+        axes[0][1].set_ylim(*zoom)
+        axes[0][1].set_title("zoomed to mGRADE's accuracy range", fontsize=9)
+    fig.suptitle(textwrap.fill(title or "accuracy vs memory", 100), fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_memory.png", dpi=110)
     plt.close(fig)
