@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-
-FAMILY = {"mgrade": "mGRADE", "conv": "conv (learnable spacings)", "rnn": "minGRU"}
-
 
 def report_of(out: Path, name: str) -> dict:
     """The run's int8/report.json, {} when it has none (not converted, or a failed one)."""
@@ -56,10 +54,10 @@ def form_of(report: dict) -> str:
 
 def table_lines(out: Path) -> list[str]:
     """Markdown lines: header, separator, one row per run (family order, then width)."""
-    from mgrade_edge.training.sweep import load_results
+    from mgrade_edge.training.sweep import FAMILY_LABELS, load_results
 
     rows = load_results(out)
-    order = {f: i for i, f in enumerate(FAMILY)}
+    order = {f: i for i, f in enumerate(("mgrade", "conv", "rnn"))}
     rows.sort(key=lambda r: (order.get(r["family"], 9), r["d_model"], r.get("seed", 0)))
     lines = ["| family | H | seed | float % | device % | form | int8 B | epochs | "
              "train wall (s) | M4 instr/step |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -69,7 +67,7 @@ def table_lines(out: Path) -> list[str]:
         instr = m4_instructions(rep)
         wall = r.get("train_s")
         lines.append(
-            f"| {FAMILY.get(r['family'], r['family'])} | {r['d_model']} | {r.get('seed', 0)} | "
+            f"| {FAMILY_LABELS.get(r['family'], r['family'])} | {r['d_model']} | {r.get('seed', 0)} | "
             f"{100 * r['hardened_test_acc']:.2f} | {dev} | {form_of(rep)} | "
             f"{r['int8_bytes']:,} | {r['epochs']} | "
             f"{'-' if wall is None else f'{wall:,.0f}'} | "
@@ -86,7 +84,11 @@ def main(argv=None) -> int:
         print(f"error: {args.out}/results.jsonl not found: give a sweep's --out folder",
               file=sys.stderr)
         return 2
-    print("\n".join(table_lines(args.out)))
+    try:
+        print("\n".join(table_lines(args.out)))
+        sys.stdout.flush()
+    except BrokenPipeError:                 # piped into head: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

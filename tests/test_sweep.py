@@ -148,7 +148,7 @@ def test_report_gives_epochs_wall_time_and_a_float_matching(tmp_path):
     lines = table_lines(tmp_path)
     assert len(lines) == 2 + len(rows)
     assert lines[2].startswith("| mGRADE | 8 | 0 | 95.00 | **94.00** | - | 1,000 | 10 | 100 |")
-    assert lines[-1] == ("| minGRU | 16 | 0 | 97.00 | **60.00** | state16 | 2,000 | 10 | 602 | "
+    assert lines[-1] == ("| pure minGRU | 16 | 0 | 97.00 | **60.00** | state16 | 2,000 | 10 | 602 | "
                          "21,863 |")
 
 
