@@ -1,7 +1,7 @@
 """One markdown table of a finished sweep: per run, float and device accuracy, the form the
 converter chose, int8 bytes, epochs, training wall time and Cortex-M4 instructions per step.
 
-    python -m benchmarks.sweep_table SWEEP_OUT [--title smnist]
+    python -m benchmarks.sweep_table SWEEP_OUT
 
 SWEEP_OUT is a sweep's --out folder (results.jsonl, runs/NAME/int8/report.json); the table
 is what docs/results.md's "Paper model sizes" section shows. Columns:
@@ -23,6 +23,7 @@ import json
 import os
 import sys
 from pathlib import Path
+
 
 def report_of(out: Path, name: str) -> dict:
     """The run's int8/report.json, {} when it has none (not converted, or a failed one)."""

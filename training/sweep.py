@@ -179,19 +179,23 @@ def train_seconds(history: list[dict]) -> float:
     return round(sum(h.get("epoch_s") or 0.0 for h in history), 1)
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    """One JSON value per non-blank line of `path`."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def load_results(out: Path) -> list[dict]:
     """DIR/results.jsonl's rows; a row written before rows carried `train_s` gets it from its
     run's metrics.jsonl when that is there."""
     path = out / "results.jsonl"
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = _read_jsonl(path)
     for r in rows:
         metrics = out / "runs" / r.get("name", "") / "metrics.jsonl"
         if "train_s" not in r and metrics.is_file():
             try:
-                r["train_s"] = train_seconds([json.loads(line) for line in
-                                              metrics.read_text().splitlines() if line.strip()])
+                r["train_s"] = train_seconds(_read_jsonl(metrics))
             except (ValueError, AttributeError):
                 pass
     return rows
